@@ -1,0 +1,310 @@
+"""Binance family adapters: spot (``binance``) and USD-M futures (``binance_futures``;
+Aster is ``binance_futures`` with Aster's URLs).  Sans-I/O: frames in, events out.
+
+Venue rules implemented here (shared/docs/exchange-protocols.md):
+- section 1 (spot): combined-stream envelope ``{"stream", "data"}``; diff events
+  ``U``/``u``; sync = buffer, REST ``/api/v3/depth``, drop ``u <= id``, first event
+  ``U <= id+1 <= u``, then ``U == previous u + 1`` (gap if ``U > id + 1``);
+  ``@bookTicker`` ``u`` shares the depth update-id space; trade ``m`` = buyer is
+  maker, so ``m`` true => taker sold.
+- section 2 (USD-M): routed roots since 2026-04-23: depth and bookTicker on
+  ``/public``, trades on ``/market`` (``{route}`` in ``ws_url``); first event
+  ``U <= id <= u``, then ``pu == previous u`` (ids are not contiguous).
+- section 3 (Aster): the USD-M rules with URLs that have no ``{route}``.
+
+The venue's field names stay in this module; what leaves is ingest.events records.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from urllib.parse import urlencode
+
+import msgspec
+
+from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, SnapshotRequest, StreamGroup, TradeEvent,
+                           VenueNotice)
+from pipeline.config import ExchangeConfig
+from pipeline.errors import MalformedFrame, UnknownFrame
+
+_INF = math.inf
+
+# --------------------------------------------------------------------- wire structs
+# strict=False lets msgspec turn Binance's decimal strings into floats in C.
+
+
+class _Depth(msgspec.Struct):
+    s: str                    # symbol
+    U: int                    # first update id in event
+    u: int                    # final update id in event
+    b: list[tuple[float, float]]   # bids [price, qty], absolute qty, 0 = delete
+    a: list[tuple[float, float]]
+    E: int = 0                # event time, ms
+    T: int = 0                # transaction (matching) time, ms (futures)
+    pu: int = -1              # futures: final update id of the previous event
+
+
+class _Trade(msgspec.Struct):
+    s: str
+    p: float
+    q: float
+    T: int                    # trade time, ms
+    m: bool                   # buyer is maker
+    t: int = -1               # trade id (@trade)
+    a: int = -1               # aggregate trade id (@aggTrade)
+
+
+class _BookTicker(msgspec.Struct):
+    u: int
+    s: str
+    b: float
+    B: float
+    a: float
+    A: float
+
+
+class _Snapshot(msgspec.Struct):
+    lastUpdateId: int
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    E: int = 0
+    T: int = 0
+
+
+class _Envelope(msgspec.Struct):
+    stream: str
+    data: msgspec.Raw
+
+
+_dec_env = msgspec.json.Decoder(_Envelope)
+_dec_depth = msgspec.json.Decoder(_Depth, strict=False)
+_dec_trade = msgspec.json.Decoder(_Trade, strict=False)
+_dec_bbo = msgspec.json.Decoder(_BookTicker, strict=False)
+_dec_snapshot = msgspec.json.Decoder(_Snapshot, strict=False)
+_dec_any = msgspec.json.Decoder()
+
+_STREAM_RE = re.compile(rb'"stream"\s*:\s*"([a-z0-9_\-]+)@')
+
+
+def _check_levels(levels: list[tuple[float, float]]) -> None:
+    for p, q in levels:
+        if not (0.0 < p < _INF and 0.0 <= q < _INF):
+            raise MalformedFrame(f"bad level [{p!r}, {q!r}]")
+
+
+class BinanceSpotAdapter:
+    """Binance spot: frames in, normalized events out; the spot sequencing rule."""
+
+    name = "binance"
+    DEFAULTS = {
+        "ws_url": "wss://stream.binance.com:9443",
+        "rest_url": "https://api.binance.com",
+        "rest_depth_path": "/api/v3/depth",
+        "depth_stream": "depth@100ms",
+        "trade_stream": "trade",
+        "snapshot_limit": 1000,
+        "rest_weight_limit": 3000,        # half the venue's 6000/min IP budget
+        "streams_per_connection": 200,    # venue allows 1024
+    }
+    # REST depth weight by limit (section 1): <=100 -> 5, <=500 -> 25, <=1000 -> 50, <=5000 -> 250
+    WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))
+    MAX_SNAPSHOT_LIMIT = 5000
+    USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+
+    def __init__(self, config: ExchangeConfig):
+        d = self.DEFAULTS
+        self.config = config
+        self.ws_url = config.ws_url or d["ws_url"]
+        self.rest_url = config.rest_url or d["rest_url"]
+        self.rest_depth_path = config.rest_depth_path or d["rest_depth_path"]
+        self.depth_stream = config.depth_stream or d["depth_stream"]
+        self.trade_stream = config.trade_stream or d["trade_stream"]
+        self.snapshot_limit = min(config.snapshot_limit or d["snapshot_limit"], self.MAX_SNAPSHOT_LIMIT)
+        self.rest_weight_limit = config.rest_weight_limit or d["rest_weight_limit"]
+        self.streams_per_connection = config.streams_per_connection or d["streams_per_connection"]
+        self.verify_bbo = config.verify_bbo
+        self.symbols = config.symbols
+        self._by_lower = {s.lower(): s for s in config.symbols}
+        self._by_upper = {s.upper(): s for s in config.symbols}
+        # stream suffix -> parser (h11 READERS style)
+        self._parsers = {"bookTicker": self._parse_bbo, self.trade_stream: self._parse_trade,
+                         "trade": self._parse_trade, "aggTrade": self._parse_trade}
+        for speed in ("depth", "depth@100ms", "depth@0ms", "depth@250ms", "depth@500ms", self.depth_stream):
+            self._parsers[speed] = self._parse_depth
+
+    # ------------------------------------------------------------ what to connect to
+    def _url(self, route: str, streams: list[str]) -> str:
+        base = self.ws_url.replace("{route}", route)
+        return f"{base}/stream?streams={'/'.join(streams)}"
+
+    def stream_groups(self) -> list[StreamGroup]:
+        """The connections to hold: depth (+ bookTicker) apart from trades (section 2 routing)."""
+        groups = []
+        per_sym_depth = 2 if self.verify_bbo else 1
+        chunk = max(1, self.streams_per_connection // per_sym_depth)
+        for i in range(0, len(self.symbols), chunk):
+            syms = self.symbols[i:i + chunk]
+            streams = []
+            for s in syms:
+                streams.append(f"{s.lower()}@{self.depth_stream}")
+                if self.verify_bbo:
+                    streams.append(f"{s.lower()}@bookTicker")
+            groups.append(StreamGroup(self._url("public", streams), "depth", tuple(syms)))
+        chunk = self.streams_per_connection
+        for i in range(0, len(self.symbols), chunk):
+            syms = self.symbols[i:i + chunk]
+            groups.append(StreamGroup(self._url("market", [f"{s.lower()}@{self.trade_stream}" for s in syms]),
+                                      "trades", tuple(syms)))
+        return groups
+
+    def snapshot_request(self, symbol: str) -> SnapshotRequest:
+        limit = self.snapshot_limit
+        weight = next(w for cap, w in self.WEIGHTS if limit <= cap)
+        query = urlencode({"symbol": symbol.upper(), "limit": limit})
+        return SnapshotRequest(f"{self.rest_url}{self.rest_depth_path}?{query}", weight)
+
+    # ------------------------------------------------------------------- parsing
+    def parse_frame(self, frame: bytes | str, recv_ns: int):
+        """One WebSocket text frame -> one event.
+
+        Raises MalformedFrame (with ``.symbol`` when the stream name was readable)
+        or UnknownFrame.
+        """
+        if isinstance(frame, str):
+            frame = frame.encode()
+        try:
+            env = _dec_env.decode(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return self._parse_unwrapped(frame, recv_ns)
+        stream = env.stream
+        at = stream.find("@")
+        symbol = self._by_lower.get(stream[:at]) if at > 0 else None
+        parser = self._parsers.get(stream[at + 1:]) if at > 0 else None
+        if parser is None or symbol is None:
+            raise UnknownFrame(f"stream {stream!r}")
+        try:
+            return parser(env.data, recv_ns, symbol)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _malformed(str(exc), symbol) from None
+        except MalformedFrame as exc:
+            exc.symbol = symbol
+            raise
+
+    def _parse_unwrapped(self, frame: bytes, recv_ns: int):
+        """Raw-stream frames (``/ws/...``), method replies and notices."""
+        try:
+            obj = _dec_any.decode(frame)
+        except msgspec.DecodeError as exc:
+            m = _STREAM_RE.search(frame)
+            raise _malformed(f"not JSON: {exc}", self._by_lower.get(m.group(1).decode()) if m else None) from None
+        if not isinstance(obj, dict):
+            raise MalformedFrame(f"expected a JSON object, got {type(obj).__name__}")
+        if "id" in obj and ("result" in obj or "error" in obj):
+            return VenueNotice("error" if "error" in obj else "reply", obj)
+        e = obj.get("e")
+        if e == "serverShutdown":
+            return VenueNotice("server_shutdown", obj)
+        symbol = self._by_upper.get(str(obj.get("s", "")).upper())
+        if symbol is None:
+            raise UnknownFrame(f"frame of kind {e!r} for unknown symbol {obj.get('s')!r}")
+        raw = msgspec.json.encode(obj)
+        try:
+            if e == "depthUpdate":
+                return self._parse_depth(raw, recv_ns, symbol)
+            if e in ("trade", "aggTrade"):
+                return self._parse_trade(raw, recv_ns, symbol)
+            if e in (None, "bookTicker") and "u" in obj and "b" in obj:
+                return self._parse_bbo(raw, recv_ns, symbol)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _malformed(str(exc), symbol) from None
+        raise UnknownFrame(f"event {e!r}")
+
+    def _parse_depth(self, raw, recv_ns: int, symbol: str) -> DepthDiff:
+        d = _dec_depth.decode(raw)
+        if d.u < d.U:
+            raise MalformedFrame(f"u {d.u} < U {d.U}")
+        _check_levels(d.b)
+        _check_levels(d.a)
+        return DepthDiff(symbol, d.U, d.u, d.pu, d.b, d.a, (d.T or d.E) * 1000, recv_ns)
+
+    def _parse_trade(self, raw, recv_ns: int, symbol: str) -> TradeEvent:
+        t = _dec_trade.decode(raw)
+        if not (0.0 < t.p < _INF and 0.0 < t.q < _INF):
+            raise MalformedFrame(f"bad trade price/amount {t.p!r}/{t.q!r}")
+        tid = t.t if t.t >= 0 else t.a
+        if tid < 0:
+            raise MalformedFrame("trade without an id")
+        return TradeEvent(symbol, t.p, t.q, "sell" if t.m else "buy", str(tid), t.T * 1000, recv_ns)
+
+    def _parse_bbo(self, raw, recv_ns: int, symbol: str) -> BboEvent:
+        b = _dec_bbo.decode(raw)
+        return BboEvent(symbol, b.u, b.b, b.B, b.a, b.A, recv_ns)
+
+    def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> DepthSnapshot:
+        """REST depth body -> DepthSnapshot. Raises MalformedFrame."""
+        try:
+            s = _dec_snapshot.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _malformed(f"snapshot: {exc}", symbol) from None
+        _check_levels(s.bids)
+        _check_levels(s.asks)
+        return DepthSnapshot(symbol, s.lastUpdateId, s.bids, s.asks, (s.T or s.E) * 1000, recv_ns)
+
+    # ------------------------------------------------------------ sequencing rule
+    @staticmethod
+    def check(ev: DepthDiff, book_id: int, first: bool) -> int:
+        """Spot rule (section 1 step 6): SKIP if ``u <= id``, GAP if ``U > id + 1``, else APPLY."""
+        if ev.last_id <= book_id:
+            return SKIP
+        if ev.first_id > book_id + 1:
+            return GAP
+        return APPLY
+
+    @staticmethod
+    def snapshot_usable(snapshot_id: int, first_buffered: DepthDiff | None) -> bool:
+        """False when the snapshot is older than the stream we hold (section 1 step 3)."""
+        return first_buffered is None or snapshot_id + 1 >= first_buffered.first_id
+
+
+SKIP, APPLY, GAP = 0, 1, 2
+
+
+def _malformed(message: str, symbol: str | None) -> MalformedFrame:
+    exc = MalformedFrame(message)
+    exc.symbol = symbol
+    return exc
+
+
+class BinanceFuturesAdapter(BinanceSpotAdapter):
+    """Binance USD-M futures (and Aster): ``pu`` chaining, routed URLs."""
+
+    name = "binance_futures"
+    DEFAULTS = {
+        **BinanceSpotAdapter.DEFAULTS,
+        "ws_url": "wss://fstream.binance.com/{route}",
+        "rest_url": "https://fapi.binance.com",
+        "rest_depth_path": "/fapi/v1/depth",
+        "trade_stream": "aggTrade",
+        "snapshot_limit": 1000,
+        "rest_weight_limit": 1200,        # half the venue's 2400/min
+        "streams_per_connection": 200,
+    }
+    # /fapi/v1/depth weight (section 2): <=50 -> 2, <=100 -> 5, <=500 -> 10, <=1000 -> 20
+    WEIGHTS = ((50, 2), (100, 5), (500, 10), (1000, 20))
+    MAX_SNAPSHOT_LIMIT = 1000
+
+    @staticmethod
+    def check(ev: DepthDiff, book_id: int, first: bool) -> int:
+        """USD-M rule (section 2 steps 3-5): first event ``U <= id <= u``; then ``pu == id``."""
+        if first:
+            if ev.last_id < book_id:
+                return SKIP
+            return GAP if ev.first_id > book_id else APPLY
+        if ev.last_id <= book_id:
+            return SKIP
+        return APPLY if ev.prev_id == book_id else GAP
+
+    @staticmethod
+    def snapshot_usable(snapshot_id: int, first_buffered: DepthDiff | None) -> bool:
+        return first_buffered is None or snapshot_id >= first_buffered.first_id

@@ -1,0 +1,83 @@
+"""Normalized events that leave an adapter.  Prices and sizes are floats, converted
+once at the adapter boundary; times are integers (exchange time in microseconds,
+local receive time in nanoseconds as ``time.time_ns()`` gave it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Level = tuple[float, float]
+
+
+@dataclass(slots=True)
+class DepthDiff:
+    """An incremental book update covering venue update ids first_id..last_id."""
+
+    symbol: str
+    first_id: int          # Binance U
+    last_id: int           # Binance u
+    prev_id: int           # Binance USD-M pu (-1 where the venue has none)
+    bids: list[Level]
+    asks: list[Level]
+    ts_exchange_us: int
+    recv_ns: int
+
+
+@dataclass(slots=True)
+class DepthSnapshot:
+    """A full (or top-K) book from REST, valid as of venue update id ``last_id``."""
+
+    symbol: str
+    last_id: int
+    bids: list[Level]
+    asks: list[Level]
+    ts_exchange_us: int
+    recv_ns: int
+
+
+@dataclass(slots=True)
+class TradeEvent:
+    symbol: str
+    price: float
+    amount: float
+    side: str               # taker side: "buy" | "sell" | "unknown"
+    trade_id: str
+    ts_exchange_us: int
+    recv_ns: int
+
+
+@dataclass(slots=True)
+class BboEvent:
+    """Best bid/offer from the venue, in the depth stream's update-id space."""
+
+    symbol: str
+    update_id: int
+    bid_price: float
+    bid_size: float
+    ask_price: float
+    ask_size: float
+    recv_ns: int
+
+
+@dataclass(slots=True)
+class VenueNotice:
+    """Control traffic: subscription replies, errors, maintenance notices."""
+
+    kind: str               # "reply" | "error" | "server_shutdown"
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGroup:
+    """One WebSocket connection the runner must hold open: its URL and what it carries."""
+
+    url: str
+    kind: str               # "depth" (depth diffs + BBO) or "trades"
+    symbols: tuple[str, ...]
+    subscribe: tuple[str, ...] = ()   # frames to send after connecting (empty: URL carries the streams)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    url: str
+    weight: int

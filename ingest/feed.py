@@ -1,0 +1,304 @@
+"""Books of one exchange: sync -> full book -> shared-memory view -> bus.
+
+FeedBooks glues the pure parts together for the runner: it owns, per symbol, the
+BookSync state machine, the ViewBook, the shared-memory slot and the bus seq
+counters.  It never touches the network; the runner calls it with parsed events
+and gives it a ``request_snapshot(symbol)`` callback.
+
+Order of a book update: apply to the full book -> exact view delta -> write the
+view to shared memory with seq N (seqlock) -> send the delta with seq N.  So a
+consumer that reads shared memory at seq S and then applies bus deltas with
+seq > S rebuilds exactly the view (Clone pattern, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+import zmq
+
+from ingest.events import BboEvent, DepthDiff, DepthSnapshot, TradeEvent
+from ingest.sync import BookSync, IllegalTransition, SnapshotTooOld, SyncState
+from pipeline import schema
+from pipeline.book import ViewBook
+from pipeline.errors import SequenceGap
+from pipeline.shm import FEED_STATS, H_PROCESS_STATS, PROCESS_STATS, BookState, BookWriter
+
+log = logging.getLogger(__name__)
+
+_S = {name: i for i, name in enumerate(FEED_STATS)}
+S_UPDATES, S_TRADES, S_GAPS, S_RESYNCS = _S["updates"], _S["trades"], _S["gaps"], _S["resyncs"]
+S_MALFORMED, S_CK_OK, S_CK_FAILED = _S["malformed"], _S["checksum_ok"], _S["checksum_failed"]
+S_LAST_UPDATE, S_LAST_TRADE, S_TRADE_SEQ, S_L2_SEQ = (_S["last_update_ns"], _S["last_trade_ns"],
+                                                      _S["trade_seq"], _S["l2_seq"])
+S_BUFFERED, S_CONNECTED, S_STALE_SINCE, S_DROPPED = (_S["buffered"], _S["connected"], _S["stale_since_ns"],
+                                                     _S["dropped"])
+P = {name: H_PROCESS_STATS + i for i, name in enumerate(PROCESS_STATS)}
+
+_STATE_NAMES = {BookState.SYNCING: "syncing", BookState.LIVE: "live", BookState.STALE: "stale"}
+
+
+class BusPublisher:
+    """Encodes and sends bus messages on an exchange's two PUB sockets."""
+
+    def __init__(self, trades_sock: zmq.Socket | None, l2_sock: zmq.Socket | None):
+        self.trades_sock = trades_sock
+        self.l2_sock = l2_sock
+
+    def send_trade(self, topic: bytes, msg: schema.Trade) -> None:
+        msg.ts_published = time.time_ns() // 1000
+        if self.trades_sock is not None:
+            self.trades_sock.send(topic, zmq.SNDMORE)
+            self.trades_sock.send(schema.encode(msg), copy=False)
+
+    def send_l2(self, topic: bytes, msg: schema.L2Update) -> None:
+        msg.ts_published = time.time_ns() // 1000
+        if self.l2_sock is not None:
+            self.l2_sock.send(topic, zmq.SNDMORE)
+            self.l2_sock.send(schema.encode(msg), copy=False)
+
+
+class SymbolFeed:
+    __slots__ = ("index", "symbol", "sync", "book", "state", "l2_seq", "trade_seq", "stats",
+                 "pending_bbo", "l2_topic", "trade_topic", "ts_exchange_us", "ts_received_us",
+                 "ever_live", "snapshot_wanted")
+
+    def __init__(self, index: int, symbol: str, sync: BookSync, depth: int, stats: np.ndarray, exchange: str):
+        self.index = index
+        self.symbol = symbol
+        self.sync = sync
+        self.book = ViewBook(depth)
+        self.state = BookState.SYNCING
+        self.l2_seq = 0
+        self.trade_seq = 0
+        self.stats = stats
+        self.pending_bbo: BboEvent | None = None
+        self.l2_topic = schema.l2_topic(exchange, symbol)
+        self.trade_topic = schema.trade_topic(exchange, symbol)
+        self.ts_exchange_us = 0
+        self.ts_received_us = 0
+        self.ever_live = False
+        self.snapshot_wanted = False
+
+
+class FeedBooks:
+    """All books of one exchange inside the ingest process."""
+
+    def __init__(self, exchange: str, adapter, writer: BookWriter, publisher: BusPublisher, epoch: int,
+                 request_snapshot: Callable[[str], None] | None = None):
+        self.exchange = exchange
+        self.adapter = adapter
+        self.writer = writer
+        self.publisher = publisher
+        self.epoch = epoch
+        self.depth = writer.depth
+        self.request_snapshot = request_snapshot or (lambda symbol: None)
+        self.verify_bbo = getattr(adapter, "verify_bbo", False)
+        self.feeds: dict[str, SymbolFeed] = {}
+        for i, sym in enumerate(writer.symbols):
+            sync = BookSync(sym, adapter.check, adapter.snapshot_usable)
+            self.feeds[sym] = SymbolFeed(i, sym, sync, self.depth, writer.slots[i].stats, exchange)
+        self.header = writer.header
+        self._lag_ewma = 0.0
+        self._lag_max = 0
+
+    # ------------------------------------------------------------ connection events
+    def depth_connected(self, symbols) -> None:
+        """A depth connection opened: its symbols buffer and wait for snapshots."""
+        for sym in symbols:
+            f = self.feeds[sym]
+            if f.sync.state is not SyncState.DISCONNECTED:
+                f.sync.disconnected()
+            f.sync.connected()
+            f.stats[S_CONNECTED] = 1
+            f.snapshot_wanted = True
+
+    def depth_disconnected(self, symbols, reason: str) -> None:
+        for sym in symbols:
+            f = self.feeds[sym]
+            f.sync.disconnected()
+            f.stats[S_CONNECTED] = 0
+            f.snapshot_wanted = False
+            self._mark_stale(f, f"connection lost: {reason}")
+
+    # ------------------------------------------------------------------ events
+    def on_diff(self, ev: DepthDiff) -> None:
+        f = self.feeds[ev.symbol]
+        try:
+            apply = f.sync.diff_received(ev)
+        except SequenceGap as exc:
+            f.stats[S_GAPS] += 1
+            log.warning("%s %s: sequence gap, resyncing: %s", self.exchange, f.symbol, exc)
+            self._mark_stale(f, "gap")
+            self._want_snapshot(f)
+            return
+        except IllegalTransition:
+            # a frame that was in flight when the connection was declared dead
+            return
+        if not apply:
+            if f.sync.state is SyncState.BUFFERING:
+                f.stats[S_BUFFERED] = len(f.sync.buffer)
+                if f.snapshot_wanted:
+                    self._want_snapshot(f)
+            else:
+                f.stats[S_DROPPED] += 1
+            return
+        f.stats[S_UPDATES] += 1
+        f.stats[S_LAST_UPDATE] = ev.recv_ns
+        db, da = f.book.apply(ev.bids, ev.asks)
+        f.ts_exchange_us = ev.ts_exchange_us
+        f.ts_received_us = ev.recv_ns // 1000
+        if db or da:
+            self._publish_delta(f, db, da, ev.last_id)
+            self._note_lag(ev.recv_ns)
+        if f.pending_bbo is not None:
+            self._verify_bbo(f)
+
+    def on_snapshot(self, snap: DepthSnapshot) -> None:
+        """A REST snapshot arrived for ``snap.symbol``."""
+        f = self.feeds[snap.symbol]
+        if f.sync.state is not SyncState.BUFFERING:
+            return  # connection died meanwhile, or already live: this snapshot is moot
+        try:
+            to_apply = f.sync.snapshot_received(snap)
+        except SnapshotTooOld as exc:
+            log.info("%s %s: %s; fetching again", self.exchange, f.symbol, exc)
+            self._want_snapshot(f)
+            return
+        except SequenceGap as exc:
+            f.stats[S_GAPS] += 1
+            log.warning("%s %s: %s; fetching again", self.exchange, f.symbol, exc)
+            self._want_snapshot(f)
+            return
+        f.book.clear()
+        f.book.load_snapshot(snap.bids, snap.asks)
+        ts_ex, ts_rx = snap.ts_exchange_us, snap.recv_ns // 1000
+        for ev in to_apply:
+            f.book.apply(ev.bids, ev.asks)
+            f.stats[S_UPDATES] += 1
+            ts_ex, ts_rx = ev.ts_exchange_us, ev.recv_ns // 1000
+        f.ts_exchange_us, f.ts_received_us = ts_ex, ts_rx
+        f.stats[S_LAST_UPDATE] = time.time_ns()
+        f.stats[S_BUFFERED] = 0
+        f.stats[S_STALE_SINCE] = 0
+        if f.ever_live:
+            f.stats[S_RESYNCS] += 1
+        f.ever_live = True
+        f.snapshot_wanted = False
+        f.state = BookState.LIVE
+        self._publish_snapshot(f)
+        log.info("%s %s: live at update id %d (snapshot %d + %d buffered)", self.exchange, f.symbol,
+                 f.sync.book_id, snap.last_id, len(to_apply))
+        if f.pending_bbo is not None:
+            self._verify_bbo(f)
+
+    def on_trade(self, ev: TradeEvent) -> None:
+        f = self.feeds[ev.symbol]
+        f.trade_seq += 1
+        msg = schema.Trade(exchange=self.exchange, symbol=ev.symbol, epoch=self.epoch, seq=f.trade_seq,
+                           ts_exchange=ev.ts_exchange_us, ts_received=ev.recv_ns // 1000, price=ev.price,
+                           amount=ev.amount, side=ev.side, trade_id=ev.trade_id)
+        self.publisher.send_trade(f.trade_topic, msg)
+        st = f.stats
+        st[S_TRADES] += 1
+        st[S_TRADE_SEQ] = f.trade_seq
+        st[S_LAST_TRADE] = ev.recv_ns
+
+    def on_bbo(self, ev: BboEvent) -> None:
+        if not self.verify_bbo:
+            return
+        f = self.feeds[ev.symbol]
+        if f.state is not BookState.LIVE or ev.update_id < f.sync.book_id:
+            return  # cannot compare: the book is past this id, or not live
+        f.pending_bbo = ev
+        self._verify_bbo(f)
+
+    def on_malformed(self, symbol: str | None) -> None:
+        if symbol in self.feeds:
+            self.feeds[symbol].stats[S_MALFORMED] += 1
+        else:
+            self.header[P["malformed_frames"]] += 1
+
+    # ---------------------------------------------------------------- internals
+    def _verify_bbo(self, f: SymbolFeed) -> None:
+        """Venue BBO at the same update id must equal our top of book (section 1)."""
+        bbo = f.pending_bbo
+        book_id = f.sync.book_id
+        if bbo.update_id > book_id:
+            return
+        f.pending_bbo = None
+        if bbo.update_id < book_id or f.state is not BookState.LIVE:
+            return
+        bb, ba = f.book.best_bid(), f.book.best_ask()
+        ok = (bb is not None and ba is not None and bb[0] == bbo.bid_price and bb[1] == bbo.bid_size
+              and ba[0] == bbo.ask_price and ba[1] == bbo.ask_size)
+        if ok:
+            f.stats[S_CK_OK] += 1
+            return
+        f.stats[S_CK_FAILED] += 1
+        log.warning("%s %s: book top %s/%s differs from venue BBO %s/%s at update id %d; resyncing",
+                    self.exchange, f.symbol, bb, ba, (bbo.bid_price, bbo.bid_size),
+                    (bbo.ask_price, bbo.ask_size), book_id)
+        f.sync.invalidate()
+        self._mark_stale(f, "bbo mismatch")
+        self._want_snapshot(f)
+
+    def _want_snapshot(self, f: SymbolFeed) -> None:
+        f.snapshot_wanted = False
+        self.request_snapshot(f.symbol)
+
+    def _mark_stale(self, f: SymbolFeed, reason: str) -> None:
+        if f.state is BookState.STALE or not f.ever_live:
+            if not f.ever_live and f.state is not BookState.SYNCING:
+                f.state = BookState.SYNCING
+            return
+        f.state = BookState.STALE
+        f.pending_bbo = None
+        f.stats[S_STALE_SINCE] = time.time_ns()
+        self._publish_snapshot(f)  # state "stale", last levels: consumers stop trusting it
+        log.info("%s %s: book stale (%s)", self.exchange, f.symbol, reason)
+
+    def _write_view(self, f: SymbolFeed, update_id: int) -> None:
+        bp, bs, ap, as_ = f.book.view_arrays()
+        self.writer.write_view(f.index, f.l2_seq, f.state, f.ts_exchange_us, f.ts_received_us, update_id,
+                               bp, bs, ap, as_)
+        f.stats[S_L2_SEQ] = f.l2_seq
+
+    def _publish_delta(self, f: SymbolFeed, bids, asks, update_id: int) -> None:
+        f.l2_seq += 1
+        self._write_view(f, update_id)
+        self.publisher.send_l2(f.l2_topic, schema.L2Update(
+            exchange=self.exchange, symbol=f.symbol, epoch=self.epoch, seq=f.l2_seq,
+            ts_exchange=f.ts_exchange_us, ts_received=f.ts_received_us, snapshot=False, state="live",
+            update_id=update_id, depth=self.depth, bids=bids, asks=asks))
+
+    def _publish_snapshot(self, f: SymbolFeed) -> None:
+        f.l2_seq += 1
+        update_id = max(f.sync.book_id, 0)
+        self._write_view(f, update_id)
+        bids, asks = f.book.view()
+        self.publisher.send_l2(f.l2_topic, schema.L2Update(
+            exchange=self.exchange, symbol=f.symbol, epoch=self.epoch, seq=f.l2_seq,
+            ts_exchange=f.ts_exchange_us, ts_received=f.ts_received_us, snapshot=True,
+            state=_STATE_NAMES[f.state], update_id=update_id, depth=self.depth, bids=bids, asks=asks))
+
+    def _note_lag(self, recv_ns: int) -> None:
+        lag = (time.time_ns() - recv_ns) // 1000
+        self._lag_ewma += (lag - self._lag_ewma) * 0.05
+        if lag > self._lag_max:
+            self._lag_max = lag
+
+    def flush_lag_stats(self) -> None:
+        """Copy lag figures into the process header (called periodically)."""
+        self.header[P["publish_lag_us"]] = int(self._lag_ewma)
+        self.header[P["publish_lag_max_us"]] = self._lag_max
+        self._lag_max = 0
+
+    def republish_all(self) -> None:
+        """Publish a snapshot of every live book (e.g. for late joiners without shm)."""
+        for f in self.feeds.values():
+            if f.ever_live:
+                self._publish_snapshot(f)

@@ -1,0 +1,74 @@
+"""One ingest process: config -> adapter + books + bus + runner; clean up on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import time
+
+import zmq
+
+from ingest.feed import BusPublisher, FeedBooks
+from ingest.runner import Runner
+from pipeline import bus
+from pipeline.config import ADAPTERS, Config
+from pipeline.pidfile import PidFile
+from pipeline.shm import BookWriter
+
+log = logging.getLogger(__name__)
+
+
+def load_adapter(exchange_config):
+    module, cls = ADAPTERS[exchange_config.adapter].split(":")
+    return getattr(importlib.import_module(module), cls)(exchange_config)
+
+
+async def _serve(config: Config, name: str) -> None:
+    ex = config.exchange(name)
+    adapter = load_adapter(ex)
+    epoch = time.time_ns() // 1000
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    ctx = zmq.Context()
+    trades_ep, l2_ep = bus.bind_endpoints(config, ex)
+    writer = BookWriter(config.shm_prefix, ex.name, ex.symbols, ex.depth, epoch)
+    trades_sock = l2_sock = None
+    try:
+        trades_sock = bus.make_pub(ctx, trades_ep)
+        l2_sock = bus.make_pub(ctx, l2_ep)
+        feed = FeedBooks(ex.name, adapter, writer, BusPublisher(trades_sock, l2_sock), epoch)
+        runner = Runner(ex, adapter, feed, stop)
+        log.info("ingest %s (%s) epoch %d: %d symbols, depth %d, bus %s | %s", ex.name, ex.adapter, epoch,
+                 len(ex.symbols), ex.depth, trades_ep, l2_ep)
+        await runner.run()
+    finally:
+        # order: stop reading (done), close sockets with a short linger, term, unlink shm
+        for sock in (trades_sock, l2_sock):
+            if sock is not None:
+                sock.close(linger=bus.LINGER_MS)
+        ctx.term()
+        for ep in (trades_ep, l2_ep):
+            bus.unlink_ipc(ep)
+        writer.close(unlink=True)
+        log.info("ingest %s stopped", ex.name)
+
+
+def run_ingest(config: Config, name: str) -> None:
+    """Blocking entry point of ``pipeline ingest NAME``."""
+    config.exchange(name)  # fail early on an unknown name
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    with PidFile(config.run_dir / f"ingest-{name}.pid"):
+        runner(_serve(config, name))
+
+
+__all__ = ["run_ingest", "load_adapter"]

@@ -1,0 +1,282 @@
+"""The one connection loop of an ingest process.  Names no venue.
+
+For each StreamGroup of the adapter it holds one WebSocket connection open:
+connect, dispatch frames, watch it, reconnect with capped jittered backoff.  REST
+snapshots are fetched by a small pool of workers under the venue's weight budget,
+while frames keep flowing into the sync buffer (never awaited inside a frame
+handler).  All tasks live in one TaskGroup, so none outlives the runner and an
+error in any of them reaches ``run()``.
+
+Failure sorting (``classify``): network errors, handshake refusals, timeouts and
+closes are *retry* (reconnect); bad frames are counted and skipped; a bug raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+
+import aiohttp
+
+from ingest.events import BboEvent, DepthDiff, StreamGroup, TradeEvent, VenueNotice
+from ingest.feed import P, FeedBooks
+from ingest.retry import WeightBudget, backoff
+from ingest.wsclient import HandshakeFailed, WsConnection, open_connection
+from pipeline.errors import MalformedFrame, UnknownFrame
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_WORKERS = 2
+SNAPSHOT_TIMEOUT = 10.0
+QUIET_SNAPSHOT_AFTER = 2.0  # fetch a snapshot even if a quiet symbol sent no diff yet
+STATS_INTERVAL = 0.25
+RETRY_ERRORS = (OSError, HandshakeFailed, asyncio.TimeoutError, ConnectionError)
+
+
+class Runner:
+    """Connections, snapshots and timers of one exchange."""
+
+    def __init__(self, exchange_config, adapter, feed: FeedBooks, stop: asyncio.Event,
+                 rng: random.Random | None = None):
+        self.config = exchange_config
+        self.adapter = adapter
+        self.feed = feed
+        self.stop = stop
+        self.rng = rng or random.Random()
+        self.header = feed.header
+        self.budget = WeightBudget(adapter.rest_weight_limit)
+        self._snap_queue: deque[str] = deque()
+        self._snap_pending: set[str] = set()
+        self._snap_event = asyncio.Event()
+        self._logged_kinds: set[str] = set()
+        self.connections: dict[StreamGroup, WsConnection] = {}
+        feed.request_snapshot = self.request_snapshot
+
+    # ---------------------------------------------------------------- frames
+    def _frame_handler(self, group: StreamGroup):
+        parse = self.adapter.parse_frame
+        feed = self.feed
+        header = self.header
+        frames_idx = P["frames"]
+
+        def on_frame(data: bytes, recv_ns: int) -> None:
+            header[frames_idx] += 1
+            try:
+                ev = parse(data, recv_ns)
+            except MalformedFrame as exc:
+                feed.on_malformed(getattr(exc, "symbol", None))
+                self._log_once("malformed", "%s: malformed frame skipped (logged once): %s", group.kind, exc)
+                return
+            except UnknownFrame as exc:
+                header[P["unknown_frames"]] += 1
+                self._log_once(f"unknown:{str(exc)[:40]}", "%s: unknown frame skipped (logged once per kind): %s",
+                               group.kind, exc)
+                return
+            t = type(ev)
+            if t is DepthDiff:
+                feed.on_diff(ev)
+            elif t is TradeEvent:
+                feed.on_trade(ev)
+            elif t is BboEvent:
+                feed.on_bbo(ev)
+            elif t is VenueNotice:
+                self._on_notice(group, ev)
+
+        return on_frame
+
+    def _on_notice(self, group: StreamGroup, ev: VenueNotice) -> None:
+        if ev.kind == "server_shutdown":
+            log.info("%s: venue announced shutdown; reconnecting early", group.kind)
+            conn = self.connections.get(group)
+            if conn is not None:
+                conn.close(1000, "server shutdown notice")
+        elif ev.kind == "error":
+            self._log_once(f"venue-error:{ev.detail}", "%s: venue error reply: %s", group.kind, ev.detail)
+
+    def _log_once(self, kind: str, fmt: str, *args) -> None:
+        if kind not in self._logged_kinds and len(self._logged_kinds) < 1000:
+            self._logged_kinds.add(kind)
+            log.warning(fmt, *args)
+
+    # ----------------------------------------------------------- connections
+    async def _hold(self, group: StreamGroup) -> None:
+        """Keep one connection open for the runner's lifetime."""
+        delays = backoff(rng=self.rng)
+        handler = self._frame_handler(group)
+        attempt = 0
+        while not self.stop.is_set():
+            attempt += 1
+            conn = None
+            reason = "?"
+            try:
+                conn = await open_connection(group.url, handler, priority=(group.kind == "trades"))
+                self.connections[group] = conn
+                self.header[P["connections"]] += 1
+                if attempt > 1:
+                    self.header[P["reconnects"]] += 1
+                log.info("%s connection open (%d symbols): %s", group.kind, len(group.symbols), group.url[:120])
+                for frame in group.subscribe:
+                    conn.send_text(frame)
+                if group.kind == "depth":
+                    self.feed.depth_connected(group.symbols)
+                    asyncio.get_running_loop().call_later(QUIET_SNAPSHOT_AFTER, self._quiet_snapshots, group)
+                opened_at = time.monotonic()
+                reason = await self._watch(conn)
+                if time.monotonic() - opened_at > 30:
+                    delays = backoff(rng=self.rng)  # it worked for a while: start over
+            except RETRY_ERRORS as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                if conn is not None:
+                    conn._queue.clear()
+                    conn.abort()
+                    self.connections.pop(group, None)
+                    if group.kind == "depth":
+                        self.feed.depth_disconnected(group.symbols, reason)
+            if self.stop.is_set():
+                break
+            delay = 0.0 if reason == "max age" else next(delays)
+            log.warning("%s connection down (%s); reconnecting in %.2fs", group.kind, reason, delay)
+            try:
+                await asyncio.wait_for(self.stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _watch(self, conn: WsConnection) -> str:
+        """Wait until the connection ends; ping it, and cut it when dead, idle or old."""
+        cfg = self.config
+        born = time.monotonic()
+        stop_wait = asyncio.ensure_future(self.stop.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait({conn.closed, stop_wait}, timeout=cfg.ping_interval_s,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if conn.closed in done:
+                    return conn.closed.result()
+                if stop_wait in done:
+                    conn.close(1000, "shutting down")
+                    return "shutdown"
+                now_ns = time.time_ns()
+                if conn.ping_outstanding:
+                    return f"no pong within {cfg.ping_interval_s:g}s"
+                if (now_ns - conn.last_frame_ns) / 1e9 > cfg.idle_timeout_s:
+                    return f"idle for {cfg.idle_timeout_s:g}s"
+                if time.monotonic() - born > cfg.max_connection_age_s:
+                    conn.close(1000, "max age")
+                    return "max age"
+                conn.ping()
+        finally:
+            stop_wait.cancel()
+
+    def _quiet_snapshots(self, group: StreamGroup) -> None:
+        for sym in group.symbols:
+            f = self.feed.feeds[sym]
+            if f.snapshot_wanted:
+                self.feed._want_snapshot(f)
+
+    # -------------------------------------------------------------- snapshots
+    def request_snapshot(self, symbol: str) -> None:
+        if symbol not in self._snap_pending:
+            self._snap_pending.add(symbol)
+            self._snap_queue.append(symbol)
+            self._snap_event.set()
+
+    async def _snapshot_worker(self, session: aiohttp.ClientSession) -> None:
+        fails = backoff(initial=0.5, cap=30.0, rng=self.rng)
+        while not self.stop.is_set():
+            if not self._snap_queue:
+                self._snap_event.clear()
+                await self._snap_event.wait()
+                continue
+            symbol = self._snap_queue.popleft()
+            req = self.adapter.snapshot_request(symbol)
+            wait = self.budget.delay(req.weight, time.monotonic())
+            if wait > 0:
+                self.header[P["rest_throttled"]] += 1
+                self._snap_queue.appendleft(symbol)
+                await asyncio.sleep(min(wait, 5.0))
+                continue
+            self.budget.spend(req.weight, time.monotonic())
+            self.header[P["rest_requests"]] += 1
+            ok = await self._fetch_snapshot(session, symbol, req.url)
+            if ok:
+                fails = backoff(initial=0.5, cap=30.0, rng=self.rng)
+                self._snap_pending.discard(symbol)
+            else:
+                self._snap_queue.append(symbol)
+                await asyncio.sleep(next(fails))
+
+    async def _fetch_snapshot(self, session: aiohttp.ClientSession, symbol: str, url: str) -> bool:
+        """GET one snapshot and hand it to the feed. False means: try again later."""
+        header = self.header
+        try:
+            async with session.get(url, timeout=aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT)) as resp:
+                used = resp.headers.get(self.adapter.USED_WEIGHT_HEADER)
+                if used is not None and used.isdigit():
+                    self.budget.observe_used(int(used), time.monotonic())
+                    header[P["rest_weight_used"]] = int(used)
+                if resp.status in (429, 418):
+                    retry_after = resp.headers.get("Retry-After", "")
+                    secs = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 60.0
+                    self.budget.penalize(secs, time.monotonic())
+                    header[P["rest_throttled"]] += 1
+                    header[P["rest_errors"]] += 1
+                    log.warning("snapshot %s: HTTP %d, backing off %.1fs (Retry-After)", symbol, resp.status, secs)
+                    return False
+                body = await resp.read()
+                if resp.status != 200:
+                    header[P["rest_errors"]] += 1
+                    log.warning("snapshot %s: HTTP %d: %s", symbol, resp.status, body[:200])
+                    return False
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            header[P["rest_errors"]] += 1
+            log.warning("snapshot %s failed: %s: %s", symbol, type(exc).__name__, exc)
+            return False
+        recv_ns = time.time_ns()
+        try:
+            snap = self.adapter.parse_snapshot(symbol, body, recv_ns)
+        except MalformedFrame as exc:
+            header[P["rest_errors"]] += 1
+            log.warning("snapshot %s unusable: %s", symbol, exc)
+            return False
+        # the feed may ask for another (too old): request_snapshot re-queues it
+        self._snap_pending.discard(symbol)
+        self.feed.on_snapshot(snap)
+        return True
+
+    # ------------------------------------------------------------------ timers
+    async def _stats_loop(self) -> None:
+        """Heartbeat, event-loop lag and publish-lag figures into shared memory."""
+        header = self.header
+        lag_max = 0
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            try:
+                await asyncio.wait_for(self.stop.wait(), STATS_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            lag_us = max(0, int((time.monotonic() - t0 - STATS_INTERVAL) * 1e6))
+            lag_max = max(lag_max, lag_us)
+            header[P["loop_lag_us"]] = lag_us
+            header[P["loop_lag_max_us"]] = lag_max
+            self.feed.writer.heartbeat()
+            self.feed.flush_lag_stats()
+            if self.rng.random() < 0.05:
+                lag_max = 0
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(limit=SNAPSHOT_WORKERS * 2)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with asyncio.TaskGroup() as tg:
+                groups = self.adapter.stream_groups()
+                # trades first: their connections open before the depth ones
+                for group in sorted(groups, key=lambda g: g.kind != "trades"):
+                    tg.create_task(self._hold(group), name=f"ws-{group.kind}")
+                for _ in range(SNAPSHOT_WORKERS):
+                    tg.create_task(self._snapshot_worker(session), name="snapshots")
+                tg.create_task(self._stats_loop(), name="stats")
+                await self.stop.wait()
+                self._snap_event.set()

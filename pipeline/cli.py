@@ -1,0 +1,152 @@
+"""The `pipeline` command: one click group; each command calls the modules that do the work."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+import click
+
+from pipeline.config import Config, load_config
+from pipeline.errors import ConfigError, SharedMemoryError
+
+pass_config = click.make_pass_decorator(Config)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              envvar="PIPELINE_CONFIG", help="Pipeline TOML config (default: the built-in demo config).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None) -> None:
+    """Level-2 order-book market-data pipeline."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        ctx.exit(2)
+    ctx.obj = config
+    ctx.meta["config_path"] = config_path
+    _setup_logging(config.log_level)
+
+
+@cli.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the whole pipeline under supervisord in the foreground (Ctrl-C stops it)."""
+    from pipeline import supervise
+
+    ctx.exit(supervise.run(ctx.obj, ctx.meta["config_path"]))
+
+
+@cli.command()
+@click.argument("name")
+@pass_config
+def ingest(config: Config, name: str) -> None:
+    """Run the ingest process of exchange NAME (as configured under [exchanges.NAME])."""
+    try:
+        config.exchange(name)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from None
+    from ingest.main import run_ingest
+
+    try:
+        run_ingest(config, name)
+    except SharedMemoryError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@click.option("--host", default=None, help="Address to bind (default: [sim] host or 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port for WebSocket and REST (default: [sim] port, 9100).")
+@click.option("--symbols", default=None, help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
+@click.option("--seed", type=int, default=None, help="Random seed: same seed, same market.")
+@click.option("--rate", type=float, default=None, help="Book updates per second, all symbols together.")
+@click.option("--levels", type=int, default=None, help="Price levels per side at start.")
+@click.option("--disconnect-every", type=float, default=None, help="Fault: drop every connection every N s.")
+@click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the bound port into this file once listening.")
+@pass_config
+def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_every, ready_file) -> None:
+    """Run the simulated exchange (Binance spot protocol) on one port."""
+    from pipeline.config import SimConfig
+    from pipeline.pidfile import PidFile
+    from pipeline.sim.server import SimOptions, run as run_sim
+
+    base = config.sim or SimConfig()
+    opts = SimOptions(
+        host=host or base.host,
+        port=base.port if port is None else port,
+        symbols=tuple(s.strip().upper() for s in symbols.split(",") if s.strip()) if symbols else base.symbols,
+        seed=base.seed if seed is None else seed,
+        rate=base.rate if rate is None else rate,
+        levels=base.levels if levels is None else levels,
+        disconnect_every=base.disconnect_every if disconnect_every is None else disconnect_every,
+        ready_file=ready_file,
+    )
+    if not opts.symbols:
+        raise click.BadParameter("expected at least one symbol", param_hint="--symbols")
+    if opts.rate <= 0:
+        raise click.BadParameter(f"expected a positive rate, got {opts.rate}", param_hint="--rate")
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    with PidFile(config.run_dir / "sim.pid"):
+        run_sim(opts)
+
+
+@cli.command()
+@click.argument("exchange")
+@click.argument("symbol")
+@click.option("--depth", type=click.IntRange(min=1), default=None, help="Levels per side to show (default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@pass_config
+def book(config: Config, exchange: str, symbol: str, depth: int | None, as_json: bool) -> None:
+    """Print the current top-N view of EXCHANGE SYMBOL from shared memory."""
+    from pipeline.shm import BookReader
+
+    try:
+        config.exchange(exchange)
+        with BookReader.open(config.shm_prefix, exchange) as reader:
+            snap = reader.read(symbol, depth=depth)
+    except (ConfigError, SharedMemoryError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(snap.to_json()))
+        return
+    age = (time.time_ns() // 1000 - snap.ts_received_us) / 1e6 if snap.ts_received_us else float("nan")
+    click.echo(f"{exchange} {symbol}  state {snap.state.name.lower()}  epoch {snap.epoch}  seq {snap.seq}  "
+               f"update id {snap.update_id}  age {age:.2f}s")
+    click.echo(f"{'BID SIZE':>16} {'BID':>14} | {'ASK':<14} {'ASK SIZE':<16}")
+    for i in range(max(len(snap.bids), len(snap.asks))):
+        b = snap.bids[i] if i < len(snap.bids) else None
+        a = snap.asks[i] if i < len(snap.asks) else None
+        left = f"{b[1]:>16.8g} {b[0]:>14.8g}" if b is not None else " " * 31
+        right = f"{a[0]:<14.8g} {a[1]:<16.8g}" if a is not None else ""
+        click.echo(f"{left} | {right}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (stable keys, docs/operations.md).")
+@pass_config
+def status(config: Config, as_json: bool) -> None:
+    """Show processes and feeds of the pipeline."""
+    from pipeline import status as status_mod
+
+    st = status_mod.collect(config)
+    if as_json:
+        click.echo(json.dumps(st))
+    else:
+        click.echo(status_mod.render_table(st))
+
+
+def main() -> None:
+    cli(prog_name="pipeline")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""Pipeline configuration: one TOML file -> frozen dataclasses, validated at start.
+
+Every error names the dotted key and the reason, e.g.
+``exchanges.sim.depth: expected a positive integer, got "ten"``; the CLI prints it as
+``config error: ...`` and exits with status 2.  Unknown keys are errors too, so a typo
+never silently falls back to a default.
+
+Relative paths (``run_dir``, ``data_dir``, ``sinks.csv.dir``) are resolved against the
+directory of the config file, or the current directory for the built-in demo config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+# adapter name -> "module:Class".  Config validation only needs the names; the ingest
+# process imports the class.  Venue URLs and limits live in the adapter's DEFAULTS.
+ADAPTERS: dict[str, str] = {
+    "binance": "ingest.adapters.binance:BinanceSpotAdapter",
+    "binance_futures": "ingest.adapters.binance:BinanceFuturesAdapter",
+}
+
+DEMO_SIM_PORT = 9100
+DEMO_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+DEMO_CONFIG = f"""
+# Built-in demo: a local simulated Binance-like exchange and one ingest process.
+[pipeline]
+run_dir = "run"
+data_dir = "data"
+
+[sim]
+port = {DEMO_SIM_PORT}
+symbols = {DEMO_SYMBOLS!r}
+rate = 500
+
+[exchanges.sim]
+adapter = "binance"
+symbols = {DEMO_SYMBOLS!r}
+depth = 50
+ws_url = "ws://127.0.0.1:{DEMO_SIM_PORT}"
+rest_url = "http://127.0.0.1:{DEMO_SIM_PORT}"
+
+[publisher]
+host = "127.0.0.1"
+port = 9001
+
+[sinks.csv]
+dir = "data/csv"
+""".replace("'", '"')
+
+
+@dataclass(frozen=True)
+class ExchangeConfig:
+    """One ``[exchanges.NAME]`` table: one ingest process."""
+
+    name: str
+    adapter: str
+    symbols: tuple[str, ...]
+    depth: int = 50
+    ws_url: str | None = None
+    rest_url: str | None = None
+    rest_depth_path: str | None = None
+    depth_stream: str | None = None  # e.g. "depth@100ms", "depth@0ms"; adapter default if None
+    trade_stream: str | None = None  # "trade" or "aggTrade"; adapter default if None
+    snapshot_limit: int | None = None
+    rest_weight_limit: int | None = None  # request weight per minute we allow ourselves
+    verify_bbo: bool = True
+    ping_interval_s: float = 10.0  # our own WS pings: a dead connection is found within 2x this
+    idle_timeout_s: float = 60.0  # no frame at all for this long -> the connection is dead
+    max_connection_age_s: float = 23.5 * 3600  # venues cut at 24 h; reconnect first
+    streams_per_connection: int | None = None
+    l2_endpoint: str | None = None  # e.g. "tcp://0.0.0.0:5556"; ipc in run_dir by default
+    trades_endpoint: str | None = None
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """``[sim]``: the local simulated exchange started by ``pipeline run``."""
+
+    host: str = "127.0.0.1"
+    port: int = DEMO_SIM_PORT
+    symbols: tuple[str, ...] = tuple(DEMO_SYMBOLS)
+    seed: int = 1
+    rate: float = 500.0
+    levels: int = 400
+    disconnect_every: float = 0.0
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    host: str = "127.0.0.1"
+    port: int = 9001
+
+
+@dataclass(frozen=True)
+class CsvSinkConfig:
+    dir: Path = Path("data/csv")
+
+
+@dataclass(frozen=True)
+class Config:
+    run_dir: Path
+    data_dir: Path
+    exchanges: dict[str, ExchangeConfig]
+    sim: SimConfig | None = None
+    publisher: PublisherConfig = field(default_factory=PublisherConfig)
+    csv: CsvSinkConfig | None = None
+    log_level: str = "INFO"
+    source: str = "<demo>"
+
+    @property
+    def shm_prefix(self) -> str:
+        """Prefix of every shared-memory name of this pipeline, derived from run_dir."""
+        digest = hashlib.blake2s(str(self.run_dir).encode(), digest_size=5).hexdigest()
+        return f"l2p_{digest}"
+
+    def exchange(self, name: str) -> ExchangeConfig:
+        try:
+            return self.exchanges[name]
+        except KeyError:
+            known = ", ".join(sorted(self.exchanges)) or "none"
+            raise ConfigError(f"exchanges.{name}", f"no such exchange in the config (configured: {known})") from None
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where}.{key}" if where else key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _table(value: Any, key: str) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a table, got {_show(value)}")
+    return value
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(key, f"expected a non-empty string, got {_show(value)}")
+    return value
+
+
+def _pos_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(key, f"expected a positive integer, got {_show(value)}")
+    return value
+
+
+def _port(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(key, f"expected a port number 0-65535, got {_show(value)}")
+    return value
+
+
+def _number(value: Any, key: str, minimum: float = 0.0, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, f"expected a number, got {_show(value)}")
+    if positive and value <= 0:
+        raise ConfigError(key, f"expected a positive number, got {_show(value)}")
+    if value < minimum:
+        raise ConfigError(key, f"expected a number >= {minimum:g}, got {_show(value)}")
+    return float(value)
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _url(value: Any, key: str, schemes: tuple[str, ...]) -> str:
+    text = _str(value, key)
+    if not text.startswith(tuple(s + "://" for s in schemes)):
+        raise ConfigError(key, f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}, got {_show(value)}")
+    return text.rstrip("/")
+
+
+def _symbols(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(key, f"expected a list of symbols, got {_show(value)}")
+    if not value:
+        raise ConfigError(key, "expected at least one symbol, got an empty list")
+    seen = []
+    for i, sym in enumerate(value):
+        if not isinstance(sym, str) or not sym.strip():
+            raise ConfigError(f"{key}[{i}]", f"expected a symbol name, got {_show(sym)}")
+        if sym in seen:
+            raise ConfigError(f"{key}[{i}]", f"duplicate symbol {_show(sym)}")
+        seen.append(sym)
+    return tuple(seen)
+
+
+def _path(value: Any, key: str, base: Path) -> Path:
+    p = Path(_str(value, key)).expanduser()
+    return (p if p.is_absolute() else base / p).resolve()
+
+
+_EXCHANGE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def _exchange(name: str, raw: Any) -> ExchangeConfig:
+    where = f"exchanges.{name}"
+    t = _table(raw, where)
+    if not name or not set(name) <= _EXCHANGE_NAME_CHARS:
+        raise ConfigError(where, "exchange names use lowercase letters, digits, '_' and '-'")
+    _check_keys(t, {f for f in ExchangeConfig.__dataclass_fields__ if f != "name"}, where)
+    adapter = _str(t.get("adapter", name), f"{where}.adapter")
+    if adapter not in ADAPTERS:
+        raise ConfigError(f"{where}.adapter", f"unknown adapter {_show(adapter)} (known: {', '.join(sorted(ADAPTERS))})")
+    if "symbols" not in t:
+        raise ConfigError(f"{where}.symbols", "missing: list the exchange-native symbols to follow")
+    kw: dict[str, Any] = {"name": name, "adapter": adapter, "symbols": _symbols(t["symbols"], f"{where}.symbols")}
+    if "depth" in t:
+        kw["depth"] = _pos_int(t["depth"], f"{where}.depth")
+        if kw["depth"] > 5000:
+            raise ConfigError(f"{where}.depth", f"expected at most 5000 levels, got {kw['depth']}")
+    if "ws_url" in t:
+        kw["ws_url"] = _url(t["ws_url"], f"{where}.ws_url", ("ws", "wss"))
+    if "rest_url" in t:
+        kw["rest_url"] = _url(t["rest_url"], f"{where}.rest_url", ("http", "https"))
+    for key in ("rest_depth_path", "depth_stream", "trade_stream"):
+        if key in t:
+            kw[key] = _str(t[key], f"{where}.{key}")
+    if "trade_stream" in kw and kw["trade_stream"] not in ("trade", "aggTrade"):
+        raise ConfigError(f"{where}.trade_stream", f'expected "trade" or "aggTrade", got {_show(kw["trade_stream"])}')
+    for key in ("snapshot_limit", "rest_weight_limit", "streams_per_connection"):
+        if key in t:
+            kw[key] = _pos_int(t[key], f"{where}.{key}")
+    if "verify_bbo" in t:
+        kw["verify_bbo"] = _bool(t["verify_bbo"], f"{where}.verify_bbo")
+    for key in ("ping_interval_s", "idle_timeout_s", "max_connection_age_s"):
+        if key in t:
+            kw[key] = _number(t[key], f"{where}.{key}", positive=True)
+    for key in ("l2_endpoint", "trades_endpoint"):
+        if key in t:
+            kw[key] = _url(t[key], f"{where}.{key}", ("tcp", "ipc"))
+    return ExchangeConfig(**kw)
+
+
+def _sim(raw: Any) -> SimConfig:
+    t = _table(raw, "sim")
+    _check_keys(t, set(SimConfig.__dataclass_fields__), "sim")
+    kw: dict[str, Any] = {}
+    if "host" in t:
+        kw["host"] = _str(t["host"], "sim.host")
+    if "port" in t:
+        kw["port"] = _port(t["port"], "sim.port")
+    if "symbols" in t:
+        kw["symbols"] = _symbols(t["symbols"], "sim.symbols")
+    if "seed" in t:
+        if isinstance(t["seed"], bool) or not isinstance(t["seed"], int):
+            raise ConfigError("sim.seed", f"expected an integer, got {_show(t['seed'])}")
+        kw["seed"] = t["seed"]
+    if "rate" in t:
+        kw["rate"] = _number(t["rate"], "sim.rate", positive=True)
+    if "levels" in t:
+        kw["levels"] = _pos_int(t["levels"], "sim.levels")
+    if "disconnect_every" in t:
+        kw["disconnect_every"] = _number(t["disconnect_every"], "sim.disconnect_every")
+    return SimConfig(**kw)
+
+
+def parse_config(text: str, base_dir: Path, source: str = "<string>") -> Config:
+    """Parse and validate TOML text. Raises ConfigError naming the key and the reason."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, f"not valid TOML: {exc}") from None
+    _check_keys(raw, {"pipeline", "exchanges", "sim", "publisher", "sinks"}, "")
+
+    pipe = _table(raw.get("pipeline", {}), "pipeline")
+    _check_keys(pipe, {"run_dir", "data_dir", "log_level"}, "pipeline")
+    run_dir = _path(pipe.get("run_dir", "run"), "pipeline.run_dir", base_dir)
+    data_dir = _path(pipe.get("data_dir", "data"), "pipeline.data_dir", base_dir)
+    log_level = _str(pipe.get("log_level", "INFO"), "pipeline.log_level").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("pipeline.log_level", f"expected DEBUG, INFO, WARNING or ERROR, got {_show(log_level)}")
+    # ipc socket paths are capped near 107 bytes: catch it here, not at bind time.
+    if len(str(run_dir)) > 70:
+        raise ConfigError("pipeline.run_dir", f"path too long for ipc sockets ({len(str(run_dir))} > 70 characters)")
+
+    exchanges_raw = _table(raw.get("exchanges", {}), "exchanges")
+    if not exchanges_raw:
+        raise ConfigError("exchanges", "expected at least one [exchanges.NAME] table")
+    exchanges = {name: _exchange(name, t) for name, t in exchanges_raw.items()}
+
+    sim = _sim(raw["sim"]) if "sim" in raw else None
+
+    pub_raw = _table(raw.get("publisher", {}), "publisher")
+    _check_keys(pub_raw, {"host", "port"}, "publisher")
+    publisher = PublisherConfig(
+        host=_str(pub_raw.get("host", "127.0.0.1"), "publisher.host"),
+        port=_port(pub_raw.get("port", 9001), "publisher.port"),
+    )
+
+    csv = None
+    sinks = _table(raw.get("sinks", {}), "sinks")
+    _check_keys(sinks, {"csv"}, "sinks")
+    if "csv" in sinks:
+        c = _table(sinks["csv"], "sinks.csv")
+        _check_keys(c, {"dir"}, "sinks.csv")
+        csv = CsvSinkConfig(dir=_path(c.get("dir", str(data_dir / "csv")), "sinks.csv.dir", base_dir))
+
+    return Config(run_dir=run_dir, data_dir=data_dir, exchanges=exchanges, sim=sim, publisher=publisher,
+                  csv=csv, log_level=log_level, source=source)
+
+
+def load_config(path: str | os.PathLike | None) -> Config:
+    """Load the config file at ``path``, or the built-in demo config when ``path`` is None."""
+    if path is None:
+        return parse_config(DEMO_CONFIG, Path.cwd(), "<demo>")
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), f"cannot read config file: {exc.strerror}") from None
+    return parse_config(text, p.resolve().parent, str(p))

@@ -1,0 +1,442 @@
+"""Shared-memory books: one segment per exchange, one writer, any number of readers.
+
+Layout (all little-endian, 8-byte aligned; LAYOUT_VERSION guards changes)::
+
+    segment header   u64[HEADER_WORDS]  magic, version, depth, n_symbols, pid, epoch,
+                                        created_ns, heartbeat_ns, then process stats
+    exchange name    32 bytes
+    symbol table     n_symbols x 32 bytes (ascii, NUL padded)
+    per symbol slot:
+        lock         u64                 seqlock counter: odd while the writer writes
+        view header  i64[VIEW_WORDS]     epoch, seq, state, ts_exchange_us,
+                                         ts_received_us, update_id, n_bids, n_asks
+        bids         f64[depth, 2]       (price, size), best first
+        asks         f64[depth, 2]
+        stats        i64[STAT_WORDS]     counters (see FEED_STATS), outside the lock
+
+The view is guarded by a sequence lock: the writer bumps ``lock`` to odd, writes,
+bumps it to even.  A reader copies the view and retries when ``lock`` was odd or
+changed meanwhile, so it never blocks the writer and never sees a torn book
+(building-block-costs.md section 3: ~12% torn reads without it).  Counters are
+single aligned 8-byte words, written without the lock; a reader may see one
+counter a step older than another, never a torn value.
+
+Names derive from ``Config.shm_prefix`` (a hash of run_dir) and the exchange name,
+so two pipelines with different run_dirs never collide.
+
+Python 3.11's ``SharedMemory`` registers a segment with the resource tracker even in
+a process that only attaches to it, and the tracker then unlinks it when that
+process exits.  Readers here never use ``SharedMemory``: on Linux they map
+``/dev/shm/NAME`` read-only with mmap; elsewhere they attach and unregister at once.
+"""
+
+from __future__ import annotations
+
+import enum
+import mmap
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import SharedMemoryError
+
+MAGIC = int.from_bytes(b"L2PIPE01", "little")
+LAYOUT_VERSION = 1
+HEADER_WORDS = 32
+NAME_BYTES = 32
+VIEW_WORDS = 8
+STAT_WORDS = 24
+DEV_SHM = Path("/dev/shm")
+
+# segment header word indexes
+H_MAGIC, H_VERSION, H_DEPTH, H_NSYM, H_PID, H_EPOCH, H_CREATED_NS, H_HEARTBEAT_NS = range(8)
+# process stats kept in the header (written by the ingest process)
+PROCESS_STATS = (
+    "loop_lag_us",         # event-loop delay, last sample
+    "loop_lag_max_us",     # max over the last interval
+    "publish_lag_us",      # receive -> publish, EWMA
+    "publish_lag_max_us",  # max over the last interval
+    "frames",              # websocket frames received
+    "connections",         # websocket connections opened
+    "reconnects",          # connections lost and reopened
+    "rest_requests",       # REST snapshot requests sent
+    "rest_errors",         # REST failures (status, timeout, body)
+    "rest_throttled",      # 429/418 answers, or waits for the weight budget
+    "rest_weight_used",    # venue's used-weight header, last seen
+    "unknown_frames",      # well-formed frames of unknown kind
+    "malformed_frames",    # frames that failed to parse (no symbol known)
+)
+H_PROCESS_STATS = 8
+
+# view header word indexes
+V_EPOCH, V_SEQ, V_STATE, V_TS_EXCHANGE, V_TS_RECEIVED, V_UPDATE_ID, V_NBIDS, V_NASKS = range(VIEW_WORDS)
+
+# per-symbol counters (stats words), in this order; keys of `pipeline status --json` feeds
+FEED_STATS = (
+    "updates",          # exchange book messages applied
+    "trades",           # trades published
+    "gaps",             # sequence gaps detected
+    "resyncs",          # snapshots installed after the first
+    "malformed",        # malformed frames for this symbol
+    "checksum_ok",      # BBO / checksum verifications that matched
+    "checksum_failed",  # ... that did not (each one resyncs)
+    "last_update_ns",   # local receive time of the last applied update
+    "last_trade_ns",    # local receive time of the last trade
+    "trade_seq",        # seq of the last trade published
+    "l2_seq",           # seq of the last L2 message published
+    "buffered",         # diffs buffered while waiting for a snapshot
+    "connected",        # 1 when the symbol's depth connection is open
+    "stale_since_ns",   # when the book went stale (0 when live)
+    "dropped",          # frames skipped as already covered (u <= book id)
+)
+assert len(FEED_STATS) <= STAT_WORDS and len(PROCESS_STATS) + H_PROCESS_STATS <= HEADER_WORDS
+
+
+class BookState(enum.IntEnum):
+    """State of one symbol's view."""
+
+    SYNCING = 0  # no valid book yet: waiting for / aligning a snapshot
+    LIVE = 1     # in sync with the venue
+    STALE = 2    # a gap, mismatch or dead connection: do not trust; a resync is under way
+
+
+def segment_name(prefix: str, exchange: str) -> str:
+    return f"{prefix}_{exchange}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    depth: int
+    n_symbols: int
+
+    @property
+    def slot_bytes(self) -> int:
+        return 8 + VIEW_WORDS * 8 + 2 * self.depth * 16 + STAT_WORDS * 8
+
+    @property
+    def slots_offset(self) -> int:
+        raw = HEADER_WORDS * 8 + NAME_BYTES + self.n_symbols * NAME_BYTES
+        return (raw + 63) // 64 * 64
+
+    @property
+    def size(self) -> int:
+        return self.slots_offset + self.n_symbols * self.slot_bytes
+
+
+@dataclass(frozen=True)
+class BookSnapshot:
+    """A consistent copy of one symbol's view."""
+
+    exchange: str
+    symbol: str
+    epoch: int
+    seq: int
+    state: BookState
+    ts_exchange_us: int
+    ts_received_us: int
+    update_id: int
+    bids: np.ndarray  # float64 [n, 2] (price, size), best first
+    asks: np.ndarray
+
+    def to_json(self, depth: int | None = None) -> dict:
+        n = depth if depth is not None else max(len(self.bids), len(self.asks))
+        return {
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "state": self.state.name.lower(),
+            "bids": self.bids[:n].tolist(),
+            "asks": self.asks[:n].tolist(),
+        }
+
+
+class _Slot:
+    """numpy views onto one symbol's slot."""
+
+    __slots__ = ("lock", "view", "bids", "asks", "stats")
+
+    def __init__(self, buf, offset: int, depth: int):
+        self.lock = np.ndarray((1,), np.uint64, buf, offset)
+        self.view = np.ndarray((VIEW_WORDS,), np.int64, buf, offset + 8)
+        off = offset + 8 + VIEW_WORDS * 8
+        self.bids = np.ndarray((depth, 2), np.float64, buf, off)
+        self.asks = np.ndarray((depth, 2), np.float64, buf, off + depth * 16)
+        self.stats = np.ndarray((STAT_WORDS,), np.int64, buf, off + 2 * depth * 16)
+
+
+def _encode_name(name: str) -> bytes:
+    raw = name.encode("ascii")
+    if len(raw) >= NAME_BYTES:
+        raise SharedMemoryError(f"name {name!r} longer than {NAME_BYTES - 1} bytes")
+    return raw.ljust(NAME_BYTES, b"\0")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _Segment:
+    """A mapped segment: create (writer) or open read-only (reader)."""
+
+    def __init__(self, name: str, size: int | None, create: bool):
+        self.name = name
+        self._shm = None
+        if DEV_SHM.is_dir():
+            path = DEV_SHM / name
+            if create:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                try:
+                    os.ftruncate(fd, size)
+                    self._mmap = mmap.mmap(fd, size)
+                finally:
+                    os.close(fd)
+            else:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    raise SharedMemoryError(f"no shared-memory segment {name!r} (is the ingest running?)") from None
+                try:
+                    size = os.fstat(fd).st_size
+                    if size == 0:
+                        raise SharedMemoryError(f"segment {name!r} is empty (being created)")
+                    self._mmap = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+                finally:
+                    os.close(fd)
+            self.buf = memoryview(self._mmap)
+        else:  # pragma: no cover - non-Linux fallback
+            from multiprocessing import resource_tracker, shared_memory
+
+            try:
+                self._shm = shared_memory.SharedMemory(name=name, create=create, size=size or 0)
+            except FileNotFoundError:
+                raise SharedMemoryError(f"no shared-memory segment {name!r} (is the ingest running?)") from None
+            if not create:
+                resource_tracker.unregister(self._shm._name, "shared_memory")  # see module docstring
+            self.buf = self._shm.buf
+        self.size = len(self.buf)
+
+    @staticmethod
+    def unlink(name: str) -> None:
+        try:
+            os.unlink(DEV_SHM / name)
+        except FileNotFoundError:
+            pass
+
+    def close(self) -> None:
+        buf, self.buf = self.buf, None
+        if buf is not None:
+            buf.release()
+        if self._shm is not None:
+            self._shm.close()
+        elif getattr(self, "_mmap", None) is not None:
+            try:
+                self._mmap.close()
+            except BufferError:  # a numpy view still alive somewhere; the OS unmaps at exit
+                pass
+
+
+def _read_header(buf) -> np.ndarray:
+    return np.ndarray((HEADER_WORDS,), np.int64, buf, 0)
+
+
+class BookWriter:
+    """The single writer of one exchange's segment (the ingest process)."""
+
+    def __init__(self, prefix: str, exchange: str, symbols: list[str] | tuple[str, ...], depth: int, epoch: int):
+        self.exchange = exchange
+        self.symbols = tuple(symbols)
+        self.depth = depth
+        self.epoch = epoch
+        self.name = segment_name(prefix, exchange)
+        self.layout = Layout(depth, len(self.symbols))
+        self._reclaim_stale()
+        self._seg = _Segment(self.name, self.layout.size, create=True)
+        buf = self._seg.buf
+        self.header = _read_header(buf)
+        self.header[:] = 0
+        buf[HEADER_WORDS * 8:HEADER_WORDS * 8 + NAME_BYTES] = _encode_name(exchange)
+        off = HEADER_WORDS * 8 + NAME_BYTES
+        for i, sym in enumerate(self.symbols):
+            buf[off + i * NAME_BYTES: off + (i + 1) * NAME_BYTES] = _encode_name(sym)
+        self.slots = [_Slot(buf, self.layout.slots_offset + i * self.layout.slot_bytes, depth)
+                      for i in range(len(self.symbols))]
+        for slot in self.slots:
+            slot.view[V_EPOCH] = epoch
+            slot.view[V_STATE] = BookState.SYNCING
+        h = self.header
+        h[H_VERSION], h[H_DEPTH], h[H_NSYM], h[H_PID] = LAYOUT_VERSION, depth, len(self.symbols), os.getpid()
+        h[H_EPOCH], h[H_CREATED_NS], h[H_HEARTBEAT_NS] = epoch, time.time_ns(), time.time_ns()
+        h[H_MAGIC] = np.int64(np.uint64(MAGIC).astype(np.int64))  # last: readers check it
+
+    def _reclaim_stale(self) -> None:
+        """Remove a segment left by a crashed writer; refuse if its writer still runs."""
+        try:
+            old = BookReader.open_segment(self.name)
+        except SharedMemoryError:
+            _Segment.unlink(self.name)  # absent, or empty/garbage
+            return
+        pid = old.pid
+        old.close()
+        if pid != os.getpid() and _pid_alive(pid):
+            raise SharedMemoryError(
+                f"segment {self.name!r} belongs to running process {pid}: another ingest for "
+                f"{self.exchange!r} with the same run_dir?")
+        _Segment.unlink(self.name)
+
+    def index(self, symbol: str) -> int:
+        return self.symbols.index(symbol)
+
+    def write_view(self, i: int, seq: int, state: BookState, ts_exchange_us: int, ts_received_us: int,
+                   update_id: int, bid_px, bid_sz, ask_px, ask_sz) -> None:
+        """Publish symbol ``i``'s view under the seqlock (lists or arrays, best first)."""
+        slot = self.slots[i]
+        nb, na = min(len(bid_px), self.depth), min(len(ask_px), self.depth)
+        lock = slot.lock
+        lock[0] += 1  # odd: writing
+        v = slot.view
+        v[V_SEQ] = seq
+        v[V_STATE] = state
+        v[V_TS_EXCHANGE] = ts_exchange_us
+        v[V_TS_RECEIVED] = ts_received_us
+        v[V_UPDATE_ID] = update_id
+        v[V_NBIDS] = nb
+        v[V_NASKS] = na
+        b, a = slot.bids, slot.asks
+        if nb:
+            b[:nb, 0] = bid_px[:nb]
+            b[:nb, 1] = bid_sz[:nb]
+        if na:
+            a[:na, 0] = ask_px[:na]
+            a[:na, 1] = ask_sz[:na]
+        lock[0] += 1  # even: consistent
+
+    def set_state(self, i: int, state: BookState, seq: int | None = None) -> None:
+        """Change only the state (and seq) of symbol ``i``'s view, under the seqlock."""
+        slot = self.slots[i]
+        slot.lock[0] += 1
+        slot.view[V_STATE] = state
+        if seq is not None:
+            slot.view[V_SEQ] = seq
+        slot.lock[0] += 1
+
+    def heartbeat(self, now_ns: int | None = None) -> None:
+        self.header[H_HEARTBEAT_NS] = now_ns or time.time_ns()
+
+    def close(self, unlink: bool = True) -> None:
+        self.header = None
+        self.slots = []
+        self._seg.close()
+        if unlink:
+            _Segment.unlink(self.name)
+
+
+class BookReader:
+    """Read-only access to one exchange's segment.  Never blocks the writer.
+
+    Usage::
+
+        reader = BookReader.open(config.shm_prefix, "sim")
+        book = reader.read("BTCUSDT")        # consistent BookSnapshot
+        stats = reader.stats("BTCUSDT")      # dict of FEED_STATS counters
+    """
+
+    def __init__(self, seg: _Segment):
+        self._seg = seg
+        buf = seg.buf
+        self.header = _read_header(buf)
+        if int(np.int64(self.header[H_MAGIC]).astype(np.uint64)) != MAGIC or self.header[H_VERSION] != LAYOUT_VERSION:
+            seg.close()
+            raise SharedMemoryError(f"segment {seg.name!r} has no valid header (being created, or another layout)")
+        self.depth = int(self.header[H_DEPTH])
+        n = int(self.header[H_NSYM])
+        self.layout = Layout(self.depth, n)
+        if seg.size < self.layout.size:
+            seg.close()
+            raise SharedMemoryError(f"segment {seg.name!r} is truncated")
+        raw = bytes(buf[HEADER_WORDS * 8:HEADER_WORDS * 8 + NAME_BYTES])
+        self.exchange = raw.rstrip(b"\0").decode("ascii")
+        off = HEADER_WORDS * 8 + NAME_BYTES
+        self.symbols = tuple(bytes(buf[off + i * NAME_BYTES: off + (i + 1) * NAME_BYTES]).rstrip(b"\0").decode("ascii")
+                             for i in range(n))
+        self._index = {s: i for i, s in enumerate(self.symbols)}
+        self.slots = [_Slot(buf, self.layout.slots_offset + i * self.layout.slot_bytes, self.depth) for i in range(n)]
+
+    @classmethod
+    def open_segment(cls, name: str) -> "BookReader":
+        return cls(_Segment(name, None, create=False))
+
+    @classmethod
+    def open(cls, prefix: str, exchange: str) -> "BookReader":
+        """Attach read-only to ``exchange``'s segment. Raises SharedMemoryError if absent."""
+        return cls.open_segment(segment_name(prefix, exchange))
+
+    @property
+    def pid(self) -> int:
+        return int(self.header[H_PID])
+
+    @property
+    def epoch(self) -> int:
+        return int(self.header[H_EPOCH])
+
+    @property
+    def heartbeat_ns(self) -> int:
+        return int(self.header[H_HEARTBEAT_NS])
+
+    def process_stats(self) -> dict[str, int]:
+        h = self.header
+        return {name: int(h[H_PROCESS_STATS + i]) for i, name in enumerate(PROCESS_STATS)}
+
+    def _slot(self, symbol: str) -> _Slot:
+        try:
+            return self.slots[self._index[symbol]]
+        except KeyError:
+            raise SharedMemoryError(f"symbol {symbol!r} is not in {self.exchange!r} (has: {', '.join(self.symbols)})") from None
+
+    def read(self, symbol: str, depth: int | None = None, max_tries: int = 100000) -> BookSnapshot:
+        """A consistent copy of ``symbol``'s view (retries while the writer writes)."""
+        slot = self._slot(symbol)
+        lock, v, b, a = slot.lock, slot.view, slot.bids, slot.asks
+        for attempt in range(max_tries):
+            s1 = int(lock[0])
+            if s1 & 1:
+                if attempt & 63 == 63:
+                    time.sleep(0)
+                continue
+            view = v.copy()
+            nb, na = int(view[V_NBIDS]), int(view[V_NASKS])
+            if depth is not None:
+                nb, na = min(nb, depth), min(na, depth)
+            bids = b[:nb].copy()
+            asks = a[:na].copy()
+            if int(lock[0]) == s1:
+                return BookSnapshot(self.exchange, symbol, int(view[V_EPOCH]), int(view[V_SEQ]),
+                                    BookState(int(view[V_STATE])), int(view[V_TS_EXCHANGE]),
+                                    int(view[V_TS_RECEIVED]), int(view[V_UPDATE_ID]), bids, asks)
+        raise SharedMemoryError(f"could not read a consistent view of {symbol!r} (writer stuck mid-write?)")
+
+    def stats(self, symbol: str) -> dict[str, int]:
+        st = self._slot(symbol).stats
+        return {name: int(st[i]) for i, name in enumerate(FEED_STATS)}
+
+    def close(self) -> None:
+        self.header = None
+        self.slots = []
+        self._seg.close()
+
+    def __enter__(self) -> "BookReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
