@@ -267,6 +267,14 @@ class Runner:
             if self.rng.random() < 0.05:
                 lag_max = 0
 
+    async def _republish_loop(self) -> None:
+        """Periodic bus snapshots, for consumers that cannot read shared memory."""
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), self.config.snapshot_interval_s)
+            except asyncio.TimeoutError:
+                self.feed.republish_all()
+
     async def run(self) -> None:
         connector = aiohttp.TCPConnector(limit=SNAPSHOT_WORKERS * 2)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -278,5 +286,6 @@ class Runner:
                 for _ in range(SNAPSHOT_WORKERS):
                     tg.create_task(self._snapshot_worker(session), name="snapshots")
                 tg.create_task(self._stats_loop(), name="stats")
+                tg.create_task(self._republish_loop(), name="republish")
                 await self.stop.wait()
                 self._snap_event.set()

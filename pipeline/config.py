@@ -76,6 +76,7 @@ class ExchangeConfig:
     ping_interval_s: float = 10.0  # our own WS pings: a dead connection is found within 2x this
     idle_timeout_s: float = 60.0  # no frame at all for this long -> the connection is dead
     max_connection_age_s: float = 23.5 * 3600  # venues cut at 24 h; reconnect first
+    snapshot_interval_s: float = 30.0  # republish every live book as a bus snapshot (remote late joiners)
     streams_per_connection: int | None = None
     l2_endpoint: str | None = None  # e.g. "tcp://0.0.0.0:5556"; ipc in run_dir by default
     trades_endpoint: str | None = None
@@ -247,7 +248,7 @@ def _exchange(name: str, raw: Any) -> ExchangeConfig:
             kw[key] = _pos_int(t[key], f"{where}.{key}")
     if "verify_bbo" in t:
         kw["verify_bbo"] = _bool(t["verify_bbo"], f"{where}.verify_bbo")
-    for key in ("ping_interval_s", "idle_timeout_s", "max_connection_age_s"):
+    for key in ("ping_interval_s", "idle_timeout_s", "max_connection_age_s", "snapshot_interval_s"):
         if key in t:
             kw[key] = _number(t[key], f"{where}.{key}", positive=True)
     for key in ("l2_endpoint", "trades_endpoint"):

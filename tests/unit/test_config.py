@@ -1,0 +1,86 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load_config, parse_config
+
+GOOD = """
+[pipeline]
+run_dir = "r"
+[exchanges.sim]
+adapter = "binance"
+symbols = ["BTCUSDT"]
+"""
+
+
+def cli(args, cwd):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_demo_config_is_used_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    c = load_config(None)
+    assert c.exchanges["sim"].adapter == "binance" and c.exchanges["sim"].depth == 50
+    assert c.run_dir == tmp_path / "run"
+    assert c.sim is not None and c.publisher.port == 9001
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text(GOOD)
+    assert load_config(f).run_dir == tmp_path / "r"
+
+
+def test_shm_names_differ_between_run_dirs(tmp_path):
+    a = parse_config(GOOD, tmp_path / "a")
+    b = parse_config(GOOD, tmp_path / "b")
+    assert a.shm_prefix != b.shm_prefix
+
+
+@pytest.mark.parametrize("text,key,reason", [
+    (GOOD + 'depth = "ten"\n', "exchanges.sim.depth", 'expected a positive integer, got "ten"'),
+    (GOOD + "depth = 0\n", "exchanges.sim.depth", "expected a positive integer, got 0"),
+    (GOOD + "colour = 1\n", "exchanges.sim.colour", "unknown key"),
+    (GOOD.replace('"binance"', '"nasdaq"'), "exchanges.sim.adapter", 'unknown adapter "nasdaq"'),
+    (GOOD.replace('["BTCUSDT"]', "[]"), "exchanges.sim.symbols", "expected at least one symbol"),
+    (GOOD.replace('["BTCUSDT"]', '"BTCUSDT"'), "exchanges.sim.symbols", "expected a list of symbols"),
+    (GOOD + 'ws_url = "http://x"\n', "exchanges.sim.ws_url", "expected a URL starting with ws://"),
+    (GOOD + "[publisher]\nport = 70000\n", "publisher.port", "expected a port number"),
+    (GOOD + "[mystery]\n", "mystery", "unknown key"),
+    ("[exchanges]\n", "exchanges", "expected at least one"),
+    ("[exchanges.sim\n", "<string>", "not valid TOML"),
+])
+def test_bad_config_names_key_and_reason(tmp_path, text, key, reason):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, tmp_path)
+    assert info.value.key == key
+    assert reason in info.value.reason
+
+
+@pytest.mark.parametrize("extra,line", [
+    ('depth = "ten"\n', 'config error: exchanges.sim.depth: expected a positive integer, got "ten"'),
+    ("bogus = true\n", "config error: exchanges.sim.bogus: unknown key"),
+])
+@pytest.mark.parametrize("command", [["status"], ["ingest", "sim"], ["book", "sim", "BTCUSDT"], ["run"]])
+def test_bad_config_stops_every_command_with_exit_2_and_one_line(tmp_path, extra, line, command):
+    f = tmp_path / "bad.toml"
+    f.write_text(GOOD + extra)
+    r = cli(["--config", str(f), *command], tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(line), r.stderr
+
+
+def test_missing_config_file_is_a_config_error(tmp_path):
+    r = cli(["--config", str(tmp_path / "nope.toml"), "status"], tmp_path)
+    assert r.returncode == 2 and "cannot read config file" in r.stderr
+
+
+def test_unknown_exchange_for_ingest_is_refused(tmp_path):
+    f = tmp_path / "ok.toml"
+    f.write_text(GOOD)
+    r = cli(["--config", str(f), "ingest", "kraken"], tmp_path)
+    assert r.returncode == 2 and "exchanges.kraken" in r.stderr

@@ -1,0 +1,47 @@
+"""BookTracker: snapshots replace, deltas apply by seq, gaps and new epochs resync."""
+
+import numpy as np
+
+from pipeline.consumer import Applied, BookTracker
+from pipeline.schema import L2Update
+from pipeline.shm import BookSnapshot, BookState
+
+
+def l2(seq, epoch=1, snapshot=False, bids=(), asks=()):
+    return L2Update(exchange="e", symbol="s", epoch=epoch, seq=seq, ts_exchange=0, ts_received=0,
+                    snapshot=snapshot, state="live", depth=5, bids=list(bids), asks=list(asks))
+
+
+def shm(seq, epoch=1, bids=((10.0, 1.0),), asks=((11.0, 1.0),)):
+    return BookSnapshot("e", "s", epoch, seq, BookState.LIVE, 0, 0, 0, np.array(bids), np.array(asks))
+
+
+def test_delta_before_any_snapshot_asks_for_resync():
+    t = BookTracker("e", "s")
+    assert t.apply(l2(5, bids=[(10.0, 2.0)])) is Applied.RESYNC
+
+
+def test_shm_snapshot_then_newer_deltas_only():
+    t = BookTracker("e", "s")
+    t.load_shm(shm(5))
+    assert t.apply(l2(4, bids=[(10.0, 9.0)])) is Applied.OLD
+    assert t.apply(l2(5, bids=[(10.0, 9.0)])) is Applied.OLD
+    assert t.apply(l2(6, bids=[(10.0, 2.0), (9.0, 1.0)], asks=[(11.0, 0.0)])) is Applied.APPLIED
+    assert t.book.top() == ([(10.0, 2.0), (9.0, 1.0)], [])
+
+
+def test_gap_and_new_epoch_resync():
+    t = BookTracker("e", "s")
+    t.load_shm(shm(5))
+    assert t.apply(l2(7)) is Applied.RESYNC and t.gaps == 1
+    t.load_shm(shm(7))
+    assert t.apply(l2(8)) is Applied.APPLIED
+    assert t.apply(l2(9, epoch=2)) is Applied.RESYNC
+
+
+def test_snapshot_message_replaces_the_book():
+    t = BookTracker("e", "s")
+    assert t.apply(l2(3, snapshot=True, bids=[(1.0, 1.0)])) is Applied.APPLIED
+    assert t.apply(l2(4, bids=[(2.0, 1.0)])) is Applied.APPLIED
+    assert t.apply(l2(5, snapshot=True, asks=[(3.0, 1.0)])) is Applied.APPLIED
+    assert t.book.top() == ([], [(3.0, 1.0)])
