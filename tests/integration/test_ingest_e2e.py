@@ -1,0 +1,186 @@
+"""sim -> ingest -> shared memory + bus, as real processes on loopback.
+
+One sim and one ingest serve the whole module; each fault test measures the change
+of its own counters.  Books are checked against shared memory through the public
+consumer library, the way a strategy would use them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from helpers import (PIPELINE, Procs, eventually, exchange_stats, feeds, short_tmpdir, sim_fault, start_sim,
+                     status, write_config)
+from pipeline.config import load_config
+from pipeline.consumer import Consumer
+from pipeline.shm import BookReader
+
+pytestmark = pytest.mark.integration
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+
+@pytest.fixture(scope="module")
+def pipeline_procs():
+    workdir = short_tmpdir()
+    procs = Procs(workdir)
+    (workdir / "sim.toml").write_text('[pipeline]\nrun_dir = "run"\n[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
+    try:
+        port = start_sim(procs, ",".join(SYMBOLS), rate=3000)
+        config = write_config(workdir, port, SYMBOLS, extra='depth_stream = "depth@0ms"\nping_interval_s = 1.0\n')
+        ingest = procs.start("ingest", PIPELINE + ["--config", str(config), "ingest", "sim"])
+        eventually(lambda: all(f["state"] == "live" for f in feeds(config).values()), 30, 0.2, "all books live")
+        yield {"port": port, "config": config, "procs": procs, "ingest": ingest, "workdir": workdir}
+    finally:
+        procs.stop_all()
+
+
+def wait_all_live(config, what):
+    eventually(lambda: all(f["state"] == "live" for f in feeds(config).values()), 30, 0.2, what)
+
+
+def test_consumer_rebuilds_every_book_equal_to_shared_memory_without_gaps(pipeline_procs):
+    config = load_config(pipeline_procs["config"])
+    reader = BookReader.open(config.shm_prefix, "sim")
+    applied = {s: 0 for s in SYMBOLS}
+    equal_checks = {s: 0 for s in SYMBOLS}
+    with Consumer(config) as consumer:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            for kind, item in consumer.poll(0.2):
+                if kind != "book":
+                    continue
+                applied[item.symbol] += 1
+                if applied[item.symbol] % 25:
+                    continue
+                snap = reader.read(item.symbol)
+                if snap.seq != item.seq:
+                    continue  # shm moved on already; compare at the next chance
+                bids, asks = item.top()
+                assert [tuple(x) for x in snap.bids.tolist()] == bids
+                assert [tuple(x) for x in snap.asks.tolist()] == asks
+                equal_checks[item.symbol] += 1
+            if min(applied.values()) >= 2000 and min(equal_checks.values()) >= 10:
+                break
+        trackers = {s: consumer.trackers[("sim", s)] for s in SYMBOLS}
+    reader.close()
+    assert min(applied.values()) >= 2000, applied
+    assert min(equal_checks.values()) >= 10, equal_checks
+    for s, tr in trackers.items():
+        assert tr.gaps == 0, s          # every delta arrived, in seq order
+        assert tr.resyncs == 1, s       # one snapshot at the start, deltas ever after
+        bids, asks = tr.book.top()
+        assert bids and asks and bids[0][0] < asks[0][0], s
+    assert consumer.trade_gaps == 0
+
+
+def test_status_json_has_the_documented_keys(pipeline_procs):
+    st = status(pipeline_procs["config"])
+    feed_keys = {"exchange", "symbol", "state", "epoch", "seq", "updates", "trades", "gaps", "resyncs",
+                 "malformed", "checksum_ok", "checksum_failed", "age_s", "best_bid", "best_ask"}
+    assert {f["symbol"] for f in st["feeds"]} == set(SYMBOLS)
+    for f in st["feeds"]:
+        assert feed_keys <= f.keys()
+        assert f["best_bid"][0] < f["best_ask"][0] and f["best_bid"][1] > 0 and f["best_ask"][1] > 0
+        assert f["updates"] > 0 and f["trades"] > 0
+    proc = next(p for p in st["processes"] if p["name"] == "ingest-sim")
+    assert {"name", "pid", "state", "uptime_s", "cpu_percent", "rss_bytes"} <= proc.keys()
+    assert proc["state"] == "running" and proc["pid"] == pipeline_procs["ingest"].pid and proc["rss_bytes"] > 0
+
+
+def test_book_cli_prints_one_json_object_of_the_view(pipeline_procs):
+    out = subprocess.run(PIPELINE + ["--config", str(pipeline_procs["config"]), "book", "sim", "BTCUSDT",
+                                     "--depth", "5", "--json"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    book = json.loads(out.stdout)
+    assert set(book) == {"exchange", "symbol", "epoch", "seq", "state", "bids", "asks"}
+    assert book["state"] == "live" and len(book["bids"]) == 5 and len(book["asks"]) == 5
+    assert book["bids"][0][0] < book["asks"][0][0]
+    assert [p for p, _ in book["bids"]] == sorted((p for p, _ in book["bids"]), reverse=True)
+    assert [p for p, _ in book["asks"]] == sorted(p for p, _ in book["asks"])
+
+
+def test_dropped_diff_is_detected_as_gap_and_only_that_symbol_resyncs(pipeline_procs):
+    config, port = pipeline_procs["config"], pipeline_procs["port"]
+    before = feeds(config)
+    sim_fault(port, name="drop_diff", symbol="ETHUSDT")
+    after = eventually(lambda: (lambda f: f if f["ETHUSDT"]["resyncs"] > before["ETHUSDT"]["resyncs"]
+                                and f["ETHUSDT"]["state"] == "live" else None)(feeds(config)),
+                       20, 0.1, "ETHUSDT resync")
+    assert after["ETHUSDT"]["gaps"] == before["ETHUSDT"]["gaps"] + 1
+    for other in ("BTCUSDT", "SOLUSDT"):  # resync only the stream that broke
+        assert after[other]["gaps"] == before[other]["gaps"]
+        assert after[other]["resyncs"] == before[other]["resyncs"]
+
+
+def test_malformed_frame_is_counted_and_skipped(pipeline_procs):
+    config, port = pipeline_procs["config"], pipeline_procs["port"]
+    before = feeds(config)
+    assert sim_fault(port, name="malformed", kind="depth")["connections"] >= 1
+    after = eventually(lambda: (lambda f: f if sum(x["malformed"] for x in f.values())
+                                > sum(x["malformed"] for x in before.values()) else None)(feeds(config)),
+                       20, 0.1, "malformed counted")
+    assert all(f["state"] == "live" for f in after.values())
+    assert sum(f["gaps"] for f in after.values()) == sum(f["gaps"] for f in before.values())
+    assert pipeline_procs["ingest"].poll() is None
+
+
+def test_disconnect_reconnects_and_books_come_back_live(pipeline_procs):
+    config, port = pipeline_procs["config"], pipeline_procs["port"]
+    ex_before = exchange_stats(config)
+    before = feeds(config)
+    sim_fault(port, name="disconnect")
+    eventually(lambda: exchange_stats(config)["reconnects"] >= ex_before["reconnects"] + 2, 30, 0.1,
+               "depth and trade connections reopened")
+    wait_all_live(config, "books live after reconnect")
+    after = feeds(config)
+    assert all(after[s]["resyncs"] > before[s]["resyncs"] for s in SYMBOLS)  # a new socket means a new snapshot
+
+
+def test_stalled_server_is_detected_by_the_watchdog(pipeline_procs):
+    """The sim stops sending and answering pings: no pong -> dead connection -> reconnect."""
+    config, port = pipeline_procs["config"], pipeline_procs["port"]
+    ex_before = exchange_stats(config)
+    sim_fault(port, name="stall", seconds=4)
+    eventually(lambda: exchange_stats(config)["reconnects"] > ex_before["reconnects"], 30, 0.1, "reconnect after stall")
+    wait_all_live(config, "books live after the stall")
+
+
+def test_rest_429_backs_off_under_retry_after_then_syncs(pipeline_procs):
+    config, port = pipeline_procs["config"], pipeline_procs["port"]
+    ex_before = exchange_stats(config)
+    sim_fault(port, name="rest_status", status=429, count=2)
+    sim_fault(port, name="drop_diff", symbol="BTCUSDT")  # forces a REST snapshot
+    eventually(lambda: exchange_stats(config)["rest_throttled"] > ex_before["rest_throttled"], 20, 0.1,
+               "429 counted")
+    t0 = time.monotonic()
+    wait_all_live(config, "BTCUSDT live after the 429s")
+    ex_after = exchange_stats(config)
+    assert ex_after["rest_errors"] >= ex_before["rest_errors"] + 2
+    assert pipeline_procs["ingest"].poll() is None
+    assert time.monotonic() - t0 < 30
+
+
+def test_rest_5xx_is_retried(pipeline_procs):
+    config, port = pipeline_procs["config"], pipeline_procs["port"]
+    ex_before = exchange_stats(config)
+    sim_fault(port, name="rest_status", status=503, count=1)
+    sim_fault(port, name="drop_diff", symbol="SOLUSDT")
+    eventually(lambda: exchange_stats(config)["rest_errors"] > ex_before["rest_errors"], 20, 0.1, "503 counted")
+    wait_all_live(config, "SOLUSDT live after the 503")
+
+
+def test_sigterm_cleans_up_shared_memory_and_sockets(pipeline_procs):
+    """Last in the module: stopping the ingest removes its segment, sockets and pid file."""
+    config = load_config(pipeline_procs["config"])
+    procs, ingest = pipeline_procs["procs"], pipeline_procs["ingest"]
+    seg = f"/dev/shm/{config.shm_prefix}_sim"
+    import os
+    assert os.path.exists(seg)
+    assert procs.stop(ingest) == 0
+    assert not os.path.exists(seg)
+    assert not list(config.run_dir.glob("sim.*.sock"))
+    assert not (config.run_dir / "ingest-sim.pid").exists()
