@@ -98,12 +98,12 @@ class BookTracker:
     def apply(self, msg: schema.L2Update) -> Applied:
         b = self.book
         if msg.snapshot and (not self.synced or msg.epoch != b.epoch or msg.seq > b.seq):
+            if not self.synced or msg.epoch != b.epoch:
+                self.resyncs += 1  # (re)loaded: first book, after a gap, or a new epoch
             b.epoch, b.seq = msg.epoch, msg.seq
             b.bids = {p: s for p, s in msg.bids}
             b.asks = {p: s for p, s in msg.asks}
             self._stamp(msg)
-            if not self.synced:
-                self.resyncs += 1
             self.synced = True
             return Applied.APPLIED
         if not self.synced:

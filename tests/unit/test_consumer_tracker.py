@@ -45,3 +45,10 @@ def test_snapshot_message_replaces_the_book():
     assert t.apply(l2(4, bids=[(2.0, 1.0)])) is Applied.APPLIED
     assert t.apply(l2(5, snapshot=True, asks=[(3.0, 1.0)])) is Applied.APPLIED
     assert t.book.top() == ([], [(3.0, 1.0)])
+
+
+def test_new_epoch_snapshot_counts_as_a_resync():
+    t = BookTracker("e", "s")
+    t.load_shm(shm(5))
+    assert t.apply(l2(1, epoch=2, snapshot=True, bids=[(1.0, 1.0)])) is Applied.APPLIED
+    assert t.resyncs == 2 and t.book.epoch == 2 and t.book.seq == 1
