@@ -70,10 +70,11 @@ def ingest(config: Config, name: str) -> None:
 @click.option("--rate", type=float, default=None, help="Book updates per second, all symbols together.")
 @click.option("--levels", type=int, default=None, help="Price levels per side at start.")
 @click.option("--disconnect-every", type=float, default=None, help="Fault: drop every connection every N s.")
+@click.option("--ping-interval", type=float, default=None, help="Server WebSocket ping interval, s (Binance: 20).")
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
               help="Write the bound port into this file once listening.")
 @pass_config
-def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_every, ready_file) -> None:
+def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_every, ping_interval, ready_file) -> None:
     """Run the simulated exchange (Binance spot protocol) on one port."""
     from pipeline.config import SimConfig
     from pipeline.pidfile import PidFile
@@ -90,6 +91,10 @@ def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_ever
         disconnect_every=base.disconnect_every if disconnect_every is None else disconnect_every,
         ready_file=ready_file,
     )
+    if ping_interval is not None:
+        if ping_interval <= 0:
+            raise click.BadParameter(f"expected a positive interval, got {ping_interval}", param_hint="--ping-interval")
+        opts.ping_interval = ping_interval
     if not opts.symbols:
         raise click.BadParameter("expected at least one symbol", param_hint="--symbols")
     if opts.rate <= 0:

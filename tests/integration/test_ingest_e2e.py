@@ -29,7 +29,7 @@ def pipeline_procs():
     procs = Procs(workdir)
     (workdir / "sim.toml").write_text('[pipeline]\nrun_dir = "run"\n[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
     try:
-        port = start_sim(procs, ",".join(SYMBOLS), rate=3000)
+        port = start_sim(procs, ",".join(SYMBOLS), rate=3000, extra=["--ping-interval", "0.5"])
         config = write_config(workdir, port, SYMBOLS, extra='depth_stream = "depth@0ms"\nping_interval_s = 1.0\n')
         ingest = procs.start("ingest", PIPELINE + ["--config", str(config), "ingest", "sim"])
         eventually(lambda: all(f["state"] == "live" for f in feeds(config).values()), 30, 0.2, "all books live")
@@ -75,6 +75,15 @@ def test_consumer_rebuilds_every_book_equal_to_shared_memory_without_gaps(pipeli
         bids, asks = tr.book.top()
         assert bids and asks and bids[0][0] < asks[0][0], s
     assert consumer.trade_gaps == 0
+
+
+def test_server_pings_are_answered_so_the_venue_keeps_the_connection(pipeline_procs):
+    """The sim pings every 0.5 s and drops a client silent for 1.5 s (Binance: 20 s / 60 s)."""
+    config = pipeline_procs["config"]
+    before = exchange_stats(config)["reconnects"]
+    time.sleep(3.0)  # a window of six server pings: absence of reconnects is the assertion
+    assert exchange_stats(config)["reconnects"] == before
+    assert all(f["state"] == "live" for f in feeds(config).values())
 
 
 def test_status_json_has_the_documented_keys(pipeline_procs):
