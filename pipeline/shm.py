@@ -1,6 +1,6 @@
 """Shared-memory books: one segment per exchange, one writer, any number of readers.
 
-Layout (all little-endian, 8-byte aligned; LAYOUT_VERSION guards changes)::
+Layout (native byte order, 8-byte aligned; LAYOUT_VERSION guards changes)::
 
     segment header   u64[HEADER_WORDS]  magic, version, depth, n_symbols, pid, epoch,
                                         created_ns, heartbeat_ns, then process stats
@@ -10,8 +10,10 @@ Layout (all little-endian, 8-byte aligned; LAYOUT_VERSION guards changes)::
         lock         u64                 seqlock counter: odd while the writer writes
         view header  i64[VIEW_WORDS]     epoch, seq, state, ts_exchange_us,
                                          ts_received_us, update_id, n_bids, n_asks
-        bids         f64[depth, 2]       (price, size), best first
-        asks         f64[depth, 2]
+        bid prices   f64[depth]          best first
+        bid sizes    f64[depth]
+        ask prices   f64[depth]          best first
+        ask sizes    f64[depth]
         stats        i64[STAT_WORDS]     counters (see FEED_STATS), outside the lock
 
 The view is guarded by a sequence lock: the writer bumps ``lock`` to odd, writes,
@@ -35,6 +37,7 @@ from __future__ import annotations
 import enum
 import mmap
 import os
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +47,7 @@ import numpy as np
 from pipeline.errors import SharedMemoryError
 
 MAGIC = int.from_bytes(b"L2PIPE01", "little")
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 HEADER_WORDS = 32
 NAME_BYTES = 32
 VIEW_WORDS = 8
@@ -155,17 +158,40 @@ class BookSnapshot:
 
 
 class _Slot:
-    """numpy views onto one symbol's slot."""
+    """numpy views onto one symbol's slot, and its byte offsets for struct writes."""
 
-    __slots__ = ("lock", "view", "bids", "asks", "stats")
+    __slots__ = ("lock", "view", "bid_px", "bid_sz", "ask_px", "ask_sz", "stats",
+                 "off_lock", "off_view", "off_bid_px", "off_bid_sz", "off_ask_px", "off_ask_sz")
 
     def __init__(self, buf, offset: int, depth: int):
+        self.off_lock = offset
         self.lock = np.ndarray((1,), np.uint64, buf, offset)
-        self.view = np.ndarray((VIEW_WORDS,), np.int64, buf, offset + 8)
+        self.off_view = offset + 8
+        self.view = np.ndarray((VIEW_WORDS,), np.int64, buf, self.off_view)
         off = offset + 8 + VIEW_WORDS * 8
-        self.bids = np.ndarray((depth, 2), np.float64, buf, off)
-        self.asks = np.ndarray((depth, 2), np.float64, buf, off + depth * 16)
-        self.stats = np.ndarray((STAT_WORDS,), np.int64, buf, off + 2 * depth * 16)
+        self.off_bid_px, self.off_bid_sz = off, off + depth * 8
+        self.off_ask_px, self.off_ask_sz = off + 2 * depth * 8, off + 3 * depth * 8
+        self.bid_px = np.ndarray((depth,), np.float64, buf, self.off_bid_px)
+        self.bid_sz = np.ndarray((depth,), np.float64, buf, self.off_bid_sz)
+        self.ask_px = np.ndarray((depth,), np.float64, buf, self.off_ask_px)
+        self.ask_sz = np.ndarray((depth,), np.float64, buf, self.off_ask_sz)
+        self.stats = np.ndarray((STAT_WORDS,), np.int64, buf, off + 4 * depth * 8)
+
+
+# struct.pack_into first zeroes its whole destination and then writes the fields,
+# so it is used only for data *inside* the seqlock (view header, levels).  The lock
+# word itself is stored with one aligned 8-byte numpy item assignment: a reader
+# must never see it pass through 0 (even) mid-write -- the cross-process torn-read
+# test caught exactly that.
+_VIEW = struct.Struct("8q")
+_LEVELS: dict[int, struct.Struct] = {}
+
+
+def _levels_struct(n: int) -> struct.Struct:
+    s = _LEVELS.get(n)
+    if s is None:
+        s = _LEVELS[n] = struct.Struct(f"{n}d")
+    return s
 
 
 def _encode_name(name: str) -> bytes:
@@ -275,6 +301,8 @@ class BookWriter:
         for slot in self.slots:
             slot.view[V_EPOCH] = epoch
             slot.view[V_STATE] = BookState.SYNCING
+        self._buf = buf
+        self._locks = [0] * len(self.slots)  # the single writer keeps the seqlock words here too
         h = self.header
         h[H_VERSION], h[H_DEPTH], h[H_NSYM], h[H_PID] = LAYOUT_VERSION, depth, len(self.symbols), os.getpid()
         h[H_EPOCH], h[H_CREATED_NS], h[H_HEARTBEAT_NS] = epoch, time.time_ns(), time.time_ns()
@@ -300,36 +328,45 @@ class BookWriter:
 
     def write_view(self, i: int, seq: int, state: BookState, ts_exchange_us: int, ts_received_us: int,
                    update_id: int, bid_px, bid_sz, ask_px, ask_sz) -> None:
-        """Publish symbol ``i``'s view under the seqlock (lists or arrays, best first)."""
+        """Publish symbol ``i``'s view under the seqlock (lists, best first).
+
+        struct.pack_into on the mapped buffer: measured ~4x cheaper than numpy item
+        and slice assignment for a 50-level view on this machine (only inside the
+        lock: see _VIEW).
+        """
         slot = self.slots[i]
+        buf = self._buf
         nb, na = min(len(bid_px), self.depth), min(len(ask_px), self.depth)
-        lock = slot.lock
-        lock[0] += 1  # odd: writing
-        v = slot.view
-        v[V_SEQ] = seq
-        v[V_STATE] = state
-        v[V_TS_EXCHANGE] = ts_exchange_us
-        v[V_TS_RECEIVED] = ts_received_us
-        v[V_UPDATE_ID] = update_id
-        v[V_NBIDS] = nb
-        v[V_NASKS] = na
-        b, a = slot.bids, slot.asks
+        lock = self._locks[i] + 1
+        lock_word = slot.lock
+        lock_word[0] = lock  # odd: writing
+        _VIEW.pack_into(buf, slot.off_view, self.epoch, seq, state, ts_exchange_us, ts_received_us,
+                        update_id, nb, na)
         if nb:
-            b[:nb, 0] = bid_px[:nb]
-            b[:nb, 1] = bid_sz[:nb]
+            fb = _levels_struct(nb)
+            if nb < len(bid_px):
+                bid_px, bid_sz = bid_px[:nb], bid_sz[:nb]
+            fb.pack_into(buf, slot.off_bid_px, *bid_px)
+            fb.pack_into(buf, slot.off_bid_sz, *bid_sz)
         if na:
-            a[:na, 0] = ask_px[:na]
-            a[:na, 1] = ask_sz[:na]
-        lock[0] += 1  # even: consistent
+            fa = _levels_struct(na)
+            if na < len(ask_px):
+                ask_px, ask_sz = ask_px[:na], ask_sz[:na]
+            fa.pack_into(buf, slot.off_ask_px, *ask_px)
+            fa.pack_into(buf, slot.off_ask_sz, *ask_sz)
+        self._locks[i] = lock + 1
+        lock_word[0] = lock + 1  # even: consistent
 
     def set_state(self, i: int, state: BookState, seq: int | None = None) -> None:
         """Change only the state (and seq) of symbol ``i``'s view, under the seqlock."""
         slot = self.slots[i]
-        slot.lock[0] += 1
+        self._locks[i] += 1
+        slot.lock[0] = self._locks[i]
         slot.view[V_STATE] = state
         if seq is not None:
             slot.view[V_SEQ] = seq
-        slot.lock[0] += 1
+        self._locks[i] += 1
+        slot.lock[0] = self._locks[i]
 
     def heartbeat(self, now_ns: int | None = None) -> None:
         self.header[H_HEARTBEAT_NS] = now_ns or time.time_ns()
@@ -337,6 +374,7 @@ class BookWriter:
     def close(self, unlink: bool = True) -> None:
         self.header = None
         self.slots = []
+        self._buf = None
         self._seg.close()
         if unlink:
             _Segment.unlink(self.name)
@@ -407,7 +445,7 @@ class BookReader:
     def read(self, symbol: str, depth: int | None = None, max_tries: int = 100000) -> BookSnapshot:
         """A consistent copy of ``symbol``'s view (retries while the writer writes)."""
         slot = self._slot(symbol)
-        lock, v, b, a = slot.lock, slot.view, slot.bids, slot.asks
+        lock, v = slot.lock, slot.view
         for attempt in range(max_tries):
             s1 = int(lock[0])
             if s1 & 1:
@@ -418,8 +456,8 @@ class BookReader:
             nb, na = int(view[V_NBIDS]), int(view[V_NASKS])
             if depth is not None:
                 nb, na = min(nb, depth), min(na, depth)
-            bids = b[:nb].copy()
-            asks = a[:na].copy()
+            bids = np.column_stack((slot.bid_px[:nb], slot.bid_sz[:nb]))
+            asks = np.column_stack((slot.ask_px[:na], slot.ask_sz[:na]))
             if int(lock[0]) == s1:
                 return BookSnapshot(self.exchange, symbol, int(view[V_EPOCH]), int(view[V_SEQ]),
                                     BookState(int(view[V_STATE])), int(view[V_TS_EXCHANGE]),
