@@ -40,14 +40,16 @@ class AskSide:
         self.prices = [p for p, _ in pairs]
         self.sizes = [s for _, s in pairs]
 
-    def apply(self, levels: Iterable[Level]) -> float:
+    def apply(self, levels: Iterable[Level]) -> tuple[float, bool]:
         """Set absolute sizes (0 deletes; deleting an unknown level is a no-op).
 
         Returns the best price touched (the lowest), so the caller can tell cheaply
-        whether the change can reach the view.
+        whether the change can reach the view, and whether any level was added or
+        removed (if not, the set of prices in the view is unchanged).
         """
         prices, sizes = self.prices, self.sizes
         best = _INF
+        moved = False
         for p, s in levels:
             if p < best:
                 best = p
@@ -58,13 +60,18 @@ class AskSide:
                 else:
                     del prices[i]
                     del sizes[i]
+                    moved = True
             elif s > 0.0:
                 prices.insert(i, p)
                 sizes.insert(i, s)
-        return best
+                moved = True
+        return best, moved
 
     def top(self, n: int) -> tuple[list[float], list[float]]:
         return self.prices[:n], self.sizes[:n]
+
+    def top_sizes(self, n: int) -> list[float]:
+        return self.sizes[:n]
 
     @staticmethod
     def beyond(price: float, worst_in_view: float) -> bool:
@@ -84,10 +91,11 @@ class BidSide(AskSide):
     __slots__ = ()
     is_bid = True
 
-    def apply(self, levels: Iterable[Level]) -> float:
-        """As AskSide.apply; returns the best price touched (the highest)."""
+    def apply(self, levels: Iterable[Level]) -> tuple[float, bool]:
+        """As AskSide.apply; the best price touched is the highest."""
         prices, sizes = self.prices, self.sizes
         best = -_INF
+        moved = False
         for p, s in levels:
             if p > best:
                 best = p
@@ -98,13 +106,18 @@ class BidSide(AskSide):
                 else:
                     del prices[i]
                     del sizes[i]
+                    moved = True
             elif s > 0.0:
                 prices.insert(i, p)
                 sizes.insert(i, s)
-        return best
+                moved = True
+        return best, moved
 
     def top(self, n: int) -> tuple[list[float], list[float]]:
         return self.prices[:-n - 1:-1], self.sizes[:-n - 1:-1]
+
+    def top_sizes(self, n: int) -> list[float]:
+        return self.sizes[:-n - 1:-1]
 
     @staticmethod
     def beyond(price: float, worst_in_view: float) -> bool:
@@ -151,13 +164,23 @@ class ViewBook:
     def _apply_side(self, idx: int, side: AskSide, changes: Sequence[Level]) -> list[Level]:
         if not changes:
             return []
-        best_touched = side.apply(changes)
+        best_touched, moved = side.apply(changes)
         old_px = self._view_px[idx]
         n = self.depth
         # Changes strictly beyond a full view's last level cannot change the view:
         # an insert there stays outside, a delete there pulls nothing in.
-        if len(old_px) == n and side.beyond(best_touched, old_px[-1]):
+        if old_px and side.beyond(best_touched, old_px[-1]) and (len(old_px) == n or not moved):
             return []
+        if not moved:
+            # No level was added or removed: every change was a modify of an existing
+            # level (s > 0) or a delete of an unknown one (s == 0, a no-op).  The view's
+            # prices are the same; the delta is the modifies inside it, in order.
+            if not old_px:
+                return []
+            self._view_sz[idx] = side.top_sizes(n)
+            worst = old_px[-1]
+            beyond = side.beyond
+            return [(p, s) for p, s in changes if s > 0.0 and not beyond(p, worst)]
         old_sz = self._view_sz[idx]
         new_px, new_sz = side.top(n)
         self._view_px[idx] = new_px
