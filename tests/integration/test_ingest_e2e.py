@@ -182,6 +182,48 @@ def test_rest_5xx_is_retried(pipeline_procs):
     wait_all_live(config, "SOLUSDT live after the 503")
 
 
+def test_slow_rest_snapshot_buffers_diffs_and_applies_them_after(pipeline_procs):
+    """The snapshot/stream join: diffs keep arriving while REST answers in 2 s; they are
+    buffered (never applied to an empty book) and the book comes back exactly in sync."""
+    config, port = pipeline_procs["config"], pipeline_procs["port"]
+    before = feeds(config)["BTCUSDT"]
+    sim_fault(port, name="rest_delay", seconds=2, count=1)
+    sim_fault(port, name="drop_diff", symbol="BTCUSDT")
+    seen_buffering = eventually(lambda: feeds(config)["BTCUSDT"]["buffered"] > 0, 20, 0.05, "diffs buffered")
+    assert seen_buffering
+    eventually(lambda: (lambda f: f["state"] == "live" and f["resyncs"] > before["resyncs"])(feeds(config)["BTCUSDT"]),
+               30, 0.1, "BTCUSDT live after the slow snapshot")
+    # and the consumer view agrees with shared memory right after the join
+    cfg = load_config(config)
+    with Consumer(cfg, symbols=["BTCUSDT"], trades=False) as consumer, BookReader.open(cfg.shm_prefix, "sim") as r:
+        def equal_once():
+            for kind, book in consumer.poll(0.2):
+                snap = r.read("BTCUSDT")
+                if snap.seq == book.seq:
+                    bids, asks = book.top()
+                    return ([tuple(x) for x in snap.bids.tolist()] == bids
+                            and [tuple(x) for x in snap.asks.tolist()] == asks) or "differ"
+            return None
+        assert eventually(equal_once, 20, 0.0, "consumer book compared with shm") is True
+
+
+def test_connection_is_renewed_before_its_max_age(pipeline_procs):
+    """Venues cut connections at 24 h; the ingest reconnects first (here after 1.5 s)."""
+    workdir, port = pipeline_procs["workdir"], pipeline_procs["port"]
+    cfg2 = write_config(workdir, port, ["BTCUSDT"], name="aged.toml",
+                        extra="max_connection_age_s = 1.5\nping_interval_s = 0.3\n")
+    cfg2.write_text(cfg2.read_text().replace('run_dir = "run"', 'run_dir = "run2"'))
+    procs = pipeline_procs["procs"]
+    p = procs.start("ingest-aged", PIPELINE + ["--config", str(cfg2), "ingest", "sim"])
+    try:
+        eventually(lambda: exchange_stats(cfg2)["reconnects"] >= 4, 30, 0.2, "connections renewed")
+        eventually(lambda: feeds(cfg2)["BTCUSDT"]["state"] == "live", 20, 0.1, "live after renewals")
+        f = feeds(cfg2)["BTCUSDT"]
+        assert f["gaps"] == 0 and f["resyncs"] >= 1
+    finally:
+        assert procs.stop(p) == 0
+
+
 def test_sigterm_cleans_up_shared_memory_and_sockets(pipeline_procs):
     """Last in the module: stopping the ingest removes its segment, sockets and pid file."""
     config = load_config(pipeline_procs["config"])
