@@ -30,7 +30,7 @@ def pipeline_procs():
     (workdir / "sim.toml").write_text('[pipeline]\nrun_dir = "run"\n[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
     try:
         port = start_sim(procs, ",".join(SYMBOLS), rate=3000, extra=["--ping-interval", "0.5"])
-        config = write_config(workdir, port, SYMBOLS, extra='depth_stream = "depth@0ms"\nping_interval_s = 1.0\n')
+        config = write_config(workdir, port, SYMBOLS, extra='depth_stream = "depth@0ms"\nping_interval_s = 1.0\nsnapshot_interval_s = 1.0\n')
         ingest = procs.start("ingest", PIPELINE + ["--config", str(config), "ingest", "sim"])
         eventually(lambda: all(f["state"] == "live" for f in feeds(config).values()), 30, 0.2, "all books live")
         yield {"port": port, "config": config, "procs": procs, "ingest": ingest, "workdir": workdir}
@@ -84,6 +84,68 @@ def test_server_pings_are_answered_so_the_venue_keeps_the_connection(pipeline_pr
     time.sleep(3.0)  # a window of six server pings: absence of reconnects is the assertion
     assert exchange_stats(config)["reconnects"] == before
     assert all(f["state"] == "live" for f in feeds(config).values())
+
+
+def test_consumer_without_shared_memory_syncs_from_bus_snapshots(pipeline_procs):
+    """A consumer on another host cannot map shared memory: it waits for the next bus
+    snapshot (published every snapshot_interval_s) and then follows deltas."""
+    config = load_config(pipeline_procs["config"])
+    with Consumer(config, symbols=["SOLUSDT"], trades=False, use_shm=False) as consumer, \
+            BookReader.open(config.shm_prefix, "sim") as reader:
+        def equal_to_shm():
+            for _, book in consumer.poll(0.2):
+                snap = reader.read("SOLUSDT")
+                if snap.seq == book.seq:
+                    return ([tuple(x) for x in snap.bids.tolist()] == book.top()[0]
+                            and [tuple(x) for x in snap.asks.tolist()] == book.top()[1]) or "differ"
+            return None
+        assert eventually(equal_to_shm, 20, 0.0, "bus-only book equal to shm") is True
+        assert consumer.trackers[("sim", "SOLUSDT")].gaps == 0
+
+
+def test_async_consumer_yields_trades_and_books(pipeline_procs):
+    import asyncio
+
+    from pipeline.consumer import AsyncConsumer
+
+    async def collect():
+        consumer = AsyncConsumer(load_config(pipeline_procs["config"]))
+        kinds, books = set(), {}
+        try:
+            async with asyncio.timeout(20):
+                async for kind, item in consumer:
+                    kinds.add(kind)
+                    if kind == "book":
+                        books[item.symbol] = item
+                    if kinds == {"trade", "book"} and len(books) == len(SYMBOLS):
+                        break
+        finally:
+            consumer.close()
+        return kinds, books
+
+    kinds, books = asyncio.run(collect())
+    assert kinds == {"trade", "book"}
+    assert all(b.best_bid()[0] < b.best_ask()[0] for b in books.values())
+
+
+def test_example_consumer_prints_trades_and_books(pipeline_procs):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "print_books.py"
+    p = subprocess.Popen([sys.executable, str(example), str(pipeline_procs["config"])], stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        seen = set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and seen != {"trade", "book"}:
+            line = p.stdout.readline()
+            seen.add(line.split(" ", 1)[0])
+        assert {"trade", "book"} <= seen
+    finally:
+        p.kill()
+        p.wait()
 
 
 def test_status_json_has_the_documented_keys(pipeline_procs):

@@ -1,0 +1,30 @@
+"""The top-level supervisord.conf runs the demo: sim and the ingest of `sim`."""
+
+import configparser
+import shlex
+from pathlib import Path
+
+from pipeline.config import load_config
+from pipeline.supervise import programs, supervisord_conf
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_top_level_supervisord_conf_runs_the_demo_programs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cp = configparser.RawConfigParser()
+    cp.read(ROOT / "supervisord.conf")
+    top = {s.split(":", 1)[1]: shlex.split(cp[s]["command"])[1:] for s in cp.sections() if s.startswith("program:")}
+    demo = {name: argv[3:] for name, argv in programs(load_config(None), None)}  # argv after "python -m pipeline.cli"
+    assert top == demo == {"sim": ["sim"], "ingest-sim": ["ingest", "sim"]}
+
+
+def test_generated_conf_has_every_program_with_restart(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None)
+    cp = configparser.RawConfigParser()
+    cp.read_string(supervisord_conf(config, None, tmp_path))
+    progs = [s for s in cp.sections() if s.startswith("program:")]
+    assert progs == ["program:sim", "program:ingest-sim"]
+    assert all(cp[p]["autorestart"] == "true" for p in progs)
+    assert cp["supervisord"]["nodaemon"] == "true"
