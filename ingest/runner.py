@@ -202,9 +202,8 @@ class Runner:
             self.budget.spend(req.weight, time.monotonic())
             self.header[P["rest_requests"]] += 1
             ok = await self._fetch_snapshot(session, symbol, req.url)
-            if ok:
+            if ok:  # (the feed may have asked again already: _fetch_snapshot cleared pending first)
                 fails = backoff(initial=0.5, cap=30.0, rng=self.rng)
-                self._snap_pending.discard(symbol)
             else:
                 self._snap_queue.append(symbol)
                 await asyncio.sleep(next(fails))
