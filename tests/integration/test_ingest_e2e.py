@@ -269,6 +269,25 @@ def test_slow_rest_snapshot_buffers_diffs_and_applies_them_after(pipeline_procs)
         assert eventually(equal_once, 20, 0.0, "consumer book compared with shm") is True
 
 
+def test_snapshots_wait_for_the_request_weight_budget(pipeline_procs):
+    """A mass (re)connect must not burst REST: with a budget of 10 weight/min and
+    snapshots of weight 5, two symbols sync at once and the third waits its turn."""
+    workdir, port = pipeline_procs["workdir"], pipeline_procs["port"]
+    cfg3 = write_config(workdir, port, SYMBOLS, name="budget.toml", extra="snapshot_limit = 100\nrest_weight_limit = 10\n")
+    cfg3.write_text(cfg3.read_text().replace('run_dir = "run"', 'run_dir = "run3"'))
+    procs = pipeline_procs["procs"]
+    p = procs.start("ingest-budget", PIPELINE + ["--config", str(cfg3), "ingest", "sim"])
+    try:
+        eventually(lambda: sum(f["state"] == "live" for f in feeds(cfg3).values()) == 2, 30, 0.1, "two books live")
+        eventually(lambda: exchange_stats(cfg3)["rest_throttled"] > 0, 20, 0.1, "third snapshot held back")
+        time.sleep(2.0)  # a window in which the held-back request must not go out
+        ex = exchange_stats(cfg3)
+        assert ex["rest_requests"] == 2 and ex["rest_errors"] == 0
+        assert sorted(f["state"] for f in feeds(cfg3).values()) == ["live", "live", "syncing"]
+    finally:
+        assert procs.stop(p) == 0
+
+
 def test_connection_is_renewed_before_its_max_age(pipeline_procs):
     """Venues cut connections at 24 h; the ingest reconnects first (here after 1.5 s)."""
     workdir, port = pipeline_procs["workdir"], pipeline_procs["port"]
