@@ -181,16 +181,32 @@ class ViewBook:
             worst = old_px[-1]
             beyond = side.beyond
             return [(p, s) for p, s in changes if s > 0.0 and not beyond(p, worst)]
-        old_sz = self._view_sz[idx]
         new_px, new_sz = side.top(n)
         self._view_px[idx] = new_px
         self._view_sz[idx] = new_sz
-        if new_px == old_px:
-            return [(p, s) for p, s, o in zip(new_px, new_sz, old_sz) if s != o]
-        old = dict(zip(old_px, old_sz))
-        delta = [(p, s) for p, s in zip(new_px, new_sz) if old.pop(p, None) != s]
-        if old:  # left the view: explicit deletes
-            delta.extend((p, 0.0) for p in old)
+        # Levels were added or removed.  The delta needs only the changes and the
+        # view's boundary, not a walk over all N levels:
+        # - a change inside the new view: its new size (0 = delete);
+        # - old levels beyond the new last level were pushed out: deletes;
+        # - new levels beyond the old last level were pulled in: their sizes.
+        # A price may appear twice (same final value) or as a delete of a level the
+        # consumer never had; applying the list in order is exact either way.
+        beyond = side.beyond
+        if len(new_px) == n:
+            new_worst = new_px[-1]
+            delta = [(p, s) for p, s in changes if not beyond(p, new_worst)]
+            for p in reversed(old_px):
+                if not beyond(p, new_worst):
+                    break
+                delta.append((p, 0.0))
+        else:  # the whole side fits in the view: every change is inside it
+            delta = list(changes)
+        if len(old_px) == n:  # only a full old view can have had levels below it
+            old_worst = old_px[-1]
+            i = len(new_px) - 1
+            while i >= 0 and beyond(new_px[i], old_worst):
+                delta.append((new_px[i], new_sz[i]))
+                i -= 1
         return delta
 
     def view(self) -> tuple[list[Level], list[Level]]:
