@@ -52,13 +52,13 @@ class BusPublisher:
         msg.ts_published = time.time_ns() // 1000
         if self.trades_sock is not None:
             self.trades_sock.send(topic, zmq.SNDMORE)
-            self.trades_sock.send(schema.encode(msg), copy=False)
+            self.trades_sock.send(schema.encode(msg))
 
     def send_l2(self, topic: bytes, msg: schema.L2Update) -> None:
         msg.ts_published = time.time_ns() // 1000
         if self.l2_sock is not None:
             self.l2_sock.send(topic, zmq.SNDMORE)
-            self.l2_sock.send(schema.encode(msg), copy=False)
+            self.l2_sock.send(schema.encode(msg))
 
 
 class SymbolFeed:
