@@ -23,30 +23,36 @@ from pipeline.pidfile import read_pid
 from pipeline.shm import BookReader, BookState
 
 
-def _process(name: str, pid: int | None) -> dict:
+CPU_SAMPLE_S = 0.25
+
+
+def _process(name: str, pid: int | None) -> tuple[dict, psutil.Process | None]:
     entry = {"name": name, "pid": pid, "state": "stopped", "uptime_s": None, "cpu_percent": None, "rss_bytes": None}
     if pid is None:
-        return entry
+        return entry, None
     try:
         p = psutil.Process(pid)
         with p.oneshot():
             if p.status() == psutil.STATUS_ZOMBIE:
                 entry["state"] = "dead"
-                return entry
+                return entry, None
             entry["state"] = "running"
             entry["uptime_s"] = round(time.time() - p.create_time(), 1)
-            entry["cpu_percent"] = p.cpu_percent(interval=None)
             entry["rss_bytes"] = p.memory_info().rss
-        entry["cpu_percent"] = p.cpu_percent(interval=0.05)
+            p.cpu_percent(interval=None)  # starts the CPU sample; see processes()
+        return entry, p
     except psutil.NoSuchProcess:
         entry["state"] = "dead"
     except psutil.AccessDenied:
         entry["state"] = "running"
-    return entry
+    return entry, None
 
 
 def processes(config: Config) -> list[dict]:
-    """Every process with a pid file in run_dir, plus the expected ones that have none."""
+    """Every process with a pid file in run_dir, plus the expected ones that have none.
+
+    cpu_percent is measured over one common CPU_SAMPLE_S window for all processes.
+    """
     names = []
     if config.sim is not None:
         names.append("sim")
@@ -56,7 +62,16 @@ def processes(config: Config) -> list[dict]:
         for p in sorted(run_dir.glob("*.pid")):
             if p.stem not in names:
                 names.append(p.stem)
-    return [_process(n, read_pid(run_dir / f"{n}.pid")) for n in names]
+    sampled = [_process(n, read_pid(run_dir / f"{n}.pid")) for n in names]
+    if any(proc is not None for _, proc in sampled):
+        time.sleep(CPU_SAMPLE_S)
+    for entry, proc in sampled:
+        if proc is not None:
+            try:
+                entry["cpu_percent"] = round(proc.cpu_percent(interval=None), 1)
+            except psutil.NoSuchProcess:
+                entry["state"] = "dead"
+    return [entry for entry, _ in sampled]
 
 
 def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[dict]]:
@@ -89,7 +104,7 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
                     "updates": st["updates"], "trades": st["trades"], "gaps": st["gaps"],
                     "resyncs": st["resyncs"], "malformed": st["malformed"],
                     "checksum_ok": st["checksum_ok"], "checksum_failed": st["checksum_failed"],
-                    "age_s": round((now_ns - last) / 1e9, 3) if last else None,
+                    "age_s": round(max(0, now_ns - last) / 1e9, 3) if last else None,
                     "best_bid": book.bids[0].tolist() if len(book.bids) else None,
                     "best_ask": book.asks[0].tolist() if len(book.asks) else None,
                     "connected": bool(st["connected"]), "buffered": st["buffered"],

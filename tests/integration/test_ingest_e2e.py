@@ -160,6 +160,7 @@ def test_status_json_has_the_documented_keys(pipeline_procs):
     proc = next(p for p in st["processes"] if p["name"] == "ingest-sim")
     assert {"name", "pid", "state", "uptime_s", "cpu_percent", "rss_bytes"} <= proc.keys()
     assert proc["state"] == "running" and proc["pid"] == pipeline_procs["ingest"].pid and proc["rss_bytes"] > 0
+    assert proc["cpu_percent"] > 0 and proc["uptime_s"] > 0
 
 
 def test_book_cli_prints_one_json_object_of_the_view(pipeline_procs):
