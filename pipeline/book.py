@@ -21,7 +21,6 @@ from bisect import bisect_left
 from typing import Iterable, Sequence
 
 Level = tuple[float, float]
-_INF = float("inf")
 
 
 class AskSide:
@@ -40,19 +39,15 @@ class AskSide:
         self.prices = [p for p, _ in pairs]
         self.sizes = [s for _, s in pairs]
 
-    def apply(self, levels: Iterable[Level]) -> tuple[float, bool]:
+    def apply(self, levels: Iterable[Level]) -> bool:
         """Set absolute sizes (0 deletes; deleting an unknown level is a no-op).
 
-        Returns the best price touched (the lowest), so the caller can tell cheaply
-        whether the change can reach the view, and whether any level was added or
-        removed (if not, the set of prices in the view is unchanged).
+        Returns whether any level was added or removed (if not, the set of prices
+        in the view is unchanged).
         """
         prices, sizes = self.prices, self.sizes
-        best = _INF
         moved = False
         for p, s in levels:
-            if p < best:
-                best = p
             i = bisect_left(prices, p)
             if i < len(prices) and prices[i] == p:
                 if s > 0.0:
@@ -65,7 +60,12 @@ class AskSide:
                 prices.insert(i, p)
                 sizes.insert(i, s)
                 moved = True
-        return best, moved
+        return moved
+
+    @staticmethod
+    def best_of(levels: Sequence[Level]) -> float:
+        """The best price among ``levels`` (the lowest ask)."""
+        return min(levels)[0]
 
     def top(self, n: int) -> tuple[list[float], list[float]]:
         return self.prices[:n], self.sizes[:n]
@@ -91,27 +91,10 @@ class BidSide(AskSide):
     __slots__ = ()
     is_bid = True
 
-    def apply(self, levels: Iterable[Level]) -> tuple[float, bool]:
-        """As AskSide.apply; the best price touched is the highest."""
-        prices, sizes = self.prices, self.sizes
-        best = -_INF
-        moved = False
-        for p, s in levels:
-            if p > best:
-                best = p
-            i = bisect_left(prices, p)
-            if i < len(prices) and prices[i] == p:
-                if s > 0.0:
-                    sizes[i] = s
-                else:
-                    del prices[i]
-                    del sizes[i]
-                    moved = True
-            elif s > 0.0:
-                prices.insert(i, p)
-                sizes.insert(i, s)
-                moved = True
-        return best, moved
+    @staticmethod
+    def best_of(levels: Sequence[Level]) -> float:
+        """The best price among ``levels`` (the highest bid)."""
+        return max(levels)[0]
 
     def top(self, n: int) -> tuple[list[float], list[float]]:
         return self.prices[:-n - 1:-1], self.sizes[:-n - 1:-1]
@@ -164,7 +147,8 @@ class ViewBook:
     def _apply_side(self, idx: int, side: AskSide, changes: Sequence[Level]) -> list[Level]:
         if not changes:
             return []
-        best_touched, moved = side.apply(changes)
+        moved = side.apply(changes)
+        best_touched = side.best_of(changes)
         old_px = self._view_px[idx]
         n = self.depth
         # Changes strictly beyond a full view's last level cannot change the view:
