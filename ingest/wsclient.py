@@ -3,9 +3,10 @@
 Why not ``websockets.connect``: its reader task buffers frames and hands them out
 one ``await recv()`` at a time, so a busy depth connection can run ahead of a
 trade connection in the same loop.  Here frames are dispatched from
-``data_received``: trade frames the moment their bytes arrive; depth frames are
-queued and drained in small batches through ``loop.call_soon``, so between two
-batches the loop polls sockets again and a waiting trade is handled first.
+``data_received``: trade frames the moment their bytes arrive; depth frames at once
+too while there is no backlog, at most DRAIN_BATCH per read, the rest queued and
+drained in batches through ``loop.call_soon``, so between two batches the loop
+polls sockets again and a waiting trade is handled first.
 Reading is paused when the depth queue is long (TCP backpressure to the venue).
 
 Server pings are answered with pongs at once; our own pings detect a dead peer
@@ -94,10 +95,16 @@ class WsConnection(asyncio.Protocol):
         except WebSocketError as exc:
             self._fail(1002, str(exc))
             return
+        # Without a backlog, up to DRAIN_BATCH depth frames are handled at once (no
+        # extra loop turn); beyond that they queue and drain in batches.
+        inline = DRAIN_BATCH if self.priority or not self._queue else 0
         for op, payload in messages:
             if op < 0x8:
                 self.frames += 1
                 if self.priority:
+                    self.on_frame(payload, now)
+                elif inline:
+                    inline -= 1
                     self.on_frame(payload, now)
                 else:
                     self._queue.append((payload, now))
