@@ -111,6 +111,10 @@ class Runner:
             attempt += 1
             conn = None
             reason = "?"
+            if group.kind == "depth":
+                # buffering starts before the handshake: frames that arrive in the same
+                # read as the server's 101 response are dispatched at once
+                self.feed.depth_connected(group.symbols)
             try:
                 conn = await open_connection(group.url, handler, priority=(group.kind == "trades"))
                 self.connections[group] = conn
@@ -121,7 +125,6 @@ class Runner:
                 for frame in group.subscribe:
                     conn.send_text(frame)
                 if group.kind == "depth":
-                    self.feed.depth_connected(group.symbols)
                     asyncio.get_running_loop().call_later(QUIET_SNAPSHOT_AFTER, self._quiet_snapshots, group)
                 opened_at = time.monotonic()
                 reason = await self._watch(conn)
@@ -134,8 +137,8 @@ class Runner:
                     conn._queue.clear()
                     conn.abort()
                     self.connections.pop(group, None)
-                    if group.kind == "depth":
-                        self.feed.depth_disconnected(group.symbols, reason)
+                if group.kind == "depth":
+                    self.feed.depth_disconnected(group.symbols, reason)
             if self.stop.is_set():
                 break
             delay = 0.0 if reason == "max age" else next(delays)
