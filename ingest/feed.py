@@ -26,6 +26,7 @@ from pipeline import schema
 from pipeline.book import ViewBook
 from pipeline.errors import SequenceGap
 from pipeline.shm import FEED_STATS, H_PROCESS_STATS, PROCESS_STATS, BookState, BookWriter
+from pipeline.trade_ring import TradeRingWriter
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +89,9 @@ class FeedBooks:
     """All books of one exchange inside the ingest process."""
 
     def __init__(self, exchange: str, adapter, writer: BookWriter, publisher: BusPublisher, epoch: int,
-                 request_snapshot: Callable[[str], None] | None = None):
+                 request_snapshot: Callable[[str], None] | None = None, trade_ring: TradeRingWriter | None = None):
         self.exchange = exchange
+        self.trade_ring = trade_ring  # recent trades by seq, for consumers' backfill (pipeline/trade_ring.py)
         self.adapter = adapter
         self.writer = writer
         self.publisher = publisher
@@ -201,6 +203,9 @@ class FeedBooks:
         msg = schema.Trade(exchange=self.exchange, symbol=ev.symbol, epoch=self.epoch, seq=f.trade_seq,
                            ts_exchange=ev.ts_exchange_us, ts_received=ev.recv_ns // 1000, price=ev.price,
                            amount=ev.amount, side=ev.side, trade_id=ev.trade_id)
+        if self.trade_ring is not None:  # ring first, then bus: whatever a consumer sees is in the ring
+            self.trade_ring.append(f.index, f.trade_seq, ev.ts_exchange_us, msg.ts_received, ev.price, ev.amount,
+                                   ev.side, ev.trade_id)
         self.publisher.send_trade(f.trade_topic, msg)
         st = f.stats
         st[S_TRADES] += 1

@@ -17,6 +17,7 @@ from pipeline import bus
 from pipeline.config import ADAPTERS, Config
 from pipeline.pidfile import PidFile
 from pipeline.shm import BookWriter
+from pipeline.trade_ring import TradeRingWriter
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,13 @@ async def _serve(config: Config, name: str) -> None:
     ctx = zmq.Context()
     trades_ep, l2_ep = bus.bind_endpoints(config, ex)
     writer = BookWriter(config.shm_prefix, ex.name, ex.symbols, ex.depth, epoch)
+    trade_ring = None
     trades_sock = l2_sock = None
     try:
+        trade_ring = TradeRingWriter(config.shm_prefix, ex.name, ex.symbols, ex.trade_ring_size, epoch)
         trades_sock = bus.make_pub(ctx, trades_ep)
         l2_sock = bus.make_pub(ctx, l2_ep)
-        feed = FeedBooks(ex.name, adapter, writer, BusPublisher(trades_sock, l2_sock), epoch)
+        feed = FeedBooks(ex.name, adapter, writer, BusPublisher(trades_sock, l2_sock), epoch, trade_ring=trade_ring)
         runner = Runner(ex, adapter, feed, stop)
         # The hot path makes no reference cycles; refcounting frees its garbage.  Fewer,
         # cheaper cyclic collections: move start-up objects out of the collector's
@@ -61,6 +64,8 @@ async def _serve(config: Config, name: str) -> None:
         ctx.term()
         for ep in (trades_ep, l2_ep):
             bus.unlink_ipc(ep)
+        if trade_ring is not None:
+            trade_ring.close(unlink=True)
         writer.close(unlink=True)
         log.info("ingest %s stopped", ex.name)
 

@@ -1,0 +1,339 @@
+"""What the CSV sink writes for each bus message: book and trade streams.  No I/O.
+
+Books (Clone pattern, DESIGN.md; the recovery is ``pipeline.consumer.BookTracker``):
+a ``BookStream`` applies each L2 message to its tracker.  A delta applied in seq
+order becomes delta rows.  Whenever the tracker has to (re)load the book -- the
+first message after the sink starts, a seq gap (the sink was slow and ZeroMQ
+dropped messages), a new epoch (the ingest restarted) -- it takes the view from
+shared memory (the snapshot source), and the stream writes a snapshot block of
+the whole book instead.  A bus snapshot that changes the book (a venue resync)
+is written as a block too; one that repeats the book (periodic, or "stale") is
+not.  So a file read from its top always rebuilds exactly the view the pipeline
+had, and a new file (a new day) starts with a block of the current book.
+
+Trades: a ``TradeStream`` writes every trade once, in seq order.  A seq gap, or a
+restart of the sink, is filled from the ingest's shared-memory trade ring
+(pipeline/trade_ring.py) by seq; a trade already written (seq not newer) is
+dropped.  Trades the ring no longer holds are counted as lost.
+
+Each method returns the text to append (whole rows, whole messages) and counts
+what it did in a ``SinkCounters``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from pipeline import schema
+from pipeline.consumer import Applied, BookTracker
+from pipeline.shm import BookSnapshot
+from sinks.tardis import RowWriter
+
+_SIDES = {"buy": "buy", "sell": "sell"}
+
+
+@dataclass
+class SinkCounters:
+    """Counters of what the streams did (the sink adds file counters)."""
+
+    book_rows: int = 0
+    trade_rows: int = 0
+    snapshots: int = 0        # snapshot blocks written
+    book_resyncs: int = 0     # books reloaded from shared memory after a gap or a new epoch
+    book_gaps: int = 0        # L2 seq gaps seen on the bus
+    epochs: int = 0           # ingest restarts seen (a newer epoch of an exchange we had seen)
+    gaps_filled: int = 0      # trades recovered from the trade ring
+    trades_lost: int = 0      # trades missed that the ring no longer held
+    trade_gaps: int = 0       # trade seq gaps seen (filled or not)
+    duplicates: int = 0       # trades dropped as already written
+    _epoch_of: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def note_epoch(self, exchange: str, epoch: int) -> None:
+        """Count each ingest restart once, whichever stream shows it first."""
+        known = self._epoch_of.get(exchange)
+        if known is None or epoch > known:
+            if known is not None:
+                self.epochs += 1
+            self._epoch_of[exchange] = epoch
+
+
+SnapshotSource = Callable[[str, str, int], "BookSnapshot | None"]
+
+
+class TradeRing(Protocol):
+    epoch: int
+
+    def head(self, symbol: str) -> int: ...
+    def oldest(self, symbol: str) -> int: ...
+    def read(self, symbol: str, seq: int) -> schema.Trade | None: ...
+    def find(self, symbol: str, trade_id: str, ts_received: int | None = None) -> int | None: ...
+
+
+RingSource = Callable[[str, int | None], "TradeRing | None"]
+
+
+class BookStream:
+    """The incremental_book_L2 rows of one (exchange, symbol)."""
+
+    def __init__(self, exchange: str, symbol: str, rows: RowWriter, snapshots: SnapshotSource,
+                 counters: SinkCounters):
+        self.exchange, self.symbol = exchange, symbol
+        self.rows = rows
+        self.snapshots = snapshots
+        self.counters = counters
+        self.tracker = BookTracker(exchange, symbol)
+        self.in_file = False  # the current file rebuilds the tracker's book
+        self._shm_seen: tuple[int, int] | None = None  # (epoch, seq) of the view at the previous check
+
+    def load(self, snap: BookSnapshot) -> str:
+        """Start from a shared-memory view (sink start); a block, or "" when it has no levels."""
+        if not len(snap.bids) and not len(snap.asks):
+            return ""
+        self.counters.note_epoch(self.exchange, snap.epoch)
+        self.tracker.load_shm(snap)
+        return self._block()
+
+    def catch_up(self, snap: BookSnapshot | None) -> str:
+        """Periodic check against the shared-memory view (``snap``, any epoch).
+
+        A message lost at the end of a burst, or a snapshot published before the
+        sink's subscription was up, shows no gap until the next message, which a
+        quiet book may not send for long.  So: a book the bus has not brought up to
+        where shared memory was at the previous check is reloaded, and a book never
+        loaded takes the view as soon as there is one.
+        """
+        seen, self._shm_seen = self._shm_seen, (snap.epoch, snap.seq) if snap is not None else None
+        if snap is None:
+            return ""
+        tr = self.tracker
+        if not tr.synced:
+            return self.load(snap)
+        b = tr.book
+        if seen is None or (b.epoch, b.seq) >= seen:
+            return "" if self.in_file else self._block()  # e.g. after rows were lost: restate the book
+        self.counters.note_epoch(self.exchange, snap.epoch)
+        if b.epoch == seen[0]:
+            self.counters.book_gaps += 1
+        self.counters.book_resyncs += 1
+        tr.load_shm(snap)
+        return self._block()
+
+    def new_file(self) -> str:
+        """A new file was opened: a block of the current book (if there is one yet)."""
+        self.in_file = False
+        return self._block() if self.tracker.synced else ""
+
+    def file_lost_rows(self) -> None:
+        """Rows of this stream never reached the file: the next rows start with a block."""
+        self.in_file = False
+
+    def on_l2(self, msg: schema.L2Update) -> str:
+        tr = self.tracker
+        book = tr.book
+        was_synced, old_epoch = tr.synced, book.epoch
+        old_bids, old_asks = book.bids, book.asks
+        result = tr.apply(msg)
+        if result is Applied.RESYNC:
+            c = self.counters
+            c.note_epoch(msg.exchange, msg.epoch)
+            if was_synced and msg.epoch == old_epoch:
+                c.book_gaps += 1
+            snap = self.snapshots(msg.exchange, msg.symbol, msg.epoch)
+            if snap is None or snap.seq < msg.seq - 1:
+                self.in_file = False
+                return ""  # no view of this epoch yet: wait for shared memory or a bus snapshot
+            tr.load_shm(snap)
+            if was_synced:
+                c.book_resyncs += 1
+            result = tr.apply(msg)
+            if result is Applied.RESYNC:
+                self.in_file = False
+                return ""
+            return self._block()
+        if result is Applied.OLD:
+            return ""
+        if msg.snapshot:
+            if self.in_file and was_synced and msg.epoch == old_epoch and old_bids == book.bids \
+                    and old_asks == book.asks:
+                return ""  # a repeat of the book we have (periodic, or marked stale)
+            self.counters.note_epoch(msg.exchange, msg.epoch)
+            return self._block()
+        if not self.in_file:
+            return self._block()
+        self.counters.book_rows += len(msg.bids) + len(msg.asks)
+        return self.rows.delta(msg.ts_exchange, msg.ts_received, msg.bids, msg.asks)
+
+    def _block(self) -> str:
+        b = self.tracker.book
+        text = self.rows.snapshot(b.ts_exchange, b.ts_received, b.bids.items(), b.asks.items())
+        if text:
+            self.in_file = True
+            self.counters.snapshots += 1
+            self.counters.book_rows += len(b.bids) + len(b.asks) + 1
+        return text
+
+
+class TradeStream:
+    """The trades rows of one (exchange, symbol): each trade once, gaps filled from the ring."""
+
+    def __init__(self, exchange: str, symbol: str, rows: RowWriter, rings: RingSource, counters: SinkCounters,
+                 since_us: int = 0):
+        self.exchange, self.symbol = exchange, symbol
+        self.since_us = since_us  # when the sink started: an epoch (ingest start) after it is recorded whole
+        self.rows = rows
+        self.rings = rings
+        self.counters = counters
+        self.epoch: int | None = None
+        self.seq = 0  # last seq written in ``epoch``
+        self._resume_from: tuple | None = None  # what was written before the sink started, until resumed
+        self.last_id: str | None = None  # id and receive time of the last trade written
+        self.last_received: int | None = None
+        self._ring_seen: tuple[int, int] | None = None  # (epoch, head) of the ring at the previous check
+        self.origin: tuple[int, int] | None = None  # where this run began recording (saved for a restart)
+
+    @property
+    def position(self) -> tuple[int | None, int]:
+        return self.epoch, self.seq
+
+    @property
+    def last_written(self) -> tuple[str | None, int | None]:
+        return self.last_id, self.last_received
+
+    def rewind(self, mark: tuple) -> None:
+        """Rows after ``mark`` (position + last_written) never reached the file: the next
+        trade finds a gap and refetches them from the ring."""
+        self.epoch, self.seq, self.last_id, self.last_received = mark
+
+    def resume(self, last_id: str | None, last_received: int | None,
+               position: tuple[int, int] | None = None) -> str:
+        """After a sink start: the ring's trades newer than the last one written before.
+
+        ``last_id``/``last_received``: the last trade in the file (or saved state);
+        ``position``: the (epoch, seq) recording had reached or started from, when
+        no trade was written yet (``last_received`` alone: when recording began).
+        The last trade is found in the ring by id and
+        receive time; failing that, a position of the ring's epoch is used as it is;
+        a position of an older epoch means the ingest restarted after recording
+        began, so its trades are all new; otherwise every ring trade received after
+        the last one is new.  With nothing known, recording starts with the bus.
+        """
+        if last_id is None and last_received is None and position is None:
+            return ""
+        self._resume_from = (last_id, last_received, position)
+        ring = self.rings(self.exchange, None)
+        return self._resume(ring) if ring is not None else ""
+
+    def _resume(self, ring: TradeRing) -> str:
+        last_id, last_received, position = self._resume_from
+        self._resume_from = None
+        head = ring.head(self.symbol)
+        seq = ring.find(self.symbol, last_id, last_received) if last_id is not None else None
+        if seq is None and position is not None and position[0] == ring.epoch:
+            seq = min(position[1], head)
+        elif seq is None and last_id is None and position is not None and ring.epoch > position[0]:
+            seq = 0
+        elif seq is None:
+            seq = head
+            oldest = ring.oldest(self.symbol)
+            while seq >= oldest:
+                t = ring.read(self.symbol, seq)
+                if t is None or t.ts_received <= (last_received or 0):
+                    break
+                seq -= 1
+            if seq < oldest and oldest > 1:
+                self.counters.trade_gaps += 1  # the ring wrapped: trades before ``oldest`` may be lost
+        self._start(ring.epoch, seq)
+        self.last_id, self.last_received = last_id, last_received
+        return self._backfill(ring, head)
+
+    def _start(self, epoch: int, seq: int) -> None:
+        """Record ``epoch`` from after ``seq``; the first such position is the stream's origin."""
+        self.epoch, self.seq = epoch, seq
+        if self.origin is None:
+            self.origin = (epoch, seq)
+
+    def catch_up(self) -> str:
+        """Periodic check against the trade ring: trades the bus did not bring.
+
+        A trade lost at the end of a burst (or published before the subscription was
+        up) shows no gap until the next trade.  Trades the ring had at the previous
+        check and the bus has not delivered since are fetched from the ring; trades
+        of an ingest that started after the sink are recorded from its first.
+        """
+        ring = self.rings(self.exchange, None)
+        if ring is None:
+            return ""
+        if self._resume_from is not None:
+            return self._resume(ring)
+        head = ring.head(self.symbol)
+        seen, self._ring_seen = self._ring_seen, (ring.epoch, head)
+        if self.epoch is None:
+            if not 0 < self.since_us <= ring.epoch:
+                self._start(ring.epoch, head)  # running before the sink: record from now on
+                return ""
+            self._start(ring.epoch, 0)
+        elif ring.epoch != self.epoch and seen is not None and seen[0] == ring.epoch:
+            self.counters.note_epoch(self.exchange, ring.epoch)  # a new ingest whose trades never came on the bus
+            self._start(ring.epoch, 0)
+        if seen is None or seen[0] != self.epoch or seen[1] <= self.seq:
+            return ""
+        self.counters.trade_gaps += 1
+        return self._backfill(ring, seen[1])
+
+    def on_trade(self, msg: schema.Trade) -> str:
+        text = ""
+        if self._resume_from is not None:  # the ring was not there when the sink started
+            ring = self.rings(self.exchange, msg.epoch)
+            if ring is not None:
+                text = self._resume(ring)
+            self._resume_from = None
+        if msg.epoch == self.epoch:
+            if msg.seq <= self.seq:
+                self.counters.duplicates += 1
+                return text
+            missing = msg.seq - self.seq - 1
+        else:
+            self.counters.note_epoch(msg.exchange, msg.epoch)
+            if self.epoch is not None:
+                missing = msg.seq - 1  # the new epoch starts at 1
+            elif 0 < self.since_us <= msg.epoch:
+                missing = msg.seq - 1  # the ingest started after the sink: record its epoch whole
+            else:
+                missing = 0  # the first trade since the sink started with nothing to resume
+            self._start(msg.epoch, 0 if missing else msg.seq - 1)
+        if missing:
+            self.counters.trade_gaps += 1
+            ring = self.rings(self.exchange, msg.epoch)
+            if ring is not None:
+                text += self._backfill(ring, msg.seq - 1)
+            lost = msg.seq - 1 - self.seq
+            if lost > 0:
+                self.counters.trades_lost += lost
+        self.seq = msg.seq
+        self.last_id, self.last_received = msg.trade_id, msg.ts_received
+        self.counters.trade_rows += 1
+        return text + self.rows.trade(msg.ts_exchange, msg.ts_received, msg.trade_id, _SIDES.get(msg.side, "unknown"),
+                                      msg.price, msg.amount)
+
+    def _backfill(self, ring: TradeRing, last: int) -> str:
+        """Rows of the ring's trades ``self.seq + 1 .. last``; those it no longer holds are counted lost."""
+        out = []
+        first = self.seq + 1
+        start = max(first, ring.oldest(self.symbol))
+        skipped = start - first if start <= last else max(0, last - first + 1)
+        rows, symbol = self.rows, self.symbol
+        for seq in range(start, last + 1):
+            t = ring.read(symbol, seq)
+            if t is None:
+                skipped += 1
+                continue
+            out.append(rows.trade(t.ts_exchange, t.ts_received, t.trade_id, _SIDES.get(t.side, "unknown"),
+                                  t.price, t.amount))
+            self.last_id, self.last_received = t.trade_id, t.ts_received
+        if last >= first:
+            self.seq = last
+        self.counters.trades_lost += skipped
+        self.counters.gaps_filled += len(out)
+        self.counters.trade_rows += len(out)
+        return "".join(out)

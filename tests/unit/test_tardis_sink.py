@@ -1,0 +1,440 @@
+"""The CSV sink without sockets: bus payloads in, files out, with an injectable clock.
+
+A small fake ingest makes real view deltas (pipeline.book.ViewBook, as the ingest
+does), keeps "shared memory" (its current views) and a real shared-memory trade
+ring.  Faults are injected on purpose: dropped messages, a new epoch, a sink
+restart, a quiet tail, midnight, a directory that cannot be written.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import time
+
+import numpy as np
+import pytest
+
+from pipeline import schema
+from pipeline.book import ViewBook
+from pipeline.config import ConfigError, parse_config
+from pipeline.shm import BookSnapshot, BookState
+from pipeline.supervise import programs
+from pipeline.trade_ring import TradeRingReader, TradeRingWriter
+from sinks.csv_sink import CsvSink
+from sinks.tardis import day_of
+from tardis_reader import first_rows_are_a_block, read_rows, rebuild_book
+
+DAY = 86_400_000_000
+T0 = 1_723_161_000_000_000  # 2024-08-08T23:50:00Z
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+
+
+class Clock:
+    def __init__(self, now: int):
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class FakeIngest:
+    """Books, bus messages, "shared memory" and the trade ring of one ingest start (epoch)."""
+
+    def __init__(self, shm_prefix: str, epoch: int, depth: int = 5, seed: int = 1, ring_size: int = 64):
+        self.epoch, self.depth = epoch, depth
+        self.rng = random.Random(seed)
+        self.books = {s: ViewBook(depth) for s in SYMBOLS}
+        self.seq = dict.fromkeys(SYMBOLS, 0)
+        self.trade_seq = dict.fromkeys(SYMBOLS, 0)
+        self.ts = dict.fromkeys(SYMBOLS, 0)
+        self.ring = TradeRingWriter(shm_prefix, "sim", SYMBOLS, ring_size, epoch)
+        self.prefix = shm_prefix
+        for s in SYMBOLS:
+            self.books[s].load_snapshot([(100.0 - i, 1.0 + i) for i in range(20)],
+                                        [(101.0 + i, 1.0 + i) for i in range(20)])
+
+    def _msg(self, sym: str, snapshot: bool, bids, asks, now: int) -> bytes:
+        self.seq[sym] += 1
+        self.ts[sym] = now
+        return schema.encode(schema.L2Update(
+            exchange="sim", symbol=sym, epoch=self.epoch, seq=self.seq[sym], ts_exchange=now - 500,
+            ts_received=now, snapshot=snapshot, state="live", update_id=self.seq[sym], depth=self.depth,
+            bids=bids, asks=asks))
+
+    def snapshot(self, sym: str, now: int) -> bytes:
+        bids, asks = self.books[sym].view()
+        return self._msg(sym, True, bids, asks, now)
+
+    def delta(self, sym: str, now: int) -> bytes | None:
+        """One random venue change; the message of its view delta (None if the view did not change)."""
+        book = self.books[sym]
+        bid = self.rng.random() < 0.5
+        price = (100.0 - self.rng.randrange(12)) if bid else (101.0 + self.rng.randrange(12))
+        size = 0.0 if self.rng.random() < 0.3 else float(self.rng.randrange(1, 50))
+        db, da = book.apply([(price, size)] if bid else [], [] if bid else [(price, size)])
+        if not db and not da:
+            return None
+        return self._msg(sym, False, db, da, now)
+
+    def trade(self, sym: str, now: int) -> bytes:
+        self.trade_seq[sym] += 1
+        seq = self.trade_seq[sym]
+        msg = schema.Trade(exchange="sim", symbol=sym, epoch=self.epoch, seq=seq, ts_exchange=now - 700,
+                           ts_received=now, price=100.0 + seq % 3, amount=0.5, side="buy" if seq % 2 else "sell",
+                           trade_id=f"{self.epoch % 1000}-{seq}")
+        self.ring.append(SYMBOLS.index(sym), seq, msg.ts_exchange, now, msg.price, msg.amount, msg.side,
+                         msg.trade_id)
+        return schema.encode(msg)
+
+    def view(self, sym: str):
+        bids, asks = self.books[sym].view()
+        return list(bids), list(asks)
+
+    def shm(self, exchange: str, sym: str, epoch: int | None) -> BookSnapshot | None:
+        if epoch is not None and epoch != self.epoch:
+            return None
+        bids, asks = self.view(sym)
+        return BookSnapshot("sim", sym, self.epoch, self.seq[sym], BookState.LIVE, self.ts[sym] - 500, self.ts[sym],
+                            self.seq[sym], np.array(bids, dtype=float).reshape(-1, 2),
+                            np.array(asks, dtype=float).reshape(-1, 2))
+
+    def rings(self, exchange: str, epoch: int | None):
+        try:
+            r = TradeRingReader.open(self.prefix, "sim")
+        except Exception:  # noqa: BLE001 - gone
+            return None
+        if epoch is not None and r.epoch != epoch:
+            r.close()
+            return None
+        return r
+
+    def close(self) -> None:
+        self.ring.close()
+
+
+def make_config(tmp_path, extra: str = "", exchange_extra: str = ""):
+    return parse_config(f"""
+[pipeline]
+run_dir = "run"
+[exchanges.sim]
+adapter = "binance"
+symbols = {list(SYMBOLS)!r}
+depth = 5
+{exchange_extra}
+[sinks.csv]
+dir = "csv"
+flush_interval_s = 0.5
+{extra}
+""".replace("'", '"'), tmp_path)
+
+
+def make_sink(config, ingest: FakeIngest, clock: Clock) -> CsvSink:
+    sink = CsvSink(config, snapshots=lambda ex, sym, ep: ingest.shm(ex, sym, ep),
+                   rings=lambda ex, ep: ingest.rings(ex, ep), clock=clock)
+    sink.start()
+    return sink
+
+
+def book_files(tmp_path, sym):
+    return sorted((tmp_path / "csv").glob(f"sim_incremental_book_L2_*_{sym}.csv*"))
+
+
+def trade_ids(tmp_path, sym):
+    out = []
+    for p in sorted((tmp_path / "csv").glob(f"sim_trades_*_{sym}.csv*")):
+        out += [r["id"] for r in read_rows(p)[1]]
+    return out
+
+
+@pytest.fixture
+def ingest(shm_prefix):
+    ing = FakeIngest(shm_prefix, epoch=T0 - 10_000_000)
+    yield ing
+    ing.close()
+
+
+def test_book_files_rebuild_the_view_through_gaps_epochs_and_repeated_snapshots(tmp_path, ingest, shm_prefix):
+    config = make_config(tmp_path)
+    clock = Clock(T0)
+    sink = make_sink(config, ingest, clock)  # block 1: the view at sink start
+    now = T0
+    for i in range(400):
+        now += 1000
+        for sym in SYMBOLS:
+            msg = ingest.delta(sym, now)
+            if msg is None:
+                continue
+            if 100 <= i < 110 and sym == "BTCUSDT":
+                continue  # lost on the bus: the next delta shows a gap -> block 2 from "shared memory"
+            sink.on_l2(msg)
+        if i == 200:
+            sink.on_l2(ingest.snapshot("ETHUSDT", now))  # a periodic snapshot repeating the book: no block
+    clock.now = now
+    sink.tick()
+    assert sink.counters.book_gaps == 1 and sink.counters.book_resyncs == 1
+    ingest.close()
+    restarted = FakeIngest(shm_prefix, epoch=ingest.epoch + 60_000_000, seed=2)  # block 3: new epoch
+    try:
+        for sym in SYMBOLS:
+            sink.on_l2(restarted.snapshot(sym, now))
+        for i in range(200):
+            now += 1000
+            for sym in SYMBOLS:
+                msg = restarted.delta(sym, now)
+                if msg is not None:
+                    sink.on_l2(msg)
+        sink.close()
+        for sym in SYMBOLS:
+            bids, asks, blocks = rebuild_book(book_files(tmp_path, sym))
+            assert (bids, asks) == restarted.view(sym), sym
+            assert blocks == (3 if sym == "BTCUSDT" else 2), sym
+            assert first_rows_are_a_block(book_files(tmp_path, sym)[0])
+        assert sink.counters.epochs == 1
+    finally:
+        restarted.close()
+
+
+def test_midnight_rotation_closes_the_day_and_starts_the_next_with_a_block(tmp_path, ingest):
+    """Tested with an injected clock: the sink thinks it is 23:59:59 and then 00:00:00."""
+    config = make_config(tmp_path, extra="gzip = true")
+    midnight = (T0 // DAY + 1) * DAY
+    clock = Clock(midnight - 2_000_000)
+    sink = make_sink(config, ingest, clock)
+    now = clock.now
+    views_at_midnight = {}
+    for i in range(300):
+        now += 10_000  # 3 s in all: crosses midnight after 200 steps
+        clock.now = now
+        sink.tick()
+        if now >= midnight and not views_at_midnight:
+            views_at_midnight = {s: ingest.view(s) for s in SYMBOLS}
+        for sym in SYMBOLS:
+            msg = ingest.delta(sym, now)
+            if msg is not None:
+                sink.on_l2(msg)
+            if i % 7 == 0:
+                sink.on_trade(ingest.trade(sym, now))
+    sink.close()
+    day1, day2 = day_of(midnight - 1), day_of(midnight)
+    assert day1 != day2
+    csv_dir = tmp_path / "csv"
+    for sym in SYMBOLS:
+        d1 = csv_dir / f"sim_incremental_book_L2_{day1}_{sym}.csv.gz"  # closed days are gzipped
+        d2 = csv_dir / f"sim_incremental_book_L2_{day2}_{sym}.csv"
+        assert d1.exists() and d2.exists() and not (csv_dir / d1.name[:-3]).exists()
+        assert rebuild_book([d1])[:2] == views_at_midnight[sym]
+        assert rebuild_book([d2])[:2] == ingest.view(sym)  # the new day alone rebuilds the book
+        assert first_rows_are_a_block(d1) and first_rows_are_a_block(d2)
+        with gzip.open(csv_dir / f"sim_trades_{day1}_{sym}.csv.gz", "rt") as fh:
+            day1_trades = fh.read().splitlines()[1:]
+        day2_trades = read_rows(csv_dir / f"sim_trades_{day2}_{sym}.csv")[1]
+        assert len(day1_trades) + len(day2_trades) == ingest.trade_seq[sym]
+        assert all(r["local_timestamp"] >= str(midnight) for r in day2_trades)
+    assert sink.statistics()["errors"] == 0 and sink.statistics()["files"] == 8
+
+
+def test_every_file_has_its_header_when_the_day_starts_even_without_rows(tmp_path, ingest):
+    config = make_config(tmp_path)
+    clock = Clock(T0)
+    sink = make_sink(config, ingest, clock)
+    clock.now = (T0 // DAY + 1) * DAY + 5
+    sink.tick()
+    sink.close()
+    files = sorted(p.name for p in (tmp_path / "csv").glob("*.csv"))
+    assert len(files) == 8  # 2 symbols x 2 datatypes x 2 days
+    for p in (tmp_path / "csv").glob("sim_trades_*.csv"):
+        assert read_rows(p)[1] == []
+
+
+def test_trade_gap_on_the_bus_is_filled_from_the_ring_by_seq(tmp_path, ingest):
+    config = make_config(tmp_path)
+    sink = make_sink(config, ingest, Clock(T0))
+    now = T0
+    for i in range(30):
+        now += 1000
+        msg = ingest.trade("BTCUSDT", now)
+        if not 10 <= i < 15:
+            sink.on_trade(msg)
+    sink.close()
+    expected = [f"{ingest.epoch % 1000}-{k}" for k in range(1, 31)]
+    assert trade_ids(tmp_path, "BTCUSDT") == expected
+    assert sink.counters.gaps_filled == 5 and sink.counters.trades_lost == 0
+
+
+def test_quiet_tail_lost_on_the_bus_is_caught_up_from_the_ring(tmp_path, ingest):
+    """The last trades of a burst are lost and no further trade comes to reveal the gap."""
+    config = make_config(tmp_path)
+    clock = Clock(T0)
+    sink = make_sink(config, ingest, clock)
+    now = T0
+    for i in range(10):
+        now += 1000
+        msg = ingest.trade("ETHUSDT", now)
+        if i < 6:
+            sink.on_trade(msg)
+    for _ in range(2):  # two checks: the first sees the ring ahead, the second fetches
+        clock.now += 1_000_000
+        sink.tick()
+    sink.close()
+    assert len(trade_ids(tmp_path, "ETHUSDT")) == 10
+    assert sink.counters.gaps_filled == 4
+
+
+def test_restarted_sink_writes_every_trade_exactly_once(tmp_path, ingest):
+    """Killed after 12 trades (its buffer never flushed past 8); 20 more trades while it is down."""
+    config = make_config(tmp_path)
+    clock = Clock(T0)
+    sink = make_sink(config, ingest, clock)
+    now = T0
+    for _ in range(8):
+        now += 1000
+        sink.on_trade(ingest.trade("BTCUSDT", now))
+        sink.on_l2(ingest.delta("BTCUSDT", now) or ingest.snapshot("BTCUSDT", now))
+    sink.flush_all()
+    for _ in range(4):  # received, never written: the kill loses the buffer
+        now += 1000
+        sink.on_trade(ingest.trade("BTCUSDT", now))
+    for f in sink.files.values():
+        f.abandon()
+    for _ in range(20):  # while the sink is down
+        now += 1000
+        ingest.trade("BTCUSDT", now)
+        ingest.delta("BTCUSDT", now)
+    clock.now = now
+    again = make_sink(config, ingest, clock)
+    for _ in range(5):
+        now += 1000
+        again.on_trade(ingest.trade("BTCUSDT", now))
+        msg = ingest.delta("BTCUSDT", now)
+        if msg is not None:
+            again.on_l2(msg)
+    again.close()
+    assert trade_ids(tmp_path, "BTCUSDT") == [f"{ingest.epoch % 1000}-{k}" for k in range(1, 38)]
+    assert again.counters.gaps_filled == 24
+    bids, asks, blocks = rebuild_book(book_files(tmp_path, "BTCUSDT"))
+    assert (bids, asks) == ingest.view("BTCUSDT") and blocks == 2  # one block per sink start
+
+
+def test_unwritable_directory_is_retried_and_nothing_is_lost(tmp_path, ingest):
+    blocker = tmp_path / "csv"
+    blocker.write_text("a file where the directory should be")  # ENOTDIR / EEXIST, even for root
+    config = make_config(tmp_path)
+    clock = Clock(T0)
+    sink = make_sink(config, ingest, clock)
+    now = T0
+    for _ in range(20):
+        now += 1000
+        clock.now = now
+        sink.on_trade(ingest.trade("BTCUSDT", now))
+        msg = ingest.delta("ETHUSDT", now)
+        if msg is not None:
+            sink.on_l2(msg)
+    clock.now += 1_000_000
+    sink.tick()
+    st = sink.statistics()
+    assert st["errors"] > 0 and st["failing_files"] > 0 and st["last_error"] and st["rows"] == 0
+    blocker.unlink()  # the operator fixes it
+    clock.now += 1_000_000
+    sink.tick()
+    sink.close()
+    st = sink.statistics()
+    assert st["failing_files"] == 0 and st["rows"] > 0 and st["rows_dropped"] == 0
+    assert len(trade_ids(tmp_path, "BTCUSDT")) == 20
+    assert rebuild_book(book_files(tmp_path, "ETHUSDT"))[:2] == ingest.view("ETHUSDT")
+
+
+def test_statistics_have_the_documented_keys(tmp_path, ingest):
+    sink = make_sink(make_config(tmp_path), ingest, Clock(T0))
+    sink.close()
+    assert {"rows", "files", "bytes", "last_write_us", "gaps_filled", "snapshots", "errors", "trades_lost",
+            "book_resyncs", "epochs", "day", "dir", "pending_bytes"} <= sink.statistics().keys()
+
+
+def test_exchange_column_uses_the_configured_tardis_id(tmp_path, ingest):
+    config = make_config(tmp_path, exchange_extra='tardis_exchange = "binance"')
+    sink = make_sink(config, ingest, Clock(T0))
+    sink.on_trade(ingest.trade("BTCUSDT", T0 + 1))
+    sink.close()
+    (path,) = (tmp_path / "csv").glob("binance_trades_*_BTCUSDT.csv")
+    assert {r["exchange"] for r in read_rows(path)[1]} == {"binance"}
+
+
+def test_two_exchanges_whose_files_would_collide_are_refused(tmp_path):
+    config = parse_config("""
+[exchanges.a]
+adapter = "binance"
+symbols = ["BTCUSDT"]
+tardis_exchange = "binance"
+[exchanges.b]
+adapter = "binance"
+symbols = ["BTCUSDT"]
+tardis_exchange = "binance"
+[sinks.csv]
+dir = "csv"
+""", tmp_path)
+    with pytest.raises(ConfigError) as info:
+        CsvSink(config)
+    assert info.value.key == "exchanges.b.tardis_exchange"
+
+
+@pytest.mark.parametrize("extra,key,reason", [
+    ("[sinks.csv]\ncolour = 1\n", "sinks.csv.colour", "unknown key"),
+    ("[sinks.csv]\ngzip = 1\n", "sinks.csv.gzip", "expected true or false"),
+    ("[sinks.csv]\nflush_interval_s = 0\n", "sinks.csv.flush_interval_s", "expected a positive number"),
+    ('[sinks.csv]\nexchanges = ["nope"]\n', "sinks.csv.exchanges[0]", 'no such exchange "nope"'),
+])
+def test_bad_sink_config_names_key_and_reason(tmp_path, extra, key, reason):
+    with pytest.raises(ConfigError) as info:
+        parse_config('[exchanges.sim]\nsymbols = ["A"]\nadapter = "binance"\n' + extra, tmp_path)
+    assert info.value.key == key and reason in info.value.reason
+
+
+@pytest.mark.parametrize("line,key,reason", [
+    ('tardis_exchange = "Binance Futures"', "exchanges.sim.tardis_exchange", "expected a tardis exchange id"),
+    ("trade_ring_size = 0", "exchanges.sim.trade_ring_size", "expected a positive integer"),
+    ("trade_ring_size = 99999999", "exchanges.sim.trade_ring_size", "expected at most"),
+])
+def test_bad_exchange_sink_keys_name_key_and_reason(tmp_path, line, key, reason):
+    with pytest.raises(ConfigError) as info:
+        parse_config(f'[exchanges.sim]\nsymbols = ["A"]\nadapter = "binance"\n{line}\n', tmp_path)
+    assert info.value.key == key and reason in info.value.reason
+
+
+def test_pipeline_run_supervises_the_sink_only_when_configured(tmp_path):
+    with_sink = make_config(tmp_path)
+    assert ("sink-csv", ["sink", "csv"]) in [(n, argv[3:]) for n, argv in programs(with_sink, None)]
+    without = parse_config('[exchanges.sim]\nsymbols = ["A"]\nadapter = "binance"\n', tmp_path)
+    assert "sink-csv" not in [n for n, _ in programs(without, None)]
+
+
+def test_sink_killed_before_its_first_flush_still_loses_no_trade(tmp_path, shm_prefix):
+    """The sink starts before the ingest, receives trades, and dies before writing any of them.
+
+    On the real clock: the restarted sink goes by the time the first run created the file."""
+    config = make_config(tmp_path)
+    base = time.time_ns() // 1000
+    clock = Clock(base)
+    holder: dict = {}
+    rings = lambda ex, ep: holder["ingest"].rings(ex, ep) if "ingest" in holder else None  # noqa: E731
+    shm = lambda ex, sym, ep: holder["ingest"].shm(ex, sym, ep) if "ingest" in holder else None  # noqa: E731
+    sink = CsvSink(config, snapshots=shm, rings=rings, clock=clock)
+    sink.start()  # no ingest yet: no ring, no book
+    ingest = holder["ingest"] = FakeIngest(shm_prefix, epoch=base + 1_000_000)  # starts after the sink
+    try:
+        now = base + 2_000_000
+        for _ in range(6):
+            now += 1000
+            sink.on_trade(ingest.trade("ETHUSDT", now))
+        for f in sink.files.values():
+            f.abandon()  # SIGKILL: nothing flushed, no state saved
+        for _ in range(3):
+            now += 1000
+            ingest.trade("ETHUSDT", now)
+        clock.now = now
+        again = CsvSink(config, snapshots=shm, rings=rings, clock=clock)
+        again.start()
+        again.close()
+        assert trade_ids(tmp_path, "ETHUSDT") == [f"{ingest.epoch % 1000}-{k}" for k in range(1, 10)]
+    finally:
+        ingest.close()
