@@ -1,0 +1,1 @@
+"""The WebSocket publisher: every trade and book of the pipeline on one port (docs/websocket.md)."""

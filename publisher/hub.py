@@ -1,0 +1,409 @@
+"""The fan-out: bus messages in, each client's outbox filled according to its session.
+
+No sockets and no event loop of its own: the bus reader calls ``on_trade`` / ``on_l2``,
+the server calls ``connect`` / ``receive`` / ``next_frame`` / ``disconnect``, and timers
+go through the ``call_later`` it is given.  So the routing is tested without a network.
+
+Isolation (DESIGN.md failure model): nothing here ever waits for a client.  Pushing
+to an outbox is O(1) and wakes that client's sender; a client that is slow only grows
+its own outbox, whose L2 lane conflates and whose trade lane, when full, gets the
+client closed (1013) -- never a wait, never a dropped trade that the client is not
+told about.  Trades are rendered once and the same bytes go to every subscriber; a
+delta is rendered once per depth; a snapshot is rendered when a client is ready for
+it, from the latest view, with that moment as its ``time_published``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Callable
+
+from publisher import render
+from publisher.mirror import BookMirror, Step
+from publisher.outbox import Frame, Outbox
+from publisher.requests import Mode, Ping, RequestError, Subscribe, parse_request
+from publisher.session import BookSub, Change, Phase, Session, Verdict
+from publisher.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+CLOSE_POLICY = 1008  # RFC 6455 7.4.1: policy violation (request flood)
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 / IANA registry: try again later (too slow for its trades)
+
+
+class NoMetrics:
+    """Latency observers the hub calls; publisher.metrics provides the Prometheus one."""
+
+    def bus_delay(self, kind: str, exchange: str, seconds: float) -> None:
+        pass
+
+
+class Client:
+    """The hub's record of one connection; the server owns the socket behind ``wake``/``close``/``try_send``.
+
+    ``try_send(frame, kind, received_us)`` writes a frame at once when the client's socket
+    takes it without waiting (False otherwise); the hub uses it only when nothing is queued
+    ahead of the frame, so order is kept and a fast client costs no task switch per frame.
+    """
+
+    __slots__ = ("id", "peer", "session", "outbox", "wake", "close", "try_send", "connected_us", "closing")
+
+    def __init__(self, client_id: int, peer: str, session: Session, outbox: Outbox, wake: Callable[[], None],
+                 close: Callable[[int, str], None], connected_us: int,
+                 try_send: Callable[[bytes, str, int], bool] | None = None):
+        self.id = client_id
+        self.peer = peer
+        self.session = session
+        self.outbox = outbox
+        self.wake = wake
+        self.close = close
+        self.try_send = try_send
+        self.connected_us = connected_us
+        self.closing: str | None = None  # why the hub closed it: "slow", "flood"
+
+    def __repr__(self) -> str:
+        return f"<client {self.id} {self.peer}>"
+
+
+class Hub:
+    def __init__(self, settings: Settings, mirror: BookMirror, call_later: Callable[..., Any],
+                 clock: Callable[[], int] = render.now_us, version: str = "0", metrics: Any = None):
+        self.settings = settings
+        self.limits = settings.limits
+        self.mirror = mirror
+        self.call_later = call_later
+        self.clock = clock
+        self.version = version
+        self.metrics = metrics or NoMetrics()
+        self.clients: dict[int, Client] = {}
+        self._next_id = 1
+        self.trade_index: dict[Key, set[Client]] = {}
+        self.delta_index: dict[Key, dict[int, dict[Client, BookSub]]] = {}
+        self.waiting: dict[Key, dict[Client, BookSub]] = {}  # snapshot-mode subs waiting for a change
+        self.feed_states: dict[Key, str] = {}  # last state announced to clients
+        self.counts: Counter[str] = Counter()  # connections, trades_in, l2_in, sent_*, bad_requests, ...
+        self.disconnects: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self._closed_conflations = 0
+        self._closed_dropped = 0
+
+    # ------------------------------------------------------------------ clients
+    def connect(self, peer: str, wake: Callable[[], None], close: Callable[[int, str], None],
+                try_send: Callable[[bytes, str, int], bool] | None = None) -> Client:
+        now = self.clock()
+        cid = self._next_id
+        self._next_id += 1
+        lim = self.limits
+        client = Client(cid, peer, Session(cid, self.settings),
+                        Outbox(lim.client_queue, lim.client_l2_queue, lim.client_max_lag_s), wake, close, now,
+                        try_send)
+        self.clients[cid] = client
+        self.counts["connections"] += 1
+        feeds = {ex: {"symbols": list(f.symbols), "depth": f.depth, "throttle_ms": f.throttle_ms}
+                 for ex, f in self.settings.feeds.items()}
+        limits = {"max_request_bytes": lim.max_request_bytes, "max_requests_per_s": lim.max_requests_per_s,
+                  "max_subscriptions": lim.max_subscriptions, "min_throttle_ms": lim.min_throttle_ms,
+                  "client_queue": lim.client_queue, "client_l2_queue": lim.client_l2_queue,
+                  "client_max_lag_s": lim.client_max_lag_s}
+        client.outbox.push_control(render.welcome(client_id=cid, version=self.version, feeds=feeds,
+                                                  default=client.session.default_summary(), limits=limits,
+                                                  published_us=now))
+        self._apply(client, [(k, None, s) for k, s in client.session.subs.items()])
+        log.info("client %d connected from %s (%d clients)", cid, peer, len(self.clients))
+        client.wake()
+        return client
+
+    def disconnect(self, client: Client, reason: str = "client") -> None:
+        """The connection is gone: forget the client."""
+        if self.clients.pop(client.id, None) is None:
+            return
+        why = client.closing or reason
+        self._unindex_all(client)
+        if client.closing is None:
+            self.disconnects[why] += 1  # (closes the hub decided were counted then)
+        self._closed_conflations += client.outbox.conflations
+        self._closed_dropped += client.outbox.dropped
+        log.info("client %d disconnected (%s) after %.1f s, %d sent, %d conflations (%d clients)", client.id, why,
+                 (self.clock() - client.connected_us) / 1e6, client.outbox.sent, client.outbox.conflations,
+                 len(self.clients))
+
+    def close_client(self, client: Client, code: int, reason: str, why: str) -> None:
+        """Close a client the hub gave up on (the server sends the close frame)."""
+        if client.closing is not None:
+            return
+        client.closing = why
+        self.disconnects[why] += 1
+        if why == "slow":
+            self.counts["undelivered_trades"] += len(client.outbox.trades)
+        self._unindex_all(client)
+        log.warning("closing client %d (%s): %s", client.id, client.peer, reason)
+        client.close(code, reason)
+
+    def _unindex_all(self, client: Client) -> None:
+        self._apply(client, [(k, s, None) for k, s in client.session.subs.items()])
+
+    # ----------------------------------------------------------------- requests
+    def receive(self, client: Client, frame: str | bytes) -> None:
+        """One frame from a client: answer it; a bad one gets an error and the connection stays."""
+        if client.closing is not None:
+            return
+        now = self.clock()
+        session = client.session
+        if not session.admit(now):
+            if session.flooding():
+                self.close_client(client, CLOSE_POLICY, "request rate limit exceeded", "flood")
+                return
+            self.counts["rate_limited"] += 1
+            self._control(client, render.error(
+                f"rate limit: at most {self.limits.max_requests_per_s:g} requests per second", None, now))
+            return
+        try:
+            req = parse_request(frame, self.settings)
+            if isinstance(req, Ping):
+                self._control(client, render.reply("pong", req.id, now))
+                return
+            if isinstance(req, Subscribe):
+                changes = session.subscribe(req)
+                self._control(client, render.reply("subscribed", req.id, now, **req.summary()))
+            else:
+                changes = session.unsubscribe(req)
+                self._control(client, render.reply("unsubscribed", req.id, now, **req.summary()))
+        except RequestError as exc:
+            self.counts["bad_requests"] += 1
+            self._control(client, render.error(str(exc), exc.request_id, now))
+            return
+        self._apply(client, changes)
+
+    def _control(self, client: Client, frame: bytes) -> None:
+        if client.outbox.push_control(frame):
+            client.wake()
+        else:
+            self.close_client(client, CLOSE_POLICY, "too many requests unanswered", "flood")
+
+    # ------------------------------------------------------------ subscriptions
+    def _apply(self, client: Client, changes: list[Change]) -> None:
+        """Re-index the client after its subscriptions changed from old to new."""
+        for key, old, new in changes:
+            had = old is not None and old.trades
+            has = new is not None and new.trades
+            if had and not has:
+                s = self.trade_index.get(key)
+                if s is not None:
+                    s.discard(client)
+            elif has and not had and client.closing is None:
+                self.trade_index.setdefault(key, set()).add(client)
+            old_book = old.book if old is not None else None
+            new_book = new.book if new is not None else None
+            if old_book is new_book:
+                continue
+            if old_book is not None:
+                self._unindex_book(client, key, old_book)
+            if new_book is not None and client.closing is None:
+                self._index_book(client, key, new_book)
+
+    def _index_book(self, client: Client, key: Key, sub: BookSub) -> None:
+        if sub.mode is Mode.DELTAS:
+            self.delta_index.setdefault(key, {}).setdefault(sub.depth, {})[client] = sub
+            self.mirror.track(key, sub.depth)
+        sub.phase = Phase.PENDING
+        client.outbox.want_snapshot(key)  # every book subscription starts with a snapshot
+        client.wake()
+
+    def _unindex_book(self, client: Client, key: Key, sub: BookSub) -> None:
+        sub.cancel_timer()
+        if sub.mode is Mode.DELTAS:
+            by_depth = self.delta_index.get(key, {})
+            subs = by_depth.get(sub.depth)
+            if subs is not None and subs.pop(client, None) is not None:
+                self.mirror.untrack(key, sub.depth)
+                if not subs:
+                    del by_depth[sub.depth]
+        w = self.waiting.get(key)
+        if w is not None:
+            w.pop(client, None)
+        client.outbox.drop(key)
+
+    # --------------------------------------------------------------- bus input
+    def on_trade(self, payload: bytes) -> None:
+        t = self.mirror.decode_trade(payload)
+        now = self.clock()
+        self.counts["trades_in"] += 1
+        self.metrics.bus_delay("trade", t.exchange, (now - t.ts_received) / 1e6)
+        clients = self.trade_index.get((t.exchange, t.symbol))
+        if not clients:
+            return
+        frame = render.trade(t, now)
+        slow = None
+        direct = 0
+        for c in clients:
+            ob = c.outbox
+            # nothing that goes before a trade is queued: write it now if the socket takes it
+            if not ob.control and not ob.trades and c.try_send is not None and c.try_send(frame, "trade", t.ts_received):
+                ob.sent += 1
+                direct += 1
+                continue
+            reason = ob.push_trade(frame, t.ts_received, now)
+            if reason is None:
+                c.wake()
+            else:
+                slow = slow or []
+                slow.append((c, reason))
+        self.counts["sent_trade"] += direct
+        for c, reason in slow or ():
+            self.close_client(c, CLOSE_TRY_AGAIN, reason, "slow")
+
+    def on_l2(self, topic: bytes, payload: bytes) -> None:
+        self.counts["l2_in"] += 1
+        step = self.mirror.apply_l2(topic, payload)
+        if step is None:
+            return
+        now = self.clock()
+        book = step.book
+        self.metrics.bus_delay("l2", book.exchange, (now - book.ts_received) / 1e6 if book.ts_received else 0.0)
+        self._announce_step(step, now)
+        by_depth = self.delta_index.get(step.key)
+        if by_depth:
+            self._send_deltas(step, by_depth)
+        waiting = self.waiting.get(step.key)
+        if waiting:
+            self._book_changed(step.key, waiting, now)
+
+    def _send_deltas(self, step: Step, by_depth: dict[int, dict[Client, BookSub]]) -> None:
+        key, book = step.key, step.book
+        for depth, subs in by_depth.items():
+            diff = step.diffs.get(depth)
+            continuous = diff is not None
+            frame = None
+            for c, sub in subs.items():
+                verdict = sub.delta(book.epoch, book.seq, continuous)
+                if verdict is Verdict.SEND:
+                    if frame is None:
+                        frame = render.book(key[0], key[1], epoch=book.epoch, seq=book.seq, state=book.state,
+                                            depth=depth, bids=diff[0], asks=diff[1], ts_exchange=book.ts_exchange,
+                                            ts_received=book.ts_received, published_us=self.clock(), update=True)
+                    ob = c.outbox
+                    if not len(ob) and c.try_send is not None and c.try_send(frame, "l2", book.ts_received):
+                        ob.sent += 1
+                        self.counts["sent_l2"] += 1
+                        continue
+                    for k in ob.push_delta(key, frame, book.ts_received):
+                        conflated = c.session.book_sub(k)  # the backlog became snapshot marks
+                        if conflated is not None:
+                            conflated.resync()
+                    c.wake()
+                elif verdict is Verdict.RESYNC:
+                    c.outbox.want_snapshot(key)
+                    c.wake()
+
+    def _book_changed(self, key: Key, waiting: dict[Client, BookSub], now: int) -> None:
+        for c, sub in waiting.items():
+            due = sub.book_changed(now)
+            if due is None:
+                continue
+            if due == 0:
+                c.outbox.want_snapshot(key)
+                c.wake()
+            else:
+                sub.timer = self.call_later((due - now) / 1e6, self._throttle_due, c, key, sub)
+        waiting.clear()
+
+    def _throttle_due(self, client: Client, key: Key, sub: BookSub) -> None:
+        if client.closing is not None or client.session.book_sub(key) is not sub:
+            return
+        if sub.timer_fired():
+            client.outbox.want_snapshot(key)
+            client.wake()
+
+    # ---------------------------------------------------------------- feed state
+    def _announce_step(self, step: Step, now: int) -> None:
+        book = step.book
+        if step.prev_state is None:
+            if step.key not in self.feed_states:
+                self.feed_states[step.key] = book.state  # first sight: nothing to announce
+                return
+            self.announce(step.key, book.state, f"book {book.state}", now)
+        elif book.epoch != step.prev_epoch:
+            self.announce(step.key, book.state, "ingest restarted: new epoch, resynced", now, force=True)
+        elif not step.continuous:
+            self.announce(step.key, book.state, "publisher resynced from shared memory", now, force=True)
+        elif book.state != step.prev_state:
+            self.announce(step.key, book.state, f"book {book.state}", now)
+
+    def announce(self, key: Key, state: str, reason: str, now: int | None = None, force: bool = False) -> None:
+        """Tell every client of ``key`` that its feed's state changed (``status`` event)."""
+        if not force and self.feed_states.get(key) == state:
+            return
+        self.feed_states[key] = state
+        now = now or self.clock()
+        book = self.mirror.book(*key)
+        frame = render.status(key[0], key[1], state=state, reason=reason, epoch=book.epoch if book else 0,
+                              seq=book.seq if book else 0, received_us=now, published_us=now)
+        log.info("%s %s: %s (%s)", key[0], key[1], state, reason)
+        for c in list(self.clients.values()):
+            if key in c.session.subs and c.closing is None:
+                self._control(c, frame)
+
+    # ------------------------------------------------------------------ sending
+    def next_frame(self, client: Client) -> Frame | None:
+        """The next frame for the client's sender, or None when its outbox is empty."""
+        outbox = client.outbox
+        while True:
+            item = outbox.pop()
+            if item is None:
+                return None
+            payload, kind, received = item
+            if kind != "snapshot":
+                outbox.sent += 1
+                self.counts["sent_" + kind] += 1
+                return item
+            key = payload
+            sub = client.session.book_sub(key)
+            if sub is None or sub.phase is not Phase.PENDING:
+                continue  # unsubscribed or replaced meanwhile
+            now = self.clock()
+            view = self.mirror.snapshot(key, sub.depth)
+            frame = render.book(key[0], key[1], epoch=view.epoch, seq=view.seq, state=view.state, depth=sub.depth,
+                                bids=view.bids, asks=view.asks, ts_exchange=view.ts_exchange,
+                                ts_received=view.ts_received, published_us=now)
+            sub.snapshot_sent(now, view.epoch, view.seq)
+            if sub.mode is Mode.SNAPSHOTS:
+                self.waiting.setdefault(key, {})[client] = sub
+            outbox.sent += 1
+            self.counts["sent_l2"] += 1
+            return frame, "l2", view.ts_received
+
+    # ---------------------------------------------------------------- statistics
+    def statistics(self) -> dict:
+        """Counters and per-client queues; the ``publisher`` section of `pipeline status --json`."""
+        now = self.clock()
+        clients = []
+        for c in self.clients.values():
+            ob = c.outbox
+            clients.append({"id": c.id, "peer": c.peer, "connected_s": round((now - c.connected_us) / 1e6, 1),
+                            "subscriptions": len(c.session.subs), "queued": len(ob), "queues": ob.depths(),
+                            "queue_peak": ob.peak, "sent": ob.sent, "conflated": ob.conflations,
+                            "dropped": ob.dropped, "closing": c.closing})
+        depths = [c["queued"] for c in clients]
+        return {
+            "clients": len(self.clients),
+            "connections_total": self.counts["connections"],
+            "rejected": dict(self.rejected),
+            "disconnected": dict(self.disconnects),
+            "disconnected_total": sum(self.disconnects.values()),
+            "conflated": self._closed_conflations + sum(c["conflated"] for c in clients),
+            "dropped": self._closed_dropped + sum(c["dropped"] for c in clients),
+            "undelivered_trades": self.counts["undelivered_trades"],
+            "queue_depth": sum(depths),
+            "queue_depth_max": max(depths, default=0),
+            "bad_requests": self.counts["bad_requests"],
+            "rate_limited": self.counts["rate_limited"],
+            "trades_in": self.counts["trades_in"],
+            "l2_in": self.counts["l2_in"],
+            "trade_gaps": self.mirror.trade_gaps,
+            "sent": {"trades": self.counts["sent_trade"], "l2": self.counts["sent_l2"],
+                     "control": self.counts["sent_control"]},
+            "client_list": clients,
+        }

@@ -1,0 +1,132 @@
+"""The publisher process: config -> mirror + hub + bus reader + WebSocket server; clean up on exit.
+
+Shutdown order (STYLE.md 8): stop reading the bus, close the clients (1001 going away)
+and the listening socket, close the ZeroMQ sockets, terminate the context, remove the
+stats file.  A bug anywhere in the loop (the bus pump, a sender) stops the process with
+a non-zero status; supervisord restarts it and clients reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from importlib import metadata
+from pathlib import Path
+
+import zmq
+
+from pipeline.config import Config
+from pipeline.pidfile import PidFile
+from publisher import health as health_mod
+from publisher import stats as stats_file
+from publisher.busreader import BusReader
+from publisher.hub import Hub
+from publisher.metrics import PublisherMetrics
+from publisher.mirror import BookMirror
+from publisher.server import PublisherServer
+from publisher.settings import load_settings
+from publisher.web import Routes
+
+log = logging.getLogger(__name__)
+
+MONITOR_INTERVAL_S = 1.0
+
+
+def _version() -> str:
+    try:
+        return metadata.version("l2pipeline")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0"
+
+
+class PublisherFailed(RuntimeError):
+    """A bug stopped the publisher (the cause is chained)."""
+
+
+async def _monitor(config: Config, hub: Hub, mirror: BookMirror, listen_url: str) -> None:
+    """Once a second: announce feed state changes seen in shared memory; refresh the stats file."""
+    while True:
+        h = health_mod.check(config, mirror)
+        for f in h.feeds:
+            key = (f["exchange"], f["symbol"])
+            if key not in hub.feed_states:
+                hub.feed_states[key] = f["state"]  # first sight: nothing to announce
+                continue
+            reason = {"down": "ingest not running", "stale": "book stale or ingest silent"}.get(
+                f["state"], f"book {f['state']}")
+            hub.announce(key, f["state"], reason)
+        stats_file.write(config, hub.statistics(), listen_url)
+        await asyncio.sleep(MONITOR_INTERVAL_S)
+
+
+async def serve(config: Config, host: str | None = None, port: int | None = None,
+                ready_file: str | None = None) -> None:
+    settings = load_settings(config)
+    host = host or config.publisher.host
+    port = config.publisher.port if port is None else port
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    failure: list[BaseException] = []
+
+    def fail(exc: BaseException) -> None:
+        log.error("publisher stopping on an internal error: %r", exc, exc_info=exc)
+        failure.append(exc)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    mirror = BookMirror(config)
+    metrics = PublisherMetrics()
+    hub = Hub(settings, mirror, loop.call_later, version=_version(), metrics=metrics)
+
+    def health() -> tuple[bool, dict]:
+        h = health_mod.check(config, mirror)
+        return h.ok, h.to_json()
+
+    metrics.bind(hub.statistics, lambda: health_mod.check(config, mirror).feeds,
+                 lambda: {k: t.resyncs for k, t in mirror.trackers.items()})
+    routes = Routes(health, metrics.render, hub.statistics)
+    server = PublisherServer(settings, hub, routes, metrics, on_error=fail)
+    ctx = zmq.Context()
+    reader = BusReader(ctx, config, hub.on_trade, hub.on_l2, fail)
+    monitor = None
+    try:
+        bound = await server.start(host, port)
+        listen_url = f"ws://{host}:{bound}/"
+        reader.start(loop)
+        monitor = asyncio.create_task(_monitor(config, hub, mirror, listen_url))
+        monitor.add_done_callback(lambda t: t.cancelled() or t.exception() is None or fail(t.exception()))
+        log.info("publisher: %s (page http://%s:%d/), exchanges %s%s", listen_url, host, bound,
+                 ", ".join(f"{ex} (throttle {f.throttle_ms} ms)" for ex, f in settings.feeds.items()),
+                 ", token required" if settings.limits.token else "")
+        if ready_file:
+            tmp = Path(ready_file).with_suffix(".tmp")
+            tmp.write_text(f"{bound}\n")
+            tmp.replace(ready_file)
+        await stop.wait()
+    finally:
+        reader.close()
+        if monitor is not None:
+            monitor.cancel()
+        await server.stop()
+        ctx.term()
+        mirror.close()
+        stats_file.remove(config)
+        log.info("publisher stopped")
+    if failure:
+        raise PublisherFailed("internal error") from failure[0]
+
+
+def run_publisher(config: Config, host: str | None = None, port: int | None = None,
+                  ready_file: str | None = None) -> None:
+    """Blocking entry point of ``pipeline publish``."""
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        import uvloop
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover
+        runner = asyncio.run
+    with PidFile(config.run_dir / "publisher.pid"):
+        runner(serve(config, host, port, ready_file))

@@ -1,0 +1,183 @@
+"""The publisher's own copy of every book, kept by the consumer library, and per-depth view diffs.
+
+BookMirror is a consumer (pipeline/consumer.py) without sockets: the publisher's bus
+reader hands it the frames.  It reuses the library's Clone pattern as is -- BookTracker
+per book, the shared-memory snapshot on a gap or a new epoch -- and adds two things the
+publisher needs on top:
+
+- ``apply_l2`` reports each change as a Step: the book, the (epoch, seq, state) it had
+  before, and whether it advanced by exactly one seq (``continuous``).  Anything else
+  (a reload after a gap, a new epoch) is not a delta any client can apply.
+- For each depth that delta-mode clients asked for, the exact difference of the top-N
+  view between the previous seq and this one (the bus rule of DESIGN.md applied to the
+  client's N): every level whose size changed inside the view, and size 0 for each
+  level that left it.  Computed once per depth, shared by all clients of that depth.
+
+``snapshot`` gives the latest view of a book at a depth for a client: read from shared
+memory under the seqlock (it may be a few seqs ahead of the bus), else the mirror's book.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass
+
+from pipeline import schema
+from pipeline.config import Config
+from pipeline.consumer import Book, _Base
+from pipeline.errors import SharedMemoryError
+from pipeline.shm import BookReader, BookSnapshot
+
+Key = tuple[str, str]
+Level = tuple[float, float]
+STALE_READER_S = 5.0  # a segment whose writer stopped beating this long may have been replaced
+
+
+def top(book: Book, depth: int) -> tuple[list[Level], list[Level]]:
+    """The best ``depth`` levels per side, best first."""
+    return heapq.nlargest(depth, book.bids.items()), heapq.nsmallest(depth, book.asks.items())
+
+
+def view_diff(before: list[Level], after: list[Level]) -> list[Level]:
+    """Levels of ``after`` that are new or changed, then (price, 0.0) for each level that left."""
+    old = dict(before)
+    new = dict(after)
+    out = [(p, s) for p, s in after if old.get(p) != s]
+    out += [(p, 0.0) for p in old if p not in new]
+    return out
+
+
+@dataclass(frozen=True)
+class View:
+    """The view of one book at one depth, as a client gets it in a snapshot."""
+
+    epoch: int
+    seq: int
+    state: str
+    ts_exchange: int
+    ts_received: int
+    bids: list
+    asks: list
+
+
+@dataclass
+class Step:
+    """One change of a book, as ``apply_l2`` reports it."""
+
+    key: Key
+    book: Book
+    prev_epoch: int
+    prev_seq: int
+    prev_state: str | None
+    continuous: bool
+    diffs: dict[int, tuple[list[Level], list[Level]] | None]  # depth -> (bids, asks); None: not a delta
+
+
+class _TrackedView:
+    __slots__ = ("refs", "epoch", "seq", "bids", "asks")
+
+    def __init__(self) -> None:
+        self.refs = 0
+        self.epoch = self.seq = 0
+        self.bids: list[Level] = []
+        self.asks: list[Level] = []
+
+
+class BookMirror(_Base):
+    """Books of every configured exchange, rebuilt from bus frames the caller passes in."""
+
+    def __init__(self, config: Config):
+        super().__init__(config, use_shm=True)
+        self._views: dict[Key, dict[int, _TrackedView]] = {}
+
+    # ------------------------------------------------------------------ bus input
+    def decode_trade(self, payload: bytes) -> schema.Trade:
+        """Decode a trade and count seq gaps (``trade_gaps``)."""
+        return self._on_trade(payload)
+
+    def apply_l2(self, topic: bytes, payload: bytes) -> Step | None:
+        """Apply one L2 bus message. Returns the Step, or None when no book changed."""
+        _, exchange, symbol = schema.parse_topic(topic)
+        key = (exchange, symbol)
+        tr = self.trackers.get(key)
+        if tr is not None and tr.synced:
+            prev_epoch, prev_seq, prev_state = tr.book.epoch, tr.book.seq, tr.book.state
+        else:
+            prev_epoch, prev_seq, prev_state = 0, 0, None
+        book = self._on_l2(topic, payload)
+        if book is None or (book.epoch == prev_epoch and book.seq == prev_seq):
+            return None
+        continuous = book.epoch == prev_epoch and book.seq == prev_seq + 1
+        diffs: dict[int, tuple[list[Level], list[Level]] | None] = {}
+        for depth, view in self._views.get(key, {}).items():
+            bids, asks = top(book, depth)
+            if continuous and view.epoch == prev_epoch and view.seq == prev_seq:
+                diffs[depth] = (view_diff(view.bids, bids), view_diff(view.asks, asks))
+            else:
+                diffs[depth] = None
+            view.epoch, view.seq, view.bids, view.asks = book.epoch, book.seq, bids, asks
+        return Step(key, book, prev_epoch, prev_seq, prev_state, continuous, diffs)
+
+    # -------------------------------------------------------- depths of delta clients
+    def track(self, key: Key, depth: int) -> None:
+        """Compute view diffs at ``depth`` for ``key`` from now on (reference counted)."""
+        views = self._views.setdefault(key, {})
+        view = views.get(depth)
+        if view is None:
+            view = views[depth] = _TrackedView()
+            book = self.book(*key)
+            if book is not None:
+                view.epoch, view.seq = book.epoch, book.seq
+                view.bids, view.asks = top(book, depth)
+        view.refs += 1
+
+    def untrack(self, key: Key, depth: int) -> None:
+        views = self._views.get(key, {})
+        view = views.get(depth)
+        if view is None:
+            return
+        view.refs -= 1
+        if view.refs <= 0:
+            del views[depth]
+
+    def tracked_depths(self, key: Key) -> list[int]:
+        return list(self._views.get(key, {}))
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self, key: Key, depth: int) -> View:
+        """The latest view of ``key`` at ``depth``: shared memory first, else the mirror's book."""
+        exchange, symbol = key
+        book = self.book(exchange, symbol)
+        if book is not None:
+            snap = self._shm_snapshot(exchange, symbol, book.epoch)
+            if snap is not None and snap.seq >= book.seq:
+                return _view_of(snap, depth)
+            bids, asks = top(book, depth)
+            return View(book.epoch, book.seq, book.state, book.ts_exchange, book.ts_received, bids, asks)
+        snap = self._shm_latest(exchange, symbol)
+        if snap is not None:
+            return _view_of(snap, depth)
+        return View(0, 0, "down", 0, 0, [], [])
+
+    def _shm_latest(self, exchange: str, symbol: str) -> BookSnapshot | None:
+        """Shared memory of an exchange the bus has not shown a book of yet."""
+        reader = self._readers.get(exchange)
+        try:
+            if reader is not None and time.time_ns() - reader.heartbeat_ns > STALE_READER_S * 1e9:
+                reader.close()  # the ingest may have restarted into a new segment
+                self._readers.pop(exchange, None)
+                reader = None
+            if reader is None:
+                reader = self._readers[exchange] = BookReader.open(self.config.shm_prefix, exchange)
+            return reader.read(symbol)
+        except SharedMemoryError:
+            return None
+
+    def close(self) -> None:
+        self._close_readers()
+
+
+def _view_of(snap: BookSnapshot, depth: int) -> View:
+    return View(snap.epoch, snap.seq, snap.state.name.lower(), snap.ts_exchange_us, snap.ts_received_us,
+                snap.bids[:depth].tolist(), snap.asks[:depth].tolist())

@@ -1,0 +1,204 @@
+"""The WebSocket server on :9001 (websockets, asyncio/uvloop): handshake checks, one sender per client.
+
+Per connection two tasks: the handler reads requests and hands them to the hub; the
+sender writes what the hub queued, in the outbox's order (control, trades, L2).  The
+hub never awaits a client: when nothing is queued ahead and the socket's write buffer is
+under ``WRITE_LIMIT`` it writes the frame at once (``try_send``, no task switch per
+client and frame); otherwise it queues and calls ``wake``.  websockets' ``send`` waits
+only when that client's write buffer is above ``write_limit``, so a slow client blocks
+its own sender and nothing else.
+
+Before the upgrade (``process_request``), in order:
+
+- a request without ``Upgrade: websocket`` is plain HTTP: publisher.web answers it;
+- ``Origin`` not in ``[publisher] origins`` (when set): 403.  Browsers always send
+  Origin on a WebSocket; programs usually do not, and pass;
+- ``[publisher] token`` set and neither ``Authorization: Bearer TOKEN`` nor ``?token=``
+  matches: 401.  ``/metrics`` and ``/stats`` take the same token;
+- ``max_clients`` connected: 503.
+
+A client the hub gives up on (too slow for its trades, request flood) gets a close
+frame with the code and reason; one that does not read it within ``close_timeout_s``
+has its TCP connection aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import socket
+import urllib.parse
+from typing import Any, Callable
+
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from publisher import render
+from publisher.hub import Client, Hub
+from publisher.settings import Settings
+from publisher.web import Routes, text_response
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 2**20  # hard cap of an incoming frame (close 1009); requests are capped lower, with an error
+WRITE_LIMIT = 2**15      # a client's socket buffer above this makes its sender wait (only its own)
+PROTECTED_PATHS = ("/metrics", "/stats")
+
+_ws_logger = logging.getLogger("publisher.websockets")
+_ws_logger.setLevel(logging.WARNING)  # websockets logs every HTTP answer at INFO; we log state changes ourselves
+
+
+class PublisherServer:
+    def __init__(self, settings: Settings, hub: Hub, routes: Routes, metrics: Any = None,
+                 on_error: Callable[[BaseException], None] | None = None):
+        self.settings = settings
+        self.on_error = on_error
+        self.limits = settings.limits
+        self.hub = hub
+        self.routes = routes
+        self.metrics = metrics
+        self._server = None
+        self._tasks: set[asyncio.Task] = set()
+        self.port: int | None = None
+        self.stopping = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, host: str, port: int) -> int:
+        """Listen on host:port (port 0: any free port). Returns the bound port."""
+        self._server = await serve(
+            self._handler, host, port,
+            process_request=self._process_request,
+            compression=None,  # permessage-deflate doubles the CPU per message (building-block-costs.md s.5)
+            max_size=MAX_FRAME_BYTES,
+            max_queue=16,
+            write_limit=WRITE_LIMIT,
+            close_timeout=self.limits.close_timeout_s,
+            ping_interval=20, ping_timeout=20,
+            logger=_ws_logger,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self, timeout: float = 3.0) -> None:
+        if self._server is None:
+            return
+        self.stopping = True
+        self._server.close(close_connections=True)
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), timeout)
+        except TimeoutError:
+            log.warning("clients did not close within %.0f s; exiting anyway", timeout)
+
+    # ------------------------------------------------------------------ handshake
+    def _authorized(self, request: Request) -> bool:
+        token = self.limits.token
+        if token is None:
+            return True
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].strip().encode(), token.encode()):
+            return True
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
+        return any(hmac.compare_digest(t.encode(), token.encode()) for t in query.get("token", []))
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            path = request.path.split("?", 1)[0]
+            if path in PROTECTED_PATHS and not self._authorized(request):
+                return self._refuse(401, "bearer token required\n", "token", (("WWW-Authenticate", "Bearer"),))
+            return self.routes(request)
+        origins = self.limits.origins
+        origin = request.headers.get("Origin")
+        if origins and origin is not None and origin.rstrip("/") not in origins:
+            return self._refuse(403, f"origin {origin} is not allowed\n", "origin")
+        if not self._authorized(request):
+            return self._refuse(401, "bearer token required\n", "token", (("WWW-Authenticate", "Bearer"),))
+        if len(self.hub.clients) >= self.limits.max_clients:
+            return self._refuse(503, f"server full: {self.limits.max_clients} clients\n", "full")
+        return None
+
+    def _refuse(self, status: int, text: str, reason: str, extra: tuple = ()) -> Response:
+        self.hub.rejected[reason] += 1
+        return text_response(status, text, extra)
+
+    # ------------------------------------------------------------------ a client
+    async def _handler(self, ws: ServerConnection) -> None:
+        host, port = ws.remote_address[:2]
+        if self.limits.socket_send_buffer:
+            # An autotuned send buffer grows to MBs for a client that stopped reading: seconds of
+            # stale frames in the kernel, where nothing can conflate them.  A bounded one makes
+            # backpressure reach the outbox soon, so a slow client gets the latest view instead.
+            sock = ws.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.socket_send_buffer)
+        wake = asyncio.Event()
+        sender: asyncio.Task | None = None
+
+        def close(code: int, reason: str) -> None:
+            if sender is not None:
+                sender.cancel()
+            self._spawn(ws.close(code, reason))
+            asyncio.get_running_loop().call_later(self.limits.close_timeout_s, _abort, ws)
+
+        metrics = self.metrics
+
+        def try_send(frame: bytes, kind: str, received_us: int) -> bool:
+            # websockets' broadcast() writes without waiting and without backpressure; the
+            # backpressure is this check: a socket over its write limit gets the outbox instead.
+            if ws.protocol.state is not State.OPEN or ws.transport.get_write_buffer_size() >= WRITE_LIMIT:
+                return False
+            broadcast((ws,), frame, text=True)
+            if received_us and metrics is not None:
+                metrics.send_delay(kind, (render.now_us() - received_us) / 1e6)
+            return True
+
+        client = self.hub.connect(f"{host}:{port}", wake.set, close, try_send)
+        if len(self.hub.clients) > self.limits.max_clients:  # upgrades that raced past the check
+            self.hub.close_client(client, 1013, "server full", "full")
+        sender = asyncio.create_task(self._send(ws, client, wake))
+        reason = "client"
+        try:
+            async for message in ws:
+                self.hub.receive(client, message)
+        except ConnectionClosedOK:
+            pass
+        except ConnectionClosed:
+            reason = "error"
+        finally:
+            sender.cancel()
+            if self.stopping:
+                reason = "shutdown"
+            self.hub.disconnect(client, reason)
+
+    async def _send(self, ws: ServerConnection, client: Client, wake: asyncio.Event) -> None:
+        next_frame, metrics = self.hub.next_frame, self.metrics
+        try:
+            while True:
+                item = next_frame(client)
+                if item is None:
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                frame, kind, received_us = item
+                await ws.send(frame, text=True)
+                if received_us and metrics is not None:
+                    metrics.send_delay(kind, (render.now_us() - received_us) / 1e6)
+        except ConnectionClosed:
+            pass
+        except Exception as exc:  # our bug: the process stops (STYLE.md 6), supervisord restarts it
+            if self.on_error is None:
+                raise
+            self.on_error(exc)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _abort(ws: ServerConnection) -> None:
+    """A closed client that did not read its close frame in time: cut the TCP connection."""
+    if ws.state is not State.CLOSED:
+        ws.transport.abort()

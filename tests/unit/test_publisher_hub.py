@@ -1,0 +1,287 @@
+"""The hub without a network: what each client's outbox gets, in what order, and when a client is closed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline import schema
+from pipeline.config import parse_config
+from publisher.hub import Hub
+from publisher.mirror import BookMirror, top
+from publisher.settings import load_settings
+from test_publisher_mirror import FakeIngest, apply_levels
+
+CONFIG = """
+[pipeline]
+run_dir = "{run}"
+[exchanges.sim]
+adapter = "binance"
+symbols = ["BTCUSDT"]
+depth = 8
+[publisher]
+client_queue = 5
+client_l2_queue = 10
+max_requests_per_s = 5
+default_depth = 4
+"""
+KEY = ("sim", "BTCUSDT")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.us = 1_700_000_000_000_000
+
+    def __call__(self) -> int:
+        return self.us
+
+
+class Timers:
+    """call_later that records; tests fire what is due."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.pending: list = []
+
+    def __call__(self, delay_s, fn, *args):
+        handle = _Handle(self.clock.us + int(delay_s * 1e6), fn, args)
+        self.pending.append(handle)
+        return handle
+
+    def fire_due(self) -> None:
+        due = [h for h in self.pending if h.when <= self.clock.us and not h.cancelled]
+        self.pending = [h for h in self.pending if h not in due and not h.cancelled]
+        for h in due:
+            h.fn(*h.args)
+
+
+class _Handle:
+    def __init__(self, when, fn, args):
+        self.when, self.fn, self.args, self.cancelled = when, fn, args, False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class Peer:
+    """A client as the server would drive it: wake counts, close records, drain reads the outbox."""
+
+    def __init__(self, hub: Hub):
+        self.hub = hub
+        self.wakes = 0
+        self.closed: tuple[int, str] | None = None
+        self.client = hub.connect("test:1", self._wake, self._close)
+
+    def _wake(self):
+        self.wakes += 1
+
+    def _close(self, code, reason):
+        self.closed = (code, reason)
+
+    def drain(self) -> list[dict]:
+        out = []
+        while (item := self.hub.next_frame(self.client)) is not None:
+            out.append(json.loads(item[0]))
+        return out
+
+    def send(self, obj) -> None:
+        self.hub.receive(self.client, obj if isinstance(obj, str) else json.dumps(obj))
+
+
+@pytest.fixture
+def env(tmp_path):
+    config = parse_config(CONFIG.format(run=tmp_path / "r"), tmp_path)
+    clock = Clock()
+    timers = Timers(clock)
+    mirror = BookMirror(config)
+    hub = Hub(load_settings(config, {}), mirror, timers, clock=clock, version="test")
+    ingest = FakeIngest(depth=8)
+    hub.on_l2(*ingest.snapshot())
+    yield hub, clock, timers, ingest
+    mirror.close()
+
+
+def trade_payload(seq: int) -> bytes:
+    return schema.encode(schema.Trade(exchange="sim", symbol="BTCUSDT", epoch=1, seq=seq, ts_exchange=1,
+                                      ts_received=2, price=100.0, amount=1.0, side="buy", trade_id=str(seq)))
+
+
+def kinds(frames):
+    return [f["kind"] for f in frames]
+
+
+def test_silent_client_gets_welcome_then_snapshot_then_trades(env):
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    hub.on_trade(trade_payload(1))
+    frames = p.drain()
+    assert kinds(frames) == ["welcome", "trade", "order_book_l2"]  # trades before L2
+    w = frames[0]
+    assert w["exchanges"] == {"sim": {"symbols": ["BTCUSDT"], "depth": 8, "throttle_ms": 100}}
+    assert w["default"]["depth"] == 4 and w["limits"]["client_queue"] == 5
+    book = frames[2]
+    assert book["depth"] == 4 and len(book["bids"]) == 4 and book["seq"] == 1 and book["state"] == "live"
+
+
+def test_snapshots_are_throttled_per_symbol_and_carry_the_latest_view(env):
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    p.drain()  # welcome + first snapshot at t0
+    clock.us += 30_000
+    hub.on_l2(*ingest.change())
+    clock.us += 30_000
+    hub.on_l2(*ingest.change())
+    assert p.drain() == []  # inside the 100 ms interval: nothing yet, one timer
+    assert len(timers.pending) == 1 and timers.pending[0].when == 1_700_000_000_100_000
+    clock.us += 40_000
+    timers.fire_due()
+    frames = p.drain()
+    assert kinds(frames) == ["order_book_l2"] and frames[0]["seq"] == ingest.seq  # the latest, not a backlog
+    clock.us += 500_000
+    assert p.drain() == []  # no change, no snapshot
+    hub.on_l2(*ingest.change())
+    assert [f["seq"] for f in p.drain()] == [ingest.seq]  # interval long over: at once
+
+
+def test_delta_client_rebuilds_the_book_with_contiguous_seq(env):
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    p.send({"op": "subscribe", "exchange": "sim", "channels": ["book"], "mode": "deltas", "depth": 3, "id": 9})
+    frames = p.drain()
+    assert kinds(frames) == ["welcome", "subscribed", "order_book_l2"]
+    assert frames[1]["id"] == 9 and frames[1]["mode"] == "deltas"
+    bids, asks = dict(map(tuple, frames[2]["bids"])), dict(map(tuple, frames[2]["asks"]))
+    seq = frames[2]["seq"]
+    for i in range(200):
+        hub.on_l2(*ingest.change())
+        if i % 7 == 0:
+            for f in p.drain():
+                assert f["kind"] == "order_book_l2_update" and f["seq"] == seq + 1 and f["depth"] == 3
+                seq = f["seq"]
+                apply_levels(bids, f["bids"])
+                apply_levels(asks, f["asks"])
+    for f in p.drain():
+        seq = f["seq"]
+        apply_levels(bids, f["bids"])
+        apply_levels(asks, f["asks"])
+    assert seq == ingest.seq
+    want_bids, want_asks = top(hub.mirror.book(*KEY), 3)
+    assert sorted(bids.items(), reverse=True) == want_bids and sorted(asks.items()) == want_asks
+
+
+def test_slow_delta_client_is_conflated_to_the_latest_view_and_goes_on(env):
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    p.send({"op": "subscribe", "exchange": "sim", "channels": ["book"], "mode": "deltas", "depth": 8})
+    p.drain()
+    for _ in range(25):  # more than client_l2_queue = 10 without reading
+        hub.on_l2(*ingest.change())
+    frames = p.drain()
+    assert frames[0]["kind"] == "order_book_l2"  # the backlog became one snapshot ...
+    assert p.client.outbox.conflations >= 1 and len(frames) <= 11
+    snap = frames[0]
+    assert (snap["bids"], snap["asks"]) == tuple([list(x) for x in side] for side in ingest.view.view())
+    assert [f["seq"] for f in frames[1:]] == list(range(snap["seq"] + 1, ingest.seq + 1))  # ... then deltas
+    hub.on_l2(*ingest.change())
+    assert [f["seq"] for f in p.drain()] == [ingest.seq]
+    assert hub.statistics()["conflated"] >= 1 and hub.statistics()["dropped"] >= 10
+
+
+def test_client_too_slow_for_its_trades_is_closed_not_silently_dropped(env):
+    hub, clock, timers, ingest = env
+    fast, slow = Peer(hub), Peer(hub)
+    for seq in range(1, 8):
+        hub.on_trade(trade_payload(seq))
+        fast.drain()
+    assert slow.closed is not None and slow.closed[0] == 1013 and "too slow" in slow.closed[1]
+    assert fast.closed is None
+    hub.on_trade(trade_payload(8))
+    assert [f["seq"] for f in fast.drain() if f["kind"] == "trade"] == [8]
+    hub.disconnect(slow.client)
+    st = hub.statistics()
+    assert st["disconnected"] == {"slow": 1} and st["clients"] == 1 and st["undelivered_trades"] == 5
+
+
+def test_bad_requests_get_errors_and_the_subscription_stays(env):
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    p.drain()
+    p.send("{oops")
+    p.send({"op": "subscribe", "exchange": "nope", "id": "x"})
+    p.send({"op": "ping", "id": 3})
+    frames = p.drain()
+    assert kinds(frames) == ["error", "error", "pong"] and frames[1]["id"] == "x" and frames[2]["id"] == 3
+    hub.on_trade(trade_payload(1))
+    assert kinds(p.drain()) == ["trade"]  # still subscribed to the default
+    assert hub.statistics()["bad_requests"] == 2
+
+
+def test_request_rate_is_limited_and_a_flood_is_closed(env):
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    p.drain()
+    for i in range(7):
+        p.send({"op": "ping", "id": i})
+    frames = p.drain()
+    assert kinds(frames) == ["pong"] * 5 + ["error"] * 2 and "rate limit" in frames[-1]["message"]
+    for i in range(40):
+        p.send({"op": "ping", "id": i})
+    assert p.closed is not None and p.closed[0] == 1008
+
+
+def test_unsubscribe_stops_trades_and_books(env):
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    p.drain()
+    p.send({"op": "unsubscribe", "exchange": "sim", "channels": ["trades"]})
+    hub.on_trade(trade_payload(1))
+    clock.us += 1_000_000
+    hub.on_l2(*ingest.change())
+    assert kinds(p.drain()) == ["unsubscribed", "order_book_l2"]
+    p.send({"op": "unsubscribe"})
+    clock.us += 1_000_000
+    hub.on_l2(*ingest.change())
+    hub.on_trade(trade_payload(2))
+    timers.fire_due()
+    assert kinds(p.drain()) == ["unsubscribed"]
+
+
+def test_book_going_stale_is_announced_as_a_status_event(env):
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    p.drain()
+    ingest.seq += 1
+    stale = schema.L2Update(exchange="sim", symbol="BTCUSDT", epoch=1, seq=ingest.seq, ts_exchange=0, ts_received=1,
+                            snapshot=True, state="stale", depth=8, bids=[(100.0, 1.0)], asks=[(101.0, 1.0)])
+    hub.on_l2(schema.l2_topic("sim", "BTCUSDT"), schema.encode(stale))
+    frames = p.drain()
+    assert frames[0]["kind"] == "status" and frames[0]["state"] == "stale"
+
+
+def test_trades_go_straight_to_a_ready_socket_but_never_ahead_of_queued_frames(env):
+    hub, clock, timers, ingest = env
+    written: list[dict] = []
+    ready = {"socket": True}
+
+    def try_send(frame, kind, received_us):
+        if ready["socket"]:
+            written.append(json.loads(frame))
+        return ready["socket"]
+
+    client = hub.connect("test:2", lambda: None, lambda code, reason: None, try_send)
+    hub.on_trade(trade_payload(1))  # the welcome is still queued: the trade waits behind it
+    assert [f["kind"] for f in written] == []
+    frames = []
+    while (item := hub.next_frame(client)) is not None:
+        frames.append(json.loads(item[0]))
+    assert kinds(frames) == ["welcome", "trade", "order_book_l2"]
+    hub.on_trade(trade_payload(2))  # nothing queued: written at once, no sender wake-up needed
+    assert [f["seq"] for f in written] == [2] and len(client.outbox) == 0
+    ready["socket"] = False  # the socket is over its write limit: the outbox takes it
+    hub.on_trade(trade_payload(3))
+    assert len(client.outbox.trades) == 1
+    ready["socket"] = True
+    hub.on_trade(trade_payload(4))  # a trade is queued: this one queues behind it, order kept
+    assert [f["seq"] for f in written] == [2] and len(client.outbox.trades) == 2
+    assert hub.statistics()["sent"]["trades"] == 2
