@@ -63,6 +63,27 @@ def ingest(config: Config, name: str) -> None:
 
 
 @cli.command()
+@click.option("--host", default=None, help="Address to bind (default: [publisher] host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="WebSocket and HTTP port (default: [publisher] port, 9001; 0: any free port).")
+@click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the bound port into this file once listening.")
+@pass_config
+def publish(config: Config, host: str | None, port: int | None, ready_file: str | None) -> None:
+    """Run the WebSocket publisher: every trade and book on one port, with a live page at /."""
+    from publisher.main import run_publisher
+
+    try:
+        run_publisher(config, host, port, ready_file)
+    except ConfigError as exc:  # a bad L2_THROTTLE_<NAME>_MS in the environment
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host or config.publisher.host}:"
+                                   f"{config.publisher.port if port is None else port}: {exc.strerror or exc}") from None
+
+
+@cli.command()
 @click.option("--host", default=None, help="Address to bind (default: [sim] host or 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port for WebSocket and REST (default: [sim] port, 9100).")
 @click.option("--symbols", default=None, help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT.")
@@ -102,6 +123,43 @@ def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_ever
     config.run_dir.mkdir(parents=True, exist_ok=True)
     with PidFile(config.run_dir / "sim.pid"):
         run_sim(opts)
+
+
+@cli.group()
+def sink() -> None:
+    """Run a sink process (consumers that record the bus)."""
+
+
+@sink.command("csv")
+@pass_config
+def sink_csv(config: Config) -> None:
+    """Record trades and books as tardis-format daily CSV files under [sinks.csv] dir (docs/csv.md)."""
+    from sinks.csv_sink import run_sink
+
+    try:
+        run_sink(config)
+    except ConfigError as exc:
+        raise click.ClickException(f"config error: {exc}") from None
+
+
+@cli.command()
+@click.argument("capture", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port for WebSocket and REST (0: any free port).")
+@click.option("--rate", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Replay speed: 1 = as recorded, 10 = ten times faster, 0 = as fast as the client reads.")
+@click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
+              help="Write the bound port into this file once listening.")
+@pass_config
+def replay(config: Config, capture: str, host: str, port: int, rate: float, ready_file: str | None) -> None:
+    """Serve CAPTURE (pipeline-capture/1) as a venue: its ws frames and REST bodies (pipeline/replay.py)."""
+    from pipeline.replay import CaptureError, run as run_replay
+
+    try:
+        run_replay(capture, host, port, rate, ready_file)
+    except CaptureError as exc:
+        raise click.BadParameter(str(exc), param_hint="CAPTURE") from None
 
 
 @cli.command()

@@ -80,6 +80,9 @@ class ExchangeConfig:
     streams_per_connection: int | None = None
     l2_endpoint: str | None = None  # e.g. "tcp://0.0.0.0:5556"; ipc in run_dir by default
     trades_endpoint: str | None = None
+    l2_throttle_ms: int | None = None  # WebSocket L2 snapshot interval per symbol; None: venue default (publisher)
+    tardis_exchange: str | None = None  # exchange id in CSV files (sinks/tardis.py); None: derived from the name
+    trade_ring_size: int = 16384  # recent trades per symbol kept in shared memory for consumers' backfill
 
 
 @dataclass(frozen=True)
@@ -97,13 +100,33 @@ class SimConfig:
 
 @dataclass(frozen=True)
 class PublisherConfig:
-    host: str = "127.0.0.1"
+    """``[publisher]``: the WebSocket bridge (docs/websocket.md has the meaning of each limit)."""
+
+    host: str = "127.0.0.1"  # loopback unless configured
     port: int = 9001
+    token: str | None = None  # bearer token required on the WebSocket upgrade (401 without it)
+    origins: tuple[str, ...] = ()  # allowed browser Origin values; empty: any (clients without Origin always pass)
+    max_clients: int = 100
+    max_subscriptions: int = 200  # (exchange, symbol) pairs per client
+    max_request_bytes: int = 4096  # a larger request gets an error reply; frames over 1 MiB close the connection
+    max_requests_per_s: float = 20.0
+    client_queue: int = 5000  # queued trades per client; one more closes it (1013): trades are never dropped
+    client_l2_queue: int = 1000  # queued L2 deltas per client; one more conflates them into snapshots
+    client_max_lag_s: float = 10.0  # oldest queued trade older than this closes the client (1013)
+    default_depth: int = 10  # levels per side of a book subscription that names no depth
+    min_throttle_ms: int = 10  # smallest throttle_ms a client may ask for
+    close_timeout_s: float = 5.0  # a closed client that does not read its close frame is cut after this
+    socket_send_buffer: int = 262144  # kernel send buffer per client (bytes; 0: autotuned, can hold MBs of stale data)
 
 
 @dataclass(frozen=True)
 class CsvSinkConfig:
+    """``[sinks.csv]``: tardis-format CSV files (docs/csv.md)."""
+
     dir: Path = Path("data/csv")
+    gzip: bool = False  # gzip each day's files once the day is over
+    flush_interval_s: float = 1.0  # buffered rows reach the files at least this often
+    exchanges: tuple[str, ...] = ()  # exchanges to record; empty: all
 
 
 @dataclass(frozen=True)
@@ -243,7 +266,7 @@ def _exchange(name: str, raw: Any) -> ExchangeConfig:
             kw[key] = _str(t[key], f"{where}.{key}")
     if "trade_stream" in kw and kw["trade_stream"] not in ("trade", "aggTrade"):
         raise ConfigError(f"{where}.trade_stream", f'expected "trade" or "aggTrade", got {_show(kw["trade_stream"])}')
-    for key in ("snapshot_limit", "rest_weight_limit", "streams_per_connection"):
+    for key in ("snapshot_limit", "rest_weight_limit", "streams_per_connection", "l2_throttle_ms"):
         if key in t:
             kw[key] = _pos_int(t[key], f"{where}.{key}")
     if "verify_bbo" in t:
@@ -254,7 +277,35 @@ def _exchange(name: str, raw: Any) -> ExchangeConfig:
     for key in ("l2_endpoint", "trades_endpoint"):
         if key in t:
             kw[key] = _url(t[key], f"{where}.{key}", ("tcp", "ipc"))
+    if "tardis_exchange" in t:
+        tid = _str(t["tardis_exchange"], f"{where}.tardis_exchange")
+        if not set(tid) <= _EXCHANGE_NAME_CHARS:
+            raise ConfigError(f"{where}.tardis_exchange",
+                              f"expected a tardis exchange id (lowercase letters, digits, '-', '_'), got {_show(tid)}")
+        kw["tardis_exchange"] = tid
+    if "trade_ring_size" in t:
+        kw["trade_ring_size"] = _pos_int(t["trade_ring_size"], f"{where}.trade_ring_size")
+        if kw["trade_ring_size"] > 1 << 22:
+            raise ConfigError(f"{where}.trade_ring_size", f"expected at most {1 << 22} trades, got {kw['trade_ring_size']}")
     return ExchangeConfig(**kw)
+
+
+def _csv_sink(t: dict, data_dir: Path, base_dir: Path, exchanges: dict[str, ExchangeConfig]) -> CsvSinkConfig:
+    _check_keys(t, set(CsvSinkConfig.__dataclass_fields__), "sinks.csv")
+    kw: dict[str, Any] = {"dir": _path(t.get("dir", str(data_dir / "csv")), "sinks.csv.dir", base_dir)}
+    if "gzip" in t:
+        kw["gzip"] = _bool(t["gzip"], "sinks.csv.gzip")
+    if "flush_interval_s" in t:
+        kw["flush_interval_s"] = _number(t["flush_interval_s"], "sinks.csv.flush_interval_s", positive=True)
+    if "exchanges" in t:
+        names = t["exchanges"]
+        if not isinstance(names, list) or not names:
+            raise ConfigError("sinks.csv.exchanges", f"expected a non-empty list of exchange names, got {_show(names)}")
+        for i, name in enumerate(names):
+            if name not in exchanges:
+                raise ConfigError(f"sinks.csv.exchanges[{i}]", f"no such exchange {_show(name)} in [exchanges]")
+        kw["exchanges"] = tuple(dict.fromkeys(names))
+    return CsvSinkConfig(**kw)
 
 
 def _sim(raw: Any) -> SimConfig:
@@ -278,6 +329,38 @@ def _sim(raw: Any) -> SimConfig:
     if "disconnect_every" in t:
         kw["disconnect_every"] = _number(t["disconnect_every"], "sim.disconnect_every")
     return SimConfig(**kw)
+
+
+def _publisher(raw: Any) -> PublisherConfig:
+    t = _table(raw, "publisher")
+    _check_keys(t, set(PublisherConfig.__dataclass_fields__), "publisher")
+    kw: dict[str, Any] = {}
+    if "host" in t:
+        kw["host"] = _str(t["host"], "publisher.host")
+    if "port" in t:
+        kw["port"] = _port(t["port"], "publisher.port")
+    if "token" in t:
+        kw["token"] = _str(t["token"], "publisher.token")
+    if "origins" in t:
+        if not isinstance(t["origins"], list):
+            raise ConfigError("publisher.origins", f"expected a list of origins, got {_show(t['origins'])}")
+        kw["origins"] = tuple(_url(o, f"publisher.origins[{i}]", ("http", "https"))
+                              for i, o in enumerate(t["origins"]))
+    for key in ("max_clients", "max_subscriptions", "max_request_bytes", "client_queue", "client_l2_queue",
+                "default_depth", "min_throttle_ms"):
+        if key in t:
+            kw[key] = _pos_int(t[key], f"publisher.{key}")
+    for key in ("max_requests_per_s", "client_max_lag_s", "close_timeout_s"):
+        if key in t:
+            kw[key] = _number(t[key], f"publisher.{key}", positive=True)
+    if "socket_send_buffer" in t:
+        v = t["socket_send_buffer"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError("publisher.socket_send_buffer", f"expected a number of bytes >= 0, got {_show(v)}")
+        kw["socket_send_buffer"] = v
+    if kw.get("max_request_bytes", 0) > 65536:
+        raise ConfigError("publisher.max_request_bytes", f"expected at most 65536, got {kw['max_request_bytes']}")
+    return PublisherConfig(**kw)
 
 
 def parse_config(text: str, base_dir: Path, source: str = "<string>") -> Config:
@@ -306,20 +389,14 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>") -> Config:
 
     sim = _sim(raw["sim"]) if "sim" in raw else None
 
-    pub_raw = _table(raw.get("publisher", {}), "publisher")
-    _check_keys(pub_raw, {"host", "port"}, "publisher")
-    publisher = PublisherConfig(
-        host=_str(pub_raw.get("host", "127.0.0.1"), "publisher.host"),
-        port=_port(pub_raw.get("port", 9001), "publisher.port"),
-    )
+    publisher = _publisher(raw.get("publisher", {}))
 
     csv = None
     sinks = _table(raw.get("sinks", {}), "sinks")
     _check_keys(sinks, {"csv"}, "sinks")
     if "csv" in sinks:
         c = _table(sinks["csv"], "sinks.csv")
-        _check_keys(c, {"dir"}, "sinks.csv")
-        csv = CsvSinkConfig(dir=_path(c.get("dir", str(data_dir / "csv")), "sinks.csv.dir", base_dir))
+        csv = _csv_sink(c, data_dir, base_dir, exchanges)
 
     return Config(run_dir=run_dir, data_dir=data_dir, exchanges=exchanges, sim=sim, publisher=publisher,
                   csv=csv, log_level=log_level, source=source)

@@ -7,7 +7,11 @@ JSON shape (stable; other programs parse it, see docs/operations.md)::
                 "age_s", "best_bid", "best_ask", "connected", "buffered",
                 "trade_seq", "update_id"}, ...],
      "processes": [{"name", "pid", "state", "uptime_s", "cpu_percent", "rss_bytes"}, ...],
-     "exchanges": [{"exchange", "state", "pid", "epoch", "heartbeat_age_s", <process stats>}]}
+     "exchanges": [{"exchange", "state", "pid", "epoch", "heartbeat_age_s", <process stats>}],
+     "publisher": {"state", "pid", "url", "clients", "queue_depth", "conflated", "dropped",
+                   "disconnected", "client_list", ...},   (publisher/stats.py)
+     "sinks": [{"name", "state", "pid", "dir", "rows", "files", "bytes", "last_write_age_s",
+                "gaps_filled", "snapshots", "errors", ...}]}   (sinks/status.py)
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ def processes(config: Config) -> list[dict]:
     if config.sim is not None:
         names.append("sim")
     names += [f"ingest-{n}" for n in config.exchanges]
+    names.append("publisher")
+    if config.csv is not None:
+        names.append("sink-csv")
     run_dir = Path(config.run_dir)
     if run_dir.is_dir():
         for p in sorted(run_dir.glob("*.pid")):
@@ -113,9 +120,24 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
     return out, exchanges
 
 
+def publisher(config: Config) -> dict:
+    """The ``publisher`` section: clients, queues, conflations, disconnects (publisher/stats.py)."""
+    from publisher import stats as publisher_stats
+
+    return publisher_stats.read(config)
+
+
+def sinks(config: Config) -> list[dict]:
+    """The ``sinks`` section: rows, files, bytes, gaps filled... per sink (sinks/status.py)."""
+    from sinks import status as sinks_status
+
+    return sinks_status.sinks(config)
+
+
 def collect(config: Config) -> dict:
     f, ex = feeds(config)
-    return {"feeds": f, "processes": processes(config), "exchanges": ex}
+    return {"feeds": f, "processes": processes(config), "exchanges": ex, "publisher": publisher(config),
+            "sinks": sinks(config)}
 
 
 def render_table(status: dict) -> str:
@@ -143,4 +165,17 @@ def render_table(status: dict) -> str:
                          f"rest {e['rest_requests']} req / {e['rest_errors']} err / {e['rest_throttled']} throttled, "
                          f"loop lag {e['loop_lag_us']}us (max {e['loop_lag_max_us']}), "
                          f"publish lag {e['publish_lag_us']}us (max {e['publish_lag_max_us']})")
+    pub = status.get("publisher")
+    if pub and pub.get("state") != "down":
+        lines.append(f"\npublisher {pub['url']}: {pub['clients']} clients, queued {pub['queue_depth']} "
+                     f"(max {pub['queue_depth_max']}), conflated {pub['conflated']}, dropped {pub['dropped']}, "
+                     f"disconnected {pub['disconnected_total']}"
+                     + "".join(f", {why} {n}" for why, n in sorted(pub["disconnected"].items())))
+    for s in status.get("sinks", []):
+        if s.get("rows") is not None:
+            age = f"{s['last_write_age_s']:.1f}s ago" if s.get("last_write_age_s") is not None else "never"
+            lines.append(f"\nsink {s['name']} ({s['state']}) {s['dir']}: {s['rows']} rows, {s['files']} files, "
+                         f"{s['bytes'] / 2**20:.1f} MB, last write {age}, snapshots {s['snapshots']}, "
+                         f"trades backfilled {s['gaps_filled']}, lost {s['trades_lost']}, errors {s['errors']}"
+                         + (f" (last: {s['last_error']})" if s.get("last_error") else ""))
     return "\n".join(lines)

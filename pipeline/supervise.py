@@ -1,8 +1,9 @@
 """`pipeline run`: supervisord in the foreground, its config derived from ours.
 
 The generated supervisord config (in run_dir) has one program per process: the
-sim when ``[sim]`` is configured, then one ingest per exchange (the publisher and
-sinks join here when they exist).  supervisord restarts a process that dies.
+sim when ``[sim]`` is configured, then one ingest per exchange, then the publisher
+(WebSocket :9001) and the CSV sink when ``[sinks.csv]`` is configured.  supervisord
+restarts a process that dies.
 
 ``pipeline run`` starts supervisord in its own session and forwards SIGINT/SIGTERM
 to it, so Ctrl-C triggers supervisord's orderly stop (SIGTERM to each program,
@@ -23,6 +24,7 @@ from pipeline import bus
 from pipeline.config import Config
 from pipeline.pidfile import read_pid
 from pipeline.shm import DEV_SHM, segment_name
+from pipeline.trade_ring import ring_name
 
 
 def programs(config: Config, config_path: str | None) -> list[tuple[str, list[str]]]:
@@ -35,6 +37,9 @@ def programs(config: Config, config_path: str | None) -> list[tuple[str, list[st
         progs.append(("sim", base + ["sim"]))
     for name in config.exchanges:
         progs.append((f"ingest-{name}", base + ["ingest", name]))
+    progs.append(("publisher", base + ["publish"]))  # WebSocket :9001 and the live page
+    if config.csv is not None:
+        progs.append(("sink-csv", base + ["sink", "csv"]))  # tardis-format CSV files (docs/csv.md)
     return progs
 
 
@@ -91,6 +96,10 @@ def cleanup(config: Config) -> list[str]:
         if seg.exists() and not _alive(pid):
             seg.unlink(missing_ok=True)
             removed.append(str(seg))
+        ring = DEV_SHM / ring_name(config.shm_prefix, name)
+        if ring.exists() and not _alive(pid):
+            ring.unlink(missing_ok=True)
+            removed.append(str(ring))
         for ep in bus.bind_endpoints(config, ex):
             if ep.startswith("ipc://") and not _alive(pid) and os.path.exists(ep[6:]):
                 bus.unlink_ipc(ep)

@@ -23,7 +23,8 @@ def test_run_supervises_restarts_and_cleans_up_on_ctrl_c():
     procs = Procs(workdir)
     port = free_port()
     cfg_path = write_config(workdir, port, ["BTCUSDT", "ETHUSDT"],
-                            sim_table=f'[sim]\nport = {port}\nsymbols = ["BTCUSDT", "ETHUSDT"]\nrate = 400\n')
+                            sim_table=f'[sim]\nport = {port}\nsymbols = ["BTCUSDT", "ETHUSDT"]\nrate = 400\n'
+                                      f'[publisher]\nport = {free_port()}\n')
     config = load_config(cfg_path)
     run = procs.start("run", PIPELINE + ["--config", str(cfg_path), "run"])
     try:

@@ -1,4 +1,4 @@
-"""The top-level supervisord.conf runs the demo: sim and the ingest of `sim`."""
+"""The top-level supervisord.conf runs the demo: sim, the ingest of `sim`, the publisher, the CSV sink."""
 
 import configparser
 import shlex
@@ -16,7 +16,8 @@ def test_top_level_supervisord_conf_runs_the_demo_programs(tmp_path, monkeypatch
     cp.read(ROOT / "supervisord.conf")
     top = {s.split(":", 1)[1]: shlex.split(cp[s]["command"])[1:] for s in cp.sections() if s.startswith("program:")}
     demo = {name: argv[3:] for name, argv in programs(load_config(None), None)}  # argv after "python -m pipeline.cli"
-    assert top == demo == {"sim": ["sim"], "ingest-sim": ["ingest", "sim"]}
+    assert top == demo == {"sim": ["sim"], "ingest-sim": ["ingest", "sim"], "publisher": ["publish"],
+                           "sink-csv": ["sink", "csv"]}
 
 
 def test_generated_conf_has_every_program_with_restart(tmp_path, monkeypatch):
@@ -25,6 +26,6 @@ def test_generated_conf_has_every_program_with_restart(tmp_path, monkeypatch):
     cp = configparser.RawConfigParser()
     cp.read_string(supervisord_conf(config, None, tmp_path))
     progs = [s for s in cp.sections() if s.startswith("program:")]
-    assert progs == ["program:sim", "program:ingest-sim"]
+    assert progs == ["program:sim", "program:ingest-sim", "program:publisher", "program:sink-csv"]
     assert all(cp[p]["autorestart"] == "true" for p in progs)
     assert cp["supervisord"]["nodaemon"] == "true"
