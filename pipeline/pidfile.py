@@ -32,3 +32,16 @@ def read_pid(path: Path) -> int | None:
         return int(Path(path).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def pid_alive(pid: object) -> bool:
+    """True when ``pid`` is a running process (or one we may not signal)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

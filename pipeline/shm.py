@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import SharedMemoryError
+from pipeline.pidfile import pid_alive
 
 MAGIC = int.from_bytes(b"L2PIPE01", "little")
 LAYOUT_VERSION = 2
@@ -201,18 +202,6 @@ def _encode_name(name: str) -> bytes:
     return raw.ljust(NAME_BYTES, b"\0")
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class _Segment:
     """A mapped segment: create (writer) or open read-only (reader)."""
 
@@ -317,7 +306,7 @@ class BookWriter:
             return
         pid = old.pid
         old.close()
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             raise SharedMemoryError(
                 f"segment {self.name!r} belongs to running process {pid}: another ingest for "
                 f"{self.exchange!r} with the same run_dir?")

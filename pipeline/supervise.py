@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline import bus
 from pipeline.config import Config
-from pipeline.pidfile import read_pid
+from pipeline.pidfile import pid_alive, read_pid
 from pipeline.shm import DEV_SHM, segment_name
 from pipeline.trade_ring import ring_name
 
@@ -93,36 +93,24 @@ def cleanup(config: Config) -> list[str]:
     for name, ex in config.exchanges.items():
         seg = DEV_SHM / segment_name(config.shm_prefix, name)
         pid = read_pid(config.run_dir / f"ingest-{name}.pid")
-        if seg.exists() and not _alive(pid):
+        if seg.exists() and not pid_alive(pid):
             seg.unlink(missing_ok=True)
             removed.append(str(seg))
         ring = DEV_SHM / ring_name(config.shm_prefix, name)
-        if ring.exists() and not _alive(pid):
+        if ring.exists() and not pid_alive(pid):
             ring.unlink(missing_ok=True)
             removed.append(str(ring))
         for ep in bus.bind_endpoints(config, ex):
-            if ep.startswith("ipc://") and not _alive(pid) and os.path.exists(ep[6:]):
+            if ep.startswith("ipc://") and not pid_alive(pid) and os.path.exists(ep[6:]):
                 bus.unlink_ipc(ep)
                 removed.append(ep)
     for pidfile in config.run_dir.glob("*.pid"):
-        if not _alive(read_pid(pidfile)):
+        if not pid_alive(read_pid(pidfile)):
             pidfile.unlink(missing_ok=True)
     sock = config.run_dir / "supervisor.sock"
-    if sock.exists() and not _alive(read_pid(config.run_dir / "supervisord.pid")):
+    if sock.exists() and not pid_alive(read_pid(config.run_dir / "supervisord.pid")):
         sock.unlink(missing_ok=True)
     return removed
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run(config: Config, config_path: str | None) -> int:

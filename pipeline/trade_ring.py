@@ -50,7 +50,8 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.errors import SharedMemoryError
-from pipeline.shm import NAME_BYTES, _encode_name, _pid_alive, _Segment, segment_name
+from pipeline.pidfile import pid_alive
+from pipeline.shm import NAME_BYTES, _encode_name, _Segment, segment_name
 
 MAGIC = int.from_bytes(b"L2TRADE1", "little")
 LAYOUT_VERSION = 1
@@ -147,7 +148,7 @@ class TradeRingWriter:
             return
         pid = old.pid
         old.close()
-        if pid != os.getpid() and _pid_alive(pid):
+        if pid != os.getpid() and pid_alive(pid):
             raise SharedMemoryError(f"trade ring {self.name!r} belongs to running process {pid}")
         _Segment.unlink(self.name)
 

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import Config
+from pipeline.pidfile import pid_alive
 
 STATS_FILE = "publisher.stats.json"
 STALE_AFTER_S = 5.0
@@ -39,18 +40,6 @@ def remove(config: Config) -> None:
     path(config).unlink(missing_ok=True)
 
 
-def _alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read(config: Config, now: float | None = None) -> dict:
     """The ``publisher`` section of `pipeline status --json`."""
     now = time.time() if now is None else now
@@ -59,7 +48,7 @@ def read(config: Config, now: float | None = None) -> dict:
     except (FileNotFoundError, ValueError):
         return {"state": "down", "pid": None, "url": url(config), "clients": 0}
     pid = data.pop("pid", None)
-    if not _alive(pid):
+    if not pid_alive(pid):
         return {"state": "down", "pid": None, "url": url(config), "clients": 0}
     age = now - float(data.pop("written_at", 0.0))
     return {"state": "up" if age <= STALE_AFTER_S else "stale", "pid": pid, "age_s": round(age, 3), **data}

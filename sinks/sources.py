@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Callable
 
 from pipeline.errors import SharedMemoryError
-from pipeline.shm import BookReader, BookSnapshot, BookState, _pid_alive
+from pipeline.pidfile import pid_alive
+from pipeline.shm import BookReader, BookSnapshot, BookState
 from pipeline.trade_ring import TradeRingReader
 
 
@@ -40,7 +41,7 @@ class ShmSources:
 
     def _open(self, cache: dict, opener: Callable, exchange: str, epoch: int | None):
         reader = cache.get(exchange)
-        if reader is not None and (epoch is None or reader.epoch == epoch) and reader.pid and _pid_alive(reader.pid):
+        if reader is not None and (epoch is None or reader.epoch == epoch) and reader.pid and pid_alive(reader.pid):
             return reader
         if reader is not None:
             reader.close()

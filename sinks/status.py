@@ -11,8 +11,7 @@ import json
 import time
 
 from pipeline.config import Config
-from pipeline.pidfile import read_pid
-from pipeline.shm import _pid_alive
+from pipeline.pidfile import pid_alive, read_pid
 
 PROCESS_NAME = "sink-csv"
 
@@ -25,7 +24,7 @@ def csv_sink(config: Config, now_us: int | None = None) -> dict:
     """One ``sinks`` entry for the CSV sink (docs/operations.md lists the keys)."""
     now_us = now_us or time.time_ns() // 1000
     pid = read_pid(config.run_dir / f"{PROCESS_NAME}.pid")
-    entry = {"name": "csv", "state": "running" if pid and _pid_alive(pid) else ("dead" if pid else "stopped"), "pid": pid,
+    entry = {"name": "csv", "state": "running" if pid and pid_alive(pid) else ("dead" if pid else "stopped"), "pid": pid,
              "dir": str(config.csv.dir) if config.csv else None}
     try:
         stats = json.loads(stats_path(config).read_text())
