@@ -202,6 +202,22 @@ def _encode_name(name: str) -> bytes:
     return raw.ljust(NAME_BYTES, b"\0")
 
 
+def write_names(buf, offset: int, exchange: str, symbols) -> None:
+    """The name table of a segment: the exchange, then one slot per symbol (NAME_BYTES each)."""
+    buf[offset:offset + NAME_BYTES] = _encode_name(exchange)
+    off = offset + NAME_BYTES
+    for i, sym in enumerate(symbols):
+        buf[off + i * NAME_BYTES: off + (i + 1) * NAME_BYTES] = _encode_name(sym)
+
+
+def read_names(buf, offset: int, n_symbols: int) -> tuple[str, tuple[str, ...]]:
+    """(exchange, symbols) from a name table written by write_names."""
+    def name(at: int) -> str:
+        return bytes(buf[at:at + NAME_BYTES]).rstrip(b"\0").decode("ascii")
+    off = offset + NAME_BYTES
+    return name(offset), tuple(name(off + i * NAME_BYTES) for i in range(n_symbols))
+
+
 class _Segment:
     """A mapped segment: create (writer) or open read-only (reader)."""
 
@@ -281,10 +297,7 @@ class BookWriter:
         buf = self._seg.buf
         self.header = _read_header(buf)
         self.header[:] = 0
-        buf[HEADER_WORDS * 8:HEADER_WORDS * 8 + NAME_BYTES] = _encode_name(exchange)
-        off = HEADER_WORDS * 8 + NAME_BYTES
-        for i, sym in enumerate(self.symbols):
-            buf[off + i * NAME_BYTES: off + (i + 1) * NAME_BYTES] = _encode_name(sym)
+        write_names(buf, HEADER_WORDS * 8, exchange, self.symbols)
         self.slots = [_Slot(buf, self.layout.slots_offset + i * self.layout.slot_bytes, depth)
                       for i in range(len(self.symbols))]
         for slot in self.slots:
@@ -392,11 +405,7 @@ class BookReader:
         if seg.size < self.layout.size:
             seg.close()
             raise SharedMemoryError(f"segment {seg.name!r} is truncated")
-        raw = bytes(buf[HEADER_WORDS * 8:HEADER_WORDS * 8 + NAME_BYTES])
-        self.exchange = raw.rstrip(b"\0").decode("ascii")
-        off = HEADER_WORDS * 8 + NAME_BYTES
-        self.symbols = tuple(bytes(buf[off + i * NAME_BYTES: off + (i + 1) * NAME_BYTES]).rstrip(b"\0").decode("ascii")
-                             for i in range(n))
+        self.exchange, self.symbols = read_names(buf, HEADER_WORDS * 8, n)
         self._index = {s: i for i, s in enumerate(self.symbols)}
         self.slots = [_Slot(buf, self.layout.slots_offset + i * self.layout.slot_bytes, self.depth) for i in range(n)]
 

@@ -51,7 +51,7 @@ import numpy as np
 from pipeline import schema
 from pipeline.errors import SharedMemoryError
 from pipeline.pidfile import pid_alive
-from pipeline.shm import NAME_BYTES, _encode_name, _Segment, segment_name
+from pipeline.shm import NAME_BYTES, _Segment, read_names, segment_name, write_names
 
 MAGIC = int.from_bytes(b"L2TRADE1", "little")
 LAYOUT_VERSION = 1
@@ -129,10 +129,7 @@ class TradeRingWriter:
         self._buf = buf
         self.header = np.ndarray((HEADER_WORDS,), np.int64, buf, 0)
         self.header[:] = 0
-        buf[HEADER_WORDS * 8:HEADER_WORDS * 8 + NAME_BYTES] = _encode_name(exchange)
-        off = HEADER_WORDS * 8 + NAME_BYTES
-        for i, sym in enumerate(self.symbols):
-            buf[off + i * NAME_BYTES: off + (i + 1) * NAME_BYTES] = _encode_name(sym)
+        write_names(buf, HEADER_WORDS * 8, exchange, self.symbols)
         self.streams = _streams(buf, self.layout)
         h = self.header
         h[H_VERSION], h[H_NSYM], h[H_CAPACITY], h[H_PID] = LAYOUT_VERSION, len(self.symbols), capacity, os.getpid()
@@ -203,10 +200,7 @@ class TradeRingReader:
         if seg.size < self.layout.size:
             seg.close()
             raise SharedMemoryError(f"trade ring {seg.name!r} is truncated")
-        self.exchange = bytes(buf[HEADER_WORDS * 8:HEADER_WORDS * 8 + NAME_BYTES]).rstrip(b"\0").decode("ascii")
-        off = HEADER_WORDS * 8 + NAME_BYTES
-        self.symbols = tuple(bytes(buf[off + i * NAME_BYTES: off + (i + 1) * NAME_BYTES]).rstrip(b"\0").decode("ascii")
-                             for i in range(n))
+        self.exchange, self.symbols = read_names(buf, HEADER_WORDS * 8, n)
         self._index = {s: i for i, s in enumerate(self.symbols)}
         self.streams = _streams(buf, self.layout)
 
