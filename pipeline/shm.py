@@ -304,7 +304,6 @@ class BookWriter:
             slot.view[V_EPOCH] = epoch
             slot.view[V_STATE] = BookState.SYNCING
         self._buf = buf
-        self._locks = [0] * len(self.slots)  # the single writer keeps the seqlock words here too
         h = self.header
         h[H_VERSION], h[H_DEPTH], h[H_NSYM], h[H_PID] = LAYOUT_VERSION, depth, len(self.symbols), os.getpid()
         h[H_EPOCH], h[H_CREATED_NS], h[H_HEARTBEAT_NS] = epoch, time.time_ns(), time.time_ns()
@@ -339,9 +338,8 @@ class BookWriter:
         slot = self.slots[i]
         buf = self._buf
         nb, na = min(len(bid_px), self.depth), min(len(ask_px), self.depth)
-        lock = self._locks[i] + 1
         lock_word = slot.lock
-        lock_word[0] = lock  # odd: writing
+        lock_word[0] += 1  # odd: writing
         _VIEW.pack_into(buf, slot.off_view, self.epoch, seq, state, ts_exchange_us, ts_received_us,
                         update_id, nb, na)
         if nb:
@@ -356,19 +354,7 @@ class BookWriter:
                 ask_px, ask_sz = ask_px[:na], ask_sz[:na]
             fa.pack_into(buf, slot.off_ask_px, *ask_px)
             fa.pack_into(buf, slot.off_ask_sz, *ask_sz)
-        self._locks[i] = lock + 1
-        lock_word[0] = lock + 1  # even: consistent
-
-    def set_state(self, i: int, state: BookState, seq: int | None = None) -> None:
-        """Change only the state (and seq) of symbol ``i``'s view, under the seqlock."""
-        slot = self.slots[i]
-        self._locks[i] += 1
-        slot.lock[0] = self._locks[i]
-        slot.view[V_STATE] = state
-        if seq is not None:
-            slot.view[V_SEQ] = seq
-        self._locks[i] += 1
-        slot.lock[0] = self._locks[i]
+        lock_word[0] += 1  # even: consistent
 
     def heartbeat(self, now_ns: int | None = None) -> None:
         self.header[H_HEARTBEAT_NS] = now_ns or time.time_ns()
@@ -382,7 +368,44 @@ class BookWriter:
             _Segment.unlink(self.name)
 
 
-class BookReader:
+class SegmentReader:
+    """What every read-only segment attachment shares: open by name, pid, epoch, close.
+
+    Subclasses set ``segment_name_for(prefix, exchange)`` and parse their layout in
+    ``__init__(seg)``; the header words H_PID and H_EPOCH are common to all layouts.
+    """
+
+    segment_name_for = staticmethod(segment_name)
+
+    @classmethod
+    def open_segment(cls, name: str):
+        return cls(_Segment(name, None, create=False))
+
+    @classmethod
+    def open(cls, prefix: str, exchange: str):
+        """Attach read-only to ``exchange``'s segment. Raises SharedMemoryError if absent."""
+        return cls.open_segment(cls.segment_name_for(prefix, exchange))
+
+    @property
+    def pid(self) -> int:
+        return int(self.header[H_PID])
+
+    @property
+    def epoch(self) -> int:
+        return int(self.header[H_EPOCH])
+
+    def close(self) -> None:
+        self.header = None
+        self._seg.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BookReader(SegmentReader):
     """Read-only access to one exchange's segment.  Never blocks the writer.
 
     Usage::
@@ -408,23 +431,6 @@ class BookReader:
         self.exchange, self.symbols = read_names(buf, HEADER_WORDS * 8, n)
         self._index = {s: i for i, s in enumerate(self.symbols)}
         self.slots = [_Slot(buf, self.layout.slots_offset + i * self.layout.slot_bytes, self.depth) for i in range(n)]
-
-    @classmethod
-    def open_segment(cls, name: str) -> "BookReader":
-        return cls(_Segment(name, None, create=False))
-
-    @classmethod
-    def open(cls, prefix: str, exchange: str) -> "BookReader":
-        """Attach read-only to ``exchange``'s segment. Raises SharedMemoryError if absent."""
-        return cls.open_segment(segment_name(prefix, exchange))
-
-    @property
-    def pid(self) -> int:
-        return int(self.header[H_PID])
-
-    @property
-    def epoch(self) -> int:
-        return int(self.header[H_EPOCH])
 
     @property
     def heartbeat_ns(self) -> int:
@@ -467,12 +473,5 @@ class BookReader:
         return {name: int(st[i]) for i, name in enumerate(FEED_STATS)}
 
     def close(self) -> None:
-        self.header = None
         self.slots = []
-        self._seg.close()
-
-    def __enter__(self) -> "BookReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().close()

@@ -51,7 +51,7 @@ import numpy as np
 from pipeline import schema
 from pipeline.errors import SharedMemoryError
 from pipeline.pidfile import pid_alive
-from pipeline.shm import NAME_BYTES, _Segment, read_names, segment_name, write_names
+from pipeline.shm import NAME_BYTES, SegmentReader, _Segment, read_names, segment_name, write_names
 
 MAGIC = int.from_bytes(b"L2TRADE1", "little")
 LAYOUT_VERSION = 1
@@ -174,7 +174,7 @@ class TradeRingWriter:
             _Segment.unlink(self.name)
 
 
-class TradeRingReader:
+class TradeRingReader(SegmentReader):
     """Read-only access to one exchange's trade ring.  Never blocks the writer.
 
     Usage::
@@ -183,6 +183,8 @@ class TradeRingReader:
         ring.epoch, ring.head("BTCUSDT")
         trade = ring.read("BTCUSDT", seq)     # schema.Trade, or None when gone
     """
+
+    segment_name_for = staticmethod(ring_name)
 
     def __init__(self, seg: _Segment):
         self._seg = seg
@@ -203,23 +205,6 @@ class TradeRingReader:
         self.exchange, self.symbols = read_names(buf, HEADER_WORDS * 8, n)
         self._index = {s: i for i, s in enumerate(self.symbols)}
         self.streams = _streams(buf, self.layout)
-
-    @classmethod
-    def open_segment(cls, name: str) -> "TradeRingReader":
-        return cls(_Segment(name, None, create=False))
-
-    @classmethod
-    def open(cls, prefix: str, exchange: str) -> "TradeRingReader":
-        """Attach read-only to ``exchange``'s trade ring. Raises SharedMemoryError if absent."""
-        return cls.open_segment(ring_name(prefix, exchange))
-
-    @property
-    def pid(self) -> int:
-        return int(self.header[H_PID])
-
-    @property
-    def epoch(self) -> int:
-        return int(self.header[H_EPOCH])
 
     def _stream(self, symbol: str) -> _Stream:
         try:
@@ -270,13 +255,6 @@ class TradeRingReader:
         return None
 
     def close(self) -> None:
-        self.header = None
         self.streams = []
         self._buf = None
-        self._seg.close()
-
-    def __enter__(self) -> "TradeRingReader":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().close()
