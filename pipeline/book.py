@@ -206,7 +206,3 @@ class ViewBook:
 
     def best_ask(self) -> Level | None:
         return self.asks.best()
-
-    def is_crossed(self) -> bool:
-        bb, ba = self.bids.best(), self.asks.best()
-        return bb is not None and ba is not None and bb[0] >= ba[0]
