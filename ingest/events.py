@@ -21,11 +21,13 @@ class DepthDiff:
     asks: list[Level]
     ts_exchange_us: int
     recv_ns: int
+    checksum: int = 0      # venue checksum of the book after this diff (OKX CRC32); 0 = none
 
 
 @dataclass(slots=True)
 class DepthSnapshot:
-    """A full (or top-K) book from REST, valid as of venue update id ``last_id``."""
+    """A full (or top-K) book, valid as of venue update id ``last_id``: from REST, or
+    in-stream (Bybit/OKX/Lighter snapshot frames, every Hyperliquid l2Book)."""
 
     symbol: str
     last_id: int
@@ -33,6 +35,7 @@ class DepthSnapshot:
     asks: list[Level]
     ts_exchange_us: int
     recv_ns: int
+    checksum: int = 0      # venue checksum of this book (OKX CRC32); 0 = none
 
 
 @dataclass(slots=True)
@@ -79,5 +82,18 @@ class StreamGroup:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRequest:
+    """A REST request for a book (or for venue metadata): GET, or POST with a JSON body."""
+
     url: str
     weight: int
+    method: str = "GET"
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """What a native symbol trades, for consumers that join venues: ``BTC``/``USDT``/``perp``."""
+
+    base: str
+    quote: str
+    kind: str               # "spot" | "perp" | "future" | "unknown"

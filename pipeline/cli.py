@@ -14,6 +14,32 @@ from pipeline.errors import ConfigError, SharedMemoryError
 
 pass_config = click.make_pass_decorator(Config)
 
+SIM_PROTOCOLS = ("binance", "bybit", "okx", "hyperliquid", "lighter")
+
+# `pipeline bench SUBCOMMAND`: each lives in pipeline/benchmarks/ as a click command named `command`,
+# imported only when used (the benchmarks pull in more than the daemons need).
+BENCH_COMMANDS = {
+    "ingest": "pipeline.benchmarks.ingest",
+    "gen-capture": "pipeline.benchmarks.gen_capture",
+    "compare": "pipeline.benchmarks.compare",
+    "e2e": "pipeline.benchmarks.e2e",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        import importlib.util
+
+        return sorted(name for name, module in BENCH_COMMANDS.items() if importlib.util.find_spec(module))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        module = BENCH_COMMANDS.get(name)
+        if module is None:
+            return None
+        import importlib
+
+        return importlib.import_module(module).command
+
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO), stream=sys.stderr,
@@ -92,11 +118,14 @@ def publish(config: Config, host: str | None, port: int | None, ready_file: str 
 @click.option("--levels", type=int, default=None, help="Price levels per side at start.")
 @click.option("--disconnect-every", type=float, default=None, help="Fault: drop every connection every N s.")
 @click.option("--ping-interval", type=float, default=None, help="Server WebSocket ping interval, s (Binance: 20).")
+@click.option("--protocol", type=click.Choice(SIM_PROTOCOLS), default="binance", show_default=True,
+              help="Which venue's wire protocol the simulated exchange speaks (docs/sim.md).")
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
               help="Write the bound port into this file once listening.")
 @pass_config
-def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_every, ping_interval, ready_file) -> None:
-    """Run the simulated exchange (Binance spot protocol) on one port."""
+def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_every, ping_interval, protocol,
+        ready_file) -> None:
+    """Run the simulated exchange on one port (Binance spot protocol unless --protocol)."""
     from pipeline.config import SimConfig
     from pipeline.pidfile import PidFile
     from pipeline.sim.server import SimOptions, run as run_sim
@@ -122,7 +151,11 @@ def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_ever
         raise click.BadParameter(f"expected a positive rate, got {opts.rate}", param_hint="--rate")
     config.run_dir.mkdir(parents=True, exist_ok=True)
     with PidFile(config.run_dir / "sim.pid"):
-        run_sim(opts)
+        if protocol == "binance":
+            run_sim(opts)
+        else:
+            from pipeline.sim.venues import run as run_venue
+            run_venue(protocol, opts)
 
 
 @cli.group()
@@ -205,6 +238,11 @@ def status(config: Config, as_json: bool) -> None:
         click.echo(json.dumps(st))
     else:
         click.echo(status_mod.render_table(st))
+
+
+@cli.group(cls=_LazyGroup)
+def bench() -> None:
+    """Benchmarks: measured speed of every hop (bench/RESULTS.md, README "Performance")."""
 
 
 def main() -> None:

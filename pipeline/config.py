@@ -25,6 +25,11 @@ from pipeline.errors import ConfigError
 ADAPTERS: dict[str, str] = {
     "binance": "ingest.adapters.binance:BinanceSpotAdapter",
     "binance_futures": "ingest.adapters.binance:BinanceFuturesAdapter",
+    "bybit": "ingest.adapters.bybit:BybitSpotAdapter",
+    "bybit_linear": "ingest.adapters.bybit:BybitLinearAdapter",
+    "okx": "ingest.adapters.okx:OkxAdapter",
+    "hyperliquid": "ingest.adapters.hyperliquid:HyperliquidAdapter",
+    "lighter": "ingest.adapters.lighter:LighterAdapter",
 }
 
 DEMO_SIM_PORT = 9100

@@ -1,0 +1,1 @@
+"""`pipeline bench` commands (see pipeline/cli.py BENCH_COMMANDS)."""
