@@ -23,9 +23,10 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, SnapshotRequest, StreamGroup, TradeEvent,
-                           VenueNotice)
+from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup,
+                           TradeEvent, VenueNotice)
 from pipeline.config import ExchangeConfig
+from pipeline.instruments import split_concatenated
 from pipeline.errors import MalformedFrame, UnknownFrame
 
 _INF = math.inf
@@ -111,6 +112,10 @@ class BinanceSpotAdapter:
     WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))
     MAX_SNAPSHOT_LIMIT = 5000
     USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
+    snapshot_source = "rest"   # REST snapshot joined to buffered diffs (docs/adapters.md)
+    book_cap = 0               # diffs cover the whole book
+    app_ping = None            # RFC 6455 pings; the venue pings us too
+    KIND = "spot"
 
     def __init__(self, config: ExchangeConfig):
         d = self.DEFAULTS
@@ -132,6 +137,15 @@ class BinanceSpotAdapter:
                          "trade": self._parse_trade, "aggTrade": self._parse_trade}
         for speed in ("depth", "depth@100ms", "depth@0ms", "depth@250ms", "depth@500ms", self.depth_stream):
             self._parsers[speed] = self._parse_depth
+
+    def instrument(self, symbol: str) -> Instrument:
+        return split_concatenated(symbol, self.KIND)
+
+    def connection_opened(self, group: StreamGroup) -> None:
+        """Nothing per connection: the sync state lives in the feed."""
+
+    def resubscribe(self, symbol: str) -> list[str]:
+        return []  # a REST venue: resyncs fetch a snapshot, the stream stays
 
     # ------------------------------------------------------------ what to connect to
     def _url(self, route: str, streams: list[str]) -> str:
@@ -301,6 +315,7 @@ class BinanceFuturesAdapter(BinanceSpotAdapter):
     # /fapi/v1/depth weight (section 2): <=50 -> 2, <=100 -> 5, <=500 -> 10, <=1000 -> 20
     WEIGHTS = ((50, 2), (100, 5), (500, 10), (1000, 20))
     MAX_SNAPSHOT_LIMIT = 1000
+    KIND = "perp"
 
     @staticmethod
     def check(ev: DepthDiff, book_id: int, first: bool) -> int:
