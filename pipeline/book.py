@@ -81,6 +81,18 @@ class AskSide:
     def best(self) -> Level | None:
         return (self.prices[0], self.sizes[0]) if self.prices else None
 
+    def worst_beyond(self, n: int) -> list[float]:
+        """Prices of the levels past the best ``n`` (what a top-``n`` venue no longer holds)."""
+        return self.prices[n:]
+
+    def changes_to(self, levels: Iterable[Level]) -> list[Level]:
+        """The absolute level changes that turn this side into ``levels`` (0 = delete)."""
+        new = {p: s for p, s in levels if s > 0.0}
+        changes = [(p, 0.0) for p in self.prices if p not in new]
+        old = dict(zip(self.prices, self.sizes))
+        changes += [(p, s) for p, s in new.items() if old.get(p) != s]
+        return changes
+
     def __len__(self) -> int:
         return len(self.prices)
 
@@ -108,6 +120,9 @@ class BidSide(AskSide):
 
     def best(self) -> Level | None:
         return (self.prices[-1], self.sizes[-1]) if self.prices else None
+
+    def worst_beyond(self, n: int) -> list[float]:
+        return self.prices[:-n] if len(self.prices) > n else []
 
 
 class ViewBook:
@@ -192,6 +207,30 @@ class ViewBook:
                 delta.append((new_px[i], new_sz[i]))
                 i -= 1
         return delta
+
+    def replace(self, bids: Iterable[Level], asks: Iterable[Level]) -> tuple[list[Level], list[Level]]:
+        """Make the book equal to a full snapshot; return the exact view delta.
+
+        For venues that send whole books (every Hyperliquid ``l2Book``, Bybit's resent
+        snapshots): consumers get a delta, not a new snapshot, and the result is the
+        same as ``clear`` + ``load_snapshot``.
+        """
+        return self.apply(self.bids.changes_to(bids), self.asks.changes_to(asks))
+
+    def trim(self, cap: int) -> tuple[list[Level], list[Level]]:
+        """Drop levels past the best ``cap`` per side (a top-N venue sends no deletes for
+        levels that fall out of its N, exchange-protocols.md section 4 rule 6); returns
+        the view delta (empty unless the view is deeper than ``cap``)."""
+        db = self._apply_side(0, self.bids, [(p, 0.0) for p in self.bids.worst_beyond(cap)]) \
+            if len(self.bids) > cap else []
+        da = self._apply_side(1, self.asks, [(p, 0.0) for p in self.asks.worst_beyond(cap)]) \
+            if len(self.asks) > cap else []
+        return db, da
+
+    def is_crossed(self) -> bool:
+        """Best bid at or above best ask: the book is wrong (a missed update)."""
+        b, a = self.bids.prices, self.asks.prices
+        return bool(b and a and b[-1] >= a[0])
 
     def view(self) -> tuple[list[Level], list[Level]]:
         """The current top-``depth`` view, best first, as (price, size) lists."""

@@ -62,3 +62,61 @@ def test_level_leaving_the_view_gets_explicit_delete_and_entering_level_is_sent(
     assert sorted(db) == [(9.0, 1.0), (11.0, 0.0)]
     db, _ = vb.apply([(7.0, 4.0)], [])            # beyond a full view: nothing to send
     assert db == []
+
+
+books = st.tuples(changes, changes).map(lambda ba: ([(p, s) for p, s in ba[0] if p < 30 and s > 0],
+                                                    [(p + 30, s) for p, s in ba[1] if s > 0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(depth=st.integers(1, 10), first=books, later=st.lists(books, max_size=15))
+def test_replace_by_full_snapshots_gives_exact_deltas(depth, first, later):
+    """Venues that send whole books (Hyperliquid l2Book): each replacement's delta
+    applied to the consumer's copy gives exactly the view of the new snapshot."""
+    vb = ViewBook(depth)
+    vb.load_snapshot(*first)
+    ref_b, ref_a = (dict(side) for side in vb.view())
+    for bids, asks in later:
+        db, da = vb.replace(bids, asks)
+        _apply(ref_b, db)
+        _apply(ref_a, da)
+        fresh = ViewBook(depth)
+        fresh.load_snapshot(bids, asks)
+        assert vb.view() == fresh.view()
+        assert sorted(ref_b.items(), reverse=True) == fresh.view()[0]
+        assert sorted(ref_a.items()) == fresh.view()[1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(depth=st.integers(1, 10), cap=st.integers(1, 10), snap=books,
+       steps=st.lists(st.tuples(changes, changes), max_size=20))
+def test_trim_to_venue_depth_keeps_exact_view(depth, cap, snap, steps):
+    """A top-N venue (Bybit orderbook.N) sends no delete for levels leaving its N: the
+    book trims itself after every update and the view deltas stay exact."""
+    vb = ViewBook(depth)
+    vb.load_snapshot(*snap)
+    vb.trim(cap)
+    ref_b, ref_a = (dict(side) for side in vb.view())
+    full_b, full_a = dict(snap[0]), dict(snap[1])
+    for cb, ca in steps:
+        cb = [(p, s) for p, s in cb if p < 30]
+        ca = [(p + 30, s) for p, s in ca]
+        for delta, ref in zip(vb.apply(cb, ca) + vb.trim(cap), (ref_b, ref_a, ref_b, ref_a)):
+            _apply(ref, delta)
+        _apply(full_b, cb)
+        _apply(full_a, ca)
+        full_b = dict(sorted(full_b.items(), reverse=True)[:cap])
+        full_a = dict(sorted(full_a.items())[:cap])
+        assert len(vb.bids) <= cap and len(vb.asks) <= cap
+        assert vb.view()[0] == sorted(full_b.items(), reverse=True)[:depth]
+        assert vb.view()[1] == sorted(full_a.items())[:depth]
+        assert sorted(ref_b.items(), reverse=True) == vb.view()[0]
+        assert sorted(ref_a.items()) == vb.view()[1]
+
+
+def test_crossed_book_is_detected():
+    vb = ViewBook(5)
+    vb.load_snapshot([(10.0, 1.0)], [(11.0, 1.0)])
+    assert not vb.is_crossed()
+    vb.apply([(11.0, 1.0)], [])
+    assert vb.is_crossed()
