@@ -1,0 +1,342 @@
+"""Bybit v5 adapters: spot (``bybit``) and linear perpetuals/futures (``bybit_linear``).
+Sans-I/O: frames in, events out.
+
+Venue rules implemented here (shared/docs/exchange-protocols.md section 4):
+- the book arrives in the stream (``snapshot_source = "ws"``): ``orderbook.{N}.{SYMBOL}``
+  frames ``{"topic","type":"snapshot"|"delta","ts","data":{"s","b","a","u","seq"},"cts"}``.
+  A snapshot -> DepthSnapshot(last_id=u); a delta -> DepthDiff(u, u, prev_id=u-1).
+- sequencing: ``u`` goes up by exactly 1 per delta; ``u <= book id`` is old (SKIP),
+  ``u == id + 1`` applies, anything else is a gap (rule 2).  A snapshot at any time
+  replaces the book, including ``u == 1`` after a service restart and the depth-1
+  resends with the same ``u`` (rules 3, 5): the feed installs every snapshot.
+- the venue keeps only the top N levels per side and sends no delete for a level that
+  falls out of them (rule 6): ``book_cap = N``, the feed trims after every delta.
+- depths 1/50/200/1000 only; ``orderbook.full`` is delta-only and seeded from another
+  REST endpoint, which this adapter does not implement (a config error).
+- trades: ``publicTrade.{SYMBOL}``, ``data`` is an array; ``S`` is the taker side
+  (``Buy``/``Sell``), ``i`` a string id, ``T`` the fill time in ms.
+- keepalive: the text ``{"op":"ping"}`` (``app_ping``); pongs and subscribe acks carry
+  nothing; a failed subscribe (``success: false``) is a VenueNotice("error").
+- limits: spot takes at most 10 args per subscribe request, and one connection's args
+  may total 21,000 characters; depth and trades use separate connections.
+- REST ``GET /v5/market/orderbook`` (weight 1, IP limit 600 requests / 5 s) feeds only
+  the best-available-book fallback: its ``u`` is the 1000-level stream's, not ours.
+
+Prices and sizes leave as floats (msgspec ``strict=False`` converts Bybit's decimal
+strings in C); a negative, NaN or infinite level is a MalformedFrame, never an event.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from urllib.parse import urlencode
+
+import msgspec
+
+from ingest.events import (DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent,
+                           VenueNotice)
+from pipeline.config import ExchangeConfig
+from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
+from pipeline.instruments import split_concatenated
+
+SKIP, APPLY, GAP = 0, 1, 2
+_INF = math.inf
+DEPTHS = (1, 50, 200, 1000)
+
+# --------------------------------------------------------------------- wire structs
+
+
+class _BookData(msgspec.Struct):
+    s: str
+    b: list[tuple[float, float]]
+    a: list[tuple[float, float]]
+    u: int
+    seq: int = 0
+
+
+class _BookFrame(msgspec.Struct):
+    topic: str
+    type: str
+    data: _BookData
+    ts: int = 0        # push time, ms
+    cts: int = 0       # matching-engine time, ms
+
+
+class _Trade(msgspec.Struct):
+    T: int             # fill time, ms
+    p: float
+    v: float
+    S: str             # taker side: Buy / Sell
+    i: str             # trade id (a string)
+    s: str = ""
+
+
+class _TradeFrame(msgspec.Struct):
+    topic: str
+    data: list[_Trade]
+    ts: int = 0
+
+
+class _Control(msgspec.Struct):
+    """Everything that is not a topic push: subscribe acks, pongs."""
+
+    topic: str | None = None
+    op: str | None = None
+    success: bool | None = None
+    ret_msg: str | None = None
+
+
+class _RestResult(msgspec.Struct):
+    s: str
+    b: list[tuple[float, float]]
+    a: list[tuple[float, float]]
+    u: int = 0
+    ts: int = 0
+    cts: int = 0
+
+
+class _RestBody(msgspec.Struct):
+    retCode: int
+    result: _RestResult | None = None
+    retMsg: str = ""
+
+
+_dec_book = msgspec.json.Decoder(_BookFrame, strict=False)
+_dec_trades = msgspec.json.Decoder(_TradeFrame, strict=False)
+_dec_control = msgspec.json.Decoder(_Control)
+_dec_rest = msgspec.json.Decoder(_RestBody, strict=False)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+_SIDES = {"Buy": "buy", "Sell": "sell"}
+
+
+def _check_levels(levels: list[tuple[float, float]]) -> None:
+    for p, q in levels:
+        if not (0.0 < p < _INF and 0.0 <= q < _INF):
+            raise MalformedFrame(f"bad level [{p!r}, {q!r}]")
+
+
+def _malformed(message: str, symbol: str | None) -> MalformedFrame:
+    exc = MalformedFrame(message)
+    exc.symbol = symbol
+    return exc
+
+
+def parse_depth_stream(name: str, where: str = "depth_stream") -> int:
+    """``orderbook.200`` -> 200; anything else is a ConfigError naming the key."""
+    prefix, _, n = name.partition(".")
+    if prefix == "orderbook" and n.isdigit() and int(n) in DEPTHS:
+        return int(n)
+    raise ConfigError(where, f"expected one of {', '.join(f'orderbook.{d}' for d in DEPTHS)}, got {name!r}"
+                      + (" (orderbook.full is delta-only and not supported)" if n == "full" else ""))
+
+
+class BybitSpotAdapter:
+    """Bybit v5 spot: in-stream snapshots and ``u + 1`` deltas, top-N book."""
+
+    name = "bybit"
+    CATEGORY = "spot"
+    KIND = "spot"
+    DEFAULTS = {
+        "ws_url": "wss://stream.bybit.com/v5/public/spot",
+        "rest_url": "https://api.bybit.com",
+        "rest_depth_path": "/v5/market/orderbook",
+        "depth_stream": "orderbook.200",
+        "trade_stream": "publicTrade",
+        "snapshot_limit": 200,
+        "rest_weight_limit": 600,          # requests/min: 1/12 of the venue's 600 per 5 s per IP
+        "streams_per_connection": 100,     # topics; ~25 chars each, far below 21,000 chars of args
+    }
+    SUBSCRIBE_BATCH = 10                   # spot: at most 10 args per subscribe request
+    MAX_SNAPSHOT_LIMIT = 1000
+    USED_WEIGHT_HEADER = None
+    snapshot_source = "ws"
+    app_ping = '{"op":"ping"}'
+    verify_bbo = False                     # orderbook.1 has its own u space: nothing to compare at an id
+
+    def __init__(self, config: ExchangeConfig):
+        d = self.DEFAULTS
+        self.config = config
+        self.ws_url = config.ws_url or d["ws_url"]
+        self.rest_url = config.rest_url or d["rest_url"]
+        self.rest_depth_path = config.rest_depth_path or d["rest_depth_path"]
+        self.depth_stream = config.depth_stream or d["depth_stream"]
+        self.book_cap = parse_depth_stream(self.depth_stream, f"exchanges.{config.name}.depth_stream")
+        self.trade_stream = config.trade_stream or d["trade_stream"]
+        self.snapshot_limit = min(config.snapshot_limit or d["snapshot_limit"], self.MAX_SNAPSHOT_LIMIT)
+        self.rest_weight_limit = config.rest_weight_limit or d["rest_weight_limit"]
+        self.streams_per_connection = config.streams_per_connection or d["streams_per_connection"]
+        self.symbols = config.symbols
+        # topic -> (parser, native symbol); topics are upper-case on the wire
+        self._topics: dict[str, tuple] = {}
+        self._book_topic: dict[str, str] = {}
+        self._trade_topic: dict[str, str] = {}
+        for s in config.symbols:
+            bt, tt = f"{self.depth_stream}.{s.upper()}", f"{self.trade_stream}.{s.upper()}"
+            self._book_topic[s], self._trade_topic[s] = bt, tt
+            self._topics[bt] = (self._parse_book, s)
+            self._topics[tt] = (self._parse_trades, s)
+        self._req = 0
+
+    def instrument(self, symbol: str) -> Instrument:
+        return split_concatenated(symbol, self.KIND)
+
+    def connection_opened(self, group: StreamGroup) -> None:
+        """Nothing per connection: the first book frame of a subscription is a snapshot."""
+
+    # ------------------------------------------------------------ what to connect to
+    def _request(self, op: str, args: list[str]) -> str:
+        self._req += 1
+        return json.dumps({"req_id": f"{op[:5]}{self._req}", "op": op, "args": args}, separators=(",", ":"))
+
+    def _subscribe_frames(self, topics: list[str]) -> tuple[str, ...]:
+        n = self.SUBSCRIBE_BATCH
+        return tuple(self._request("subscribe", topics[i:i + n]) for i in range(0, len(topics), n))
+
+    def stream_groups(self) -> list[StreamGroup]:
+        """Depth and trades on separate connections, ``streams_per_connection`` topics each."""
+        groups = []
+        chunk = max(1, self.streams_per_connection)
+        for kind, topic in (("depth", self._book_topic), ("trades", self._trade_topic)):
+            for i in range(0, len(self.symbols), chunk):
+                syms = self.symbols[i:i + chunk]
+                groups.append(StreamGroup(self.ws_url, kind, tuple(syms),
+                                          self._subscribe_frames([topic[s] for s in syms])))
+        return groups
+
+    def resubscribe(self, symbol: str) -> list[str]:
+        """Unsubscribe + subscribe the book topic: the venue answers with a fresh snapshot."""
+        topic = self._book_topic[symbol]
+        return [self._request("unsubscribe", [topic]), self._request("subscribe", [topic])]
+
+    def snapshot_request(self, symbol: str) -> SnapshotRequest:
+        query = urlencode({"category": self.CATEGORY, "symbol": symbol.upper(), "limit": self.snapshot_limit})
+        return SnapshotRequest(f"{self.rest_url}{self.rest_depth_path}?{query}", 1)
+
+    # ------------------------------------------------------------------- parsing
+    def parse_frame(self, frame: bytes | str, recv_ns: int):
+        """One text frame -> DepthSnapshot | DepthDiff | list[TradeEvent] | VenueNotice | None.
+
+        Raises MalformedFrame (``.symbol`` set when the topic was readable) or UnknownFrame.
+        """
+        if isinstance(frame, str):
+            frame = frame.encode()
+        # Fast path: pushes start with the topic ({"topic":"orderbook.200.BTCUSDT",...}):
+        # slice it by position and decode the frame once, straight into its struct.
+        topic = None
+        if frame.startswith(b'{"topic":"'):
+            end = frame.find(b'"', 10)
+            if end > 0:
+                topic = frame[10:end].decode("utf-8", "replace")
+        if topic is None:
+            try:
+                ctl = _dec_control.decode(frame)
+            except _DECODE_ERRORS as exc:
+                raise MalformedFrame(f"not a Bybit frame: {exc}") from None
+            if ctl.topic is None:
+                return self._control(frame, ctl)
+            topic = ctl.topic
+        entry = self._topics.get(topic)
+        if entry is None:
+            raise UnknownFrame(f"topic {topic!r}")
+        parser, symbol = entry
+        try:
+            return parser(frame, recv_ns, symbol)
+        except _DECODE_ERRORS as exc:
+            raise _malformed(str(exc), symbol) from None
+        except MalformedFrame as exc:
+            exc.symbol = symbol
+            raise
+
+    def _control(self, frame: bytes, ctl: _Control):
+        if ctl.op in ("ping", "pong"):
+            return None
+        if ctl.op in ("subscribe", "unsubscribe"):
+            if ctl.success is False:
+                try:
+                    detail = msgspec.json.decode(frame)
+                except _DECODE_ERRORS:  # pragma: no cover - decoded once already
+                    detail = {}
+                return VenueNotice("error", detail if isinstance(detail, dict) else {})
+            return None
+        raise UnknownFrame(f"op {ctl.op!r}")
+
+    def _parse_book(self, frame: bytes, recv_ns: int, symbol: str):
+        f = _dec_book.decode(frame)
+        d = f.data
+        if d.s.upper() != symbol.upper():
+            raise MalformedFrame(f"data.s {d.s!r} on topic {f.topic!r}")
+        if d.u < 1:
+            raise MalformedFrame(f"u {d.u} < 1")
+        _check_levels(d.b)
+        _check_levels(d.a)
+        ts = (f.cts or f.ts) * 1000
+        if f.type == "delta":
+            return DepthDiff(symbol, d.u, d.u, d.u - 1, d.b, d.a, ts, recv_ns)
+        if f.type == "snapshot":
+            return DepthSnapshot(symbol, d.u, d.b, d.a, ts, recv_ns)
+        raise MalformedFrame(f"book frame of type {f.type!r}")
+
+    def _parse_trades(self, frame: bytes, recv_ns: int, symbol: str):
+        f = _dec_trades.decode(frame)
+        out = []
+        for t in f.data:
+            side = _SIDES.get(t.S)
+            if side is None:
+                raise MalformedFrame(f"trade side {t.S!r}")
+            if not (0.0 < t.p < _INF and 0.0 < t.v < _INF):
+                raise MalformedFrame(f"bad trade price/amount {t.p!r}/{t.v!r}")
+            if not t.i:
+                raise MalformedFrame("trade without an id")
+            out.append(TradeEvent(symbol, t.p, t.v, side, t.i, t.T * 1000, recv_ns))
+        return out or None
+
+    def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> DepthSnapshot:
+        """REST ``/v5/market/orderbook`` body -> DepthSnapshot (its ``u`` is the 1000-level
+        stream's). Raises MalformedFrame."""
+        try:
+            r = _dec_rest.decode(body)
+        except _DECODE_ERRORS as exc:
+            raise _malformed(f"snapshot: {exc}", symbol) from None
+        if r.retCode != 0 or r.result is None:
+            raise _malformed(f"snapshot: retCode {r.retCode} {r.retMsg!r}", symbol)
+        s = r.result
+        try:
+            _check_levels(s.b)
+            _check_levels(s.a)
+        except MalformedFrame as exc:
+            exc.symbol = symbol
+            raise
+        return DepthSnapshot(symbol, s.u, s.b, s.a, (s.cts or s.ts) * 1000, recv_ns)
+
+    # ------------------------------------------------------------ sequencing rule
+    @staticmethod
+    def check(ev: DepthDiff, book_id: int, first: bool) -> int:
+        """Section 4 rule 2: SKIP if ``u <= id``, APPLY if ``u == id + 1``, else GAP."""
+        u = ev.last_id
+        if u <= book_id:
+            return SKIP
+        return APPLY if u == book_id + 1 else GAP
+
+    @staticmethod
+    def snapshot_usable(snapshot_id: int, first_buffered: DepthDiff | None) -> bool:
+        """Every in-stream snapshot is usable: it replaces the book (rule 3)."""
+        return True
+
+
+class BybitLinearAdapter(BybitSpotAdapter):
+    """Bybit v5 linear (USDT/USDC perpetuals and dated futures): same protocol, other socket."""
+
+    name = "bybit_linear"
+    CATEGORY = "linear"
+    KIND = "perp"
+    DEFAULTS = {**BybitSpotAdapter.DEFAULTS, "ws_url": "wss://stream.bybit.com/v5/public/linear"}
+    SUBSCRIBE_BATCH = 10   # the 10-arg cap is documented for spot; linear keeps it to stay safe
+
+    def instrument(self, symbol: str) -> Instrument:
+        """``BTCUSDT`` is a perpetual; ``BTC-26DEC25`` / ``BTCUSDT-26DEC25`` are dated futures."""
+        head, dash, _ = symbol.upper().partition("-")
+        if dash:
+            inst = split_concatenated(head, "future")
+            return inst if inst.quote else Instrument(head, "USDC", "future")
+        return split_concatenated(symbol, self.KIND)

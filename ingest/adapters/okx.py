@@ -1,0 +1,391 @@
+"""OKX v5 adapter (``okx``): spot, perpetual swaps and dated futures on one public socket.
+Sans-I/O: frames in, events out.
+
+Venue rules implemented here (shared/docs/exchange-protocols.md section 5):
+- the book arrives in the stream (``snapshot_source = "ws"``): ``books`` (400 levels,
+  100 ms; the default) or ``books-l2-tbt`` / ``books50-l2-tbt`` (10 ms, VIP4+) via
+  ``depth_stream``.  Frames ``{"arg":{"channel","instId"},"action":"snapshot"|"update",
+  "data":[{"asks","bids","ts","checksum","prevSeqId","seqId"}]}``; a level is
+  ``[px, sz, "0", numOrders]``, ``sz`` absolute, ``"0"`` deletes.
+- sequencing: snapshot -> DepthSnapshot(last_id=seqId); update -> DepthDiff(seqId,
+  seqId, prev_id=prevSeqId) and it applies iff ``prevSeqId == book id``.  That one rule
+  covers the heartbeat update (``seqId == prevSeqId``) and the reset after maintenance
+  (``seqId < prevSeqId``).  Frames from before 2022-06 carry no seqId: they get
+  ``prev_id = -1``, apply in order and are guarded by the checksum alone.
+- checksum: events carry the venue's ``checksum`` (0 = none; OKX sends 0 since the
+  2026-06-23 docs revision).  ``checksum(symbol, book)`` is the signed CRC32 of
+  ``bid1px:bid1sz:ask1px:ask1sz:...`` over the top 25 levels per side, built from the
+  *original text* of each level (never from floats; section 0 rule 1).  The text of
+  every level decoded is kept per symbol (price float -> "px:sz"), reset by each
+  snapshot, updated by each update; it is kept only while the stream carries checksums.
+- the venue keeps a 400-level window (50 for books50-l2-tbt): ``book_cap`` trims to it,
+  which is exact whether or not OKX sends deletes for levels leaving the window.
+- trades: ``trades`` data array; ``side`` is the taker side, ``tradeId`` (the last id of
+  an aggregate), ``ts`` ms as a string.
+- keepalive: the text ``ping``; the text reply ``pong`` is checked before any JSON
+  decoding.  Notice 64008 (service upgrade soon) -> VenueNotice("server_shutdown");
+  ``event: error`` -> VenueNotice("error").
+- limits: fewer than 30 channels per connection for 400-level channels; one request's
+  args at most 64 KB; 480 (un)subscribe requests per hour per connection (a resync costs 2).
+- REST ``GET /api/v5/market/books?instId=..&sz=400`` feeds only the best-available-book
+  fallback (40 requests / 2 s per IP).
+
+Units: for SWAP and FUTURES instruments ``sz`` is a number of **contracts**, not base
+currency.  This adapter keeps the venue's unit (no ``ctVal`` conversion): consumers that
+compare venues must scale by the instrument's contract value themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from urllib.parse import urlencode
+
+import msgspec
+
+from ingest.events import (DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent,
+                           VenueNotice)
+from pipeline.config import ExchangeConfig
+from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
+from pipeline.instruments import split_dashed
+
+SKIP, APPLY, GAP = 0, 1, 2
+_INF = math.inf
+CHECKSUM_LEVELS = 25
+BOOK_CHANNELS = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}
+NO_SEQ = -1
+
+# --------------------------------------------------------------------- wire structs
+# Book levels are decoded as text: the checksum needs it byte for byte.
+
+
+class _Arg(msgspec.Struct):
+    channel: str
+    instId: str = ""
+
+
+class _Book(msgspec.Struct):
+    asks: list[list[str]]
+    bids: list[list[str]]
+    ts: int = 0                      # ms, a string on the wire (strict=False)
+    checksum: int = 0
+    seqId: int | None = None
+    prevSeqId: int | None = None
+
+
+class _Trade(msgspec.Struct):
+    px: float
+    sz: float
+    side: str
+    tradeId: str
+    ts: int                          # ms, a string on the wire
+    instId: str = ""
+
+
+_NO_DATA = msgspec.Raw(b"")
+
+
+class _Frame(msgspec.Struct):
+    arg: _Arg | None = None
+    action: str | None = None
+    data: msgspec.Raw = _NO_DATA
+    event: str | None = None
+    code: str | int | None = None
+
+
+class _RestBooks(msgspec.Struct):
+    code: str | int
+    data: list[_Book] | None = None
+    msg: str = ""
+
+
+_dec_frame = msgspec.json.Decoder(_Frame)
+_dec_books = msgspec.json.Decoder(list[_Book], strict=False)
+_dec_trades = msgspec.json.Decoder(list[_Trade], strict=False)
+_dec_rest = msgspec.json.Decoder(_RestBooks, strict=False)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+_SIDES = {"buy": "buy", "sell": "sell"}
+
+
+def _malformed(message: str, symbol: str | None) -> MalformedFrame:
+    exc = MalformedFrame(message)
+    exc.symbol = symbol
+    return exc
+
+
+def _levels(raw: list[list[str]], texts: dict[float, str] | None) -> list[tuple[float, float]]:
+    """Text levels -> float (price, size) pairs; record "px:sz" per price when ``texts``
+    is given (size 0 deletes the text).  Raises MalformedFrame on a bad level."""
+    out = []
+    for lv in raw:
+        if len(lv) < 2:
+            raise MalformedFrame(f"level {lv!r} has fewer than 2 fields")
+        px, sz = lv[0], lv[1]
+        try:
+            p, q = float(px), float(sz)
+        except ValueError:
+            raise MalformedFrame(f"level {lv!r} is not numeric") from None
+        if not (0.0 < p < _INF and 0.0 <= q < _INF):
+            raise MalformedFrame(f"bad level [{px!r}, {sz!r}]")
+        out.append((p, q))
+        if texts is not None:
+            if q == 0.0:
+                texts.pop(p, None)
+            else:
+                texts[p] = f"{px}:{sz}"
+    return out
+
+
+def crc32_signed(text: str) -> int:
+    """zlib CRC32 of ``text`` as OKX reports it: a signed 32-bit integer."""
+    v = zlib.crc32(text.encode())
+    return v - (1 << 32) if v >= (1 << 31) else v
+
+
+def checksum_string(bids: list[str], asks: list[str]) -> str:
+    """Interleave ``"px:sz"`` entries, best first: ``b1:a1:b2:a2...``; the longer side's
+    extra entries follow alone (section 5, checksum)."""
+    parts = []
+    for i in range(max(len(bids), len(asks))):
+        if i < len(bids):
+            parts.append(bids[i])
+        if i < len(asks):
+            parts.append(asks[i])
+    return ":".join(parts)
+
+
+class OkxAdapter:
+    """OKX v5 public: in-stream snapshots, ``prevSeqId`` chaining, CRC32 on the text."""
+
+    name = "okx"
+    DEFAULTS = {
+        "ws_url": "wss://ws.okx.com:8443/ws/v5/public",
+        "rest_url": "https://www.okx.com",
+        "rest_depth_path": "/api/v5/market/books",
+        "depth_stream": "books",
+        "trade_stream": "trades",
+        "snapshot_limit": 400,
+        "rest_weight_limit": 600,          # requests/min: half the venue's 40 per 2 s per IP
+        "streams_per_connection": 25,      # fewer than 30 channels per connection for 400-level books
+    }
+    TRADES_PER_CONNECTION = 100
+    MAX_ARGS_BYTES = 60_000                # one request's args at most 64 KB
+    MAX_SNAPSHOT_LIMIT = 400
+    USED_WEIGHT_HEADER = None
+    snapshot_source = "ws"
+    app_ping = "ping"
+    verify_bbo = False                     # bbo-tbt shares no id with the book we could compare at
+
+    def __init__(self, config: ExchangeConfig):
+        d = self.DEFAULTS
+        self.config = config
+        self.ws_url = config.ws_url or d["ws_url"]
+        self.rest_url = config.rest_url or d["rest_url"]
+        self.rest_depth_path = config.rest_depth_path or d["rest_depth_path"]
+        self.depth_stream = config.depth_stream or d["depth_stream"]
+        if self.depth_stream not in BOOK_CHANNELS:
+            raise ConfigError(f"exchanges.{config.name}.depth_stream",
+                              f"expected one of {', '.join(BOOK_CHANNELS)}, got {self.depth_stream!r}")
+        self.book_cap = BOOK_CHANNELS[self.depth_stream]
+        self.trade_stream = config.trade_stream or d["trade_stream"]
+        self.snapshot_limit = min(config.snapshot_limit or d["snapshot_limit"], self.MAX_SNAPSHOT_LIMIT)
+        self.rest_weight_limit = config.rest_weight_limit or d["rest_weight_limit"]
+        self.streams_per_connection = config.streams_per_connection or d["streams_per_connection"]
+        self.symbols = config.symbols
+        self._by_inst = {s.upper(): s for s in config.symbols}
+        # per symbol: (bid texts, ask texts), price -> "px:sz"; None while the stream sends checksum 0
+        self._texts: dict[str, tuple[dict[float, str], dict[float, str]] | None] = dict.fromkeys(config.symbols)
+        # per symbol: a local update counter for frames without seqId (pre-2022-06 captures)
+        self._local_seq: dict[str, int] = dict.fromkeys(config.symbols, 0)
+        self._req = 0
+
+    def instrument(self, symbol: str) -> Instrument:
+        return split_dashed(symbol)
+
+    def connection_opened(self, group: StreamGroup) -> None:
+        """A new socket: forget the level texts of its symbols (a snapshot comes first)."""
+        if group.kind == "depth":
+            for s in group.symbols:
+                self._texts[s] = None
+                self._local_seq[s] = 0
+
+    # ------------------------------------------------------------ what to connect to
+    def _request(self, op: str, channel: str, symbols) -> str:
+        self._req += 1
+        args = [{"channel": channel, "instId": s.upper()} for s in symbols]
+        return json.dumps({"id": f"{op[:3]}{self._req}", "op": op, "args": args}, separators=(",", ":"))
+
+    def _subscribe_frames(self, channel: str, symbols) -> tuple[str, ...]:
+        """Subscribe requests whose args stay under the 64 KB per-request limit."""
+        frames, batch, size = [], [], 0
+        for s in symbols:
+            n = len(channel) + len(s) + 32
+            if batch and size + n > self.MAX_ARGS_BYTES:
+                frames.append(self._request("subscribe", channel, batch))
+                batch, size = [], 0
+            batch.append(s)
+            size += n
+        if batch:
+            frames.append(self._request("subscribe", channel, batch))
+        return tuple(frames)
+
+    def stream_groups(self) -> list[StreamGroup]:
+        """Books and trades on separate connections; < 30 book channels per connection."""
+        groups = []
+        for kind, channel, chunk in (("depth", self.depth_stream, self.streams_per_connection),
+                                     ("trades", self.trade_stream, self.TRADES_PER_CONNECTION)):
+            chunk = max(1, chunk)
+            for i in range(0, len(self.symbols), chunk):
+                syms = tuple(self.symbols[i:i + chunk])
+                groups.append(StreamGroup(self.ws_url, kind, syms, self._subscribe_frames(channel, syms)))
+        return groups
+
+    def resubscribe(self, symbol: str) -> list[str]:
+        """Unsubscribe + subscribe the book channel: OKX answers with a fresh snapshot."""
+        return [self._request("unsubscribe", self.depth_stream, [symbol]),
+                self._request("subscribe", self.depth_stream, [symbol])]
+
+    def snapshot_request(self, symbol: str) -> SnapshotRequest:
+        query = urlencode({"instId": symbol.upper(), "sz": self.snapshot_limit})
+        return SnapshotRequest(f"{self.rest_url}{self.rest_depth_path}?{query}", 1)
+
+    # ------------------------------------------------------------------- parsing
+    def parse_frame(self, frame: bytes | str, recv_ns: int):
+        """One text frame -> DepthSnapshot | DepthDiff | list[TradeEvent] | VenueNotice | None.
+
+        Raises MalformedFrame (``.symbol`` set when the instId was readable) or UnknownFrame.
+        """
+        if isinstance(frame, str):
+            frame = frame.encode()
+        if frame == b"pong":
+            return None
+        try:
+            f = _dec_frame.decode(frame)
+        except _DECODE_ERRORS as exc:
+            raise MalformedFrame(f"not an OKX frame: {exc}") from None
+        if f.arg is None or not f.data:
+            return self._event(frame, f)
+        symbol = self._by_inst.get(f.arg.instId.upper())
+        channel = f.arg.channel
+        if symbol is None:
+            raise UnknownFrame(f"channel {channel!r} for unknown instId {f.arg.instId!r}")
+        try:
+            if channel == self.depth_stream:
+                return self._parse_books(f, recv_ns, symbol)
+            if channel == self.trade_stream:
+                return self._parse_trades(f.data, recv_ns, symbol)
+        except _DECODE_ERRORS as exc:
+            raise _malformed(str(exc), symbol) from None
+        except MalformedFrame as exc:
+            exc.symbol = symbol
+            raise
+        raise UnknownFrame(f"channel {channel!r}")
+
+    def _event(self, frame: bytes, f: _Frame):
+        ev = f.event
+        if ev is None:
+            raise UnknownFrame("frame with neither event nor arg/data")
+        if ev in ("subscribe", "unsubscribe", "channel-conn-count"):
+            return None
+        try:
+            detail = msgspec.json.decode(frame)
+        except _DECODE_ERRORS:  # pragma: no cover - decoded once already
+            detail = {}
+        detail = detail if isinstance(detail, dict) else {}
+        if ev == "error":
+            return VenueNotice("error", detail)
+        if ev == "notice" and str(f.code) == "64008":
+            return VenueNotice("server_shutdown", detail)
+        return VenueNotice("reply", detail)
+
+    def _parse_books(self, f: _Frame, recv_ns: int, symbol: str):
+        action = f.action
+        if action not in ("snapshot", "update"):
+            raise MalformedFrame(f"books action {action!r}")
+        books = _dec_books.decode(f.data)
+        if not books:
+            raise MalformedFrame("books frame with an empty data array")
+        out = []
+        for b in books:
+            if action == "snapshot":
+                texts = ({}, {}) if b.checksum else None
+                self._texts[symbol] = texts
+                bids = _levels(b.bids, texts[0] if texts else None)
+                asks = _levels(b.asks, texts[1] if texts else None)
+                if b.seqId is None:
+                    self._local_seq[symbol] = seq = 0
+                else:
+                    seq = b.seqId
+                out.append(DepthSnapshot(symbol, seq, bids, asks, b.ts * 1000, recv_ns, b.checksum))
+            else:
+                texts = self._texts[symbol]
+                bids = _levels(b.bids, texts[0] if texts else None)
+                asks = _levels(b.asks, texts[1] if texts else None)
+                if b.seqId is None:
+                    self._local_seq[symbol] = seq = self._local_seq[symbol] + 1
+                    prev = NO_SEQ
+                else:
+                    seq = b.seqId
+                    prev = b.prevSeqId if b.prevSeqId is not None else NO_SEQ - 1  # never chains
+                out.append(DepthDiff(symbol, seq, seq, prev, bids, asks, b.ts * 1000, recv_ns, b.checksum))
+        return out[0] if len(out) == 1 else out
+
+    def _parse_trades(self, data: msgspec.Raw, recv_ns: int, symbol: str):
+        out = []
+        for t in _dec_trades.decode(data):
+            side = _SIDES.get(t.side)
+            if side is None:
+                raise MalformedFrame(f"trade side {t.side!r}")
+            if not (0.0 < t.px < _INF and 0.0 < t.sz < _INF):
+                raise MalformedFrame(f"bad trade price/amount {t.px!r}/{t.sz!r}")
+            if not t.tradeId:
+                raise MalformedFrame("trade without an id")
+            out.append(TradeEvent(symbol, t.px, t.sz, side, t.tradeId, t.ts * 1000, recv_ns))
+        return out or None
+
+    def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> DepthSnapshot:
+        """REST ``/api/v5/market/books`` body -> DepthSnapshot (no checksum; the stream's
+        level texts are left alone). Raises MalformedFrame."""
+        try:
+            r = _dec_rest.decode(body)
+            if str(r.code) != "0" or not r.data:
+                raise _malformed(f"snapshot: code {r.code!r} {r.msg!r}", symbol)
+            b = r.data[0]
+            bids, asks = _levels(b.bids, None), _levels(b.asks, None)
+        except _DECODE_ERRORS as exc:
+            raise _malformed(f"snapshot: {exc}", symbol) from None
+        except MalformedFrame as exc:
+            exc.symbol = symbol
+            raise
+        return DepthSnapshot(symbol, b.seqId if b.seqId is not None else 0, bids, asks, b.ts * 1000, recv_ns)
+
+    # ------------------------------------------------------------ sequencing rule
+    @staticmethod
+    def check(ev: DepthDiff, book_id: int, first: bool) -> int:
+        """Section 5 step 2: APPLY iff ``prevSeqId == book id`` (heartbeats and seq resets
+        included), else GAP.  Unsequenced (pre-seqId) frames apply in order."""
+        if ev.prev_id == book_id or ev.prev_id == NO_SEQ:
+            return APPLY
+        return GAP
+
+    @staticmethod
+    def snapshot_usable(snapshot_id: int, first_buffered: DepthDiff | None) -> bool:
+        """Every in-stream snapshot is usable: it replaces the book."""
+        return True
+
+    # ------------------------------------------------------------------ integrity
+    def checksum(self, symbol: str, book) -> int:
+        """OKX's checksum of ``book`` (a pipeline.book.ViewBook) from the original level
+        text: signed CRC32 of the interleaved top 25 ``px:sz`` per side."""
+        texts = self._texts.get(symbol)
+        bid_text, ask_text = texts if texts is not None else ({}, {})
+        n = CHECKSUM_LEVELS
+        # bids are stored ascending with the best at the end; asks ascending, best first
+        bp, bs = book.bids.prices[:-n - 1:-1], book.bids.sizes[:-n - 1:-1]
+        ap, as_ = book.asks.prices[:n], book.asks.sizes[:n]
+        # a level without text (never decoded here) falls back to float text: it will
+        # not match, and the mismatch makes the feed resync
+        bids = [bid_text.get(p) or f"{p!r}:{s!r}" for p, s in zip(bp, bs)]
+        asks = [ask_text.get(p) or f"{p!r}:{s!r}" for p, s in zip(ap, as_)]
+        return crc32_signed(checksum_string(bids, asks))
