@@ -1,0 +1,325 @@
+"""Hyperliquid adapter (``hyperliquid``): perps, spot and HIP-3 coins.  Sans-I/O.
+
+Venue rules implemented here (shared/docs/exchange-protocols.md section 6):
+- one WebSocket at ``/ws``; subscribe ``{"method":"subscribe","subscription":{"type":"l2Book","coin":C}}``
+  (and ``trades``); the ack is ``subscriptionResponse``, errors ``{"channel":"error"}``;
+- every ``l2Book`` frame is a **full snapshot** of the top 20 levels per side
+  (``levels: [bids, asks]``, each level ``{"px","sz","n"}``), pushed at most every
+  0.5 s; there are no sequence numbers, only the block ``time`` (ms).  So each frame
+  becomes a DepthSnapshot with ``last_id = time``; the feed replaces the book and
+  publishes the exact view delta (rule 3).  A frame whose ``time`` is older than the
+  last one of the same coin on this connection is dropped (rule 2); equal times
+  happen (the capture's first two frames are identical) and pass;
+- a missing frame is harmless: the next one is the whole book again.  No DepthDiff is
+  ever emitted, so ``check`` is never consulted; it is still total and safe;
+- ``trades``: ``side`` ``"B"`` = taker buy, ``"A"`` = taker sell (verified on the capture:
+  B prints at the best ask).  ``tid`` is a hash, not a sequence; the unique key is
+  ``(coin, time, tid)``.  The first frame after (re)subscribing repeats recent trades,
+  so keys are remembered (bounded) across reconnects;
+- keepalive: ``{"method":"ping"}`` -> ``{"channel":"pong"}`` (the server cuts a
+  connection silent for 60 s).  Per IP: 10 connections, 1000 subscriptions;
+- REST: ``POST /info {"type":"l2Book","coin":C}`` returns the WS ``data`` shape (weight 2
+  of 1200/min).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import deque
+
+import msgspec
+
+from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
+from pipeline.config import ExchangeConfig
+from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
+
+_INF = math.inf
+SKIP, APPLY, GAP = 0, 1, 2
+
+# venue limits per IP (section 6 "Heartbeat / limits")
+MAX_CONNECTIONS = 10
+MAX_SUBSCRIPTIONS = 1000
+
+# --------------------------------------------------------------------- wire structs
+# strict=False lets msgspec turn the venue's decimal strings into floats in C.
+
+
+class _Level(msgspec.Struct):
+    px: float
+    sz: float
+    n: int = 0                                  # number of orders (unused)
+
+
+class _Book(msgspec.Struct):
+    coin: str
+    time: int                                   # block time, ms
+    levels: tuple[list[_Level], list[_Level]]   # [bids high->low, asks low->high]
+
+
+class _Trade(msgspec.Struct):
+    coin: str
+    side: str                                   # "B" taker buy, "A" taker sell
+    px: float
+    sz: float
+    time: int                                   # ms
+    tid: int                                    # 50-bit hash, not a sequence
+
+
+class _Envelope(msgspec.Struct):
+    channel: str
+    data: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_dec_env = msgspec.json.Decoder(_Envelope)
+_dec_book = msgspec.json.Decoder(_Book, strict=False)
+_dec_trades = msgspec.json.Decoder(list[_Trade], strict=False)
+_dec_any = msgspec.json.Decoder()
+
+_COIN_RE = re.compile(rb'"coin"\s*:\s*"([^"]{1,64})"')
+_SIDES = {"B": "buy", "A": "sell"}
+
+
+def _malformed(message: str, symbol: str | None) -> MalformedFrame:
+    exc = MalformedFrame(message)
+    exc.symbol = symbol
+    return exc
+
+
+def book_levels(levels: list[_Level], symbol: str | None) -> list[tuple[float, float]]:
+    """Wire levels -> (price, size) tuples; a non-positive or non-finite value is malformed.
+
+    A zero size has no meaning in a full snapshot (the level would not be listed), so
+    it is malformed too."""
+    out = []
+    for lv in levels:
+        p, q = lv.px, lv.sz
+        if not (0.0 < p < _INF and 0.0 < q < _INF):
+            raise _malformed(f"bad level [{p!r}, {q!r}]", symbol)
+        out.append((p, q))
+    return out
+
+
+def check_uncrossed(bids, asks, symbol: str | None) -> None:
+    """A full snapshot whose best bid is not below its best ask cannot be a real book."""
+    if bids and asks:
+        bb = max(p for p, _ in bids)
+        ba = min(p for p, _ in asks)
+        if bb >= ba:
+            raise _malformed(f"crossed snapshot: best bid {bb!r} >= best ask {ba!r}", symbol)
+
+
+class RecentKeys:
+    """Bounded memory of recently seen keys (trade de-duplication).
+
+    Keeps the last ``size`` keys in arrival order; older ones are forgotten.  A venue's
+    replayed backlog (tens of trades) is far smaller than ``size``, so a repeat is always
+    still remembered."""
+
+    __slots__ = ("size", "_order", "_set")
+
+    def __init__(self, size: int):
+        self.size = size
+        self._order: deque = deque()
+        self._set: set = set()
+
+    def add(self, key) -> bool:
+        """Remember ``key``; False if it was already known (a duplicate)."""
+        if key in self._set:
+            return False
+        self._set.add(key)
+        self._order.append(key)
+        if len(self._order) > self.size:
+            self._set.discard(self._order.popleft())
+        return True
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
+class HyperliquidAdapter:
+    """Hyperliquid: every l2Book frame is a full snapshot; trades de-duplicated."""
+
+    name = "hyperliquid"
+    DEFAULTS = {
+        "ws_url": "wss://api.hyperliquid.xyz/ws",
+        "rest_url": "https://api.hyperliquid.xyz",
+        "rest_depth_path": "/info",
+        "depth_stream": "l2Book",
+        "trade_stream": "trades",
+        "snapshot_limit": 20,             # the venue's fixed 20 levels per side
+        "rest_weight_limit": 600,         # half the venue's 1200/min per IP; l2Book costs 2
+        "streams_per_connection": 500,    # subscriptions per connection (1000 per IP in all)
+    }
+    SNAPSHOT_WEIGHT = 2
+    USED_WEIGHT_HEADER = None
+    snapshot_source = "ws"     # every l2Book frame is the whole (top-20) book
+    book_cap = 0               # snapshots replace the book: nothing to trim after diffs
+    app_ping = '{"method":"ping"}'
+    TRADE_KEYS_PER_COIN = 5000  # backlog after a resubscribe is ~30 trades
+
+    def __init__(self, config: ExchangeConfig):
+        d = self.DEFAULTS
+        self.config = config
+        self.ws_url = config.ws_url or d["ws_url"]
+        self.rest_url = (config.rest_url or d["rest_url"]).rstrip("/")
+        self.rest_depth_path = config.rest_depth_path or d["rest_depth_path"]
+        self.rest_weight_limit = config.rest_weight_limit or d["rest_weight_limit"]
+        self.streams_per_connection = config.streams_per_connection or d["streams_per_connection"]
+        self.verify_bbo = False    # the bbo channel has no id in a shared space with l2Book
+        self.symbols = config.symbols
+        self._known = frozenset(config.symbols)    # coins are case-sensitive ("kPEPE", "@107")
+        self._last_time: dict[str, int] = {}       # per connection: newest l2Book time per coin
+        self._seen = {s: RecentKeys(self.TRADE_KEYS_PER_COIN) for s in config.symbols}
+        n_subs = 2 * len(self.symbols)
+        n_conns = len(self.stream_groups())
+        if n_subs > MAX_SUBSCRIPTIONS or n_conns > MAX_CONNECTIONS:
+            raise ConfigError(f"exchanges.{config.name}.symbols",
+                              f"{len(self.symbols)} coins need {n_subs} subscriptions on {n_conns} connections; "
+                              f"Hyperliquid allows {MAX_SUBSCRIPTIONS} and {MAX_CONNECTIONS} per IP")
+
+    def instrument(self, symbol: str) -> Instrument:
+        """Perps ``BTC`` / HIP-3 ``dex:COIN`` -> (coin, USD, perp); spot ``PURR/USDC`` ->
+        (PURR, USDC, spot); spot by index ``@107`` -> (@107, "", spot): the pair behind an
+        index needs the venue's spotMeta, which the adapter does not fetch."""
+        if symbol.startswith("@"):
+            return Instrument(symbol, "", "spot")
+        if "/" in symbol:
+            base, _, quote = symbol.partition("/")
+            return Instrument(base, quote, "spot")
+        return Instrument(symbol, "USD", "perp")
+
+    # ------------------------------------------------------------ what to connect to
+    @staticmethod
+    def _sub(method: str, kind: str, coin: str) -> str:
+        return msgspec.json.encode({"method": method, "subscription": {"type": kind, "coin": coin}}).decode()
+
+    def stream_groups(self) -> list[StreamGroup]:
+        """Books on one connection, trades on another (more only past
+        ``streams_per_connection`` coins); every subscription is a frame sent after connecting."""
+        groups = []
+        chunk = max(1, self.streams_per_connection)
+        for kind, channel in (("depth", "l2Book"), ("trades", "trades")):
+            for i in range(0, len(self.symbols), chunk):
+                syms = self.symbols[i:i + chunk]
+                groups.append(StreamGroup(self.ws_url, kind, tuple(syms),
+                                          tuple(self._sub("subscribe", channel, s) for s in syms)))
+        return groups
+
+    def connection_opened(self, group: StreamGroup) -> None:
+        """A new connection: forget the last book times of its coins (trade keys stay)."""
+        if group.kind == "depth":
+            for s in group.symbols:
+                self._last_time.pop(s, None)
+
+    def resubscribe(self, symbol: str) -> list[str]:
+        """Unsubscribe + subscribe l2Book: the next frame is a fresh full book."""
+        return [self._sub("unsubscribe", "l2Book", symbol), self._sub("subscribe", "l2Book", symbol)]
+
+    def snapshot_request(self, symbol: str) -> SnapshotRequest:
+        body = msgspec.json.encode({"type": "l2Book", "coin": symbol})
+        return SnapshotRequest(f"{self.rest_url}{self.rest_depth_path}", self.SNAPSHOT_WEIGHT, "POST", body)
+
+    # ------------------------------------------------------------------- parsing
+    def parse_frame(self, frame: bytes | str, recv_ns: int):
+        """One WebSocket text frame -> DepthSnapshot | list[TradeEvent] | VenueNotice | None.
+
+        None: a pong, a subscription ack, a book older than the last one of its coin,
+        or a trades frame whose trades were all seen before.
+        Raises MalformedFrame (``.symbol`` set when the coin was readable) or UnknownFrame.
+        """
+        if isinstance(frame, str):
+            frame = frame.encode()
+        try:
+            env = _dec_env.decode(frame)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _malformed(f"not a Hyperliquid envelope: {exc}", self._coin_in(frame)) from None
+        channel = env.channel
+        if channel == "l2Book":
+            return self._parse_book(env.data, recv_ns)
+        if channel == "trades":
+            return self._parse_trades(env.data, recv_ns)
+        if channel in ("pong", "subscriptionResponse"):
+            return None
+        if channel == "error":
+            try:
+                detail = _dec_any.decode(env.data)
+            except msgspec.DecodeError:
+                detail = None
+            return VenueNotice("error", {"error": detail})
+        raise UnknownFrame(f"channel {channel!r}")
+
+    def _coin_in(self, raw: bytes) -> str | None:
+        m = _COIN_RE.search(raw)
+        if m is None:
+            return None
+        coin = m.group(1).decode("utf-8", "replace")
+        return coin if coin in self._known else None
+
+    def _decode_book(self, raw: bytes) -> tuple[str, _Book]:
+        try:
+            b = _dec_book.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _malformed(f"l2Book: {exc}", self._coin_in(raw)) from None
+        if b.coin not in self._known:
+            raise UnknownFrame(f"l2Book for unknown coin {b.coin!r}")
+        if b.time < 0:
+            raise _malformed(f"l2Book time {b.time}", b.coin)
+        return b.coin, b
+
+    def _parse_book(self, raw: bytes, recv_ns: int) -> DepthSnapshot | None:
+        coin, b = self._decode_book(raw)
+        bids = book_levels(b.levels[0], coin)
+        asks = book_levels(b.levels[1], coin)
+        check_uncrossed(bids, asks, coin)
+        last = self._last_time.get(coin)
+        if last is not None and b.time < last:
+            return None  # an older block than the book we hold (section 6 rule 2)
+        self._last_time[coin] = b.time
+        return DepthSnapshot(coin, b.time, bids, asks, b.time * 1000, recv_ns)
+
+    def _parse_trades(self, raw: bytes, recv_ns: int) -> list[TradeEvent] | None:
+        try:
+            trades = _dec_trades.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _malformed(f"trades: {exc}", self._coin_in(raw)) from None
+        # validate the whole frame before remembering any key: a rejected frame leaves no trace
+        out = []
+        for t in trades:
+            if t.coin not in self._known:
+                raise UnknownFrame(f"trade for unknown coin {t.coin!r}")
+            side = _SIDES.get(t.side)
+            if side is None:
+                raise _malformed(f"trade side {t.side!r}", t.coin)
+            if not (0.0 < t.px < _INF and 0.0 < t.sz < _INF) or t.time < 0:
+                raise _malformed(f"bad trade px/sz/time {t.px!r}/{t.sz!r}/{t.time!r}", t.coin)
+            out.append(TradeEvent(t.coin, t.px, t.sz, side, str(t.tid), t.time * 1000, recv_ns))
+        fresh = [ev for ev, t in zip(out, trades) if self._seen[t.coin].add((t.time, t.tid))]
+        return fresh or None
+
+    def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> DepthSnapshot:
+        """REST ``l2Book`` body (the WS ``data`` shape) -> DepthSnapshot. Raises MalformedFrame."""
+        try:
+            b = _dec_book.decode(body)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _malformed(f"l2Book snapshot: {exc}", symbol) from None
+        if b.coin != symbol:
+            raise _malformed(f"l2Book snapshot for {b.coin!r}, asked for {symbol!r}", symbol)
+        if b.time < 0:
+            raise _malformed(f"l2Book time {b.time}", symbol)
+        bids = book_levels(b.levels[0], symbol)
+        asks = book_levels(b.levels[1], symbol)
+        check_uncrossed(bids, asks, symbol)
+        return DepthSnapshot(symbol, b.time, bids, asks, b.time * 1000, recv_ns)
+
+    # ------------------------------------------------------------ sequencing rule
+    @staticmethod
+    def check(ev: DepthDiff, book_id: int, first: bool) -> int:
+        """Never called for this venue (no diffs).  Total anyway: ids are block times,
+        so an older one is SKIP and anything else APPLY; there is nothing to call a gap."""
+        return SKIP if ev.last_id < book_id else APPLY
+
+    @staticmethod
+    def snapshot_usable(snapshot_id: int, first_buffered: DepthDiff | None) -> bool:
+        """Every snapshot is the whole book: always usable."""
+        return True
