@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from urllib.parse import urlencode
 
 import msgspec
@@ -108,6 +109,7 @@ _dec_control = msgspec.json.Decoder(_Control)
 _dec_rest = msgspec.json.Decoder(_RestBody, strict=False)
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 _SIDES = {"Buy": "buy", "Sell": "sell"}
+_TOPIC_RE = re.compile(rb'"topic"\s*:\s*"([^"]+)"')
 
 
 def _check_levels(levels: list[tuple[float, float]]) -> None:
@@ -232,7 +234,9 @@ class BybitSpotAdapter:
             try:
                 ctl = _dec_control.decode(frame)
             except _DECODE_ERRORS as exc:
-                raise MalformedFrame(f"not a Bybit frame: {exc}") from None
+                m = _TOPIC_RE.search(frame)
+                entry = self._topics.get(m.group(1).decode("utf-8", "replace")) if m else None
+                raise _malformed(f"not a Bybit frame: {exc}", entry[1] if entry else None) from None
             if ctl.topic is None:
                 return self._control(frame, ctl)
             topic = ctl.topic
