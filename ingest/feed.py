@@ -65,9 +65,10 @@ class BusPublisher:
 class SymbolFeed:
     __slots__ = ("index", "symbol", "sync", "book", "state", "l2_seq", "trade_seq", "stats",
                  "pending_bbo", "l2_topic", "trade_topic", "ts_exchange_us", "ts_received_us",
-                 "ever_live", "snapshot_wanted")
+                 "ever_live", "snapshot_wanted", "instrument")
 
-    def __init__(self, index: int, symbol: str, sync: BookSync, depth: int, stats: np.ndarray, exchange: str):
+    def __init__(self, index: int, symbol: str, sync: BookSync, depth: int, stats: np.ndarray, exchange: str,
+                 instrument: schema.Instrument | None = None):
         self.index = index
         self.symbol = symbol
         self.sync = sync
@@ -83,6 +84,7 @@ class SymbolFeed:
         self.ts_received_us = 0
         self.ever_live = False
         self.snapshot_wanted = False
+        self.instrument = instrument
 
 
 class FeedBooks:
@@ -99,10 +101,15 @@ class FeedBooks:
         self.depth = writer.depth
         self.request_snapshot = request_snapshot or (lambda symbol: None)
         self.verify_bbo = getattr(adapter, "verify_bbo", False)
+        # docs/adapters.md: where snapshots come from, the venue's depth cap, checksums
+        self.in_stream = getattr(adapter, "snapshot_source", "rest") == "ws"
+        self.book_cap = getattr(adapter, "book_cap", 0) or 0
+        self.checksum = getattr(adapter, "checksum", None)
         self.feeds: dict[str, SymbolFeed] = {}
         for i, sym in enumerate(writer.symbols):
             sync = BookSync(sym, adapter.check, adapter.snapshot_usable)
-            self.feeds[sym] = SymbolFeed(i, sym, sync, self.depth, writer.slots[i].stats, exchange)
+            self.feeds[sym] = SymbolFeed(i, sym, sync, self.depth, writer.slots[i].stats, exchange,
+                                         _instrument(adapter, sym))
         self.header = writer.header
         self._lag_ewma = 0.0
         self._lag_max = 0
@@ -116,7 +123,7 @@ class FeedBooks:
                 f.sync.disconnected()
             f.sync.connected()
             f.stats[S_CONNECTED] = 1
-            f.snapshot_wanted = True
+            f.snapshot_wanted = not self.in_stream  # in-stream venues send one after subscribing
 
     def depth_disconnected(self, symbols, reason: str) -> None:
         for sym in symbols:
@@ -150,7 +157,17 @@ class FeedBooks:
             return
         f.stats[S_UPDATES] += 1
         f.stats[S_LAST_UPDATE] = ev.recv_ns
-        db, da = f.book.apply(ev.bids, ev.asks)
+        book = f.book
+        db, da = book.apply(ev.bids, ev.asks)
+        if self.book_cap:
+            tb, ta = book.trim(self.book_cap)
+            if tb or ta:
+                db, da = db + tb, da + ta
+        if ev.checksum and not self._checksum_ok(f, ev.checksum):
+            return
+        if book.is_crossed():
+            self._integrity_failed(f, "crossed book")
+            return
         f.ts_exchange_us = ev.ts_exchange_us
         f.ts_received_us = ev.recv_ns // 1000
         if db or da:
@@ -160,12 +177,15 @@ class FeedBooks:
             self._verify_bbo(f)
 
     def on_snapshot(self, snap: DepthSnapshot) -> None:
-        """A REST snapshot arrived for ``snap.symbol``."""
+        """A snapshot arrived for ``snap.symbol``: from REST, or in the stream."""
         f = self.feeds[snap.symbol]
+        if self.in_stream and f.sync.state is SyncState.LIVE:
+            self._replace(f, snap)
+            return
         if f.sync.state is not SyncState.BUFFERING:
             return  # connection died meanwhile, or already live: this snapshot is moot
         try:
-            to_apply = f.sync.snapshot_received(snap)
+            to_apply = f.sync.snapshot_received(snap, self.in_stream)
         except SnapshotTooOld as exc:
             log.info("%s %s: %s; fetching again", self.exchange, f.symbol, exc)
             self._want_snapshot(f)
@@ -175,13 +195,25 @@ class FeedBooks:
             log.warning("%s %s: %s; fetching again", self.exchange, f.symbol, exc)
             self._want_snapshot(f)
             return
-        f.book.clear()
-        f.book.load_snapshot(snap.bids, snap.asks)
+        book = f.book
+        book.clear()
+        book.load_snapshot(snap.bids, snap.asks)
+        if self.book_cap:
+            book.trim(self.book_cap)
+        checksum = snap.checksum
         ts_ex, ts_rx = snap.ts_exchange_us, snap.recv_ns // 1000
         for ev in to_apply:
-            f.book.apply(ev.bids, ev.asks)
+            book.apply(ev.bids, ev.asks)
+            if self.book_cap:
+                book.trim(self.book_cap)
             f.stats[S_UPDATES] += 1
             ts_ex, ts_rx = ev.ts_exchange_us, ev.recv_ns // 1000
+            checksum = ev.checksum
+        if checksum and not self._checksum_ok(f, checksum):
+            return
+        if book.is_crossed():
+            self._integrity_failed(f, "crossed book after snapshot")
+            return
         f.ts_exchange_us, f.ts_received_us = ts_ex, ts_rx
         f.stats[S_LAST_UPDATE] = time.time_ns()
         f.stats[S_BUFFERED] = 0
@@ -197,12 +229,51 @@ class FeedBooks:
         if f.pending_bbo is not None:
             self._verify_bbo(f)
 
+    def _replace(self, f: SymbolFeed, snap: DepthSnapshot) -> None:
+        """A live book replaced by an in-stream snapshot: publish the exact view delta."""
+        f.sync.replaced(snap.last_id)
+        book = f.book
+        db, da = book.replace(snap.bids, snap.asks)
+        if self.book_cap:
+            tb, ta = book.trim(self.book_cap)
+            db, da = db + tb, da + ta
+        f.stats[S_UPDATES] += 1
+        f.stats[S_LAST_UPDATE] = snap.recv_ns
+        if snap.checksum and not self._checksum_ok(f, snap.checksum):
+            return
+        if book.is_crossed():
+            self._integrity_failed(f, "crossed book")
+            return
+        f.ts_exchange_us = snap.ts_exchange_us
+        f.ts_received_us = snap.recv_ns // 1000
+        if db or da:
+            self._publish_delta(f, db, da, snap.last_id)
+            self._note_lag(snap.recv_ns)
+
+    def _checksum_ok(self, f: SymbolFeed, expected: int) -> bool:
+        """The venue's checksum of the book after an event (OKX CRC32) against ours."""
+        if self.checksum is not None and self.checksum(f.symbol, f.book) == expected:
+            f.stats[S_CK_OK] += 1
+            return True
+        self._integrity_failed(f, f"checksum mismatch (venue {expected})")
+        return False
+
+    def _integrity_failed(self, f: SymbolFeed, why: str) -> None:
+        """The book disagrees with the venue (checksum, BBO) or with itself (crossed):
+        never publish it as live; count, mark stale, resync."""
+        f.stats[S_CK_FAILED] += 1
+        log.warning("%s %s: %s at update id %d; resyncing", self.exchange, f.symbol, why, f.sync.book_id)
+        if f.sync.state is not SyncState.DISCONNECTED:
+            f.sync.invalidate()
+        self._mark_stale(f, why)
+        self._want_snapshot(f)
+
     def on_trade(self, ev: TradeEvent) -> None:
         f = self.feeds[ev.symbol]
         f.trade_seq += 1
         msg = schema.Trade(exchange=self.exchange, symbol=ev.symbol, epoch=self.epoch, seq=f.trade_seq,
                            ts_exchange=ev.ts_exchange_us, ts_received=ev.recv_ns // 1000, price=ev.price,
-                           amount=ev.amount, side=ev.side, trade_id=ev.trade_id)
+                           amount=ev.amount, side=ev.side, trade_id=ev.trade_id, instrument=f.instrument)
         if self.trade_ring is not None:  # ring first, then bus: whatever a consumer sees is in the ring
             self.trade_ring.append(f.index, f.trade_seq, ev.ts_exchange_us, msg.ts_received, ev.price, ev.amount,
                                    ev.side, ev.trade_id)
@@ -243,13 +314,8 @@ class FeedBooks:
         if ok:
             f.stats[S_CK_OK] += 1
             return
-        f.stats[S_CK_FAILED] += 1
-        log.warning("%s %s: book top %s/%s differs from venue BBO %s/%s at update id %d; resyncing",
-                    self.exchange, f.symbol, bb, ba, (bbo.bid_price, bbo.bid_size),
-                    (bbo.ask_price, bbo.ask_size), book_id)
-        f.sync.invalidate()
-        self._mark_stale(f, "bbo mismatch")
-        self._want_snapshot(f)
+        self._integrity_failed(f, f"book top {bb}/{ba} differs from venue BBO {(bbo.bid_price, bbo.bid_size)}/"
+                                  f"{(bbo.ask_price, bbo.ask_size)}")
 
     def _want_snapshot(self, f: SymbolFeed) -> None:
         f.snapshot_wanted = False
@@ -278,7 +344,7 @@ class FeedBooks:
         self.publisher.send_l2(f.l2_topic, schema.L2Update(
             exchange=self.exchange, symbol=f.symbol, epoch=self.epoch, seq=f.l2_seq,
             ts_exchange=f.ts_exchange_us, ts_received=f.ts_received_us, snapshot=False, state="live",
-            update_id=update_id, depth=self.depth, bids=bids, asks=asks))
+            update_id=update_id, depth=self.depth, bids=bids, asks=asks, instrument=f.instrument))
 
     def _publish_snapshot(self, f: SymbolFeed) -> None:
         f.l2_seq += 1
@@ -288,7 +354,8 @@ class FeedBooks:
         self.publisher.send_l2(f.l2_topic, schema.L2Update(
             exchange=self.exchange, symbol=f.symbol, epoch=self.epoch, seq=f.l2_seq,
             ts_exchange=f.ts_exchange_us, ts_received=f.ts_received_us, snapshot=True,
-            state=_STATE_NAMES[f.state], update_id=update_id, depth=self.depth, bids=bids, asks=asks))
+            state=_STATE_NAMES[f.state], update_id=update_id, depth=self.depth, bids=bids, asks=asks,
+            instrument=f.instrument))
 
     def _note_lag(self, recv_ns: int) -> None:
         lag = (time.time_ns() - recv_ns) // 1000
@@ -307,3 +374,15 @@ class FeedBooks:
         for f in self.feeds.values():
             if f.ever_live:
                 self._publish_snapshot(f)
+
+
+def _instrument(adapter, symbol: str) -> schema.Instrument | None:
+    """The bus ``instrument`` of a native symbol, from the adapter (None if it cannot say)."""
+    describe = getattr(adapter, "instrument", None)
+    if describe is None:
+        return None
+    try:
+        ins = describe(symbol)
+    except (KeyError, ValueError):
+        return None
+    return schema.Instrument(ins.base, ins.quote, ins.kind)

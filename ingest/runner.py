@@ -21,8 +21,9 @@ from collections import deque
 
 import aiohttp
 
-from ingest.events import BboEvent, DepthDiff, StreamGroup, TradeEvent, VenueNotice
+from ingest.events import BboEvent, DepthDiff, DepthSnapshot, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
 from ingest.feed import P, FeedBooks
+from ingest.sync import SyncState
 from ingest.retry import WeightBudget, backoff
 from ingest.wsclient import HandshakeFailed, WsConnection, open_connection
 from pipeline.errors import MalformedFrame, UnknownFrame
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 SNAPSHOT_WORKERS = 2
 SNAPSHOT_TIMEOUT = 10.0
+STREAM_SNAPSHOT_TIMEOUT = 10.0  # in-stream venues: no snapshot this long after (re)subscribing -> reconnect
+MAX_RESUBSCRIBES = 100  # per connection (OKX allows 480 subscribe requests an hour); then reconnect
 QUIET_SNAPSHOT_AFTER = 2.0  # fetch a snapshot even if a quiet symbol sent no diff yet
 STATS_INTERVAL = 0.25
 RETRY_ERRORS = (OSError, HandshakeFailed, asyncio.TimeoutError, ConnectionError)
@@ -53,6 +56,11 @@ class Runner:
         self._snap_event = asyncio.Event()
         self._logged_kinds: set[str] = set()
         self.connections: dict[StreamGroup, WsConnection] = {}
+        self.in_stream = getattr(adapter, "snapshot_source", "rest") == "ws"
+        self.app_ping = getattr(adapter, "app_ping", None)
+        self.app_pong = getattr(adapter, "app_pong", None)
+        self._depth_group: dict[str, StreamGroup] = {}
+        self._resubscribes: dict[StreamGroup, int] = {}
         feed.request_snapshot = self.request_snapshot
 
     # ---------------------------------------------------------------- frames
@@ -80,6 +88,20 @@ class Runner:
                 feed.on_diff(ev)
             elif t is TradeEvent:
                 feed.on_trade(ev)
+            elif t is list:  # several events in one frame (trade batches)
+                for one in ev:
+                    dispatch(one)
+            elif ev is not None:
+                dispatch(ev)
+
+        def dispatch(ev) -> None:
+            t = type(ev)
+            if t is DepthDiff:
+                feed.on_diff(ev)
+            elif t is TradeEvent:
+                feed.on_trade(ev)
+            elif t is DepthSnapshot:
+                feed.on_snapshot(ev)
             elif t is BboEvent:
                 feed.on_bbo(ev)
             elif t is VenueNotice:
@@ -93,6 +115,10 @@ class Runner:
             conn = self.connections.get(group)
             if conn is not None:
                 conn.close(1000, "server shutdown notice")
+        elif ev.kind == "ping" and self.app_pong:
+            conn = self.connections.get(group)
+            if conn is not None:
+                conn.send_text(self.app_pong)
         elif ev.kind == "error":
             self._log_once(f"venue-error:{ev.detail}", "%s: venue error reply: %s", group.kind, ev.detail)
 
@@ -111,6 +137,8 @@ class Runner:
             attempt += 1
             conn = None
             reason = "?"
+            self.adapter.connection_opened(group)
+            self._resubscribes[group] = 0
             if group.kind == "depth":
                 # buffering starts before the handshake: frames that arrive in the same
                 # read as the server's 101 response are dispatched at once
@@ -125,7 +153,10 @@ class Runner:
                 for frame in group.subscribe:
                     conn.send_text(frame)
                 if group.kind == "depth":
-                    asyncio.get_running_loop().call_later(QUIET_SNAPSHOT_AFTER, self._quiet_snapshots, group)
+                    if self.in_stream:
+                        self._expect_stream_snapshots(group, conn, group.symbols)
+                    else:
+                        asyncio.get_running_loop().call_later(QUIET_SNAPSHOT_AFTER, self._quiet_snapshots, group)
                 opened_at = time.monotonic()
                 reason = await self._watch(conn)
                 if time.monotonic() - opened_at > 30:
@@ -152,6 +183,7 @@ class Runner:
         """Wait until the connection ends; ping it, and cut it when dead, idle or old."""
         cfg = self.config
         born = time.monotonic()
+        pinged_ns = 0
         stop_wait = asyncio.ensure_future(self.stop.wait())
         try:
             while True:
@@ -163,14 +195,19 @@ class Runner:
                     conn.close(1000, "shutting down")
                     return "shutdown"
                 now_ns = time.time_ns()
-                if conn.ping_outstanding:
-                    return f"no pong within {cfg.ping_interval_s:g}s"
+                if pinged_ns and conn.last_frame_ns < pinged_ns:
+                    # nothing at all (not even the pong) since our last ping
+                    return f"no reply to ping within {cfg.ping_interval_s:g}s"
                 if (now_ns - conn.last_frame_ns) / 1e9 > cfg.idle_timeout_s:
                     return f"idle for {cfg.idle_timeout_s:g}s"
                 if time.monotonic() - born > cfg.max_connection_age_s:
                     conn.close(1000, "max age")
                     return "max age"
-                conn.ping()
+                pinged_ns = now_ns
+                if self.app_ping:
+                    conn.send_text(self.app_ping)  # the venue's keepalive (OKX "ping", Bybit op ping, ...)
+                else:
+                    conn.ping()
         finally:
             stop_wait.cancel()
 
@@ -182,10 +219,48 @@ class Runner:
 
     # -------------------------------------------------------------- snapshots
     def request_snapshot(self, symbol: str) -> None:
+        if self.in_stream:
+            self._resubscribe(symbol)
+            return
         if symbol not in self._snap_pending:
             self._snap_pending.add(symbol)
             self._snap_queue.append(symbol)
             self._snap_event.set()
+
+    def _resubscribe(self, symbol: str) -> None:
+        """In-stream venues resync a symbol by subscribing again (a fresh snapshot follows);
+        a venue without that, a connection that used up its budget, or a snapshot that
+        does not come within STREAM_SNAPSHOT_TIMEOUT: reconnect."""
+        group = self._depth_group.get(symbol)
+        conn = self.connections.get(group) if group is not None else None
+        if conn is None:
+            return  # not connected: the next connection subscribes afresh
+        frames = self.adapter.resubscribe(symbol)
+        count = self._resubscribes.get(group, 0) + 1
+        self._resubscribes[group] = count
+        if not frames or count > MAX_RESUBSCRIBES:
+            log.warning("%s: resync by reconnecting (%s)", symbol,
+                        "no resubscribe for this venue" if not frames else f"{count} resubscribes on this connection")
+            conn.close(1000, "resync")
+            return
+        for frame in frames:
+            conn.send_text(frame)
+        self._expect_stream_snapshots(group, conn, (symbol,))
+
+    def _expect_stream_snapshots(self, group: StreamGroup, conn: WsConnection, symbols) -> None:
+        for sym in symbols:
+            self._depth_group[sym] = group
+
+        def check() -> None:
+            if self.connections.get(group) is not conn:
+                return
+            late = [s for s in symbols if self.feed.feeds[s].sync.state is not SyncState.LIVE]
+            if late:
+                log.warning("no snapshot for %s within %.0fs of subscribing; reconnecting",
+                            ", ".join(late[:5]), STREAM_SNAPSHOT_TIMEOUT)
+                conn.close(1000, "no snapshot")
+
+        asyncio.get_running_loop().call_later(STREAM_SNAPSHOT_TIMEOUT, check)
 
     async def _snapshot_worker(self, session: aiohttp.ClientSession) -> None:
         fails = backoff(initial=0.5, cap=30.0, rng=self.rng)
@@ -204,19 +279,40 @@ class Runner:
                 continue
             self.budget.spend(req.weight, time.monotonic())
             self.header[P["rest_requests"]] += 1
-            ok = await self._fetch_snapshot(session, symbol, req.url)
+            ok = await self._fetch_snapshot(session, symbol, req)
             if ok:  # (the feed may have asked again already: _fetch_snapshot cleared pending first)
                 fails = backoff(initial=0.5, cap=30.0, rng=self.rng)
             else:
                 self._snap_queue.append(symbol)
                 await asyncio.sleep(next(fails))
 
-    async def _fetch_snapshot(self, session: aiohttp.ClientSession, symbol: str, url: str) -> bool:
-        """GET one snapshot and hand it to the feed. False means: try again later."""
-        header = self.header
+    async def _fetch_snapshot(self, session: aiohttp.ClientSession, symbol: str, req: SnapshotRequest) -> bool:
+        """Fetch one snapshot and hand it to the feed. False means: try again later."""
+        body = await self._rest(session, req, symbol)
+        if body is None:
+            return False
+        recv_ns = time.time_ns()
         try:
-            async with session.get(url, timeout=aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT)) as resp:
-                used = resp.headers.get(self.adapter.USED_WEIGHT_HEADER)
+            snap = self.adapter.parse_snapshot(symbol, body, recv_ns)
+        except MalformedFrame as exc:
+            self.header[P["rest_errors"]] += 1
+            log.warning("snapshot %s unusable: %s", symbol, exc)
+            return False
+        # the feed may ask for another (too old): request_snapshot re-queues it
+        self._snap_pending.discard(symbol)
+        self.feed.on_snapshot(snap)
+        return True
+
+    async def _rest(self, session: aiohttp.ClientSession, req: SnapshotRequest, what: str) -> bytes | None:
+        """One REST request (GET, or POST with a JSON body) under the venue's rules:
+        weight header, 429/418 + Retry-After.  The body, or None (counted, logged)."""
+        header = self.header
+        weight_header = getattr(self.adapter, "USED_WEIGHT_HEADER", None)
+        try:
+            async with session.request(req.method, req.url, data=req.body,
+                                       headers={"Content-Type": "application/json"} if req.body else None,
+                                       timeout=aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT)) as resp:
+                used = resp.headers.get(weight_header) if weight_header else None
                 if used is not None and used.isdigit():
                     self.budget.observe_used(int(used), time.monotonic())
                     header[P["rest_weight_used"]] = int(used)
@@ -226,28 +322,37 @@ class Runner:
                     self.budget.penalize(secs, time.monotonic())
                     header[P["rest_throttled"]] += 1
                     header[P["rest_errors"]] += 1
-                    log.warning("snapshot %s: HTTP %d, backing off %.1fs (Retry-After)", symbol, resp.status, secs)
-                    return False
+                    log.warning("REST %s: HTTP %d, backing off %.1fs (Retry-After)", what, resp.status, secs)
+                    return None
                 body = await resp.read()
                 if resp.status != 200:
                     header[P["rest_errors"]] += 1
-                    log.warning("snapshot %s: HTTP %d: %s", symbol, resp.status, body[:200])
-                    return False
+                    log.warning("REST %s: HTTP %d: %s", what, resp.status, body[:200])
+                    return None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             header[P["rest_errors"]] += 1
-            log.warning("snapshot %s failed: %s: %s", symbol, type(exc).__name__, exc)
-            return False
-        recv_ns = time.time_ns()
-        try:
-            snap = self.adapter.parse_snapshot(symbol, body, recv_ns)
-        except MalformedFrame as exc:
-            header[P["rest_errors"]] += 1
-            log.warning("snapshot %s unusable: %s", symbol, exc)
-            return False
-        # the feed may ask for another (too old): request_snapshot re-queues it
-        self._snap_pending.discard(symbol)
-        self.feed.on_snapshot(snap)
-        return True
+            log.warning("REST %s failed: %s: %s", what, type(exc).__name__, exc)
+            return None
+        return body
+
+    async def _discover(self, session: aiohttp.ClientSession) -> None:
+        """Venue metadata the adapter needs before subscribing (Lighter market ids),
+        retried with backoff until it arrives or the runner stops."""
+        make = getattr(self.adapter, "discovery_request", None)
+        req = make() if make is not None else None
+        if req is None:
+            return
+        delays = backoff(initial=0.5, cap=30.0, rng=self.rng)
+        while not self.stop.is_set():
+            self.header[P["rest_requests"]] += 1
+            body = await self._rest(session, req, "discovery")
+            if body is not None:
+                self.adapter.apply_discovery(body)  # a ConfigError here (unknown symbol) stops the process
+                return
+            try:
+                await asyncio.wait_for(self.stop.wait(), next(delays))
+            except asyncio.TimeoutError:
+                pass
 
     # ------------------------------------------------------------------ timers
     async def _stats_loop(self) -> None:
@@ -280,6 +385,9 @@ class Runner:
     async def run(self) -> None:
         connector = aiohttp.TCPConnector(limit=SNAPSHOT_WORKERS * 2)
         async with aiohttp.ClientSession(connector=connector) as session:
+            await self._discover(session)
+            if self.stop.is_set():
+                return
             async with asyncio.TaskGroup() as tg:
                 groups = self.adapter.stream_groups()
                 # trades first: their connections open before the depth ones

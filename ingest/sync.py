@@ -115,14 +115,18 @@ class BookSync:
             return False
         raise IllegalTransition(f"{self.symbol}: diff received while {state.value}")
 
-    def snapshot_received(self, snap: DepthSnapshot) -> list[DepthDiff]:
-        """Align a REST snapshot with the buffer.
+    def snapshot_received(self, snap: DepthSnapshot, in_stream: bool = False) -> list[DepthDiff]:
+        """Align a snapshot with the buffer.
 
         Returns the buffered diffs to apply after installing the snapshot, in order;
         the state is then LIVE.  Raises SnapshotTooOld (still BUFFERING) when the
         snapshot predates the buffer, or SequenceGap when the buffer does not chain.
+        ``in_stream``: the snapshot came in the same ordered stream as the diffs (Bybit,
+        OKX, Lighter), so everything buffered before it is older: dropped.
         """
         self._assert_state(SyncState.BUFFERING)
+        if in_stream:
+            self.buffer.clear()
         first = self.buffer[0] if self.buffer else None
         if not self.snapshot_usable(snap.last_id, first):
             raise SnapshotTooOld(f"{self.symbol}: snapshot at {snap.last_id} older than first buffered "
@@ -145,6 +149,13 @@ class BookSync:
         self.book_id, self.first_pending = book_id, first_pending
         self.state = SyncState.LIVE
         return to_apply
+
+    def replaced(self, snapshot_id: int) -> None:
+        """A live book was replaced by an in-stream snapshot (Bybit resends one, every
+        Hyperliquid frame is one): the next diff chains from ``snapshot_id``."""
+        self._assert_state(SyncState.LIVE)
+        self.book_id = snapshot_id
+        self.first_pending = True
 
     def invalidate(self) -> None:
         """Drop the book (a BBO/checksum mismatch): buffer again and wait for a snapshot."""

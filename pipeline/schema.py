@@ -15,6 +15,8 @@ Trade payload (kind "trade") -- one per venue trade, on the trades socket:
     price, amount      float
     side               str    taker side: "buy", "sell" or "unknown"
     trade_id           str    venue trade id
+    instrument         map    {base, quote, kind}: what the native symbol trades, kind
+                              "spot" | "perp" | "future" | "unknown" (absent: not known)
 
 L2 payload (kind "l2") -- on the L2 socket:
     exchange, symbol, epoch, seq, ts_exchange, ts_received, ts_published   as above
@@ -24,6 +26,7 @@ L2 payload (kind "l2") -- on the L2 socket:
     update_id          int    venue update id the view corresponds to (0 if none)
     depth              int    N of the top-N view
     bids, asks         [[price, size], ...]  (snapshot: best first)
+    instrument         map    as for trades
 
 A snapshot is published after every (re)sync, and when a book goes stale (with
 state "stale" and its last levels, so consumers know not to trust it).  Deltas
@@ -61,6 +64,14 @@ def parse_topic(topic: bytes) -> tuple[str, str, str]:
     return kind, exchange, symbol
 
 
+class Instrument(msgspec.Struct, frozen=True):
+    """Normalized instrument of a venue-native symbol, for consumers that join venues."""
+
+    base: str
+    quote: str
+    kind: str  # "spot" | "perp" | "future" | "unknown"
+
+
 class Trade(msgspec.Struct, tag="trade", tag_field="kind", kw_only=True):
     exchange: str
     symbol: str
@@ -73,6 +84,7 @@ class Trade(msgspec.Struct, tag="trade", tag_field="kind", kw_only=True):
     amount: float
     side: str
     trade_id: str
+    instrument: Instrument | None = None
 
 
 class L2Update(msgspec.Struct, tag="l2", tag_field="kind", kw_only=True):
@@ -89,6 +101,7 @@ class L2Update(msgspec.Struct, tag="l2", tag_field="kind", kw_only=True):
     depth: int
     bids: list[tuple[float, float]]
     asks: list[tuple[float, float]]
+    instrument: Instrument | None = None
 
 
 BusMessage = Union[Trade, L2Update]
