@@ -1,0 +1,194 @@
+"""FeedBooks with an in-stream venue (docs/adapters.md): snapshots in the WS stream install
+or replace the book, top-N trimming, checksums and crossed books as integrity failures,
+resync requests.  A consumer rebuilding from the published messages must always equal
+the shared-memory view, and a bad book must never be published as live."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest.events import DepthDiff, DepthSnapshot, Instrument
+from ingest.feed import FeedBooks
+from ingest.sync import APPLY, GAP, SKIP
+from pipeline.shm import BookReader, BookWriter
+
+
+class InStreamAdapter:
+    """Bybit-like rules: u must be previous u + 1; checksum = sum of the top 3 sizes x 1000."""
+
+    snapshot_source = "ws"
+    verify_bbo = False
+
+    def __init__(self, cap: int = 0):
+        self.book_cap = cap
+
+    @staticmethod
+    def check(ev, book_id, first):
+        if ev.last_id <= book_id:
+            return SKIP
+        return APPLY if ev.last_id == book_id + 1 else GAP
+
+    @staticmethod
+    def snapshot_usable(snapshot_id, first):
+        return True
+
+    def checksum(self, symbol, book):
+        bp, bs, ap, as_ = book.view_arrays()
+        return int(sum(bs[:3]) * 1000 + sum(as_[:3]) * 1000)
+
+    def instrument(self, symbol):
+        return Instrument("BTC", "USDT", "perp")
+
+
+class Recorder:
+    def __init__(self):
+        self.l2 = []
+        self.trades = []
+
+    def send_l2(self, topic, msg):
+        self.l2.append(msg)
+
+    def send_trade(self, topic, msg):
+        self.trades.append(msg)
+
+
+class Consumer:
+    """Rebuilds the view from bus messages only (snapshot replaces, deltas apply)."""
+
+    def __init__(self):
+        self.bids, self.asks, self.state, self.seq = {}, {}, None, 0
+
+    def feed(self, msgs):
+        for m in msgs:
+            assert m.seq == self.seq + 1, "bus seq must be contiguous"
+            self.seq = m.seq
+            if m.snapshot:
+                self.bids, self.asks = dict(m.bids), dict(m.asks)
+            else:
+                for side, levels in ((self.bids, m.bids), (self.asks, m.asks)):
+                    for p, s in levels:
+                        if s == 0:
+                            side.pop(p, None)
+                        else:
+                            side[p] = s
+            self.state = m.state
+
+    def view(self):
+        return sorted(self.bids.items(), reverse=True), sorted(self.asks.items())
+
+
+def _diff(u, bids=(), asks=(), checksum=0):
+    return DepthDiff("BTCUSDT", u, u, u - 1, list(bids), list(asks), u * 1000, u * 10**6, checksum)
+
+
+def _snap(u, bids, asks, checksum=0):
+    return DepthSnapshot("BTCUSDT", u, list(bids), list(asks), u * 1000, u * 10**6, checksum)
+
+
+@pytest.fixture
+def feed(shm_prefix):
+    made = []
+
+    def make(cap=0, depth=5):
+        writer = BookWriter(shm_prefix, "venue", ["BTCUSDT"], depth, epoch=1)
+        rec = Recorder()
+        wanted = []
+        f = FeedBooks("venue", InStreamAdapter(cap), writer, rec, epoch=1, request_snapshot=wanted.append)
+        f.depth_connected(["BTCUSDT"])
+        made.append(writer)
+        return f, rec, wanted, BookReader.open(shm_prefix, "venue")
+
+    yield make
+    for w in made:
+        w.close(unlink=True)
+
+
+def _shm(reader):
+    """(state, seq, bids, asks) of the shared-memory view, levels as tuples best first."""
+    v = reader.read("BTCUSDT")
+    return (v.state.name.lower(), v.seq, [tuple(x) for x in v.bids.tolist()],
+            [tuple(x) for x in v.asks.tolist()])
+
+
+BIDS = [(100.0, 1.0), (99.0, 2.0), (98.0, 3.0)]
+ASKS = [(101.0, 1.0), (102.0, 2.0), (103.0, 3.0)]
+
+
+def test_stream_snapshot_installs_then_diffs_chain_and_consumer_equals_shm(feed):
+    f, rec, wanted, reader = feed()
+    f.on_diff(_diff(7, [(100.0, 5.0)]))          # before the snapshot: older by construction, dropped
+    f.on_snapshot(_snap(10, BIDS, ASKS))
+    f.on_diff(_diff(11, [(100.5, 1.5)], [(101.0, 0.0)]))
+    f.on_diff(_diff(11, [(100.5, 9.9)]))         # covered: skipped
+    f.on_diff(_diff(12, [], [(100.8, 4.0)]))
+    c = Consumer()
+    c.feed(rec.l2)
+    assert rec.l2[0].snapshot and rec.l2[0].state == "live"
+    assert rec.l2[0].instrument.kind == "perp"
+    assert c.view() == ([(100.5, 1.5), (100.0, 1.0), (99.0, 2.0), (98.0, 3.0)],
+                        [(100.8, 4.0), (102.0, 2.0), (103.0, 3.0)])
+    assert _shm(reader) == ("live", c.seq, *c.view())
+    assert wanted == []  # an in-stream venue needs no REST snapshot
+
+
+def test_live_replacement_publishes_exact_delta_not_a_new_snapshot(feed):
+    f, rec, wanted, reader = feed()
+    f.on_snapshot(_snap(10, BIDS, ASKS))
+    f.on_snapshot(_snap(1, [(100.0, 1.0), (97.0, 1.0)], [(101.5, 2.0)]))  # e.g. Bybit u=1 after a restart
+    assert [m.snapshot for m in rec.l2] == [True, False]
+    c = Consumer()
+    c.feed(rec.l2)
+    assert c.view() == ([(100.0, 1.0), (97.0, 1.0)], [(101.5, 2.0)])
+    f.on_diff(_diff(2, [(97.0, 0.0)]))  # the chain continues from the replacement's id
+    c.feed(rec.l2[2:])
+    assert c.view() == ([(100.0, 1.0)], [(101.5, 2.0)])
+    assert reader.stats("BTCUSDT")["gaps"] == 0
+
+
+def test_gap_marks_stale_requests_resync_and_next_snapshot_recovers(feed):
+    f, rec, wanted, reader = feed()
+    f.on_snapshot(_snap(10, BIDS, ASKS))
+    f.on_diff(_diff(12, [(100.0, 7.0)]))         # 11 is missing
+    assert wanted == ["BTCUSDT"]
+    assert rec.l2[-1].snapshot and rec.l2[-1].state == "stale"
+    assert _shm(reader)[0] == "stale"
+    f.on_snapshot(_snap(20, BIDS, ASKS))
+    c = Consumer()
+    c.feed(rec.l2)
+    assert c.state == "live" and c.view() == (BIDS, ASKS)
+    stats = reader.stats("BTCUSDT")
+    assert stats["gaps"] == 1 and stats["resyncs"] == 1
+
+
+def test_checksum_verified_and_mismatch_resyncs_without_publishing_bad_book(feed):
+    f, rec, wanted, reader = feed()
+    good = int((1 + 2 + 3) * 1000 + (1 + 2 + 3) * 1000)
+    f.on_snapshot(_snap(10, BIDS, ASKS, checksum=good))
+    f.on_diff(_diff(11, [(98.0, 4.0)], checksum=good + 1000))
+    n = len(rec.l2)
+    f.on_diff(_diff(12, [(99.0, 5.0)], checksum=12345))   # wrong
+    stats = reader.stats("BTCUSDT")
+    assert stats["checksum_ok"] == 2 and stats["checksum_failed"] == 1
+    assert wanted == ["BTCUSDT"]
+    assert [m.state for m in rec.l2[n:]] == ["stale"]      # no live delta with the bad book
+    assert _shm(reader)[0] == "stale"
+
+
+def test_crossed_book_is_an_integrity_failure(feed):
+    f, rec, wanted, reader = feed()
+    f.on_snapshot(_snap(10, BIDS, ASKS))
+    f.on_diff(_diff(11, [(101.0, 1.0)]))                   # bid at the best ask
+    assert reader.stats("BTCUSDT")["checksum_failed"] == 1
+    assert wanted == ["BTCUSDT"]
+    assert all(m.state != "live" for m in rec.l2[1:])
+
+
+def test_top_n_venue_book_is_trimmed_and_view_stays_exact(feed):
+    f, rec, wanted, reader = feed(cap=3, depth=5)
+    f.on_snapshot(_snap(10, BIDS, ASKS))
+    f.on_diff(_diff(11, [(100.5, 1.0)], [(100.9, 1.0)]))  # pushes 98 and 103 out of the venue's top 3
+    f.on_diff(_diff(12, [(100.5, 0.0)], [(100.9, 0.0)]))  # no level comes back: the venue dropped them
+    c = Consumer()
+    c.feed(rec.l2)
+    assert c.view() == ([(100.0, 1.0), (99.0, 2.0)], [(101.0, 1.0), (102.0, 2.0)])
+    assert _shm(reader)[2:] == c.view()
