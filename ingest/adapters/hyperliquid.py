@@ -156,6 +156,7 @@ class HyperliquidAdapter:
     snapshot_source = "ws"     # every l2Book frame is the whole (top-20) book
     book_cap = 0               # snapshots replace the book: nothing to trim after diffs
     app_ping = '{"method":"ping"}'
+    app_pong = None            # the venue does not ping clients
     TRADE_KEYS_PER_COIN = 5000  # backlog after a resubscribe is ~30 trades
 
     def __init__(self, config: ExchangeConfig):

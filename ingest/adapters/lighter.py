@@ -20,8 +20,8 @@ Venue rules implemented here (shared/docs/exchange-protocols.md section 7):
   the taker **bought**.  ``trade_id`` is unique; keys are remembered (bounded) across
   reconnects because every subscription starts with the backlog again;
 - keepalive: we send ``{"type":"ping"}``; the server may ping us with ``{"type":"ping"}``
-  too (the SDK answers ``{"type":"pong"}``): parse_frame returns VenueNotice("ping") for
-  the runner to answer, since an adapter never sends;
+  too (the SDK answers ``{"type":"pong"}``): parse_frame returns VenueNotice("ping") and
+  the runner sends ``app_pong``, since an adapter never sends;
 - REST ``GET /api/v1/orderBookOrders?market_id=&limit=`` lists resting orders (L3) with no
   nonce: aggregated by price into levels, it serves only as a best-available book
   (``last_id = 0``), never as a sync source.
@@ -165,6 +165,7 @@ class LighterAdapter:
     snapshot_source = "ws"     # subscribed/order_book is the snapshot
     book_cap = 0               # the stream maintains the whole book
     app_ping = '{"type":"ping"}'
+    app_pong = '{"type":"pong"}'    # the runner's answer to a server {"type":"ping"} (VenueNotice "ping")
     TRADE_KEYS_PER_MARKET = 5000
 
     def __init__(self, config: ExchangeConfig):
