@@ -131,6 +131,11 @@ class BookStream:
     def on_l2(self, msg: schema.L2Update) -> str:
         tr = self.tracker
         book = tr.book
+        if self.in_file and not msg.snapshot and tr.synced and msg.epoch == book.epoch and msg.seq == book.seq + 1:
+            # the common case, first: the next delta of a book the file already holds
+            tr.apply(msg)
+            self.counters.book_rows += len(msg.bids) + len(msg.asks)
+            return self.rows.delta(msg.ts_exchange, msg.ts_received, msg.bids, msg.asks)
         was_synced, old_epoch = tr.synced, book.epoch
         old_bids, old_asks = book.bids, book.asks
         result = tr.apply(msg)

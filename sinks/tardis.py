@@ -103,6 +103,28 @@ def number(x: float) -> str:
     return text
 
 
+class _NumberCache(dict):
+    """float -> ``number(float)``, filled on first use: a hit is one C-level dict lookup.
+
+    Book prices and sizes repeat a lot (the same levels change again and again), so
+    most values of a row are hits.  Zero is never stored: 0.0 and -0.0 are equal keys
+    but write differently, so the row code formats a zero itself (``repr(s)[:-2]``).
+    NaN is not stored either (it never equals itself: every lookup would add a key).
+    The cache is cleared when it reaches MAX_CACHED values, which bounds its memory.
+    """
+
+    __slots__ = ()
+    MAX_CACHED = 1 << 17
+
+    def __missing__(self, x: float) -> str:
+        text = number(x)
+        if x == x and x != 0.0:
+            if len(self) >= self.MAX_CACHED:
+                self.clear()
+            self[x] = text
+        return text
+
+
 def _field(text: str) -> str:
     """A CSV field, quoted only when it must be (RFC 4180)."""
     if "," in text or '"' in text or "\n" in text or "\r" in text:
@@ -111,19 +133,28 @@ def _field(text: str) -> str:
 
 
 class RowWriter:
-    """Rows of one (exchange, symbol): the fixed prefix is built once."""
+    """Rows of one (exchange, symbol): the fixed prefix is built once, numbers come from a cache."""
 
-    __slots__ = ("prefix",)
+    __slots__ = ("prefix", "_num")
 
     def __init__(self, exchange: str, symbol: str):
         self.prefix = f"{_field(exchange)},{_field(symbol)},"
+        self._num = _NumberCache()
 
     def delta(self, ts_exchange: int, ts_received: int, bids: Sequence[Level], asks: Sequence[Level]) -> str:
         """Rows of one book delta: every changed level, amount 0 for a removed one."""
         head = f"{self.prefix}{ts_exchange or ts_received},{ts_received},false,"
-        out = [f"{head}bid,{number(p)},{number(s)}\n" for p, s in bids]
-        out += [f"{head}ask,{number(p)},{number(s)}\n" for p, s in asks]
-        return "".join(out)
+        n = self._num
+        # (a zero size is a removed level: formatted here, see _NumberCache)
+        if bids:
+            hb = head + "bid,"
+            text = "".join([f"{hb}{n[p]},{n[s] if s else repr(s)[:-2]}\n" for p, s in bids])
+            if not asks:
+                return text
+        else:
+            text = ""
+        ha = head + "ask,"
+        return text + "".join([f"{ha}{n[p]},{n[s] if s else repr(s)[:-2]}\n" for p, s in asks])
 
     def snapshot(self, ts_exchange: int, ts_received: int, bids: Iterable[Level], asks: Iterable[Level]) -> str:
         """A snapshot block of the whole view, best first, closed by a restating row.
@@ -136,13 +167,16 @@ class RowWriter:
         asks = sorted(asks)
         if not bids and not asks:
             return ""
-        out = [f"{head}true,bid,{number(p)},{number(s)}\n" for p, s in bids]
-        out += [f"{head}true,ask,{number(p)},{number(s)}\n" for p, s in asks]
+        n = self._num
+        hb, ha = head + "true,bid,", head + "true,ask,"
+        out = [f"{hb}{n[p]},{n[s] if s else repr(s)[:-2]}\n" for p, s in bids]
+        out += [f"{ha}{n[p]},{n[s] if s else repr(s)[:-2]}\n" for p, s in asks]
         side, (p, s) = ("bid", bids[0]) if bids else ("ask", asks[0])
         out.append(f"{head}false,{side},{number(p)},{number(s)}\n")
         return "".join(out)
 
     def trade(self, ts_exchange: int, ts_received: int, trade_id: str, side: str, price: float, amount: float) -> str:
         """One trade row; side is the taker side (buy, sell or unknown)."""
+        n = self._num
         return (f"{self.prefix}{ts_exchange or ts_received},{ts_received},{_field(trade_id)},{side},"
-                f"{number(price)},{number(amount)}\n")
+                f"{n[price]},{n[amount] if amount else repr(amount)[:-2]}\n")

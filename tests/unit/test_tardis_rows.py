@@ -85,3 +85,28 @@ def test_trade_rows_quote_only_what_needs_quoting():
     assert w.trade(1, 2, "12345", "sell", 60000.1, 0.001) == "binance,BTCUSDT,1,2,12345,sell,60000.1,0.001\n"
     row = w.trade(1, 2, 'a,"b"', "unknown", 1.0, 1.0)
     assert next(csv.reader(io.StringIO(row)))[4] == 'a,"b"'
+
+
+def _plain_rows(head: str, side: str, levels) -> str:
+    return "".join(f"{head}{side},{number(p)},{number(s)}\n" for p, s in levels)
+
+
+def test_cached_numbers_write_exactly_what_number_writes(monkeypatch):
+    """The row writer's number cache changes no byte: zeros of either sign, exponents, NaN,
+    values seen again after the cache was cleared."""
+    import random
+
+    from sinks import tardis
+    monkeypatch.setattr(tardis._NumberCache, "MAX_CACHED", 64)  # forces clears during the test
+    rng = random.Random(3)
+    special = [0.0, -0.0, 1e-05, 2.5e-07, 1e16, 1.5e22, float("nan"), float("inf"), -1.0, 100.0]
+    w = RowWriter("x", "S")
+    for _ in range(300):
+        bids = [(round(rng.uniform(1, 200), rng.randrange(6)), rng.choice(special + [round(rng.random(), 8)]))
+                for _ in range(rng.randrange(4))]
+        asks = [(rng.choice(special), rng.choice(special)) for _ in range(rng.randrange(3))]
+        assert w.delta(5, 6, bids, asks) == _plain_rows("x,S,5,6,false,", "bid", bids) + \
+            _plain_rows("x,S,5,6,false,", "ask", asks)
+        price, amount = rng.choice(special), rng.choice(special)
+        assert w.trade(5, 6, "7", "buy", price, amount) == f"x,S,5,6,7,buy,{number(price)},{number(amount)}\n"
+    assert w.delta(1, 1, [(1.0, -0.0), (2.0, 0.0)], []) == "x,S,1,1,false,bid,1,-0\nx,S,1,1,false,bid,2,0\n"
