@@ -200,11 +200,17 @@ def replay(config: Config, capture: str, host: str, port: int, rate: float, read
 @click.argument("symbol")
 @click.option("--depth", type=click.IntRange(min=1), default=None, help="Levels per side to show (default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--rest-fallback", is_flag=True,
+              help="Best available book: shared memory when live and fresh, else the venue's REST snapshot "
+                   "(says which and why; pipeline/bestbook.py).")
 @pass_config
-def book(config: Config, exchange: str, symbol: str, depth: int | None, as_json: bool) -> None:
+def book(config: Config, exchange: str, symbol: str, depth: int | None, as_json: bool, rest_fallback: bool) -> None:
     """Print the current top-N view of EXCHANGE SYMBOL from shared memory."""
     from pipeline.shm import BookReader
 
+    if rest_fallback:
+        _best_book(config, exchange, symbol, depth, as_json)
+        return
     try:
         config.exchange(exchange)
         with BookReader.open(config.shm_prefix, exchange) as reader:
@@ -217,13 +223,31 @@ def book(config: Config, exchange: str, symbol: str, depth: int | None, as_json:
     age = (time.time_ns() // 1000 - snap.ts_received_us) / 1e6 if snap.ts_received_us else float("nan")
     click.echo(f"{exchange} {symbol}  state {snap.state.name.lower()}  epoch {snap.epoch}  seq {snap.seq}  "
                f"update id {snap.update_id}  age {age:.2f}s")
+    _print_ladder(snap.bids, snap.asks)
+
+
+def _print_ladder(bids, asks) -> None:
     click.echo(f"{'BID SIZE':>16} {'BID':>14} | {'ASK':<14} {'ASK SIZE':<16}")
-    for i in range(max(len(snap.bids), len(snap.asks))):
-        b = snap.bids[i] if i < len(snap.bids) else None
-        a = snap.asks[i] if i < len(snap.asks) else None
+    for i in range(max(len(bids), len(asks))):
+        b = bids[i] if i < len(bids) else None
+        a = asks[i] if i < len(asks) else None
         left = f"{b[1]:>16.8g} {b[0]:>14.8g}" if b is not None else " " * 31
         right = f"{a[0]:<14.8g} {a[1]:<16.8g}" if a is not None else ""
         click.echo(f"{left} | {right}")
+
+
+def _best_book(config: Config, exchange: str, symbol: str, depth: int | None, as_json: bool) -> None:
+    from pipeline.bestbook import BookUnavailable, best_book
+
+    try:
+        got = best_book(exchange, symbol, config, depth=depth)
+    except (ConfigError, BookUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(got.to_json()))
+        return
+    click.echo(f"{exchange} {symbol}  source {got.source} ({got.reason})  update id {got.update_id}")
+    _print_ladder(got.bids, got.asks)
 
 
 @cli.command()
