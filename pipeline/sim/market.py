@@ -101,18 +101,51 @@ _KNOWN = {
 _QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
 
 
+_NATIVE_QUOTES = {"USD": "USDT", "USDC": "USDT"}  # dollar quotes share the USDT specs
+
+
+def _split_native(symbol: str) -> tuple[str, str, bool] | None:
+    """Base, quote and swap flag of a venue-native name, or None for a Binance-style name.
+
+    ``BTC-USDT`` / ``BTC-USDT-SWAP`` (OKX), ``ETH/USDC`` (Lighter spot, Hyperliquid spot), and a bare
+    coin such as ``BTC`` (Hyperliquid, Lighter perps: quoted in USD(C)) are understood.
+    """
+    swap = symbol.endswith("-SWAP")
+    name = symbol[: -len("-SWAP")] if swap else symbol
+    for sep in ("-", "/"):
+        if sep in name:
+            base, _, quote = name.partition(sep)
+            return base, quote, swap
+    if not any(name.endswith(q) and len(name) > len(q) for q in _QUOTES):
+        return name, "USDC", swap  # a bare coin
+    return None
+
+
 def symbol_spec(symbol: str) -> SymbolSpec:
-    """The spec of ``symbol``: fixed for well-known ones, else a price near 100 from its name."""
-    base, quote = symbol[:-3], symbol[-3:]
-    for q in _QUOTES:
-        if symbol.endswith(q) and len(symbol) > len(q):
-            base, quote = symbol[: -len(q)], q
-            break
-    known = _KNOWN.get(symbol)
+    """The spec of ``symbol``: fixed for well-known ones, else a price near 100 from its name.
+
+    Venue-native names map to the Binance-style key of the same pair, so ``BTC-USDT``, ``BTC``
+    and ``BTCUSDT`` all start near 60000; an OKX ``-SWAP`` trades whole contracts (step 1).
+    """
+    native = _split_native(symbol)
+    if native is not None:
+        base, quote, swap = native
+        key = base + _NATIVE_QUOTES.get(quote, quote)
+    else:
+        key = symbol
+        base, quote = symbol[:-3], symbol[-3:]
+        for q in _QUOTES:
+            if symbol.endswith(q) and len(symbol) > len(q):
+                base, quote = symbol[: -len(q)], q
+                break
+        swap = False
+    known = _KNOWN.get(key)
     if known is None:
         # crc32, not hash(): the spec must not depend on PYTHONHASHSEED.
-        known = ((50 + zlib.crc32(symbol.encode()) % 151) * 100, 2, 2, 1, 2_000)
+        known = ((50 + zlib.crc32(key.encode()) % 151) * 100, 2, 2, 1, 2_000)
     start, tick_dec, step_dec, gap, lots = known
+    if swap:  # sizes in contracts
+        step_dec, lots = 0, 50
     return SymbolSpec(symbol, base, quote, start, tick_dec, step_dec, gap, lots)
 
 
@@ -390,7 +423,8 @@ class Market:
     """Seeded books for several symbols; ``step()`` makes the next update of one of them.
 
     Args:
-        symbols: exchange-native names such as ``"BTCUSDT"`` (upper case, distinct).
+        symbols: exchange-native names such as ``"BTCUSDT"``, ``"BTC-USDT"``, ``"BTC"`` or ``"ETH/USDC"``
+            (upper case, distinct).
         seed: the whole sequence of updates depends only on it and the other arguments.
         levels: price levels per side at start; depth stays near it.
     """
@@ -402,8 +436,8 @@ class Market:
         if len(set(symbols)) != len(symbols):
             raise ValueError(f"duplicate symbols in {symbols!r}")
         for s in symbols:
-            if not s.isalnum() or s.upper() != s:
-                raise ValueError(f"symbol {s!r}: expected upper-case letters and digits")
+            if not s or s.upper() != s or not s.replace("-", "").replace("/", "").isalnum():
+                raise ValueError(f"symbol {s!r}: expected upper-case letters and digits ('-', '/' inside)")
         if levels < 1:
             raise ValueError(f"levels: expected a positive integer, got {levels!r}")
         self._rng = random.Random(seed)
