@@ -172,6 +172,7 @@ def ws_phase(stack: Stack, sampler: Sampler, clients: int, per_process: int, sec
         time.sleep(warmup)
         r0, r1, lags = _window(stack, sampler, seconds)
     finally:
+        stack.stop_processes(names, timeout=20)
         loaded = []
         for name, out in zip(names, outs):
             try:
@@ -194,10 +195,16 @@ def ws_phase(stack: Stack, sampler: Sampler, clients: int, per_process: int, sec
 
 # ---------------------------------------------------------------------------- run
 
-def run_rate(rate: float, symbols: list[str], seconds: float, warmup: float, ws_clients: list[int],
-             per_process: int, log) -> tuple[dict, list[dict], dict]:
-    """One pipeline at ``rate``: its figures, the WebSocket rows (if ``ws_clients``) and samples for the plot."""
-    stack = Stack(rate, symbols, max_clients=max(ws_clients, default=1))
+def run_rate(rate: float, symbols: list[str], seconds: float, warmup: float, ws_clients: list[int] = (),
+             per_process: int = 25, log=lambda _: None, publisher: bool = True,
+             sink: bool = True) -> tuple[dict, list[dict], dict]:
+    """One pipeline at ``rate``: its figures, the WebSocket rows (if ``ws_clients``) and samples for the plot.
+
+    Without ``publisher`` or ``sink`` that process is not started (bench/live_ingest.py, bench/csv_sink.py).
+    """
+    if ws_clients and not publisher:
+        raise ValueError("WebSocket clients need the publisher")
+    stack = Stack(rate, symbols, publisher=publisher, sink=sink, max_clients=max(ws_clients, default=1))
     samples: dict = {"ws": {}}
     ws_rows, windows = [], []
     sampler = None
@@ -229,9 +236,10 @@ def run_rate(rate: float, symbols: list[str], seconds: float, warmup: float, ws_
             sampler.close()
         cleaned = stack.close()
         left = leftovers(stack)
-    if "row" in locals():
-        row["cleaned_shm"] = cleaned
-        row["leftovers"] = left
+    row["pids"] = {name: p.pid for name, p in stack.procs.items()}
+    row["shm_prefix"] = stack.config.shm_prefix
+    row["cleaned_shm"] = cleaned  # segments a process left behind (removed here); normally none
+    row["leftovers"] = left        # processes and segments still there after the cleanup: none
     return row, ws_rows, samples
 
 
@@ -299,6 +307,7 @@ def command(rates: str, seconds: float, clients_opt: str, ws_rate: float | None,
     names = symbol_names(symbols)
     echo = (lambda m: click.echo(m, err=True))
 
+    plotting = report.prefetch_plotting()
     rows, ws_rows, plot_samples = [], [], {}
     started = time.monotonic()
     plan = sorted(set(rate_list) | {ws_r})
@@ -336,6 +345,7 @@ def command(rates: str, seconds: float, clients_opt: str, ws_rate: float | None,
     result["elapsed_s"] = round(time.monotonic() - started, 1)
     hops = [(f"ingest -> ZeroMQ SUB ({ws_r:g}/s)", plot_samples.get("zmq", np.zeros(0)))]
     hops += [(f"ingest -> WebSocket, {n} client{'s' if n > 1 else ''}", lat) for n, lat in plot_samples["ws"].items()]
+    plotting.join()
     report.plot(png_path, hops, f"trade latency per hop, {symbols} symbols, sim {ws_r:g} book updates/s "
                                 f"({result['machine']['cores']} cores{', shared machine' if shared else ''})")
     json_path.write_text(json.dumps(result, indent=1) + "\n")

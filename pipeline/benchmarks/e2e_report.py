@@ -10,6 +10,7 @@ import datetime as _dt
 import os
 import platform
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -231,12 +232,13 @@ def append_results(path: Path, result: dict) -> None:
 # ------------------------------------------------------------------------------ plot
 
 def plot(path: Path, hops: list[tuple[str, np.ndarray]], title: str) -> None:
-    """Latency CDF per hop (log x, µs), one line each; matplotlib with the Agg backend, imported here."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Latency CDF per hop (log x, µs), one line each; matplotlib's Agg canvas (no pyplot), imported here."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    fig, ax = plt.subplots(figsize=(9, 5.5), dpi=100)
+    fig = Figure(figsize=(9, 5.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     for label, values in hops:
         a = np.sort(np.asarray(values, dtype=np.float64))
         a = a[a > 0]
@@ -256,7 +258,19 @@ def plot(path: Path, hops: list[tuple[str, np.ndarray]], title: str) -> None:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, format="png")
-    plt.close(fig)
+
+
+def prefetch_plotting() -> threading.Thread:
+    """Import matplotlib in a thread while the processes start (it takes seconds on a busy machine)."""
+    def load():
+        try:
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+        except ImportError:
+            pass  # reported by plot()
+    t = threading.Thread(target=load, name="matplotlib-import", daemon=True)
+    t.start()
+    return t
 
 
 def utc_now() -> str:

@@ -178,15 +178,18 @@ class Stack:
                                                 publisher_clients=self.max_clients, csv=self.sink))
         self.config = load_config(self.config_path)
         base = PIPELINE + ["--config", str(self.config_path)]
-        if self.sink:  # before the ingest: it records from the first message (docs/csv.md)
+        # all three at once (their start-up overlaps); the sink backfills trades it was not yet
+        # subscribed to from the trade ring, and books start with a snapshot block (docs/csv.md)
+        if self.sink:
             self.start_process("sink-csv", base + ["sink", "csv"])
-            self._wait_file("sink-csv", self.run_dir / "sink-csv.stats.json", 20)
         self.start_process("ingest", base + ["ingest", EXCHANGE])
         if self.publisher:
             ready = self.workdir / "publisher.port"
             self.start_process("publisher", base + ["publish", "--port", "0", "--ready-file", str(ready)])
-            self.ws_port = int(self._wait_file("publisher", ready, 20))
-        wait_for(self._all_live, live_timeout, f"{len(self.symbols)} books live", 0.2)
+            self.ws_port = int(self._wait_file("publisher", ready, 30))
+        if self.sink:
+            self._wait_file("sink-csv", self.run_dir / "sink-csv.stats.json", 30)
+        wait_for(self._all_live, live_timeout, f"{len(self.symbols)} books live", 0.1)
 
     def _all_live(self) -> bool:
         p = self.procs["ingest"]
@@ -196,26 +199,33 @@ class Stack:
             return all(r.read(s, depth=1).state.name == "LIVE" for s in self.symbols)
 
     # ------------------------------------------------------------------- stop
-    def stop_process(self, name: str, timeout: float = 10.0) -> int | None:
-        p = self.procs.get(name)
-        if p is None:
-            return None
-        self.stopped.add(name)
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
+    def stop_processes(self, names: list[str], timeout: float = 10.0) -> None:
+        """SIGTERM to each of ``names`` at once, then wait for each; SIGKILL after ``timeout``."""
+        procs = [(n, self.procs[n]) for n in names if n in self.procs]
+        for name, p in procs:
+            self.stopped.add(name)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for _, p in procs:
             try:
-                p.wait(timeout)
+                p.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
-        return p.returncode
+
+    def stop_process(self, name: str, timeout: float = 10.0) -> int | None:
+        if name not in self.procs:
+            return None
+        self.stop_processes([name], timeout)
+        return self.procs[name].returncode
 
     def close(self) -> list[str]:
-        """Stop every process (clients and consumers first, the sim last); returns what had to be cleaned."""
-        order = [n for n in self.procs if n not in ("sim", "ingest", "publisher", "sink-csv")]
-        order += ["publisher", "sink-csv", "ingest", "sim"]
-        for name in order:
-            self.stop_process(name)
+        """Stop every process (clients first, the sim last); returns the shm segments that had to be removed."""
+        core = ("sim", "ingest", "publisher", "sink-csv")
+        self.stop_processes([n for n in self.procs if n not in core])
+        self.stop_processes(["publisher", "sink-csv", "ingest"])
+        self.stop_processes(["sim"])
         cleaned = []
         prefix = self.config.shm_prefix if self.config is not None else None
         if prefix:
