@@ -154,6 +154,7 @@ class VenueServer(BaseServer):
     delete_fallouts = True  # does a level that leaves the top N get an explicit delete?
     idle_in = 0.0  # close a connection that sent nothing for this long (0 = never)
     idle_out = 0.0  # close a connection that was sent nothing for this long (0 = never)
+    idle_close_code = 1000
 
     def __init__(self, options: SimOptions):
         super().__init__(options)
@@ -326,7 +327,7 @@ class VenueServer(BaseServer):
                 else:
                     continue
                 self.counters["idle_closed"] += 1
-                self.close(conn, 4000 if self.name == "okx" else 1000, why)
+                self.close(conn, self.idle_close_code, why)
 
     # -- faults --------------------------------------------------------------------------
 

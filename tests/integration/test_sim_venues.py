@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
+import zlib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,11 @@ import pytest
 import websockets
 
 from captures import DATA
-from helpers import Procs, start_sim, write_config
+from helpers import Procs, eventually, start_sim, write_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
+ROOT = Path(__file__).resolve().parents[2]
 RECV_TIMEOUT = 5.0
 SAMPLES = DATA / "samples"
 
@@ -312,5 +315,188 @@ def test_bybit_drop_diff_gap_reorder_and_resubscribe_snapshot(bybit):
             assert client.gaps == 0
             state = await get_json(bybit, "/sim/state")
             assert state["counters"]["diffs_dropped"] >= 1 and state["counters"]["frames_reordered"] >= 1
+
+    asyncio.run(scenario())
+
+
+# == OKX v5 (§5) ========================================================================
+
+
+def start_with_options(procs: Procs, protocol: str, name: str, **options: Any) -> Sim:
+    """A sim started through ``pipeline.sim.venues.run`` with options the CLI does not expose."""
+    workdir = procs.workdir / name
+    workdir.mkdir()
+    ready = workdir / "sim.port"
+    args = "".join(f", {k}={v!r}" for k, v in options.items())
+    code = ("from pipeline.sim.base import SimOptions; from pipeline.sim.venues import run; "
+            f"run({protocol!r}, SimOptions(port=0, ready_file={str(ready)!r}{args}))")
+    sub = Procs(workdir)
+    sub.start("sim", [sys.executable, "-c", code], env={"PYTHONPATH": str(ROOT)})
+    procs.procs.extend(sub.procs)
+    return Sim(int(eventually(lambda: ready.exists() and ready.read_text().strip(), 20, what="sim ready")))
+
+
+@pytest.fixture(scope="module")
+def okx(procs):
+    return start(procs, "okx", "BTC-USDT,ETH-USDT-SWAP")
+
+
+@pytest.fixture(scope="module")
+def okx_samples():
+    return json.loads((SAMPLES / "okx" / "docs_examples.json").read_text())["examples"]
+
+
+def okx_checksum(book: RefBook) -> int:
+    """Independent §5 checksum: interleave the top 25 bids and asks, CRC32, signed."""
+    bids, asks = book.levels("b", 25), book.levels("a", 25)
+    parts = []
+    for i in range(25):
+        for side in (bids, asks):
+            if i < len(side):
+                parts.append(f"{side[i][0]}:{side[i][1]}")
+    value = zlib.crc32(":".join(parts).encode())
+    return value - 2**32 if value >= 2**31 else value
+
+
+class OkxClient:
+    """OKX books sync (§5 steps 1-5): prevSeqId chain, checksum after each update."""
+
+    def __init__(self):
+        self.book: RefBook | None = None
+        self.seq = None
+        self.gaps = 0
+        self.bad_checksums = 0
+        self.updates = 0
+        self.heartbeats = 0
+
+    def on_book(self, msg: dict[str, Any]) -> None:
+        data = msg["data"][0]
+        if msg["action"] == "snapshot":
+            assert data["prevSeqId"] == -1
+            self.book = RefBook(data["bids"], data["asks"])
+        else:
+            if data["prevSeqId"] != self.seq:
+                self.gaps += 1
+            if not data["asks"] and not data["bids"]:
+                assert data["seqId"] == data["prevSeqId"]
+                self.heartbeats += 1
+            self.book.apply(data["bids"], data["asks"])
+            self.updates += 1
+        if data["checksum"] != 0 and data["checksum"] != okx_checksum(self.book):
+            self.bad_checksums += 1
+        self.seq = data["seqId"]
+
+
+async def okx_subscribe(ws, channel: str, inst: str, op: str = "subscribe", rid: str = "1") -> None:
+    await ws.send(json.dumps({"id": rid, "op": op, "args": [{"channel": channel, "instId": inst}]}))
+    while (msg := await recv(ws)).get("event") != op:
+        pass
+    assert msg["arg"] == {"channel": channel, "instId": inst} and msg["id"] == rid
+
+
+@pytest.mark.shared
+def test_okx_books_chain_checksums_trades_and_rest(okx, okx_samples):
+    async def scenario():
+        async with websockets.connect(okx.ws + "/ws/v5/public") as ws:
+            await ws.send(json.dumps({"id": "1512", "op": "subscribe", "args": [
+                {"channel": "books", "instId": "BTC-USDT"}, {"channel": "trades", "instId": "BTC-USDT"}]}))
+            ack = await recv(ws)
+            check_shape(ack, okx_samples["ws_books_subscribe_ack"])
+            client = OkxClient()
+            trades = 0
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline:
+                msg = await recv(ws)
+                if msg.get("event") == "subscribe":
+                    continue
+                if msg["arg"]["channel"] == "trades":
+                    check_shape(msg, okx_samples["ws_trades"])
+                    assert msg["data"][0]["side"] in ("buy", "sell")
+                    trades += 1
+                    continue
+                check_shape(msg, okx_samples["ws_books_" + msg["action"]])
+                client.on_book(msg)
+            assert client.updates > 5 and trades > 0
+            assert client.gaps == 0 and client.bad_checksums == 0
+            await fault(okx, name="pause")
+            try:
+                async def synced():
+                    try:
+                        client.on_book(await recv(ws, 0.3))
+                    except TimeoutError:
+                        pass
+                    rest = await get_json(okx, "/api/v5/market/books", instId="BTC-USDT", sz=400)
+                    check_shape(rest, okx_samples["rest_books_response"])
+                    data = rest["data"][0]
+                    return ([lv[:2] for lv in data["bids"]] == client.book.levels("b")
+                            and [lv[:2] for lv in data["asks"]] == client.book.levels("a"))
+
+                await until(synced, what="book == REST")
+            finally:
+                await fault(okx, name="resume")
+            assert client.gaps == 0 and client.bad_checksums == 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.shared
+def test_okx_ping_errors_faults_and_resubscribe(okx, okx_samples):
+    async def scenario():
+        async with websockets.connect(okx.ws + "/ws/v5/public") as ws:
+            await ws.send("ping")
+            assert await recv(ws) == "pong"
+            await ws.send(json.dumps({"id": "7", "op": "subscribe", "args": [{"channel": "books", "instId": "NOPE"}]}))
+            error = await recv(ws)
+            check_shape(error, okx_samples["ws_subscribe_error"])
+            assert error["event"] == "error" and error["id"] == "7"
+            await okx_subscribe(ws, "books-l2-tbt", "ETH-USDT-SWAP")
+            client = OkxClient()
+            client.on_book(await recv(ws))
+            assert all(Decimal(lv[1]) == int(lv[1]) for lv in client.book.levels("a"))  # contracts
+            for name in ("bad_checksum", "drop_diff", "reorder"):
+                await fault(okx, name=name, symbol="ETH-USDT-SWAP")
+                while not (client.bad_checksums or client.gaps):
+                    client.on_book(await recv(ws))
+                if name == "bad_checksum":
+                    assert (client.bad_checksums, client.gaps) == (1, 0)
+                else:  # the gap is seen (the checksum of a book with a hole may fail as well)
+                    assert client.gaps == 1, name
+                await okx_subscribe(ws, "books-l2-tbt", "ETH-USDT-SWAP", "unsubscribe")
+                await okx_subscribe(ws, "books-l2-tbt", "ETH-USDT-SWAP")
+                while (msg := await recv(ws))["action"] != "snapshot":
+                    pass
+                client = OkxClient()
+                client.on_book(msg)
+            await fault(okx, name="checksum", mode="zero")
+            for _ in range(5):
+                msg = await recv(ws)
+                client.on_book(msg)
+            assert msg["data"][0]["checksum"] == 0 and client.gaps == 0
+            await fault(okx, name="checksum", mode="crc")
+
+    asyncio.run(scenario())
+
+
+def test_okx_heartbeat_updates_when_quiet_and_idle_connections_close(procs):
+    sim = start_with_options(procs, "okx", "okx_idle", symbols=("BTC-USDT",), rate=200.0, levels=50,
+                             idle_timeout=1.0, quiet_heartbeat=0.3)
+
+    async def scenario():
+        async with websockets.connect(sim.ws + "/ws/v5/public") as ws:
+            await okx_subscribe(ws, "books", "BTC-USDT")
+            client = OkxClient()
+            client.on_book(await recv(ws))
+            await fault(sim, name="pause")
+            while not client.heartbeats:
+                client.on_book(await recv(ws))
+                await ws.send("ping")  # keep the connection alive meanwhile
+                while (msg := await recv(ws)) != "pong":
+                    client.on_book(msg)
+            assert client.gaps == 0 and client.bad_checksums == 0
+            # Now say nothing: the server closes the connection.
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await recv(ws, 5.0)
+            assert (await get_json(sim, "/sim/state"))["counters"]["idle_closed"] == 1
 
     asyncio.run(scenario())
