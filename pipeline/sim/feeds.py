@@ -19,7 +19,9 @@ parsing and frame shapes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -29,7 +31,8 @@ from aiohttp import web
 from pipeline.sim.base import BadFault, BaseServer, Connection, SimOptions, Topic, dumps, ws_frame
 from pipeline.sim.market import ZERO, Update
 
-__all__ = ["BookFeed", "Fill", "TextFormat", "VenueServer", "fixed_text", "hyperliquid_text", "stripped_text"]
+__all__ = ["BookFeed", "Fill", "TextFormat", "VenueServer", "fixed_text", "hyperliquid_text", "level_changes",
+           "order_count", "stripped_text"]
 
 _RING = 64  # recent fills kept per symbol for trade backlogs
 
@@ -72,6 +75,12 @@ class TextFormat:
                 self.cache.clear()
             t = self.cache[s] = self.convert(s)
         return t
+
+
+@functools.lru_cache(maxsize=65536)
+def order_count(size: str) -> int:
+    """A stable number of resting orders for a level of ``size`` (OKX numOrders, Hyperliquid n)."""
+    return 1 + zlib.crc32(size.encode()) % 9
 
 
 class Fill(NamedTuple):

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.sim.base import BadFault, Connection, SimOptions, Topic, dumps
-from pipeline.sim.feeds import BookFeed, Fill, TextFormat, VenueServer, stripped_text
+from pipeline.sim.feeds import BookFeed, Fill, TextFormat, VenueServer, order_count, stripped_text
 from pipeline.sim.market import Update
 
 __all__ = ["OkxServer", "okx_checksum"]
@@ -63,7 +63,6 @@ class OkxServer(VenueServer):
         super().__init__(options)
         self.requests.update({"books": 0})
         self.text = TextFormat(stripped_text)
-        self.orders: dict[str, str] = {}  # size text -> numOrders text
         self.checksum_mode = "crc"  # or "zero", as OKX sends since 2026-06
         self.quiet_after = options.quiet_heartbeat or _QUIET_HEARTBEAT
         for symbol in self.market.symbols:
@@ -78,17 +77,9 @@ class OkxServer(VenueServer):
 
     # -- frames --------------------------------------------------------------------------
 
-    def _levels(self, levels: Any) -> list[list[str]]:
-        orders = self.orders
-        out = []
-        for p, s in levels:
-            n = orders.get(s)
-            if n is None:
-                if len(orders) > 200_000:
-                    orders.clear()
-                n = orders[s] = "0" if s == "0" else str(1 + zlib.crc32(s.encode()) % 9)
-            out.append([p, s, "0", n])
-        return out
+    @staticmethod
+    def _levels(levels: Any) -> list[list[str]]:
+        return [[p, s, "0", "0" if s == "0" else str(order_count(s))] for p, s in levels]
 
     def _checksum(self, feed: BookFeed) -> int:
         if self.checksum_mode == "zero":

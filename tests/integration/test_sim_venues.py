@@ -86,6 +86,13 @@ async def get_json(sim: Sim, path: str, **params: Any) -> Any:
             return await response.json()
 
 
+async def post_json(sim: Sim, path: str, body: Any) -> Any:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(sim.http + path, json=body) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+
 def sample_lines(path: Path) -> list[Any]:
     return [json.loads(line)["frame"] for line in path.read_text().splitlines() if line.strip()]
 
@@ -498,5 +505,136 @@ def test_okx_heartbeat_updates_when_quiet_and_idle_connections_close(procs):
                 while True:
                     await recv(ws, 5.0)
             assert (await get_json(sim, "/sim/state"))["counters"]["idle_closed"] == 1
+
+    asyncio.run(scenario())
+
+
+# == Hyperliquid (§6) ===================================================================
+
+
+@pytest.fixture(scope="module")
+def hyperliquid(procs):
+    return start(procs, "hyperliquid", "BTC,ETH")
+
+
+@pytest.fixture(scope="module")
+def hl_samples():
+    frames = sample_lines(SAMPLES / "hyperliquid" / "hftbacktest_btc_20250126.jsonl")
+    docs = json.loads((SAMPLES / "hyperliquid" / "docs_examples.json").read_text())["examples"]
+    book = next(f for f in frames if f["channel"] == "l2Book")
+    trades = next(f for f in frames if f["channel"] == "trades")
+    rest = json.loads((SAMPLES / "hyperliquid" / "sdk_cassette_rest_l2book_dydx_20230717.json").read_text())
+    return {"l2Book": book, "trades": trades, "rest": rest["response_body"], **docs}
+
+
+def hl_levels(data: dict[str, Any]) -> list[list[list[str]]]:
+    return [[[lv["px"], lv["sz"]] for lv in side] for side in data["levels"]]
+
+
+async def hl_send(ws, method: str, kind: str, coin: str) -> None:
+    await ws.send(json.dumps({"method": method, "subscription": {"type": kind, "coin": coin}}))
+
+
+@pytest.mark.shared
+def test_hyperliquid_snapshots_trade_backlog_dedupe_and_rest(hyperliquid, hl_samples):
+    async def scenario():
+        seen: set[tuple[str, int, int]] = set()
+        async with websockets.connect(hyperliquid.ws + "/ws") as ws:
+            await hl_send(ws, "subscribe", "l2Book", "BTC")
+            ack = await recv(ws)
+            check_shape(ack, hl_samples["ws_subscription_response"])
+            assert ack["data"]["subscription"] == {"type": "l2Book", "coin": "BTC"}
+            first = await recv(ws)  # the book comes at once
+            assert first["channel"] == "l2Book"
+            await hl_send(ws, "subscribe", "trades", "BTC")
+            assert (await recv(ws))["channel"] == "subscriptionResponse"
+            backlog = await recv(ws)
+            assert backlog["channel"] == "trades" and len(backlog["data"]) > 1
+            check_shape(backlog, hl_samples["trades"])
+            for t in backlog["data"]:
+                assert t["side"] in ("B", "A") and t["coin"] == "BTC" and len(t["users"]) == 2
+                seen.add((t["coin"], t["time"], t["tid"]))
+            books = [first]
+            deadline = time.monotonic() + 1.6
+            while time.monotonic() < deadline:
+                msg = await recv(ws)
+                if msg["channel"] == "l2Book":
+                    check_shape(msg, hl_samples["l2Book"])
+                    books.append(msg)
+                else:
+                    for t in msg["data"]:
+                        seen.add((t["coin"], t["time"], t["tid"]))
+            assert len(books) >= 2
+            for book in books:
+                bids, asks = hl_levels(book["data"])
+                assert len(bids) == len(asks) == 20 and Decimal(bids[0][0]) < Decimal(asks[0][0])
+                assert all("." in p for p, _ in bids + asks)  # "60000.0", never "60000"
+            assert [b["data"]["time"] for b in books] == sorted(b["data"]["time"] for b in books)
+            await fault(hyperliquid, name="pause")
+            try:
+                async def synced():
+                    rest = await post_json(hyperliquid, "/info", {"type": "l2Book", "coin": "BTC"})
+                    check_shape(rest, hl_samples["rest"])
+                    try:
+                        while True:
+                            msg = await recv(ws, 0.2)
+                            if msg["channel"] == "l2Book":
+                                books.append(msg)
+                    except TimeoutError:
+                        pass
+                    return hl_levels(books[-1]["data"]) == hl_levels(rest)
+
+                await until(synced, what="last l2Book == REST")
+            finally:
+                await fault(hyperliquid, name="resume")
+        # A new connection's backlog repeats trades the last one saw: dedupe on (coin, time, tid).
+        async with websockets.connect(hyperliquid.ws + "/ws") as ws:
+            await hl_send(ws, "subscribe", "trades", "BTC")
+            await recv(ws)
+            again = {(t["coin"], t["time"], t["tid"]) for t in (await recv(ws))["data"]}
+            assert again & seen
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.shared
+def test_hyperliquid_ping_errors_drop_and_resubscribe(hyperliquid, hl_samples):
+    async def scenario():
+        async with websockets.connect(hyperliquid.ws + "/ws") as ws:
+            await ws.send(json.dumps({"method": "ping"}))
+            assert await recv(ws) == hl_samples["ws_pong"]
+            await hl_send(ws, "subscribe", "l2Book", "NOPE")
+            error = await recv(ws)
+            assert error["channel"] == "error" and isinstance(error["data"], str)
+            await hl_send(ws, "subscribe", "l2Book", "ETH")
+            assert (await recv(ws))["channel"] == "subscriptionResponse"
+            assert (await recv(ws))["channel"] == "l2Book"
+            assert (await fault(hyperliquid, name="drop_diff", symbol="ETH"))["feeds"] == 1
+            assert (await recv(ws))["channel"] == "l2Book"  # the next push still is a whole book
+            await hl_send(ws, "unsubscribe", "l2Book", "ETH")
+            while (msg := await recv(ws))["channel"] != "subscriptionResponse":
+                pass
+            assert msg["data"]["method"] == "unsubscribe"
+            await hl_send(ws, "subscribe", "l2Book", "ETH")
+            while (msg := await recv(ws))["channel"] != "subscriptionResponse":
+                pass
+            assert (await recv(ws, 0.4))["channel"] == "l2Book"  # fresh snapshot at once, not after 0.5 s
+
+    asyncio.run(scenario())
+
+
+def test_hyperliquid_fast_pushes_and_silent_connections_are_closed(procs):
+    sim = start_with_options(procs, "hyperliquid", "hl_idle", symbols=("BTC",), rate=300.0, levels=40,
+                             idle_timeout=1.0, book_interval=0.05)
+
+    async def scenario():
+        async with websockets.connect(sim.ws + "/ws") as ws:
+            await hl_send(ws, "subscribe", "l2Book", "BTC")
+            for _ in range(10):  # 0.05 s pushes: ten books well within the receive timeout
+                await recv(ws, 1.0)
+        async with websockets.connect(sim.ws + "/ws") as ws:  # no subscription: nothing is ever sent
+            with pytest.raises(websockets.ConnectionClosed):
+                await recv(ws, 10.0)
+        assert (await get_json(sim, "/sim/state"))["counters"]["idle_closed"] == 1
 
     asyncio.run(scenario())
