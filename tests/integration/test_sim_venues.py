@@ -638,3 +638,132 @@ def test_hyperliquid_fast_pushes_and_silent_connections_are_closed(procs):
         assert (await get_json(sim, "/sim/state"))["counters"]["idle_closed"] == 1
 
     asyncio.run(scenario())
+
+
+# == Lighter (§7) =======================================================================
+
+
+@pytest.fixture(scope="module")
+def lighter(procs):
+    return start(procs, "lighter", "ETH,BTC")
+
+
+@pytest.fixture(scope="module")
+def lighter_samples():
+    d = SAMPLES / "lighter"
+    names = ("ws_order_book_subscribed", "ws_order_book_update", "ws_trade_subscribed", "ws_trade_update",
+             "http_order_book_details", "http_order_book_orders")
+    docs = json.loads((d / "docs_examples.json").read_text())["examples"]
+    return {**{n: json.loads((d / f"nautilus_{n}.json").read_text()) for n in names}, **docs}
+
+
+class LighterClient:
+    """Lighter sync (§7 steps 1-4): snapshot, then ``begin_nonce == last nonce``; offset only increases."""
+
+    def __init__(self):
+        self.book: RefBook | None = None
+        self.nonce = None
+        self.offset = 0
+        self.gaps = 0
+        self.updates = 0
+
+    def on_book(self, msg: dict[str, Any]) -> None:
+        ob = msg["order_book"]
+        bids = [[lv["price"], lv["size"]] for lv in ob["bids"]]
+        asks = [[lv["price"], lv["size"]] for lv in ob["asks"]]
+        if msg["type"] == "subscribed/order_book":
+            assert ob["begin_nonce"] == 0
+            self.book = RefBook(bids, asks)
+        else:
+            assert msg["type"] == "update/order_book" and self.book is not None
+            if ob["begin_nonce"] != self.nonce:
+                self.gaps += 1
+            assert msg["offset"] > self.offset
+            self.book.apply(bids, asks)
+            self.updates += 1
+        self.nonce, self.offset = ob["nonce"], msg["offset"]
+
+
+@pytest.mark.shared
+def test_lighter_markets_book_nonce_chain_trades_and_rest(lighter, lighter_samples):
+    async def scenario():
+        details = await get_json(lighter, "/api/v1/orderBookDetails")
+        check_shape(details["order_book_details"][0], {
+            k: v for k, v in lighter_samples["http_order_book_details"]["order_book_details"][0].items()
+            if k in ("symbol", "market_id", "market_type", "status", "size_decimals", "price_decimals",
+                     "min_base_amount", "taker_fee", "maker_fee")})
+        ids = {d["symbol"]: d["market_id"] for d in details["order_book_details"]}
+        assert ids == {"ETH": 0, "BTC": 1}
+        eth = details["order_book_details"][0]
+        async with websockets.connect(lighter.ws + "/stream") as ws:
+            await ws.send(json.dumps({"type": "subscribe", "channel": "order_book/0"}))
+            await ws.send(json.dumps({"type": "subscribe", "channel": "trade/0"}))
+            client = LighterClient()
+            trades: set[int] = set()
+            backlog = False
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                msg = await recv(ws)
+                if msg["channel"] == "trade:0":
+                    check_shape(msg, lighter_samples["ws_" + msg["type"].replace("/", "_").replace(
+                        "subscribed_trade", "trade_subscribed").replace("update_trade", "trade_update")])
+                    backlog |= msg["type"] == "subscribed/trade" and not trades
+                    trades |= {t["trade_id"] for t in msg["trades"]}
+                    continue
+                assert msg["channel"] == "order_book:0"
+                sample = ("ws_order_book_subscribed" if msg["type"] == "subscribed/order_book"
+                          else "ws_order_book_update")
+                check_shape(msg, lighter_samples[sample])
+                for lv in msg["order_book"]["asks"] + msg["order_book"]["bids"]:
+                    assert len(lv["price"].split(".")[1]) == eth["price_decimals"]
+                    assert len(lv["size"].split(".")[1]) == eth["size_decimals"]
+                client.on_book(msg)
+            assert backlog and client.updates > 5 and client.gaps == 0
+            await fault(lighter, name="pause")
+            try:
+                async def synced():
+                    try:
+                        client.on_book(await recv(ws, 0.3))
+                    except TimeoutError:
+                        pass
+                    rest = await get_json(lighter, "/api/v1/orderBookOrders", market_id=0, limit=50)
+                    check_shape(rest, lighter_samples["http_order_book_orders"])
+                    return ([[o["price"], o["remaining_base_amount"]] for o in rest["bids"]] == client.book.levels("b", 50)
+                            and [[o["price"], o["remaining_base_amount"]] for o in rest["asks"]]
+                            == client.book.levels("a", 50))
+
+                await until(synced, what="book == REST orders")
+            finally:
+                await fault(lighter, name="resume")
+            assert client.gaps == 0
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.shared
+def test_lighter_ping_drop_gap_resubscribe_and_errors(lighter, lighter_samples):
+    async def scenario():
+        async with websockets.connect(lighter.ws + "/stream") as ws:
+            await ws.send(json.dumps(lighter_samples["ws_ping"]))
+            assert await recv(ws) == lighter_samples["ws_pong"]
+            await ws.send(json.dumps({"type": "subscribe", "channel": "order_book/9"}))
+            assert "error" in await recv(ws)
+            await ws.send(json.dumps({"type": "subscribe", "channel": "order_book/1"}))
+            client = LighterClient()
+            client.on_book(await recv(ws))
+            for name in ("drop_diff", "reorder"):
+                await fault(lighter, name=name, symbol="BTC")
+                while not client.gaps:
+                    client.on_book(await recv(ws))
+                client.gaps = 0
+            await ws.send(json.dumps({"type": "unsubscribe", "channel": "order_book/1"}))
+            await ws.send(json.dumps({"type": "subscribe", "channel": "order_book/1"}))
+            while (msg := await recv(ws))["type"] != "subscribed/order_book":
+                pass
+            client = LighterClient()
+            client.on_book(msg)
+            for _ in range(5):
+                client.on_book(await recv(ws))
+            assert client.gaps == 0
+
+    asyncio.run(scenario())
