@@ -71,7 +71,7 @@ def _window(stack: Stack, sampler: Sampler, seconds: float) -> tuple[dict, dict,
     while (left := end - time.monotonic()) > 0:
         time.sleep(min(LAG_SAMPLE_S, left))
         lags.append(sampler.lag_sample())
-        for name in stack.failed():
+        for name in (n for n in stack.failed() if not n.startswith("ws")):  # a client failing is a figure
             raise StackError(f"{name} exited with {stack.procs[name].returncode} during the measurement:\n"
                              f"{stack.log_tail(name)}")
     return r0, sampler.read(), lags
@@ -100,6 +100,7 @@ def rate_figures(rate: float, r0, r1, lags: list[tuple[int, int]]) -> dict:
         "delivered_ratio": round(ing_n / sim_n, 4) if sim_n else 0.0,
         "backlog_growth_updates": (sim_n - ing_n),
         "publish_lag_us_max": max((a for a, _ in lags), default=0),
+        "publish_lag_us_p90": int(np.percentile([a for a, _ in lags], 90)) if lags else 0,
         "publish_lag_us_last": lags[-1][0] if lags else 0,
         "publish_lag_interval_max_us": max((b for _, b in lags), default=0),
         "loop_lag_max_us": r1.process_stats["loop_lag_max_us"],
@@ -166,9 +167,13 @@ def ws_phase(stack: Stack, sampler: Sampler, clients: int, per_process: int, sec
                                                  "--max-seconds", str(seconds * 4 + 60)])
         names.append(name), outs.append(out), readies.append(ready)
         first += n
+    errors = []
     try:
-        _wait_ready(stack, names, readies)
-        sampler.watch("ws-clients", [stack.procs[n].pid for n in names])
+        try:
+            _wait_ready(stack, names, readies, timeout=60)
+        except StackError as exc:  # measured anyway, with the client processes that did start
+            errors.append(str(exc)[-500:])
+        sampler.watch("ws-clients", [stack.procs[n].pid for n in names if stack.procs[n].poll() is None])
         time.sleep(warmup)
         r0, r1, lags = _window(stack, sampler, seconds)
     finally:
@@ -177,7 +182,8 @@ def ws_phase(stack: Stack, sampler: Sampler, clients: int, per_process: int, sec
         for name, out in zip(names, outs):
             try:
                 loaded.append(_stop_and_load(stack, name, out))
-            except StackError:
+            except StackError as exc:
+                errors.append(str(exc)[-500:])
                 loaded.append(None)
         sampler.unwatch("ws-clients")
     window = (r0.wall_us, r1.wall_us)
@@ -185,9 +191,11 @@ def ws_phase(stack: Stack, sampler: Sampler, clients: int, per_process: int, sec
     cpu, rss = _usage(r0, r1)
     frames = sum(sum(m["frames"]) for m, _ in filter(None, loaded))
     closed = sum(len(m["closed_early"]) for m, _ in filter(None, loaded))
+    failed = sum(len(m["connect_failed"]) + m["unsubscribed"] for m, _ in filter(None, loaded))
     row = {"clients": clients, "processes": n_proc, "rate": stack.rate, "window_s": round(r1.t - r0.t, 2),
            "trade_latency_us": report.latency(lat), "frames_per_s": round(frames / max(r1.t - r0.t, 1e-9)),
-           "closed_early": closed, "client_processes_failed": sum(1 for x in loaded if x is None),
+           "closed_early": closed, "not_connected": failed,
+           "client_processes_failed": sum(1 for x in loaded if x is None), "errors": errors,
            "cpu_percent": cpu, "rss_mb": rss,
            "publish_lag_us_max": max((a for a, _ in lags), default=0)}
     return row, lat, window

@@ -195,27 +195,31 @@ async def _ws_clients(url: str, n: int, first_id: int, out: Path, ready: Path, m
         return on_frame
 
     conns: list = [None] * n
-    for k in range(n):
-        # the welcome may arrive before open_connection returns: the handler reads conns[k] lazily
-        conns[k] = await _open(open_connection, url, handler(k), conns, k)
-    async with asyncio.timeout(20):
-        await asyncio.gather(*(e.wait() for e in subscribed))
+    # the welcome may arrive before open_connection returns: frames wait until conns[k] is set
+    opened = await asyncio.gather(*(_open(open_connection, url, handler(k), conns, k) for k in range(n)),
+                                  return_exceptions=True)
+    failed = [f"{type(c).__name__}: {c}" for c in opened if isinstance(c, BaseException)]
+    live = [c for c in opened if not isinstance(c, BaseException)]
+    try:  # a saturated publisher may answer late: measure what did subscribe, say what did not
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(subscribed[k].wait() for k, c in enumerate(opened) if c in live))
+    except TimeoutError:
+        pass
+    unsubscribed = sum(1 for k, c in enumerate(opened) if c in live and not subscribed[k].is_set())
     write_atomically(ready, "ready\n")
-    closed = [asyncio.ensure_future(c.closed) for c in conns]
     try:
         async with asyncio.timeout(max_seconds):
             await stop.wait()
     except TimeoutError:
         pass
-    lost = [c.closed.result() for c in conns if c.closed.done()]
-    for c in conns:
+    lost = [c.closed.result() for c in live if c.closed.done()]
+    for c in live:
         c.close(1000)
     await asyncio.sleep(0.05)
-    for c in conns:
+    for c in live:
         c.abort()
-    for f in closed:
-        f.cancel()
-    samples.save(out, {"kind": "ws", "clients": n, "first_id": first_id, "frames": frames, "closed_early": lost})
+    samples.save(out, {"kind": "ws", "clients": n, "first_id": first_id, "frames": frames, "closed_early": lost,
+                       "connect_failed": failed, "unsubscribed": unsubscribed})
 
 
 async def _open(open_connection, url: str, on_frame, conns: list, k: int):
@@ -227,7 +231,7 @@ async def _open(open_connection, url: str, on_frame, conns: list, k: int):
         else:
             on_frame(data, recv_ns)
 
-    conn = await open_connection(url, early, priority=True)
+    conn = await open_connection(url, early, priority=True, timeout=30.0)
     conns[k] = conn
     for data in pending_welcome:
         on_frame(data, time.time_ns())

@@ -50,8 +50,10 @@ Columns:
 
 Kept up at a rate = all of: the sim generated >= 95% of the rate; the ingest applied >= 98% of the
 depth updates the sim generated in the same window (both counters read back to back at its start
-and end); every sampled receive->publish lag (the ingest's EWMA, `publish_lag_us`) <= 50 ms; no
-reconnect, sequence gap or resync during the window, and the sim dropped no slow client.
+and end); its receive->publish lag stayed bounded: the ingest's EWMA `publish_lag_us`, sampled every
+0.25 s, was <= 50 ms in at least 90% of the samples and in the last one (a short stall of a
+shared machine passes, a growing backlog does not); no reconnect, sequence gap or resync during the
+window, and the sim dropped no slow client.
 
 Goals (printed by the command next to the measured figures, never asserted by tests): live ingest
 >= 40k depth msgs/s per process; trade latency to a ZeroMQ subscriber p50 <= 100 µs, p99 <= 500 µs;
@@ -63,8 +65,9 @@ ingest <= 150 MB with 200 symbols; CSV sink >= 200k rows/s.
 """
 
 CRITERION = ("kept up = sim generated >= 95% of the rate AND ingest applied >= 98% of the sim's depth updates "
-             "in the same window AND every sampled receive->publish lag EWMA <= 50 ms AND no reconnect, gap "
-             "or resync in the window AND the sim dropped no slow client")
+             "in the same window AND receive->publish lag EWMA (sampled every 0.25 s) <= 50 ms at p90 of the "
+             "samples and at the last one AND no reconnect, gap or resync in the window AND the sim dropped "
+             "no slow client")
 MIN_SIM_RATIO = 0.95
 MIN_DELIVERED = 0.98
 MAX_PUBLISH_LAG_US = 50_000
@@ -87,8 +90,9 @@ def kept_up(row: dict) -> tuple[bool, list[str]]:
         why.append(f"sim generated only {row['sim_updates_per_s']:.0f}/s")
     if row["delivered_ratio"] < MIN_DELIVERED:
         why.append(f"ingest applied {100 * row['delivered_ratio']:.1f}% of the sim's updates")
-    if row["publish_lag_us_max"] > MAX_PUBLISH_LAG_US:
-        why.append(f"receive->publish lag reached {row['publish_lag_us_max'] / 1000:.0f} ms")
+    if row["publish_lag_us_p90"] > MAX_PUBLISH_LAG_US or row["publish_lag_us_last"] > MAX_PUBLISH_LAG_US:
+        why.append(f"receive->publish lag p90 {row['publish_lag_us_p90'] / 1000:.0f} ms, "
+                   f"last {row['publish_lag_us_last'] / 1000:.0f} ms")
     for key in ("reconnects", "gaps", "resyncs", "sim_slow_clients_dropped"):
         if row[key]:
             why.append(f"{row[key]} {key.replace('_', ' ')}")
@@ -157,14 +161,14 @@ def summary_text(result: dict) -> str:
     lines = [f"pipeline bench e2e  {result['date']}  {m['cores']} cores {m['cpu_model']}  Python {m['python']}"
              + ("  (machine shared with other work: figures are noisy)" if m["shared"] else ""),
              f"criterion: {CRITERION}", ""]
-    lines.append(f"{'rate':>8} {'sim/s':>8} {'ingest/s':>9} {'deliv%':>7} {'lag ms':>7} {'µs/msg':>7} "
+    lines.append(f"{'rate':>8} {'sim/s':>8} {'ingest/s':>9} {'deliv%':>7} {'lag p90':>7} {'µs/msg':>7} "
                  f"{'kept':>5}  {'ZMQ trade p50/p99/p99.9 µs':>27}  {'CPU% sim/ingest/pub/sink':>25} {'rows/s':>8}")
     for r in result["rates"]:
         z = r["zmq_trade_latency_us"]
         cpu = r["cpu_percent"]
         lines.append(
             f"{r['rate']:>8g} {r['sim_updates_per_s']:>8.0f} {r['ingest_updates_per_s']:>9.0f} "
-            f"{100 * r['delivered_ratio']:>7.1f} {r['publish_lag_us_max'] / 1000:>7.1f} "
+            f"{100 * r['delivered_ratio']:>7.1f} {r['publish_lag_us_p90'] / 1000:>7.1f} "
             f"{r['ingest_cpu_us_per_msg'] or 0:>7.1f} {'yes' if r['kept_up'] else 'no':>5}  "
             f"{_fmt3(z):>27}  {_cpu(cpu):>25} {r['csv']['rows_per_s'] if r['csv'] else '-':>8}"
             + ("" if r["kept_up"] else f"   ({'; '.join(r['why_not'])})"))
@@ -174,6 +178,7 @@ def summary_text(result: dict) -> str:
             t = w["trade_latency_us"]
             lines.append(f"  {w['clients']:>4} clients: p50 {_ms(t['p50'])}  p99 {_ms(t['p99'])}  p99.9 {_ms(t['p99.9'])}"
                          f"  ({t['n']} samples, {w['processes']} client processes, closed early {w['closed_early']}, "
+                         f"not connected {w['not_connected']}, failed processes {w['client_processes_failed']}, "
                          f"publisher CPU {w['cpu_percent'].get('publisher', 0):.0f}%)")
     lines += ["", "goals (measured on this machine; not asserted):"]
     for g in result["goals"]:
