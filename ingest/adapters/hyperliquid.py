@@ -76,6 +76,8 @@ _dec_book = msgspec.json.Decoder(_Book, strict=False)
 _dec_trades = msgspec.json.Decoder(list[_Trade], strict=False)
 _dec_any = msgspec.json.Decoder()
 
+# msgspec raises UnicodeDecodeError for invalid UTF-8 inside a JSON string
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 _COIN_RE = re.compile(rb'"coin"\s*:\s*"([^"]{1,64})"')
 _SIDES = {"B": "buy", "A": "sell"}
 
@@ -233,7 +235,7 @@ class HyperliquidAdapter:
             frame = frame.encode()
         try:
             env = _dec_env.decode(frame)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise _malformed(f"not a Hyperliquid envelope: {exc}", self._coin_in(frame)) from None
         channel = env.channel
         if channel == "l2Book":
@@ -245,7 +247,7 @@ class HyperliquidAdapter:
         if channel == "error":
             try:
                 detail = _dec_any.decode(env.data)
-            except msgspec.DecodeError:
+            except DECODE_ERRORS:
                 detail = None
             return VenueNotice("error", {"error": detail})
         raise UnknownFrame(f"channel {channel!r}")
@@ -260,7 +262,7 @@ class HyperliquidAdapter:
     def _decode_book(self, raw: bytes) -> tuple[str, _Book]:
         try:
             b = _dec_book.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise _malformed(f"l2Book: {exc}", self._coin_in(raw)) from None
         if b.coin not in self._known:
             raise UnknownFrame(f"l2Book for unknown coin {b.coin!r}")
@@ -282,7 +284,7 @@ class HyperliquidAdapter:
     def _parse_trades(self, raw: bytes, recv_ns: int) -> list[TradeEvent] | None:
         try:
             trades = _dec_trades.decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise _malformed(f"trades: {exc}", self._coin_in(raw)) from None
         # validate the whole frame before remembering any key: a rejected frame leaves no trace
         out = []
@@ -302,7 +304,7 @@ class HyperliquidAdapter:
         """REST ``l2Book`` body (the WS ``data`` shape) -> DepthSnapshot. Raises MalformedFrame."""
         try:
             b = _dec_book.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise _malformed(f"l2Book snapshot: {exc}", symbol) from None
         if b.coin != symbol:
             raise _malformed(f"l2Book snapshot for {b.coin!r}, asked for {symbol!r}", symbol)

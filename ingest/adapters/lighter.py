@@ -36,7 +36,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.hyperliquid import RecentKeys, check_uncrossed
+from ingest.adapters.hyperliquid import DECODE_ERRORS, RecentKeys, check_uncrossed
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, SnapshotError, UnknownFrame
@@ -135,13 +135,21 @@ def aggregate_orders(orders: list[_RestOrder], symbol: str, bids: bool) -> list[
     for o in orders:
         try:
             p, q = Decimal(o.price), Decimal(o.remaining_base_amount)
+            ok = p.is_finite() and q.is_finite() and p > 0 and q >= 0
         except InvalidOperation:
-            raise _malformed(f"bad order [{o.price!r}, {o.remaining_base_amount!r}]", symbol) from None
-        if not (p.is_finite() and q.is_finite() and p > 0 and q >= 0):
+            ok = False
+        if not ok:
             raise _malformed(f"bad order [{o.price!r}, {o.remaining_base_amount!r}]", symbol)
         if q:
             by_price[p] = by_price.get(p, Decimal(0)) + q
-    return [(float(p), float(q)) for p, q in sorted(by_price.items(), reverse=bids)]
+    out = []
+    for p, q in sorted(by_price.items(), reverse=bids):
+        fp, fq = float(p), float(q)
+        if not (0.0 < fp < _INF and 0.0 <= fq < _INF):
+            raise _malformed(f"order price/size out of range [{p}, {q}]", symbol)
+        if fq > 0.0:
+            out.append((fp, fq))
+    return out
 
 
 class LighterAdapter:
@@ -206,7 +214,7 @@ class LighterAdapter:
         config symbol the venue does not list."""
         try:
             details = _dec_details.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise SnapshotError(f"lighter orderBookDetails unreadable: {exc}") from None
         venue: dict[str, tuple[int, bool]] = {}
         for spot, markets in ((False, details.order_book_details), (True, details.spot_order_book_details)):
@@ -297,7 +305,7 @@ class LighterAdapter:
             frame = frame.encode()
         try:
             f = _dec_frame.decode(frame)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise _malformed(f"not a Lighter frame: {exc}", self._symbol_in(frame)) from None
         kind = f.type
         if kind == "update/order_book" or kind == "subscribed/order_book":
@@ -314,7 +322,7 @@ class LighterAdapter:
         if len(f.error) or kind == "error":
             try:
                 detail = _dec_any.decode(f.error) if len(f.error) else None
-            except msgspec.DecodeError:
+            except DECODE_ERRORS:
                 detail = None
             return VenueNotice("error", {"error": detail})
         raise UnknownFrame(f"type {kind!r} channel {f.channel!r}")
@@ -370,7 +378,7 @@ class LighterAdapter:
         There is no nonce: ``last_id`` 0, for the best-available book only."""
         try:
             o = _dec_orders.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise _malformed(f"orderBookOrders: {exc}", symbol) from None
         bids = aggregate_orders(o.bids, symbol, bids=True)
         asks = aggregate_orders(o.asks, symbol, bids=False)
