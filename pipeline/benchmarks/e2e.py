@@ -170,7 +170,7 @@ def ws_phase(stack: Stack, sampler: Sampler, clients: int, per_process: int, sec
     errors = []
     try:
         try:
-            _wait_ready(stack, names, readies, timeout=60)
+            _wait_ready(stack, names, readies, timeout=45)
         except StackError as exc:  # measured anyway, with the client processes that did start
             errors.append(str(exc)[-500:])
         sampler.watch("ws-clients", [stack.procs[n].pid for n in names if stack.procs[n].poll() is None])
@@ -191,10 +191,12 @@ def ws_phase(stack: Stack, sampler: Sampler, clients: int, per_process: int, sec
     cpu, rss = _usage(r0, r1)
     frames = sum(sum(m["frames"]) for m, _ in filter(None, loaded))
     closed = sum(len(m["closed_early"]) for m, _ in filter(None, loaded))
-    failed = sum(len(m["connect_failed"]) + m["unsubscribed"] for m, _ in filter(None, loaded))
+    failed = sum(len(m["connect_failed"]) + m["unwelcomed"] for m, _ in filter(None, loaded))
+    unconfirmed = sum(m["unsubscribed"] for m, _ in filter(None, loaded))
     row = {"clients": clients, "processes": n_proc, "rate": stack.rate, "window_s": round(r1.t - r0.t, 2),
-           "trade_latency_us": report.latency(lat), "frames_per_s": round(frames / max(r1.t - r0.t, 1e-9)),
-           "closed_early": closed, "not_connected": failed,
+           "trade_latency_us": report.latency(lat), "frames_total": frames,
+           "trades_per_client_per_s": round(lat.size / clients / max(r1.t - r0.t, 1e-9), 1),
+           "closed_early": closed, "not_connected": failed, "subscribe_unconfirmed": unconfirmed,
            "client_processes_failed": sum(1 for x in loaded if x is None), "errors": errors,
            "cpu_percent": cpu, "rss_mb": rss,
            "publish_lag_us_max": max((a for a, _ in lags), default=0)}
