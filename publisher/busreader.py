@@ -9,6 +9,9 @@ drain.  Order inside one pump (DESIGN.md: trades never wait behind L2):
     3. as soon as a trade was handed out, or after L2_BATCH L2 messages, yield to the
        loop (call_soon) so the client senders woken meanwhile run first.
 
+Work on L2 done outside the pump (a client's snapshot, rendered when its sender is ready)
+calls ``poll_trades`` first, so a trade never waits behind it either.
+
 ZMQ_FD is edge-triggered: it signals a change, not a level.  A pump ends by reading
 ZMQ_EVENTS of both sockets, which re-arms the FD, and pumps again when either still
 has input, so no message is left waiting for a signal that already came.
@@ -28,6 +31,7 @@ from pipeline.config import Config
 log = logging.getLogger(__name__)
 
 L2_BATCH = 64  # L2 messages per pump before the loop gets a turn
+_EVENTS, _POLLIN = zmq.EVENTS, zmq.POLLIN
 
 
 class BusReader:
@@ -63,14 +67,25 @@ class BusReader:
             self._loop.call_soon(self._pump)
 
     def _drain_trades(self) -> int:
+        # Called before every L2 message, so the empty case must be cheap: ZMQ_EVENTS costs
+        # about half of a recv(NOBLOCK) that raises zmq.Again.
         sock, on_trade, n = self.trades_sock, self.on_trade, 0
-        while True:
-            try:
-                sock.recv(zmq.NOBLOCK)  # topic: the payload names exchange and symbol
-            except zmq.Again:
-                return n
+        events = sock.getsockopt
+        while events(_EVENTS) & _POLLIN:
+            sock.recv()  # topic: the payload names exchange and symbol
             on_trade(sock.recv())  # frames of one message arrive together
             n += 1
+        return n
+
+    def poll_trades(self) -> None:
+        """Hand out the trades waiting on the bus now (the hub calls it before L2 work of its own)."""
+        if self._loop is None:
+            return
+        try:
+            self._drain_trades()
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.ETERM:
+                self.on_error(exc)
 
     def _pump(self) -> None:
         self._scheduled = False

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 CLOSE_POLICY = 1008  # RFC 6455 7.4.1: policy violation (request flood)
+SNAPSHOT_REUSE_US = 50_000  # a rendered snapshot is shared while the book has not moved, for at most this long
 CLOSE_TRY_AGAIN = 1013  # RFC 6455 / IANA registry: try again later (too slow for its trades)
 
 
@@ -89,6 +90,10 @@ class Hub:
         self.rejected: Counter[str] = Counter()
         self._closed_conflations = 0
         self._closed_dropped = 0
+        self._snapshots: dict[tuple[Key, int], tuple[tuple, int, tuple[bytes, int, int, int]]] = {}
+        # Set by the process to the bus reader's trade drain: called before L2 work done
+        # outside the bus pump (snapshot rendering), so no trade waits behind it.
+        self.poll_trades: Callable[[], object] = lambda: None
 
     # ------------------------------------------------------------------ clients
     def connect(self, peer: str, wake: Callable[[], None], close: Callable[[int, str], None],
@@ -360,20 +365,43 @@ class Hub:
                 self.counts["sent_" + kind] += 1
                 return item
             key = payload
+            # Rendering a snapshot is L2 work on the loop: trades waiting on the bus go first
+            # (they are written to every client, this one included, before this snapshot).
+            self.poll_trades()
+            if client.closing is not None:
+                return None
             sub = client.session.book_sub(key)
             if sub is None or sub.phase is not Phase.PENDING:
                 continue  # unsubscribed or replaced meanwhile
             now = self.clock()
-            view = self.mirror.snapshot(key, sub.depth)
-            frame = render.book(key[0], key[1], epoch=view.epoch, seq=view.seq, state=view.state, depth=sub.depth,
-                                bids=view.bids, asks=view.asks, ts_exchange=view.ts_exchange,
-                                ts_received=view.ts_received, published_us=now)
-            sub.snapshot_sent(now, view.epoch, view.seq)
+            frame, epoch, seq, received = self._snapshot_frame(key, sub.depth, now)
+            sub.snapshot_sent(now, epoch, seq)
             if sub.mode is Mode.SNAPSHOTS:
                 self.waiting.setdefault(key, {})[client] = sub
             outbox.sent += 1
             self.counts["sent_l2"] += 1
-            return frame, "l2", view.ts_received
+            return frame, "l2", received
+
+    def _snapshot_frame(self, key: Key, depth: int, now: int) -> tuple[bytes, int, int, int]:
+        """(frame, epoch, seq, ts_received) of the latest view of ``key`` at ``depth``.
+
+        Rendered once per view: clients whose snapshots fall due while the publisher's book
+        has not moved (a quiet book, a burst of subscriptions, throttle timers that fire
+        together) share the bytes, with the ``time_published`` of the first rendering (at
+        most SNAPSHOT_REUSE_US old)."""
+        book = self.mirror.book(*key)
+        mark = (book.epoch, book.seq, book.state) if book is not None else None
+        cached = self._snapshots.get((key, depth))
+        if cached is not None and mark is not None and cached[0] == mark and now - cached[1] < SNAPSHOT_REUSE_US:
+            return cached[2]
+        view = self.mirror.snapshot(key, depth)
+        frame = render.book(key[0], key[1], epoch=view.epoch, seq=view.seq, state=view.state, depth=depth,
+                            bids=view.bids, asks=view.asks, ts_exchange=view.ts_exchange,
+                            ts_received=view.ts_received, published_us=now)
+        out = (frame, view.epoch, view.seq, view.ts_received)
+        if mark is not None:
+            self._snapshots[(key, depth)] = (mark, now, out)
+        return out
 
     # ---------------------------------------------------------------- statistics
     def statistics(self) -> dict:

@@ -91,6 +91,7 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     server = PublisherServer(settings, hub, routes, metrics, on_error=fail)
     ctx = zmq.Context()
     reader = BusReader(ctx, config, hub.on_trade, hub.on_l2, fail)
+    hub.poll_trades = reader.poll_trades
     monitor = None
     try:
         bound = await server.start(host, port)

@@ -1,7 +1,10 @@
 """``GET /metrics``: Prometheus text format, from prometheus-client with a private registry.
 
-Two histograms are observed on the way (one cached child per label set, so an
-observation is a bisect and an add):
+Two histograms are observed on the way, one per bus message and one per frame written
+to a client, so they are on the hot path: a plain ``Histogram`` of this module (a bisect
+and two adds, no lock: everything runs on the event loop), exported at scrape time as
+Prometheus histograms (prometheus-client's own Histogram takes a lock per bucket and
+cost more than the rest of a trade's fan-out to a client):
 
     l2p_publisher_bus_latency_seconds{kind, exchange}   ingest receive -> publisher receive
     l2p_publisher_send_latency_seconds{kind}             ingest receive -> written to a client socket
@@ -13,27 +16,48 @@ Per-client series carry the client id; they disappear with the client.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 FEED_COUNTERS = ("updates", "trades", "gaps", "resyncs", "malformed", "checksum_ok", "checksum_failed")
 
 
+class Histogram:
+    """Counts per bucket (``le`` bounds, +Inf last), sum and count; not thread-safe (one loop)."""
+
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds: tuple[float, ...] = BUCKETS):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # first bound >= value: Prometheus' le
+        self.sum += value
+        self.count += 1
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative (le, count) pairs as Prometheus exposes them."""
+        out, total = [], 0
+        for bound, n in zip(self.bounds + (float("inf"),), self.counts):
+            total += n
+            out.append((floatToGoString(bound), total))
+        return out
+
+
 class PublisherMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._bus = Histogram("l2p_publisher_bus_latency_seconds",
-                              "Ingest receive time to publisher receive time of bus messages.",
-                              ["kind", "exchange"], buckets=BUCKETS, registry=self.registry)
-        self._send = Histogram("l2p_publisher_send_latency_seconds",
-                               "Ingest receive time to the frame written to a client's socket.",
-                               ["kind"], buckets=BUCKETS, registry=self.registry)
-        self._bus_children: dict[tuple[str, str], object] = {}
-        self._send_children = {k: self._send.labels(k) for k in ("trade", "l2")}
+        self._bus_children: dict[tuple[str, str], Histogram] = {}
+        self._send_children = {k: Histogram() for k in ("trade", "l2")}
         self._hub_stats: Callable[[], dict] = dict
         self._feeds: Callable[[], list[dict]] = list
         self._book_resyncs: Callable[[], dict] = dict
@@ -47,7 +71,7 @@ class PublisherMetrics:
     def bus_delay(self, kind: str, exchange: str, seconds: float) -> None:
         child = self._bus_children.get((kind, exchange))
         if child is None:
-            child = self._bus_children[(kind, exchange)] = self._bus.labels(kind, exchange)
+            child = self._bus_children[(kind, exchange)] = Histogram()
         child.observe(seconds)
 
     def send_delay(self, kind: str, seconds: float) -> None:
@@ -69,6 +93,19 @@ class _Collector:
     def collect(self):
         yield from self._feeds()
         yield from self._publisher()
+        yield from self._histograms()
+
+    def _histograms(self):
+        bus = HistogramMetricFamily("l2p_publisher_bus_latency_seconds",
+                                    "Ingest receive time to publisher receive time of bus messages.",
+                                    labels=["kind", "exchange"])
+        for (kind, exchange), h in self.m._bus_children.items():
+            bus.add_metric([kind, exchange], h.buckets(), h.sum)
+        send = HistogramMetricFamily("l2p_publisher_send_latency_seconds",
+                                     "Ingest receive time to the frame written to a client's socket.", labels=["kind"])
+        for kind, h in self.m._send_children.items():
+            send.add_metric([kind], h.buckets(), h.sum)
+        yield from (bus, send)
 
     def _feeds(self):
         labels = ["exchange", "symbol"]

@@ -32,6 +32,7 @@ from pipeline.shm import BookReader, BookSnapshot
 Key = tuple[str, str]
 Level = tuple[float, float]
 STALE_READER_S = 5.0  # a segment whose writer stopped beating this long may have been replaced
+SHM_RETRY_S = 0.2  # after a failed open of an exchange's segment, snapshots come from the mirror this long
 
 
 def top(book: Book, depth: int) -> tuple[list[Level], list[Level]]:
@@ -90,6 +91,8 @@ class BookMirror(_Base):
     def __init__(self, config: Config):
         super().__init__(config, use_shm=True)
         self._views: dict[Key, dict[int, _TrackedView]] = {}
+        self._keys: dict[bytes, Key] = {}  # topic -> (exchange, symbol), parsed once per topic
+        self._shm_failed: dict[str, float] = {}  # exchange -> monotonic time of the last failed open
 
     # ------------------------------------------------------------------ bus input
     def decode_trade(self, payload: bytes) -> schema.Trade:
@@ -98,8 +101,12 @@ class BookMirror(_Base):
 
     def apply_l2(self, topic: bytes, payload: bytes) -> Step | None:
         """Apply one L2 bus message. Returns the Step, or None when no book changed."""
-        _, exchange, symbol = schema.parse_topic(topic)
-        key = (exchange, symbol)
+        key = self._keys.get(topic)
+        if key is None:
+            _, exchange, symbol = schema.parse_topic(topic)
+            if len(self._keys) >= 4096:  # only configured topics are expected; stay bounded anyway
+                self._keys.clear()
+            key = self._keys[topic] = (exchange, symbol)
         tr = self.trackers.get(key)
         if tr is not None and tr.synced:
             prev_epoch, prev_seq, prev_state = tr.book.epoch, tr.book.seq, tr.book.state
@@ -145,6 +152,19 @@ class BookMirror(_Base):
         return list(self._views.get(key, {}))
 
     # ------------------------------------------------------------------ snapshots
+    def _shm_snapshot(self, exchange: str, symbol: str, epoch: int) -> BookSnapshot | None:
+        # An exchange without a segment (ingest down, bus from another host) would otherwise be
+        # opened again for every snapshot of every client: seconds of CPU at a few thousand/s.
+        failed = self._shm_failed.get(exchange)
+        if failed is not None and time.monotonic() - failed < SHM_RETRY_S:
+            return None
+        snap = super()._shm_snapshot(exchange, symbol, epoch)
+        if self.use_shm and exchange not in self._readers:  # the open failed
+            self._shm_failed[exchange] = time.monotonic()
+        else:
+            self._shm_failed.pop(exchange, None)
+        return snap
+
     def snapshot(self, key: Key, depth: int) -> View:
         """The latest view of ``key`` at ``depth``: shared memory first, else the mirror's book."""
         exchange, symbol = key

@@ -4,7 +4,8 @@ Per connection two tasks: the handler reads requests and hands them to the hub; 
 sender writes what the hub queued, in the outbox's order (control, trades, L2).  The
 hub never awaits a client: when nothing is queued ahead and the socket's write buffer is
 under ``WRITE_LIMIT`` it writes the frame at once (``try_send``, no task switch per
-client and frame); otherwise it queues and calls ``wake``.  websockets' ``send`` waits
+client and frame), a WebSocket frame built once per event and shared by every client;
+otherwise it queues and calls ``wake``.  websockets' ``send`` waits
 only when that client's write buffer is above ``write_limit``, so a slow client blocks
 its own sender and nothing else.
 
@@ -31,7 +32,7 @@ import socket
 import urllib.parse
 from typing import Any, Callable
 
-from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -143,13 +144,19 @@ class PublisherServer:
             asyncio.get_running_loop().call_later(self.limits.close_timeout_s, _abort, ws)
 
         metrics = self.metrics
+        transport = ws.transport
+        protocol = ws.protocol
 
         def try_send(frame: bytes, kind: str, received_us: int) -> bool:
-            # websockets' broadcast() writes without waiting and without backpressure; the
-            # backpressure is this check: a socket over its write limit gets the outbox instead.
-            if ws.protocol.state is not State.OPEN or ws.transport.get_write_buffer_size() >= WRITE_LIMIT:
+            # The frame, pre-built once for every client (text_frame), goes straight to the
+            # transport: websockets' send path costs more than the write itself
+            # (building-block-costs.md section 5, rawframe).  Safe because websockets flushes
+            # its own writes at once (nothing of it is buffered ahead of ours) and we never
+            # fragment.  Backpressure is this check: a socket over its write limit gets the
+            # outbox (and this client's sender waits) instead.
+            if protocol.state is not State.OPEN or transport.get_write_buffer_size() >= WRITE_LIMIT:
                 return False
-            broadcast((ws,), frame, text=True)
+            transport.write(text_frame(frame))
             if received_us and metrics is not None:
                 metrics.send_delay(kind, (render.now_us() - received_us) / 1e6)
             return True
@@ -157,7 +164,7 @@ class PublisherServer:
         client = self.hub.connect(f"{host}:{port}", wake.set, close, try_send)
         if len(self.hub.clients) > self.limits.max_clients:  # upgrades that raced past the check
             self.hub.close_client(client, 1013, "server full", "full")
-        sender = asyncio.create_task(self._send(ws, client, wake))
+        sender = asyncio.create_task(self._send(ws, client, wake, try_send))
         reason = "client"
         try:
             async for message in ws:
@@ -172,8 +179,8 @@ class PublisherServer:
                 reason = "shutdown"
             self.hub.disconnect(client, reason)
 
-    async def _send(self, ws: ServerConnection, client: Client, wake: asyncio.Event) -> None:
-        next_frame, metrics = self.hub.next_frame, self.metrics
+    async def _send(self, ws: ServerConnection, client: Client, wake: asyncio.Event, try_send) -> None:
+        next_frame = self.hub.next_frame
         try:
             while True:
                 item = next_frame(client)
@@ -182,9 +189,11 @@ class PublisherServer:
                     await wake.wait()
                     continue
                 frame, kind, received_us = item
-                await ws.send(frame, text=True)
-                if received_us and metrics is not None:
-                    metrics.send_delay(kind, (render.now_us() - received_us) / 1e6)
+                if not try_send(frame, kind, received_us):
+                    # over the write limit (or closing): wait for this client's socket only
+                    await ws.send(frame, text=True)
+                    if received_us and self.metrics is not None:
+                        self.metrics.send_delay(kind, (render.now_us() - received_us) / 1e6)
         except ConnectionClosed:
             pass
         except Exception as exc:  # our bug: the process stops (STYLE.md 6), supervisord restarts it
@@ -196,6 +205,35 @@ class PublisherServer:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _text_header(length: int) -> bytes:
+    """RFC 6455 5.2 header of an unfragmented, unmasked (server to client) text frame."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return bytes((0x81, 126)) + length.to_bytes(2, "big")
+    return bytes((0x81, 127)) + length.to_bytes(8, "big")
+
+
+class _Framer:
+    """Payload -> whole text frame; the hub hands the same bytes object to every client of an
+    event in a row, so a one-entry cache (by identity) frames each event once."""
+
+    __slots__ = ("payload", "frame")
+
+    def __init__(self) -> None:
+        self.payload: bytes | None = None
+        self.frame = b""
+
+    def __call__(self, payload: bytes) -> bytes:
+        if payload is not self.payload:
+            self.payload = payload
+            self.frame = _text_header(len(payload)) + payload
+        return self.frame
+
+
+text_frame = _Framer()
 
 
 def _abort(ws: ServerConnection) -> None:

@@ -285,3 +285,44 @@ def test_trades_go_straight_to_a_ready_socket_but_never_ahead_of_queued_frames(e
     hub.on_trade(trade_payload(4))  # a trade is queued: this one queues behind it, order kept
     assert [f["seq"] for f in written] == [2] and len(client.outbox.trades) == 2
     assert hub.statistics()["sent"]["trades"] == 2
+
+
+def test_a_trade_waiting_on_the_bus_goes_out_before_a_pending_snapshot_is_rendered(env):
+    """Snapshot rendering is L2 work outside the bus pump: the hub drains the bus's trades first."""
+    hub, clock, timers, ingest = env
+    written: list[dict] = []
+
+    def try_send(frame, kind, received_us):
+        written.append(json.loads(frame))
+        return True
+
+    bus_trades = [trade_payload(1)]  # a trade arrived while the client's snapshot was pending
+
+    def poll_trades():
+        while bus_trades:
+            hub.on_trade(bus_trades.pop(0))
+
+    hub.poll_trades = poll_trades
+    client = hub.connect("test:3", lambda: None, lambda code, reason: None, try_send)
+    frames = []
+    while (item := hub.next_frame(client)) is not None:  # welcome, then the snapshot mark
+        frames.append(json.loads(item[0]))
+    # the trade went straight to the socket while the snapshot was about to be rendered
+    assert kinds(frames) == ["welcome", "order_book_l2"]
+    assert kinds(written) == ["trade"] and written[0]["seq"] == 1 and not bus_trades
+
+
+def test_clients_due_for_the_same_view_share_one_rendering(env):
+    hub, clock, timers, ingest = env
+    a, b = Peer(hub), Peer(hub)
+    fa = a.drain()[-1]
+    clock.us += 1000
+    fb = b.drain()[-1]
+    assert fa == fb  # same view, same bytes (rendered once)
+    hub.on_l2(*ingest.change())  # the book moved
+    c = Peer(hub)
+    fc = c.drain()[-1]
+    assert fc["seq"] == fa["seq"] + 1 and fc["time_published"] != fa["time_published"]
+    clock.us += 60_000  # an old rendering is not reused even if the book is quiet
+    d = Peer(hub)
+    assert d.drain()[-1]["time_published"] != fc["time_published"]

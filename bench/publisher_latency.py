@@ -1,0 +1,260 @@
+"""WebSocket publisher benchmark: trade latency to N clients under a heavy L2 bus, as real processes.
+
+A feeder process stands in for the ingest: it binds the exchange's bus sockets and publishes
+L2 deltas (1-3 levels of 50-level books, 4 symbols) at ``--l2-rate`` and trades at
+``--trade-rate``, each stamped ``ts_received`` = its send time.  `pipeline publish` serves
+``--clients`` WebSocket clients spread over ``--client-procs`` processes; each client records,
+per trade, its receive time minus ``time_received`` (the latency docs/websocket.md tells clients
+to compute; here it covers the bus hop, the publisher and the client's own loop).  Prints one
+JSON line: client p50/p90/p99/p99.9, trades received, frames by kind, and the publisher's CPU
+(share of one core, and µs per bus message).
+
+    .venv/bin/python bench/publisher_latency.py --clients 10 --seconds 10
+    .venv/bin/python bench/publisher_latency.py --clients 100 --client-procs 4 --mode snapshots
+    .venv/bin/python bench/publisher_latency.py --clients 10 --py-spy /tmp/pub.svg   # profile the publisher
+
+``--mode``: ``trades`` (subscribe to trades only), ``snapshots`` (send nothing: the default
+subscription, every trade and throttled book snapshots of depth 10), ``deltas`` (trades and every
+book as deltas).  ``--live``: use ``pipeline sim --rate L2_RATE`` + ``pipeline ingest`` with
+``depth@0ms`` instead of the feeder (then latency includes the ingest, and the sim decides the
+trade rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+from helpers import PIPELINE, Procs, eventually, feeds, start_sim, write_config  # noqa: E402
+
+SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
+
+
+# ------------------------------------------------------------------ the feeder (stands in for the ingest)
+
+def feed(config_path: str, l2_rate: float, trade_rate: float, seconds: float) -> None:
+    import zmq
+
+    from pipeline import bus, schema
+    from pipeline.config import load_config
+
+    config = load_config(Path(config_path))
+    ex = config.exchange("sim")
+    t_ep, l_ep = bus.bind_endpoints(config, ex)
+    ctx = zmq.Context()
+    tsock, lsock = bus.make_pub(ctx, t_ep), bus.make_pub(ctx, l_ep)
+    rng = random.Random(5)
+    epoch = int(time.time())
+    books = {s: ({round(100.0 - i * 0.1, 1): 1.0 for i in range(50)},
+                 {round(100.1 + i * 0.1, 1): 1.0 for i in range(50)}) for s in SYMBOLS}
+    l2_seq = {s: 0 for s in SYMBOLS}
+    t_seq = {s: 0 for s in SYMBOLS}
+
+    def now_us() -> int:
+        return time.time_ns() // 1000
+
+    def send_l2(sym: str, snapshot: bool) -> None:
+        bids, asks = books[sym]
+        if snapshot:
+            db = sorted(bids.items(), reverse=True)
+            da = sorted(asks.items())
+        else:
+            db, da = [], []
+            for _ in range(rng.randrange(1, 4)):
+                side, out, base, step = (bids, db, 100.0, -0.1) if rng.random() < 0.5 else (asks, da, 100.1, 0.1)
+                p = round(base + step * rng.randrange(50), 1)
+                s = round(rng.random() * 5 + 0.001, 3)
+                side[p] = s
+                out.append((p, s))
+        l2_seq[sym] += 1
+        now = now_us()
+        lsock.send_multipart([schema.l2_topic("sim", sym), schema.encode(schema.L2Update(
+            exchange="sim", symbol=sym, epoch=epoch, seq=l2_seq[sym], ts_exchange=now, ts_received=now,
+            ts_published=now, snapshot=snapshot, state="live", depth=50, bids=db, asks=da))])
+
+    def send_trade(sym: str) -> None:
+        t_seq[sym] += 1
+        now = now_us()
+        tsock.send_multipart([schema.trade_topic("sim", sym), schema.encode(schema.Trade(
+            exchange="sim", symbol=sym, epoch=epoch, seq=t_seq[sym], ts_exchange=now, ts_received=now,
+            ts_published=now, price=100.0, amount=0.5, side="buy", trade_id=str(t_seq[sym])))])
+
+    t0 = time.monotonic()
+    sent_l2 = sent_t = 0
+    next_snap = t0
+    while (elapsed := time.monotonic() - t0) < seconds:
+        if time.monotonic() >= next_snap:  # late joiners (the publisher) get a book
+            for s in SYMBOLS:
+                send_l2(s, True)
+            next_snap += 1.0
+        due_t = int(elapsed * trade_rate)
+        while sent_t < due_t:
+            send_trade(SYMBOLS[sent_t % len(SYMBOLS)])
+            sent_t += 1
+        due_l2 = int(elapsed * l2_rate)
+        while sent_l2 < due_l2:
+            send_l2(SYMBOLS[rng.randrange(len(SYMBOLS))], False)
+            sent_l2 += 1
+        time.sleep(0.0005)
+    tsock.close(linger=0)
+    lsock.close(linger=0)
+    ctx.term()
+
+
+# ------------------------------------------------------------------ clients
+
+def _iso_us(text: str) -> int:
+    import calendar
+    return calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")) * 1_000_000 + int(text[20:26])
+
+
+async def _clients(url: str, n: int, mode: str, seconds: float) -> tuple[list[float], dict]:
+    import msgspec
+    from websockets.asyncio.client import connect
+
+    decode = msgspec.json.decode
+    samples: list[float] = []
+    kinds: dict[str, int] = {}
+    prefix_cache: dict[str, int] = {}
+
+    def iso_us(text: str) -> int:
+        sec = prefix_cache.get(text[:19])
+        if sec is None:
+            sec = prefix_cache[text[:19]] = _iso_us(text) - int(text[20:26])
+        return sec + int(text[20:26])
+
+    async def one() -> None:
+        async with connect(url, max_queue=4096, compression=None) as ws:
+            await ws.recv()  # welcome
+            if mode != "snapshots":
+                req = {"op": "subscribe", "exchange": "sim", "channels": ["trades"] + (["book"] if mode == "deltas" else [])}
+                if mode == "deltas":
+                    req["mode"] = "deltas"
+                await ws.send(json.dumps(req))
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    raw = await asyncio.wait_for(ws.recv(decode=False), left)
+                except TimeoutError:
+                    break
+                now = time.time_ns() // 1000
+                m = decode(raw)
+                k = m["kind"]
+                kinds[k] = kinds.get(k, 0) + 1
+                if k == "trade":
+                    samples.append((now - iso_us(m["time_received"])) / 1000)
+
+    await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+    return samples, kinds
+
+
+def client_proc(url: str, n: int, mode: str, seconds: float, out: str) -> None:
+    import uvloop
+    samples, kinds = uvloop.run(_clients(url, n, mode, seconds))
+    Path(out).write_text(json.dumps({"samples": samples, "kinds": kinds}))
+
+
+# ------------------------------------------------------------------ the run
+
+def run(args: argparse.Namespace) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="l2pp", dir="/tmp"))
+    (workdir / "sim.toml").write_text('[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
+    procs = Procs(workdir)
+    try:
+        extra = 'depth_stream = "depth@0ms"\n[publisher]\nmax_clients = 200\n'
+        if args.live:
+            port = start_sim(procs, ",".join(SYMBOLS), rate=args.l2_rate)
+            cfg = write_config(workdir, port, SYMBOLS, extra=extra)
+            procs.start("ingest", PIPELINE + ["--config", str(cfg), "ingest", "sim"])
+            eventually(lambda: all(f["state"] == "live" for f in feeds(cfg).values()), 60, 0.2, "live")
+        else:
+            cfg = write_config(workdir, 1, SYMBOLS, extra=extra)
+            feeder = mp.get_context("spawn").Process(
+                target=feed, args=(str(cfg), args.l2_rate, args.trade_rate, args.seconds + 8.0), daemon=True)
+            feeder.start()
+        ready = workdir / "pub.port"
+        pub = procs.start("publisher", PIPELINE + ["--config", str(cfg), "publish", "--port", "0",
+                                                   "--ready-file", str(ready)])
+        port = int(eventually(lambda: ready.exists() and ready.read_text().strip(), 30, what="publisher ready"))
+        time.sleep(2.0)  # the publisher has its books
+        url = f"ws://127.0.0.1:{port}/"
+        ctx = mp.get_context("spawn")
+        outs, clients = [], []
+        per = [args.clients // args.client_procs + (1 if i < args.clients % args.client_procs else 0)
+               for i in range(args.client_procs)]
+        for i, n in enumerate(per):
+            out = workdir / f"clients{i}.json"
+            outs.append(out)
+            c = ctx.Process(target=client_proc, args=(url, n, args.mode, args.seconds + 1.0, str(out)), daemon=True)
+            c.start()
+            clients.append(c)
+        time.sleep(1.0)  # connected and subscribed
+        p = psutil.Process(pub.pid)
+        spy = None
+        if args.py_spy:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pub.pid),
+                                    "-o", args.py_spy, "-d", str(int(args.seconds)), "-r", "200", "--nonblocking",
+                                    *({".json": ["-f", "speedscope"], ".txt": ["-f", "raw"]}.get(Path(args.py_spy).suffix, []))],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        c0, t0 = p.cpu_times(), time.monotonic()
+        time.sleep(args.seconds - 0.5)
+        c1, t1 = p.cpu_times(), time.monotonic()
+        for c in clients:
+            c.join(args.seconds + 30)
+        if spy is not None:
+            spy.wait(60)
+        samples: list[float] = []
+        kinds: dict[str, int] = {}
+        for out in outs:
+            d = json.loads(out.read_text())
+            samples += d["samples"]
+            for k, v in d["kinds"].items():
+                kinds[k] = kinds.get(k, 0) + v
+        samples.sort()
+
+        def pct(q: float) -> float | None:
+            return round(samples[min(len(samples) - 1, int(q * len(samples)))], 3) if samples else None
+        cpu = (c1.user - c0.user) + (c1.system - c0.system)
+        l2_rate = args.l2_rate
+        return {"clients": args.clients, "client_procs": args.client_procs, "mode": args.mode,
+                "source": "sim+ingest" if args.live else "feeder", "l2_rate": l2_rate,
+                "trade_rate": None if args.live else args.trade_rate,
+                "trades_received": len(samples), "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99),
+                "p999_ms": pct(0.999), "max_ms": round(samples[-1], 3) if samples else None, "frames": kinds,
+                "publisher_cpu_share": round(cpu / (t1 - t0), 3),
+                "publisher_cpu_user_sys_s": [round(c1.user - c0.user, 2), round(c1.system - c0.system, 2)],
+                "publisher_log_errors": procs.log("publisher").count("Traceback")}
+    finally:
+        procs.stop_all()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--client-procs", type=int, default=1)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--l2-rate", type=float, default=20000.0)
+    ap.add_argument("--trade-rate", type=float, default=200.0)
+    ap.add_argument("--mode", choices=["trades", "snapshots", "deltas"], default="trades")
+    ap.add_argument("--live", action="store_true", help="sim + ingest instead of the feeder")
+    ap.add_argument("--py-spy", default=None, help="record a py-spy profile of the publisher into this file "
+                                                   "(.svg flame graph, .json speedscope, .txt collapsed stacks)")
+    args = ap.parse_args()
+    print(json.dumps(run(args)), flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
