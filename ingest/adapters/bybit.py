@@ -107,7 +107,7 @@ _dec_book = msgspec.json.Decoder(_BookFrame, strict=False)
 _dec_trades = msgspec.json.Decoder(_TradeFrame, strict=False)
 _dec_control = msgspec.json.Decoder(_Control)
 _dec_rest = msgspec.json.Decoder(_RestBody, strict=False)
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)  # msgspec: bad UTF-8 in a string
 _SIDES = {"Buy": "buy", "Sell": "sell"}
 _TOPIC_RE = re.compile(rb'"topic"\s*:\s*"([^"]+)"')
 

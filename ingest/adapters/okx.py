@@ -104,7 +104,7 @@ _dec_frame = msgspec.json.Decoder(_Frame)
 _dec_books = msgspec.json.Decoder(list[_Book], strict=False)
 _dec_trades = msgspec.json.Decoder(list[_Trade], strict=False)
 _dec_rest = msgspec.json.Decoder(_RestBooks, strict=False)
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)  # msgspec: bad UTF-8 in a string
 _SIDES = {"buy": "buy", "sell": "sell"}
 
 
