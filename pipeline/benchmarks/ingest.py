@@ -282,6 +282,17 @@ def _timer_costs() -> tuple[float, float]:
     return c, w
 
 
+def load_adapter(config):
+    """The adapter object named by ``config.adapter`` (as ingest/main.py makes it, without
+    importing the runner and its HTTP client)."""
+    import importlib
+
+    from pipeline.config import ADAPTERS
+
+    module, cls = ADAPTERS[config.adapter].split(":")
+    return getattr(importlib.import_module(module), cls)(config)
+
+
 def _make_feed(cap: Capture, adapter, writer, publisher):
     from ingest.feed import FeedBooks
 
@@ -404,7 +415,6 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
               dump_books: str | None = None) -> dict:
     """Load ``path``, run the timed pass(es) and the instrumented pass; return the report."""
     from ingest.feed import BusPublisher
-    from ingest.main import load_adapter
     from pipeline.config import ExchangeConfig
     from pipeline.shm import FEED_STATS, BookReader, BookWriter
 
