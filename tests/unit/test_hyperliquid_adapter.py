@@ -7,7 +7,7 @@ import pytest
 
 from captures import SAMPLES
 from ingest.adapters.hyperliquid import APPLY, SKIP, HyperliquidAdapter
-from ingest.events import DepthDiff, DepthSnapshot, Instrument, StreamGroup, TradeEvent, VenueNotice
+from ingest.events import DepthDiff, DepthSnapshot, Instrument, TradeEvent, VenueNotice
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
 
