@@ -74,6 +74,17 @@ class _Book(msgspec.Struct):
     prevSeqId: int | None = None
 
 
+class _BookF(msgspec.Struct):
+    """The same with float levels, decoded in C: updates while no checksum is tracked."""
+
+    asks: list[tuple[float, float, float, float]]
+    bids: list[tuple[float, float, float, float]]
+    ts: int = 0
+    checksum: int = 0
+    seqId: int | None = None
+    prevSeqId: int | None = None
+
+
 class _Trade(msgspec.Struct):
     px: float
     sz: float
@@ -102,6 +113,7 @@ class _RestBooks(msgspec.Struct):
 
 _dec_frame = msgspec.json.Decoder(_Frame)
 _dec_books = msgspec.json.Decoder(list[_Book], strict=False)
+_dec_books_f = msgspec.json.Decoder(list[_BookF], strict=False)
 _dec_trades = msgspec.json.Decoder(list[_Trade], strict=False)
 _dec_rest = msgspec.json.Decoder(_RestBooks, strict=False)
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)  # msgspec: bad UTF-8 in a string
@@ -134,6 +146,14 @@ def _levels(raw: list[list[str]], texts: dict[float, str] | None) -> list[tuple[
                 texts.pop(p, None)
             else:
                 texts[p] = f"{px}:{sz}"
+    return out
+
+
+def _float_levels(raw: list[tuple[float, float, float, float]]) -> list[tuple[float, float]]:
+    out = [(p, q) for p, q, _, _ in raw]
+    for p, q in out:
+        if not (0.0 < p < _INF and 0.0 <= q < _INF):
+            raise MalformedFrame(f"bad level [{p!r}, {q!r}]")
     return out
 
 
@@ -303,6 +323,14 @@ class OkxAdapter:
         action = f.action
         if action not in ("snapshot", "update"):
             raise MalformedFrame(f"books action {action!r}")
+        if action == "update" and self._texts[symbol] is None:
+            # fast path (no checksum tracked: OKX sends 0 since 2026-06): floats in C
+            try:
+                fast = _dec_books_f.decode(f.data)
+            except _DECODE_ERRORS:
+                fast = None  # an unusual level shape: the text path below decides
+            if fast:
+                return self._updates_fast(fast, recv_ns, symbol)
         books = _dec_books.decode(f.data)
         if not books:
             raise MalformedFrame("books frame with an empty data array")
@@ -320,16 +348,22 @@ class OkxAdapter:
                 out.append(DepthSnapshot(symbol, seq, bids, asks, b.ts * 1000, recv_ns, b.checksum))
             else:
                 texts = self._texts[symbol]
-                bids = _levels(b.bids, texts[0] if texts else None)
-                asks = _levels(b.asks, texts[1] if texts else None)
-                if b.seqId is None:
-                    self._local_seq[symbol] = seq = self._local_seq[symbol] + 1
-                    prev = NO_SEQ
-                else:
-                    seq = b.seqId
-                    prev = b.prevSeqId if b.prevSeqId is not None else NO_SEQ - 1  # never chains
-                out.append(DepthDiff(symbol, seq, seq, prev, bids, asks, b.ts * 1000, recv_ns, b.checksum))
+                out.append(self._diff(b, _levels(b.bids, texts[0] if texts else None),
+                                      _levels(b.asks, texts[1] if texts else None), recv_ns, symbol))
         return out[0] if len(out) == 1 else out
+
+    def _updates_fast(self, books: list[_BookF], recv_ns: int, symbol: str):
+        out = [self._diff(b, _float_levels(b.bids), _float_levels(b.asks), recv_ns, symbol) for b in books]
+        return out[0] if len(out) == 1 else out
+
+    def _diff(self, b, bids, asks, recv_ns: int, symbol: str) -> DepthDiff:
+        if b.seqId is None:  # pre-2022-06 frames: a local counter, and no chain to check
+            self._local_seq[symbol] = seq = self._local_seq[symbol] + 1
+            prev = NO_SEQ
+        else:
+            seq = b.seqId
+            prev = b.prevSeqId if b.prevSeqId is not None else NO_SEQ - 1  # never chains
+        return DepthDiff(symbol, seq, seq, prev, bids, asks, b.ts * 1000, recv_ns, b.checksum)
 
     def _parse_trades(self, data: msgspec.Raw, recv_ns: int, symbol: str):
         out = []

@@ -31,7 +31,8 @@ def book(kind="delta", u=5, b=(("10", "1"),), a=(("11", "2"),), topic="orderbook
 
 def test_defaults_and_declared_contract():
     a, lin = spot("BTCUSDT"), linear("BTCUSDT")
-    assert a.ws_url == "wss://stream.bybit.com/v5/public/spot" and lin.ws_url == "wss://stream.bybit.com/v5/public/linear"
+    assert a.ws_url == "wss://stream.bybit.com/v5/public/spot"
+    assert lin.ws_url == "wss://stream.bybit.com/v5/public/linear"
     assert a.snapshot_source == "ws" and a.book_cap == 200 and a.app_ping == '{"op":"ping"}'
     assert spot("BTCUSDT", depth_stream="orderbook.1000").book_cap == 1000
     assert spot("BTCUSDT", depth_stream="orderbook.1").book_cap == 1
@@ -85,7 +86,8 @@ def test_documented_frames_parse():
 
 @pytest.mark.shared
 def test_real_spot_frames_parse():
-    rows = [json.loads(line) for line in (SAMPLES / "bybit" / "gocryptotrader_spot_frames.jsonl").read_text().splitlines()]
+    text = (SAMPLES / "bybit" / "gocryptotrader_spot_frames.jsonl").read_text()
+    rows = [json.loads(line) for line in text.splitlines()]
     a = spot("BTCUSDT", depth_stream="orderbook.50")
     evs = [a.parse_frame(json.dumps(r["frame"]), 1) for r in rows]
     assert isinstance(evs[0], DepthSnapshot) and evs[0].last_id == 2876700 and len(evs[0].bids) == 50

@@ -9,7 +9,6 @@ flagged it (and then it is not live)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 
@@ -50,7 +49,8 @@ def _okx_frames() -> list[str]:
     for k, (seq, prev) in enumerate([(100, -1), (101, 100), (101, 101), (5, 101), (6, 5)]):
         modern.append(json.dumps({"arg": {"channel": "books", "instId": "BTC-USDT"},
                                   "action": "snapshot" if k == 0 else "update",
-                                  "data": [{"asks": [[f"10.{k + 1}", "3", "0", "1"]], "bids": [[f"9.{k}", "2", "0", "1"]],
+                                  "data": [{"asks": [[f"10.{k + 1}", "3", "0", "1"]],
+                                            "bids": [[f"9.{k}", "2", "0", "1"]],
                                             "ts": "1700000000000", "checksum": 0, "prevSeqId": prev, "seqId": seq}]}))
     return uni + trades + modern + ["pong", '{"event":"notice","code":"64008","msg":"x"}',
                                     '{"event":"error","code":"60012","msg":"x"}']

@@ -50,9 +50,11 @@ def test_documented_frames_parse():
     assert s.ts_exchange_us == 1597026383085000 and s.recv_ns == 7
     u = a.parse_frame(json.dumps(ex["ws_books_update"]), 8)
     d0 = ex["ws_books_update"]["data"][0]
-    assert isinstance(u, DepthDiff) and (u.first_id, u.last_id, u.prev_id) == (d0["seqId"], d0["seqId"], d0["prevSeqId"])
+    assert isinstance(u, DepthDiff)
+    assert (u.first_id, u.last_id, u.prev_id) == (d0["seqId"], d0["seqId"], d0["prevSeqId"])
     (t,) = a.parse_frame(json.dumps(ex["ws_trades"]), 9)
-    assert isinstance(t, TradeEvent) and (t.side, t.trade_id, t.price, t.amount) == ("buy", "130639474", 42219.9, 0.12060306)
+    assert isinstance(t, TradeEvent)
+    assert (t.side, t.trade_id, t.price, t.amount) == ("buy", "130639474", 42219.9, 0.12060306)
     assert t.ts_exchange_us == 1630048897897000
     assert a.parse_frame(json.dumps(ex["ws_books_subscribe_ack"]), 1) is None
     err = a.parse_frame(json.dumps(ex["ws_subscribe_error"]), 1)
@@ -127,6 +129,17 @@ def test_no_text_bookkeeping_while_the_venue_sends_checksum_zero():
     assert a._texts["BTC-USDT"] is None
 
 
+def test_number_levels_parse_without_checksum_and_are_malformed_with_one():
+    """Numbers instead of strings carry no original text: fine while OKX sends checksum 0
+    (the float fast path), malformed while a checksum must be computed on the text."""
+    a = okx("BTC-USDT")
+    a.parse_frame(books("snapshot", bids=[("1", "1", "0", "1")], seq=1, prev=-1), 1)
+    assert a.parse_frame(books(asks=[(11.5, "1", "0", "1")], seq=2, prev=1), 1).asks == [(11.5, 1.0)]
+    a.parse_frame(books("snapshot", bids=[("1", "1", "0", "1")], seq=1, prev=-1, checksum=5), 1)
+    with pytest.raises(MalformedFrame):
+        a.parse_frame(books(asks=[(11.5, "1", "0", "1")], seq=2, prev=1, checksum=5), 1)
+
+
 def test_stream_groups_bound_channels_per_connection_and_request_size():
     syms = tuple(f"C{i}-USDT-SWAP" for i in range(60))
     a = okx(*syms)
@@ -165,7 +178,6 @@ def test_rest_snapshot_request_and_errors():
     books(asks=[("11", "1e999", "0", "1")]),
     books(asks=[("11",)]),
     books(asks=[("11", "abc", "0", "1")]),
-    books(asks=[(11.5, "1", "0", "1")]),
     books(action="partial"),
     books(seq="x"),
     books().replace('"data": [{', '"data": [[{').replace("}]}", "}]]}"),
@@ -173,7 +185,8 @@ def test_rest_snapshot_request_and_errors():
     books().replace('"ts": "1700000000000"', '"ts": null'),
     '{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update","data":[]}',
     '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"tradeId":"1","px":"1","sz":"1","side":"x","ts":"1"}]}',
-    '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"tradeId":"1","px":"-1","sz":"1","side":"buy","ts":"1"}]}',
+    '{"arg":{"channel":"trades","instId":"BTC-USDT"},'
+    '"data":[{"tradeId":"1","px":"-1","sz":"1","side":"buy","ts":"1"}]}',
     '{"arg":{"channel":"trades","instId":"BTC-USDT"},"data":[{"px":"1","sz":"1","side":"buy","ts":"1"}]}',
 ])
 def test_malformed_frames_raise_malformed_with_the_symbol(frame):
