@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from ingest.adapters.common import DECODE_ERRORS, malformed as _malformed
 from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup,
                            TradeEvent, VenueNotice)
 from pipeline.config import ExchangeConfig
@@ -197,7 +198,7 @@ class BinanceSpotAdapter:
         else:
             try:
                 env = _dec_env.decode(frame)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except DECODE_ERRORS:
                 return self._parse_unwrapped(frame, recv_ns)
             stream, data = env.stream, env.data
         at = stream.find("@")
@@ -207,7 +208,7 @@ class BinanceSpotAdapter:
             raise UnknownFrame(f"stream {stream!r}")
         try:
             return parser(data, recv_ns, symbol)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise _malformed(str(exc), symbol) from None
         except MalformedFrame as exc:
             exc.symbol = symbol
@@ -217,7 +218,7 @@ class BinanceSpotAdapter:
         """Raw-stream frames (``/ws/...``), method replies and notices."""
         try:
             obj = _dec_any.decode(frame)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             m = _STREAM_RE.search(frame)
             raise _malformed(f"not JSON: {exc}", self._by_lower.get(m.group(1).decode()) if m else None) from None
         if not isinstance(obj, dict):
@@ -238,7 +239,7 @@ class BinanceSpotAdapter:
                 return self._parse_trade(raw, recv_ns, symbol)
             if e in (None, "bookTicker") and "u" in obj and "b" in obj:
                 return self._parse_bbo(raw, recv_ns, symbol)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise _malformed(str(exc), symbol) from None
         raise UnknownFrame(f"event {e!r}")
 
@@ -267,7 +268,7 @@ class BinanceSpotAdapter:
         """REST depth body -> DepthSnapshot. Raises MalformedFrame."""
         try:
             s = _dec_snapshot.decode(body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except DECODE_ERRORS as exc:
             raise _malformed(f"snapshot: {exc}", symbol) from None
         _check_levels(s.bids)
         _check_levels(s.asks)
@@ -290,12 +291,6 @@ class BinanceSpotAdapter:
 
 
 SKIP, APPLY, GAP = 0, 1, 2
-
-
-def _malformed(message: str, symbol: str | None) -> MalformedFrame:
-    exc = MalformedFrame(message)
-    exc.symbol = symbol
-    return exc
 
 
 class BinanceFuturesAdapter(BinanceSpotAdapter):

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections import deque
 
 import msgspec
 
+from ingest.adapters.common import DECODE_ERRORS, RecentKeys, check_uncrossed, malformed as _malformed
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
 from pipeline.config import ExchangeConfig
-from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
+from pipeline.errors import ConfigError, UnknownFrame
 
 _INF = math.inf
 SKIP, APPLY, GAP = 0, 1, 2
@@ -76,16 +76,8 @@ _dec_book = msgspec.json.Decoder(_Book, strict=False)
 _dec_trades = msgspec.json.Decoder(list[_Trade], strict=False)
 _dec_any = msgspec.json.Decoder()
 
-# msgspec raises UnicodeDecodeError for invalid UTF-8 inside a JSON string
-DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 _COIN_RE = re.compile(rb'"coin"\s*:\s*"([^"]{1,64})"')
 _SIDES = {"B": "buy", "A": "sell"}
-
-
-def _malformed(message: str, symbol: str | None) -> MalformedFrame:
-    exc = MalformedFrame(message)
-    exc.symbol = symbol
-    return exc
 
 
 def book_levels(levels: list[_Level], symbol: str | None) -> list[tuple[float, float]]:
@@ -100,43 +92,6 @@ def book_levels(levels: list[_Level], symbol: str | None) -> list[tuple[float, f
             raise _malformed(f"bad level [{p!r}, {q!r}]", symbol)
         out.append((p, q))
     return out
-
-
-def check_uncrossed(bids, asks, symbol: str | None) -> None:
-    """A full snapshot whose best bid is not below its best ask cannot be a real book."""
-    if bids and asks:
-        bb = max(p for p, _ in bids)
-        ba = min(p for p, _ in asks)
-        if bb >= ba:
-            raise _malformed(f"crossed snapshot: best bid {bb!r} >= best ask {ba!r}", symbol)
-
-
-class RecentKeys:
-    """Bounded memory of recently seen keys (trade de-duplication).
-
-    Keeps the last ``size`` keys in arrival order; older ones are forgotten.  A venue's
-    replayed backlog (tens of trades) is far smaller than ``size``, so a repeat is always
-    still remembered."""
-
-    __slots__ = ("size", "_order", "_set")
-
-    def __init__(self, size: int):
-        self.size = size
-        self._order: deque = deque()
-        self._set: set = set()
-
-    def add(self, key) -> bool:
-        """Remember ``key``; False if it was already known (a duplicate)."""
-        if key in self._set:
-            return False
-        self._set.add(key)
-        self._order.append(key)
-        if len(self._order) > self.size:
-            self._set.discard(self._order.popleft())
-        return True
-
-    def __len__(self) -> int:
-        return len(self._order)
 
 
 class HyperliquidAdapter:

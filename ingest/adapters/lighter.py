@@ -36,7 +36,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.hyperliquid import DECODE_ERRORS, RecentKeys, check_uncrossed
+from ingest.adapters.common import DECODE_ERRORS, RecentKeys, check_uncrossed, malformed as _malformed
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, SnapshotError, UnknownFrame
@@ -109,12 +109,6 @@ _dec_details = msgspec.json.Decoder(_Details, strict=False)
 _dec_orders = msgspec.json.Decoder(_RestOrders, strict=False)
 
 _CHANNEL_RE = re.compile(rb'"channel"\s*:\s*"[a-z_]+:(\d{1,9})"')
-
-
-def _malformed(message: str, symbol: str | None) -> MalformedFrame:
-    exc = MalformedFrame(message)
-    exc.symbol = symbol
-    return exc
 
 
 def _levels(levels: list[_Level], symbol: str, keep_zero: bool) -> list[tuple[float, float]]:

@@ -124,3 +124,13 @@ def test_unknown_frames_raise_unknown(frame):
 def test_non_object_json_is_malformed():
     with pytest.raises(MalformedFrame):
         spot("BTCUSDT").parse_frame("[1, 2]", 0)
+
+
+@pytest.mark.parametrize("frame", [
+    wrap("btcusdt@depth@100ms", {**DIFF, "s": "X"}).encode().replace(b'"X"', b'"\xff\xfe"'),  # bad UTF-8 in a string
+    b"\xff\xfe\x00",
+    b'{"e":"\xff"}',
+])
+def test_invalid_utf8_is_malformed_not_a_crash(frame):
+    with pytest.raises(MalformedFrame):
+        spot("BTCUSDT").parse_frame(frame, 0)

@@ -1,0 +1,57 @@
+"""Pieces every adapter shares: decode errors, the MalformedFrame constructor, trade
+de-duplication, and the uncrossed-snapshot check (docs/adapters.md)."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import msgspec
+
+from pipeline.errors import MalformedFrame
+
+# msgspec raises UnicodeDecodeError for invalid UTF-8 inside a JSON string
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+
+
+def malformed(message: str, symbol: str | None) -> MalformedFrame:
+    """A MalformedFrame that names its symbol when it was readable (counted per symbol)."""
+    exc = MalformedFrame(message)
+    exc.symbol = symbol
+    return exc
+
+
+def check_uncrossed(bids, asks, symbol: str | None) -> None:
+    """A full snapshot whose best bid is not below its best ask cannot be a real book."""
+    if bids and asks:
+        bb = max(p for p, _ in bids)
+        ba = min(p for p, _ in asks)
+        if bb >= ba:
+            raise malformed(f"crossed snapshot: best bid {bb!r} >= best ask {ba!r}", symbol)
+
+
+class RecentKeys:
+    """Bounded memory of recently seen keys (trade de-duplication).
+
+    Keeps the last ``size`` keys in arrival order; older ones are forgotten.  A venue's
+    replayed backlog (tens of trades) is far smaller than ``size``, so a repeat is always
+    still remembered."""
+
+    __slots__ = ("size", "_order", "_set")
+
+    def __init__(self, size: int):
+        self.size = size
+        self._order: deque = deque()
+        self._set: set = set()
+
+    def add(self, key) -> bool:
+        """Remember ``key``; False if it was already known (a duplicate)."""
+        if key in self._set:
+            return False
+        self._set.add(key)
+        self._order.append(key)
+        if len(self._order) > self.size:
+            self._set.discard(self._order.popleft())
+        return True
+
+    def __len__(self) -> int:
+        return len(self._order)
