@@ -193,6 +193,7 @@ def ws_phase(stack: Stack, sampler: Sampler, clients: int, per_process: int, sec
     closed = sum(len(m["closed_early"]) for m, _ in filter(None, loaded))
     failed = sum(len(m["connect_failed"]) + m["unwelcomed"] for m, _ in filter(None, loaded))
     unconfirmed = sum(m["unsubscribed"] for m, _ in filter(None, loaded))
+    errors += sorted({e for m, _ in filter(None, loaded) for e in m["connect_failed"]})[:3]
     row = {"clients": clients, "processes": n_proc, "rate": stack.rate, "window_s": round(r1.t - r0.t, 2),
            "trade_latency_us": report.latency(lat), "frames_total": frames,
            "trades_per_client_per_s": round(lat.size / clients / max(r1.t - r0.t, 1e-9), 1),

@@ -223,8 +223,8 @@ async def _ws_clients(url: str, n: int, first_id: int, out: Path, ready: Path, m
     for c in live:
         c.abort()
     samples.save(out, {"kind": "ws", "clients": n, "first_id": first_id, "frames": frames, "closed_early": lost,
-                       "connect_failed": failed, "unwelcomed": sum(1 for e in welcomed if not e.is_set()),
-                       "unsubscribed": sum(1 for x in subscribed if not x)})
+                       "connect_failed": failed, "unwelcomed": sum(1 for k, c in enumerate(opened) if c in live and not welcomed[k].is_set()),
+                       "unsubscribed": sum(1 for k, c in enumerate(opened) if c in live and not subscribed[k])})
 
 
 async def _open(open_connection, url: str, on_frame, conns: list, k: int):
