@@ -114,6 +114,11 @@ class FeedBooks:
         self._lag_ewma = 0.0
         self._lag_max = 0
 
+    def refresh_instruments(self) -> None:
+        """Ask the adapter again (after venue metadata arrived: Lighter market kinds)."""
+        for f in self.feeds.values():
+            f.instrument = _instrument(self.adapter, f.symbol)
+
     # ------------------------------------------------------------ connection events
     def depth_connected(self, symbols) -> None:
         """A depth connection opened: its symbols buffer and wait for snapshots."""

@@ -26,7 +26,7 @@ from ingest.feed import P, FeedBooks
 from ingest.sync import SyncState
 from ingest.retry import WeightBudget, backoff
 from ingest.wsclient import HandshakeFailed, WsConnection, open_connection
-from pipeline.errors import MalformedFrame, UnknownFrame
+from pipeline.errors import MalformedFrame, SnapshotError, UnknownFrame
 
 log = logging.getLogger(__name__)
 
@@ -150,11 +150,11 @@ class Runner:
                 if attempt > 1:
                     self.header[P["reconnects"]] += 1
                 log.info("%s connection open (%d symbols): %s", group.kind, len(group.symbols), group.url[:120])
-                for frame in group.subscribe:
-                    conn.send_text(frame)
+                self._subscribe(conn, group.subscribe)
                 if group.kind == "depth":
-                    if self.in_stream:
-                        self._expect_stream_snapshots(group, conn, group.symbols)
+                    if self.in_stream:  # (paced subscribes take longer to all be sent)
+                        pacing = len(group.subscribe) * getattr(self.adapter, "subscribe_interval_s", 0.0)
+                        self._expect_stream_snapshots(group, conn, group.symbols, pacing)
                     else:
                         asyncio.get_running_loop().call_later(QUIET_SNAPSHOT_AFTER, self._quiet_snapshots, group)
                 opened_at = time.monotonic()
@@ -178,6 +178,19 @@ class Runner:
                 await asyncio.wait_for(self.stop.wait(), delay)
             except asyncio.TimeoutError:
                 pass
+
+    def _subscribe(self, conn: WsConnection, frames) -> None:
+        """Send subscribe frames, spaced by the adapter's ``subscribe_interval_s`` where the
+        venue limits client messages (Lighter: 200 a minute, 50 unacknowledged)."""
+        gap = getattr(self.adapter, "subscribe_interval_s", 0.0)
+        if not gap:
+            for frame in frames:
+                conn.send_text(frame)
+            return
+        loop = asyncio.get_running_loop()
+        for i, frame in enumerate(frames):
+            loop.call_later(i * gap, lambda f=frame: conn.transport is not None and not conn.transport.is_closing()
+                            and conn.send_text(f))
 
     async def _watch(self, conn: WsConnection) -> str:
         """Wait until the connection ends; ping it, and cut it when dead, idle or old."""
@@ -247,7 +260,7 @@ class Runner:
             conn.send_text(frame)
         self._expect_stream_snapshots(group, conn, (symbol,))
 
-    def _expect_stream_snapshots(self, group: StreamGroup, conn: WsConnection, symbols) -> None:
+    def _expect_stream_snapshots(self, group: StreamGroup, conn: WsConnection, symbols, extra_s: float = 0.0) -> None:
         for sym in symbols:
             self._depth_group[sym] = group
 
@@ -260,7 +273,7 @@ class Runner:
                             ", ".join(late[:5]), STREAM_SNAPSHOT_TIMEOUT)
                 conn.close(1000, "no snapshot")
 
-        asyncio.get_running_loop().call_later(STREAM_SNAPSHOT_TIMEOUT, check)
+        asyncio.get_running_loop().call_later(STREAM_SNAPSHOT_TIMEOUT + extra_s, check)
 
     async def _snapshot_worker(self, session: aiohttp.ClientSession) -> None:
         fails = backoff(initial=0.5, cap=30.0, rng=self.rng)
@@ -347,8 +360,14 @@ class Runner:
             self.header[P["rest_requests"]] += 1
             body = await self._rest(session, req, "discovery")
             if body is not None:
-                self.adapter.apply_discovery(body)  # a ConfigError here (unknown symbol) stops the process
-                return
+                try:
+                    self.adapter.apply_discovery(body)  # a ConfigError (unknown symbol) stops the process
+                except (MalformedFrame, SnapshotError) as exc:
+                    self.header[P["rest_errors"]] += 1
+                    log.warning("discovery answer unusable, retrying: %s", exc)
+                else:
+                    self.feed.refresh_instruments()  # names known only now (Lighter spot markets)
+                    return
             try:
                 await asyncio.wait_for(self.stop.wait(), next(delays))
             except asyncio.TimeoutError:

@@ -150,6 +150,9 @@ class LighterAdapter:
     """Lighter: WS snapshot + nonce-chained diffs per market id; trades de-duplicated."""
 
     name = "lighter"
+    # client messages are limited to 200 a minute per IP with 50 unacknowledged (section 7):
+    # the runner spaces subscribe frames; book and trade connections pace separately
+    subscribe_interval_s = 0.6
     DEFAULTS = {
         "ws_url": "wss://mainnet.zklighter.elliot.ai/stream",
         "rest_url": "https://mainnet.zklighter.elliot.ai",
