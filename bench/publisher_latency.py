@@ -168,6 +168,12 @@ def client_proc(url: str, n: int, mode: str, seconds: float, out: str) -> None:
 
 # ------------------------------------------------------------------ the run
 
+def _stats(port: int) -> dict:
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as r:
+        return json.loads(r.read())
+
+
 def run(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="l2pp", dir="/tmp"))
     (workdir / "sim.toml").write_text('[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
@@ -208,9 +214,9 @@ def run(args: argparse.Namespace) -> dict:
                                     "-o", args.py_spy, "-d", str(int(args.seconds)), "-r", "200", "--nonblocking",
                                     *({".json": ["-f", "speedscope"], ".txt": ["-f", "raw"]}.get(Path(args.py_spy).suffix, []))],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        c0, t0 = p.cpu_times(), time.monotonic()
+        s0, c0, t0 = _stats(port), p.cpu_times(), time.monotonic()
         time.sleep(args.seconds - 0.5)
-        c1, t1 = p.cpu_times(), time.monotonic()
+        s1, c1, t1 = _stats(port), p.cpu_times(), time.monotonic()
         for c in clients:
             c.join(args.seconds + 30)
         if spy is not None:
@@ -227,6 +233,7 @@ def run(args: argparse.Namespace) -> dict:
         def pct(q: float) -> float | None:
             return round(samples[min(len(samples) - 1, int(q * len(samples)))], 3) if samples else None
         cpu = (c1.user - c0.user) + (c1.system - c0.system)
+        bus_msgs = (s1["l2_in"] + s1["trades_in"]) - (s0["l2_in"] + s0["trades_in"])
         l2_rate = args.l2_rate
         return {"clients": args.clients, "client_procs": args.client_procs, "mode": args.mode,
                 "source": "sim+ingest" if args.live else "feeder", "l2_rate": l2_rate,
@@ -235,6 +242,8 @@ def run(args: argparse.Namespace) -> dict:
                 "p999_ms": pct(0.999), "max_ms": round(samples[-1], 3) if samples else None, "frames": kinds,
                 "publisher_cpu_share": round(cpu / (t1 - t0), 3),
                 "publisher_cpu_user_sys_s": [round(c1.user - c0.user, 2), round(c1.system - c0.system, 2)],
+                "publisher_bus_msgs_per_s": round(bus_msgs / (t1 - t0)),
+                "publisher_cpu_us_per_bus_msg": round(cpu / max(1, bus_msgs) * 1e6, 2),
                 "publisher_log_errors": procs.log("publisher").count("Traceback")}
     finally:
         procs.stop_all()

@@ -31,7 +31,7 @@ from pipeline.config import Config
 log = logging.getLogger(__name__)
 
 L2_BATCH = 64  # L2 messages per pump before the loop gets a turn
-_EVENTS, _POLLIN = zmq.EVENTS, zmq.POLLIN
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: the enum operators cost µs
 
 
 class BusReader:

@@ -61,12 +61,13 @@ class _Event(msgspec.Struct, tag_field="kind", kw_only=True):
     time_published: str | None
 
 
-class TradeEvent(_Event, tag="trade", kw_only=True):
+class TradeEvent(_Event, tag="trade", kw_only=True, omit_defaults=True):
     seq: int
     price: float
     amount: float
     side: str  # taker side: buy | sell | unknown
     trade_id: str
+    instrument: Any = None  # the bus's {base, quote, kind} when the ingest gave it; absent otherwise
 
 
 class BookEvent(_Event, tag="order_book_l2", kw_only=True):
@@ -102,7 +103,7 @@ def trade(t: schema.Trade, published_us: int) -> bytes:
     return _encoder.encode(TradeEvent(
         exchange=t.exchange, symbol=t.symbol, time_exchange=iso(t.ts_exchange), time_received=iso(t.ts_received),
         time_published=iso(published_us), seq=t.seq, price=t.price, amount=t.amount, side=t.side,
-        trade_id=t.trade_id))
+        trade_id=t.trade_id, instrument=getattr(t, "instrument", None)))
 
 
 def book(exchange: str, symbol: str, *, epoch: int, seq: int, state: str, depth: int, bids: Levels, asks: Levels,

@@ -46,3 +46,19 @@ def test_status_and_control_frames():
     assert {"time_exchange", "time_received", "time_published"} <= s.keys()
     e = json.loads(render.error("bad", "id1", 5))
     assert e == {"kind": "error", "id": "id1", "message": "bad", "time_published": render.iso(5)}
+
+
+def test_trade_events_forward_the_instrument_when_the_bus_has_one():
+    import json as _json
+
+    from pipeline import schema
+    from publisher import render as _render
+    t = schema.Trade(exchange="okx", symbol="BTC-USDT-SWAP", epoch=1, seq=3, ts_exchange=0, ts_received=5,
+                     price=1.5, amount=2.0, side="sell", trade_id="9",
+                     instrument=schema.Instrument(base="BTC", quote="USDT", kind="perp"))
+    m = _json.loads(_render.trade(t, 6))
+    assert m["instrument"] == {"base": "BTC", "quote": "USDT", "kind": "perp"}
+    assert m["time_exchange"] is None  # the other fields keep their nulls
+    bare = schema.Trade(exchange="sim", symbol="X", epoch=1, seq=1, ts_exchange=1, ts_received=1,
+                        price=1.0, amount=1.0, side="buy", trade_id="1")
+    assert "instrument" not in _json.loads(_render.trade(bare, 2))
