@@ -60,13 +60,13 @@ class BybitServer(VenueServer):
         self.last_trade_price: dict[str, str] = {}
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_get("/v5/public/{category}", self._ws_handler)
+        app.router.add_get("/v5/public/{category}", self.ws_handler)
         app.router.add_get("/v5/market/orderbook", self._rest_orderbook)
 
-    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
+    async def ws_handler(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["category"] not in CATEGORIES:
             return web.Response(status=404, text="unknown category; this sim serves /v5/public/spot and /linear")
-        return await self.ws_session(request)
+        return await super().ws_handler(request)
 
     # -- topics ----------------------------------------------------------------------
 

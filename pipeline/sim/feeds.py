@@ -180,6 +180,10 @@ class VenueServer(BaseServer):
             if self.idle_out:
                 self.idle_out = options.idle_timeout
 
+    async def ws_handler(self, request: web.Request) -> web.StreamResponse:
+        """A venue WebSocket path: upgrade, then answer messages with :meth:`on_text`."""
+        return await self.ws_session(request)
+
     # -- what a protocol fills in ------------------------------------------------------
 
     def init_view(self, feed: BookFeed) -> None:

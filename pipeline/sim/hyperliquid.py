@@ -54,11 +54,8 @@ class HyperliquidServer(VenueServer):
             self.trade_topics[("trades", symbol)] = Topic()
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_get("/ws", self._ws_handler)
+        app.router.add_get("/ws", self.ws_handler)
         app.router.add_post("/info", self._rest_info)
-
-    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
-        return await self.ws_session(request)
 
     # -- frames --------------------------------------------------------------------------
 

@@ -60,12 +60,9 @@ class LighterServer(VenueServer):
             self.trade_topics[("trade", spec.symbol)] = Topic()
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_get("/stream", self._ws_handler)
+        app.router.add_get("/stream", self.ws_handler)
         app.router.add_get("/api/v1/orderBookDetails", self._rest_details)
         app.router.add_get("/api/v1/orderBookOrders", self._rest_orders)
-
-    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
-        return await self.ws_session(request)
 
     # -- frames --------------------------------------------------------------------------
 

@@ -69,11 +69,8 @@ class OkxServer(VenueServer):
             self.trade_topics[("trades", symbol)] = Topic()
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_get("/ws/v5/public", self._ws_handler)
+        app.router.add_get("/ws/v5/public", self.ws_handler)
         app.router.add_get("/api/v5/market/books", self._rest_books)
-
-    async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
-        return await self.ws_session(request)
 
     # -- frames --------------------------------------------------------------------------
 

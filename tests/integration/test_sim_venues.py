@@ -152,6 +152,15 @@ async def drain(ws, quiet: float = 0.3):
             return
 
 
+async def at_rest(sim: Sim, synced) -> None:
+    """Pause the market and wait until ``synced()`` (client book == REST) holds, then resume."""
+    await fault(sim, name="pause")
+    try:
+        await until(synced, what="book == REST at rest")
+    finally:
+        await fault(sim, name="resume")
+
+
 async def until(predicate, timeout: float = 10.0, what: str = "condition"):
     """Await ``predicate()`` (a coroutine function) until it returns truthy."""
     deadline = time.monotonic() + timeout
@@ -232,22 +241,18 @@ def test_bybit_spot_book_syncs_by_u_trims_to_n_and_equals_rest(bybit, bybit_samp
                 assert len(client.book.levels("b")) <= 50
             assert kinds == {"snapshot", "delta"} and client.gaps == 0 and trades > 0
             assert pulled_in > 0  # levels from beyond the top 50 came in as inserts
-            # At rest, the synced book is the REST book.
-            await fault(bybit, name="pause")
-            try:
-                async def synced():
-                    async for msg in drain(ws):
-                        if msg["topic"].startswith("orderbook"):
-                            client.on_book(msg)
-                    rest = await get_json(bybit, "/v5/market/orderbook", category="spot", symbol="BTCUSDT",
-                                          limit=50)
-                    check_shape(rest, bybit_samples["rest_orderbook_response"])
-                    result = rest["result"]
-                    return client.book.levels("b") == result["b"] and client.book.levels("a") == result["a"]
 
-                await until(synced, what="book == REST")
-            finally:
-                await fault(bybit, name="resume")
+            async def synced():  # at rest, the synced book is the REST book
+                async for msg in drain(ws):
+                    if msg["topic"].startswith("orderbook"):
+                        client.on_book(msg)
+                rest = await get_json(bybit, "/v5/market/orderbook", category="spot", symbol="BTCUSDT",
+                                      limit=50)
+                check_shape(rest, bybit_samples["rest_orderbook_response"])
+                result = rest["result"]
+                return client.book.levels("b") == result["b"] and client.book.levels("a") == result["a"]
+
+            await at_rest(bybit, synced)
             assert client.gaps == 0
 
     asyncio.run(scenario())
@@ -433,21 +438,18 @@ def test_okx_books_chain_checksums_trades_and_rest(okx, okx_samples):
                 client.on_book(msg)
             assert client.updates > 5 and trades > 0
             assert client.gaps == 0 and client.bad_checksums == 0
-            await fault(okx, name="pause")
-            try:
-                async def synced():
-                    async for msg in drain(ws):
-                        if msg["arg"]["channel"] == "books":
-                            client.on_book(msg)
-                    rest = await get_json(okx, "/api/v5/market/books", instId="BTC-USDT", sz=400)
-                    check_shape(rest, okx_samples["rest_books_response"])
-                    data = rest["data"][0]
-                    return ([lv[:2] for lv in data["bids"]] == client.book.levels("b")
-                            and [lv[:2] for lv in data["asks"]] == client.book.levels("a"))
 
-                await until(synced, what="book == REST")
-            finally:
-                await fault(okx, name="resume")
+            async def synced():
+                async for msg in drain(ws):
+                    if msg["arg"]["channel"] == "books":
+                        client.on_book(msg)
+                rest = await get_json(okx, "/api/v5/market/books", instId="BTC-USDT", sz=400)
+                check_shape(rest, okx_samples["rest_books_response"])
+                data = rest["data"][0]
+                return ([lv[:2] for lv in data["bids"]] == client.book.levels("b")
+                        and [lv[:2] for lv in data["asks"]] == client.book.levels("a"))
+
+            await at_rest(okx, synced)
             assert client.gaps == 0 and client.bad_checksums == 0
 
     asyncio.run(scenario())
@@ -578,23 +580,16 @@ def test_hyperliquid_snapshots_trade_backlog_dedupe_and_rest(hyperliquid, hl_sam
                 assert len(bids) == len(asks) == 20 and Decimal(bids[0][0]) < Decimal(asks[0][0])
                 assert all("." in p for p, _ in bids + asks)  # "60000.0", never "60000"
             assert [b["data"]["time"] for b in books] == sorted(b["data"]["time"] for b in books)
-            await fault(hyperliquid, name="pause")
-            try:
-                async def synced():
-                    rest = await post_json(hyperliquid, "/info", {"type": "l2Book", "coin": "BTC"})
-                    check_shape(rest, hl_samples["rest"])
-                    try:
-                        while True:
-                            msg = await recv(ws, 0.2)
-                            if msg["channel"] == "l2Book":
-                                books.append(msg)
-                    except TimeoutError:
-                        pass
-                    return hl_levels(books[-1]["data"]) == hl_levels(rest)
 
-                await until(synced, what="last l2Book == REST")
-            finally:
-                await fault(hyperliquid, name="resume")
+            async def synced():
+                rest = await post_json(hyperliquid, "/info", {"type": "l2Book", "coin": "BTC"})
+                check_shape(rest, hl_samples["rest"])
+                async for msg in drain(ws):
+                    if msg["channel"] == "l2Book":
+                        books.append(msg)
+                return hl_levels(books[-1]["data"]) == hl_levels(rest)
+
+            await at_rest(hyperliquid, synced)
         # A new connection's backlog repeats trades the last one saw: dedupe on (coin, time, tid).
         async with websockets.connect(hyperliquid.ws + "/ws") as ws:
             await hl_send(ws, "subscribe", "trades", "BTC")
@@ -727,21 +722,18 @@ def test_lighter_markets_book_nonce_chain_trades_and_rest(lighter, lighter_sampl
                     assert len(lv["size"].split(".")[1]) == eth["size_decimals"]
                 client.on_book(msg)
             assert backlog and client.updates > 5 and client.gaps == 0
-            await fault(lighter, name="pause")
-            try:
-                async def synced():
-                    async for msg in drain(ws):
-                        if msg["channel"] == "order_book:0":
-                            client.on_book(msg)
-                    rest = await get_json(lighter, "/api/v1/orderBookOrders", market_id=0, limit=50)
-                    check_shape(rest, lighter_samples["http_order_book_orders"])
-                    return ([[o["price"], o["remaining_base_amount"]] for o in rest["bids"]] == client.book.levels("b", 50)
-                            and [[o["price"], o["remaining_base_amount"]] for o in rest["asks"]]
-                            == client.book.levels("a", 50))
 
-                await until(synced, what="book == REST orders")
-            finally:
-                await fault(lighter, name="resume")
+            async def synced():
+                async for msg in drain(ws):
+                    if msg["channel"] == "order_book:0":
+                        client.on_book(msg)
+                rest = await get_json(lighter, "/api/v1/orderBookOrders", market_id=0, limit=50)
+                check_shape(rest, lighter_samples["http_order_book_orders"])
+                return ([[o["price"], o["remaining_base_amount"]] for o in rest["bids"]] == client.book.levels("b", 50)
+                        and [[o["price"], o["remaining_base_amount"]] for o in rest["asks"]]
+                        == client.book.levels("a", 50))
+
+            await at_rest(lighter, synced)
             assert client.gaps == 0
 
     asyncio.run(scenario())
