@@ -9,6 +9,7 @@ flagged it (and then it is not live)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -117,7 +118,8 @@ def mutate_json(text: str, data) -> str:
         key = path[-1]
         v = parent[key]
         if op == "replace":
-            parent[key] = data.draw(st.sampled_from(REPLACEMENTS), label="value")
+            # a copy: a later mutation inside a list/dict must not change REPLACEMENTS itself
+            parent[key] = copy.deepcopy(data.draw(st.sampled_from(REPLACEMENTS), label="value"))
         elif op == "swap_type":
             parent[key] = _swap_type(v)
         elif op == "delete":
