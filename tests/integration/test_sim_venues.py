@@ -302,6 +302,9 @@ def test_bybit_acks_errors_and_spot_pong(bybit, bybit_samples):
             assert reply["success"] is False and "orderbook.7.BTCUSDT" in reply["ret_msg"]
             await ws.send("not json")
             assert (await recv(ws))["success"] is False
+            assert (await fault(bybit, name="malformed"))["connections"] >= 1
+            text = await recv(ws)  # no subscriptions: the truncated frame is the next message
+            assert isinstance(text, str) and text.startswith('{"topic":"orderbook.50.')
 
     asyncio.run(scenario())
 
