@@ -43,11 +43,22 @@ _STATE_NAMES = {BookState.SYNCING: "syncing", BookState.LIVE: "live", BookState.
 
 
 class BusPublisher:
-    """Encodes and sends bus messages on an exchange's two PUB sockets."""
+    """Encodes and sends bus messages on an exchange's two PUB sockets.
 
-    def __init__(self, trades_sock: zmq.Socket | None, l2_sock: zmq.Socket | None):
+    Trades are sent at once.  With ``loop`` given, L2 messages are encoded at once but
+    sent together at the end of the current event-loop turn (one batch of depth frames):
+    a burst of sends keeps ZeroMQ's pipe to its I/O thread non-empty, so the I/O thread is
+    woken once per batch instead of once per message (the per-message wake-up was a
+    quarter of the ingest's CPU in py-spy profiles).  Shared memory is still written per
+    message, before the send, so the Clone pattern holds: a consumer reading shm at seq S
+    drops bus deltas with seq <= S.
+    """
+
+    def __init__(self, trades_sock: zmq.Socket | None, l2_sock: zmq.Socket | None, loop=None):
         self.trades_sock = trades_sock
         self.l2_sock = l2_sock
+        self.loop = loop
+        self._l2_pending: list[tuple[bytes, bytes]] = []
 
     def send_trade(self, topic: bytes, msg: schema.Trade) -> None:
         msg.ts_published = time.time_ns() // 1000
@@ -57,9 +68,24 @@ class BusPublisher:
 
     def send_l2(self, topic: bytes, msg: schema.L2Update) -> None:
         msg.ts_published = time.time_ns() // 1000
-        if self.l2_sock is not None:
+        if self.l2_sock is None:
+            return
+        if self.loop is None:
             self.l2_sock.send(topic, zmq.SNDMORE)
             self.l2_sock.send(schema.encode(msg))
+            return
+        pending = self._l2_pending
+        if not pending:
+            self.loop.call_soon(self.flush_l2)
+        pending.append((topic, schema.encode(msg)))
+
+    def flush_l2(self) -> None:
+        """Send the L2 messages of this loop turn, in order."""
+        pending, self._l2_pending = self._l2_pending, []
+        send = self.l2_sock.send
+        for topic, payload in pending:
+            send(topic, zmq.SNDMORE)
+            send(payload)
 
 
 class SymbolFeed:
