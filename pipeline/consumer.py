@@ -48,7 +48,7 @@ class Book:
     """One (exchange, symbol) book as a consumer sees it: price -> size maps."""
 
     __slots__ = ("exchange", "symbol", "epoch", "seq", "state", "bids", "asks", "update_id",
-                 "ts_exchange", "ts_received", "depth")
+                 "ts_exchange", "ts_received", "depth", "instrument")
 
     def __init__(self, exchange: str, symbol: str):
         self.exchange, self.symbol = exchange, symbol
@@ -58,6 +58,7 @@ class Book:
         self.asks: dict[float, float] = {}
         self.ts_exchange = self.ts_received = 0
         self.depth = 0
+        self.instrument: schema.Instrument | None = None  # base/quote/kind, from the bus
 
     def top(self, n: int | None = None) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         """(bids, asks) best first."""
@@ -136,6 +137,8 @@ class BookTracker:
         b = self.book
         b.state, b.update_id, b.depth = msg.state, msg.update_id, msg.depth
         b.ts_exchange, b.ts_received = msg.ts_exchange, msg.ts_received
+        if msg.instrument is not None:
+            b.instrument = msg.instrument
 
 
 class _Base:
