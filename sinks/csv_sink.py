@@ -81,7 +81,7 @@ class CsvSink:
         self.clock = clock
         names = self.settings.exchanges or tuple(config.exchanges)
         self.exchanges = {n: config.exchange(n) for n in names}
-        self.ids = {n: exchange_id(n, ex.tardis_exchange) for n, ex in self.exchanges.items()}
+        self.ids = {n: exchange_id(n, ex.tardis_exchange, ex.adapter) for n, ex in self.exchanges.items()}
         self._check_names()
         self.counters = SinkCounters()
         snapshots = snapshots or (lambda ex, sym, epoch: None)

@@ -66,9 +66,24 @@ TARDIS_IDS = {
 Level = tuple[float, float]
 
 
-def exchange_id(name: str, override: str | None = None) -> str:
-    """The ``exchange`` column value for config exchange ``name``."""
-    return override or TARDIS_IDS.get(name, name)
+# The adapter says more than the name where one name covers two markets: tardis calls
+# Bybit spot "bybit-spot" and Bybit derivatives "bybit".
+ADAPTER_IDS = {
+    "bybit": "bybit-spot",
+    "bybit_linear": "bybit",
+    "binance_futures": "binance-futures",
+    "okx": "okex",
+    "hyperliquid": "hyperliquid",
+}
+
+
+def exchange_id(name: str, override: str | None = None, adapter: str | None = None) -> str:
+    """The ``exchange`` column value for config exchange ``name`` (using ``adapter``)."""
+    if override:
+        return override
+    if adapter in ("bybit", "bybit_linear"):
+        return ADAPTER_IDS[adapter]
+    return TARDIS_IDS.get(name) or ADAPTER_IDS.get(adapter or "", name)
 
 
 def day_of(ts_us: int) -> str:

@@ -31,6 +31,11 @@ def test_exchange_ids_are_tardis_spellings_unless_overridden():
     assert exchange_id("hyperliquid") == "hyperliquid"
     assert exchange_id("sim") == "sim"
     assert exchange_id("aster", "aster-futures") == "aster-futures"
+    # one name, two markets: the adapter decides (tardis: bybit-spot vs bybit derivatives)
+    assert exchange_id("bybit", adapter="bybit") == "bybit-spot"
+    assert exchange_id("bybit", adapter="bybit_linear") == "bybit"
+    assert exchange_id("my_okx", adapter="okx") == "okex"
+    assert exchange_id("lighter", adapter="lighter") == "lighter"
 
 
 def test_utc_days_and_midnight():
