@@ -302,3 +302,48 @@ def test_seqid_gaps_removed_reordered_and_duplicated_updates(mutate):
     # a new snapshot (what the resubscribe brings) makes the book live again
     feed.frame(_seq_frames()[0])
     assert feed.live("BTC-USDT")
+
+
+@pytest.mark.shared
+def test_capture_through_the_real_feed_and_shared_memory(shm_prefix):
+    """The same capture through ingest.feed.FeedBooks (the ingest's own code) into shared
+    memory: 290 checksums counted ok, books equal the Decimal reference."""
+    from ingest.feed import BusPublisher, FeedBooks
+    from pipeline.shm import BookReader, BookState, BookWriter
+
+    adapter = okx(*SYMBOLS)
+    writer = BookWriter(shm_prefix, "okx", list(SYMBOLS), 50, epoch=1)
+    feed = FeedBooks("okx", adapter, writer, BusPublisher(None, None), epoch=1)
+    feed.depth_connected(SYMBOLS)
+    refs = {s: OkxReference() for s in SYMBOLS}
+    trades = 0
+    for data, ts in frames():
+        if '"action"' in data and '"channel":"books"' in data:
+            msg = json.loads(data)
+            refs[msg["arg"]["instId"]].message(msg["action"], msg["data"][0])
+        try:
+            ev = adapter.parse_frame(data, ts)
+        except UnknownFrame:
+            continue
+        for e in ev if isinstance(ev, list) else [ev]:
+            if isinstance(e, DepthSnapshot):
+                feed.on_snapshot(e)
+            elif isinstance(e, DepthDiff):
+                feed.on_diff(e)
+            elif isinstance(e, TradeEvent):
+                feed.on_trade(e)
+                trades += 1
+    reader = BookReader.open(shm_prefix, "okx")
+    try:
+        total_ok = 0
+        for sym, ref in refs.items():
+            snap, stats = reader.read(sym, depth=50), reader.stats(sym)
+            assert snap.state is BookState.LIVE, sym
+            assert stats["checksum_failed"] == 0 and stats["gaps"] == 0 and stats["malformed"] == 0, stats
+            total_ok += stats["checksum_ok"]
+            assert [tuple(x) for x in snap.bids.tolist()] == ref.side(True)[:50], sym
+            assert [tuple(x) for x in snap.asks.tolist()] == ref.side(False)[:50], sym
+        assert total_ok == 290 and trades > 70
+    finally:
+        reader.close()
+        writer.close()
