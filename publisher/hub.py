@@ -288,7 +288,8 @@ class Hub:
                     if frame is None:
                         frame = render.book(key[0], key[1], epoch=book.epoch, seq=book.seq, state=book.state,
                                             depth=depth, bids=diff[0], asks=diff[1], ts_exchange=book.ts_exchange,
-                                            ts_received=book.ts_received, published_us=self.clock(), update=True)
+                                            ts_received=book.ts_received, published_us=self.clock(), update=True,
+                                            instrument=book.instrument)
                     ob = c.outbox
                     if not len(ob) and c.try_send is not None and c.try_send(frame, "l2", book.ts_received):
                         ob.sent += 1
@@ -397,7 +398,8 @@ class Hub:
         view = self.mirror.snapshot(key, depth)
         frame = render.book(key[0], key[1], epoch=view.epoch, seq=view.seq, state=view.state, depth=depth,
                             bids=view.bids, asks=view.asks, ts_exchange=view.ts_exchange,
-                            ts_received=view.ts_received, published_us=now)
+                            ts_received=view.ts_received, published_us=now,
+                            instrument=book.instrument if book is not None else None)
         out = (frame, view.epoch, view.seq, view.ts_received)
         if mark is not None:
             self._snapshots[(key, depth)] = (mark, now, out)

@@ -70,7 +70,7 @@ class TradeEvent(_Event, tag="trade", kw_only=True, omit_defaults=True):
     instrument: Any = None  # the bus's {base, quote, kind} when the ingest gave it; absent otherwise
 
 
-class BookEvent(_Event, tag="order_book_l2", kw_only=True):
+class BookEvent(_Event, tag="order_book_l2", kw_only=True, omit_defaults=True):
     """A top-N snapshot: bids and asks best first; replaces the client's book."""
 
     epoch: int
@@ -79,9 +79,10 @@ class BookEvent(_Event, tag="order_book_l2", kw_only=True):
     depth: int
     bids: Levels
     asks: Levels
+    instrument: Any = None  # as for trades
 
 
-class BookUpdateEvent(_Event, tag="order_book_l2_update", kw_only=True):
+class BookUpdateEvent(_Event, tag="order_book_l2_update", kw_only=True, omit_defaults=True):
     """A delta of the client's top-N view: size 0 deletes a level; seq is the previous + 1."""
 
     epoch: int
@@ -90,6 +91,7 @@ class BookUpdateEvent(_Event, tag="order_book_l2_update", kw_only=True):
     depth: int
     bids: Levels
     asks: Levels
+    instrument: Any = None  # as for trades
 
 
 class StatusEvent(_Event, tag="status", kw_only=True):
@@ -107,12 +109,13 @@ def trade(t: schema.Trade, published_us: int) -> bytes:
 
 
 def book(exchange: str, symbol: str, *, epoch: int, seq: int, state: str, depth: int, bids: Levels, asks: Levels,
-         ts_exchange: int, ts_received: int, published_us: int, update: bool = False) -> bytes:
+         ts_exchange: int, ts_received: int, published_us: int, update: bool = False, instrument: Any = None) -> bytes:
     """An ``order_book_l2`` snapshot, or with ``update=True`` an ``order_book_l2_update`` delta."""
     cls = BookUpdateEvent if update else BookEvent
     return _encoder.encode(cls(
         exchange=exchange, symbol=symbol, time_exchange=iso(ts_exchange), time_received=iso(ts_received),
-        time_published=iso(published_us), epoch=epoch, seq=seq, state=state, depth=depth, bids=bids, asks=asks))
+        time_published=iso(published_us), epoch=epoch, seq=seq, state=state, depth=depth, bids=bids, asks=asks,
+        instrument=instrument))
 
 
 def status(exchange: str, symbol: str, *, state: str, reason: str, epoch: int, seq: int,

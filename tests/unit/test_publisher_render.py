@@ -62,3 +62,19 @@ def test_trade_events_forward_the_instrument_when_the_bus_has_one():
     bare = schema.Trade(exchange="sim", symbol="X", epoch=1, seq=1, ts_exchange=1, ts_received=1,
                         price=1.0, amount=1.0, side="buy", trade_id="1")
     assert "instrument" not in _json.loads(_render.trade(bare, 2))
+
+
+def test_book_events_carry_the_instrument_only_when_known():
+    import json as _json
+
+    from pipeline import schema
+    from publisher import render as _render
+    ins = schema.Instrument(base="ETH", quote="USD", kind="perp")
+    for update in (False, True):
+        m = _json.loads(_render.book("hyperliquid", "ETH", epoch=1, seq=2, state="live", depth=5, bids=[(1.0, 2.0)],
+                                     asks=[(1.5, 1.0)], ts_exchange=0, ts_received=1, published_us=2, update=update,
+                                     instrument=ins))
+        assert m["instrument"] == {"base": "ETH", "quote": "USD", "kind": "perp"}
+        bare = _json.loads(_render.book("sim", "X", epoch=1, seq=2, state="live", depth=5, bids=[], asks=[],
+                                        ts_exchange=0, ts_received=1, published_us=2, update=update))
+        assert "instrument" not in bare and bare["time_exchange"] is None
