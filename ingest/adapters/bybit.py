@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from ingest.adapters.common import DECODE_ERRORS as _DECODE_ERRORS, malformed as _malformed
 from ingest.events import (DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent,
                            VenueNotice)
 from pipeline.config import ExchangeConfig
@@ -107,7 +108,6 @@ _dec_book = msgspec.json.Decoder(_BookFrame, strict=False)
 _dec_trades = msgspec.json.Decoder(_TradeFrame, strict=False)
 _dec_control = msgspec.json.Decoder(_Control)
 _dec_rest = msgspec.json.Decoder(_RestBody, strict=False)
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)  # msgspec: bad UTF-8 in a string
 _SIDES = {"Buy": "buy", "Sell": "sell"}
 _TOPIC_RE = re.compile(rb'"topic"\s*:\s*"([^"]+)"')
 
@@ -116,12 +116,6 @@ def _check_levels(levels: list[tuple[float, float]]) -> None:
     for p, q in levels:
         if not (0.0 < p < _INF and 0.0 <= q < _INF):
             raise MalformedFrame(f"bad level [{p!r}, {q!r}]")
-
-
-def _malformed(message: str, symbol: str | None) -> MalformedFrame:
-    exc = MalformedFrame(message)
-    exc.symbol = symbol
-    return exc
 
 
 def parse_depth_stream(name: str, where: str = "depth_stream") -> int:

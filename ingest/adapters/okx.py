@@ -44,6 +44,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from ingest.adapters.common import DECODE_ERRORS as _DECODE_ERRORS, malformed as _malformed
 from ingest.events import (DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent,
                            VenueNotice)
 from pipeline.config import ExchangeConfig
@@ -116,14 +117,7 @@ _dec_books = msgspec.json.Decoder(list[_Book], strict=False)
 _dec_books_f = msgspec.json.Decoder(list[_BookF], strict=False)
 _dec_trades = msgspec.json.Decoder(list[_Trade], strict=False)
 _dec_rest = msgspec.json.Decoder(_RestBooks, strict=False)
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)  # msgspec: bad UTF-8 in a string
 _SIDES = {"buy": "buy", "sell": "sell"}
-
-
-def _malformed(message: str, symbol: str | None) -> MalformedFrame:
-    exc = MalformedFrame(message)
-    exc.symbol = symbol
-    return exc
 
 
 def _levels(raw: list[list[str]], texts: dict[float, str] | None) -> list[tuple[float, float]]:
