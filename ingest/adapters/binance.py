@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import DECODE_ERRORS, malformed as _malformed
+from ingest.adapters.common import check_levels as _check_levels, DECODE_ERRORS, malformed as _malformed
 from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup,
                            TradeEvent, VenueNotice)
 from pipeline.config import ExchangeConfig
@@ -87,12 +87,6 @@ _dec_snapshot = msgspec.json.Decoder(_Snapshot, strict=False)
 _dec_any = msgspec.json.Decoder()
 
 _STREAM_RE = re.compile(rb'"stream"\s*:\s*"([a-z0-9_\-]+)@')
-
-
-def _check_levels(levels: list[tuple[float, float]]) -> None:
-    for p, q in levels:
-        if not (0.0 < p < _INF and 0.0 <= q < _INF):
-            raise MalformedFrame(f"bad level [{p!r}, {q!r}]")
 
 
 class BinanceSpotAdapter:

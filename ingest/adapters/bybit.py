@@ -35,7 +35,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import DECODE_ERRORS as _DECODE_ERRORS, malformed as _malformed
+from ingest.adapters.common import check_levels as _check_levels, DECODE_ERRORS as _DECODE_ERRORS, malformed as _malformed
 from ingest.events import (DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent,
                            VenueNotice)
 from pipeline.config import ExchangeConfig
@@ -110,12 +110,6 @@ _dec_control = msgspec.json.Decoder(_Control)
 _dec_rest = msgspec.json.Decoder(_RestBody, strict=False)
 _SIDES = {"Buy": "buy", "Sell": "sell"}
 _TOPIC_RE = re.compile(rb'"topic"\s*:\s*"([^"]+)"')
-
-
-def _check_levels(levels: list[tuple[float, float]]) -> None:
-    for p, q in levels:
-        if not (0.0 < p < _INF and 0.0 <= q < _INF):
-            raise MalformedFrame(f"bad level [{p!r}, {q!r}]")
 
 
 def parse_depth_stream(name: str, where: str = "depth_stream") -> int:

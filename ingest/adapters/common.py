@@ -20,6 +20,16 @@ def malformed(message: str, symbol: str | None) -> MalformedFrame:
     return exc
 
 
+_INF = float("inf")
+
+
+def check_levels(levels: list[tuple[float, float]]) -> None:
+    """Diff levels: price positive and finite, size finite and not negative (0 deletes)."""
+    for p, q in levels:
+        if not (0.0 < p < _INF and 0.0 <= q < _INF):
+            raise MalformedFrame(f"bad level [{p!r}, {q!r}]")
+
+
 def check_uncrossed(bids, asks, symbol: str | None) -> None:
     """A full snapshot whose best bid is not below its best ask cannot be a real book."""
     if bids and asks:
