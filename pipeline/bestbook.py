@@ -114,20 +114,23 @@ def _from_rest(config: Config, exchange: str, symbol: str, depth: int, reason: s
 
 
 def best_book(exchange: str, symbol: str, config: Config | None = None, depth: int | None = None,
-              max_age_s: float = 2.0, timeout_s: float = 5.0, rest: bool = True) -> BestBook:
+              max_age_s: float = 2.0, timeout_s: float = 5.0, source: str = "auto") -> BestBook:
     """The book of ``symbol`` on config exchange ``exchange``: shared memory when live and
-    fresh, else (``rest=True``) the venue's REST snapshot.  Raises ConfigError for an
-    exchange or symbol not in the config, BookUnavailable when no source works."""
+    fresh, else the venue's REST snapshot (``source="auto"``); ``"shm"`` or ``"rest"`` ask
+    for one source only.  Raises ConfigError for an exchange or symbol not in the config,
+    BookUnavailable when no allowed source works."""
+    if source not in ("auto", "shm", "rest"):
+        raise ValueError(f"source must be auto, shm or rest, not {source!r}")
     config = config if config is not None else load_config(None)
     ex = config.exchange(exchange)
     if symbol not in ex.symbols:
         raise ConfigError(f"exchanges.{exchange}.symbols", f"{symbol!r} is not configured (has: {', '.join(ex.symbols)})")
     depth = depth or ex.depth
-    got = _from_shm(config, exchange, symbol, depth, max_age_s)
+    got = "REST asked for" if source == "rest" else _from_shm(config, exchange, symbol, depth, max_age_s)
     if isinstance(got, BestBook):
         return got
-    if not rest:
-        raise BookUnavailable(f"shm: {got}; rest: not allowed")
+    if source == "shm":
+        raise BookUnavailable(f"shm: {got}; rest: not asked for")
     try:
         return _from_rest(config, exchange, symbol, depth, got, timeout_s)
     except (urllib.error.URLError, OSError, ValueError, PipelineError) as exc:

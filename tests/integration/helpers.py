@@ -124,3 +124,32 @@ def feeds(config: Path) -> dict[str, dict]:
 
 def exchange_stats(config: Path, name: str = "sim") -> dict:
     return next(e for e in status(config)["exchanges"] if e["exchange"] == name)
+
+
+def rest_book_equals_shm(config_path: Path, exchange: str, port: int, symbols: list[str], depth: int = 10) -> dict:
+    """Best-available book on a paused market: shared memory says "shm", and the venue's
+    REST book (adapter request + parser) equals it level for level.  Returns the sources."""
+    from pipeline.bestbook import best_book
+    from pipeline.config import load_config
+    from pipeline.shm import BookReader
+
+    config = load_config(config_path)
+    assert sim_fault(port, name="pause")["ok"]
+    try:
+        with BookReader.open(config.shm_prefix, exchange) as reader:
+            def quiet():
+                before = [reader.read(s).seq for s in symbols]
+                time.sleep(0.6)
+                return [reader.read(s).seq for s in symbols] == before
+            eventually(quiet, 20, 0.0, "books quiet after the pause")
+        sources = {}
+        for sym in symbols:
+            live = best_book(exchange, sym, config, depth=depth)
+            rest = best_book(exchange, sym, config, depth=depth, source="rest")
+            assert live.source == "shm" and rest.source == "rest", (live.reason, rest.reason)
+            assert rest.bids and rest.asks and rest.bids[0][0] < rest.asks[0][0]
+            assert (rest.bids, rest.asks) == (live.bids, live.asks), sym
+            sources[sym] = (live.source, rest.source)
+        return sources
+    finally:
+        sim_fault(port, name="resume")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import PIPELINE, Procs, eventually, feeds, short_tmpdir, sim_fault
+from helpers import PIPELINE, Procs, eventually, feeds, rest_book_equals_shm, short_tmpdir, sim_fault
 from test_venue_e2e_hl_lighter import consume_and_compare
 
 pytestmark = pytest.mark.integration
@@ -136,3 +136,11 @@ def test_okx_dropped_update_is_a_gap_and_the_book_resyncs(ok):
 
 def test_okx_wrong_checksum_is_counted_and_the_book_resyncs(ok):
     fault_then_resync(ok, "ok", "bad_checksum", "BTC-USDT", "ETH-USDT-SWAP", "checksum_failed")
+
+
+def test_bybit_rest_fallback_book_equals_shared_memory_at_rest(bb):
+    rest_book_equals_shm(bb["config"], "bb", bb["port"], VENUES["bb"][2])
+
+
+def test_okx_rest_fallback_book_equals_shared_memory_at_rest(ok):
+    rest_book_equals_shm(ok["config"], "ok", ok["port"], VENUES["ok"][2])

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from helpers import PIPELINE, Procs, eventually, exchange_stats, feeds, short_tmpdir, sim_fault
+from helpers import PIPELINE, Procs, eventually, exchange_stats, feeds, rest_book_equals_shm, short_tmpdir, sim_fault
 from pipeline.config import load_config
 from pipeline.consumer import Consumer
 from pipeline.shm import BookReader
@@ -167,3 +167,11 @@ def test_lighter_dropped_update_is_a_gap_and_the_book_resyncs(lt):
     checks, gaps, _ = consume_and_compare(config, "lt", ["ETH", "BTC"], 10, 20)
     assert min(checks.values()) >= 10, checks
     assert lt["ingest"].poll() is None
+
+
+def test_hyperliquid_rest_fallback_book_equals_shared_memory_at_rest(hl):
+    rest_book_equals_shm(hl["config"], "hl", hl["port"], VENUES["hl"][2])
+
+
+def test_lighter_rest_fallback_book_equals_shared_memory_at_rest(lt):
+    rest_book_equals_shm(lt["config"], "lt", lt["port"], VENUES["lt"][2])
