@@ -194,16 +194,8 @@ class FeedBooks:
             tb, ta = book.trim(self.book_cap)
             if tb or ta:
                 db, da = db + tb, da + ta
-        if ev.checksum and not self._checksum_ok(f, ev.checksum):
+        if not self._publish_checked(f, db, da, ev.checksum, ev.last_id, ev.ts_exchange_us, ev.recv_ns):
             return
-        if book.is_crossed():
-            self._integrity_failed(f, "crossed book")
-            return
-        f.ts_exchange_us = ev.ts_exchange_us
-        f.ts_received_us = ev.recv_ns // 1000
-        if db or da:
-            self._publish_delta(f, db, da, ev.last_id)
-            self._note_lag(ev.recv_ns)
         if f.pending_bbo is not None:
             self._verify_bbo(f)
 
@@ -270,16 +262,23 @@ class FeedBooks:
             db, da = db + tb, da + ta
         f.stats[S_UPDATES] += 1
         f.stats[S_LAST_UPDATE] = snap.recv_ns
-        if snap.checksum and not self._checksum_ok(f, snap.checksum):
-            return
-        if book.is_crossed():
+        self._publish_checked(f, db, da, snap.checksum, snap.last_id, snap.ts_exchange_us, snap.recv_ns)
+
+    def _publish_checked(self, f: SymbolFeed, db, da, checksum: int, update_id: int, ts_exchange_us: int,
+                         recv_ns: int) -> bool:
+        """Integrity checks of the updated book, then the view delta to shm and the bus.
+        False (nothing published, the symbol resyncs) when the book is wrong."""
+        if checksum and not self._checksum_ok(f, checksum):
+            return False
+        if f.book.is_crossed():
             self._integrity_failed(f, "crossed book")
-            return
-        f.ts_exchange_us = snap.ts_exchange_us
-        f.ts_received_us = snap.recv_ns // 1000
+            return False
+        f.ts_exchange_us = ts_exchange_us
+        f.ts_received_us = recv_ns // 1000
         if db or da:
-            self._publish_delta(f, db, da, snap.last_id)
-            self._note_lag(snap.recv_ns)
+            self._publish_delta(f, db, da, update_id)
+            self._note_lag(recv_ns)
+        return True
 
     def _checksum_ok(self, f: SymbolFeed, expected: int) -> bool:
         """The venue's checksum of the book after an event (OKX CRC32) against ours."""

@@ -35,9 +35,9 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import check_levels as _check_levels, DECODE_ERRORS as _DECODE_ERRORS, malformed as _malformed
-from ingest.events import (DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent,
-                           VenueNotice)
+from ingest.adapters.common import DECODE_ERRORS as _DECODE_ERRORS, check_levels as _check_levels
+from ingest.adapters.common import malformed as _malformed, trade as _trade
+from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, VenueNotice
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
 from pipeline.instruments import split_concatenated
@@ -273,14 +273,7 @@ class BybitSpotAdapter:
         f = _dec_trades.decode(frame)
         out = []
         for t in f.data:
-            side = _SIDES.get(t.S)
-            if side is None:
-                raise MalformedFrame(f"trade side {t.S!r}")
-            if not (0.0 < t.p < _INF and 0.0 < t.v < _INF):
-                raise MalformedFrame(f"bad trade price/amount {t.p!r}/{t.v!r}")
-            if not t.i:
-                raise MalformedFrame("trade without an id")
-            out.append(TradeEvent(symbol, t.p, t.v, side, t.i, t.T * 1000, recv_ns))
+            out.append(_trade(symbol, t.p, t.v, _SIDES.get(t.S), t.S, t.i, t.T * 1000, recv_ns))
         return out or None
 
     def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> DepthSnapshot:

@@ -7,6 +7,7 @@ from collections import deque
 
 import msgspec
 
+from ingest.events import TradeEvent
 from pipeline.errors import MalformedFrame
 
 # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a JSON string
@@ -28,6 +29,19 @@ def check_levels(levels: list[tuple[float, float]]) -> None:
     for p, q in levels:
         if not (0.0 < p < _INF and 0.0 <= q < _INF):
             raise MalformedFrame(f"bad level [{p!r}, {q!r}]")
+
+
+def trade(symbol: str, price: float, amount: float, side: str | None, venue_side, trade_id: str,
+          ts_exchange_us: int, recv_ns: int) -> TradeEvent:
+    """A checked TradeEvent: ``side`` is the normalized taker side (None: the venue's
+    ``venue_side`` was not understood), price and amount positive and finite, an id."""
+    if side is None:
+        raise MalformedFrame(f"trade side {venue_side!r}")
+    if not (0.0 < price < _INF and 0.0 < amount < _INF):
+        raise MalformedFrame(f"bad trade price/amount {price!r}/{amount!r}")
+    if not trade_id:
+        raise MalformedFrame("trade without an id")
+    return TradeEvent(symbol, price, amount, side, trade_id, ts_exchange_us, recv_ns)
 
 
 def check_uncrossed(bids, asks, symbol: str | None) -> None:

@@ -44,9 +44,8 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import DECODE_ERRORS as _DECODE_ERRORS, malformed as _malformed
-from ingest.events import (DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent,
-                           VenueNotice)
+from ingest.adapters.common import DECODE_ERRORS as _DECODE_ERRORS, malformed as _malformed, trade as _trade
+from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, VenueNotice
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
 from pipeline.instruments import split_dashed
@@ -362,14 +361,7 @@ class OkxAdapter:
     def _parse_trades(self, data: msgspec.Raw, recv_ns: int, symbol: str):
         out = []
         for t in _dec_trades.decode(data):
-            side = _SIDES.get(t.side)
-            if side is None:
-                raise MalformedFrame(f"trade side {t.side!r}")
-            if not (0.0 < t.px < _INF and 0.0 < t.sz < _INF):
-                raise MalformedFrame(f"bad trade price/amount {t.px!r}/{t.sz!r}")
-            if not t.tradeId:
-                raise MalformedFrame("trade without an id")
-            out.append(TradeEvent(symbol, t.px, t.sz, side, t.tradeId, t.ts * 1000, recv_ns))
+            out.append(_trade(symbol, t.px, t.sz, _SIDES.get(t.side), t.side, t.tradeId, t.ts * 1000, recv_ns))
         return out or None
 
     def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> DepthSnapshot:
