@@ -153,3 +153,42 @@ def rest_book_equals_shm(config_path: Path, exchange: str, port: int, symbols: l
         return sources
     finally:
         sim_fault(port, name="resume")
+
+
+def venue_pipeline(venue: str, protocol: str, adapter: str, symbols: list[str], ws_path: str, seed: int = 7,
+                   rate: float = 400):
+    """A module fixture's worth of `pipeline sim --protocol` + `pipeline ingest` for one venue:
+    yields {procs, port, config, ingest} once every book is live; stops both by PID after."""
+    workdir = short_tmpdir()
+    procs = Procs(workdir)
+    try:
+        (workdir / "sim.toml").write_text(f'[pipeline]\nrun_dir = "simrun"\n[exchanges.x]\nadapter = "{adapter}"\n'
+                                          f'symbols = ["{symbols[0]}"]\n')
+        ready = workdir / "sim.port"
+        procs.start("sim", PIPELINE + ["--config", str(workdir / "sim.toml"), "sim", "--protocol", protocol,
+                                       "--port", "0", "--symbols", ",".join(symbols), "--rate", str(rate),
+                                       "--seed", str(seed), "--ready-file", str(ready)])
+        port = int(eventually(lambda: ready.exists() and ready.read_text().strip(), 20, what="sim ready file"))
+        config = workdir / "p.toml"
+        config.write_text(f"""
+[pipeline]
+run_dir = "run"
+
+[exchanges.{venue}]
+adapter = "{adapter}"
+symbols = {json.dumps(symbols)}
+depth = 20
+ws_url = "ws://127.0.0.1:{port}{ws_path}"
+rest_url = "http://127.0.0.1:{port}"
+ping_interval_s = 1.0
+snapshot_interval_s = 1.0
+""")
+        ingest = procs.start("ingest", PIPELINE + ["--config", str(config), "ingest", venue])
+        try:
+            eventually(lambda: all(f["state"] == "live" for f in feeds(config).values()), 30, 0.2,
+                       f"{venue} books live")
+        except AssertionError:
+            raise AssertionError(f"{venue} books not live; ingest log:\n{procs.log('ingest')[-3000:]}") from None
+        yield {"procs": procs, "port": port, "config": config, "ingest": ingest}
+    finally:
+        procs.stop_all()

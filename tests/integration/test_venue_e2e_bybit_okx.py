@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import PIPELINE, Procs, eventually, feeds, rest_book_equals_shm, short_tmpdir, sim_fault
+from helpers import eventually, feeds, rest_book_equals_shm, sim_fault, venue_pipeline
 from test_venue_e2e_hl_lighter import consume_and_compare
 
 pytestmark = pytest.mark.integration
@@ -26,59 +26,14 @@ VENUES = {
 }
 
 
-def start(venue: str):
-    protocol, adapter, symbols, path = VENUES[venue]
-    workdir = short_tmpdir()
-    procs = Procs(workdir)
-    (workdir / "sim.toml").write_text(f'[pipeline]\nrun_dir = "simrun"\n[exchanges.x]\nadapter = "{adapter}"\n'
-                                      f'symbols = ["{symbols[0]}"]\n')
-    ready = workdir / "sim.port"
-    procs.start("sim", PIPELINE + ["--config", str(workdir / "sim.toml"), "sim", "--protocol", protocol,
-                                   "--port", "0", "--symbols", ",".join(symbols), "--rate", "400", "--seed", "7",
-                                   "--ready-file", str(ready)])
-    port = int(eventually(lambda: ready.exists() and ready.read_text().strip(), 20, what="sim ready file"))
-    config = workdir / "p.toml"
-    config.write_text(f"""
-[pipeline]
-run_dir = "run"
-
-[exchanges.{venue}]
-adapter = "{adapter}"
-symbols = {symbols!r}
-depth = 20
-ws_url = "ws://127.0.0.1:{port}{path}"
-rest_url = "http://127.0.0.1:{port}"
-ping_interval_s = 1.0
-snapshot_interval_s = 1.0
-""".replace("'", '"'))
-    ingest = procs.start("ingest", PIPELINE + ["--config", str(config), "ingest", venue])
-    return procs, port, config, ingest
-
-
-def wait_live(config, procs, what):
-    try:
-        eventually(lambda: all(f["state"] == "live" for f in feeds(config).values()), 30, 0.2, what)
-    except AssertionError:
-        raise AssertionError(f"{what}; ingest log:\n{procs.log('ingest')[-3000:]}") from None
-
-
-def _venue_fixture(venue: str):
-    procs, port, config, ingest = start(venue)
-    try:
-        wait_live(config, procs, f"{venue} books live")
-        yield {"procs": procs, "port": port, "config": config, "ingest": ingest}
-    finally:
-        procs.stop_all()
-
-
 @pytest.fixture(scope="module")
 def bb():
-    yield from _venue_fixture("bb")
+    yield from venue_pipeline("bb", *VENUES["bb"])
 
 
 @pytest.fixture(scope="module")
 def ok():
-    yield from _venue_fixture("ok")
+    yield from venue_pipeline("ok", *VENUES["ok"])
 
 
 def by_symbol(config) -> dict:

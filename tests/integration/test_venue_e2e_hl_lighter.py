@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from helpers import PIPELINE, Procs, eventually, exchange_stats, feeds, rest_book_equals_shm, short_tmpdir, sim_fault
+from helpers import eventually, exchange_stats, feeds, rest_book_equals_shm, sim_fault, venue_pipeline
 from pipeline.config import load_config
 from pipeline.consumer import Consumer
 from pipeline.shm import BookReader
@@ -29,60 +29,14 @@ VENUES = {
 }
 
 
-def start(venue: str):
-    protocol, adapter, symbols, path = VENUES[venue]
-    workdir = short_tmpdir()
-    procs = Procs(workdir)
-    (workdir / "sim.toml").write_text(f'[pipeline]\nrun_dir = "simrun"\n[exchanges.x]\nadapter = "{adapter}"\n'
-                                      f'symbols = ["{symbols[0]}"]\n')
-    ready = workdir / "sim.port"
-    procs.start("sim", PIPELINE + ["--config", str(workdir / "sim.toml"), "sim", "--protocol", protocol,
-                                   "--port", "0", "--symbols", ",".join(symbols), "--rate", "400", "--seed", "11",
-                                   "--ready-file", str(ready)])
-    port = int(eventually(lambda: ready.exists() and ready.read_text().strip(), 20, what="sim ready file"))
-    config = workdir / "p.toml"
-    config.write_text(f"""
-[pipeline]
-run_dir = "run"
-
-[exchanges.{venue}]
-adapter = "{adapter}"
-symbols = {symbols!r}
-depth = 20
-ws_url = "ws://127.0.0.1:{port}{path}"
-rest_url = "http://127.0.0.1:{port}"
-ping_interval_s = 1.0
-snapshot_interval_s = 1.0
-""".replace("'", '"'))
-    ingest = procs.start("ingest", PIPELINE + ["--config", str(config), "ingest", venue])
-    return procs, port, config, ingest
-
-
-def wait_live(config, procs, what):
-    try:
-        eventually(lambda: all(f["state"] == "live" for f in feeds(config).values()), 30, 0.2, what)
-    except AssertionError:
-        raise AssertionError(f"{what}; ingest log:\n{procs.log('ingest')[-3000:]}") from None
-
-
 @pytest.fixture(scope="module")
 def hl():
-    procs, port, config, ingest = start("hl")
-    try:
-        wait_live(config, procs, "hyperliquid books live")
-        yield {"procs": procs, "port": port, "config": config, "ingest": ingest}
-    finally:
-        procs.stop_all()
+    yield from venue_pipeline("hl", *VENUES["hl"], seed=11)
 
 
 @pytest.fixture(scope="module")
 def lt():
-    procs, port, config, ingest = start("lt")
-    try:
-        wait_live(config, procs, "lighter books live")
-        yield {"procs": procs, "port": port, "config": config, "ingest": ingest}
-    finally:
-        procs.stop_all()
+    yield from venue_pipeline("lt", *VENUES["lt"], seed=11)
 
 
 def consume_and_compare(config_path, exchange: str, symbols: list[str], min_checks: int, seconds: float):
@@ -145,7 +99,8 @@ def test_hyperliquid_reconnect_puts_no_trade_on_the_bus_twice(hl):
     assert not dupes, f"trades published twice: {dupes[:5]}"
     assert len(seen) > at_fault + 3, "no trades after the reconnect"
     assert trade_gaps == 0
-    wait_live(config, hl["procs"], "hyperliquid books live after the reconnect")
+    eventually(lambda: all(f["state"] == "live" for f in feeds(config).values()), 30, 0.2,
+               "hyperliquid books live after the reconnect")
 
 
 def test_lighter_consumer_books_equal_shared_memory(lt):
