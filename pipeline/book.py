@@ -42,41 +42,35 @@ class AskSide:
     def apply(self, levels: Iterable[Level]) -> bool:
         """Set absolute sizes (0 deletes; deleting an unknown level is a no-op).
 
-        Returns whether any level was added or removed (if not, the set of prices
-        in the view is unchanged).
+        Sizes are never negative (adapters reject them), so a size's truth value says
+        "set" or "delete".  Returns whether any level was added or removed (if not, the
+        set of prices in the view is unchanged).
         """
         prices, sizes = self.prices, self.sizes
+        end = len(prices)
         moved = False
         for p, s in levels:
             i = bisect_left(prices, p)
-            if i < len(prices) and prices[i] == p:
-                if s > 0.0:
+            if i != end and prices[i] == p:
+                if s:
                     sizes[i] = s
                 else:
                     del prices[i]
                     del sizes[i]
+                    end -= 1
                     moved = True
-            elif s > 0.0:
+            elif s:
                 prices.insert(i, p)
                 sizes.insert(i, s)
+                end += 1
                 moved = True
         return moved
-
-    @staticmethod
-    def best_of(levels: Sequence[Level]) -> float:
-        """The best price among ``levels`` (the lowest ask)."""
-        return min(levels)[0]
 
     def top(self, n: int) -> tuple[list[float], list[float]]:
         return self.prices[:n], self.sizes[:n]
 
     def top_sizes(self, n: int) -> list[float]:
         return self.sizes[:n]
-
-    @staticmethod
-    def beyond(price: float, worst_in_view: float) -> bool:
-        """True when ``price`` is strictly worse than the view's last level."""
-        return price > worst_in_view
 
     def best(self) -> Level | None:
         return (self.prices[0], self.sizes[0]) if self.prices else None
@@ -103,20 +97,11 @@ class BidSide(AskSide):
     __slots__ = ()
     is_bid = True
 
-    @staticmethod
-    def best_of(levels: Sequence[Level]) -> float:
-        """The best price among ``levels`` (the highest bid)."""
-        return max(levels)[0]
-
     def top(self, n: int) -> tuple[list[float], list[float]]:
         return self.prices[:-n - 1:-1], self.sizes[:-n - 1:-1]
 
     def top_sizes(self, n: int) -> list[float]:
         return self.sizes[:-n - 1:-1]
-
-    @staticmethod
-    def beyond(price: float, worst_in_view: float) -> bool:
-        return price < worst_in_view
 
     def best(self) -> Level | None:
         return (self.prices[-1], self.sizes[-1]) if self.prices else None
@@ -160,16 +145,20 @@ class ViewBook:
         return self._apply_side(0, self.bids, bids), self._apply_side(1, self.asks, asks)
 
     def _apply_side(self, idx: int, side: AskSide, changes: Sequence[Level]) -> list[Level]:
+        # The ingest's hot path: comparisons are written out per side, no call per level.
+        # "Beyond" the view's last price w means p < w for bids, p > w for asks.
         if not changes:
             return []
         moved = side.apply(changes)
-        best_touched = side.best_of(changes)
+        is_bid = side.is_bid
         old_px = self._view_px[idx]
         n = self.depth
         # Changes strictly beyond a full view's last level cannot change the view:
         # an insert there stays outside, a delete there pulls nothing in.
-        if old_px and side.beyond(best_touched, old_px[-1]) and (len(old_px) == n or not moved):
-            return []
+        if old_px and (len(old_px) == n or not moved):
+            worst = old_px[-1]
+            if (max(changes)[0] < worst) if is_bid else (min(changes)[0] > worst):
+                return []
         if not moved:
             # No level was added or removed: every change was a modify of an existing
             # level (s > 0) or a delete of an unknown one (s == 0, a no-op).  The view's
@@ -178,8 +167,9 @@ class ViewBook:
                 return []
             self._view_sz[idx] = side.top_sizes(n)
             worst = old_px[-1]
-            beyond = side.beyond
-            return [(p, s) for p, s in changes if s > 0.0 and not beyond(p, worst)]
+            if is_bid:
+                return [c for c in changes if c[1] and c[0] >= worst]
+            return [c for c in changes if c[1] and c[0] <= worst]
         new_px, new_sz = side.top(n)
         self._view_px[idx] = new_px
         self._view_sz[idx] = new_sz
@@ -190,22 +180,33 @@ class ViewBook:
         # - new levels beyond the old last level were pulled in: their sizes.
         # A price may appear twice (same final value) or as a delete of a level the
         # consumer never had; applying the list in order is exact either way.
-        beyond = side.beyond
         if len(new_px) == n:
-            new_worst = new_px[-1]
-            delta = [(p, s) for p, s in changes if not beyond(p, new_worst)]
-            for p in reversed(old_px):
-                if not beyond(p, new_worst):
-                    break
-                delta.append((p, 0.0))
+            w = new_px[-1]
+            if is_bid:
+                delta = [c for c in changes if c[0] >= w]
+                for p in reversed(old_px):
+                    if p >= w:
+                        break
+                    delta.append((p, 0.0))
+            else:
+                delta = [c for c in changes if c[0] <= w]
+                for p in reversed(old_px):
+                    if p <= w:
+                        break
+                    delta.append((p, 0.0))
         else:  # the whole side fits in the view: every change is inside it
             delta = list(changes)
         if len(old_px) == n:  # only a full old view can have had levels below it
-            old_worst = old_px[-1]
+            ow = old_px[-1]
             i = len(new_px) - 1
-            while i >= 0 and beyond(new_px[i], old_worst):
-                delta.append((new_px[i], new_sz[i]))
-                i -= 1
+            if is_bid:
+                while i >= 0 and new_px[i] < ow:
+                    delta.append((new_px[i], new_sz[i]))
+                    i -= 1
+            else:
+                while i >= 0 and new_px[i] > ow:
+                    delta.append((new_px[i], new_sz[i]))
+                    i -= 1
         return delta
 
     def replace(self, bids: Iterable[Level], asks: Iterable[Level]) -> tuple[list[Level], list[Level]]:

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import check_levels as _check_levels, DECODE_ERRORS, malformed as _malformed
+from ingest.adapters.common import DECODE_ERRORS, WireLevel, malformed as _malformed
 from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup,
                            TradeEvent, VenueNotice)
 from pipeline.config import ExchangeConfig
@@ -40,8 +40,8 @@ class _Depth(msgspec.Struct):
     s: str                    # symbol
     U: int                    # first update id in event
     u: int                    # final update id in event
-    b: list[tuple[float, float]]   # bids [price, qty], absolute qty, 0 = delete
-    a: list[tuple[float, float]]
+    b: list[WireLevel]   # bids [price, qty], absolute qty, 0 = delete (checked while decoding)
+    a: list[WireLevel]
     E: int = 0                # event time, ms
     T: int = 0                # transaction (matching) time, ms (futures)
     pu: int = -1              # futures: final update id of the previous event
@@ -68,8 +68,8 @@ class _BookTicker(msgspec.Struct):
 
 class _Snapshot(msgspec.Struct):
     lastUpdateId: int
-    bids: list[tuple[float, float]]
-    asks: list[tuple[float, float]]
+    bids: list[WireLevel]
+    asks: list[WireLevel]
     E: int = 0
     T: int = 0
 
@@ -241,8 +241,6 @@ class BinanceSpotAdapter:
         d = _dec_depth.decode(raw)
         if d.u < d.U:
             raise MalformedFrame(f"u {d.u} < U {d.U}")
-        _check_levels(d.b)
-        _check_levels(d.a)
         return DepthDiff(symbol, d.U, d.u, d.pu, d.b, d.a, (d.T or d.E) * 1000, recv_ns)
 
     def _parse_trade(self, raw, recv_ns: int, symbol: str) -> TradeEvent:
@@ -264,8 +262,6 @@ class BinanceSpotAdapter:
             s = _dec_snapshot.decode(body)
         except DECODE_ERRORS as exc:
             raise _malformed(f"snapshot: {exc}", symbol) from None
-        _check_levels(s.bids)
-        _check_levels(s.asks)
         return DepthSnapshot(symbol, s.lastUpdateId, s.bids, s.asks, (s.T or s.E) * 1000, recv_ns)
 
     # ------------------------------------------------------------ sequencing rule

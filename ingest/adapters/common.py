@@ -4,6 +4,7 @@ de-duplication, and the uncrossed-snapshot check (docs/adapters.md)."""
 from __future__ import annotations
 
 from collections import deque
+from typing import Annotated
 
 import msgspec
 
@@ -22,6 +23,13 @@ def malformed(message: str, symbol: str | None) -> MalformedFrame:
 
 
 _INF = float("inf")
+
+# Wire level types checked by msgspec in C while decoding (no Python loop per level):
+# a price is positive and finite, a size finite and not negative (0 deletes).  NaN fails
+# both comparisons; "inf" and overflowing exponents fail the upper bound.
+Price = Annotated[float, msgspec.Meta(gt=0.0, lt=1e300)]
+Size = Annotated[float, msgspec.Meta(ge=0.0, lt=1e300)]
+WireLevel = tuple[Price, Size]
 
 
 def check_levels(levels: list[tuple[float, float]]) -> None:

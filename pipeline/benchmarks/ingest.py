@@ -311,6 +311,11 @@ def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None) -> dict:
     parse, parse_snapshot = adapter.parse_frame, adapter.parse_snapshot
     on_diff, on_trade, on_bbo, on_snapshot = feed.on_diff, feed.on_trade, feed.on_bbo, feed.on_snapshot
     on_malformed = feed.on_malformed
+    # as the ingest: L2 is written to shm and sent once per batch of depth frames
+    # (FeedBooks.flush; the runner's batches are at most DRAIN_BATCH frames)
+    flush = feed.flush
+    from ingest.wsclient import DRAIN_BATCH
+    n = 0
     time_ns = time.time_ns
     kinds = {"depth": 0, "trade": 0, "bbo": 0, "unknown": 0, "malformed": 0, "other": 0}
     levels = depth = trade = bbo = unknown = malformed = other = 0
@@ -319,6 +324,7 @@ def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None) -> dict:
         stages.wrap(feed.writer, "write_view", "shm")
         stages.wrap(feed.publisher, "send_l2", "bus")
         stages.wrap(feed.publisher, "send_trade", "bus")
+        stages.wrap(feed.publisher, "flush_l2", "bus")
     c0, m0, t0 = time.process_time(), time.thread_time(), pc()
     try:
         if stages is None:
@@ -341,6 +347,10 @@ def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None) -> dict:
                     depth += 1
                     levels += len(ev.bids) + len(ev.asks)
                     on_diff(ev)
+                    n += 1
+                    if n == DRAIN_BATCH:
+                        n = 0
+                        flush()
                 elif t is TradeEvent:
                     trade += 1
                     on_trade(ev)
@@ -376,6 +386,10 @@ def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None) -> dict:
                     levels += len(ev.bids) + len(ev.asks)
                     tb = pc()
                     on_diff(ev)
+                    n += 1
+                    if n == DRAIN_BATCH:
+                        n = 0
+                        flush()
                 elif t is TradeEvent:
                     trade += 1
                     tb = pc()
@@ -389,10 +403,11 @@ def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None) -> dict:
                     continue
                 st.handlers += pc() - tb
                 st.n_handlers += 1
+        flush()
     finally:
         seconds, cpu, main_cpu = pc() - t0, time.process_time() - c0, time.thread_time() - m0
         if stages is not None:
-            del feed.writer.write_view, feed.publisher.send_l2, feed.publisher.send_trade
+            del feed.writer.write_view, feed.publisher.send_l2, feed.publisher.send_trade, feed.publisher.flush_l2
     kinds.update(depth=depth, trade=trade, bbo=bbo, unknown=unknown, malformed=malformed, other=other)
     return {"seconds": seconds, "cpu": cpu, "main_cpu": main_cpu, "levels": levels, "frames": kinds}
 
@@ -431,7 +446,7 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
     gc_threshold = gc.get_threshold()
     try:
         bus = Bus()
-        publisher = BusPublisher(bus.trades, bus.l2)
+        publisher = BusPublisher(bus.trades, bus.l2, batch=True)
         # as in the ingest process (ingest/main.py): start-up objects frozen, young GC less often
         gc.collect()
         gc.freeze()

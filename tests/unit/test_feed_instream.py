@@ -192,3 +192,42 @@ def test_top_n_venue_book_is_trimmed_and_view_stays_exact(feed):
     c.feed(rec.l2)
     assert c.view() == ([(100.0, 1.0), (99.0, 2.0)], [(101.0, 1.0), (102.0, 2.0)])
     assert _shm(reader)[2:] == c.view()
+
+
+class BatchRecorder(Recorder):
+    """A batch-mode publisher: L2 messages queue until flush_l2 (as BusPublisher(batch=True))."""
+
+    batch = True
+
+    def __init__(self):
+        super().__init__()
+        self.pending = []
+
+    def send_l2(self, topic, msg):
+        self.pending.append(msg)
+
+    def flush_l2(self):
+        self.l2 += self.pending
+        self.pending = []
+
+
+def test_batch_mode_writes_shm_once_before_sending_and_consumer_still_equals_shm(shm_prefix):
+    writer = BookWriter(shm_prefix, "venue", ["BTCUSDT"], 5, epoch=1)
+    try:
+        rec = BatchRecorder()
+        f = FeedBooks("venue", InStreamAdapter(), writer, rec, epoch=1)
+        reader = BookReader.open(shm_prefix, "venue")
+        f.depth_connected(["BTCUSDT"])
+        f.on_snapshot(_snap(10, BIDS, ASKS))
+        f.flush()
+        assert _shm(reader)[:2] == ("live", 1) and len(rec.l2) == 1
+        for u in range(11, 20):
+            f.on_diff(_diff(u, [(100.0 + u / 100, 1.0)]))
+        # nothing written or sent until the flush: shm and bus never disagree
+        assert _shm(reader)[1] == 1 and len(rec.l2) == 1 and len(rec.pending) == 9
+        f.flush()
+        c = Consumer()
+        c.feed(rec.l2)
+        assert _shm(reader) == ("live", 10, *c.view())
+    finally:
+        writer.close(unlink=True)
