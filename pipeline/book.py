@@ -24,56 +24,59 @@ Level = tuple[float, float]
 
 
 class AskSide:
-    """Asks: prices ascending, best (lowest) first."""
+    """Asks: prices ascending, best (lowest) first; sizes by price."""
 
-    __slots__ = ("prices", "sizes")
+    __slots__ = ("prices", "size")
     is_bid = False
 
     def __init__(self) -> None:
         self.prices: list[float] = []
-        self.sizes: list[float] = []
+        self.size: dict[float, float] = {}
 
     def load(self, levels: Iterable[Level]) -> None:
         """Replace the side with ``levels`` (any order); zero sizes are skipped."""
-        pairs = sorted((p, s) for p, s in levels if s > 0.0)
-        self.prices = [p for p, _ in pairs]
-        self.sizes = [s for _, s in pairs]
+        self.size = {p: s for p, s in levels if s > 0.0}
+        self.prices = sorted(self.size)
 
     def apply(self, levels: Iterable[Level]) -> bool:
         """Set absolute sizes (0 deletes; deleting an unknown level is a no-op).
 
-        Sizes are never negative (adapters reject them), so a size's truth value says
-        "set" or "delete".  Returns whether any level was added or removed (if not, the
-        set of prices in the view is unchanged).
+        A modify (two thirds of real changes) is one dict store; only inserts and
+        deletes touch the sorted price list.  Sizes are never negative (adapters reject
+        them), so a size's truth value says "set" or "delete".  Returns whether any level
+        was added or removed (if not, the set of prices in the view is unchanged).
         """
-        prices, sizes = self.prices, self.sizes
-        end = len(prices)
+        prices, size = self.prices, self.size
         moved = False
         for p, s in levels:
-            i = bisect_left(prices, p)
-            if i != end and prices[i] == p:
+            if p in size:
                 if s:
-                    sizes[i] = s
+                    size[p] = s
                 else:
-                    del prices[i]
-                    del sizes[i]
-                    end -= 1
+                    del size[p]
+                    del prices[bisect_left(prices, p)]
                     moved = True
             elif s:
-                prices.insert(i, p)
-                sizes.insert(i, s)
-                end += 1
+                size[p] = s
+                prices.insert(bisect_left(prices, p), p)
                 moved = True
         return moved
 
-    def top(self, n: int) -> tuple[list[float], list[float]]:
-        return self.prices[:n], self.sizes[:n]
+    def top_prices(self, n: int) -> list[float]:
+        return self.prices[:n]
 
-    def top_sizes(self, n: int) -> list[float]:
-        return self.sizes[:n]
+    def top(self, n: int) -> tuple[list[float], list[float]]:
+        px = self.top_prices(n)
+        size = self.size
+        return px, [size[p] for p in px]
+
+    @property
+    def sizes(self) -> list[float]:
+        """Sizes in the order of ``prices`` (for tests and dumps; not the hot path)."""
+        return [self.size[p] for p in self.prices]
 
     def best(self) -> Level | None:
-        return (self.prices[0], self.sizes[0]) if self.prices else None
+        return (self.prices[0], self.size[self.prices[0]]) if self.prices else None
 
     def worst_beyond(self, n: int) -> list[float]:
         """Prices of the levels past the best ``n`` (what a top-``n`` venue no longer holds)."""
@@ -82,8 +85,8 @@ class AskSide:
     def changes_to(self, levels: Iterable[Level]) -> list[Level]:
         """The absolute level changes that turn this side into ``levels`` (0 = delete)."""
         new = {p: s for p, s in levels if s > 0.0}
+        old = self.size
         changes = [(p, 0.0) for p in self.prices if p not in new]
-        old = dict(zip(self.prices, self.sizes))
         changes += [(p, s) for p, s in new.items() if old.get(p) != s]
         return changes
 
@@ -97,48 +100,43 @@ class BidSide(AskSide):
     __slots__ = ()
     is_bid = True
 
-    def top(self, n: int) -> tuple[list[float], list[float]]:
-        return self.prices[:-n - 1:-1], self.sizes[:-n - 1:-1]
-
-    def top_sizes(self, n: int) -> list[float]:
-        return self.sizes[:-n - 1:-1]
+    def top_prices(self, n: int) -> list[float]:
+        return self.prices[:-n - 1:-1]
 
     def best(self) -> Level | None:
-        return (self.prices[-1], self.sizes[-1]) if self.prices else None
+        return (self.prices[-1], self.size[self.prices[-1]]) if self.prices else None
 
     def worst_beyond(self, n: int) -> list[float]:
         return self.prices[:-n] if len(self.prices) > n else []
 
 
 class ViewBook:
-    """A full book plus its published top-``depth`` view, with exact view deltas."""
+    """A full book plus its published top-``depth`` view, with exact view deltas.
 
-    __slots__ = ("depth", "bids", "asks", "_view_px", "_view_sz")
+    The view is kept as prices only (best first); its sizes are read from the sides
+    when the view is read (shared memory is written once per batch, not per update)."""
+
+    __slots__ = ("depth", "bids", "asks", "_view_px")
 
     def __init__(self, depth: int):
         self.depth = depth
         self.bids = BidSide()
         self.asks = AskSide()
-        # the view as last returned, best first: [bids, asks] prices and sizes
+        # the view's prices as last returned, best first: [bids, asks]
         self._view_px: list[list[float]] = [[], []]
-        self._view_sz: list[list[float]] = [[], []]
 
     def clear(self) -> None:
         """Forget everything (a new book never merges into an old one)."""
         self.bids = BidSide()
         self.asks = AskSide()
         self._view_px = [[], []]
-        self._view_sz = [[], []]
 
     def load_snapshot(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         """Replace the whole book with a snapshot and reset the view to its top."""
         self.bids.load(bids)
         self.asks.load(asks)
         n = self.depth
-        bp, bs = self.bids.top(n)
-        ap, as_ = self.asks.top(n)
-        self._view_px = [bp, ap]
-        self._view_sz = [bs, as_]
+        self._view_px = [self.bids.top_prices(n), self.asks.top_prices(n)]
 
     def apply(self, bids: Sequence[Level], asks: Sequence[Level]) -> tuple[list[Level], list[Level]]:
         """Apply absolute level changes; return the (bids, asks) delta of the view."""
@@ -165,14 +163,12 @@ class ViewBook:
             # prices are the same; the delta is the modifies inside it, in order.
             if not old_px:
                 return []
-            self._view_sz[idx] = side.top_sizes(n)
             worst = old_px[-1]
             if is_bid:
                 return [c for c in changes if c[1] and c[0] >= worst]
             return [c for c in changes if c[1] and c[0] <= worst]
-        new_px, new_sz = side.top(n)
+        new_px = side.top_prices(n)
         self._view_px[idx] = new_px
-        self._view_sz[idx] = new_sz
         # Levels were added or removed.  The delta needs only the changes and the
         # view's boundary, not a walk over all N levels:
         # - a change inside the new view: its new size (0 = delete);
@@ -199,13 +195,14 @@ class ViewBook:
         if len(old_px) == n:  # only a full old view can have had levels below it
             ow = old_px[-1]
             i = len(new_px) - 1
+            size = side.size
             if is_bid:
                 while i >= 0 and new_px[i] < ow:
-                    delta.append((new_px[i], new_sz[i]))
+                    delta.append((new_px[i], size[new_px[i]]))
                     i -= 1
             else:
                 while i >= 0 and new_px[i] > ow:
-                    delta.append((new_px[i], new_sz[i]))
+                    delta.append((new_px[i], size[new_px[i]]))
                     i -= 1
         return delta
 
@@ -235,11 +232,14 @@ class ViewBook:
 
     def view(self) -> tuple[list[Level], list[Level]]:
         """The current top-``depth`` view, best first, as (price, size) lists."""
-        return list(zip(self._view_px[0], self._view_sz[0])), list(zip(self._view_px[1], self._view_sz[1]))
+        bs, as_ = self.bids.size, self.asks.size
+        return [(p, bs[p]) for p in self._view_px[0]], [(p, as_[p]) for p in self._view_px[1]]
 
     def view_arrays(self) -> tuple[list[float], list[float], list[float], list[float]]:
         """The view as bid prices, bid sizes, ask prices, ask sizes, best first (do not mutate)."""
-        return self._view_px[0], self._view_sz[0], self._view_px[1], self._view_sz[1]
+        bp, ap = self._view_px
+        bs, as_ = self.bids.size, self.asks.size
+        return bp, [bs[p] for p in bp], ap, [as_[p] for p in ap]
 
     def best_bid(self) -> Level | None:
         return self.bids.best()

@@ -401,9 +401,8 @@ class OkxAdapter:
         texts = self._texts.get(symbol)
         bid_text, ask_text = texts if texts is not None else ({}, {})
         n = CHECKSUM_LEVELS
-        # bids are stored ascending with the best at the end; asks ascending, best first
-        bp, bs = book.bids.prices[:-n - 1:-1], book.bids.sizes[:-n - 1:-1]
-        ap, as_ = book.asks.prices[:n], book.asks.sizes[:n]
+        bp, bs = book.bids.top(n)   # best first
+        ap, as_ = book.asks.top(n)
         # a level without text (never decoded here) falls back to float text: it will
         # not match, and the mismatch makes the feed resync
         bids = [bid_text.get(p) or f"{p!r}:{s!r}" for p, s in zip(bp, bs)]
