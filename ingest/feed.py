@@ -88,7 +88,8 @@ class BusPublisher:
 class SymbolFeed:
     __slots__ = ("index", "symbol", "sync", "book", "state", "l2_seq", "trade_seq", "stats",
                  "pending_bbo", "l2_topic", "trade_topic", "ts_exchange_us", "ts_received_us",
-                 "ever_live", "snapshot_wanted", "instrument", "view_update_id", "dirty")
+                 "ever_live", "snapshot_wanted", "instrument", "view_update_id", "dirty", "bid_floor",
+                 "ask_ceiling")
 
     def __init__(self, index: int, symbol: str, sync: BookSync, depth: int, stats: np.ndarray, exchange: str,
                  instrument: schema.Instrument | None = None):
@@ -109,6 +110,10 @@ class SymbolFeed:
         self.snapshot_wanted = False
         self.instrument = instrument
         self.view_update_id = 0   # venue update id of the view as last published
+        # A REST snapshot cut at its limit covers prices down to bid_floor / up to
+        # ask_ceiling; beyond them the venue's levels are unknown until they change.
+        self.bid_floor: float | None = None
+        self.ask_ceiling: float | None = None
         self.dirty = False        # published on the bus queue, not yet written to shm (batch mode)
 
 
@@ -131,6 +136,12 @@ class FeedBooks:
         self.in_stream = getattr(adapter, "snapshot_source", "rest") == "ws"
         self.book_cap = getattr(adapter, "book_cap", 0) or 0
         self.checksum = getattr(adapter, "checksum", None)
+        limit = 0 if self.in_stream else (getattr(adapter, "snapshot_limit", 0) or 0)
+        if limit and limit < self.depth:
+            log.warning("%s: snapshot_limit %d < depth %d: the deeper part of the view is only as good as the "
+                        "diffs that touched it", exchange, limit, self.depth)
+            limit = 0
+        self.snapshot_limit = limit
         self.feeds: dict[str, SymbolFeed] = {}
         for i, sym in enumerate(writer.symbols):
             sync = BookSync(sym, adapter.check, adapter.snapshot_usable)
@@ -229,6 +240,9 @@ class FeedBooks:
         book = f.book
         book.clear()
         book.load_snapshot(snap.bids, snap.asks)
+        limit = self.snapshot_limit  # a cut REST snapshot: remember how far it reaches
+        f.bid_floor = min(p for p, _ in snap.bids) if limit and len(snap.bids) >= limit else None
+        f.ask_ceiling = max(p for p, _ in snap.asks) if limit and len(snap.asks) >= limit else None
         if self.book_cap:
             book.trim(self.book_cap)
         checksum = snap.checksum
@@ -278,8 +292,11 @@ class FeedBooks:
         False (nothing published, the symbol resyncs) when the book is wrong."""
         if checksum and not self._checksum_ok(f, checksum):
             return False
-        if f.book.is_crossed():
+        book = f.book
+        if book.is_crossed():
             self._integrity_failed(f, "crossed book")
+            return False
+        if (f.bid_floor is not None or f.ask_ceiling is not None) and not self._within_snapshot(f, book):
             return False
         f.ts_exchange_us = ts_exchange_us
         f.ts_received_us = recv_ns // 1000
@@ -287,6 +304,27 @@ class FeedBooks:
             self._publish_delta(f, db, da, update_id)
             self._note_lag(recv_ns)
         return True
+
+    def _within_snapshot(self, f: SymbolFeed, book) -> bool:
+        """The view must lie inside the range the last REST snapshot covered (section 1
+        step 7: publish only the top N you trust).  When the market has moved so far that
+        the view reaches past it (or the known levels inside it run short), levels the
+        venue has there may be missing: resync from a fresh snapshot before publishing."""
+        n = self.depth
+        bp, ap = book._view_px
+        floor, ceiling = f.bid_floor, f.ask_ceiling
+        if floor is not None and (len(bp) < n or bp[-1] < floor):
+            why = "bids"
+        elif ceiling is not None and (len(ap) < n or ap[-1] > ceiling):
+            why = "asks"
+        else:
+            return True
+        log.info("%s %s: the %s view reaches past the last snapshot's range; resyncing", self.exchange,
+                 f.symbol, why)
+        f.sync.invalidate()
+        self._mark_stale(f, f"view past the snapshot's {why}")
+        self._want_snapshot(f)
+        return False
 
     def _checksum_ok(self, f: SymbolFeed, expected: int) -> bool:
         """The venue's checksum of the book after an event (OKX CRC32) against ours."""

@@ -72,8 +72,12 @@ def config_text(run_dir: Path, sim_port: int, symbols: list[str], *, depth: int 
                 publisher_clients: int = 100, csv: bool = True) -> str:
     """The pipeline config of a benchmark run: one exchange on the sim, depth@0ms (one frame per update).
 
-    snapshot_limit 100 (REST weight 5) lets 200 symbols sync well inside the sim's weight budget.
+    The REST snapshot holds the sim's whole book (limit 1000, weight 50) up to 20 symbols, so a
+    market that walks during a run never leaves the range the snapshot covered (which would
+    resync the book, as it must); with more symbols, limit 100 (weight 5) keeps 200 symbols
+    inside the sim's weight budget.
     """
+    snapshot_limit = 1000 if len(symbols) <= 20 else 100
     text = f"""[pipeline]
 run_dir = "{run_dir}"
 data_dir = "{run_dir.parent / 'data'}"
@@ -86,7 +90,7 @@ depth = {depth}
 ws_url = "ws://127.0.0.1:{sim_port}"
 rest_url = "http://127.0.0.1:{sim_port}"
 depth_stream = "depth@0ms"
-snapshot_limit = 100
+snapshot_limit = {snapshot_limit}
 
 [publisher]
 host = "127.0.0.1"

@@ -231,3 +231,35 @@ def test_batch_mode_writes_shm_once_before_sending_and_consumer_still_equals_shm
         assert _shm(reader) == ("live", 10, *c.view())
     finally:
         writer.close(unlink=True)
+
+
+class RestAdapter(InStreamAdapter):
+    """A REST-snapshot venue whose snapshots are cut at 3 levels per side."""
+
+    snapshot_source = "rest"
+    snapshot_limit = 3
+    checksum = None
+
+    def __init__(self):
+        super().__init__(0)
+
+
+def test_view_reaching_past_a_cut_rest_snapshot_resyncs(shm_prefix):
+    """Binance rule (section 1 step 7): beyond a snapshot's limit the venue's levels are
+    unknown; once the view reaches there the book is resynced, not published."""
+    writer = BookWriter(shm_prefix, "venue", ["BTCUSDT"], 2, epoch=1)
+    try:
+        rec, wanted = Recorder(), []
+        f = FeedBooks("venue", RestAdapter(), writer, rec, epoch=1, request_snapshot=wanted.append)
+        reader = BookReader.open(shm_prefix, "venue")
+        f.depth_connected(["BTCUSDT"])
+        f.on_snapshot(_snap(10, BIDS, ASKS))          # 3 levels a side: cut at the limit
+        f.on_diff(_diff(11, [(100.0, 0.0)]))          # view 99, 98: still inside the snapshot
+        assert wanted == [] and _shm(reader)[0] == "live"
+        f.on_diff(_diff(12, [(99.0, 0.0), (97.0, 1.0)]))  # view 98, 97: 97 is past the snapshot's floor
+        assert wanted == ["BTCUSDT"]
+        assert _shm(reader)[0] == "stale" and rec.l2[-1].state == "stale"
+        f.on_snapshot(_snap(20, [(98.0, 1.0), (97.0, 1.0), (96.0, 1.0)], ASKS))
+        assert _shm(reader)[0] == "live"
+    finally:
+        writer.close(unlink=True)
