@@ -61,6 +61,7 @@ class Runner:
         self.app_pong = getattr(adapter, "app_pong", None)
         self._depth_group: dict[str, StreamGroup] = {}
         self._resubscribes: dict[StreamGroup, int] = {}
+        self._frames = [0]  # frames received, copied to the shm header by the stats loop
         feed.request_snapshot = self.request_snapshot
 
     # ---------------------------------------------------------------- frames
@@ -68,10 +69,10 @@ class Runner:
         parse = self.adapter.parse_frame
         feed = self.feed
         header = self.header
-        frames_idx = P["frames"]
+        counts = self._frames  # [frames]: a list cell is cheaper than a shm word per frame
 
         def on_frame(data: bytes, recv_ns: int) -> None:
-            header[frames_idx] += 1
+            counts[0] += 1
             try:
                 ev = parse(data, recv_ns)
             except MalformedFrame as exc:
@@ -386,6 +387,7 @@ class Runner:
                 pass
             lag_us = max(0, int((time.monotonic() - t0 - STATS_INTERVAL) * 1e6))
             lag_max = max(lag_max, lag_us)
+            header[P["frames"]] = self._frames[0]
             header[P["loop_lag_us"]] = lag_us
             header[P["loop_lag_max_us"]] = lag_max
             self.feed.writer.heartbeat()

@@ -132,6 +132,7 @@ class BinanceSpotAdapter:
                          "trade": self._parse_trade, "aggTrade": self._parse_trade}
         for speed in ("depth", "depth@100ms", "depth@0ms", "depth@250ms", "depth@500ms", self.depth_stream):
             self._parsers[speed] = self._parse_depth
+        self._routes: dict[bytes, tuple[str, object]] = {}  # stream name bytes -> (symbol, parser)
 
     def instrument(self, symbol: str) -> Instrument:
         return split_concatenated(symbol, self.KIND)
@@ -185,21 +186,25 @@ class BinanceSpotAdapter:
         # Fast path for the combined-stream envelope exactly as Binance writes it,
         # {"stream":"<name>","data":{...}}: slice the name and the data by position
         # (one JSON decode instead of two).  Anything else takes the full decode.
+        # The stream name's bytes are looked up as they are (a few dozen streams per
+        # connection), so the common frame costs no decode of its name.
         end = frame.find(b'","data":', 11) if frame.startswith(b'{"stream":"') else -1
         if end > 0 and frame.endswith(b"}"):
-            stream = frame[11:end].decode("ascii", "replace")
+            route = self._routes.get(frame[11:end])
+            if route is None:
+                route = self._route(frame[11:end].decode("ascii", "replace"))
+                if len(self._routes) < 4096:
+                    self._routes[frame[11:end]] = route
             data = frame[end + 9:-1]
         else:
             try:
                 env = _dec_env.decode(frame)
             except DECODE_ERRORS:
                 return self._parse_unwrapped(frame, recv_ns)
-            stream, data = env.stream, env.data
-        at = stream.find("@")
-        symbol = self._by_lower.get(stream[:at]) if at > 0 else None
-        parser = self._parsers.get(stream[at + 1:]) if at > 0 else None
-        if parser is None or symbol is None:
-            raise UnknownFrame(f"stream {stream!r}")
+            route, data = self._route(env.stream), env.data
+        symbol, parser = route
+        if parser is None:
+            raise UnknownFrame(f"stream {symbol!r}")
         try:
             return parser(data, recv_ns, symbol)
         except DECODE_ERRORS as exc:
@@ -207,6 +212,15 @@ class BinanceSpotAdapter:
         except MalformedFrame as exc:
             exc.symbol = symbol
             raise
+
+    def _route(self, stream: str) -> tuple[str, object]:
+        """(symbol, parser) of a stream name; (the name, None) when we do not follow it."""
+        at = stream.find("@")
+        symbol = self._by_lower.get(stream[:at]) if at > 0 else None
+        parser = self._parsers.get(stream[at + 1:]) if at > 0 else None
+        if parser is None or symbol is None:
+            return stream, None
+        return symbol, parser
 
     def _parse_unwrapped(self, frame: bytes, recv_ns: int):
         """Raw-stream frames (``/ws/...``), method replies and notices."""
