@@ -131,7 +131,7 @@ def run_zmq(config_path: str, exchange: str, out: Path, ready: Path, max_seconds
     try:
         while not stop and time.monotonic() < deadline:
             events = dict(poller.poll(100))
-            if trades in events:  # trades first
+            if trades in events or trades.get(zmq.EVENTS) & zmq.POLLIN:  # trades first
                 while True:
                     try:
                         _, payload = trades.recv_multipart(zmq.NOBLOCK)
@@ -145,7 +145,7 @@ def run_zmq(config_path: str, exchange: str, out: Path, ready: Path, max_seconds
                         trade_gaps += 1
                     last_seq[t.symbol] = t.seq
             if l2 in events:
-                for _ in range(256):  # then L2, in batches, so a waiting trade is not held long
+                for _ in range(16):  # then L2, in short batches, so a waiting trade is not held long
                     try:
                         _, payload = l2.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
