@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import DECODE_ERRORS, WireLevel, malformed as _malformed
+from ingest.adapters.common import configure, DECODE_ERRORS, WireLevel, malformed as _malformed
 from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup,
                            TradeEvent, VenueNotice)
 from pipeline.config import ExchangeConfig
@@ -113,18 +113,8 @@ class BinanceSpotAdapter:
     KIND = "spot"
 
     def __init__(self, config: ExchangeConfig):
-        d = self.DEFAULTS
-        self.config = config
-        self.ws_url = config.ws_url or d["ws_url"]
-        self.rest_url = config.rest_url or d["rest_url"]
-        self.rest_depth_path = config.rest_depth_path or d["rest_depth_path"]
-        self.depth_stream = config.depth_stream or d["depth_stream"]
-        self.trade_stream = config.trade_stream or d["trade_stream"]
-        self.snapshot_limit = min(config.snapshot_limit or d["snapshot_limit"], self.MAX_SNAPSHOT_LIMIT)
-        self.rest_weight_limit = config.rest_weight_limit or d["rest_weight_limit"]
-        self.streams_per_connection = config.streams_per_connection or d["streams_per_connection"]
+        configure(self, config)
         self.verify_bbo = config.verify_bbo
-        self.symbols = config.symbols
         self._by_lower = {s.lower(): s for s in config.symbols}
         self._by_upper = {s.upper(): s for s in config.symbols}
         # stream suffix -> parser (h11 READERS style)

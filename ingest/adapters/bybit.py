@@ -35,7 +35,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import DECODE_ERRORS as _DECODE_ERRORS, check_levels as _check_levels
+from ingest.adapters.common import configure, DECODE_ERRORS as _DECODE_ERRORS, check_levels as _check_levels
 from ingest.adapters.common import malformed as _malformed, trade as _trade
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, VenueNotice
 from pipeline.config import ExchangeConfig
@@ -145,18 +145,8 @@ class BybitSpotAdapter:
     verify_bbo = False                     # orderbook.1 has its own u space: nothing to compare at an id
 
     def __init__(self, config: ExchangeConfig):
-        d = self.DEFAULTS
-        self.config = config
-        self.ws_url = config.ws_url or d["ws_url"]
-        self.rest_url = config.rest_url or d["rest_url"]
-        self.rest_depth_path = config.rest_depth_path or d["rest_depth_path"]
-        self.depth_stream = config.depth_stream or d["depth_stream"]
+        configure(self, config)
         self.book_cap = parse_depth_stream(self.depth_stream, f"exchanges.{config.name}.depth_stream")
-        self.trade_stream = config.trade_stream or d["trade_stream"]
-        self.snapshot_limit = min(config.snapshot_limit or d["snapshot_limit"], self.MAX_SNAPSHOT_LIMIT)
-        self.rest_weight_limit = config.rest_weight_limit or d["rest_weight_limit"]
-        self.streams_per_connection = config.streams_per_connection or d["streams_per_connection"]
-        self.symbols = config.symbols
         # topic -> (parser, native symbol); topics are upper-case on the wire
         self._topics: dict[str, tuple] = {}
         self._book_topic: dict[str, str] = {}

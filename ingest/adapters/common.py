@@ -15,6 +15,25 @@ from pipeline.errors import MalformedFrame
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
 
 
+_SETTINGS = ("ws_url", "rest_url", "rest_depth_path", "depth_stream", "trade_stream", "snapshot_limit",
+             "rest_weight_limit", "streams_per_connection")
+
+
+def configure(adapter, config) -> None:
+    """The settings every adapter has: the config's value, else the adapter's DEFAULTS
+    (every URL and limit lives in config, exchange-protocols.md preamble)."""
+    d = adapter.DEFAULTS
+    adapter.config = config
+    adapter.symbols = config.symbols
+    for key in _SETTINGS:
+        if key in d:
+            setattr(adapter, key, getattr(config, key) or d[key])
+    adapter.rest_url = adapter.rest_url.rstrip("/")
+    cap = getattr(adapter, "MAX_SNAPSHOT_LIMIT", None)
+    if cap is not None and "snapshot_limit" in d:
+        adapter.snapshot_limit = min(adapter.snapshot_limit, cap)
+
+
 def malformed(message: str, symbol: str | None) -> MalformedFrame:
     """A MalformedFrame that names its symbol when it was readable (counted per symbol)."""
     exc = MalformedFrame(message)

@@ -29,7 +29,7 @@ import re
 
 import msgspec
 
-from ingest.adapters.common import DECODE_ERRORS, RecentKeys, check_uncrossed, malformed as _malformed
+from ingest.adapters.common import configure, DECODE_ERRORS, RecentKeys, check_uncrossed, malformed as _malformed
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, UnknownFrame
@@ -117,15 +117,8 @@ class HyperliquidAdapter:
     TRADE_KEYS_PER_COIN = 5000  # backlog after a resubscribe is ~30 trades
 
     def __init__(self, config: ExchangeConfig):
-        d = self.DEFAULTS
-        self.config = config
-        self.ws_url = config.ws_url or d["ws_url"]
-        self.rest_url = (config.rest_url or d["rest_url"]).rstrip("/")
-        self.rest_depth_path = config.rest_depth_path or d["rest_depth_path"]
-        self.rest_weight_limit = config.rest_weight_limit or d["rest_weight_limit"]
-        self.streams_per_connection = config.streams_per_connection or d["streams_per_connection"]
+        configure(self, config)
         self.verify_bbo = False    # the bbo channel has no id in a shared space with l2Book
-        self.symbols = config.symbols
         self._known = frozenset(config.symbols)    # coins are case-sensitive ("kPEPE", "@107")
         self._last_time: dict[str, int] = {}       # per connection: newest l2Book time per coin
         self._seen = {s: RecentKeys(self.TRADE_KEYS_PER_COIN) for s in config.symbols}

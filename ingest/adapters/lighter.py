@@ -36,7 +36,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import DECODE_ERRORS, RecentKeys, check_uncrossed, malformed as _malformed
+from ingest.adapters.common import configure, DECODE_ERRORS, RecentKeys, check_uncrossed, malformed as _malformed
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, SnapshotError, UnknownFrame
@@ -174,16 +174,8 @@ class LighterAdapter:
     TRADE_KEYS_PER_MARKET = 5000
 
     def __init__(self, config: ExchangeConfig):
-        d = self.DEFAULTS
-        self.config = config
-        self.ws_url = config.ws_url or d["ws_url"]
-        self.rest_url = (config.rest_url or d["rest_url"]).rstrip("/")
-        self.rest_depth_path = config.rest_depth_path or d["rest_depth_path"]
-        self.snapshot_limit = min(config.snapshot_limit or d["snapshot_limit"], self.MAX_SNAPSHOT_LIMIT)
-        self.rest_weight_limit = config.rest_weight_limit or d["rest_weight_limit"]
-        self.streams_per_connection = config.streams_per_connection or d["streams_per_connection"]
+        configure(self, config)
         self.verify_bbo = False    # ticker's nonce could not be confirmed to be the book's
-        self.symbols = config.symbols
         self._market_id: dict[str, int] = {}       # config symbol -> market id
         self._by_id: dict[int, str] = {}           # market id -> config symbol
         self._spot: set[str] = set()               # symbols discovery listed as spot

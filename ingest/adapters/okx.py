@@ -44,7 +44,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import DECODE_ERRORS as _DECODE_ERRORS, malformed as _malformed, trade as _trade
+from ingest.adapters.common import configure, DECODE_ERRORS as _DECODE_ERRORS, malformed as _malformed, trade as _trade
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, VenueNotice
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
@@ -191,21 +191,11 @@ class OkxAdapter:
     verify_bbo = False                     # bbo-tbt shares no id with the book we could compare at
 
     def __init__(self, config: ExchangeConfig):
-        d = self.DEFAULTS
-        self.config = config
-        self.ws_url = config.ws_url or d["ws_url"]
-        self.rest_url = config.rest_url or d["rest_url"]
-        self.rest_depth_path = config.rest_depth_path or d["rest_depth_path"]
-        self.depth_stream = config.depth_stream or d["depth_stream"]
+        configure(self, config)
         if self.depth_stream not in BOOK_CHANNELS:
             raise ConfigError(f"exchanges.{config.name}.depth_stream",
                               f"expected one of {', '.join(BOOK_CHANNELS)}, got {self.depth_stream!r}")
         self.book_cap = BOOK_CHANNELS[self.depth_stream]
-        self.trade_stream = config.trade_stream or d["trade_stream"]
-        self.snapshot_limit = min(config.snapshot_limit or d["snapshot_limit"], self.MAX_SNAPSHOT_LIMIT)
-        self.rest_weight_limit = config.rest_weight_limit or d["rest_weight_limit"]
-        self.streams_per_connection = config.streams_per_connection or d["streams_per_connection"]
-        self.symbols = config.symbols
         self._by_inst = {s.upper(): s for s in config.symbols}
         # per symbol: (bid texts, ask texts), price -> "px:sz"; None while the stream sends checksum 0
         self._texts: dict[str, tuple[dict[float, str], dict[float, str]] | None] = dict.fromkeys(config.symbols)

@@ -36,6 +36,8 @@ from typing import Iterator
 
 import click
 
+from pipeline.sim.market import format_units
+
 CAPTURE_FORMAT = "pipeline-capture/1"
 WS_BASE = "wss://stream.binance.com:9443"
 REST_BASE = "https://api.binance.com"
@@ -75,16 +77,6 @@ def specs(k: int) -> list[Spec]:
     return out
 
 
-def units_text(value: int, decimals: int) -> str:
-    """``value`` units of 10**-decimals as Binance spot text with 8 decimals: (6512345, 2) -> '65123.45000000'."""
-    s = str(value)
-    if decimals == 0:
-        return s + ".00000000"
-    if len(s) <= decimals:
-        s = s.rjust(decimals + 1, "0")
-    return s[:-decimals] + "." + s[-decimals:] + "0" * (8 - decimals)
-
-
 @dataclass
 class _Book:
     """One symbol's generated book: ticks ascending per side (best bid last, best ask first)."""
@@ -103,13 +95,13 @@ class _Book:
     def ptext(self, tick: int) -> str:
         s = self.price_text.get(tick)
         if s is None:
-            s = self.price_text[tick] = units_text(tick, self.spec.tick_decimals)
+            s = self.price_text[tick] = format_units(tick, self.spec.tick_decimals)
         return s
 
     def stext(self, lots: int) -> str:
         s = self.size_text.get(lots)
         if s is None:
-            s = self.size_text[lots] = units_text(lots, self.spec.lot_decimals) if lots else ZERO
+            s = self.size_text[lots] = format_units(lots, self.spec.lot_decimals) if lots else ZERO
         return s
 
 
@@ -221,8 +213,8 @@ class Generator:
     def snapshot_body(self, b: _Book) -> str:
         """The REST depth body: the whole generated book, best first, lastUpdateId = next U - 1."""
         td, ld = b.spec.tick_decimals, b.spec.lot_decimals
-        bids = [[units_text(t, td), units_text(b.bid_lots[t], ld)] for t in reversed(b.bid_ticks)]
-        asks = [[units_text(t, td), units_text(b.ask_lots[t], ld)] for t in b.ask_ticks]
+        bids = [[format_units(t, td), format_units(b.bid_lots[t], ld)] for t in reversed(b.bid_ticks)]
+        asks = [[format_units(t, td), format_units(b.ask_lots[t], ld)] for t in b.ask_ticks]
         return json.dumps({"lastUpdateId": b.next_id - 1, "bids": bids, "asks": asks}, separators=(",", ":"))
 
     def lines(self) -> Iterator[str]:
@@ -272,7 +264,7 @@ class Generator:
         tick = b.ask_ticks[0] if taker_buys else b.bid_ticks[-1]  # a taker buy lifts the best ask
         qty = max(1, b.lot_table[rng.getrandbits(12)] // 8)
         b.trade_id += 1
-        price, amount = units_text(tick, spec.tick_decimals), units_text(qty, spec.lot_decimals)
+        price, amount = format_units(tick, spec.tick_decimals), format_units(qty, spec.lot_decimals)
         m = "false" if taker_buys else "true"  # m: buyer is maker (section 1)
         if kind == "trade":
             data = (f'{{"e":"trade","E":{e_ms},"s":"{spec.symbol}","t":{b.trade_id},"p":"{price}",'
