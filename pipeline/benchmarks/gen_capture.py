@@ -109,7 +109,7 @@ class Generator:
     """The market behind one capture; ``frames()`` yields capture lines in order."""
 
     def __init__(self, symbols: int = 4, messages: int = 200_000, seed: int = 1, levels: int = 1000,
-                 trade_stream: str = "trade"):
+                 trade_stream: str = "aggTrade"):
         if symbols < 1 or messages < 0 or levels < 20:
             raise ValueError("symbols >= 1, messages >= 0 and levels >= 20 expected")
         if trade_stream not in ("trade", "aggTrade"):
@@ -276,7 +276,7 @@ class Generator:
 
 
 def write_capture(path: str, symbols: int = 4, messages: int = 200_000, seed: int = 1, levels: int = 1000,
-                  trade_stream: str = "trade") -> dict:
+                  trade_stream: str = "aggTrade") -> dict:
     """Write the capture to ``path`` (gzip when it ends in .gz); return counts."""
     gen = Generator(symbols, messages, seed, levels, trade_stream)
     if path.endswith(".gz"):
@@ -314,7 +314,9 @@ def write_capture(path: str, symbols: int = 4, messages: int = 200_000, seed: in
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--levels", type=click.IntRange(min=20), default=1000, show_default=True,
               help="Book levels per side (the REST snapshot holds them all).")
-@click.option("--trade-stream", type=click.Choice(["trade", "aggTrade"]), default="trade", show_default=True)
+@click.option("--trade-stream", type=click.Choice(["trade", "aggTrade"]), default="aggTrade", show_default=True,
+              help="aggTrade by default: cryptofeed's Binance handler (bench compare) reads aggTrade and "
+                   "skips @trade, so both sides then do the same work.")
 def command(out: str, symbols: int, messages: int, seed: int, levels: int, trade_stream: str) -> None:
     """Write a seeded synthetic Binance spot capture (format v1) for `pipeline bench ingest`."""
     t0 = time.perf_counter()

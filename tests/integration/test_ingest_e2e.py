@@ -271,10 +271,11 @@ def test_slow_rest_snapshot_buffers_diffs_and_applies_them_after(pipeline_procs)
 
 
 def test_snapshots_wait_for_the_request_weight_budget(pipeline_procs):
-    """A mass (re)connect must not burst REST: with a budget of 10 weight/min and
-    snapshots of weight 5, two symbols sync at once and the third waits its turn."""
+    """A mass (re)connect must not burst REST: with a budget of 50 weight/min and
+    snapshots of weight 25, two symbols sync at once and the third waits its turn.
+    (limit 500 covers the sim's whole book, so no synced book needs another snapshot.)"""
     workdir, port = pipeline_procs["workdir"], pipeline_procs["port"]
-    cfg3 = write_config(workdir, port, SYMBOLS, name="budget.toml", extra="snapshot_limit = 100\nrest_weight_limit = 10\n")
+    cfg3 = write_config(workdir, port, SYMBOLS, name="budget.toml", extra="snapshot_limit = 500\nrest_weight_limit = 50\n")
     cfg3.write_text(cfg3.read_text().replace('run_dir = "run"', 'run_dir = "run3"'))
     procs = pipeline_procs["procs"]
     p = procs.start("ingest-budget", PIPELINE + ["--config", str(cfg3), "ingest", "sim"])
@@ -284,7 +285,8 @@ def test_snapshots_wait_for_the_request_weight_budget(pipeline_procs):
         time.sleep(2.0)  # a window in which the held-back request must not go out
         ex = exchange_stats(cfg3)
         assert ex["rest_requests"] == 2 and ex["rest_errors"] == 0
-        assert sorted(f["state"] for f in feeds(cfg3).values()) == ["live", "live", "syncing"]
+        assert sorted(f["state"] for f in feeds(cfg3).values()) == ["live", "live", "syncing"], \
+            procs.log("ingest-budget")[-3000:]
     finally:
         assert procs.stop(p) == 0
 

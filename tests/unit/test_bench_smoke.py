@@ -56,7 +56,7 @@ def rebuild(path: Path) -> tuple[dict, dict, int, int]:
         data = frame["data"]
         sym = data["s"]
         assert frame["stream"].startswith(sym.lower() + "@")
-        if data["e"] == "trade":
+        if data["e"] in ("trade", "aggTrade"):
             trades += 1
             assert float(data["p"]) > 0 and float(data["q"]) > 0
             continue
