@@ -45,8 +45,8 @@ _STATE_NAMES = {BookState.SYNCING: "syncing", BookState.LIVE: "live", BookState.
 class BusPublisher:
     """Encodes and sends bus messages on an exchange's two PUB sockets.
 
-    Trades are sent at once.  With ``batch`` set, L2 messages are encoded at once and
-    queued; ``flush_l2`` sends the queue back to back (FeedBooks.flush, once per batch of
+    Trades are sent at once.  With ``batch`` set, L2 messages are queued; ``flush_l2``
+    encodes and sends the queue back to back (FeedBooks.flush, once per batch of
     depth frames).  A burst of sends keeps ZeroMQ's pipe to its I/O thread non-empty, so
     the I/O thread is woken once per batch instead of once per message: spaced-out sends
     cost 8-15 us each here, back-to-back ones ~2.4 us.
@@ -65,31 +65,33 @@ class BusPublisher:
             self.trades_sock.send(schema.encode(msg))
 
     def send_l2(self, topic: bytes, msg: schema.L2Update) -> None:
-        msg.ts_published = time.time_ns() // 1000
         if self.l2_sock is None:
             return
         if self.batch:
-            self._l2_pending.append((topic, schema.encode(msg)))
+            self._l2_pending.append((topic, msg))
         else:
+            msg.ts_published = time.time_ns() // 1000
             self.l2_sock.send(topic, zmq.SNDMORE)
             self.l2_sock.send(schema.encode(msg))
 
     def flush_l2(self) -> None:
-        """Send the queued L2 messages, in order."""
+        """Encode and send the queued L2 messages, in order (ts_published: this flush)."""
         if not self._l2_pending:
             return
         pending, self._l2_pending = self._l2_pending, []
-        send = self.l2_sock.send
-        for topic, payload in pending:
+        send, encode = self.l2_sock.send, schema.encode
+        now_us = time.time_ns() // 1000
+        for topic, msg in pending:
+            msg.ts_published = now_us
             send(topic, zmq.SNDMORE)
-            send(payload)
+            send(encode(msg))
 
 
 class SymbolFeed:
     __slots__ = ("index", "symbol", "sync", "book", "state", "l2_seq", "trade_seq", "stats",
                  "pending_bbo", "l2_topic", "trade_topic", "ts_exchange_us", "ts_received_us",
                  "ever_live", "snapshot_wanted", "instrument", "view_update_id", "dirty", "bid_floor",
-                 "ask_ceiling")
+                 "ask_ceiling", "updates", "last_update_ns")
 
     def __init__(self, index: int, symbol: str, sync: BookSync, depth: int, stats: np.ndarray, exchange: str,
                  instrument: schema.Instrument | None = None):
@@ -110,6 +112,9 @@ class SymbolFeed:
         self.snapshot_wanted = False
         self.instrument = instrument
         self.view_update_id = 0   # venue update id of the view as last published
+        # counted here, copied to the shm stats by _sync_counts (per batch in batch mode)
+        self.updates = 0
+        self.last_update_ns = 0
         # A REST snapshot cut at its limit covers prices down to bid_floor / up to
         # ask_ceiling; beyond them the venue's levels are unknown until they change.
         self.bid_floor: float | None = None
@@ -205,8 +210,10 @@ class FeedBooks:
             else:
                 f.stats[S_DROPPED] += 1
             return
-        f.stats[S_UPDATES] += 1
-        f.stats[S_LAST_UPDATE] = ev.recv_ns
+        f.updates += 1
+        f.last_update_ns = ev.recv_ns
+        if not self._batch:
+            self._sync_counts(f)
         book = f.book
         db, da = book.apply(ev.bids, ev.asks)
         if self.book_cap:
@@ -251,7 +258,7 @@ class FeedBooks:
             book.apply(ev.bids, ev.asks)
             if self.book_cap:
                 book.trim(self.book_cap)
-            f.stats[S_UPDATES] += 1
+            f.updates += 1
             ts_ex, ts_rx = ev.ts_exchange_us, ev.recv_ns // 1000
             checksum = ev.checksum
         if checksum and not self._checksum_ok(f, checksum):
@@ -260,7 +267,8 @@ class FeedBooks:
             self._integrity_failed(f, "crossed book after snapshot")
             return
         f.ts_exchange_us, f.ts_received_us = ts_ex, ts_rx
-        f.stats[S_LAST_UPDATE] = time.time_ns()
+        f.last_update_ns = time.time_ns()
+        self._sync_counts(f)
         f.stats[S_BUFFERED] = 0
         f.stats[S_STALE_SINCE] = 0
         if f.ever_live:
@@ -282,8 +290,9 @@ class FeedBooks:
         if self.book_cap:
             tb, ta = book.trim(self.book_cap)
             db, da = db + tb, da + ta
-        f.stats[S_UPDATES] += 1
-        f.stats[S_LAST_UPDATE] = snap.recv_ns
+        f.updates += 1
+        f.last_update_ns = snap.recv_ns
+        self._sync_counts(f)
         self._publish_checked(f, db, da, snap.checksum, snap.last_id, snap.ts_exchange_us, snap.recv_ns)
 
     def _publish_checked(self, f: SymbolFeed, db, da, checksum: int, update_id: int, ts_exchange_us: int,
@@ -433,7 +442,14 @@ class FeedBooks:
         for f in dirty:
             f.dirty = False
             self._write_view(f)
+            self._sync_counts(f)
         self.publisher.flush_l2()
+
+    @staticmethod
+    def _sync_counts(f: SymbolFeed) -> None:
+        st = f.stats
+        st[S_UPDATES] = f.updates
+        st[S_LAST_UPDATE] = f.last_update_ns
 
     def _publish_delta(self, f: SymbolFeed, bids, asks, update_id: int) -> None:
         f.l2_seq += 1
@@ -464,6 +480,13 @@ class FeedBooks:
             self._lag_max = lag
 
     def flush_lag_stats(self) -> None:
+        """Copy lag figures into the process header and every feed's counts into its stats
+        (called periodically: counts of updates that did not change a view get there too)."""
+        for f in self.feeds.values():
+            self._sync_counts(f)
+        self._flush_lag()
+
+    def _flush_lag(self) -> None:
         """Copy lag figures into the process header (called periodically)."""
         self.header[P["publish_lag_us"]] = int(self._lag_ewma)
         self.header[P["publish_lag_max_us"]] = self._lag_max
