@@ -120,11 +120,17 @@ def publish(config: Config, host: str | None, port: int | None, ready_file: str 
 @click.option("--ping-interval", type=float, default=None, help="Server WebSocket ping interval, s (Binance: 20).")
 @click.option("--protocol", type=click.Choice(SIM_PROTOCOLS), default="binance", show_default=True,
               help="Which venue's wire protocol the simulated exchange speaks (docs/sim.md).")
+@click.option("--book-interval", type=click.FloatRange(min=0), default=None,
+              help="Hyperliquid: l2Book push interval, s (0: the venue's 0.5 s).")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), default=None,
+              help="OKX / Hyperliquid: close idle connections after N s (0: the venue's rule).")
+@click.option("--quiet-heartbeat", type=click.FloatRange(min=0), default=None,
+              help="OKX: heartbeat book update after N s without a change (0: the venue's ~60 s).")
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
               help="Write the bound port into this file once listening.")
 @pass_config
 def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_every, ping_interval, protocol,
-        ready_file) -> None:
+        book_interval, idle_timeout, quiet_heartbeat, ready_file) -> None:
     """Run the simulated exchange on one port (Binance spot protocol unless --protocol)."""
     from pipeline.config import SimConfig
     from pipeline.pidfile import PidFile
@@ -141,6 +147,10 @@ def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_ever
         disconnect_every=base.disconnect_every if disconnect_every is None else disconnect_every,
         ready_file=ready_file,
     )
+    for name, value in (("book_interval", book_interval), ("idle_timeout", idle_timeout),
+                        ("quiet_heartbeat", quiet_heartbeat)):
+        if value is not None:
+            setattr(opts, name, value)
     if ping_interval is not None:
         if ping_interval <= 0:
             raise click.BadParameter(f"expected a positive interval, got {ping_interval}", param_hint="--ping-interval")
