@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import configure, DECODE_ERRORS, WireLevel, malformed as _malformed
+from ingest.adapters.common import Id, Millis, configure, DECODE_ERRORS, WireLevel, malformed as _malformed
 from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup,
                            TradeEvent, VenueNotice)
 from pipeline.config import ExchangeConfig
@@ -38,27 +38,27 @@ _INF = math.inf
 
 class _Depth(msgspec.Struct):
     s: str                    # symbol
-    U: int                    # first update id in event
-    u: int                    # final update id in event
+    U: Id                     # first update id in event
+    u: Id                     # final update id in event
     b: list[WireLevel]   # bids [price, qty], absolute qty, 0 = delete (checked while decoding)
     a: list[WireLevel]
-    E: int = 0                # event time, ms
-    T: int = 0                # transaction (matching) time, ms (futures)
-    pu: int = -1              # futures: final update id of the previous event
+    E: Millis = 0             # event time, ms
+    T: Millis = 0             # transaction (matching) time, ms (futures)
+    pu: Id = -1               # futures: final update id of the previous event
 
 
 class _Trade(msgspec.Struct):
     s: str
     p: float
     q: float
-    T: int                    # trade time, ms
+    T: Millis                 # trade time, ms
     m: bool                   # buyer is maker
-    t: int = -1               # trade id (@trade)
-    a: int = -1               # aggregate trade id (@aggTrade)
+    t: Id = -1                # trade id (@trade)
+    a: Id = -1                # aggregate trade id (@aggTrade)
 
 
 class _BookTicker(msgspec.Struct):
-    u: int
+    u: Id
     s: str
     b: float
     B: float
@@ -67,11 +67,11 @@ class _BookTicker(msgspec.Struct):
 
 
 class _Snapshot(msgspec.Struct):
-    lastUpdateId: int
+    lastUpdateId: Id
     bids: list[WireLevel]
     asks: list[WireLevel]
-    E: int = 0
-    T: int = 0
+    E: Millis = 0
+    T: Millis = 0
 
 
 class _Envelope(msgspec.Struct):

@@ -35,7 +35,8 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import configure, DECODE_ERRORS as _DECODE_ERRORS, check_levels as _check_levels
+from ingest.adapters.common import (Id, Millis, configure, DECODE_ERRORS as _DECODE_ERRORS,
+                                    check_levels as _check_levels)
 from ingest.adapters.common import malformed as _malformed, trade as _trade
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, VenueNotice
 from pipeline.config import ExchangeConfig
@@ -53,20 +54,20 @@ class _BookData(msgspec.Struct):
     s: str
     b: list[tuple[float, float]]
     a: list[tuple[float, float]]
-    u: int
-    seq: int = 0
+    u: Id
+    seq: Id = 0
 
 
 class _BookFrame(msgspec.Struct):
     topic: str
     type: str
     data: _BookData
-    ts: int = 0        # push time, ms
-    cts: int = 0       # matching-engine time, ms
+    ts: Millis = 0     # push time, ms
+    cts: Millis = 0    # matching-engine time, ms
 
 
 class _Trade(msgspec.Struct):
-    T: int             # fill time, ms
+    T: Millis          # fill time, ms
     p: float
     v: float
     S: str             # taker side: Buy / Sell
@@ -93,9 +94,9 @@ class _RestResult(msgspec.Struct):
     s: str
     b: list[tuple[float, float]]
     a: list[tuple[float, float]]
-    u: int = 0
-    ts: int = 0
-    cts: int = 0
+    u: Id = 0
+    ts: Millis = 0
+    cts: Millis = 0
 
 
 class _RestBody(msgspec.Struct):

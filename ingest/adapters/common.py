@@ -49,6 +49,12 @@ _INF = float("inf")
 Price = Annotated[float, msgspec.Meta(gt=0.0, lt=1e300)]
 Size = Annotated[float, msgspec.Meta(ge=0.0, lt=1e300)]
 WireLevel = tuple[Price, Size]
+# Ids and times end up in int64 fields (shared memory, the trade ring, the bus), so a value
+# that does not fit is a malformed frame, caught while decoding.  A time in ms times 1000
+# (µs) must still fit: < 2**53 ms is the year 287,000.
+Id = Annotated[int, msgspec.Meta(ge=-1, le=2**63 - 1)]
+Millis = Annotated[int, msgspec.Meta(ge=0, lt=2**53)]
+Micros = Annotated[int, msgspec.Meta(ge=0, lt=2**62)]
 
 
 def check_levels(levels: list[tuple[float, float]]) -> None:

@@ -29,7 +29,8 @@ import re
 
 import msgspec
 
-from ingest.adapters.common import configure, DECODE_ERRORS, RecentKeys, check_uncrossed, malformed as _malformed
+from ingest.adapters.common import (Millis, configure, DECODE_ERRORS, RecentKeys, check_uncrossed,
+                                    malformed as _malformed)
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, UnknownFrame
@@ -53,7 +54,7 @@ class _Level(msgspec.Struct):
 
 class _Book(msgspec.Struct):
     coin: str
-    time: int                                   # block time, ms
+    time: Millis                                # block time, ms
     levels: tuple[list[_Level], list[_Level]]   # [bids high->low, asks low->high]
 
 
@@ -62,7 +63,7 @@ class _Trade(msgspec.Struct):
     side: str                                   # "B" taker buy, "A" taker sell
     px: float
     sz: float
-    time: int                                   # ms
+    time: Millis                                # ms
     tid: int                                    # 50-bit hash, not a sequence
 
 

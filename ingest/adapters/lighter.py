@@ -36,7 +36,8 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import configure, DECODE_ERRORS, RecentKeys, check_uncrossed, malformed as _malformed
+from ingest.adapters.common import (Id, Micros, Millis, configure, DECODE_ERRORS, RecentKeys,
+                                    check_uncrossed, malformed as _malformed)
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, SnapshotError, UnknownFrame
@@ -57,19 +58,19 @@ class _Level(msgspec.Struct):
 class _Book(msgspec.Struct):
     asks: list[_Level] = []
     bids: list[_Level] = []
-    nonce: int | None = None
-    begin_nonce: int | None = None
-    offset: int | None = None
-    last_updated_at: int = 0          # µs
+    nonce: Id | None = None
+    begin_nonce: Id | None = None
+    offset: Id | None = None
+    last_updated_at: Micros = 0       # µs
     code: int = 0
 
 
 class _Trade(msgspec.Struct):
-    trade_id: int
+    trade_id: Id
     price: float
     size: float
     is_maker_ask: bool
-    timestamp: int = 0                # ms
+    timestamp: Millis = 0             # ms
 
 
 class _Frame(msgspec.Struct):
@@ -78,8 +79,8 @@ class _Frame(msgspec.Struct):
     order_book: _Book | None = None
     trades: list[_Trade] = []
     liquidation_trades: list[_Trade] = []
-    timestamp: int = 0                # ms
-    last_updated_at: int = 0          # µs
+    timestamp: Millis = 0             # ms
+    last_updated_at: Micros = 0       # µs
     error: msgspec.Raw = msgspec.Raw(b"")   # empty: no error field
 
 

@@ -44,7 +44,8 @@ from urllib.parse import urlencode
 
 import msgspec
 
-from ingest.adapters.common import configure, DECODE_ERRORS as _DECODE_ERRORS, malformed as _malformed, trade as _trade
+from ingest.adapters.common import (Id, Millis, configure, DECODE_ERRORS as _DECODE_ERRORS,
+                                    malformed as _malformed, trade as _trade)
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, VenueNotice
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
@@ -68,10 +69,10 @@ class _Arg(msgspec.Struct):
 class _Book(msgspec.Struct):
     asks: list[list[str]]
     bids: list[list[str]]
-    ts: int = 0                      # ms, a string on the wire (strict=False)
+    ts: Millis = 0                   # ms, a string on the wire (strict=False)
     checksum: int = 0
-    seqId: int | None = None
-    prevSeqId: int | None = None
+    seqId: Id | None = None
+    prevSeqId: Id | None = None
 
 
 class _BookF(msgspec.Struct):
@@ -79,10 +80,10 @@ class _BookF(msgspec.Struct):
 
     asks: list[tuple[float, float, float, float]]
     bids: list[tuple[float, float, float, float]]
-    ts: int = 0
+    ts: Millis = 0
     checksum: int = 0
-    seqId: int | None = None
-    prevSeqId: int | None = None
+    seqId: Id | None = None
+    prevSeqId: Id | None = None
 
 
 class _Trade(msgspec.Struct):
@@ -90,7 +91,7 @@ class _Trade(msgspec.Struct):
     sz: float
     side: str
     tradeId: str
-    ts: int                          # ms, a string on the wire
+    ts: Millis                       # ms, a string on the wire
     instId: str = ""
 
 
