@@ -149,14 +149,17 @@ def render_table(status: dict) -> str:
         rss = f"{p['rss_bytes'] / 2**20:.1f}" if p["rss_bytes"] is not None else "-"
         lines.append(f"{p['name']:<22}{p['pid'] or '-':>8}  {p['state']:<9}{up:>10}{cpu:>7}{rss:>9}")
     lines.append("")
-    lines.append(f"{'EXCHANGE':<12}{'SYMBOL':<12}{'STATE':<9}{'SEQ':>9}{'UPDATES':>10}{'TRADES':>9}{'GAPS':>6}"
+    # column widths follow the longest names (OKX symbols like BTC-USD-250627 are long)
+    we = max([12] + [len(f["exchange"]) + 2 for f in status["feeds"]])
+    ws = max([12] + [len(f["symbol"]) + 2 for f in status["feeds"]])
+    lines.append(f"{'EXCHANGE':<{we}}{'SYMBOL':<{ws}}{'STATE':<9}{'SEQ':>9}{'UPDATES':>10}{'TRADES':>9}{'GAPS':>6}"
                  f"{'RESYNC':>7}{'BAD':>5}{'CK OK/FAIL':>12}{'AGE s':>8}  {'BID':>14} {'ASK':<14}")
     for f in status["feeds"]:
         bid = f"{f['best_bid'][0]:.8g}" if f["best_bid"] else "-"
         ask = f"{f['best_ask'][0]:.8g}" if f["best_ask"] else "-"
         age = f"{f['age_s']:.1f}" if f["age_s"] is not None else "-"
         ck = f"{f['checksum_ok']}/{f['checksum_failed']}"
-        lines.append(f"{f['exchange']:<12}{f['symbol']:<12}{f['state']:<9}{f['seq'] if f['seq'] is not None else '-':>9}"
+        lines.append(f"{f['exchange']:<{we}}{f['symbol']:<{ws}}{f['state']:<9}{f['seq'] if f['seq'] is not None else '-':>9}"
                      f"{f['updates']:>10}{f['trades']:>9}{f['gaps']:>6}{f['resyncs']:>7}{f['malformed']:>5}"
                      f"{ck:>12}{age:>8}  {bid:>14} {ask:<14}")
     for e in status.get("exchanges", []):
