@@ -9,12 +9,11 @@ import time
 
 import click
 
-from pipeline.config import Config, load_config
+from pipeline.config import SIM_PROTOCOLS, Config, load_config
 from pipeline.errors import ConfigError, SharedMemoryError
 
 pass_config = click.make_pass_decorator(Config)
 
-SIM_PROTOCOLS = ("binance", "bybit", "okx", "hyperliquid", "lighter")
 
 # `pipeline bench SUBCOMMAND`: each lives in pipeline/benchmarks/ as a click command named `command`,
 # imported only when used (the benchmarks pull in more than the daemons need).
@@ -118,8 +117,9 @@ def publish(config: Config, host: str | None, port: int | None, ready_file: str 
 @click.option("--levels", type=int, default=None, help="Price levels per side at start.")
 @click.option("--disconnect-every", type=float, default=None, help="Fault: drop every connection every N s.")
 @click.option("--ping-interval", type=float, default=None, help="Server WebSocket ping interval, s (Binance: 20).")
-@click.option("--protocol", type=click.Choice(SIM_PROTOCOLS), default="binance", show_default=True,
-              help="Which venue's wire protocol the simulated exchange speaks (docs/sim.md).")
+@click.option("--protocol", type=click.Choice(SIM_PROTOCOLS), default=None,
+              help="Which venue's wire protocol the simulated exchange speaks (default: [sim] protocol, "
+                   "else binance; docs/sim.md).")
 @click.option("--book-interval", type=click.FloatRange(min=0), default=None,
               help="Hyperliquid: l2Book push interval, s (0: the venue's 0.5 s).")
 @click.option("--idle-timeout", type=click.FloatRange(min=0), default=None,
@@ -159,6 +159,7 @@ def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_ever
         raise click.BadParameter("expected at least one symbol", param_hint="--symbols")
     if opts.rate <= 0:
         raise click.BadParameter(f"expected a positive rate, got {opts.rate}", param_hint="--rate")
+    protocol = protocol or base.protocol
     config.run_dir.mkdir(parents=True, exist_ok=True)
     with PidFile(config.run_dir / "sim.pid"):
         if protocol == "binance":

@@ -32,6 +32,7 @@ ADAPTERS: dict[str, str] = {
     "lighter": "ingest.adapters.lighter:LighterAdapter",
 }
 
+SIM_PROTOCOLS = ("binance", "bybit", "okx", "hyperliquid", "lighter")
 DEMO_SIM_PORT = 9100
 DEMO_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
@@ -101,6 +102,7 @@ class SimConfig:
     rate: float = 500.0
     levels: int = 400
     disconnect_every: float = 0.0
+    protocol: str = "binance"  # which venue's protocol the sim speaks (SIM_PROTOCOLS)
 
 
 @dataclass(frozen=True)
@@ -333,6 +335,11 @@ def _sim(raw: Any) -> SimConfig:
         kw["levels"] = _pos_int(t["levels"], "sim.levels")
     if "disconnect_every" in t:
         kw["disconnect_every"] = _number(t["disconnect_every"], "sim.disconnect_every")
+    if "protocol" in t:
+        kw["protocol"] = _str(t["protocol"], "sim.protocol")
+        if kw["protocol"] not in SIM_PROTOCOLS:
+            raise ConfigError("sim.protocol", f"unknown protocol {_show(kw['protocol'])} "
+                                              f"(known: {', '.join(SIM_PROTOCOLS)})")
     return SimConfig(**kw)
 
 

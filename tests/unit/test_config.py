@@ -49,6 +49,7 @@ def test_shm_names_differ_between_run_dirs(tmp_path):
     (GOOD + 'ws_url = "http://x"\n', "exchanges.sim.ws_url", "expected a URL starting with ws://"),
     (GOOD + "[publisher]\nport = 70000\n", "publisher.port", "expected a port number"),
     (GOOD + "[mystery]\n", "mystery", "unknown key"),
+    (GOOD + '[sim]\nprotocol = "nyse"\n', "sim.protocol", 'unknown protocol "nyse"'),
     ("[exchanges]\n", "exchanges", "expected at least one"),
     ("[exchanges.sim\n", "<string>", "not valid TOML"),
 ])
@@ -83,3 +84,10 @@ def test_unknown_exchange_for_ingest_is_refused(tmp_path):
     f.write_text(GOOD)
     r = cli(["--config", str(f), "ingest", "kraken"], tmp_path)
     assert r.returncode == 2 and "exchanges.kraken" in r.stderr
+
+
+def test_sim_protocol_from_config(tmp_path):
+    c = parse_config(GOOD.replace('"binance"', '"okx"').replace('"BTCUSDT"', '"BTC-USDT"')
+                     + '[sim]\nprotocol = "okx"\nsymbols = ["BTC-USDT"]\n', tmp_path)
+    assert c.sim.protocol == "okx" and c.exchanges["sim"].adapter == "okx"
+    assert parse_config(GOOD + "[sim]\n", tmp_path).sim.protocol == "binance"
