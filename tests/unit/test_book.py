@@ -97,7 +97,9 @@ def test_trim_to_venue_depth_keeps_exact_view(depth, cap, snap, steps):
     vb.load_snapshot(*snap)
     vb.trim(cap)
     ref_b, ref_a = (dict(side) for side in vb.view())
-    full_b, full_a = dict(snap[0]), dict(snap[1])
+    # the venue's book is its top `cap` from the start: the reference is trimmed too
+    full_b = dict(sorted(snap[0], reverse=True)[:cap])
+    full_a = dict(sorted(snap[1])[:cap])
     for cb, ca in steps:
         cb = [(p, s) for p, s in cb if p < 30]
         ca = [(p + 30, s) for p, s in ca]
