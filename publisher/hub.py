@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 CLOSE_POLICY = 1008  # RFC 6455 7.4.1: policy violation (request flood)
-SNAPSHOT_REUSE_US = 50_000  # a rendered snapshot is shared while the book has not moved, for at most this long
+# A rendered snapshot is shared while the book has not moved, for at most this long: its
+# time_published is that of the first rendering, so the window bounds how early a stamp can
+# be (1 ms: clients whose throttle timers fire together still share one rendering).
+SNAPSHOT_REUSE_US = 1_000
 CLOSE_TRY_AGAIN = 1013  # RFC 6455 / IANA registry: try again later (too slow for its trades)
 
 
