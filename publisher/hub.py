@@ -322,6 +322,10 @@ class Hub:
     def _throttle_due(self, client: Client, key: Key, sub: BookSub) -> None:
         if client.closing is not None or client.session.book_sub(key) is not sub:
             return
+        early_us = sub.last_sent_us + sub.throttle_us - self.clock()
+        if early_us > 0:  # event-loop timers round to milliseconds: never send before the interval ends
+            sub.timer = self.call_later(early_us / 1e6, self._throttle_due, client, key, sub)
+            return
         if sub.timer_fired():
             client.outbox.want_snapshot(key)
             client.wake()
