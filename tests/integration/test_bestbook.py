@@ -8,6 +8,7 @@ import signal
 import subprocess
 import urllib.request
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,9 @@ def env():
         yield {"procs": procs, "port": port, "path": path, "config": load_config(path)}
     finally:
         procs.stop_all()
+        # the test SIGKILLs the ingest, which leaves its segments behind on purpose: remove them
+        for seg in Path("/dev/shm").glob(load_config(workdir / "p.toml").shm_prefix + "_*"):
+            seg.unlink(missing_ok=True)
 
 
 def test_rest_when_no_ingest_then_shm_when_live_then_rest_when_ingest_died(env):
