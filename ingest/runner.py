@@ -70,6 +70,9 @@ class Runner:
         feed = self.feed
         header = self.header
         counts = self._frames  # [frames]: a list cell is cheaper than a shm word per frame
+        # event type -> feed method: one dict lookup per frame (None: nothing for the feed)
+        handlers = {DepthDiff: feed.on_diff, TradeEvent: feed.on_trade, DepthSnapshot: feed.on_snapshot,
+                    BboEvent: feed.on_bbo, VenueNotice: lambda ev: self._on_notice(group, ev)}
 
         def on_frame(data: bytes, recv_ns: int) -> None:
             counts[0] += 1
@@ -84,29 +87,12 @@ class Runner:
                 self._log_once(f"unknown:{str(exc)[:40]}", "%s: unknown frame skipped (logged once per kind): %s",
                                group.kind, exc)
                 return
-            t = type(ev)
-            if t is DepthDiff:
-                feed.on_diff(ev)
-            elif t is TradeEvent:
-                feed.on_trade(ev)
-            elif t is list:  # several events in one frame (trade batches)
+            handler = handlers.get(type(ev))
+            if handler is not None:
+                handler(ev)
+            elif type(ev) is list:  # several events in one frame (trade batches)
                 for one in ev:
-                    dispatch(one)
-            elif ev is not None:
-                dispatch(ev)
-
-        def dispatch(ev) -> None:
-            t = type(ev)
-            if t is DepthDiff:
-                feed.on_diff(ev)
-            elif t is TradeEvent:
-                feed.on_trade(ev)
-            elif t is DepthSnapshot:
-                feed.on_snapshot(ev)
-            elif t is BboEvent:
-                feed.on_bbo(ev)
-            elif t is VenueNotice:
-                self._on_notice(group, ev)
+                    handlers[type(one)](one)
 
         return on_frame
 
