@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from pipeline.schema import Instrument  # noqa: F401  one type: adapters return what the bus carries
+
 Level = tuple[float, float]
 
 
@@ -89,12 +91,3 @@ class SnapshotRequest:
     weight: int
     method: str = "GET"
     body: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Instrument:
-    """What a native symbol trades, for consumers that join venues: ``BTC``/``USDT``/``perp``."""
-
-    base: str
-    quote: str
-    kind: str               # "spot" | "perp" | "future" | "unknown"

@@ -505,7 +505,6 @@ def _instrument(adapter, symbol: str) -> schema.Instrument | None:
     if describe is None:
         return None
     try:
-        ins = describe(symbol)
+        return describe(symbol)
     except (KeyError, ValueError):
         return None
-    return schema.Instrument(ins.base, ins.quote, ins.kind)

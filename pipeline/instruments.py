@@ -7,7 +7,7 @@ the helpers here cover the shapes several venues share.
 
 from __future__ import annotations
 
-from ingest.events import Instrument
+from pipeline.schema import Instrument
 
 # Quote assets recognised at the end of concatenated symbols (Binance, Bybit, Aster),
 # longest first so that "FDUSD" wins over "USD".

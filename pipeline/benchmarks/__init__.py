@@ -1,1 +1,1 @@
-"""`pipeline bench` commands (see pipeline/cli.py BENCH_COMMANDS)."""
+"""`pipeline bench` commands (see pipeline/app/cli.py BENCH_COMMANDS)."""

@@ -211,7 +211,7 @@ def run_rate(rate: float, symbols: list[str], seconds: float, warmup: float, ws_
              sink: bool = True) -> tuple[dict, list[dict], dict]:
     """One pipeline at ``rate``: its figures, the WebSocket rows (if ``ws_clients``) and samples for the plot.
 
-    Without ``publisher`` or ``sink`` that process is not started (bench/live_ingest.py, bench/csv_sink.py).
+    Without ``publisher`` or ``sink`` that process is not started (pipeline/benchmarks/live_ingest.py, pipeline/benchmarks/csv_sink.py).
     """
     if ws_clients and not publisher:
         raise ValueError("WebSocket clients need the publisher")

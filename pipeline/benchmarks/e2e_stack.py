@@ -11,7 +11,7 @@ run's prefix, so a benchmark leaves no process and no segment behind
 `Sampler` reads the figures the processes already publish: the sim's `/sim/state`
 (docs/sim.md), the ingest's counters in shared memory (pipeline/shm.py), the CSV sink's
 stats file (docs/csv.md) and CPU/RSS per process from psutil.  Used by
-`pipeline bench e2e`, bench/live_ingest.py and bench/csv_sink.py.
+`pipeline bench e2e`, pipeline/benchmarks/live_ingest.py and pipeline/benchmarks/csv_sink.py.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import psutil
 from pipeline.config import Config, load_config
 from pipeline.shm import DEV_SHM, BookReader
 
-PIPELINE = [sys.executable, "-m", "pipeline.cli"]
+PIPELINE = [sys.executable, "-m", "pipeline"]
 EXCHANGE = "sim"
 WELL_KNOWN = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
 

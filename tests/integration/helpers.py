@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-PIPELINE = [sys.executable, "-m", "pipeline.cli"]
+PIPELINE = [sys.executable, "-m", "pipeline"]
 
 
 def eventually(predicate, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
@@ -129,7 +129,7 @@ def exchange_stats(config: Path, name: str = "sim") -> dict:
 def rest_book_equals_shm(config_path: Path, exchange: str, port: int, symbols: list[str], depth: int = 10) -> dict:
     """Best-available book on a paused market: shared memory says "shm", and the venue's
     REST book (adapter request + parser) equals it level for level.  Returns the sources."""
-    from pipeline.bestbook import best_book
+    from pipeline.app.bestbook import best_book
     from pipeline.config import load_config
     from pipeline.shm import BookReader
 

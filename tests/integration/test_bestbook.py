@@ -1,4 +1,4 @@
-"""Best-available book (pipeline/bestbook.py) against a real sim and a real ingest:
+"""Best-available book (pipeline/app/bestbook.py) against a real sim and a real ingest:
 shared memory when live and fresh, REST otherwise, always saying which and why."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import PIPELINE, Procs, eventually, feeds, short_tmpdir, start_sim, write_config
-from pipeline.bestbook import BookUnavailable, best_book
+from pipeline.app.bestbook import BookUnavailable, best_book
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
 

@@ -15,7 +15,7 @@ symbols = ["BTCUSDT"]
 
 
 def cli(args, cwd):
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=60)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ConfigError, parse_config
-from pipeline.supervise import programs
+from pipeline.app.supervise import programs
 from publisher.settings import load_settings, resolve_throttle_ms, throttle_env_var
 
 BASE = """

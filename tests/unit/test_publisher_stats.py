@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from pipeline import status
+from pipeline.app import status
 from pipeline.config import parse_config
 from publisher import stats
 

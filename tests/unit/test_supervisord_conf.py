@@ -5,7 +5,7 @@ import shlex
 from pathlib import Path
 
 from pipeline.config import load_config
-from pipeline.supervise import programs, supervisord_conf
+from pipeline.app.supervise import programs, supervisord_conf
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,7 +15,7 @@ def test_top_level_supervisord_conf_runs_the_demo_programs(tmp_path, monkeypatch
     cp = configparser.RawConfigParser()
     cp.read(ROOT / "supervisord.conf")
     top = {s.split(":", 1)[1]: shlex.split(cp[s]["command"])[1:] for s in cp.sections() if s.startswith("program:")}
-    demo = {name: argv[3:] for name, argv in programs(load_config(None), None)}  # argv after "python -m pipeline.cli"
+    demo = {name: argv[3:] for name, argv in programs(load_config(None), None)}  # argv after "python -m pipeline"
     assert top == demo == {"sim": ["sim"], "ingest-sim": ["ingest", "sim"], "publisher": ["publish"],
                            "sink-csv": ["sink", "csv"]}
 

@@ -1,4 +1,4 @@
-"""Replay server logic without sockets (pipeline/replay.py): which frames, to whom, when; REST bodies."""
+"""Replay server logic without sockets (pipeline/sim/replay.py): which frames, to whom, when; REST bodies."""
 
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from captures import CAPTURES
-from pipeline.replay import CaptureError, Cursor, ReplayPlan, requested_streams, stream_of, subscribe_request
+from pipeline.sim.replay import CaptureError, Cursor, ReplayPlan, requested_streams, stream_of, subscribe_request
 
 SPOT = CAPTURES / "binance_spot_2021-10-12.jsonl"
 
@@ -92,6 +92,6 @@ def test_real_capture_serves_each_symbol_its_depth_and_the_snapshot_the_ingest_a
 def test_replay_command_refuses_a_file_that_is_not_a_capture(tmp_path):
     bad = tmp_path / "notes.jsonl"
     bad.write_text('{"hello": "world"}\n')
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "replay", str(bad)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "pipeline", "replay", str(bad)], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path)
     assert out.returncode == 2 and "not a pipeline-capture/1 capture" in out.stderr

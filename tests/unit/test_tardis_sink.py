@@ -19,7 +19,7 @@ from pipeline import schema
 from pipeline.book import ViewBook
 from pipeline.config import ConfigError, parse_config
 from pipeline.shm import BookSnapshot, BookState
-from pipeline.supervise import programs
+from pipeline.app.supervise import programs
 from pipeline.trade_ring import TradeRingReader, TradeRingWriter
 from sinks.csv_sink import CsvSink
 from sinks.tardis import day_of

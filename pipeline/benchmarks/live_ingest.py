@@ -7,7 +7,7 @@ messages (p50/p99/p99.9, µs, same host clock).  The processes, the measuring an
 those of `pipeline bench e2e` (pipeline/benchmarks/e2e*.py), which also runs the publisher, the CSV
 sink and WebSocket clients; this script is the ingest alone.
 
-    .venv/bin/python bench/live_ingest.py --rates 5000,20000,40000 --seconds 8 [--symbols 200]
+    .venv/bin/pipeline bench live-ingest --rates 5000,20000,40000 --seconds 8 [--symbols 200]
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from pipeline.benchmarks.e2e import run_rate
 from pipeline.benchmarks.e2e_stack import symbol_names
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="5000,20000,40000", help="Comma-separated sim rates (updates/s).")
     ap.add_argument("--seconds", type=float, default=8.0, help="Measurement window per rate.")
     ap.add_argument("--symbols", type=int, default=4, help="Symbols on the sim and the ingest.")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}", flush=True)
     for rate in (float(r) for r in args.rates.split(",")):
         row, _, _ = run_rate(rate, symbol_names(args.symbols), args.seconds, min(1.0, args.seconds / 4),

@@ -1,7 +1,7 @@
 """Best-available book for callers: shared memory when it is live and fresh, else the
 venue's REST snapshot ("WebSocket first, REST fallback").
 
-    from pipeline.bestbook import best_book
+    from pipeline.app.bestbook import best_book
     book = best_book("okx", "BTC-USDT", config)     # config: pipeline.config.load_config(...)
     book.source, book.reason                        # "shm" | "rest", and why
     book.bids[0], book.asks[0]                      # (price, size), best first

@@ -9,9 +9,9 @@ to compute; here it covers the bus hop, the publisher and the client's own loop)
 JSON line: client p50/p90/p99/p99.9, trades received, frames by kind, and the publisher's CPU
 (share of one core, and µs per bus message).
 
-    .venv/bin/python bench/publisher_latency.py --clients 10 --seconds 10
-    .venv/bin/python bench/publisher_latency.py --clients 100 --client-procs 4 --mode snapshots
-    .venv/bin/python bench/publisher_latency.py --clients 10 --py-spy /tmp/pub.svg   # profile the publisher
+    .venv/bin/pipeline bench publisher-latency --clients 10 --seconds 10
+    .venv/bin/pipeline bench publisher-latency --clients 100 --client-procs 4 --mode snapshots
+    .venv/bin/pipeline bench publisher-latency --clients 10 --py-spy /tmp/pub.svg   # profile the publisher
 
 ``--mode``: ``trades`` (subscribe to trades only), ``snapshots`` (send nothing: the default
 subscription, every trade and throttled book snapshots of depth 10), ``deltas`` (trades and every
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> dict:
         procs.stop_all()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--client-procs", type=int, default=1)
@@ -260,7 +260,7 @@ def main() -> None:
     ap.add_argument("--live", action="store_true", help="sim + ingest instead of the feeder")
     ap.add_argument("--py-spy", default=None, help="record a py-spy profile of the publisher into this file "
                                                    "(.svg flame graph, .json speedscope, .txt collapsed stacks)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     print(json.dumps(run(args)), flush=True)
 
 

@@ -5,9 +5,9 @@ rows/s the sink wrote (from its stats file), by kind, MB/s, its CPU and rows per
 capacity on one core), the ingest's CPU, and what it had to repair (L2 resyncs, trades backfilled
 from the ring or lost).  The processes and the measuring are those of `pipeline bench e2e`
 (pipeline/benchmarks/e2e*.py), which reports the same `csv` figures beside the rest of the pipeline.
-The sink core's ceiling without sockets is bench/csv_offline.py.
+The sink core's ceiling without sockets is pipeline/benchmarks/csv_offline.py.
 
-    .venv/bin/python bench/csv_sink.py --rates 2000,10000,20000 --seconds 10
+    .venv/bin/pipeline bench csv-sink --rates 2000,10000,20000 --seconds 10
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from pipeline.benchmarks.e2e import run_rate
 from pipeline.benchmarks.e2e_stack import symbol_names
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="2000,10000,20000", help="Comma-separated sim rates (updates/s).")
     ap.add_argument("--seconds", type=float, default=10.0, help="Measurement window per rate.")
     ap.add_argument("--symbols", type=int, default=4, help="Symbols on the sim and the ingest.")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     for rate in (float(r) for r in args.rates.split(",")):
         row, _, _ = run_rate(rate, symbol_names(args.symbols), args.seconds, min(2.0, args.seconds / 4),
                              publisher=False, sink=True)

@@ -1,7 +1,7 @@
 """Measure what WebSocket clients of a running publisher see: trade latency with N clients.
 
-    .venv/bin/python -m publisher.loadtest --port 9001 --clients 10 --seconds 10
-    .venv/bin/python -m publisher.loadtest --clients 10 --stalled 1 --mode deltas
+    .venv/bin/pipeline bench ws-loadtest --port 9001 --clients 10 --seconds 10
+    .venv/bin/pipeline bench ws-loadtest --clients 10 --stalled 1 --mode deltas
 
 Each client subscribes to trades (and, with ``--mode``, to books of every symbol) and
 records, per trade, its receive time minus the trade's ``time_received`` (the ingest's
@@ -78,7 +78,7 @@ async def run(host: str, port: int, clients: int, seconds: float, mode: str | No
             "mean_ms": statistics.fmean(samples) if samples else None, "frames": counts}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=9001)
@@ -87,7 +87,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=["snapshots", "deltas"], default=None,
                     help="also subscribe to books in this mode (default: trades only)")
     ap.add_argument("--stalled", type=int, default=0, help="clients that subscribe to deltas and never read")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     try:
         import uvloop
         runner = uvloop.run

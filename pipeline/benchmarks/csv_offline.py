@@ -5,8 +5,8 @@ formatting, buffered writes to real files) and prints rows/s, CPU µs per row an
 of the files written, so a change of the formatting code can be checked to keep the exact
 output bytes (same --messages and --seed give the same input; timestamps are fixed).
 
-    .venv/bin/python bench/csv_offline.py --messages 300000 --repeat 3
-    .venv/bin/python bench/csv_offline.py --profile        # cProfile top 25 by total time
+    .venv/bin/pipeline bench csv-offline --messages 300000 --repeat 3
+    .venv/bin/pipeline bench csv-offline --profile        # cProfile top 25 by total time
 
 The message mix follows a busy book: 90% deltas of 1-3 levels near the top of a 50-level
 view (prices with one decimal, sizes with three, 20% deletes), 10% trades.
@@ -101,13 +101,13 @@ def run_once(payloads: list[bytes], profile: bool = False) -> dict:
             "cpu_us_per_row": round(cpu / rows * 1e6, 3), "sha256": digest.hexdigest()[:16]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=300_000)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     payloads = messages(args.messages, args.seed)
     results = [run_once(payloads, args.profile) for _ in range(1 if args.profile else args.repeat)]
     best = max(results, key=lambda r: r["rows_per_s"])

@@ -29,7 +29,7 @@ from pipeline.trade_ring import ring_name
 
 def programs(config: Config, config_path: str | None) -> list[tuple[str, list[str]]]:
     """(program name, argv) of every process of the pipeline, in start order."""
-    base = [sys.executable, "-m", "pipeline.cli"]
+    base = [sys.executable, "-m", "pipeline"]
     if config_path:
         base += ["--config", str(Path(config_path).resolve())]
     progs = []

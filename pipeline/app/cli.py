@@ -15,13 +15,19 @@ from pipeline.errors import ConfigError, SharedMemoryError
 pass_config = click.make_pass_decorator(Config)
 
 
-# `pipeline bench SUBCOMMAND`: each lives in pipeline/benchmarks/ as a click command named `command`,
-# imported only when used (the benchmarks pull in more than the daemons need).
+# `pipeline bench SUBCOMMAND`: every benchmark lives in pipeline/benchmarks/, imported only when used (the
+# benchmarks pull in more than the daemons need). A module exposes a click command named `command`, or an
+# argparse `main(argv)` whose arguments are passed through untouched (its own --help included).
 BENCH_COMMANDS = {
     "ingest": "pipeline.benchmarks.ingest",
     "gen-capture": "pipeline.benchmarks.gen_capture",
     "compare": "pipeline.benchmarks.compare",
     "e2e": "pipeline.benchmarks.e2e",
+    "live-ingest": "pipeline.benchmarks.live_ingest",
+    "csv-sink": "pipeline.benchmarks.csv_sink",
+    "csv-offline": "pipeline.benchmarks.csv_offline",
+    "publisher-latency": "pipeline.benchmarks.publisher_latency",
+    "ws-loadtest": "pipeline.benchmarks.ws_loadtest",
 }
 
 
@@ -32,12 +38,18 @@ class _LazyGroup(click.Group):
         return sorted(name for name, module in BENCH_COMMANDS.items() if importlib.util.find_spec(module))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        module = BENCH_COMMANDS.get(name)
-        if module is None:
+        module_name = BENCH_COMMANDS.get(name)
+        if module_name is None:
             return None
         import importlib
 
-        return importlib.import_module(module).command
+        module = importlib.import_module(module_name)
+        if hasattr(module, "command"):
+            return module.command
+        return click.Command(
+            name, help=(module.__doc__ or "").split("\n\n")[0], callback=lambda args: module.main(list(args)),
+            params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+            context_settings={"ignore_unknown_options": True, "help_option_names": []})
 
 
 def _setup_logging(level: str) -> None:
@@ -65,7 +77,7 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 @click.pass_context
 def run(ctx: click.Context) -> None:
     """Run the whole pipeline under supervisord in the foreground (Ctrl-C stops it)."""
-    from pipeline import supervise
+    from pipeline.app import supervise
 
     ctx.exit(supervise.run(ctx.obj, ctx.meta["config_path"]))
 
@@ -197,8 +209,8 @@ def sink_csv(config: Config) -> None:
               help="Write the bound port into this file once listening.")
 @pass_config
 def replay(config: Config, capture: str, host: str, port: int, rate: float, ready_file: str | None) -> None:
-    """Serve CAPTURE (pipeline-capture/1) as a venue: its ws frames and REST bodies (pipeline/replay.py)."""
-    from pipeline.replay import CaptureError, run as run_replay
+    """Serve CAPTURE (pipeline-capture/1) as a venue: its ws frames and REST bodies (pipeline/sim/replay.py)."""
+    from pipeline.sim.replay import CaptureError, run as run_replay
 
     try:
         run_replay(capture, host, port, rate, ready_file)
@@ -213,7 +225,7 @@ def replay(config: Config, capture: str, host: str, port: int, rate: float, read
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--rest-fallback", is_flag=True,
               help="Best available book: shared memory when live and fresh, else the venue's REST snapshot "
-                   "(says which and why; pipeline/bestbook.py).")
+                   "(says which and why; pipeline/app/bestbook.py).")
 @pass_config
 def book(config: Config, exchange: str, symbol: str, depth: int | None, as_json: bool, rest_fallback: bool) -> None:
     """Print the current top-N view of EXCHANGE SYMBOL from shared memory."""
@@ -248,7 +260,7 @@ def _print_ladder(bids, asks) -> None:
 
 
 def _best_book(config: Config, exchange: str, symbol: str, depth: int | None, as_json: bool) -> None:
-    from pipeline.bestbook import BookUnavailable, best_book
+    from pipeline.app.bestbook import BookUnavailable, best_book
 
     try:
         got = best_book(exchange, symbol, config, depth=depth)
@@ -266,7 +278,7 @@ def _best_book(config: Config, exchange: str, symbol: str, depth: int | None, as
 @pass_config
 def status(config: Config, as_json: bool) -> None:
     """Show processes and feeds of the pipeline."""
-    from pipeline import status as status_mod
+    from pipeline.app import status as status_mod
 
     st = status_mod.collect(config)
     if as_json:
