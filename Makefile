@@ -15,6 +15,7 @@ run: $(STAMP)
 	$(VENV)/bin/pipeline run
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache  # the layers of docs/architecture.md (contracts in pyproject.toml)
 	$(VENV)/bin/python -m pytest -q
 
 clean:
