@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,6 +247,9 @@ def _path(value: Any, key: str, base: Path) -> Path:
 
 
 _EXCHANGE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+# A tardis.dev exchange id: lowercase words joined by single "-" ("binance-us"), the form
+# strict tardis readers accept; sinks/tardis.py derives one when `tardis_exchange` is unset.
+TARDIS_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 def _exchange(name: str, raw: Any) -> ExchangeConfig:
@@ -286,9 +290,10 @@ def _exchange(name: str, raw: Any) -> ExchangeConfig:
             kw[key] = _url(t[key], f"{where}.{key}", ("tcp", "ipc"))
     if "tardis_exchange" in t:
         tid = _str(t["tardis_exchange"], f"{where}.tardis_exchange")
-        if not set(tid) <= _EXCHANGE_NAME_CHARS:
+        if not TARDIS_ID.fullmatch(tid):
             raise ConfigError(f"{where}.tardis_exchange",
-                              f"expected a tardis exchange id (lowercase letters, digits, '-', '_'), got {_show(tid)}")
+                              "expected a tardis exchange id (lowercase words joined by '-', e.g. "
+                              f"\"binance-us\"), got {_show(tid)}")
         kw["tardis_exchange"] = tid
     if "trade_ring_size" in t:
         kw["trade_ring_size"] = _pos_int(t["trade_ring_size"], f"{where}.trade_ring_size")

@@ -45,7 +45,7 @@ import msgspec
 import zmq
 
 from pipeline import bus, schema
-from pipeline.config import Config, CsvSinkConfig
+from pipeline.config import Config, CsvSinkConfig, ExchangeConfig
 from pipeline.errors import ConfigError
 from pipeline.pidfile import PidFile
 from sinks.files import DailyFile, gzip_file, last_row, repair_file
@@ -81,7 +81,7 @@ class CsvSink:
         self.clock = clock
         names = self.settings.exchanges or tuple(config.exchanges)
         self.exchanges = {n: config.exchange(n) for n in names}
-        self.ids = {n: exchange_id(n, ex.tardis_exchange, ex.adapter) for n, ex in self.exchanges.items()}
+        self.ids = {n: self._exchange_id(n, ex) for n, ex in self.exchanges.items()}
         self._check_names()
         self.counters = SinkCounters()
         snapshots = snapshots or (lambda ex, sym, epoch: None)
@@ -116,6 +116,13 @@ class CsvSink:
         self._state_this_run: set[str] = set()
         self._state_dirty = False
         self.unknown_messages = 0
+
+    @staticmethod
+    def _exchange_id(name: str, ex: ExchangeConfig) -> str:
+        try:
+            return exchange_id(name, ex.tardis_exchange, ex.adapter)
+        except ValueError as exc:
+            raise ConfigError(f"exchanges.{name}.tardis_exchange", str(exc)) from None
 
     def _check_names(self) -> None:
         seen: dict[tuple[str, str], str] = {}

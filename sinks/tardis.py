@@ -29,6 +29,9 @@ text that reads back to the same float.
 from __future__ import annotations
 
 import datetime as _dt
+import re
+
+from pipeline.config import TARDIS_ID
 from decimal import Decimal
 from typing import Iterable, Sequence
 
@@ -40,50 +43,73 @@ BOOK_HEADER = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,
 TRADES_HEADER = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
 HEADERS = {BOOK: BOOK_HEADER, TRADES: TRADES_HEADER}
 
-# tardis.dev exchange ids for the config names people give their [exchanges.NAME]
-# tables; any other name is used as it is (override with `tardis_exchange`).
-TARDIS_IDS = {
-    "binance": "binance",
-    "binance_futures": "binance-futures",
-    "binance-futures": "binance-futures",
-    "binance_usdm": "binance-futures",
-    "binance_delivery": "binance-delivery",
-    "binance-delivery": "binance-delivery",
-    "okx": "okex",
-    "okex": "okex",
-    "okx_swap": "okex-swap",
-    "okex-swap": "okex-swap",
-    "bybit": "bybit",
-    "bybit_spot": "bybit-spot",
-    "bybit-spot": "bybit-spot",
-    "hyperliquid": "hyperliquid",
-    "coinbase": "coinbase",
-    "kraken": "kraken",
-    "deribit": "deribit",
-    "bitmex": "bitmex",
-}
-
 Level = tuple[float, float]
 
 
-# The adapter says more than the name where one name covers two markets: tardis calls
-# Bybit spot "bybit-spot" and Bybit derivatives "bybit".
+# Exchange ids (the `exchange` column and the file-name prefix).  tardis.dev spells
+# them as lowercase words joined by "-" ("binance-us", "binance-delivery", "okex-swap"),
+# and strict readers reject anything else, so every id written is of that form:
+#
+# 1. `tardis_exchange` in the config, when set (the config loader checks it against TARDIS_ID);
+# 2. Bybit: the adapter, because tardis.dev names its two markets apart ("bybit-spot"
+#    for spot, "bybit" for derivatives), whatever the table is called;
+# 3. a config name that is another spelling of a tardis.dev id (TARDIS_ALIASES, after
+#    "_" -> "-": `okx` -> "okex", `binance_usdm` -> "binance-futures");
+# 4. an adapter that speaks one venue only (ADAPTER_IDS): that venue, whatever the
+#    table is called and wherever its URLs point (a testnet or replay of OKX is OKX data);
+# 5. otherwise the config name with "_" turned into "-": `binance_us` -> "binance-us",
+#    `aster` -> "aster" (the `binance_futures` adapter also speaks Aster, so it names no
+#    venue), the demo's `sim` -> "sim".
+TARDIS_ALIASES = {
+    "okx": "okex",
+    "okx-spot": "okex",
+    "okx-swap": "okex-swap",
+    "okx-futures": "okex-futures",
+    "okx-options": "okex-options",
+    "binance-spot": "binance",
+    "binance-usdm": "binance-futures",
+    "binance-usd-m": "binance-futures",
+    "binance-coinm": "binance-delivery",
+    "binance-coin-m": "binance-delivery",
+    "bybit-linear": "bybit",
+    "gateio": "gate-io",
+    "gate": "gate-io",
+    "cryptocom": "crypto-com",
+}
+
+BYBIT_IDS = {"bybit": "bybit-spot", "bybit_linear": "bybit"}
+
 ADAPTER_IDS = {
-    "bybit": "bybit-spot",
-    "bybit_linear": "bybit",
-    "binance_futures": "binance-futures",
     "okx": "okex",
     "hyperliquid": "hyperliquid",
+    "lighter": "lighter",
 }
 
 
+def is_tardis_id(text: str) -> bool:
+    """True for lowercase letters and digits in words joined by single ``-``."""
+    return TARDIS_ID.fullmatch(text) is not None
+
+
 def exchange_id(name: str, override: str | None = None, adapter: str | None = None) -> str:
-    """The ``exchange`` column value for config exchange ``name`` (using ``adapter``)."""
+    """The ``exchange`` column value for config exchange ``name`` (rules above).
+
+    Raises ValueError when nothing tardis-style can be derived (a name with no letter or digit).
+    """
     if override:
+        if not is_tardis_id(override):
+            raise ValueError(f"{override!r} is not a tardis-style exchange id")
         return override
-    if adapter in ("bybit", "bybit_linear"):
+    if adapter in BYBIT_IDS:
+        return BYBIT_IDS[adapter]
+    spelled = "-".join(re.findall(r"[a-z0-9]+", name.lower()))
+    if spelled in TARDIS_ALIASES:
+        return TARDIS_ALIASES[spelled]
+    if adapter in ADAPTER_IDS:
         return ADAPTER_IDS[adapter]
-    return TARDIS_IDS.get(name) or ADAPTER_IDS.get(adapter or "", name)
+    if not spelled:
+        raise ValueError(f"no tardis-style exchange id in the name {name!r}: set tardis_exchange")
+    return spelled
 
 
 def day_of(ts_us: int) -> str:

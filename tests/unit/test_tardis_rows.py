@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from sinks.tardis import (BOOK_HEADER, TRADES_HEADER, RowWriter, day_of, exchange_id, file_name,
+from sinks.tardis import (BOOK_HEADER, TRADES_HEADER, RowWriter, day_of, exchange_id, file_name, is_tardis_id,
                           next_midnight_us, number)
 
 
@@ -36,6 +36,28 @@ def test_exchange_ids_are_tardis_spellings_unless_overridden():
     assert exchange_id("bybit", adapter="bybit_linear") == "bybit"
     assert exchange_id("my_okx", adapter="okx") == "okex"
     assert exchange_id("lighter", adapter="lighter") == "lighter"
+
+
+@pytest.mark.parametrize("name,adapter,expected", [
+    ("binance_us", "binance", "binance-us"),
+    ("binance_delivery", "binance_futures", "binance-delivery"),
+    ("binance_usdm", "binance_futures", "binance-futures"),
+    ("okx_swap", "okx", "okex-swap"),
+    ("aster", "binance_futures", "aster"),  # not Binance USD-M data although the adapter is shared
+    ("my_venue_2", "binance", "my-venue-2"),
+    ("a__b-", "binance", "a-b"),
+])
+def test_derived_ids_are_tardis_style(name, adapter, expected):
+    assert exchange_id(name, adapter=adapter) == expected
+    assert is_tardis_id(expected)
+
+
+def test_ids_that_are_not_tardis_style_are_refused():
+    assert not any(is_tardis_id(t) for t in ("binance_us", "Binance", "binance--us", "-binance", "binance-", ""))
+    with pytest.raises(ValueError):
+        exchange_id("x", "binance_us")
+    with pytest.raises(ValueError, match="tardis_exchange"):
+        exchange_id("_", adapter="binance")
 
 
 def test_utc_days_and_midnight():

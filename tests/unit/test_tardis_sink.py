@@ -41,14 +41,15 @@ class Clock:
 class FakeIngest:
     """Books, bus messages, "shared memory" and the trade ring of one ingest start (epoch)."""
 
-    def __init__(self, shm_prefix: str, epoch: int, depth: int = 5, seed: int = 1, ring_size: int = 64):
-        self.epoch, self.depth = epoch, depth
+    def __init__(self, shm_prefix: str, epoch: int, depth: int = 5, seed: int = 1, ring_size: int = 64,
+                 exchange: str = "sim"):
+        self.epoch, self.depth, self.exchange = epoch, depth, exchange
         self.rng = random.Random(seed)
         self.books = {s: ViewBook(depth) for s in SYMBOLS}
         self.seq = dict.fromkeys(SYMBOLS, 0)
         self.trade_seq = dict.fromkeys(SYMBOLS, 0)
         self.ts = dict.fromkeys(SYMBOLS, 0)
-        self.ring = TradeRingWriter(shm_prefix, "sim", SYMBOLS, ring_size, epoch)
+        self.ring = TradeRingWriter(shm_prefix, exchange, SYMBOLS, ring_size, epoch)
         self.prefix = shm_prefix
         for s in SYMBOLS:
             self.books[s].load_snapshot([(100.0 - i, 1.0 + i) for i in range(20)],
@@ -58,7 +59,7 @@ class FakeIngest:
         self.seq[sym] += 1
         self.ts[sym] = now
         return schema.encode(schema.L2Update(
-            exchange="sim", symbol=sym, epoch=self.epoch, seq=self.seq[sym], ts_exchange=now - 500,
+            exchange=self.exchange, symbol=sym, epoch=self.epoch, seq=self.seq[sym], ts_exchange=now - 500,
             ts_received=now, snapshot=snapshot, state="live", update_id=self.seq[sym], depth=self.depth,
             bids=bids, asks=asks))
 
@@ -80,7 +81,7 @@ class FakeIngest:
     def trade(self, sym: str, now: int) -> bytes:
         self.trade_seq[sym] += 1
         seq = self.trade_seq[sym]
-        msg = schema.Trade(exchange="sim", symbol=sym, epoch=self.epoch, seq=seq, ts_exchange=now - 700,
+        msg = schema.Trade(exchange=self.exchange, symbol=sym, epoch=self.epoch, seq=seq, ts_exchange=now - 700,
                            ts_received=now, price=100.0 + seq % 3, amount=0.5, side="buy" if seq % 2 else "sell",
                            trade_id=f"{self.epoch % 1000}-{seq}")
         self.ring.append(SYMBOLS.index(sym), seq, msg.ts_exchange, now, msg.price, msg.amount, msg.side,
@@ -95,13 +96,13 @@ class FakeIngest:
         if epoch is not None and epoch != self.epoch:
             return None
         bids, asks = self.view(sym)
-        return BookSnapshot("sim", sym, self.epoch, self.seq[sym], BookState.LIVE, self.ts[sym] - 500, self.ts[sym],
+        return BookSnapshot(self.exchange, sym, self.epoch, self.seq[sym], BookState.LIVE, self.ts[sym] - 500, self.ts[sym],
                             self.seq[sym], np.array(bids, dtype=float).reshape(-1, 2),
                             np.array(asks, dtype=float).reshape(-1, 2))
 
     def rings(self, exchange: str, epoch: int | None):
         try:
-            r = TradeRingReader.open(self.prefix, "sim")
+            r = TradeRingReader.open(self.prefix, self.exchange)
         except Exception:  # noqa: BLE001 - gone
             return None
         if epoch is not None and r.epoch != epoch:
@@ -360,6 +361,33 @@ def test_exchange_column_uses_the_configured_tardis_id(tmp_path, ingest):
     assert {r["exchange"] for r in read_rows(path)[1]} == {"binance"}
 
 
+@pytest.mark.parametrize("name,adapter,expected", [
+    ("binance_us", "binance", "binance-us"),  # a table name with "_": the tardis spelling, not the name
+    ("aster", "binance_futures", "aster"),  # the adapter Aster shares with Binance USD-M names no venue
+])
+def test_files_and_exchange_column_carry_a_tardis_style_id(tmp_path, shm_prefix, name, adapter, expected):
+    config = parse_config(f"""
+[exchanges.{name}]
+adapter = "{adapter}"
+symbols = {list(SYMBOLS)!r}
+depth = 5
+[sinks.csv]
+dir = "csv"
+""".replace("'", '"'), tmp_path)
+    ingest = FakeIngest(shm_prefix, epoch=T0 - 10_000_000, exchange=name)
+    try:
+        sink = make_sink(config, ingest, Clock(T0))
+        sink.on_trade(ingest.trade("BTCUSDT", T0 + 1))
+        sink.on_l2(ingest.snapshot("BTCUSDT", T0 + 2))
+        sink.close()
+    finally:
+        ingest.close()
+    names = sorted(p.name for p in (tmp_path / "csv").glob("*.csv"))
+    assert names and all(n.startswith(f"{expected}_") for n in names), names
+    rows = [r for n in names for r in read_rows(tmp_path / "csv" / n)[1]]
+    assert rows and {r["exchange"] for r in rows} == {expected}
+
+
 def test_two_exchanges_whose_files_would_collide_are_refused(tmp_path):
     config = parse_config("""
 [exchanges.a]
@@ -392,6 +420,9 @@ def test_bad_sink_config_names_key_and_reason(tmp_path, extra, key, reason):
 
 @pytest.mark.parametrize("line,key,reason", [
     ('tardis_exchange = "Binance Futures"', "exchanges.sim.tardis_exchange", "expected a tardis exchange id"),
+    ('tardis_exchange = "binance_us"', "exchanges.sim.tardis_exchange", "lowercase words joined by '-'"),
+    ('tardis_exchange = "binance--us"', "exchanges.sim.tardis_exchange", "expected a tardis exchange id"),
+    ('tardis_exchange = "-binance"', "exchanges.sim.tardis_exchange", "expected a tardis exchange id"),
     ("trade_ring_size = 0", "exchanges.sim.trade_ring_size", "expected a positive integer"),
     ("trade_ring_size = 99999999", "exchanges.sim.trade_ring_size", "expected at most"),
 ])
