@@ -1,17 +1,28 @@
 # `make run` and `make test` create .venv when missing and install the project into it.
+# `make run` installs only what running needs; `make test` adds the test extras (pytest,
+# hypothesis, hftbacktest with numba and polars, matplotlib, import-linter: most of the venv).
+# Each stamp is remade when pyproject.toml changes; the test install also satisfies `run`.
 PYTHON ?= python3
 VENV := .venv
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
+NEW_VENV = test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 
 .PHONY: run test clean
 
+$(RUN_STAMP): pyproject.toml
+	$(NEW_VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
 $(STAMP): pyproject.toml
-	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(NEW_VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(RUN_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/pipeline run
 
 test: $(STAMP)

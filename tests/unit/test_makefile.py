@@ -1,0 +1,81 @@
+"""`make run` installs what running needs, `make test` adds the test extras (DESIGN.md contract 1).
+
+Dry runs (`make -n`) of the real Makefile in a scratch copy of the project's top files, so
+nothing is installed: the commands make would run are the thing checked.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make on this machine")
+
+
+def dry_run(tmp: Path, target: str) -> list[str]:
+    out = subprocess.run(["make", "-n", target], cwd=tmp, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def installs(lines: list[str]) -> list[str]:
+    return [line for line in lines if "pip install" in line and "--upgrade pip" not in line]
+
+
+@pytest.fixture
+def clone(tmp_path) -> Path:
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    return tmp_path
+
+
+def fake_venv(clone: Path, *stamps: str) -> None:
+    """A .venv as an earlier `make run` / `make test` left it: its python and install stamps."""
+    bin_dir = clone / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").write_text("#!/bin/sh\n")
+    (bin_dir / "python").chmod(0o755)
+    later = time.time() + 60  # newer than pyproject.toml
+    for stamp in stamps:
+        (clone / ".venv" / stamp).touch()
+        os.utime(clone / ".venv" / stamp, (later, later))
+
+
+def test_run_creates_the_venv_and_installs_without_the_test_extras(clone):
+    lines = dry_run(clone, "run")
+    assert any("-m venv .venv" in line for line in lines)
+    (install,) = installs(lines)
+    assert install.endswith("-e .") and "[test]" not in install
+    assert lines[-1] == ".venv/bin/pipeline run"
+
+
+def test_test_creates_the_venv_and_installs_the_test_extras(clone):
+    lines = dry_run(clone, "test")
+    assert any("-m venv .venv" in line for line in lines)
+    (install,) = installs(lines)
+    assert "-e '.[test]'" in install
+    assert ".venv/bin/python -m pytest -q" in lines
+
+
+def test_test_after_run_adds_the_extras_and_nothing_is_installed_twice(clone):
+    fake_venv(clone, ".installed-run")
+    assert installs(dry_run(clone, "run")) == []
+    (install,) = installs(dry_run(clone, "test"))
+    assert "[test]" in install
+
+    shutil.rmtree(clone / ".venv")
+    fake_venv(clone, ".installed", ".installed-run")  # as `make test` leaves it
+    assert installs(dry_run(clone, "test")) == []
+    assert installs(dry_run(clone, "run")) == []
+
+
+def test_ci_runs_make_test():
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "make test" in lines
