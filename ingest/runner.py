@@ -23,6 +23,7 @@ import aiohttp
 
 from ingest.events import BboEvent, DepthDiff, DepthSnapshot, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
 from ingest.feed import P, FeedBooks
+from ingest.health import Health, describe_failure
 from ingest.sync import SyncState
 from ingest.retry import WeightBudget, backoff
 from ingest.wsclient import HandshakeFailed, WsConnection, open_connection
@@ -62,6 +63,7 @@ class Runner:
         self._depth_group: dict[str, StreamGroup] = {}
         self._resubscribes: dict[StreamGroup, int] = {}
         self._frames = [0]  # frames received, copied to the shm header by the stats loop
+        self.health = Health(feed.writer)  # failure counts and last errors, for `pipeline status`
         feed.request_snapshot = self.request_snapshot
 
     # ---------------------------------------------------------------- frames
@@ -120,10 +122,12 @@ class Runner:
         delays = backoff(rng=self.rng)
         handler = self._frame_handler(group)
         attempt = 0
+        self.health.add_connection(group)
         while not self.stop.is_set():
             attempt += 1
             conn = None
             reason = "?"
+            self.health.connecting(group)
             self.adapter.connection_opened(group)
             self._resubscribes[group] = 0
             if group.kind == "depth":
@@ -134,6 +138,7 @@ class Runner:
                 conn = await open_connection(group.url, handler, priority=(group.kind == "trades"))
                 self.connections[group] = conn
                 self.header[P["connections"]] += 1
+                self.health.connection_opened(group)
                 if attempt > 1:
                     self.header[P["reconnects"]] += 1
                 log.info("%s connection open (%d symbols): %s", group.kind, len(group.symbols), group.url[:120])
@@ -149,7 +154,7 @@ class Runner:
                 if time.monotonic() - opened_at > 30:
                     delays = backoff(rng=self.rng)  # it worked for a while: start over
             except RETRY_ERRORS as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = self.health.connect_failed(group, exc) if conn is None else describe_failure(exc)
             finally:
                 if conn is not None:
                     conn._queue.clear()
@@ -159,6 +164,8 @@ class Runner:
                     self.feed.depth_disconnected(group.symbols, reason)
             if self.stop.is_set():
                 break
+            if conn is not None and reason != "max age":
+                self.health.connection_lost(group, reason)
             delay = 0.0 if reason == "max age" else next(delays)
             log.warning("%s connection down (%s); reconnecting in %.2fs", group.kind, reason, delay)
             try:
@@ -295,7 +302,7 @@ class Runner:
         try:
             snap = self.adapter.parse_snapshot(symbol, body, recv_ns)
         except MalformedFrame as exc:
-            self.header[P["rest_errors"]] += 1
+            self.health.rest_failed(symbol, f"unusable snapshot: {exc}")
             log.warning("snapshot %s unusable: %s", symbol, exc)
             return False
         # the feed may ask for another (too old): request_snapshot re-queues it
@@ -321,16 +328,16 @@ class Runner:
                     secs = float(retry_after) if retry_after.replace(".", "", 1).isdigit() else 60.0
                     self.budget.penalize(secs, time.monotonic())
                     header[P["rest_throttled"]] += 1
-                    header[P["rest_errors"]] += 1
+                    self.health.rest_failed(what, f"HTTP {resp.status}, retry after {secs:g}s")
                     log.warning("REST %s: HTTP %d, backing off %.1fs (Retry-After)", what, resp.status, secs)
                     return None
                 body = await resp.read()
                 if resp.status != 200:
-                    header[P["rest_errors"]] += 1
+                    self.health.rest_failed(what, f"HTTP {resp.status}: {body[:60].decode('utf-8', 'replace')}")
                     log.warning("REST %s: HTTP %d: %s", what, resp.status, body[:200])
                     return None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            header[P["rest_errors"]] += 1
+            self.health.rest_failed(what, describe_failure(exc))
             log.warning("REST %s failed: %s: %s", what, type(exc).__name__, exc)
             return None
         return body
@@ -350,7 +357,7 @@ class Runner:
                 try:
                     self.adapter.apply_discovery(body)  # a ConfigError (unknown symbol) stops the process
                 except (MalformedFrame, SnapshotError) as exc:
-                    self.header[P["rest_errors"]] += 1
+                    self.health.rest_failed(what="discovery", text=f"unusable answer: {exc}")
                     log.warning("discovery answer unusable, retrying: %s", exc)
                 else:
                     self.feed.refresh_instruments()  # names known only now (Lighter spot markets)

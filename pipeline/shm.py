@@ -15,6 +15,8 @@ Layout (native byte order, 8-byte aligned; LAYOUT_VERSION guards changes)::
         ask prices   f64[depth]          best first
         ask sizes    f64[depth]
         stats        i64[STAT_WORDS]     counters (see FEED_STATS), outside the lock
+    health records   (1 + n_symbols + MAX_CONNECTIONS) x RECORD_BYTES: why a feed or a
+                     connection is not working (see "Health records" below)
 
 The view is guarded by a sequence lock: the writer bumps ``lock`` to odd, writes,
 bumps it to even.  A reader copies the view and retries when ``lock`` was odd or
@@ -22,6 +24,16 @@ changed meanwhile, so it never blocks the writer and never sees a torn book
 (building-block-costs.md section 3: ~12% torn reads without it).  Counters are
 single aligned 8-byte words, written without the lock; a reader may see one
 counter a step older than another, never a torn value.
+
+Health records.  A venue that cannot be reached leaves every counter at 0; what the
+operator needs is the failures and their reason.  Record 0 is the exchange's (its last
+error from anywhere: connections, REST, discovery), records 1..n_symbols are the feeds',
+then one per WebSocket connection (``H_CONNECTIONS`` in the header says how many the
+runner opened; beyond MAX_CONNECTIONS they have no record, and the process totals still
+count them).  A record is words i64[RECORD_WORDS] (lock, error time, failure counts,
+connection state) then a label and the last error as short UTF-8 text.  Errors are rare,
+so a record is written whole under its own seqlock (the lock word first), and read with
+a retry like a view.
 
 Names derive from ``Config.shm_prefix`` (a hash of run_dir) and the exchange name,
 so two pipelines with different run_dirs never collide.
@@ -48,7 +60,7 @@ from pipeline.errors import SharedMemoryError
 from pipeline.pidfile import pid_alive
 
 MAGIC = int.from_bytes(b"L2PIPE01", "little")
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 HEADER_WORDS = 32
 NAME_BYTES = 32
 VIEW_WORDS = 8
@@ -57,6 +69,7 @@ DEV_SHM = Path("/dev/shm")
 
 # segment header word indexes
 H_MAGIC, H_VERSION, H_DEPTH, H_NSYM, H_PID, H_EPOCH, H_CREATED_NS, H_HEARTBEAT_NS = range(8)
+H_CONNECTIONS = HEADER_WORDS - 1  # WebSocket connections the runner holds (health records)
 # process stats kept in the header (written by the ingest process)
 PROCESS_STATS = (
     "loop_lag_us",         # event-loop delay, last sample
@@ -66,6 +79,7 @@ PROCESS_STATS = (
     "frames",              # websocket frames received
     "connections",         # websocket connections opened
     "reconnects",          # connections lost and reopened
+    "connect_failures",    # connection attempts that failed (DNS, refused, TLS, handshake, timeout)
     "rest_requests",       # REST snapshot requests sent
     "rest_errors",         # REST failures (status, timeout, body)
     "rest_throttled",      # 429/418 answers, or waits for the weight budget
@@ -96,7 +110,15 @@ FEED_STATS = (
     "stale_since_ns",   # when the book went stale (0 when live)
     "dropped",          # frames skipped as already covered (u <= book id)
 )
-assert len(FEED_STATS) <= STAT_WORDS and len(PROCESS_STATS) + H_PROCESS_STATS <= HEADER_WORDS
+assert len(FEED_STATS) <= STAT_WORDS and len(PROCESS_STATS) + H_PROCESS_STATS <= H_CONNECTIONS
+
+# health records (module docstring): word indexes, then the label and error text
+RECORD_WORDS = 8
+R_LOCK, R_ERROR_NS, R_CONNECT_FAILURES, R_REST_ERRORS, R_STATE, R_OPENED, R_SYMBOLS, R_STATE_NS = range(RECORD_WORDS)
+LABEL_BYTES = 64
+ERROR_BYTES = 128
+RECORD_BYTES = RECORD_WORDS * 8 + LABEL_BYTES + ERROR_BYTES
+MAX_CONNECTIONS = 32
 
 
 class BookState(enum.IntEnum):
@@ -105,6 +127,35 @@ class BookState(enum.IntEnum):
     SYNCING = 0  # no valid book yet: waiting for / aligning a snapshot
     LIVE = 1     # in sync with the venue
     STALE = 2    # a gap, mismatch or dead connection: do not trust; a resync is under way
+
+
+class ConnState(enum.IntEnum):
+    """State of one WebSocket connection (its health record)."""
+
+    CONNECTING = 0  # an attempt is under way
+    OPEN = 1        # connected, frames flowing
+    DOWN = 2        # the last attempt failed or the connection was lost; waiting to retry
+
+
+@dataclass(frozen=True)
+class HealthRecord:
+    """A consistent copy of one health record (times in ns since the epoch; 0: never)."""
+
+    label: str
+    error: str
+    error_ns: int
+    connect_failures: int
+    rest_errors: int
+    state: ConnState
+    state_ns: int
+    opened: int
+    symbols: int
+
+
+def _clip_text(text: str, size: int) -> bytes:
+    """``text`` as UTF-8 in at most ``size - 1`` bytes, cut at a character boundary."""
+    raw = text.encode("utf-8", "replace")[:size - 1]
+    return raw.decode("utf-8", "ignore").encode("utf-8")
 
 
 def segment_name(prefix: str, exchange: str) -> str:
@@ -126,8 +177,16 @@ class Layout:
         return (raw + 63) // 64 * 64
 
     @property
-    def size(self) -> int:
+    def records_offset(self) -> int:
         return self.slots_offset + self.n_symbols * self.slot_bytes
+
+    @property
+    def n_records(self) -> int:
+        return 1 + self.n_symbols + MAX_CONNECTIONS
+
+    @property
+    def size(self) -> int:
+        return self.records_offset + self.n_records * RECORD_BYTES
 
 
 @dataclass(frozen=True)
@@ -278,6 +337,47 @@ class _Segment:
                 pass
 
 
+class _Records:
+    """numpy views onto a segment's health records, and their byte offsets."""
+
+    def __init__(self, buf, layout: Layout):
+        self.buf = buf
+        self.n_symbols = layout.n_symbols
+        base = layout.records_offset
+        self.offsets = [base + r * RECORD_BYTES for r in range(layout.n_records)]
+        self.words = [np.ndarray((RECORD_WORDS,), np.int64, buf, off) for off in self.offsets]
+
+    def feed(self, i: int) -> int:
+        return 1 + i
+
+    def connection(self, j: int) -> int | None:
+        return 1 + self.n_symbols + j if 0 <= j < MAX_CONNECTIONS else None
+
+    def text(self, r: int, at: int, size: int) -> str:
+        off = self.offsets[r] + RECORD_WORDS * 8 + at
+        return bytes(self.buf[off:off + size]).split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    def set_text(self, r: int, at: int, size: int, text: str) -> None:
+        off = self.offsets[r] + RECORD_WORDS * 8 + at
+        self.buf[off:off + size] = _clip_text(text, size).ljust(size, b"\0")
+
+    def read(self, r: int, max_tries: int = 10000) -> HealthRecord:
+        w = self.words[r]
+        for attempt in range(max_tries):
+            s1 = int(w[R_LOCK])
+            if s1 & 1:
+                if attempt & 63 == 63:
+                    time.sleep(0)
+                continue
+            words = w.copy()
+            label, error = self.text(r, 0, LABEL_BYTES), self.text(r, LABEL_BYTES, ERROR_BYTES)
+            if int(w[R_LOCK]) == s1:
+                return HealthRecord(label, error, int(words[R_ERROR_NS]), int(words[R_CONNECT_FAILURES]),
+                                    int(words[R_REST_ERRORS]), ConnState(int(words[R_STATE])),
+                                    int(words[R_STATE_NS]), int(words[R_OPENED]), int(words[R_SYMBOLS]))
+        raise SharedMemoryError("could not read a consistent health record (writer stuck mid-write?)")
+
+
 def _read_header(buf) -> np.ndarray:
     return np.ndarray((HEADER_WORDS,), np.int64, buf, 0)
 
@@ -303,6 +403,7 @@ class BookWriter:
         for slot in self.slots:
             slot.view[V_EPOCH] = epoch
             slot.view[V_STATE] = BookState.SYNCING
+        self.records = _Records(buf, self.layout)
         self._buf = buf
         h = self.header
         h[H_VERSION], h[H_DEPTH], h[H_NSYM], h[H_PID] = LAYOUT_VERSION, depth, len(self.symbols), os.getpid()
@@ -359,9 +460,37 @@ class BookWriter:
     def heartbeat(self, now_ns: int | None = None) -> None:
         self.header[H_HEARTBEAT_NS] = now_ns or time.time_ns()
 
+    def update_record(self, r: int, now_ns: int, *, error: str | None = None, label: str | None = None,
+                      connect_failures: int = 0, rest_errors: int = 0, state: ConnState | None = None,
+                      opened: int = 0, symbols: int | None = None) -> None:
+        """Change health record ``r`` under its lock: add the counts, set what is given
+        (``error`` with ``now_ns`` as its time; ``state`` with ``now_ns`` as its start).
+        Record indexes: 0 the exchange, ``records.feed(i)``, ``records.connection(j)``."""
+        rec = self.records
+        w = rec.words[r]
+        w[R_LOCK] += 1  # odd: writing
+        if error is not None:
+            rec.set_text(r, LABEL_BYTES, ERROR_BYTES, error)
+            w[R_ERROR_NS] = now_ns
+        if label is not None:
+            rec.set_text(r, 0, LABEL_BYTES, label)
+        if state is not None:
+            w[R_STATE], w[R_STATE_NS] = state, now_ns
+        if symbols is not None:
+            w[R_SYMBOLS] = symbols
+        w[R_CONNECT_FAILURES] += connect_failures
+        w[R_REST_ERRORS] += rest_errors
+        w[R_OPENED] += opened
+        w[R_LOCK] += 1  # even: consistent
+
+    def set_connections(self, n: int) -> None:
+        """How many WebSocket connections the runner holds (the first MAX_CONNECTIONS have records)."""
+        self.header[H_CONNECTIONS] = n
+
     def close(self, unlink: bool = True) -> None:
         self.header = None
         self.slots = []
+        self.records = None
         self._buf = None
         self._seg.close()
         if unlink:
@@ -431,10 +560,27 @@ class BookReader(SegmentReader):
         self.exchange, self.symbols = read_names(buf, HEADER_WORDS * 8, n)
         self._index = {s: i for i, s in enumerate(self.symbols)}
         self.slots = [_Slot(buf, self.layout.slots_offset + i * self.layout.slot_bytes, self.depth) for i in range(n)]
+        self.records = _Records(buf, self.layout)
 
     @property
     def heartbeat_ns(self) -> int:
         return int(self.header[H_HEARTBEAT_NS])
+
+    def exchange_health(self) -> HealthRecord:
+        """The exchange's record: its last error from anywhere (connections, REST, discovery)."""
+        return self.records.read(0)
+
+    def feed_health(self, symbol: str) -> HealthRecord:
+        """``symbol``'s record: failed connects and REST errors that concern it, its last error."""
+        self._slot(symbol)  # the same error as read() for an unknown symbol
+        return self.records.read(self.records.feed(self._index[symbol]))
+
+    def connections_health(self) -> tuple[list[HealthRecord], int]:
+        """The records of the runner's connections, and how many connections it holds
+        (more than the records when it holds over MAX_CONNECTIONS)."""
+        n = int(self.header[H_CONNECTIONS])
+        rec = self.records
+        return [rec.read(rec.connection(j)) for j in range(min(n, MAX_CONNECTIONS))], n
 
     def process_stats(self) -> dict[str, int]:
         h = self.header
@@ -474,4 +620,5 @@ class BookReader(SegmentReader):
 
     def close(self) -> None:
         self.slots = []
+        self.records = None
         super().close()

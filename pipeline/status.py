@@ -5,9 +5,14 @@ JSON shape (stable; other programs parse it, see docs/operations.md)::
     {"feeds": [{"exchange", "symbol", "state", "epoch", "seq", "updates", "trades",
                 "gaps", "resyncs", "malformed", "checksum_ok", "checksum_failed",
                 "age_s", "best_bid", "best_ask", "connected", "buffered",
-                "trade_seq", "update_id"}, ...],
+                "trade_seq", "update_id", "connect_failures", "rest_errors", "last_error",
+                "last_error_time", "last_error_age_s"}, ...],
      "processes": [{"name", "pid", "state", "uptime_s", "cpu_percent", "rss_bytes"}, ...],
-     "exchanges": [{"exchange", "state", "pid", "epoch", "heartbeat_age_s", <process stats>}],
+     "exchanges": [{"exchange", "state", "pid", "epoch", "heartbeat_age_s", <process stats>,
+                    "last_error", "last_error_time", "last_error_age_s",
+                    "connections": [{"kind", "url", "symbols", "state", "state_age_s", "opened",
+                                     "connect_failures", "last_error", "last_error_time",
+                                     "last_error_age_s"}, ...], "connections_total"}],
      "publisher": {"state", "pid", "url", "clients", "queue_depth", "conflated", "dropped",
                    "disconnected", "client_list", ...},   (publisher/stats.py)
      "sinks": [{"name", "state", "pid", "dir", "rows", "files", "bytes", "last_write_age_s",
@@ -17,6 +22,7 @@ JSON shape (stable; other programs parse it, see docs/operations.md)::
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import psutil
@@ -24,7 +30,7 @@ import psutil
 from pipeline.config import Config
 from pipeline.errors import SharedMemoryError
 from pipeline.pidfile import read_pid
-from pipeline.shm import BookReader, BookState
+from pipeline.shm import BookReader, BookState, HealthRecord
 
 
 CPU_SAMPLE_S = 0.25
@@ -81,6 +87,26 @@ def processes(config: Config) -> list[dict]:
     return [entry for entry, _ in sampled]
 
 
+def iso_time(ns: int) -> str:
+    """ISO-8601 UTC with ``Z`` and microseconds, the pipeline's time format (DESIGN.md contract 5)."""
+    return datetime.fromtimestamp(ns // 1000 / 1e6, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def last_error(rec: HealthRecord | None, now_ns: int) -> dict:
+    """``last_error`` (short text or null), its ``last_error_time`` and ``last_error_age_s``."""
+    if rec is None or not rec.error_ns:
+        return {"last_error": None, "last_error_time": None, "last_error_age_s": None}
+    return {"last_error": rec.error, "last_error_time": iso_time(rec.error_ns),
+            "last_error_age_s": round(max(0, now_ns - rec.error_ns) / 1e9, 3)}
+
+
+def _connection(rec: HealthRecord, now_ns: int) -> dict:
+    kind, _, url = rec.label.partition(" ")
+    return {"kind": kind, "url": url, "symbols": rec.symbols, "state": rec.state.name.lower(),
+            "state_age_s": round(max(0, now_ns - rec.state_ns) / 1e9, 3) if rec.state_ns else None,
+            "opened": rec.opened, "connect_failures": rec.connect_failures, **last_error(rec, now_ns)}
+
+
 def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[dict]]:
     now_ns = now_ns or time.time_ns()
     out, exchanges = [], []
@@ -93,15 +119,21 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
                 out.append({"exchange": name, "symbol": sym, "state": "down", "epoch": None, "seq": None,
                             "updates": 0, "trades": 0, "gaps": 0, "resyncs": 0, "malformed": 0,
                             "checksum_ok": 0, "checksum_failed": 0, "age_s": None,
-                            "best_bid": None, "best_ask": None})
+                            "best_bid": None, "best_ask": None, "connect_failures": 0, "rest_errors": 0,
+                            **last_error(None, now_ns)})
             continue
         with reader:
             hb_age = (now_ns - reader.heartbeat_ns) / 1e9
+            conns, n_conns = reader.connections_health()
             exchanges.append({"exchange": name, "state": "up", "pid": reader.pid, "epoch": reader.epoch,
-                              "heartbeat_age_s": round(hb_age, 3), **reader.process_stats()})
+                              "heartbeat_age_s": round(hb_age, 3), **reader.process_stats(),
+                              **last_error(reader.exchange_health(), now_ns),
+                              "connections": [_connection(c, now_ns) for c in conns],
+                              "connections_total": n_conns})
             for sym in reader.symbols:
                 book = reader.read(sym, depth=1)
                 st = reader.stats(sym)
+                health = reader.feed_health(sym)
                 last = max(st["last_update_ns"], st["last_trade_ns"])
                 state = book.state.name.lower()
                 if hb_age > 5 and book.state is BookState.LIVE:
@@ -116,5 +148,7 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
                     "best_ask": book.asks[0].tolist() if len(book.asks) else None,
                     "connected": bool(st["connected"]), "buffered": st["buffered"],
                     "trade_seq": st["trade_seq"], "update_id": book.update_id,
+                    "connect_failures": health.connect_failures, "rest_errors": health.rest_errors,
+                    **last_error(health, now_ns),
                 })
     return out, exchanges

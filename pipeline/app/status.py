@@ -30,6 +30,20 @@ def collect(config: Config) -> dict:
             "sinks": sinks(config)}
 
 
+RECENT_ERROR_S = 60.0  # a live feed's last error is listed for this long after it happened
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
+def _error_line(item: dict) -> str:
+    at = item["last_error_time"][11:19]  # HH:MM:SS of the ISO time, UTC
+    return f"last error {_ago(item['last_error_age_s'])} ago ({at} UTC): {item['last_error']}"
+
+
 def render_table(status: dict) -> str:
     lines = []
     lines.append(f"{'PROCESS':<22}{'PID':>8}  {'STATE':<9}{'UPTIME':>10}{'CPU%':>7}{'RSS MB':>9}")
@@ -52,12 +66,33 @@ def render_table(status: dict) -> str:
         lines.append(f"{f['exchange']:<{we}}{f['symbol']:<{ws}}{f['state']:<9}{f['seq'] if f['seq'] is not None else '-':>9}"
                      f"{f['updates']:>10}{f['trades']:>9}{f['gaps']:>6}{f['resyncs']:>7}{f['malformed']:>5}"
                      f"{ck:>12}{age:>8}  {bid:>14} {ask:<14}")
+    # why a book is not live (or what just went wrong): failures and the last error, per feed
+    troubled = [f for f in status["feeds"] if f.get("last_error")
+                and (f["state"] != "live" or f["last_error_age_s"] < RECENT_ERROR_S)]
+    if troubled:
+        lines.append("")
+    for f in troubled:
+        lines.append(f"{f['exchange']} {f['symbol']} {f['state']}: {f['connect_failures']} failed connects, "
+                     f"{f['rest_errors']} REST errors; {_error_line(f)}")
     for e in status.get("exchanges", []):
         if e.get("state") == "up":
             lines.append(f"\n{e['exchange']}: frames {e['frames']}, reconnects {e['reconnects']}, "
+                         f"failed connects {e['connect_failures']}, "
                          f"rest {e['rest_requests']} req / {e['rest_errors']} err / {e['rest_throttled']} throttled, "
                          f"loop lag {e['loop_lag_us']}us (max {e['loop_lag_max_us']}), "
                          f"publish lag {e['publish_lag_us']}us (max {e['publish_lag_max_us']})")
+            if e.get("last_error"):
+                lines.append(f"  {_error_line(e)}")
+            wk = max([6] + [len(c["kind"]) for c in e["connections"]])
+            wu = max([12] + [len(c["url"]) for c in e["connections"]])
+            for c in e["connections"]:
+                lines.append(f"  {c['kind']:<{wk}} {c['url']:<{wu}} {c['symbols']:>4} sym  {c['state']:<10} "
+                             f"for {_ago(c['state_age_s']):>6}  opened {c['opened']}  "
+                             f"failed {c['connect_failures']}" + (f"  last: {c['last_error']}" if c["last_error"] else ""))
+            if e["connections_total"] > len(e["connections"]):
+                lines.append(f"  ({e['connections_total'] - len(e['connections'])} more connections not shown)")
+        else:
+            lines.append(f"\n{e['exchange']}: {e.get('state')} ({e.get('detail', '')})")
     pub = status.get("publisher")
     if pub and pub.get("state") != "down":
         lines.append(f"\npublisher {pub['url']}: {pub['clients']} clients, queued {pub['queue_depth']} "

@@ -1,0 +1,117 @@
+"""Issue 16, "Failures you can see": a venue that cannot be reached used to show only
+"syncing" with every counter at 0 in `pipeline status`, the reason only in the log.
+
+Real ingest processes against venues that cannot be reached: a closed loopback port
+(connection refused), a WebSocket host that fails DNS, and a venue whose REST discovery
+(Lighter market ids) fails DNS.  `pipeline status --json` must count the failed attempts,
+keep counting, and say why, per feed, per exchange and per connection.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from helpers import PIPELINE, Procs, eventually, free_port, short_tmpdir, status
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def unreachable():
+    workdir = short_tmpdir()
+    procs = Procs(workdir)
+    closed = free_port()  # bound and released: nothing listens there
+    config = workdir / "p.toml"
+    config.write_text(f"""
+[pipeline]
+run_dir = "run"
+
+[exchanges.refused]
+adapter = "binance"
+symbols = ["BTCUSDT", "ETHUSDT"]
+ws_url = "ws://127.0.0.1:{closed}"
+rest_url = "http://127.0.0.1:{closed}"
+
+[exchanges.nodns]
+adapter = "binance"
+symbols = ["BTCUSDT"]
+ws_url = "ws://nonexistent.invalid:1/"
+rest_url = "http://nonexistent.invalid:1"
+
+[exchanges.restdns]
+adapter = "lighter"
+symbols = ["ETH"]
+ws_url = "ws://127.0.0.1:{closed}/stream"
+rest_url = "http://nonexistent.invalid:1"
+""")
+    try:
+        for name in ("refused", "nodns", "restdns"):
+            procs.start(name, PIPELINE + ["--config", str(config), "ingest", name])
+        yield {"config": config, "procs": procs, "port": closed}
+    finally:
+        procs.stop_all()
+
+
+def _by_exchange(st: dict) -> tuple[dict, dict]:
+    ex = {e["exchange"]: e for e in st["exchanges"]}
+    feeds = {(f["exchange"], f["symbol"]): f for f in st["feeds"]}
+    return ex, feeds
+
+
+def test_refused_connections_are_counted_and_explained(unreachable):
+    config, port = unreachable["config"], unreachable["port"]
+    first = eventually(lambda: (s := status(config)) and _by_exchange(s)[0]["refused"].get("connect_failures", 0) >= 2
+                       and s, 30, 0.2, "failed connects counted")
+    ex, feeds = _by_exchange(first)
+    e = ex["refused"]
+    assert e["frames"] == 0 and e["connections"] and all(c["opened"] == 0 for c in e["connections"])
+    assert "connection refused" in e["last_error"] and e["last_error_age_s"] >= 0
+    assert e["last_error_time"].endswith("Z")
+    for c in e["connections"]:  # depth and trades: each one down, with its own reason
+        assert c["url"] == f"ws://127.0.0.1:{port}/stream" and c["state"] in ("down", "connecting")
+    assert {c["kind"] for c in e["connections"]} == {"depth", "trades"}
+    assert sum(c["connect_failures"] for c in e["connections"]) == e["connect_failures"]
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        f = feeds[("refused", sym)]
+        assert f["state"] == "syncing" and f["connect_failures"] >= 1
+        assert "connect: connection refused" in f["last_error"]
+
+    # the attempts go on (backoff), and the counts grow with them
+    n = e["connect_failures"]
+    eventually(lambda: _by_exchange(status(config))[0]["refused"]["connect_failures"] > n, 30, 0.2,
+               "more failed connects")
+
+
+def test_a_websocket_host_that_fails_dns_says_so(unreachable):
+    config = unreachable["config"]
+    st = eventually(lambda: (s := status(config)) and _by_exchange(s)[0]["nodns"].get("connect_failures", 0) >= 1
+                    and s, 30, 0.2, "failed DNS lookups counted")
+    ex, feeds = _by_exchange(st)
+    assert "DNS lookup failed" in ex["nodns"]["last_error"]
+    f = feeds[("nodns", "BTCUSDT")]
+    assert f["state"] == "syncing" and f["connect_failures"] >= 1 and "DNS lookup failed" in f["last_error"]
+
+
+def test_rest_discovery_that_fails_dns_counts_rest_errors_for_every_feed(unreachable):
+    config = unreachable["config"]
+    st = eventually(lambda: (s := status(config)) and _by_exchange(s)[0]["restdns"].get("rest_errors", 0) >= 2
+                    and s, 30, 0.2, "REST errors counted")
+    ex, feeds = _by_exchange(st)
+    e = ex["restdns"]
+    assert e["rest_requests"] >= e["rest_errors"] and e["last_error"].startswith("REST discovery: DNS lookup failed")
+    f = feeds[("restdns", "ETH")]
+    assert f["rest_errors"] >= 2 and f["last_error"].startswith("REST discovery: DNS lookup failed")
+
+
+def test_the_status_table_shows_the_reason(unreachable):
+    config = unreachable["config"]
+    eventually(lambda: _by_exchange(status(config))[0]["refused"].get("connect_failures", 0) >= 1, 30, 0.2,
+               "failed connects counted")
+    out = subprocess.run(PIPELINE + ["--config", str(config), "status"], capture_output=True, text=True, timeout=30)
+    lines = out.stdout.splitlines()
+    feed_line = next(line for line in lines if line.startswith("refused BTCUSDT syncing: "))
+    assert "failed connects" in feed_line and "connection refused" in feed_line
+    assert any(line.startswith("refused: ") and "failed connects" in line for line in lines)
+    assert any(line.strip().startswith("depth ") and "connection refused" in line for line in lines)
