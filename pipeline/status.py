@@ -34,6 +34,7 @@ from pipeline.shm import BookReader, BookState, HealthRecord
 
 
 CPU_SAMPLE_S = 0.25
+HEARTBEAT_LIMIT_S = 5.0  # an ingest that has not beaten for this long: its live views are not trusted
 
 
 def _process(name: str, pid: int | None) -> tuple[dict, psutil.Process | None]:
@@ -136,7 +137,7 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
                 health = reader.feed_health(sym)
                 last = max(st["last_update_ns"], st["last_trade_ns"])
                 state = book.state.name.lower()
-                if hb_age > 5 and book.state is BookState.LIVE:
+                if hb_age > HEARTBEAT_LIMIT_S and book.state is BookState.LIVE:
                     state = "stale"  # the writer stopped beating: do not trust the view
                 out.append({
                     "exchange": name, "symbol": sym, "state": state, "epoch": book.epoch, "seq": book.seq,

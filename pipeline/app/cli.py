@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 
 import click
 
@@ -228,25 +227,26 @@ def replay(config: Config, capture: str, host: str, port: int, rate: float, read
                    "(says which and why; pipeline/app/bestbook.py).")
 @pass_config
 def book(config: Config, exchange: str, symbol: str, depth: int | None, as_json: bool, rest_fallback: bool) -> None:
-    """Print the current top-N view of EXCHANGE SYMBOL from shared memory."""
-    from pipeline.shm import BookReader
+    """Print the current top-N view of EXCHANGE SYMBOL from shared memory.
+
+    Exits 3 when the book is not live (syncing, stale, or its ingest stopped), saying why."""
+    from pipeline.app import book as book_view
 
     if rest_fallback:
         _best_book(config, exchange, symbol, depth, as_json)
         return
     try:
         config.exchange(exchange)
-        with BookReader.open(config.shm_prefix, exchange) as reader:
-            snap = reader.read(symbol, depth=depth)
+        view = book_view.read(config.shm_prefix, exchange, symbol, depth)
     except (ConfigError, SharedMemoryError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps(snap.to_json()))
-        return
-    age = (time.time_ns() // 1000 - snap.ts_received_us) / 1e6 if snap.ts_received_us else float("nan")
-    click.echo(f"{exchange} {symbol}  state {snap.state.name.lower()}  epoch {snap.epoch}  seq {snap.seq}  "
-               f"update id {snap.update_id}  age {age:.2f}s")
-    _print_ladder(snap.bids, snap.asks)
+        click.echo(json.dumps(book_view.to_json(view)))
+    else:
+        click.echo("\n".join(book_view.header_lines(exchange, symbol, view)))
+        _print_ladder(view.snap.bids, view.snap.asks)
+    if view.reason is not None:
+        raise click.exceptions.Exit(book_view.NOT_LIVE_EXIT)
 
 
 def _print_ladder(bids, asks) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 
@@ -168,8 +169,12 @@ def test_book_cli_prints_one_json_object_of_the_view(pipeline_procs):
                                      "--depth", "5", "--json"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     book = json.loads(out.stdout)
-    assert set(book) == {"exchange", "symbol", "epoch", "seq", "state", "bids", "asks"}
+    assert set(book) == {"exchange", "symbol", "epoch", "seq", "state", "bids", "asks", "update_id", "time_exchange",
+                         "time_received", "age_s", "reason", "last_error", "last_error_time", "last_error_age_s"}
     assert book["state"] == "live" and len(book["bids"]) == 5 and len(book["asks"]) == 5
+    assert book["reason"] is None and book["update_id"] > 0 and 0 <= book["age_s"] < 30
+    for key in ("time_exchange", "time_received"):  # ISO-8601 UTC with microseconds, as on the WebSocket
+        assert datetime.strptime(book[key], "%Y-%m-%dT%H:%M:%S.%fZ").year >= 2024
     assert book["bids"][0][0] < book["asks"][0][0]
     assert [p for p, _ in book["bids"]] == sorted((p for p, _ in book["bids"]), reverse=True)
     assert [p for p, _ in book["asks"]] == sorted(p for p, _ in book["asks"])

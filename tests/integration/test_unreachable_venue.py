@@ -9,6 +9,7 @@ keep counting, and say why, per feed, per exchange and per connection.
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -115,3 +116,25 @@ def test_the_status_table_shows_the_reason(unreachable):
     assert "failed connects" in feed_line and "connection refused" in feed_line
     assert any(line.startswith("refused: ") and "failed connects" in line for line in lines)
     assert any(line.strip().startswith("depth ") and "connection refused" in line for line in lines)
+
+
+def test_book_of_an_unreachable_venue_says_why_and_exits_3(unreachable):
+    """`pipeline book` used to print an empty ladder with `age nan` and exit 0."""
+    config = unreachable["config"]
+    eventually(lambda: _by_exchange(status(config))[1][("refused", "BTCUSDT")].get("last_error"), 30, 0.2,
+               "an error recorded")
+    out = subprocess.run(PIPELINE + ["--config", str(config), "book", "refused", "BTCUSDT"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 3, out.stderr
+    assert "nan" not in out.stdout and "never updated" in out.stdout
+    why = next(line for line in out.stdout.splitlines() if line.startswith("NOT LIVE: "))
+    assert why.startswith("NOT LIVE: syncing: not connected; ") and "failed connects" in why
+    assert "connection refused" in why
+
+    out = subprocess.run(PIPELINE + ["--config", str(config), "book", "nodns", "BTCUSDT", "--json"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 3, out.stderr
+    book = json.loads(out.stdout)
+    assert book["state"] == "syncing" and book["bids"] == [] and book["asks"] == []
+    assert book["age_s"] is None and book["time_received"] is None and book["update_id"] == 0
+    assert book["reason"].startswith("syncing: not connected") and "DNS lookup failed" in book["last_error"]
