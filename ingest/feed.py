@@ -136,12 +136,12 @@ class FeedBooks:
         self.epoch = epoch
         self.depth = writer.depth
         self.request_snapshot = request_snapshot or (lambda symbol: None)
-        self.verify_bbo = getattr(adapter, "verify_bbo", False)
-        # docs/adapters.md: where snapshots come from, the venue's depth cap, checksums
-        self.in_stream = getattr(adapter, "snapshot_source", "rest") == "ws"
-        self.book_cap = getattr(adapter, "book_cap", 0) or 0
-        self.checksum = getattr(adapter, "checksum", None)
-        limit = 0 if self.in_stream else (getattr(adapter, "snapshot_limit", 0) or 0)
+        traits = adapter.traits  # docs/adapters.md: snapshot source, book cap, checksums, BBO checks
+        self.verify_bbo = traits.verify_bbo
+        self.in_stream = traits.in_stream
+        self.book_cap = traits.book_cap
+        self.checksum = adapter.checksum if traits.checksum else None
+        limit = 0 if self.in_stream else traits.snapshot_limit
         if limit and limit < self.depth:
             log.warning("%s: snapshot_limit %d < depth %d: the deeper part of the view is only as good as the "
                         "diffs that touched it", exchange, limit, self.depth)

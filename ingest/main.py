@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import importlib
 import logging
 import signal
 import time
 
 import zmq
 
+from ingest import adapters
 from ingest.feed import BusPublisher, FeedBooks
 from ingest.runner import Runner
 from pipeline import bus
-from pipeline.config import ADAPTERS, Config
+from pipeline.config import Config
 from pipeline.pidfile import PidFile
 from pipeline.shm import BookWriter
 from pipeline.trade_ring import TradeRingWriter
@@ -22,14 +22,9 @@ from pipeline.trade_ring import TradeRingWriter
 log = logging.getLogger(__name__)
 
 
-def load_adapter(exchange_config):
-    module, cls = ADAPTERS[exchange_config.adapter].split(":")
-    return getattr(importlib.import_module(module), cls)(exchange_config)
-
-
 async def _serve(config: Config, name: str) -> None:
     ex = config.exchange(name)
-    adapter = load_adapter(ex)
+    adapter = adapters.create(ex)  # an unknown name: ConfigError naming exchanges.NAME.adapter
     epoch = time.time_ns() // 1000
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -84,4 +79,4 @@ def run_ingest(config: Config, name: str) -> None:
         runner(_serve(config, name))
 
 
-__all__ = ["run_ingest", "load_adapter"]
+__all__ = ["run_ingest"]

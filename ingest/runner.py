@@ -51,15 +51,16 @@ class Runner:
         self.stop = stop
         self.rng = rng or random.Random()
         self.header = feed.header
-        self.budget = WeightBudget(adapter.rest_weight_limit)
+        self.traits = adapter.traits
+        self.budget = WeightBudget(self.traits.rest_weight_limit)
         self._snap_queue: deque[str] = deque()
         self._snap_pending: set[str] = set()
         self._snap_event = asyncio.Event()
         self._logged_kinds: set[str] = set()
         self.connections: dict[StreamGroup, WsConnection] = {}
-        self.in_stream = getattr(adapter, "snapshot_source", "rest") == "ws"
-        self.app_ping = getattr(adapter, "app_ping", None)
-        self.app_pong = getattr(adapter, "app_pong", None)
+        self.in_stream = self.traits.in_stream
+        self.app_ping = self.traits.app_ping
+        self.app_pong = self.traits.app_pong
         self._depth_group: dict[str, StreamGroup] = {}
         self._resubscribes: dict[StreamGroup, int] = {}
         self._frames = [0]  # frames received, copied to the shm header by the stats loop
@@ -145,7 +146,7 @@ class Runner:
                 self._subscribe(conn, group.subscribe)
                 if group.kind == "depth":
                     if self.in_stream:  # (paced subscribes take longer to all be sent)
-                        pacing = len(group.subscribe) * getattr(self.adapter, "subscribe_interval_s", 0.0)
+                        pacing = len(group.subscribe) * self.traits.subscribe_interval_s
                         self._expect_stream_snapshots(group, conn, group.symbols, pacing)
                     else:
                         asyncio.get_running_loop().call_later(QUIET_SNAPSHOT_AFTER, self._quiet_snapshots, group)
@@ -174,9 +175,9 @@ class Runner:
                 pass
 
     def _subscribe(self, conn: WsConnection, frames) -> None:
-        """Send subscribe frames, spaced by the adapter's ``subscribe_interval_s`` where the
+        """Send subscribe frames, spaced by the adapter's ``traits.subscribe_interval_s`` where the
         venue limits client messages (Lighter: 200 a minute, 50 unacknowledged)."""
-        gap = getattr(self.adapter, "subscribe_interval_s", 0.0)
+        gap = self.traits.subscribe_interval_s
         if not gap:
             for frame in frames:
                 conn.send_text(frame)
@@ -314,7 +315,7 @@ class Runner:
         """One REST request (GET, or POST with a JSON body) under the venue's rules:
         weight header, 429/418 + Retry-After.  The body, or None (counted, logged)."""
         header = self.header
-        weight_header = getattr(self.adapter, "USED_WEIGHT_HEADER", None)
+        weight_header = self.traits.used_weight_header
         try:
             async with session.request(req.method, req.url, data=req.body,
                                        headers={"Content-Type": "application/json"} if req.body else None,
@@ -345,8 +346,7 @@ class Runner:
     async def _discover(self, session: aiohttp.ClientSession) -> None:
         """Venue metadata the adapter needs before subscribing (Lighter market ids),
         retried with backoff until it arrives or the runner stops."""
-        make = getattr(self.adapter, "discovery_request", None)
-        req = make() if make is not None else None
+        req = self.adapter.discovery_request()
         if req is None:
             return
         delays = backoff(initial=0.5, cap=30.0, rng=self.rng)

@@ -33,7 +33,7 @@ from typing import Callable
 from ingest.events import DepthDiff, DepthSnapshot
 from pipeline.errors import SequenceGap, SnapshotError
 
-SKIP, APPLY, GAP = 0, 1, 2
+from ingest.adapters.base import APPLY, GAP, SKIP  # noqa: F401  (the one Verdict)
 
 
 class SyncState(enum.Enum):

@@ -17,21 +17,9 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from pipeline.errors import ConfigError
-
-# adapter name -> "module:Class".  Config validation only needs the names; the ingest
-# process imports the class.  Venue URLs and limits live in the adapter's DEFAULTS.
-ADAPTERS: dict[str, str] = {
-    "binance": "ingest.adapters.binance:BinanceSpotAdapter",
-    "binance_futures": "ingest.adapters.binance:BinanceFuturesAdapter",
-    "bybit": "ingest.adapters.bybit:BybitSpotAdapter",
-    "bybit_linear": "ingest.adapters.bybit:BybitLinearAdapter",
-    "okx": "ingest.adapters.okx:OkxAdapter",
-    "hyperliquid": "ingest.adapters.hyperliquid:HyperliquidAdapter",
-    "lighter": "ingest.adapters.lighter:LighterAdapter",
-}
 
 SIM_PROTOCOLS = ("binance", "bybit", "okx", "hyperliquid", "lighter")
 DEMO_SIM_PORT = 9100
@@ -252,15 +240,15 @@ _EXCHANGE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 TARDIS_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
-def _exchange(name: str, raw: Any) -> ExchangeConfig:
+def _exchange(name: str, raw: Any, adapters: Collection[str] | None) -> ExchangeConfig:
     where = f"exchanges.{name}"
     t = _table(raw, where)
     if not name or not set(name) <= _EXCHANGE_NAME_CHARS:
         raise ConfigError(where, "exchange names use lowercase letters, digits, '_' and '-'")
     _check_keys(t, {f for f in ExchangeConfig.__dataclass_fields__ if f != "name"}, where)
     adapter = _str(t.get("adapter", name), f"{where}.adapter")
-    if adapter not in ADAPTERS:
-        raise ConfigError(f"{where}.adapter", f"unknown adapter {_show(adapter)} (known: {', '.join(sorted(ADAPTERS))})")
+    if adapters is not None and adapter not in adapters:
+        raise ConfigError(f"{where}.adapter", f"unknown adapter {_show(adapter)} (known: {', '.join(sorted(adapters))})")
     if "symbols" not in t:
         raise ConfigError(f"{where}.symbols", "missing: list the exchange-native symbols to follow")
     kw: dict[str, Any] = {"name": name, "adapter": adapter, "symbols": _symbols(t["symbols"], f"{where}.symbols")}
@@ -380,8 +368,14 @@ def _publisher(raw: Any) -> PublisherConfig:
     return PublisherConfig(**kw)
 
 
-def parse_config(text: str, base_dir: Path, source: str = "<string>") -> Config:
-    """Parse and validate TOML text. Raises ConfigError naming the key and the reason."""
+def parse_config(text: str, base_dir: Path, source: str = "<string>",
+                 adapters: Collection[str] | None = None) -> Config:
+    """Parse and validate TOML text. Raises ConfigError naming the key and the reason.
+
+    ``adapters``: the adapter names to accept in ``exchanges.X.adapter``.  The registry
+    lives in the ingest layer (ingest/adapters/__init__.py), above this module, so the
+    callers that start processes pass ``ingest.adapters.names()`` (the CLI, the ingest);
+    None accepts any name (readers of a config that make no adapter)."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -402,7 +396,7 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>") -> Config:
     exchanges_raw = _table(raw.get("exchanges", {}), "exchanges")
     if not exchanges_raw:
         raise ConfigError("exchanges", "expected at least one [exchanges.NAME] table")
-    exchanges = {name: _exchange(name, t) for name, t in exchanges_raw.items()}
+    exchanges = {name: _exchange(name, t, adapters) for name, t in exchanges_raw.items()}
 
     sim = _sim(raw["sim"]) if "sim" in raw else None
 
@@ -419,13 +413,15 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>") -> Config:
                   csv=csv, log_level=log_level, source=source)
 
 
-def load_config(path: str | os.PathLike | None) -> Config:
-    """Load the config file at ``path``, or the built-in demo config when ``path`` is None."""
+def load_config(path: str | os.PathLike | None, adapters: Collection[str] | None = None) -> Config:
+    """Load the config file at ``path``, or the built-in demo config when ``path`` is None.
+
+    ``adapters``: as in ``parse_config``."""
     if path is None:
-        return parse_config(DEMO_CONFIG, Path.cwd(), "<demo>")
+        return parse_config(DEMO_CONFIG, Path.cwd(), "<demo>", adapters)
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(p), f"cannot read config file: {exc.strerror}") from None
-    return parse_config(text, p.resolve().parent, str(p))
+    return parse_config(text, p.resolve().parent, str(p), adapters)

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict
 from ingest.adapters.common import Id, Millis, configure, DECODE_ERRORS, WireLevel, malformed as _malformed
 from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup,
                            TradeEvent, VenueNotice)
@@ -89,7 +90,7 @@ _dec_any = msgspec.json.Decoder()
 _STREAM_RE = re.compile(rb'"stream"\s*:\s*"([a-z0-9_\-]+)@')
 
 
-class BinanceSpotAdapter:
+class BinanceSpotAdapter(Adapter):
     """Binance spot: frames in, normalized events out; the spot sequencing rule."""
 
     name = "binance"
@@ -107,14 +108,15 @@ class BinanceSpotAdapter:
     WEIGHTS = ((100, 5), (500, 25), (1000, 50), (5000, 250))
     MAX_SNAPSHOT_LIMIT = 5000
     USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
-    snapshot_source = "rest"   # REST snapshot joined to buffered diffs (docs/adapters.md)
-    book_cap = 0               # diffs cover the whole book
-    app_ping = None            # RFC 6455 pings; the venue pings us too
     KIND = "spot"
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
-        self.verify_bbo = config.verify_bbo
+        # a REST snapshot joined to buffered diffs; diffs cover the whole book (no cap);
+        # RFC 6455 pings (the venue pings us too); bookTicker shares the depth ids
+        self.traits = AdapterTraits(SnapshotSource.REST, verify_bbo=config.verify_bbo,
+                                    snapshot_limit=self.snapshot_limit, rest_weight_limit=self.rest_weight_limit,
+                                    used_weight_header=self.USED_WEIGHT_HEADER)
         self._by_lower = {s.lower(): s for s in config.symbols}
         self._by_upper = {s.upper(): s for s in config.symbols}
         # stream suffix -> parser (h11 READERS style)
@@ -127,12 +129,6 @@ class BinanceSpotAdapter:
     def instrument(self, symbol: str) -> Instrument:
         return split_concatenated(symbol, self.KIND)
 
-    def connection_opened(self, group: StreamGroup) -> None:
-        """Nothing per connection: the sync state lives in the feed."""
-
-    def resubscribe(self, symbol: str) -> list[str]:
-        return []  # a REST venue: resyncs fetch a snapshot, the stream stays
-
     # ------------------------------------------------------------ what to connect to
     def _url(self, route: str, streams: list[str]) -> str:
         base = self.ws_url.replace("{route}", route)
@@ -141,14 +137,14 @@ class BinanceSpotAdapter:
     def stream_groups(self) -> list[StreamGroup]:
         """The connections to hold: depth (+ bookTicker) apart from trades (section 2 routing)."""
         groups = []
-        per_sym_depth = 2 if self.verify_bbo else 1
+        per_sym_depth = 2 if self.traits.verify_bbo else 1
         chunk = max(1, self.streams_per_connection // per_sym_depth)
         for i in range(0, len(self.symbols), chunk):
             syms = self.symbols[i:i + chunk]
             streams = []
             for s in syms:
                 streams.append(f"{s.lower()}@{self.depth_stream}")
-                if self.verify_bbo:
+                if self.traits.verify_bbo:
                     streams.append(f"{s.lower()}@bookTicker")
             groups.append(StreamGroup(self._url("public", streams), "depth", tuple(syms)))
         chunk = self.streams_per_connection
@@ -270,7 +266,7 @@ class BinanceSpotAdapter:
 
     # ------------------------------------------------------------ sequencing rule
     @staticmethod
-    def check(ev: DepthDiff, book_id: int, first: bool) -> int:
+    def check(ev: DepthDiff, book_id: int, first: bool) -> Verdict:
         """Spot rule (section 1 step 6): SKIP if ``u <= id``, GAP if ``U > id + 1``, else APPLY."""
         if ev.last_id <= book_id:
             return SKIP
@@ -283,8 +279,6 @@ class BinanceSpotAdapter:
         """False when the snapshot is older than the stream we hold (section 1 step 3)."""
         return first_buffered is None or snapshot_id + 1 >= first_buffered.first_id
 
-
-SKIP, APPLY, GAP = 0, 1, 2
 
 
 class BinanceFuturesAdapter(BinanceSpotAdapter):
@@ -307,7 +301,7 @@ class BinanceFuturesAdapter(BinanceSpotAdapter):
     KIND = "perp"
 
     @staticmethod
-    def check(ev: DepthDiff, book_id: int, first: bool) -> int:
+    def check(ev: DepthDiff, book_id: int, first: bool) -> Verdict:
         """USD-M rule (section 2 steps 3-5): first event ``U <= id <= u``; then ``pu == id``."""
         if first:
             if ev.last_id < book_id:

@@ -2,7 +2,7 @@
 Sans-I/O: frames in, events out.
 
 Venue rules implemented here (shared/docs/exchange-protocols.md section 4):
-- the book arrives in the stream (``snapshot_source = "ws"``): ``orderbook.{N}.{SYMBOL}``
+- the book arrives in the stream (``SnapshotSource.STREAM``): ``orderbook.{N}.{SYMBOL}``
   frames ``{"topic","type":"snapshot"|"delta","ts","data":{"s","b","a","u","seq"},"cts"}``.
   A snapshot -> DepthSnapshot(last_id=u); a delta -> DepthDiff(u, u, prev_id=u-1).
 - sequencing: ``u`` goes up by exactly 1 per delta; ``u <= book id`` is old (SKIP),
@@ -10,12 +10,12 @@ Venue rules implemented here (shared/docs/exchange-protocols.md section 4):
   replaces the book, including ``u == 1`` after a service restart and the depth-1
   resends with the same ``u`` (rules 3, 5): the feed installs every snapshot.
 - the venue keeps only the top N levels per side and sends no delete for a level that
-  falls out of them (rule 6): ``book_cap = N``, the feed trims after every delta.
+  falls out of them (rule 6): ``traits.book_cap = N``, the feed trims after every delta.
 - depths 1/50/200/1000 only; ``orderbook.full`` is delta-only and seeded from another
   REST endpoint, which this adapter does not implement (a config error).
 - trades: ``publicTrade.{SYMBOL}``, ``data`` is an array; ``S`` is the taker side
   (``Buy``/``Sell``), ``i`` a string id, ``T`` the fill time in ms.
-- keepalive: the text ``{"op":"ping"}`` (``app_ping``); pongs and subscribe acks carry
+- keepalive: the text ``{"op":"ping"}`` (``traits.app_ping``); pongs and subscribe acks carry
   nothing; a failed subscribe (``success: false``) is a VenueNotice("error").
 - limits: spot takes at most 10 args per subscribe request, and one connection's args
   may total 21,000 characters; depth and trades use separate connections.
@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict
 from ingest.adapters.common import (Id, Millis, configure, DECODE_ERRORS as _DECODE_ERRORS,
                                     check_levels as _check_levels)
 from ingest.adapters.common import malformed as _malformed, trade as _trade
@@ -43,7 +44,6 @@ from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
 from pipeline.instruments import split_concatenated
 
-SKIP, APPLY, GAP = 0, 1, 2
 _INF = math.inf
 DEPTHS = (1, 50, 200, 1000)
 
@@ -122,7 +122,7 @@ def parse_depth_stream(name: str, where: str = "depth_stream") -> int:
                       + (" (orderbook.full is delta-only and not supported)" if n == "full" else ""))
 
 
-class BybitSpotAdapter:
+class BybitSpotAdapter(Adapter):
     """Bybit v5 spot: in-stream snapshots and ``u + 1`` deltas, top-N book."""
 
     name = "bybit"
@@ -140,14 +140,14 @@ class BybitSpotAdapter:
     }
     SUBSCRIBE_BATCH = 10                   # spot: at most 10 args per subscribe request
     MAX_SNAPSHOT_LIMIT = 1000
-    USED_WEIGHT_HEADER = None
-    snapshot_source = "ws"
-    app_ping = '{"op":"ping"}'
-    verify_bbo = False                     # orderbook.1 has its own u space: nothing to compare at an id
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
-        self.book_cap = parse_depth_stream(self.depth_stream, f"exchanges.{config.name}.depth_stream")
+        # in-stream snapshots; the venue keeps the top N of orderbook.N (rule 6); keepalive
+        # {"op":"ping"}; no BBO check: orderbook.1 has its own u space, nothing to compare at an id
+        self.traits = AdapterTraits(
+            SnapshotSource.STREAM, book_cap=parse_depth_stream(self.depth_stream, f"exchanges.{config.name}.depth_stream"),
+            app_ping='{"op":"ping"}', rest_weight_limit=self.rest_weight_limit)
         # topic -> (parser, native symbol); topics are upper-case on the wire
         self._topics: dict[str, tuple] = {}
         self._book_topic: dict[str, str] = {}
@@ -161,9 +161,6 @@ class BybitSpotAdapter:
 
     def instrument(self, symbol: str) -> Instrument:
         return split_concatenated(symbol, self.KIND)
-
-    def connection_opened(self, group: StreamGroup) -> None:
-        """Nothing per connection: the first book frame of a subscription is a snapshot."""
 
     # ------------------------------------------------------------ what to connect to
     def _request(self, op: str, args: list[str]) -> str:
@@ -287,7 +284,7 @@ class BybitSpotAdapter:
 
     # ------------------------------------------------------------ sequencing rule
     @staticmethod
-    def check(ev: DepthDiff, book_id: int, first: bool) -> int:
+    def check(ev: DepthDiff, book_id: int, first: bool) -> Verdict:
         """Section 4 rule 2: SKIP if ``u <= id``, APPLY if ``u == id + 1``, else GAP."""
         u = ev.last_id
         if u <= book_id:

@@ -29,6 +29,7 @@ import re
 
 import msgspec
 
+from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict
 from ingest.adapters.common import (Millis, configure, DECODE_ERRORS, RecentKeys, check_uncrossed,
                                     malformed as _malformed)
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
@@ -36,7 +37,6 @@ from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, UnknownFrame
 
 _INF = math.inf
-SKIP, APPLY, GAP = 0, 1, 2
 
 # venue limits per IP (section 6 "Heartbeat / limits")
 MAX_CONNECTIONS = 10
@@ -95,7 +95,7 @@ def book_levels(levels: list[_Level], symbol: str | None) -> list[tuple[float, f
     return out
 
 
-class HyperliquidAdapter:
+class HyperliquidAdapter(Adapter):
     """Hyperliquid: every l2Book frame is a full snapshot; trades de-duplicated."""
 
     name = "hyperliquid"
@@ -110,16 +110,15 @@ class HyperliquidAdapter:
         "streams_per_connection": 500,    # subscriptions per connection (1000 per IP in all)
     }
     SNAPSHOT_WEIGHT = 2
-    USED_WEIGHT_HEADER = None
-    snapshot_source = "ws"     # every l2Book frame is the whole (top-20) book
-    book_cap = 0               # snapshots replace the book: nothing to trim after diffs
-    app_ping = '{"method":"ping"}'
-    app_pong = None            # the venue does not ping clients
     TRADE_KEYS_PER_COIN = 5000  # backlog after a resubscribe is ~30 trades
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
-        self.verify_bbo = False    # the bbo channel has no id in a shared space with l2Book
+        # every l2Book frame is the whole (top-20) book: in-stream snapshots, nothing to trim;
+        # keepalive {"method":"ping"} (the venue does not ping clients); no BBO check: the
+        # bbo channel has no id in a shared space with l2Book
+        self.traits = AdapterTraits(SnapshotSource.STREAM, app_ping='{"method":"ping"}',
+                                    rest_weight_limit=self.rest_weight_limit)
         self._known = frozenset(config.symbols)    # coins are case-sensitive ("kPEPE", "@107")
         self._last_time: dict[str, int] = {}       # per connection: newest l2Book time per coin
         self._seen = {s: RecentKeys(self.TRADE_KEYS_PER_COIN) for s in config.symbols}
@@ -266,7 +265,7 @@ class HyperliquidAdapter:
 
     # ------------------------------------------------------------ sequencing rule
     @staticmethod
-    def check(ev: DepthDiff, book_id: int, first: bool) -> int:
+    def check(ev: DepthDiff, book_id: int, first: bool) -> Verdict:
         """Never called for this venue (no diffs).  Total anyway: ids are block times,
         so an older one is SKIP and anything else APPLY; there is nothing to call a gap."""
         return SKIP if ev.last_id < book_id else APPLY

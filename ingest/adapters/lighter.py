@@ -36,6 +36,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict
 from ingest.adapters.common import (Id, Micros, Millis, configure, DECODE_ERRORS, RecentKeys,
                                     check_uncrossed, malformed as _malformed)
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
@@ -43,7 +44,6 @@ from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, SnapshotError, UnknownFrame
 
 _INF = math.inf
-SKIP, APPLY, GAP = 0, 1, 2
 FIRST_SPOT_ID = 2048  # spot market ids start here (section 7 "Endpoints")
 
 # --------------------------------------------------------------------- wire structs
@@ -147,13 +147,10 @@ def aggregate_orders(orders: list[_RestOrder], symbol: str, bids: bool) -> list[
     return out
 
 
-class LighterAdapter:
+class LighterAdapter(Adapter):
     """Lighter: WS snapshot + nonce-chained diffs per market id; trades de-duplicated."""
 
     name = "lighter"
-    # client messages are limited to 200 a minute per IP with 50 unacknowledged (section 7):
-    # the runner spaces subscribe frames; book and trade connections pace separately
-    subscribe_interval_s = 0.6
     DEFAULTS = {
         "ws_url": "wss://mainnet.zklighter.elliot.ai/stream",
         "rest_url": "https://mainnet.zklighter.elliot.ai",
@@ -167,16 +164,17 @@ class LighterAdapter:
     }
     MAX_SNAPSHOT_LIMIT = 250
     REQUEST_WEIGHT = 1                    # the standard-account budget counts requests
-    USED_WEIGHT_HEADER = None
-    snapshot_source = "ws"     # subscribed/order_book is the snapshot
-    book_cap = 0               # the stream maintains the whole book
-    app_ping = '{"type":"ping"}'
-    app_pong = '{"type":"pong"}'    # the runner's answer to a server {"type":"ping"} (VenueNotice "ping")
     TRADE_KEYS_PER_MARKET = 5000
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
-        self.verify_bbo = False    # ticker's nonce could not be confirmed to be the book's
+        # subscribed/order_book is the snapshot (in-stream), the stream keeps the whole book;
+        # {"type":"pong"} answers a server {"type":"ping"} (VenueNotice "ping"); client
+        # messages are limited to 200 a minute per IP with 50 unacknowledged (section 7):
+        # subscribe frames 0.6 s apart, book and trade connections paced separately; no
+        # BBO check: the ticker's nonce could not be confirmed to be the book's
+        self.traits = AdapterTraits(SnapshotSource.STREAM, app_ping='{"type":"ping"}', app_pong='{"type":"pong"}',
+                                    subscribe_interval_s=0.6, rest_weight_limit=self.rest_weight_limit)
         self._market_id: dict[str, int] = {}       # config symbol -> market id
         self._by_id: dict[int, str] = {}           # market id -> config symbol
         self._spot: set[str] = set()               # symbols discovery listed as spot
@@ -270,9 +268,6 @@ class LighterAdapter:
                 groups.append(StreamGroup(self.ws_url, kind, tuple(syms),
                                           tuple(self._sub("subscribe", channel, self.market_id(s)) for s in syms)))
         return groups
-
-    def connection_opened(self, group: StreamGroup) -> None:
-        """Nothing per connection: nonces live in the feed's sync state, trade keys survive."""
 
     def resubscribe(self, symbol: str) -> list[str]:
         """Unsubscribe + subscribe order_book/ID: a fresh subscribed/order_book follows."""
@@ -377,7 +372,7 @@ class LighterAdapter:
 
     # ------------------------------------------------------------ sequencing rule
     @staticmethod
-    def check(ev: DepthDiff, book_id: int, first: bool) -> int:
+    def check(ev: DepthDiff, book_id: int, first: bool) -> Verdict:
         """``begin_nonce == book nonce`` -> APPLY; already covered -> SKIP; else GAP.
 
         Without ``begin_nonce`` (prev_id -1) continuity cannot be checked: the diff is

@@ -2,7 +2,7 @@
 Sans-I/O: frames in, events out.
 
 Venue rules implemented here (shared/docs/exchange-protocols.md section 5):
-- the book arrives in the stream (``snapshot_source = "ws"``): ``books`` (400 levels,
+- the book arrives in the stream (``SnapshotSource.STREAM``): ``books`` (400 levels,
   100 ms; the default) or ``books-l2-tbt`` / ``books50-l2-tbt`` (10 ms, VIP4+) via
   ``depth_stream``.  Frames ``{"arg":{"channel","instId"},"action":"snapshot"|"update",
   "data":[{"asks","bids","ts","checksum","prevSeqId","seqId"}]}``; a level is
@@ -18,7 +18,7 @@ Venue rules implemented here (shared/docs/exchange-protocols.md section 5):
   *original text* of each level (never from floats; section 0 rule 1).  The text of
   every level decoded is kept per symbol (price float -> "px:sz"), reset by each
   snapshot, updated by each update; it is kept only while the stream carries checksums.
-- the venue keeps a 400-level window (50 for books50-l2-tbt): ``book_cap`` trims to it,
+- the venue keeps a 400-level window (50 for books50-l2-tbt): ``traits.book_cap`` trims to it,
   which is exact whether or not OKX sends deletes for levels leaving the window.
 - trades: ``trades`` data array; ``side`` is the taker side, ``tradeId`` (the last id of
   an aggregate), ``ts`` ms as a string.
@@ -44,6 +44,7 @@ from urllib.parse import urlencode
 
 import msgspec
 
+from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict
 from ingest.adapters.common import (Id, Millis, configure, DECODE_ERRORS as _DECODE_ERRORS,
                                     malformed as _malformed, trade as _trade)
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, VenueNotice
@@ -51,7 +52,6 @@ from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
 from pipeline.instruments import split_dashed
 
-SKIP, APPLY, GAP = 0, 1, 2
 _INF = math.inf
 CHECKSUM_LEVELS = 25
 BOOK_CHANNELS = {"books": 400, "books-l2-tbt": 400, "books50-l2-tbt": 50}
@@ -169,7 +169,7 @@ def checksum_string(bids: list[str], asks: list[str]) -> str:
     return ":".join(parts)
 
 
-class OkxAdapter:
+class OkxAdapter(Adapter):
     """OKX v5 public: in-stream snapshots, ``prevSeqId`` chaining, CRC32 on the text."""
 
     name = "okx"
@@ -186,17 +186,16 @@ class OkxAdapter:
     TRADES_PER_CONNECTION = 100
     MAX_ARGS_BYTES = 60_000                # one request's args at most 64 KB
     MAX_SNAPSHOT_LIMIT = 400
-    USED_WEIGHT_HEADER = None
-    snapshot_source = "ws"
-    app_ping = "ping"
-    verify_bbo = False                     # bbo-tbt shares no id with the book we could compare at
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
         if self.depth_stream not in BOOK_CHANNELS:
             raise ConfigError(f"exchanges.{config.name}.depth_stream",
                               f"expected one of {', '.join(BOOK_CHANNELS)}, got {self.depth_stream!r}")
-        self.book_cap = BOOK_CHANNELS[self.depth_stream]
+        # in-stream snapshots; a 400-level window (50 for books50-l2-tbt); CRC32 checksums;
+        # keepalive "ping"; no BBO check: bbo-tbt shares no id with the book to compare at
+        self.traits = AdapterTraits(SnapshotSource.STREAM, book_cap=BOOK_CHANNELS[self.depth_stream], checksum=True,
+                                    app_ping="ping", rest_weight_limit=self.rest_weight_limit)
         self._by_inst = {s.upper(): s for s in config.symbols}
         # per symbol: (bid texts, ask texts), price -> "px:sz"; None while the stream sends checksum 0
         self._texts: dict[str, tuple[dict[float, str], dict[float, str]] | None] = dict.fromkeys(config.symbols)
@@ -373,7 +372,7 @@ class OkxAdapter:
 
     # ------------------------------------------------------------ sequencing rule
     @staticmethod
-    def check(ev: DepthDiff, book_id: int, first: bool) -> int:
+    def check(ev: DepthDiff, book_id: int, first: bool) -> Verdict:
         """Section 5 step 2: APPLY iff ``prevSeqId == book id`` (heartbeats and seq resets
         included), else GAP.  Unsequenced (pre-seqId) frames apply in order."""
         if ev.prev_id == book_id or ev.prev_id == NO_SEQ:

@@ -97,11 +97,10 @@ def _fetch(req, timeout_s: float) -> bytes:
 
 
 def _from_rest(config: Config, exchange: str, symbol: str, depth: int, reason: str, timeout_s: float) -> BestBook:
-    from ingest.main import load_adapter
+    from ingest.adapters import create
 
-    adapter = load_adapter(config.exchange(exchange))
-    discovery = getattr(adapter, "discovery_request", None)
-    req = discovery() if discovery is not None else None
+    adapter = create(config.exchange(exchange))
+    req = adapter.discovery_request()
     if req is not None:  # venue metadata first (Lighter market ids)
         adapter.apply_discovery(_fetch(req, timeout_s))
     req = adapter.snapshot_request(symbol)

@@ -8,6 +8,7 @@ import sys
 
 import click
 
+from ingest.adapters import names as adapter_names
 from pipeline.config import SIM_PROTOCOLS, Config, load_config
 from pipeline.errors import ConfigError, SharedMemoryError
 
@@ -63,7 +64,7 @@ def _setup_logging(level: str) -> None:
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """Level-2 order-book market-data pipeline."""
     try:
-        config = load_config(config_path)
+        config = load_config(config_path, adapters=adapter_names())
     except ConfigError as exc:
         click.echo(f"config error: {exc}", err=True)
         ctx.exit(2)

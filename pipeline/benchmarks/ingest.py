@@ -283,17 +283,6 @@ def _timer_costs() -> tuple[float, float]:
     return c, w
 
 
-def load_adapter(config):
-    """The adapter object named by ``config.adapter`` (as ingest/main.py makes it, without
-    importing the runner and its HTTP client)."""
-    import importlib
-
-    from pipeline.config import ADAPTERS
-
-    module, cls = ADAPTERS[config.adapter].split(":")
-    return getattr(importlib.import_module(module), cls)(config)
-
-
 def _make_feed(cap: Capture, adapter, writer, publisher):
     from ingest.feed import FeedBooks
 
@@ -430,6 +419,7 @@ def _books_json(feed, reader) -> dict:
 def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repeat: int = 1, stages: bool = True,
               dump_books: str | None = None) -> dict:
     """Load ``path``, run the timed pass(es) and the instrumented pass; return the report."""
+    from ingest import adapters
     from ingest.feed import BusPublisher
     from pipeline.config import ExchangeConfig
     from pipeline.shm import FEED_STATS, BookReader, BookWriter
@@ -439,7 +429,7 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
     t_load = time.perf_counter() - t_load
     cfg = ExchangeConfig(name=cap.header.get("exchange") or cap.adapter, adapter=cap.adapter,
                          symbols=tuple(cap.symbols), depth=depth)
-    adapter = load_adapter(cfg)
+    adapter = adapters.create(cfg)
     prefix = f"l2pbench{os.getpid()}"
     writer = BookWriter(prefix, cfg.name, cap.symbols, depth, epoch=1)
     bus = None

@@ -100,7 +100,7 @@ def test_gen_capture_is_deterministic(tmp_path, capture):
 def test_gen_capture_chains_and_parses_without_gaps(capture, shm_prefix):
     from ingest.events import DepthDiff, TradeEvent
     from ingest.feed import S_GAPS, S_UPDATES, BusPublisher, FeedBooks
-    from pipeline.benchmarks.ingest import load_adapter
+    from ingest.adapters import create as load_adapter
     from pipeline.config import ExchangeConfig
     from pipeline.shm import BookWriter
 

@@ -13,7 +13,7 @@ import pytest
 
 from captures import CAPTURES, SAMPLES, read_capture
 from ingest.feed import BusPublisher, FeedBooks
-from ingest.main import load_adapter
+from ingest.adapters import create as load_adapter
 from pipeline.config import ExchangeConfig
 from pipeline.shm import BookReader, BookState, BookWriter
 

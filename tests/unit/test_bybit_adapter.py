@@ -33,9 +33,9 @@ def test_defaults_and_declared_contract():
     a, lin = spot("BTCUSDT"), linear("BTCUSDT")
     assert a.ws_url == "wss://stream.bybit.com/v5/public/spot"
     assert lin.ws_url == "wss://stream.bybit.com/v5/public/linear"
-    assert a.snapshot_source == "ws" and a.book_cap == 200 and a.app_ping == '{"op":"ping"}'
-    assert spot("BTCUSDT", depth_stream="orderbook.1000").book_cap == 1000
-    assert spot("BTCUSDT", depth_stream="orderbook.1").book_cap == 1
+    assert a.traits.snapshot_source.value == "ws" and a.traits.book_cap == 200 and a.traits.app_ping == '{"op":"ping"}'
+    assert spot("BTCUSDT", depth_stream="orderbook.1000").traits.book_cap == 1000
+    assert spot("BTCUSDT", depth_stream="orderbook.1").traits.book_cap == 1
     assert a.instrument("BTCUSDT") == Instrument("BTC", "USDT", "spot")
     assert lin.instrument("ETHUSDC") == Instrument("ETH", "USDC", "perp")
     assert lin.instrument("BTCUSDT-26DEC25") == Instrument("BTC", "USDT", "future")

@@ -9,18 +9,17 @@ import pytest
 
 from ingest.events import DepthDiff, DepthSnapshot, Instrument
 from ingest.feed import FeedBooks
-from ingest.sync import APPLY, GAP, SKIP
+from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource
 from pipeline.shm import BookReader, BookWriter
 
 
-class InStreamAdapter:
+class InStreamAdapter(Adapter):
     """Bybit-like rules: u must be previous u + 1; checksum = sum of the top 3 sizes x 1000."""
 
-    snapshot_source = "ws"
-    verify_bbo = False
+    name = "instream"
 
     def __init__(self, cap: int = 0):
-        self.book_cap = cap
+        self.traits = AdapterTraits(SnapshotSource.STREAM, book_cap=cap, checksum=True)
 
     @staticmethod
     def check(ev, book_id, first):
@@ -236,12 +235,8 @@ def test_batch_mode_writes_shm_once_before_sending_and_consumer_still_equals_shm
 class RestAdapter(InStreamAdapter):
     """A REST-snapshot venue whose snapshots are cut at 3 levels per side."""
 
-    snapshot_source = "rest"
-    snapshot_limit = 3
-    checksum = None
-
     def __init__(self):
-        super().__init__(0)
+        self.traits = AdapterTraits(SnapshotSource.REST, snapshot_limit=3)
 
 
 def test_view_reaching_past_a_cut_rest_snapshot_resyncs(shm_prefix):

@@ -92,7 +92,7 @@ def test_documented_control_frames():
     assert a.parse_frame(json.dumps(ex["ws_subscription_response"]), 1) is None
     err = a.parse_frame('{"channel":"error","data":"Invalid subscription"}', 1)
     assert isinstance(err, VenueNotice) and err.kind == "error" and err.detail["error"] == "Invalid subscription"
-    assert json.loads(a.app_ping) == ex["ws_ping"]
+    assert json.loads(a.traits.app_ping) == ex["ws_ping"]
     assert json.loads(a.stream_groups()[0].subscribe[0]) == ex["ws_subscribe_l2book"]
     with pytest.raises(UnknownFrame):
         a.parse_frame('{"channel":"bbo","data":{"coin":"BTC","time":1,"bbo":[null,null]}}', 1)
@@ -137,7 +137,7 @@ def test_stream_groups_subscriptions_and_resubscribe():
     assert [json.loads(f) for f in a.resubscribe("@107")] == [
         {"method": "unsubscribe", "subscription": {"type": "l2Book", "coin": "@107"}},
         {"method": "subscribe", "subscription": {"type": "l2Book", "coin": "@107"}}]
-    assert (a.snapshot_source, a.book_cap, a.verify_bbo) == ("ws", 0, False)
+    assert (a.traits.snapshot_source.value, a.traits.book_cap, a.traits.verify_bbo) == ("ws", 0, False)
 
 
 def test_more_coins_than_the_per_ip_limits_is_a_config_error():

@@ -147,7 +147,7 @@ def test_stream_groups_resubscribe_and_rest_request():
         {"type": "unsubscribe", "channel": "order_book/12"}, {"type": "subscribe", "channel": "order_book/12"}]
     req = a.snapshot_request("7")
     assert req.url == "https://mainnet.zklighter.elliot.ai/api/v1/orderBookOrders?market_id=7&limit=250"
-    assert (a.snapshot_source, a.book_cap, json.loads(a.app_ping)) == ("ws", 0, {"type": "ping"})
+    assert (a.traits.snapshot_source.value, a.traits.book_cap, json.loads(a.traits.app_ping)) == ("ws", 0, {"type": "ping"})
 
 
 @pytest.mark.shared

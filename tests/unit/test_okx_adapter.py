@@ -29,10 +29,11 @@ def books(action="update", bids=(), asks=(), seq=2, prev=1, checksum=0, inst="BT
 
 def test_defaults_and_declared_contract():
     a = okx("BTC-USDT", "BTC-USDT-SWAP", "BTC-USD-220527")
-    assert a.ws_url == "wss://ws.okx.com:8443/ws/v5/public" and a.snapshot_source == "ws" and a.app_ping == "ping"
-    assert a.depth_stream == "books" and a.book_cap == 400
-    assert okx("X-Y", depth_stream="books-l2-tbt").book_cap == 400
-    assert okx("X-Y", depth_stream="books50-l2-tbt").book_cap == 50
+    assert a.ws_url == "wss://ws.okx.com:8443/ws/v5/public" and a.traits.snapshot_source.value == "ws"
+    assert a.traits.app_ping == "ping"
+    assert a.depth_stream == "books" and a.traits.book_cap == 400 and a.traits.checksum
+    assert okx("X-Y", depth_stream="books-l2-tbt").traits.book_cap == 400
+    assert okx("X-Y", depth_stream="books50-l2-tbt").traits.book_cap == 50
     assert a.instrument("BTC-USDT") == Instrument("BTC", "USDT", "spot")
     assert a.instrument("BTC-USDT-SWAP") == Instrument("BTC", "USDT", "perp")
     assert a.instrument("BTC-USD-220527") == Instrument("BTC", "USD", "future")

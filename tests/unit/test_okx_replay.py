@@ -36,7 +36,7 @@ class WsFeed:
 
     def __init__(self, adapter, symbols, depth: int = 50):
         self.adapter = adapter
-        self.cap = getattr(adapter, "book_cap", 0)
+        self.cap = adapter.traits.book_cap
         self.syncs = {s: BookSync(s, adapter.check, adapter.snapshot_usable) for s in symbols}
         self.books = {s: ViewBook(depth) for s in symbols}
         self.counts = {s: dict(snapshots=0, updates=0, skipped=0, gaps=0, checksum_ok=0, checksum_failed=0,

@@ -10,7 +10,7 @@ import pytest
 
 from ingest.events import TradeEvent
 from ingest.feed import BusPublisher, FeedBooks
-from ingest.main import load_adapter
+from ingest.adapters import create as load_adapter
 from pipeline.config import ExchangeConfig
 from pipeline.errors import SharedMemoryError
 from pipeline.shm import BookWriter
