@@ -6,7 +6,7 @@ Every ```python, ```sh and ```toml block carries a marker on the line just above
     <!-- snippet: illustrative -->  not meant to run as it is (a contract sketch, `make run` itself)
 
 A ```toml block without a marker is loaded by the real config loader
-(tests/unit/test_docs_snippets.py). A python or sh block without a marker fails that test: add
+(tests/unit/test_docs_snippet_markers.py). A python or sh block without a marker fails that test: add
 the block to RUN and to the integration test's checks, or mark it illustrative.
 """
 
