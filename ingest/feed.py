@@ -24,6 +24,7 @@ from ingest.events import BboEvent, DepthDiff, DepthSnapshot, TradeEvent
 from ingest.sync import BookSync, IllegalTransition, SnapshotTooOld, SyncState
 from pipeline import schema
 from pipeline.book import ViewBook
+from pipeline.lag import LagWindow
 from pipeline.errors import SequenceGap
 from pipeline.shm import FEED_STATS, H_PROCESS_STATS, PROCESS_STATS, BookState, BookWriter
 from pipeline.trade_ring import TradeRingWriter
@@ -161,8 +162,8 @@ class FeedBooks:
         self._batch = getattr(publisher, "batch", False)
         self._dirty: list[SymbolFeed] = []
         self._lag_n = 0
-        self._lag_ewma = 0.0
-        self._lag_max = 0
+        self.publish_lag = LagWindow()  # receive -> publish, p50/p99/max over the last minute
+        self._lag_samples = self.publish_lag.samples
 
     def refresh_instruments(self) -> None:
         """Ask the adapter again (after venue metadata arrived: Lighter market kinds)."""
@@ -473,11 +474,8 @@ class FeedBooks:
     def _note_lag(self, recv_ns: int) -> None:
         self._lag_n += 1
         if self._lag_n & 7:
-            return  # every 8th update is plenty for an average and a max over 0.25 s
-        lag = (time.time_ns() - recv_ns) // 1000
-        self._lag_ewma += (lag - self._lag_ewma) * 0.05
-        if lag > self._lag_max:
-            self._lag_max = lag
+            return  # every 8th update is plenty for percentiles over a minute
+        self._lag_samples.append((time.time_ns() - recv_ns) // 1000)  # figures: the stats loop (pipeline/lag.py)
 
     def flush_lag_stats(self) -> None:
         """Copy lag figures into the process header and every feed's counts into its stats
@@ -487,10 +485,11 @@ class FeedBooks:
         self._flush_lag()
 
     def _flush_lag(self) -> None:
-        """Copy lag figures into the process header (called periodically)."""
-        self.header[P["publish_lag_us"]] = int(self._lag_ewma)
-        self.header[P["publish_lag_max_us"]] = self._lag_max
-        self._lag_max = 0
+        """Close the lag interval and copy p50/p99/max over the last minute into the process
+        header (called once per stats interval)."""
+        self.publish_lag.roll()
+        h = self.header
+        h[P["publish_lag_us"]], h[P["publish_lag_p99_us"]], h[P["publish_lag_max_us"]] = self.publish_lag.figures()
 
     def republish_all(self) -> None:
         """Publish a snapshot of every live book (e.g. for late joiners without shm)."""

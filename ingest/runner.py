@@ -28,6 +28,7 @@ from ingest.sync import SyncState
 from ingest.retry import WeightBudget, backoff
 from ingest.wsclient import HandshakeFailed, WsConnection, open_connection
 from pipeline.errors import MalformedFrame, SnapshotError, UnknownFrame
+from pipeline.lag import LagWindow
 
 log = logging.getLogger(__name__)
 
@@ -369,24 +370,22 @@ class Runner:
 
     # ------------------------------------------------------------------ timers
     async def _stats_loop(self) -> None:
-        """Heartbeat, event-loop lag and publish-lag figures into shared memory."""
+        """Heartbeat, event-loop lag and publish-lag figures into shared memory (lags: p50,
+        p99 and max over the last minute, pipeline/lag.py)."""
         header = self.header
-        lag_max = 0
+        loop_lag = LagWindow()
         while not self.stop.is_set():
             t0 = time.monotonic()
             try:
                 await asyncio.wait_for(self.stop.wait(), STATS_INTERVAL)
             except asyncio.TimeoutError:
                 pass
-            lag_us = max(0, int((time.monotonic() - t0 - STATS_INTERVAL) * 1e6))
-            lag_max = max(lag_max, lag_us)
+            loop_lag.samples.append(max(0, int((time.monotonic() - t0 - STATS_INTERVAL) * 1e6)))
+            loop_lag.roll()
             header[P["frames"]] = self._frames[0]
-            header[P["loop_lag_us"]] = lag_us
-            header[P["loop_lag_max_us"]] = lag_max
+            header[P["loop_lag_us"]], header[P["loop_lag_p99_us"]], header[P["loop_lag_max_us"]] = loop_lag.figures()
             self.feed.writer.heartbeat()
             self.feed.flush_lag_stats()
-            if self.rng.random() < 0.05:
-                lag_max = 0
 
     async def _republish_loop(self) -> None:
         """Periodic bus snapshots, for consumers that cannot read shared memory."""

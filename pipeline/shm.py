@@ -72,10 +72,10 @@ H_MAGIC, H_VERSION, H_DEPTH, H_NSYM, H_PID, H_EPOCH, H_CREATED_NS, H_HEARTBEAT_N
 H_CONNECTIONS = HEADER_WORDS - 1  # WebSocket connections the runner holds (health records)
 # process stats kept in the header (written by the ingest process)
 PROCESS_STATS = (
-    "loop_lag_us",         # event-loop delay, last sample
-    "loop_lag_max_us",     # max over the last interval
-    "publish_lag_us",      # receive -> publish, EWMA
-    "publish_lag_max_us",  # max over the last interval
+    "loop_lag_us",         # event-loop delay, p50 over the last minute (pipeline/lag.py)
+    "loop_lag_max_us",     # ... max over the last minute
+    "publish_lag_us",      # receive -> publish, p50 over the last minute
+    "publish_lag_max_us",  # ... max over the last minute
     "frames",              # websocket frames received
     "connections",         # websocket connections opened
     "reconnects",          # connections lost and reopened
@@ -86,6 +86,8 @@ PROCESS_STATS = (
     "rest_weight_used",    # venue's used-weight header, last seen
     "unknown_frames",      # well-formed frames of unknown kind
     "malformed_frames",    # frames that failed to parse (no symbol known)
+    "loop_lag_p99_us",     # event-loop delay, p99 over the last minute
+    "publish_lag_p99_us",  # receive -> publish, p99 over the last minute
 )
 H_PROCESS_STATS = 8
 

@@ -78,9 +78,10 @@ def render_table(status: dict) -> str:
         if e.get("state") == "up":
             lines.append(f"\n{e['exchange']}: frames {e['frames']}, reconnects {e['reconnects']}, "
                          f"failed connects {e['connect_failures']}, "
-                         f"rest {e['rest_requests']} req / {e['rest_errors']} err / {e['rest_throttled']} throttled, "
-                         f"loop lag {e['loop_lag_us']}us (max {e['loop_lag_max_us']}), "
-                         f"publish lag {e['publish_lag_us']}us (max {e['publish_lag_max_us']})")
+                         f"rest {e['rest_requests']} req / {e['rest_errors']} err / {e['rest_throttled']} throttled")
+            lines.append(f"  lag over the last minute: loop p50 {e['loop_lag_us']}us p99 {e['loop_lag_p99_us']}us "
+                         f"max {e['loop_lag_max_us']}us, publish p50 {e['publish_lag_us']}us "
+                         f"p99 {e['publish_lag_p99_us']}us max {e['publish_lag_max_us']}us")
             if e.get("last_error"):
                 lines.append(f"  {_error_line(e)}")
             wk = max([6] + [len(c["kind"]) for c in e["connections"]])

@@ -51,8 +51,8 @@ Columns:
 
 Kept up at a rate = all of: the sim generated >= 95% of the rate; the ingest applied >= 98% of the
 depth updates the sim generated in the same window (both counters read back to back at its start
-and end); its receive->publish lag stayed bounded: the ingest's EWMA `publish_lag_us`, sampled every
-0.25 s, was <= 50 ms in at least 90% of the samples and in the last one (a short stall of a
+and end); its receive->publish lag stayed bounded: the ingest's `publish_lag_us` (p50 over the last
+minute; an EWMA before 2026-12), sampled every 0.25 s, was <= 50 ms in at least 90% of the samples and in the last one (a short stall of a
 shared machine passes, a growing backlog does not); no reconnect, sequence gap or resync during the
 window, and the sim dropped no slow client.
 

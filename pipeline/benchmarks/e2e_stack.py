@@ -329,7 +329,7 @@ class Sampler:
             process_stats=self.reader.process_stats(), sink=sink, cpu=cpu, rss=rss)
 
     def lag_sample(self) -> tuple[int, int]:
-        """(publish_lag_us EWMA, publish_lag_max_us of the last interval) from the ingest's header."""
+        """(publish_lag_us, publish_lag_max_us): p50 and max over the last minute, from the ingest's header."""
         ps = self.reader.process_stats()
         return ps["publish_lag_us"], ps["publish_lag_max_us"]
 

@@ -162,6 +162,12 @@ def test_status_json_has_the_documented_keys(pipeline_procs):
     assert {"name", "pid", "state", "uptime_s", "cpu_percent", "rss_bytes"} <= proc.keys()
     assert proc["state"] == "running" and proc["pid"] == pipeline_procs["ingest"].pid and proc["rss_bytes"] > 0
     assert proc["cpu_percent"] > 0 and proc["uptime_s"] > 0
+    ex = next(e for e in st["exchanges"] if e["exchange"] == "sim")
+    # lags over one window: the figures agree (issue 16: "publish lag 259us (max 97)")
+    assert 0 < ex["publish_lag_us"] <= ex["publish_lag_p99_us"] <= ex["publish_lag_max_us"]
+    assert ex["loop_lag_us"] <= ex["loop_lag_p99_us"] <= ex["loop_lag_max_us"]
+    assert ex["connect_failures"] == 0 and ex["last_error"] is None
+    assert [c["state"] for c in ex["connections"]] == ["open", "open"] and ex["connections_total"] == 2
 
 
 def test_book_cli_prints_one_json_object_of_the_view(pipeline_procs):
