@@ -186,6 +186,12 @@ def test_snippet_readme_websocket(demo):
 
 
 def test_snippet_readme_csv(demo):
+    # the snippet's paths are the demo's: its CSV directory is data/csv under where it started
+    env = {k: v for k, v in demo.env.items() if k != "PIPELINE_CONFIG"}
+    code = "from pipeline.config import load_config; print(load_config(None).csv.dir)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=demo.workdir, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert Path(out.stdout.strip()) == demo.workdir.resolve() / "data" / "csv", out
     out = demo.python(demo.adapt(by_id("readme-csv").text), timeout=300)
     m = re.search(r"^(\d+) trades, (\d+) book rows; the file starts with a snapshot: True$", out, re.M)
     assert m and int(m.group(1)) >= 10 and int(m.group(2)) > 0, out
