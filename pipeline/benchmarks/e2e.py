@@ -306,6 +306,11 @@ def summarize(rows: list[dict], ws_rows: list[dict], ws_rate: float) -> dict:
 def command(rates: str, seconds: float, clients_opt: str, ws_rate: float | None, clients_per_process: int,
             symbols: int, out_dir: str | None, results_path: str, shared: bool | None, as_json: bool) -> None:
     """End to end: sim -> ingest -> ZeroMQ / WebSocket / CSV as real processes; rates, latency, CPU, RSS, rows/s."""
+    try:  # the plot comes at the end of minutes of measuring: say now that it cannot be drawn
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise click.ClickException("bench e2e draws its plot with matplotlib, which `make run` does not install: "
+                                   ".venv/bin/pip install matplotlib (the venv of `make test` has it)") from None
     rate_list = [float(r) for r in _int_list(rates, "--rates")]
     client_list = _int_list(clients_opt, "--clients")
     ws_r = _choose_ws_rate(rate_list, ws_rate)

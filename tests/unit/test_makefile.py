@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -74,6 +75,20 @@ def test_test_after_run_adds_the_extras_and_nothing_is_installed_twice(clone):
     fake_venv(clone, ".installed", ".installed-run")  # as `make test` leaves it
     assert installs(dry_run(clone, "test")) == []
     assert installs(dry_run(clone, "run")) == []
+
+
+def test_bench_e2e_in_a_venv_without_the_test_extras_says_what_to_install_at_once(tmp_path):
+    """matplotlib is a test extra; `pipeline bench e2e` needs it only for its plot, after minutes of work."""
+    blocked = tmp_path / "blocked" / "matplotlib"
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text("raise ImportError('not installed (test)')\n")
+    out = subprocess.run([sys.executable, "-m", "pipeline", "bench", "e2e", "--out", str(tmp_path / "out"),
+                          "--results", str(tmp_path / "RESULTS.md"),
+                          "--rates", "500", "--seconds", "0.5", "--clients", "1", "--symbols", "1"],  # small if it runs
+                         env={**os.environ, "PYTHONPATH": str(blocked.parent)}, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0 and "pip install matplotlib" in out.stderr, out.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "RESULTS.md").exists()
 
 
 def test_ci_runs_make_test():
