@@ -278,7 +278,9 @@ def _best_book(config: Config, exchange: str, symbol: str, depth: int | None, as
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (stable keys, docs/operations.md).")
 @pass_config
 def status(config: Config, as_json: bool) -> None:
-    """Show processes and feeds of the pipeline."""
+    """Show processes and feeds of the pipeline.
+
+    Exits 0 when all is well, 3 when a book is not live, 4 when something is down (docs/operations.md)."""
     from pipeline.app import status as status_mod
 
     st = status_mod.collect(config)
@@ -286,6 +288,9 @@ def status(config: Config, as_json: bool) -> None:
         click.echo(json.dumps(st))
     else:
         click.echo(status_mod.render_table(st))
+    code = status_mod.exit_code(st)
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 @cli.group(cls=_LazyGroup)

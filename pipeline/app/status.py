@@ -1,7 +1,12 @@
-"""`pipeline status`: the whole pipeline's health in one record and one table.
+"""`pipeline status`: the whole pipeline's health in one record, one table and one exit code.
 
 The composition of the core's ``pipeline.status`` (processes from pid files, feeds from shared
 memory) with what each server and sink reports about itself; only this layer knows them all.
+
+Exit codes, for scripts and health checks (docs/operations.md): EXIT_OK when every process runs
+and every book is live; EXIT_NOT_LIVE when they all run but a book is syncing or stale (the
+code `pipeline book` uses for a book that is not live); EXIT_DOWN when a process is stopped or
+dead or an exchange has no shared memory.  1 and 2 stay click's: the command failed, bad usage.
 """
 
 from __future__ import annotations
@@ -24,10 +29,30 @@ def sinks(config: Config) -> list[dict]:
     return sinks_status.sinks(config)
 
 
+EXIT_OK, EXIT_NOT_LIVE, EXIT_DOWN = 0, 3, 4
+
+
 def collect(config: Config) -> dict:
     f, ex = feeds(config)
-    return {"feeds": f, "processes": processes(config), "exchanges": ex, "publisher": publisher(config),
-            "sinks": sinks(config)}
+    st = {"feeds": f, "processes": processes(config), "exchanges": ex, "publisher": publisher(config),
+          "sinks": sinks(config)}
+    st["down"], st["not_live"] = problems(st)
+    return st
+
+
+def problems(status: dict) -> tuple[list[str], list[str]]:
+    """(what is down, which books are not live), each a list of short texts."""
+    down = [f"process {p['name']} {p['state']}" for p in status["processes"] if p["state"] != "running"]
+    down += [f"exchange {e['exchange']}: no shared memory" for e in status["exchanges"] if e.get("state") != "up"]
+    not_live = [f"{f['exchange']} {f['symbol']} {f['state']}" for f in status["feeds"]
+                if f["state"] not in ("live", "removed", "down")]  # down: counted with its exchange
+    return down, not_live
+
+
+def exit_code(status: dict) -> int:
+    """The exit code of `pipeline status` for a record made by collect() (module docstring)."""
+    down, not_live = problems(status)
+    return EXIT_DOWN if down else EXIT_NOT_LIVE if not_live else EXIT_OK
 
 
 RECENT_ERROR_S = 60.0  # a live feed's last error is listed for this long after it happened
@@ -107,4 +132,12 @@ def render_table(status: dict) -> str:
                          f"{s['bytes'] / 2**20:.1f} MB, last write {age}, snapshots {s['snapshots']}, "
                          f"trades backfilled {s['gaps_filled']}, lost {s['trades_lost']}, errors {s['errors']}"
                          + (f" (last: {s['last_error']})" if s.get("last_error") else ""))
+    down, not_live = problems(status)
+    lines.append("")
+    if down:
+        lines.append("DOWN: " + "; ".join(down))
+    if not_live:
+        lines.append("NOT LIVE: " + "; ".join(not_live))
+    if not down and not not_live:
+        lines.append("OK: every process running, every book live")
     return "\n".join(lines)

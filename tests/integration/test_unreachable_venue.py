@@ -4,7 +4,8 @@
 Real ingest processes against venues that cannot be reached: a closed loopback port
 (connection refused), a WebSocket host that fails DNS, and a venue whose REST discovery
 (Lighter market ids) fails DNS.  `pipeline status --json` must count the failed attempts,
-keep counting, and say why, per feed, per exchange and per connection.
+keep counting, and say why, per feed, per exchange and per connection; `pipeline book` and
+`pipeline status` must exit non-zero.  A publisher runs too, so that only the books are wrong.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def unreachable():
 [pipeline]
 run_dir = "run"
 
+[publisher]
+port = {free_port()}
+
 [exchanges.refused]
 adapter = "binance"
 symbols = ["BTCUSDT", "ETHUSDT"]
@@ -50,7 +54,8 @@ rest_url = "http://nonexistent.invalid:1"
     try:
         for name in ("refused", "nodns", "restdns"):
             procs.start(name, PIPELINE + ["--config", str(config), "ingest", name])
-        yield {"config": config, "procs": procs, "port": closed}
+        publisher = procs.start("publisher", PIPELINE + ["--config", str(config), "publish"])
+        yield {"config": config, "procs": procs, "port": closed, "publisher": publisher}
     finally:
         procs.stop_all()
 
@@ -138,3 +143,29 @@ def test_book_of_an_unreachable_venue_says_why_and_exits_3(unreachable):
     assert book["state"] == "syncing" and book["bids"] == [] and book["asks"] == []
     assert book["age_s"] is None and book["time_received"] is None and book["update_id"] == 0
     assert book["reason"].startswith("syncing: not connected") and "DNS lookup failed" in book["last_error"]
+
+
+def _status_run(config, *args):
+    return subprocess.run(PIPELINE + ["--config", str(config), "status", *args], capture_output=True, text=True,
+                          timeout=30)
+
+
+def test_status_exits_3_while_books_are_not_live_and_4_when_a_process_is_down(unreachable):
+    """Runs last in this module: it stops the publisher."""
+    config, procs = unreachable["config"], unreachable["procs"]
+    st = eventually(lambda: (s := status(config)) and all(p["state"] == "running" for p in s["processes"]) and s,
+                    30, 0.2, "every process running")
+    out = _status_run(config, "--json")
+    assert out.returncode == 3, out.stderr
+    st = json.loads(out.stdout)
+    assert st["down"] == [] and set(st["not_live"]) == {
+        "refused BTCUSDT syncing", "refused ETHUSDT syncing", "nodns BTCUSDT syncing", "restdns ETH syncing"}
+    out = _status_run(config)
+    assert out.returncode == 3 and "NOT LIVE: refused BTCUSDT syncing" in out.stdout
+
+    assert procs.stop(unreachable["publisher"]) is not None
+    out = _status_run(config, "--json")
+    assert out.returncode == 4, out.stderr
+    assert json.loads(out.stdout)["down"] == ["process publisher stopped"]
+    out = _status_run(config)
+    assert out.returncode == 4 and "DOWN: process publisher stopped" in out.stdout
