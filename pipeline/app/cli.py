@@ -28,6 +28,7 @@ BENCH_COMMANDS = {
     "csv-offline": "pipeline.benchmarks.csv_offline",
     "publisher-latency": "pipeline.benchmarks.publisher_latency",
     "ws-loadtest": "pipeline.benchmarks.ws_loadtest",
+    "bus-read": "pipeline.benchmarks.bus_read",
 }
 
 
