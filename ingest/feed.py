@@ -22,7 +22,7 @@ import zmq
 
 from ingest.events import BboEvent, DepthDiff, DepthSnapshot, TradeEvent
 from ingest.sync import BookSync, IllegalTransition, SnapshotTooOld, SyncState
-from pipeline import schema
+from pipeline import bus, schema
 from pipeline.book import ViewBook
 from pipeline.lag import LagWindow
 from pipeline.errors import SequenceGap
@@ -62,8 +62,7 @@ class BusPublisher:
     def send_trade(self, topic: bytes, msg: schema.Trade) -> None:
         msg.ts_published = time.time_ns() // 1000
         if self.trades_sock is not None:
-            self.trades_sock.send(topic, zmq.SNDMORE)
-            self.trades_sock.send(schema.encode(msg))
+            bus.send(self.trades_sock, topic, schema.encode(msg))
 
     def send_l2(self, topic: bytes, msg: schema.L2Update) -> None:
         if self.l2_sock is None:
@@ -72,20 +71,18 @@ class BusPublisher:
             self._l2_pending.append((topic, msg))
         else:
             msg.ts_published = time.time_ns() // 1000
-            self.l2_sock.send(topic, zmq.SNDMORE)
-            self.l2_sock.send(schema.encode(msg))
+            bus.send(self.l2_sock, topic, schema.encode(msg))
 
     def flush_l2(self) -> None:
         """Encode and send the queued L2 messages, in order (ts_published: this flush)."""
         if not self._l2_pending:
             return
         pending, self._l2_pending = self._l2_pending, []
-        send, encode = self.l2_sock.send, schema.encode
+        sock, send, encode = self.l2_sock, bus.send, schema.encode
         now_us = time.time_ns() // 1000
         for topic, msg in pending:
             msg.ts_published = now_us
-            send(topic, zmq.SNDMORE)
-            send(encode(msg))
+            send(sock, topic, encode(msg))
 
 
 class SymbolFeed:
@@ -105,8 +102,8 @@ class SymbolFeed:
         self.trade_seq = 0
         self.stats = stats
         self.pending_bbo: BboEvent | None = None
-        self.l2_topic = schema.l2_topic(exchange, symbol)
-        self.trade_topic = schema.trade_topic(exchange, symbol)
+        self.l2_topic = schema.L2.topic(exchange, symbol)
+        self.trade_topic = schema.TRADE.topic(exchange, symbol)
         self.ts_exchange_us = 0
         self.ts_received_us = 0
         self.ever_live = False

@@ -1,9 +1,15 @@
-"""The bus schema: topics and payloads, defined once, encode and decode side by side.
+"""The bus schema: event kinds, topics and payloads, defined once, encode and decode side by side.
 
-Every bus message is two ZeroMQ frames::
+Every bus message is two ZeroMQ frames (pipeline/bus.py sends and receives them)::
 
-    frame 0  topic    b"trade.EXCHANGE.SYMBOL"  or  b"l2.EXCHANGE.SYMBOL"   (ascii)
+    frame 0  topic    b"KIND.EXCHANGE.SYMBOL" (ascii), KIND the topic prefix of an event kind
     frame 1  payload  a msgpack map (below), self-describing; field "kind" tags it
+
+Event kinds are data: ``KINDS`` below is the one registry of them (name, topic prefix,
+payload struct, bus socket, conflatable or not, WebSocket kinds, tardis datatype).  The
+bus, the ingest's feed, the publisher and the sinks read it; a new kind is a payload
+Struct and one ``EventKind`` line here, plus its renderers (publisher/render.py,
+sinks/recorder.py).  docs/bus.md is the reader's version of this page.
 
 Trade payload (kind "trade") -- one per venue trade, on the trades socket:
     exchange, symbol   str    config name of the exchange; venue-native symbol
@@ -40,28 +46,25 @@ msgpack library decodes it into a map.
 
 from __future__ import annotations
 
-from typing import Union
+import enum
+from dataclasses import dataclass
+from typing import Iterable, Union
 
 import msgspec
 
 SCHEMA_VERSION = 1
 
-TRADE_PREFIX = "trade"
-L2_PREFIX = "l2"
-
-
-def trade_topic(exchange: str, symbol: str) -> bytes:
-    return f"{TRADE_PREFIX}.{exchange}.{symbol}".encode("ascii")
-
-
-def l2_topic(exchange: str, symbol: str) -> bytes:
-    return f"{L2_PREFIX}.{exchange}.{symbol}".encode("ascii")
-
 
 def parse_topic(topic: bytes) -> tuple[str, str, str]:
-    """``b"l2.sim.BTCUSDT"`` -> ``("l2", "sim", "BTCUSDT")``."""
-    kind, exchange, symbol = topic.decode("ascii").split(".", 2)
-    return kind, exchange, symbol
+    """``b"l2.sim.BTCUSDT"`` -> ``("l2", "sim", "BTCUSDT")``: topic prefix, exchange, symbol.
+
+    Raises ValueError for a topic without three dot-separated parts.  Exchange names have no
+    dot; a symbol may (the first two dots split).
+    """
+    parts = topic.decode("ascii").split(".", 2)
+    if len(parts) != 3:
+        raise ValueError(f"bus topic {topic!r} is not KIND.EXCHANGE.SYMBOL")
+    return parts[0], parts[1], parts[2]
 
 
 class Instrument(msgspec.Struct, frozen=True):
@@ -104,7 +107,92 @@ class L2Update(msgspec.Struct, tag="l2", tag_field="kind", kw_only=True):
     instrument: Instrument | None = None
 
 
-BusMessage = Union[Trade, L2Update]
+class Socket(enum.Enum):
+    """The bus socket a kind travels on (pipeline/bus.py: the endpoint is ``NAME.<value>.sock``).
+
+    HOT carries what must never wait behind book traffic (trades now; quotes and liquidations
+    next); every reader drains it first.  L2 carries the book views' deltas and snapshots.
+    """
+
+    HOT = "trades"
+    L2 = "l2"
+
+
+@dataclass(frozen=True)
+class EventKind:
+    """One kind of bus event: how it is named, routed, framed, conflated, rendered and filed.
+
+    name          the kind's name in code and docs ("trade", "l2")
+    topic_prefix  KIND in the topic ``KIND.EXCHANGE.SYMBOL`` (DESIGN.md contract 4)
+    payload       the msgspec Struct of its payload; its tag is the payload's "kind" field
+    socket        Socket.HOT or Socket.L2
+    conflatable   a slow WebSocket client may get only the latest state (books) instead of
+                  every event (trades are never conflated: DESIGN.md failure model)
+    ws_kinds      its WebSocket ``kind`` values (DESIGN.md contract 5); for a book: the
+                  snapshot kind, then the delta kind
+    tardis_datatype  DATATYPE of its CSV / Parquet files (DESIGN.md contract 6)
+    """
+
+    name: str
+    topic_prefix: str
+    payload: type[msgspec.Struct]
+    socket: Socket
+    conflatable: bool
+    ws_kinds: tuple[str, ...]
+    tardis_datatype: str
+
+    def topic(self, exchange: str, symbol: str) -> bytes:
+        """``KIND.EXCHANGE.SYMBOL`` of one stream, e.g. ``b"trade.sim.BTCUSDT"``."""
+        return f"{self.topic_prefix}.{exchange}.{symbol}".encode("ascii")
+
+    def subscription(self, exchange: str | None = None) -> bytes:
+        """The topic prefix that subscribes to every stream of this kind (of one exchange).
+
+        ZeroMQ subscriptions match prefixes, so a subscription to one symbol's topic also
+        receives every symbol that starts with it (``BTCUSD`` gets ``BTCUSDT``): readers
+        that want whole symbols also filter on the exact topic (pipeline/bus.py ``Reader``).
+        """
+        if exchange is None:
+            return f"{self.topic_prefix}.".encode("ascii")
+        return f"{self.topic_prefix}.{exchange}.".encode("ascii")
+
+    @property
+    def tag(self) -> str:
+        """The payload's ``kind`` field."""
+        return self.payload.__struct_config__.tag  # type: ignore[return-value]
+
+
+TRADE = EventKind("trade", "trade", Trade, Socket.HOT, conflatable=False,
+                  ws_kinds=("trade",), tardis_datatype="trades")
+L2 = EventKind("l2", "l2", L2Update, Socket.L2, conflatable=True,
+               ws_kinds=("order_book_l2", "order_book_l2_update"), tardis_datatype="incremental_book_L2")
+
+# The registry.  DESIGN.md contract 4 reserves the topic prefixes quote, ticker, liq and l4 for
+# the kinds to come; each becomes one line here (with its payload Struct above).
+KINDS: dict[str, EventKind] = {k.name: k for k in (TRADE, L2)}
+BY_TOPIC_PREFIX: dict[str, EventKind] = {k.topic_prefix: k for k in KINDS.values()}
+
+TRADE_PREFIX = TRADE.topic_prefix
+L2_PREFIX = L2.topic_prefix
+trade_topic = TRADE.topic
+l2_topic = L2.topic
+
+
+def kind_of(topic: bytes) -> EventKind:
+    """The registered kind of a topic. Raises KeyError for an unknown topic prefix."""
+    return BY_TOPIC_PREFIX[topic[:topic.index(b".")].decode("ascii")]
+
+
+def topics(kind: EventKind, exchanges: Iterable[str], symbols: Iterable[str] | None = None) -> list[bytes]:
+    """Exact topics of ``kind`` for every (exchange, symbol), or, with ``symbols`` None, the
+    per-exchange subscription prefixes."""
+    syms = list(symbols) if symbols is not None else None
+    if syms is None:
+        return [kind.subscription(ex) for ex in exchanges]
+    return [kind.topic(ex, s) for ex in exchanges for s in syms]
+
+
+BusMessage = Union[Trade, L2Update]  # one member per registered kind (test_schema checks it)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(BusMessage)

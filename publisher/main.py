@@ -1,5 +1,8 @@
 """The publisher process: config -> mirror + hub + bus reader + WebSocket server; clean up on exit.
 
+The bus reader is the core's (pipeline/bus.py ``Reader``) on this loop: trades first, one read
+step per loop turn, so the client senders woken by a trade run before more L2 is read.
+
 Shutdown order (STYLE.md 8): stop reading the bus, close the clients (1001 going away)
 and the listening socket, close the ZeroMQ sockets, terminate the context, remove the
 stats file.  A bug anywhere in the loop (the bus pump, a sender) stops the process with
@@ -16,11 +19,11 @@ from pathlib import Path
 
 import zmq
 
+from pipeline import bus
 from pipeline.config import Config
 from pipeline.pidfile import PidFile
 from publisher import health as health_mod
 from publisher import stats as stats_file
-from publisher.busreader import BusReader
 from publisher.hub import Hub
 from publisher.metrics import PublisherMetrics
 from publisher.mirror import BookMirror
@@ -90,8 +93,10 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     routes = Routes(health, metrics.render, hub.statistics)
     server = PublisherServer(settings, hub, routes, metrics, on_error=fail)
     ctx = zmq.Context()
-    reader = BusReader(ctx, config, hub.on_trade, hub.on_l2, fail)
-    hub.poll_trades = reader.poll_trades
+    reader = bus.Reader.for_config(ctx, config)
+    on_trade = hub.on_trade
+    reader.on(on_hot=lambda _topic, payload: on_trade(payload), on_l2=hub.on_l2, on_error=fail)
+    hub.poll_trades = reader.poll_hot
     monitor = None
     try:
         bound = await server.start(host, port)

@@ -52,6 +52,7 @@ def now_us() -> int:
 
 
 # ------------------------------------------------------------------- event structs
+# One renderer per bus event kind; their ``kind`` values come from the registry (pipeline/schema.py).
 
 class _Event(msgspec.Struct, tag_field="kind", kw_only=True):
     exchange: str
@@ -61,7 +62,7 @@ class _Event(msgspec.Struct, tag_field="kind", kw_only=True):
     time_published: str | None
 
 
-class TradeEvent(_Event, tag="trade", kw_only=True, omit_defaults=True):
+class TradeEvent(_Event, tag=schema.TRADE.ws_kinds[0], kw_only=True, omit_defaults=True):
     seq: int
     price: float
     amount: float
@@ -70,7 +71,7 @@ class TradeEvent(_Event, tag="trade", kw_only=True, omit_defaults=True):
     instrument: Any = None  # the bus's {base, quote, kind} when the ingest gave it; absent otherwise
 
 
-class BookEvent(_Event, tag="order_book_l2", kw_only=True, omit_defaults=True):
+class BookEvent(_Event, tag=schema.L2.ws_kinds[0], kw_only=True, omit_defaults=True):
     """A top-N snapshot: bids and asks best first; replaces the client's book."""
 
     epoch: int
@@ -82,7 +83,7 @@ class BookEvent(_Event, tag="order_book_l2", kw_only=True, omit_defaults=True):
     instrument: Any = None  # as for trades
 
 
-class BookUpdateEvent(_Event, tag="order_book_l2_update", kw_only=True, omit_defaults=True):
+class BookUpdateEvent(_Event, tag=schema.L2.ws_kinds[1], kw_only=True, omit_defaults=True):
     """A delta of the client's top-N view: size 0 deletes a level; seq is the previous + 1."""
 
     epoch: int

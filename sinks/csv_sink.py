@@ -52,7 +52,7 @@ from sinks.files import DailyFile, gzip_file, last_row, repair_file
 from sinks.recorder import BookStream, SinkCounters, TradeStream
 from sinks.sources import ShmSources
 from sinks.status import PROCESS_NAME, stats_path
-from sinks.tardis import BOOK, TRADES, RowWriter, day_of, exchange_id, file_name, next_midnight_us
+from sinks.tardis import BOOK, DATATYPES, TRADES, RowWriter, day_of, exchange_id, file_name, next_midnight_us
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ MAX_PENDING_BYTES = 64 << 20
 STATS_INTERVAL_S = 1.0
 BATCH_S = 0.005  # least time between two reads of the sockets
 STATE_FILE = ".csv-sink-state.json"
-_DAY_FILE = re.compile(r"^(?P<ex>.+)_(?P<dt>incremental_book_L2|trades)_(?P<day>\d{4}-\d{2}-\d{2})_(?P<sym>.+)\.csv$")
+_DAY_FILE = re.compile(r"^(?P<ex>.+)_(?P<dt>" + "|".join(map(re.escape, DATATYPES))
+                       + r")_(?P<day>\d{4}-\d{2}-\d{2})_(?P<sym>.+)\.csv$")
 
 
 _decode_l2 = msgspec.msgpack.Decoder(schema.L2Update).decode  # schema.decode_l2 without its Python frame
@@ -471,62 +472,38 @@ def run_sink(config: Config) -> None:
     sources = ShmSources(config.shm_prefix)
     sink = CsvSink(config, snapshots=sources.book, rings=sources.ring)
     ctx = zmq.Context()
-    trades_eps, l2_eps, trade_topics, l2_topics = [], [], [], []
-    for name in sink.exchanges:
-        t, l2 = bus.endpoints(config, name)
-        trades_eps.append(t)
-        l2_eps.append(l2)
-        trade_topics.append(f"{schema.TRADE_PREFIX}.{name}.".encode())
-        l2_topics.append(f"{schema.L2_PREFIX}.{name}.".encode())
-    trades_sock = bus.make_sub(ctx, trades_eps, trade_topics)
-    l2_sock = bus.make_sub(ctx, l2_eps, l2_topics)
-    poller = zmq.Poller()
-    poller.register(trades_sock, zmq.POLLIN)
-    poller.register(l2_sock, zmq.POLLIN)
+    # Trades are checked for after every 64th L2 message only: rows reach the files once per flush
+    # interval, so a trade gains nothing from overtaking a few L2 messages here.
+    reader = bus.Reader.for_config(ctx, config, exchanges=sink.exchanges, hot_check_every=64)
+    on_trade, on_l2 = sink.on_trade, sink.on_l2
+    reader.on(on_hot=lambda _topic, payload: on_trade(payload), on_l2=lambda _topic, payload: on_l2(payload))
     stats_file = stats_path(config)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     try:
         with PidFile(config.run_dir / f"{PROCESS_NAME}.pid"):
             sink.start()  # after the SUB sockets exist: nothing published from now on is missed
             next_stats = last_read = 0.0
-            on_trade, on_l2 = sink.on_trade, sink.on_l2
             while not stop:
                 wait = sink.tick()
                 now = time.monotonic()
                 if now >= next_stats:
                     write_stats(stats_file, sink.statistics())
                     next_stats = now + STATS_INTERVAL_S
-                if poller.poll(int(min(wait, 0.1) * 1000) + 1):
+                if reader.wait(min(wait, 0.1) + 0.001):
                     # Let a batch gather: rows reach the files once per flush interval anyway, and one
                     # wake-up per message would cost more CPU than the rows (ZeroMQ queues meanwhile).
                     pause = BATCH_S - (time.monotonic() - last_read)
                     if pause > 0:
                         time.sleep(pause)
                 last_read = time.monotonic()
-                for _ in range(64):  # bounded, so timers run even under a flood
-                    n = 0
-                    while True:  # trades first, all of them
-                        try:
-                            trades_sock.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        on_trade(trades_sock.recv())
-                        n += 1
-                    for _ in range(256):
-                        try:
-                            l2_sock.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        on_l2(l2_sock.recv())
-                        n += 1
-                    if n == 0:
+                for _ in range(128):  # bounded, so timers run even under a flood
+                    if not reader.read(max_l2=256):  # trades first (pipeline/bus.py)
                         break
             log.info("csv sink: stopping (signal %d)", stop[0])
             sink.close()
             write_stats(stats_file, sink.statistics())
     finally:
-        trades_sock.close(linger=0)
-        l2_sock.close(linger=0)
+        reader.close()
         ctx.term()
         sources.close()
         for s, h in old.items():

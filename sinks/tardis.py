@@ -35,9 +35,11 @@ from pipeline.config import TARDIS_ID
 from decimal import Decimal
 from typing import Iterable, Sequence
 
-BOOK = "incremental_book_L2"
-TRADES = "trades"
-DATATYPES = (BOOK, TRADES)
+from pipeline import schema
+
+BOOK = schema.L2.tardis_datatype        # "incremental_book_L2"
+TRADES = schema.TRADE.tardis_datatype   # "trades"
+DATATYPES = tuple(k.tardis_datatype for k in schema.KINDS.values())
 
 BOOK_HEADER = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
 TRADES_HEADER = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"

@@ -11,7 +11,7 @@ update; ZeroMQ's I/O thread included), so the read paths can be compared before 
     .venv/bin/pipeline bench bus-read --reader publisher
 
 ``consumer``: ``pipeline.consumer.Consumer.poll`` (trades and book events, no shared memory).
-``publisher``: the publisher's bus reader on an asyncio loop feeding its book mirror
+``publisher``: the bus reader (pipeline/bus.py) on an asyncio loop feeding the publisher's book mirror
 (``publisher/mirror.py``), i.e. the publisher's input without clients.
 """
 
@@ -113,7 +113,7 @@ def _read_publisher(config, total: int) -> None:
 
     import zmq
 
-    from publisher.busreader import BusReader
+    from pipeline import bus
     from publisher.mirror import BookMirror
 
     async def main() -> None:
@@ -121,7 +121,7 @@ def _read_publisher(config, total: int) -> None:
         done = asyncio.Event()
         count = [0]
 
-        def on_trade(payload: bytes) -> None:
+        def on_trade(_topic: bytes, payload: bytes) -> None:
             mirror.decode_trade(payload)
             count[0] += 1
             if count[0] >= total:
@@ -137,7 +137,8 @@ def _read_publisher(config, total: int) -> None:
             raise exc
 
         ctx = zmq.Context()
-        reader = BusReader(ctx, config, on_trade, on_l2, on_error)
+        reader = bus.Reader.for_config(ctx, config)
+        reader.on(on_hot=on_trade, on_l2=on_l2, on_error=on_error)
         reader.start(asyncio.get_running_loop())
         await done.wait()
         reader.close()

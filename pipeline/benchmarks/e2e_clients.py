@@ -112,50 +112,40 @@ def run_zmq(config_path: str, exchange: str, out: Path, ready: Path, max_seconds
     from pipeline.config import load_config
 
     config = load_config(config_path)
-    trades_ep, l2_ep = bus.endpoints(config, exchange)
     ctx = zmq.Context()
-    trades = bus.make_sub(ctx, [trades_ep], [b"trade."])
-    l2 = bus.make_sub(ctx, [l2_ep], [b"l2."])
-    poller = zmq.Poller()
-    poller.register(trades, zmq.POLLIN)
-    poller.register(l2, zmq.POLLIN)
+    reader = bus.Reader.for_config(ctx, config, [exchange])  # trades first (pipeline/bus.py)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     tr, l2s = Samples(), Samples()
     trade_gaps = 0
     last_seq: dict[str, int] = {}
+    decode_trade, decode_l2 = schema.decode_trade, schema.decode_l2
+
+    def on_trade(_topic: bytes, payload: bytes) -> None:
+        nonlocal trade_gaps
+        now = time.time_ns() // 1000
+        t = decode_trade(payload)
+        tr.add(now, now - t.ts_received)
+        prev = last_seq.get(t.symbol)
+        if prev is not None and t.seq != prev + 1:
+            trade_gaps += 1
+        last_seq[t.symbol] = t.seq
+
+    def on_l2(_topic: bytes, payload: bytes) -> None:
+        now = time.time_ns() // 1000
+        m = decode_l2(payload)
+        l2s.add(now, now - m.ts_received)
+
+    reader.on(on_hot=on_trade, on_l2=on_l2)
     write_atomically(ready, "ready\n")
     deadline = time.monotonic() + max_seconds
-    decode_trade, decode_l2 = schema.decode_trade, schema.decode_l2
     try:
         while not stop and time.monotonic() < deadline:
-            events = dict(poller.poll(100))
-            if trades in events or trades.get(zmq.EVENTS) & zmq.POLLIN:  # trades first
-                while True:
-                    try:
-                        _, payload = trades.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    now = time.time_ns() // 1000
-                    t = decode_trade(payload)
-                    tr.add(now, now - t.ts_received)
-                    prev = last_seq.get(t.symbol)
-                    if prev is not None and t.seq != prev + 1:
-                        trade_gaps += 1
-                    last_seq[t.symbol] = t.seq
-            if l2 in events:
-                for _ in range(16):  # then L2, in short batches, so a waiting trade is not held long
-                    try:
-                        _, payload = l2.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    now = time.time_ns() // 1000
-                    m = decode_l2(payload)
-                    l2s.add(now, now - m.ts_received)
+            if reader.wait(0.1):
+                reader.read(max_l2=16)  # L2 in short batches, so a waiting trade is not held long
     finally:
-        trades.close(0)
-        l2.close(0)
+        reader.close()
         ctx.term()
     tr.save(out, {"kind": "zmq", "trade_gaps": trade_gaps, "l2_messages": len(l2s.lat)},
             l2_recv_us=np.asarray(l2s.recv, dtype=np.int64), l2_lat_us=np.asarray(l2s.lat, dtype=np.int64))

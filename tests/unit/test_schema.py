@@ -19,3 +19,37 @@ def test_trade_and_l2_round_trip_and_decode_with_plain_msgpack():
 def test_topics():
     assert schema.l2_topic("sim", "BTCUSDT") == b"l2.sim.BTCUSDT"
     assert schema.parse_topic(schema.trade_topic("a-b", "X.Y")) == ("trade", "a-b", "X.Y")
+
+
+def test_a_malformed_topic_is_a_clear_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="KIND.EXCHANGE.SYMBOL"):
+        schema.parse_topic(b"trade.sim")
+
+
+def test_the_registry_holds_the_design_contracts_of_trade_and_l2():
+    """DESIGN.md: topic KINDs (contract 4), WebSocket kinds (5), CSV datatypes (6); trades never conflated."""
+    assert set(schema.KINDS) == {"trade", "l2"}
+    t, l2 = schema.KINDS["trade"], schema.KINDS["l2"]
+    assert (t.topic_prefix, t.socket, t.conflatable, t.ws_kinds, t.tardis_datatype) == (
+        "trade", schema.Socket.HOT, False, ("trade",), "trades")
+    assert (l2.topic_prefix, l2.socket, l2.conflatable, l2.ws_kinds, l2.tardis_datatype) == (
+        "l2", schema.Socket.L2, True, ("order_book_l2", "order_book_l2_update"), "incremental_book_L2")
+    assert (t.tag, l2.tag) == ("trade", "l2")  # the payload's "kind" field
+    assert l2.topic("okx", "BTC-USDT-SWAP") == b"l2.okx.BTC-USDT-SWAP"
+    assert t.subscription() == b"trade." and t.subscription("sim") == b"trade.sim."
+    assert schema.kind_of(b"l2.sim.BTCUSDT") is l2 and schema.kind_of(b"trade.sim.X.Y") is t
+
+
+def test_every_registered_kind_decodes_through_the_bus_union():
+    """A kind added to the registry without its payload in BusMessage would not decode."""
+    import typing
+
+    assert set(typing.get_args(schema.BusMessage)) == {k.payload for k in schema.KINDS.values()}
+    assert len({k.topic_prefix for k in schema.KINDS.values()}) == len(schema.KINDS)
+
+
+def test_topics_are_exact_per_symbol_or_a_prefix_per_exchange():
+    assert schema.topics(schema.TRADE, ["a", "b"], ["X"]) == [b"trade.a.X", b"trade.b.X"]
+    assert schema.topics(schema.L2, ["a", "b"]) == [b"l2.a.", b"l2.b."]
