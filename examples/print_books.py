@@ -2,32 +2,52 @@
 
 Run the demo (`make run`), then in another terminal:
 
-    .venv/bin/python examples/print_books.py            # demo config
-    .venv/bin/python examples/print_books.py my.toml    # your config
+    .venv/bin/python examples/print_books.py                      # demo config, every symbol
+    .venv/bin/python examples/print_books.py my.toml              # your config
+    .venv/bin/python examples/print_books.py my.toml BTCUSDT      # only these whole symbols
+
+Ctrl-C stops it.  The events are typed (a Trade or the Book that changed), so mypy checks this
+file: `.venv/bin/mypy examples/print_books.py`.
 """
+
+from __future__ import annotations
 
 import sys
 import time
 
 from pipeline.config import load_config
-from pipeline.consumer import Consumer
+from pipeline.consumer import Book, Consumer, Trade
 
 
-def main() -> None:
-    config = load_config(sys.argv[1] if len(sys.argv) > 1 else None)
+def show_trade(trade: Trade) -> None:
+    print(f"trade {trade.exchange} {trade.symbol} {trade.side:<4} {trade.amount:g} @ {trade.price:g}", flush=True)
+
+
+def show_book(book: Book) -> None:
+    bid, ask, mid = book.best_bid(), book.best_ask(), book.mid()
+    top = f"bid {bid[1]:g} @ {bid[0]:g}  ask {ask[1]:g} @ {ask[0]:g}" if bid and ask else "one side empty"
+    print(f"book  {book.exchange} {book.symbol} [{book.state}] seq {book.seq}  {top}"
+          + (f"  mid {mid:g}" if mid is not None else ""), flush=True)
+
+
+def main(argv: list[str]) -> None:
+    config = load_config(argv[0] if argv else None)
+    symbols = argv[1:] or None
     last_print: dict[tuple[str, str], float] = {}
-    with Consumer(config) as consumer:
-        for kind, item in consumer.events(timeout=1.0):
-            if kind == "trade":
-                print(f"trade {item.exchange} {item.symbol} {item.side:<4} {item.amount:g} @ {item.price:g}")
+    with Consumer(config, symbols=symbols) as consumer:
+        for event in consumer.events(timeout=1.0):
+            if isinstance(event, Trade):
+                show_trade(event)
                 continue
-            key = (item.exchange, item.symbol)
+            key = (event.exchange, event.symbol)
             now = time.monotonic()
-            if now - last_print.get(key, 0) >= 1.0:  # a line per book per second
+            if now - last_print.get(key, 0.0) >= 1.0:  # a line per book per second
                 last_print[key] = now
-                print(f"book  {item.exchange} {item.symbol} [{item.state}] seq {item.seq} "
-                      f"bid {item.best_bid()} ask {item.best_ask()}")
+                show_book(event)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C: the consumer is closed by its with-block; exit quietly
+        pass

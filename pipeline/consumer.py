@@ -3,14 +3,19 @@
 A few lines give a strategy (on this host or another) the pipeline's books::
 
     from pipeline.config import load_config
-    from pipeline.consumer import Consumer
+    from pipeline.consumer import Book, Consumer, Trade
 
-    with Consumer(load_config(None)) as c:
-        for kind, item in c.events(timeout=1.0):
-            if kind == "trade":
-                print(item.symbol, item.side, item.price, item.amount)
-            else:                      # "book": a Book, updated in place
-                print(item.symbol, item.best_bid(), item.best_ask())
+    with Consumer(load_config(None), symbols=["BTCUSDT"]) as c:
+        for event in c.events(timeout=1.0):
+            if isinstance(event, Trade):
+                print(event.symbol, event.side, event.price, event.amount)
+            else:                      # a Book, updated in place
+                print(event.symbol, event.best_bid(), event.best_ask(), event.mid())
+
+Events are typed (``Event = Trade | Book``), so a type checker follows user code; ``symbols=``
+and ``exchanges=`` choose whole names (``BTCUSD`` does not get ``BTCUSDT``).  docs/bus.md
+documents the API: ``poll``, ``events``, ``run(on_trade, on_book, until)``, ``async with
+AsyncConsumer(...)``.
 
 How books stay correct (the ZeroMQ guide's Clone pattern, DESIGN.md): the consumer
 subscribes first, then for each (exchange, symbol) takes a snapshot -- from shared
@@ -20,22 +25,27 @@ whose seq is newer.  A seq gap or a new epoch (ingest restart) sends that one bo
 back to the snapshot.  No sleep is needed to wait out ZeroMQ's slow-joiner race.
 
 ``BookTracker`` is the pure part (messages in, book out), used by ``Consumer``
-(blocking poll) and ``AsyncConsumer`` (``async for``).  Trades are always read
-before L2 when both are waiting.
+(blocking poll) and ``AsyncConsumer`` (``async for``).  Both read the bus with the core's
+reader (pipeline/bus.py ``Reader``): trades are always read before L2 when both are waiting.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import enum
-from typing import Iterator
+import inspect
+from typing import Any, Callable, Iterable, Iterator, Union
 
 import zmq
-import zmq.asyncio
 
 from pipeline import bus, schema
 from pipeline.config import Config
 from pipeline.errors import SharedMemoryError
+from pipeline.schema import Instrument, Trade
 from pipeline.shm import BookReader, BookSnapshot
+
+__all__ = ["Applied", "AsyncConsumer", "Book", "BookTracker", "Consumer", "Event", "Instrument", "Trade"]
 
 
 class Applied(enum.Enum):
@@ -67,10 +77,39 @@ class Book:
         return (bids[:n], asks[:n]) if n is not None else (bids, asks)
 
     def best_bid(self) -> tuple[float, float] | None:
+        """(price, size) of the best bid, or None when the side is empty."""
         return max(self.bids.items()) if self.bids else None
 
     def best_ask(self) -> tuple[float, float] | None:
+        """(price, size) of the best ask, or None when the side is empty."""
         return min(self.asks.items()) if self.asks else None
+
+    def mid(self) -> float | None:
+        """(best bid + best ask) / 2, or None when a side is empty."""
+        bid, ask = self.best_bid(), self.best_ask()
+        if bid is None or ask is None:
+            return None
+        return (bid[0] + ask[0]) / 2
+
+    def spread(self) -> float | None:
+        """best ask - best bid (in price units), or None when a side is empty."""
+        bid, ask = self.best_bid(), self.best_ask()
+        if bid is None or ask is None:
+            return None
+        return ask[0] - bid[0]
+
+    def microprice(self) -> float | None:
+        """The top of book's prices weighted by the opposite side's size, or None when a side is empty.
+
+        ``(bid * ask_size + ask * bid_size) / (bid_size + ask_size)``: it leans toward the ask when
+        the bid is the larger queue (the price is more likely to tick up), and equals the mid when
+        both sizes are equal.
+        """
+        bid, ask = self.best_bid(), self.best_ask()
+        if bid is None or ask is None:
+            return None
+        (bp, bs), (ap, as_) = bid, ask
+        return (bp * as_ + ap * bs) / (bs + as_)
 
     @property
     def live(self) -> bool:
@@ -142,32 +181,16 @@ class BookTracker:
 
 
 class _Base:
-    def __init__(self, config: Config, exchanges: list[str] | None = None, symbols: list[str] | None = None,
+    def __init__(self, config: Config, exchanges: Iterable[str] | None = None, symbols: Iterable[str] | None = None,
                  trades: bool = True, books: bool = True, use_shm: bool = True):
         self.config = config
-        self.exchanges = list(exchanges or config.exchanges)
-        self.symbols = set(symbols) if symbols else None
+        self.exchanges = list(exchanges) if exchanges is not None else list(config.exchanges)
+        self.symbols = set(symbols) if symbols is not None else None
         self.want_trades, self.want_books, self.use_shm = trades, books, use_shm
         self.trackers: dict[tuple[str, str], BookTracker] = {}
         self.trade_seq: dict[tuple[str, str], tuple[int, int]] = {}
         self.trade_gaps = 0
         self._readers: dict[str, BookReader] = {}
-
-    def _topics(self, prefix: str) -> list[bytes]:
-        topics = []
-        for ex in self.exchanges:
-            syms = self.symbols or [None]
-            for s in syms:
-                topics.append(f"{prefix}.{ex}.{s}".encode() if s else f"{prefix}.{ex}.".encode())
-        return topics
-
-    def _endpoints(self) -> tuple[list[str], list[str]]:
-        t, l2 = [], []
-        for ex in self.exchanges:
-            te, le = bus.endpoints(self.config, ex)
-            t.append(te)
-            l2.append(le)
-        return t, l2
 
     def _shm_snapshot(self, exchange: str, symbol: str, epoch: int) -> BookSnapshot | None:
         if not self.use_shm:
@@ -223,122 +246,168 @@ class _Base:
         self._readers.clear()
 
 
-class Consumer(_Base):
-    """Blocking consumer. ``events(timeout)`` yields ("trade", Trade) and ("book", Book)."""
+Event = Union[Trade, Book]
+"""What a consumer hands out: a Trade (pipeline.schema), or the Book that changed (updated in place)."""
 
-    def __init__(self, config: Config, exchanges: list[str] | None = None, symbols: list[str] | None = None,
-                 trades: bool = True, books: bool = True, use_shm: bool = True, ctx: zmq.Context | None = None):
+OnTrade = Callable[[Trade], object]
+OnBook = Callable[[Book], object]
+
+
+class _Reading(_Base):
+    """The bus reader of a consumer and the events it collects (blocking and asyncio alike)."""
+
+    def __init__(self, config: Config, exchanges: Iterable[str] | None, symbols: Iterable[str] | None,
+                 trades: bool, books: bool, use_shm: bool, ctx: zmq.Context | None):
+        if not trades and not books:
+            raise ValueError("a consumer needs trades=True or books=True")
         super().__init__(config, exchanges, symbols, trades, books, use_shm)
         self.ctx = ctx or zmq.Context.instance()
-        t_eps, l2_eps = self._endpoints()
-        self.trades_sock = bus.make_sub(self.ctx, t_eps, self._topics("trade")) if trades else None
-        self.l2_sock = bus.make_sub(self.ctx, l2_eps, self._topics("l2")) if books else None
-        self.poller = zmq.Poller()
-        for s in (self.trades_sock, self.l2_sock):
-            if s is not None:
-                self.poller.register(s, zmq.POLLIN)
+        self.reader = bus.Reader.for_config(self.ctx, config, self.exchanges,
+                                            sorted(self.symbols) if self.symbols is not None else None,
+                                            hot=trades, l2=books)
+        self._events: collections.deque[Event] = collections.deque()
+        self.reader.on(on_hot=self._hot, on_l2=self._l2)
 
-    def poll(self, timeout: float = 1.0, max_batch: int = 256) -> list[tuple[str, object]]:
-        """Wait up to ``timeout`` s; return what arrived, trades first."""
-        out: list[tuple[str, object]] = []
-        ready = dict(self.poller.poll(int(timeout * 1000)))
-        if not ready:
-            return out
-        ts, ls = self.trades_sock, self.l2_sock
-        for _ in range(max_batch):
-            got = False
-            if ts is not None:
-                while True:  # trades first, all of them
-                    try:
-                        ts.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    out.append(("trade", self._on_trade(ts.recv())))
-                    got = True
-            if ls is not None:
-                try:
-                    topic = ls.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    topic = None
-                if topic is not None:
-                    got = True
-                    book = self._on_l2(topic, ls.recv())
-                    if book is not None:
-                        out.append(("book", book))
-            if not got:
-                break
+    def _hot(self, topic: bytes, payload: bytes) -> None:
+        self._events.append(self._on_trade(payload))
+
+    def _l2(self, topic: bytes, payload: bytes) -> None:
+        book = self._on_l2(topic, payload)
+        if book is not None:
+            self._events.append(book)
+
+    def close(self) -> None:
+        """Close the sockets and the shared-memory readers (idempotent)."""
+        self.reader.close()
+        self._close_readers()
+
+
+class Consumer(_Reading):
+    """Blocking consumer: ``poll``, ``events`` and ``run`` hand out Trades and Books, trades first.
+
+    Args:
+        config: the pipeline's config (endpoints and shared-memory names come from it).
+        exchanges: config names of the exchanges to read (None: all). Unknown names raise ConfigError.
+        symbols: whole venue-native symbols to read, on every chosen exchange (None: all).
+        trades, books: whether to read trades and books.
+        use_shm: take book snapshots from shared memory when it is reachable (this host).
+        ctx: a ZeroMQ context (default: the process's shared instance).
+    """
+
+    def __init__(self, config: Config, exchanges: Iterable[str] | None = None, symbols: Iterable[str] | None = None,
+                 trades: bool = True, books: bool = True, use_shm: bool = True, ctx: zmq.Context | None = None):
+        super().__init__(config, exchanges, symbols, trades, books, use_shm, ctx)
+
+    def poll(self, timeout: float = 1.0, max_batch: int = 256) -> list[Event]:
+        """Wait up to ``timeout`` s; return what arrived (about ``max_batch`` messages at most), trades first."""
+        events = self._events
+        if not events and not self.reader.wait(timeout):
+            return []
+        read = self.reader.read
+        while len(events) < max_batch and read():
+            pass
+        out = list(events)
+        events.clear()
         return out
 
-    def events(self, timeout: float = 1.0) -> Iterator[tuple[str, object]]:
+    def events(self, timeout: float = 1.0) -> Iterator[Event]:
         """Yield events forever (each poll waits up to ``timeout`` s)."""
         while True:
             yield from self.poll(timeout)
 
-    def run(self, on_trade=None, on_book=None, until=None) -> None:
-        """Call ``on_trade(trade)`` / ``on_book(book)`` until ``until()`` is true."""
-        while until is None or not until():
-            for kind, item in self.poll(0.2):
-                if kind == "trade" and on_trade:
-                    on_trade(item)
-                elif kind == "book" and on_book:
-                    on_book(item)
+    def run(self, on_trade: OnTrade | None = None, on_book: OnBook | None = None,
+            until: Callable[[], bool] | None = None) -> None:
+        """Call ``on_trade(trade)`` / ``on_book(book)`` for each event until ``until()`` is true.
 
-    def close(self) -> None:
-        for s in (self.trades_sock, self.l2_sock):
-            if s is not None:
-                s.close(linger=0)
-        self._close_readers()
+        ``until`` is checked between polls (at least every 0.2 s); None runs forever.
+        """
+        while until is None or not until():
+            for event in self.poll(0.2):
+                if isinstance(event, Trade):
+                    if on_trade is not None:
+                        on_trade(event)
+                elif on_book is not None:
+                    on_book(event)
 
     def __enter__(self) -> "Consumer":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-class AsyncConsumer(_Base):
-    """asyncio consumer: ``async for kind, item in consumer`` (trades before L2)."""
+class AsyncConsumer(_Reading):
+    """asyncio consumer: ``async with AsyncConsumer(config) as c: async for event in c: ...``
 
-    def __init__(self, config: Config, exchanges: list[str] | None = None, symbols: list[str] | None = None,
-                 trades: bool = True, books: bool = True, use_shm: bool = True):
-        super().__init__(config, exchanges, symbols, trades, books, use_shm)
-        self.ctx = zmq.asyncio.Context.instance()
-        t_eps, l2_eps = self._endpoints()
-        self.trades_sock = bus.make_sub(self.ctx, t_eps, self._topics("trade")) if trades else None
-        self.l2_sock = bus.make_sub(self.ctx, l2_eps, self._topics("l2")) if books else None
-        self.poller = zmq.asyncio.Poller()
-        for s in (self.trades_sock, self.l2_sock):
-            if s is not None:
-                self.poller.register(s, zmq.POLLIN)
-        self._pending: list[tuple[str, object]] = []
+    The arguments are those of ``Consumer``.  The reader runs on the running loop (started by
+    ``async with``, or by the first ``async for``); events are Trades and Books, trades first.
+    """
 
-    def __aiter__(self):
+    def __init__(self, config: Config, exchanges: Iterable[str] | None = None, symbols: Iterable[str] | None = None,
+                 trades: bool = True, books: bool = True, use_shm: bool = True, ctx: zmq.Context | None = None):
+        super().__init__(config, exchanges, symbols, trades, books, use_shm, ctx)
+        self._ready: asyncio.Event | None = None
+        self._failure: BaseException | None = None
+        self.reader.on(on_error=self._fail)
+
+    def _start(self) -> asyncio.Event:
+        if self._ready is None:
+            self._ready = asyncio.Event()
+            self.reader.start(asyncio.get_running_loop())
+        return self._ready
+
+    def _hot(self, topic: bytes, payload: bytes) -> None:
+        super()._hot(topic, payload)
+        if self._ready is not None:
+            self._ready.set()
+
+    def _l2(self, topic: bytes, payload: bytes) -> None:
+        super()._l2(topic, payload)
+        if self._ready is not None and self._events:
+            self._ready.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failure = exc
+        if self._ready is not None:
+            self._ready.set()
+
+    def __aiter__(self) -> "AsyncConsumer":
         return self
 
-    async def __anext__(self) -> tuple[str, object]:
-        while not self._pending:
-            await self.poller.poll()
-            ts, ls = self.trades_sock, self.l2_sock
-            if ts is not None:
-                while True:
-                    try:
-                        await ts.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._pending.append(("trade", self._on_trade(await ts.recv())))
-            if ls is not None:
-                for _ in range(64):
-                    try:
-                        topic = await ls.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    book = self._on_l2(topic, await ls.recv())
-                    if book is not None:
-                        self._pending.append(("book", book))
-        return self._pending.pop(0)
+    async def __anext__(self) -> Event:
+        ready = self._start()
+        while not self._events:
+            if self._failure is not None:
+                raise self._failure
+            ready.clear()
+            await ready.wait()
+        return self._events.popleft()
 
-    def close(self) -> None:
-        for s in (self.trades_sock, self.l2_sock):
-            if s is not None:
-                s.close(linger=0)
-        self._close_readers()
+    async def run(self, on_trade: Callable[[Trade], Any] | None = None, on_book: Callable[[Book], Any] | None = None,
+                  until: Callable[[], bool] | None = None) -> None:
+        """As ``Consumer.run``; a callback may also be a coroutine function (it is awaited)."""
+        ready = self._start()
+        while until is None or not until():
+            if not self._events:
+                if self._failure is not None:
+                    raise self._failure
+                ready.clear()
+                try:
+                    await asyncio.wait_for(ready.wait(), 0.2)
+                except TimeoutError:
+                    continue
+            while self._events:
+                event = self._events.popleft()
+                if isinstance(event, Trade):
+                    result = on_trade(event) if on_trade is not None else None
+                else:
+                    result = on_book(event) if on_book is not None else None
+                if inspect.isawaitable(result):
+                    await result
+
+    async def __aenter__(self) -> "AsyncConsumer":
+        self._start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()

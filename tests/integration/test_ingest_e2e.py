@@ -17,7 +17,7 @@ import pytest
 from helpers import (PIPELINE, Procs, eventually, exchange_stats, feeds, short_tmpdir, sim_fault, start_sim,
                      status, write_config)
 from pipeline.config import load_config
-from pipeline.consumer import Consumer
+from pipeline.consumer import Book, Consumer, Trade
 from pipeline.shm import BookReader
 
 pytestmark = pytest.mark.integration
@@ -51,8 +51,8 @@ def test_consumer_rebuilds_every_book_equal_to_shared_memory_without_gaps(pipeli
     with Consumer(config) as consumer:
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
-            for kind, item in consumer.poll(0.2):
-                if kind != "book":
+            for item in consumer.poll(0.2):
+                if not isinstance(item, Book):
                     continue
                 applied[item.symbol] += 1
                 if applied[item.symbol] % 25:
@@ -94,7 +94,8 @@ def test_consumer_without_shared_memory_syncs_from_bus_snapshots(pipeline_procs)
     with Consumer(config, symbols=["SOLUSDT"], trades=False, use_shm=False) as consumer, \
             BookReader.open(config.shm_prefix, "sim") as reader:
         def equal_to_shm():
-            for _, book in consumer.poll(0.2):
+            for book in consumer.poll(0.2):
+                assert isinstance(book, Book)
                 snap = reader.read("SOLUSDT")
                 if snap.seq == book.seq:
                     return ([tuple(x) for x in snap.bids.tolist()] == book.top()[0]
@@ -110,22 +111,18 @@ def test_async_consumer_yields_trades_and_books(pipeline_procs):
     from pipeline.consumer import AsyncConsumer
 
     async def collect():
-        consumer = AsyncConsumer(load_config(pipeline_procs["config"]))
         kinds, books = set(), {}
-        try:
-            async with asyncio.timeout(20):
-                async for kind, item in consumer:
-                    kinds.add(kind)
-                    if kind == "book":
-                        books[item.symbol] = item
-                    if kinds == {"trade", "book"} and len(books) == len(SYMBOLS):
-                        break
-        finally:
-            consumer.close()
+        async with AsyncConsumer(load_config(pipeline_procs["config"])) as consumer, asyncio.timeout(20):
+            async for item in consumer:
+                kinds.add(type(item))
+                if isinstance(item, Book):
+                    books[item.symbol] = item
+                if kinds == {Trade, Book} and len(books) == len(SYMBOLS):
+                    break
         return kinds, books
 
     kinds, books = asyncio.run(collect())
-    assert kinds == {"trade", "book"}
+    assert kinds == {Trade, Book}
     assert all(b.best_bid()[0] < b.best_ask()[0] for b in books.values())
 
 
@@ -271,7 +268,8 @@ def test_slow_rest_snapshot_buffers_diffs_and_applies_them_after(pipeline_procs)
     cfg = load_config(config)
     with Consumer(cfg, symbols=["BTCUSDT"], trades=False) as consumer, BookReader.open(cfg.shm_prefix, "sim") as r:
         def equal_once():
-            for kind, book in consumer.poll(0.2):
+            for book in consumer.poll(0.2):
+                assert isinstance(book, Book)
                 snap = r.read("BTCUSDT")
                 if snap.seq == book.seq:
                     bids, asks = book.top()

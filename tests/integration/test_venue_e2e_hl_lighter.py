@@ -17,7 +17,7 @@ import pytest
 
 from helpers import eventually, exchange_stats, feeds, rest_book_equals_shm, sim_fault, venue_pipeline
 from pipeline.config import load_config
-from pipeline.consumer import Consumer
+from pipeline.consumer import Book, Consumer, Trade
 from pipeline.shm import BookReader
 
 pytestmark = pytest.mark.integration
@@ -46,8 +46,8 @@ def consume_and_compare(config_path, exchange: str, symbols: list[str], min_chec
     with Consumer(config) as consumer, BookReader.open(config.shm_prefix, exchange) as reader:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            for kind, item in consumer.poll(0.2):
-                if kind == "trade":
+            for item in consumer.poll(0.2):
+                if not isinstance(item, Book):
                     continue
                 snap = reader.read(item.symbol)
                 if snap.seq != item.seq:
@@ -83,7 +83,8 @@ def test_hyperliquid_reconnect_puts_no_trade_on_the_bus_twice(hl):
     with Consumer(load_config(config), books=False) as consumer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            for _, t in consumer.poll(0.2):
+            for t in consumer.poll(0.2):
+                assert isinstance(t, Trade)
                 key = (t.symbol, t.trade_id, t.ts_exchange)
                 seen[key] = seen.get(key, 0) + 1
             if at_fault is None and len(seen) >= 3:

@@ -52,3 +52,20 @@ def test_new_epoch_snapshot_counts_as_a_resync():
     t.load_shm(shm(5))
     assert t.apply(l2(1, epoch=2, snapshot=True, bids=[(1.0, 1.0)])) is Applied.APPLIED
     assert t.resyncs == 2 and t.book.epoch == 2 and t.book.seq == 1
+
+
+def test_book_top_of_book_figures():
+    from pipeline.consumer import Book
+
+    b = Book("e", "s")
+    assert (b.best_bid(), b.best_ask(), b.mid(), b.spread(), b.microprice()) == (None, None, None, None, None)
+    b.bids = {100.0: 3.0, 99.0: 10.0}
+    assert b.mid() is None and b.spread() is None and b.microprice() is None  # one side empty
+    b.asks = {101.0: 1.0, 102.0: 5.0}
+    assert b.best_bid() == (100.0, 3.0) and b.best_ask() == (101.0, 1.0)
+    assert b.mid() == 100.5
+    assert b.spread() == 1.0
+    # size-weighted: the bigger bid queue pulls the price toward the ask
+    assert b.microprice() == (100.0 * 1.0 + 101.0 * 3.0) / 4.0 == 100.75
+    b.asks[101.0] = 3.0
+    assert b.microprice() == b.mid()  # equal sizes: the mid
