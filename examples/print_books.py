@@ -20,14 +20,14 @@ from pipeline.consumer import Book, Consumer, Trade
 
 
 def show_trade(trade: Trade) -> None:
-    print(f"trade {trade.exchange} {trade.symbol} {trade.side:<4} {trade.amount:g} @ {trade.price:g}", flush=True)
+    print(f"trade {trade.exchange} {trade.symbol} {trade.side:<4} {trade.amount} @ {trade.price}", flush=True)
 
 
 def show_book(book: Book) -> None:
     bid, ask, mid = book.best_bid(), book.best_ask(), book.mid()
-    top = f"bid {bid[1]:g} @ {bid[0]:g}  ask {ask[1]:g} @ {ask[0]:g}" if bid and ask else "one side empty"
+    top = f"bid {bid[0]} ask {ask[0]}  sizes {bid[1]} / {ask[1]}" if bid and ask else "a side is empty"
     print(f"book  {book.exchange} {book.symbol} [{book.state}] seq {book.seq}  {top}"
-          + (f"  mid {mid:g}" if mid is not None else ""), flush=True)
+          + (f"  mid {mid}" if mid is not None else ""), flush=True)
 
 
 def main(argv: list[str]) -> None:
