@@ -12,6 +12,7 @@ once (a few microseconds), not batched by the stats loop.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import time
@@ -25,6 +26,7 @@ from pipeline.shm import H_PROCESS_STATS, PROCESS_STATS, BookWriter, ConnState
 
 _CONNECT_FAILURES = H_PROCESS_STATS + PROCESS_STATS.index("connect_failures")
 _REST_ERRORS = H_PROCESS_STATS + PROCESS_STATS.index("rest_errors")
+_SSL_SOURCE = re.compile(r" \(_ssl\.c:\d+\)$")  # OpenSSL's source line, noise to a reader
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -45,7 +47,7 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"TLS certificate rejected: {getattr(exc, 'verify_message', None) or exc}"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {getattr(exc, 'reason', None) or exc}"
+        return f"TLS error: {_SSL_SOURCE.sub('', str(exc))}"  # e.g. [SSL: WRONG_VERSION_NUMBER] wrong version number
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return "timed out"
     if isinstance(exc, HandshakeFailed):

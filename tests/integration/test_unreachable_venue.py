@@ -2,7 +2,8 @@
 "syncing" with every counter at 0 in `pipeline status`, the reason only in the log.
 
 Real ingest processes against venues that cannot be reached: a closed loopback port
-(connection refused), a WebSocket host that fails DNS, and a venue whose REST discovery
+(connection refused), a WebSocket host that fails DNS, a server that does not speak TLS
+behind a wss:// URL, and a venue whose REST discovery
 (Lighter market ids) fails DNS.  `pipeline status --json` must count the failed attempts,
 keep counting, and say why, per feed, per exchange and per connection; `pipeline book` and
 `pipeline status` must exit non-zero.  A publisher runs too, so that only the books are wrong.
@@ -11,7 +12,9 @@ keep counting, and say why, per feed, per exchange and per connection; `pipeline
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import threading
 
 import pytest
 
@@ -20,11 +23,35 @@ from helpers import PIPELINE, Procs, eventually, free_port, short_tmpdir, status
 pytestmark = pytest.mark.integration
 
 
+class NotTls:
+    """A loopback TCP server that answers every connection in plain HTTP: a TLS client fails."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(5)
+
+
 @pytest.fixture(scope="module")
 def unreachable():
     workdir = short_tmpdir()
     procs = Procs(workdir)
     closed = free_port()  # bound and released: nothing listens there
+    not_tls = NotTls()
     config = workdir / "p.toml"
     config.write_text(f"""
 [pipeline]
@@ -50,14 +77,21 @@ adapter = "lighter"
 symbols = ["ETH"]
 ws_url = "ws://127.0.0.1:{closed}/stream"
 rest_url = "http://nonexistent.invalid:1"
+
+[exchanges.notls]
+adapter = "binance"
+symbols = ["BTCUSDT"]
+ws_url = "wss://127.0.0.1:{not_tls.port}"
+rest_url = "https://127.0.0.1:{not_tls.port}"
 """)
     try:
-        for name in ("refused", "nodns", "restdns"):
+        for name in ("refused", "nodns", "restdns", "notls"):
             procs.start(name, PIPELINE + ["--config", str(config), "ingest", name])
         publisher = procs.start("publisher", PIPELINE + ["--config", str(config), "publish"])
         yield {"config": config, "procs": procs, "port": closed, "publisher": publisher}
     finally:
         procs.stop_all()
+        not_tls.close()
 
 
 def _by_exchange(st: dict) -> tuple[dict, dict]:
@@ -98,6 +132,15 @@ def test_a_websocket_host_that_fails_dns_says_so(unreachable):
     assert "DNS lookup failed" in ex["nodns"]["last_error"]
     f = feeds[("nodns", "BTCUSDT")]
     assert f["state"] == "syncing" and f["connect_failures"] >= 1 and "DNS lookup failed" in f["last_error"]
+
+
+def test_a_server_that_does_not_speak_tls_is_a_tls_error(unreachable):
+    config = unreachable["config"]
+    st = eventually(lambda: (s := status(config)) and _by_exchange(s)[0]["notls"].get("connect_failures", 0) >= 1
+                    and s, 30, 0.2, "failed TLS handshakes counted")
+    ex, feeds = _by_exchange(st)
+    assert ex["notls"]["last_error"].startswith(("depth connect: TLS error: ", "trades connect: TLS error: "))
+    assert "TLS error" in feeds[("notls", "BTCUSDT")]["last_error"]
 
 
 def test_rest_discovery_that_fails_dns_counts_rest_errors_for_every_feed(unreachable):
@@ -159,7 +202,8 @@ def test_status_exits_3_while_books_are_not_live_and_4_when_a_process_is_down(un
     assert out.returncode == 3, out.stderr
     st = json.loads(out.stdout)
     assert st["down"] == [] and set(st["not_live"]) == {
-        "refused BTCUSDT syncing", "refused ETHUSDT syncing", "nodns BTCUSDT syncing", "restdns ETH syncing"}
+        "refused BTCUSDT syncing", "refused ETHUSDT syncing", "nodns BTCUSDT syncing", "restdns ETH syncing",
+        "notls BTCUSDT syncing"}
     out = _status_run(config)
     assert out.returncode == 3 and "NOT LIVE: refused BTCUSDT syncing" in out.stdout
 
