@@ -30,6 +30,7 @@ from pipeline.shm import FEED_STATS, H_PROCESS_STATS, PROCESS_STATS, BookState, 
 from pipeline.trade_ring import TradeRingWriter
 
 log = logging.getLogger(__name__)
+LAST_SECOND = 4  # stats intervals of 0.25 s (ingest/runner.py STATS_INTERVAL): publish_lag_1s_us
 
 _S = {name: i for i, name in enumerate(FEED_STATS)}
 S_UPDATES, S_TRADES, S_GAPS, S_RESYNCS = _S["updates"], _S["trades"], _S["gaps"], _S["resyncs"]
@@ -487,6 +488,7 @@ class FeedBooks:
         self.publish_lag.roll()
         h = self.header
         h[P["publish_lag_us"]], h[P["publish_lag_p99_us"]], h[P["publish_lag_max_us"]] = self.publish_lag.figures()
+        h[P["publish_lag_1s_us"]] = self.publish_lag.percentile(0.5, last=LAST_SECOND)
 
     def republish_all(self) -> None:
         """Publish a snapshot of every live book (e.g. for late joiners without shm)."""

@@ -85,15 +85,21 @@ class LagWindow:
         self._ring_max[k] = top
         self._next = (k + 1) % len(self._ring)
 
-    def percentile(self, q: float) -> int:
-        """The ``q``-quantile (0 < q <= 1) of the window's samples (see the module docstring)."""
-        cum = np.cumsum(self._total)
+    def percentile(self, q: float, last: int | None = None) -> int:
+        """The ``q``-quantile (0 < q <= 1) of the window's samples (see the module docstring),
+        or of the ``last`` intervals' only."""
+        if last is None:
+            counts, top = self._total, int(self._ring_max.max())
+        else:
+            rows = [(self._next - 1 - j) % len(self._ring) for j in range(min(last, len(self._ring)))]
+            counts, top = self._ring[rows].sum(axis=0), int(self._ring_max[rows].max())
+        cum = np.cumsum(counts)
         n = int(cum[-1])
         if n == 0:
             return 0
         rank = max(1, int(np.ceil(q * n)))  # nearest rank
         i = int(np.searchsorted(cum, rank))
-        return min(bucket_upper(i), int(self._ring_max.max()))
+        return min(bucket_upper(i), top)
 
     def figures(self) -> tuple[int, int, int]:
         """(p50, p99, max) in microseconds over the window."""

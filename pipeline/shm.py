@@ -88,6 +88,7 @@ PROCESS_STATS = (
     "malformed_frames",    # frames that failed to parse (no symbol known)
     "loop_lag_p99_us",     # event-loop delay, p99 over the last minute
     "publish_lag_p99_us",  # receive -> publish, p99 over the last minute
+    "publish_lag_1s_us",   # receive -> publish, p50 over the last second (a trend, for benchmarks)
 )
 H_PROCESS_STATS = 8
 

@@ -81,3 +81,16 @@ def test_the_reported_bug_cannot_happen():
     window.samples.extend([90, 97])
     window.roll()  # the 300s leave the window
     assert window.figures() == (95, 97, 97)  # 90 lies in the bucket 88..95; 97 is capped at the max
+
+
+def test_the_last_intervals_alone_show_a_recent_rise():
+    window = LagWindow(intervals=240)
+    for _ in range(100):
+        window.samples.extend([100] * 20)
+        window.roll()
+    for _ in range(4):
+        window.samples.extend([40_000] * 20)
+        window.roll()
+    assert window.percentile(0.5) == 103  # the minute is still mostly 100 us
+    assert window.percentile(0.5, last=4) == 40_000  # its bucket's edge, capped at the exact max
+    assert window.percentile(0.5, last=5) == window.percentile(0.5, last=4)  # 80 of 100 samples are 40 ms
