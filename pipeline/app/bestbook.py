@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError, PipelineError, SharedMemoryError
 from pipeline.pidfile import pid_alive
+from pipeline.app.book import not_live_reason
 from pipeline.shm import BookReader, BookState
 
 __all__ = ["BestBook", "BookUnavailable", "best_book"]
@@ -79,7 +80,8 @@ def _from_shm(config: Config, exchange: str, symbol: str, depth: int, max_age_s:
         except SharedMemoryError as exc:
             return str(exc)
         if snap.state is not BookState.LIVE:
-            return f"book is {snap.state.name.lower()} in shared memory"
+            why = not_live_reason(snap.state, stats, reader.feed_health(symbol), True, age, time.time_ns())
+            return f"book is {snap.state.name.lower()} in shared memory ({why})"
         last = stats.get("last_update_ns", 0)
         return BestBook(exchange, symbol, "shm", "live and fresh in shared memory",
                         [tuple(x) for x in snap.bids.tolist()], [tuple(x) for x in snap.asks.tolist()], "live",

@@ -187,6 +187,13 @@ def test_book_of_an_unreachable_venue_says_why_and_exits_3(unreachable):
     assert book["age_s"] is None and book["time_received"] is None and book["update_id"] == 0
     assert book["reason"].startswith("syncing: not connected") and "DNS lookup failed" in book["last_error"]
 
+    # the best-available book: neither source works, and the shared-memory half says why
+    out = subprocess.run(PIPELINE + ["--config", str(config), "book", "refused", "BTCUSDT", "--rest-fallback"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert "shm: book is syncing in shared memory (syncing: not connected; " in out.stderr
+    assert "connection refused" in out.stderr.split("; rest: ")[0]
+
 
 def _status_run(config, *args):
     return subprocess.run(PIPELINE + ["--config", str(config), "status", *args], capture_output=True, text=True,
