@@ -6,7 +6,8 @@ of the core pipeline issue).  A market-data client needs only a small part of th
 RFC: an HTTP/1.1 upgrade (section 4.1), unmasked server frames (5.1: a server must
 not mask), fragmentation (5.4), ping/pong (5.5.2-3) and close (5.5.1); no
 extensions.  websockets still provides the key helpers and the C masking routine,
-and serves as the reference in the tests (frames it writes are parsed here).
+and serves as the reference in the tests (frames it writes are parsed here).  The frames
+we send are encoded by the project's one encoder, pipeline/wsframe.py.
 """
 
 from __future__ import annotations
@@ -17,12 +18,8 @@ import struct
 
 from websockets.utils import accept_key
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover - pure-Python websockets build
-    from websockets.utils import apply_mask
-
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+from pipeline.wsframe import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, apply_mask,  # noqa: F401
+                              client_frame, close_payload)
 _DATA_OPS = (OP_CONT, OP_TEXT, OP_BINARY)
 _H16 = struct.Struct("!H")
 _H64 = struct.Struct("!Q")
@@ -62,23 +59,12 @@ def check_response(head: bytes, key: str) -> None:
 
 
 def encode_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    """One masked client frame (RFC 6455 section 5.3: a client must mask)."""
-    n = len(payload)
-    head = bytearray([(0x80 if fin else 0) | opcode])
-    if n < 126:
-        head.append(0x80 | n)
-    elif n < 65536:
-        head.append(0x80 | 126)
-        head += _H16.pack(n)
-    else:
-        head.append(0x80 | 127)
-        head += _H64.pack(n)
-    mask = os.urandom(4)
-    return bytes(head) + mask + apply_mask(payload, mask)
+    """One masked client frame (RFC 6455 section 5.3: a client must mask); pipeline/wsframe.py builds it."""
+    return client_frame(opcode, payload, fin)
 
 
 def encode_close(code: int, reason: str = "") -> bytes:
-    return encode_frame(OP_CLOSE, _H16.pack(code) + reason.encode()[:120])
+    return client_frame(OP_CLOSE, close_payload(code, reason))
 
 
 class FrameReader:

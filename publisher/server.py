@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from pipeline.wsframe import frame_header
 from publisher import render
 from publisher.hub import Client, Hub
 from publisher.settings import Settings
@@ -207,15 +208,6 @@ class PublisherServer:
         task.add_done_callback(self._tasks.discard)
 
 
-def _text_header(length: int) -> bytes:
-    """RFC 6455 5.2 header of an unfragmented, unmasked (server to client) text frame."""
-    if length < 126:
-        return bytes((0x81, length))
-    if length < 65536:
-        return bytes((0x81, 126)) + length.to_bytes(2, "big")
-    return bytes((0x81, 127)) + length.to_bytes(8, "big")
-
-
 class _Framer:
     """Payload -> whole text frame; the hub hands the same bytes object to every client of an
     event in a row, so a one-entry cache (by identity) frames each event once."""
@@ -229,7 +221,7 @@ class _Framer:
     def __call__(self, payload: bytes) -> bytes:
         if payload is not self.payload:
             self.payload = payload
-            self.frame = _text_header(len(payload)) + payload
+            self.frame = frame_header(len(payload)) + payload  # final, unmasked, text
         return self.frame
 
 

@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import signal
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from pipeline.sim.market import Market, Update
+from pipeline.wsframe import OP_PONG, OP_TEXT, server_frame
 
 __all__ = ["BadFault", "BaseServer", "Connection", "SimOptions", "Topic", "arg", "dumps", "serve_server",
            "ws_frame"]
@@ -52,7 +52,7 @@ MAX_WRITE_BUFFER = 8 * 1024 * 1024  # bytes queued in the transport before a cli
 MAX_STALLED_FRAMES = 2_000_000  # frames held for one connection during a stall
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the client's close frame
 
-OP_TEXT, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x8, 0x9, 0xA
+ws_frame = server_frame  # one final, unmasked frame as a server sends it (pipeline/wsframe.py)
 
 
 @dataclass
@@ -73,16 +73,6 @@ class SimOptions:
     book_interval: float = 0.0  # Hyperliquid l2Book push interval (venue: 0.5 s)
     idle_timeout: float = 0.0  # OKX: 30 s without a client message; Hyperliquid: 60 s without a frame sent
     quiet_heartbeat: float = 0.0  # OKX books heartbeat update after this long without a change (venue: ~60 s)
-
-
-def ws_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
-    """One final, unmasked WebSocket frame as a server sends it (RFC 6455 §5.2, §5.3)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x80 | opcode, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
-    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
 
 
 def dumps(obj: Any) -> str:

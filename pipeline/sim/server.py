@@ -36,9 +36,9 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.sim.base import (OP_PING, BadFault, BaseServer, Connection, SimOptions, arg, dumps,
-                               serve_server, ws_frame)
+from pipeline.sim.base import BadFault, BaseServer, Connection, SimOptions, arg, dumps, serve_server, ws_frame
 from pipeline.sim.market import Update
+from pipeline.wsframe import OP_PING
 
 __all__ = ["SimOptions", "SimServer", "run", "serve", "ws_frame"]
 
