@@ -24,7 +24,7 @@ from ingest.events import BboEvent, DepthDiff, DepthSnapshot, TradeEvent
 from ingest.sync import BookSync, IllegalTransition, SnapshotTooOld, SyncState
 from pipeline import bus, schema
 from pipeline.book import ViewBook
-from pipeline.lag import LagWindow
+from pipeline.lag import MAX_INTERVAL_SAMPLES, LagWindow
 from pipeline.errors import SequenceGap
 from pipeline.shm import FEED_STATS, H_PROCESS_STATS, PROCESS_STATS, BookState, BookWriter
 from pipeline.trade_ring import TradeRingWriter
@@ -473,7 +473,10 @@ class FeedBooks:
         self._lag_n += 1
         if self._lag_n & 7:
             return  # every 8th update is plenty for percentiles over a minute
-        self._lag_samples.append((time.time_ns() - recv_ns) // 1000)  # figures: the stats loop (pipeline/lag.py)
+        samples = self._lag_samples
+        samples.append((time.time_ns() - recv_ns) // 1000)  # figures: the stats loop (pipeline/lag.py)
+        if not self._lag_n & 0xFFFF and len(samples) > MAX_INTERVAL_SAMPLES:
+            del samples[:-MAX_INTERVAL_SAMPLES]  # nothing rolls them (a benchmark without the runner)
 
     def flush_lag_stats(self) -> None:
         """Copy lag figures into the process header and every feed's counts into its stats
