@@ -7,6 +7,14 @@ never silently falls back to a default.
 
 Relative paths (``run_dir``, ``data_dir``, ``sinks.csv.dir``) are resolved against the
 directory of the config file, or the current directory for the built-in demo config.
+
+``run_dir`` without a ``[pipeline] run_dir`` key does not depend on the current directory, so
+every command finds the running pipeline from anywhere: ``$PIPELINE_RUN_DIR`` when set, else
+``$XDG_RUNTIME_DIR/l2pipeline`` (per user, a tmpfs cleared at logout), else
+``$XDG_STATE_HOME/l2pipeline`` (``~/.local/state/l2pipeline``).  See ``default_run_dir``.
+
+The tables of sinks and servers belong to their plugins (pipeline/plugins.py): the core checks
+them only when the composition root passes the registries (``Plugins``; pipeline/app/config.py).
 """
 
 from __future__ import annotations
@@ -17,18 +25,21 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Mapping
 
 from pipeline.errors import ConfigError
+from pipeline.plugins import Registry
 
 SIM_PROTOCOLS = ("binance", "bybit", "okx", "hyperliquid", "lighter")
 DEMO_SIM_PORT = 9100
 DEMO_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
+RUN_DIR_ENV = "PIPELINE_RUN_DIR"
+
 DEMO_CONFIG = f"""
 # Built-in demo: a local simulated Binance-like exchange and one ingest process.
+# run_dir: the per-user default (default_run_dir), whatever the current directory.
 [pipeline]
-run_dir = "run"
 data_dir = "data"
 
 [sim]
@@ -50,6 +61,23 @@ port = 9001
 [sinks.csv]
 dir = "data/csv"
 """.replace("'", '"')
+
+
+def default_run_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """run_dir when the config names none: $PIPELINE_RUN_DIR, else per user under $XDG_RUNTIME_DIR,
+    else under $XDG_STATE_HOME (~/.local/state).  Never relative to the current directory."""
+    env = os.environ if environ is None else environ
+    if env.get(RUN_DIR_ENV):
+        p = Path(env[RUN_DIR_ENV]).expanduser()
+        if not p.is_absolute():
+            raise ConfigError(RUN_DIR_ENV, f"expected an absolute path, got {show(env[RUN_DIR_ENV])}")
+        return p.resolve()
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_absolute() and os.access(runtime, os.W_OK):
+        return Path(runtime).resolve() / "l2pipeline"
+    state = env.get("XDG_STATE_HOME")
+    base = Path(state) if state and Path(state).is_absolute() else Path.home() / ".local" / "state"
+    return base.resolve() / "l2pipeline"
 
 
 @dataclass(frozen=True)
@@ -95,46 +123,19 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
-class PublisherConfig:
-    """``[publisher]``: the WebSocket bridge (docs/websocket.md has the meaning of each limit)."""
-
-    host: str = "127.0.0.1"  # loopback unless configured
-    port: int = 9001
-    token: str | None = None  # bearer token required on the WebSocket upgrade (401 without it)
-    origins: tuple[str, ...] = ()  # allowed browser Origin values; empty: any (clients without Origin always pass)
-    max_clients: int = 100
-    max_subscriptions: int = 200  # (exchange, symbol) pairs per client
-    max_request_bytes: int = 4096  # a larger request gets an error reply; frames over 1 MiB close the connection
-    max_requests_per_s: float = 20.0
-    client_queue: int = 5000  # queued trades per client; one more closes it (1013): trades are never dropped
-    client_l2_queue: int = 1000  # queued L2 deltas per client; one more conflates them into snapshots
-    client_max_lag_s: float = 10.0  # oldest queued trade older than this closes the client (1013)
-    default_depth: int = 10  # levels per side of a book subscription that names no depth
-    min_throttle_ms: int = 10  # smallest throttle_ms a client may ask for
-    close_timeout_s: float = 5.0  # a closed client that does not read its close frame is cut after this
-    socket_send_buffer: int = 262144  # kernel send buffer per client (bytes; 0: autotuned, can hold MBs of stale data)
-
-
-@dataclass(frozen=True)
-class CsvSinkConfig:
-    """``[sinks.csv]``: tardis-format CSV files (docs/csv.md)."""
-
-    dir: Path = Path("data/csv")
-    gzip: bool = False  # gzip each day's files once the day is over
-    flush_interval_s: float = 1.0  # buffered rows reach the files at least this often
-    exchanges: tuple[str, ...] = ()  # exchanges to record; empty: all
-
-
-@dataclass(frozen=True)
 class Config:
     run_dir: Path
     data_dir: Path
     exchanges: dict[str, ExchangeConfig]
     sim: SimConfig | None = None
-    publisher: PublisherConfig = field(default_factory=PublisherConfig)
-    csv: CsvSinkConfig | None = None
+    # Tables owned by plugins, each parsed by its plugin when loaded through pipeline.app (every
+    # command): [sinks.NAME] by name, and the servers that run ([publisher], [grpc]) by name.
+    # Loaded by the core alone (library use), they hold the raw TOML tables, unchecked.
+    sinks: Mapping[str, Any] = field(default_factory=dict)
+    servers: Mapping[str, Any] = field(default_factory=dict)
     log_level: str = "INFO"
     source: str = "<demo>"
+    base_dir: Path = Path(".")  # relative paths of the file resolve against this
 
     @property
     def shm_prefix(self) -> str:
@@ -153,7 +154,7 @@ class Config:
 # ---------------------------------------------------------------- validation helpers
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, bool):
@@ -161,76 +162,76 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def _check_keys(table: dict, allowed: set[str], where: str) -> None:
+def check_keys(table: dict, allowed: set[str], where: str) -> None:
     for key in table:
         if key not in allowed:
             raise ConfigError(f"{where}.{key}" if where else key, f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
-def _table(value: Any, key: str) -> dict:
+def expect_table(value: Any, key: str) -> dict:
     if not isinstance(value, dict):
-        raise ConfigError(key, f"expected a table, got {_show(value)}")
+        raise ConfigError(key, f"expected a table, got {show(value)}")
     return value
 
 
-def _str(value: Any, key: str) -> str:
+def expect_str(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value:
-        raise ConfigError(key, f"expected a non-empty string, got {_show(value)}")
+        raise ConfigError(key, f"expected a non-empty string, got {show(value)}")
     return value
 
 
-def _pos_int(value: Any, key: str) -> int:
+def expect_pos_int(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(key, f"expected a positive integer, got {_show(value)}")
+        raise ConfigError(key, f"expected a positive integer, got {show(value)}")
     return value
 
 
-def _port(value: Any, key: str) -> int:
+def expect_port(value: Any, key: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise ConfigError(key, f"expected a port number 0-65535, got {_show(value)}")
+        raise ConfigError(key, f"expected a port number 0-65535, got {show(value)}")
     return value
 
 
-def _number(value: Any, key: str, minimum: float = 0.0, positive: bool = False) -> float:
+def expect_number(value: Any, key: str, minimum: float = 0.0, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(key, f"expected a number, got {_show(value)}")
+        raise ConfigError(key, f"expected a number, got {show(value)}")
     if positive and value <= 0:
-        raise ConfigError(key, f"expected a positive number, got {_show(value)}")
+        raise ConfigError(key, f"expected a positive number, got {show(value)}")
     if value < minimum:
-        raise ConfigError(key, f"expected a number >= {minimum:g}, got {_show(value)}")
+        raise ConfigError(key, f"expected a number >= {minimum:g}, got {show(value)}")
     return float(value)
 
 
-def _bool(value: Any, key: str) -> bool:
+def expect_bool(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(key, f"expected true or false, got {_show(value)}")
+        raise ConfigError(key, f"expected true or false, got {show(value)}")
     return value
 
 
-def _url(value: Any, key: str, schemes: tuple[str, ...]) -> str:
-    text = _str(value, key)
+def expect_url(value: Any, key: str, schemes: tuple[str, ...]) -> str:
+    text = expect_str(value, key)
     if not text.startswith(tuple(s + "://" for s in schemes)):
-        raise ConfigError(key, f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}, got {_show(value)}")
+        raise ConfigError(key, f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}, got {show(value)}")
     return text.rstrip("/")
 
 
 def _symbols(value: Any, key: str) -> tuple[str, ...]:
     if not isinstance(value, list):
-        raise ConfigError(key, f"expected a list of symbols, got {_show(value)}")
+        raise ConfigError(key, f"expected a list of symbols, got {show(value)}")
     if not value:
         raise ConfigError(key, "expected at least one symbol, got an empty list")
     seen = []
     for i, sym in enumerate(value):
         if not isinstance(sym, str) or not sym.strip():
-            raise ConfigError(f"{key}[{i}]", f"expected a symbol name, got {_show(sym)}")
+            raise ConfigError(f"{key}[{i}]", f"expected a symbol name, got {show(sym)}")
         if sym in seen:
-            raise ConfigError(f"{key}[{i}]", f"duplicate symbol {_show(sym)}")
+            raise ConfigError(f"{key}[{i}]", f"duplicate symbol {show(sym)}")
         seen.append(sym)
     return tuple(seen)
 
 
-def _path(value: Any, key: str, base: Path) -> Path:
-    p = Path(_str(value, key)).expanduser()
+def expect_path(value: Any, key: str, base: Path) -> Path:
+    p = Path(expect_str(value, key)).expanduser()
     return (p if p.is_absolute() else base / p).resolve()
 
 
@@ -240,188 +241,176 @@ _EXCHANGE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 TARDIS_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
-def _exchange(name: str, raw: Any, adapters: Collection[str] | None) -> ExchangeConfig:
+def _exchange(name: str, raw: Any, adapters: Collection[str] | None = None) -> ExchangeConfig:
     where = f"exchanges.{name}"
-    t = _table(raw, where)
+    t = expect_table(raw, where)
     if not name or not set(name) <= _EXCHANGE_NAME_CHARS:
         raise ConfigError(where, "exchange names use lowercase letters, digits, '_' and '-'")
-    _check_keys(t, {f for f in ExchangeConfig.__dataclass_fields__ if f != "name"}, where)
-    adapter = _str(t.get("adapter", name), f"{where}.adapter")
+    check_keys(t, {f for f in ExchangeConfig.__dataclass_fields__ if f != "name"}, where)
+    adapter = expect_str(t.get("adapter", name), f"{where}.adapter")
     if adapters is not None and adapter not in adapters:
-        raise ConfigError(f"{where}.adapter", f"unknown adapter {_show(adapter)} (known: {', '.join(sorted(adapters))})")
+        raise ConfigError(f"{where}.adapter", f"unknown adapter {show(adapter)} (known: {', '.join(sorted(adapters))})")
     if "symbols" not in t:
         raise ConfigError(f"{where}.symbols", "missing: list the exchange-native symbols to follow")
     kw: dict[str, Any] = {"name": name, "adapter": adapter, "symbols": _symbols(t["symbols"], f"{where}.symbols")}
     if "depth" in t:
-        kw["depth"] = _pos_int(t["depth"], f"{where}.depth")
+        kw["depth"] = expect_pos_int(t["depth"], f"{where}.depth")
         if kw["depth"] > 5000:
             raise ConfigError(f"{where}.depth", f"expected at most 5000 levels, got {kw['depth']}")
     if "ws_url" in t:
-        kw["ws_url"] = _url(t["ws_url"], f"{where}.ws_url", ("ws", "wss"))
+        kw["ws_url"] = expect_url(t["ws_url"], f"{where}.ws_url", ("ws", "wss"))
     if "rest_url" in t:
-        kw["rest_url"] = _url(t["rest_url"], f"{where}.rest_url", ("http", "https"))
+        kw["rest_url"] = expect_url(t["rest_url"], f"{where}.rest_url", ("http", "https"))
     for key in ("rest_depth_path", "depth_stream", "trade_stream"):
         if key in t:
-            kw[key] = _str(t[key], f"{where}.{key}")
+            kw[key] = expect_str(t[key], f"{where}.{key}")
     if "trade_stream" in kw and kw["trade_stream"] not in ("trade", "aggTrade"):
-        raise ConfigError(f"{where}.trade_stream", f'expected "trade" or "aggTrade", got {_show(kw["trade_stream"])}')
+        raise ConfigError(f"{where}.trade_stream", f'expected "trade" or "aggTrade", got {show(kw["trade_stream"])}')
     for key in ("snapshot_limit", "rest_weight_limit", "streams_per_connection", "l2_throttle_ms"):
         if key in t:
-            kw[key] = _pos_int(t[key], f"{where}.{key}")
+            kw[key] = expect_pos_int(t[key], f"{where}.{key}")
     if "verify_bbo" in t:
-        kw["verify_bbo"] = _bool(t["verify_bbo"], f"{where}.verify_bbo")
+        kw["verify_bbo"] = expect_bool(t["verify_bbo"], f"{where}.verify_bbo")
     for key in ("ping_interval_s", "idle_timeout_s", "max_connection_age_s", "snapshot_interval_s"):
         if key in t:
-            kw[key] = _number(t[key], f"{where}.{key}", positive=True)
+            kw[key] = expect_number(t[key], f"{where}.{key}", positive=True)
     for key in ("l2_endpoint", "trades_endpoint"):
         if key in t:
-            kw[key] = _url(t[key], f"{where}.{key}", ("tcp", "ipc"))
+            kw[key] = expect_url(t[key], f"{where}.{key}", ("tcp", "ipc"))
     if "tardis_exchange" in t:
-        tid = _str(t["tardis_exchange"], f"{where}.tardis_exchange")
+        tid = expect_str(t["tardis_exchange"], f"{where}.tardis_exchange")
         if not TARDIS_ID.fullmatch(tid):
             raise ConfigError(f"{where}.tardis_exchange",
                               "expected a tardis exchange id (lowercase words joined by '-', e.g. "
-                              f"\"binance-us\"), got {_show(tid)}")
+                              f"\"binance-us\"), got {show(tid)}")
         kw["tardis_exchange"] = tid
     if "trade_ring_size" in t:
-        kw["trade_ring_size"] = _pos_int(t["trade_ring_size"], f"{where}.trade_ring_size")
+        kw["trade_ring_size"] = expect_pos_int(t["trade_ring_size"], f"{where}.trade_ring_size")
         if kw["trade_ring_size"] > 1 << 22:
             raise ConfigError(f"{where}.trade_ring_size", f"expected at most {1 << 22} trades, got {kw['trade_ring_size']}")
     return ExchangeConfig(**kw)
 
 
-def _csv_sink(t: dict, data_dir: Path, base_dir: Path, exchanges: dict[str, ExchangeConfig]) -> CsvSinkConfig:
-    _check_keys(t, set(CsvSinkConfig.__dataclass_fields__), "sinks.csv")
-    kw: dict[str, Any] = {"dir": _path(t.get("dir", str(data_dir / "csv")), "sinks.csv.dir", base_dir)}
-    if "gzip" in t:
-        kw["gzip"] = _bool(t["gzip"], "sinks.csv.gzip")
-    if "flush_interval_s" in t:
-        kw["flush_interval_s"] = _number(t["flush_interval_s"], "sinks.csv.flush_interval_s", positive=True)
-    if "exchanges" in t:
-        names = t["exchanges"]
-        if not isinstance(names, list) or not names:
-            raise ConfigError("sinks.csv.exchanges", f"expected a non-empty list of exchange names, got {_show(names)}")
-        for i, name in enumerate(names):
-            if name not in exchanges:
-                raise ConfigError(f"sinks.csv.exchanges[{i}]", f"no such exchange {_show(name)} in [exchanges]")
-        kw["exchanges"] = tuple(dict.fromkeys(names))
-    return CsvSinkConfig(**kw)
-
-
 def _sim(raw: Any) -> SimConfig:
-    t = _table(raw, "sim")
-    _check_keys(t, set(SimConfig.__dataclass_fields__), "sim")
+    t = expect_table(raw, "sim")
+    check_keys(t, set(SimConfig.__dataclass_fields__), "sim")
     kw: dict[str, Any] = {}
     if "host" in t:
-        kw["host"] = _str(t["host"], "sim.host")
+        kw["host"] = expect_str(t["host"], "sim.host")
     if "port" in t:
-        kw["port"] = _port(t["port"], "sim.port")
+        kw["port"] = expect_port(t["port"], "sim.port")
     if "symbols" in t:
         kw["symbols"] = _symbols(t["symbols"], "sim.symbols")
     if "seed" in t:
         if isinstance(t["seed"], bool) or not isinstance(t["seed"], int):
-            raise ConfigError("sim.seed", f"expected an integer, got {_show(t['seed'])}")
+            raise ConfigError("sim.seed", f"expected an integer, got {show(t['seed'])}")
         kw["seed"] = t["seed"]
     if "rate" in t:
-        kw["rate"] = _number(t["rate"], "sim.rate", positive=True)
+        kw["rate"] = expect_number(t["rate"], "sim.rate", positive=True)
     if "levels" in t:
-        kw["levels"] = _pos_int(t["levels"], "sim.levels")
+        kw["levels"] = expect_pos_int(t["levels"], "sim.levels")
     if "disconnect_every" in t:
-        kw["disconnect_every"] = _number(t["disconnect_every"], "sim.disconnect_every")
+        kw["disconnect_every"] = expect_number(t["disconnect_every"], "sim.disconnect_every")
     if "protocol" in t:
-        kw["protocol"] = _str(t["protocol"], "sim.protocol")
+        kw["protocol"] = expect_str(t["protocol"], "sim.protocol")
         if kw["protocol"] not in SIM_PROTOCOLS:
-            raise ConfigError("sim.protocol", f"unknown protocol {_show(kw['protocol'])} "
+            raise ConfigError("sim.protocol", f"unknown protocol {show(kw['protocol'])} "
                                               f"(known: {', '.join(SIM_PROTOCOLS)})")
     return SimConfig(**kw)
 
 
-def _publisher(raw: Any) -> PublisherConfig:
-    t = _table(raw, "publisher")
-    _check_keys(t, set(PublisherConfig.__dataclass_fields__), "publisher")
-    kw: dict[str, Any] = {}
-    if "host" in t:
-        kw["host"] = _str(t["host"], "publisher.host")
-    if "port" in t:
-        kw["port"] = _port(t["port"], "publisher.port")
-    if "token" in t:
-        kw["token"] = _str(t["token"], "publisher.token")
-    if "origins" in t:
-        if not isinstance(t["origins"], list):
-            raise ConfigError("publisher.origins", f"expected a list of origins, got {_show(t['origins'])}")
-        kw["origins"] = tuple(_url(o, f"publisher.origins[{i}]", ("http", "https"))
-                              for i, o in enumerate(t["origins"]))
-    for key in ("max_clients", "max_subscriptions", "max_request_bytes", "client_queue", "client_l2_queue",
-                "default_depth", "min_throttle_ms"):
-        if key in t:
-            kw[key] = _pos_int(t[key], f"publisher.{key}")
-    for key in ("max_requests_per_s", "client_max_lag_s", "close_timeout_s"):
-        if key in t:
-            kw[key] = _number(t[key], f"publisher.{key}", positive=True)
-    if "socket_send_buffer" in t:
-        v = t["socket_send_buffer"]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ConfigError("publisher.socket_send_buffer", f"expected a number of bytes >= 0, got {_show(v)}")
-        kw["socket_send_buffer"] = v
-    if kw.get("max_request_bytes", 0) > 65536:
-        raise ConfigError("publisher.max_request_bytes", f"expected at most 65536, got {kw['max_request_bytes']}")
-    return PublisherConfig(**kw)
+@dataclass(frozen=True)
+class SectionContext:
+    """What a plugin's config section may look at besides its table: paths, exchanges."""
+
+    base_dir: Path  # relative paths resolve against it (expect_path)
+    data_dir: Path
+    exchanges: Mapping[str, ExchangeConfig]
 
 
-def parse_config(text: str, base_dir: Path, source: str = "<string>",
-                 adapters: Collection[str] | None = None) -> Config:
+@dataclass(frozen=True)
+class Plugins:
+    """The registries whose plugins own config tables; pipeline/app/config.py passes them (the core
+    names no plugin).  Any left None: those tables are kept raw and unchecked (library use)."""
+
+    sinks: Registry | None = None  # [sinks.NAME]
+    servers: Registry | None = None  # a top-level [NAME] table per server; default_on ones run without
+    # exchanges.X.adapter: the names of the adapter registry (ingest/adapters/__init__.py); None: any
+    adapters: Collection[str] | None = None
+
+
+CORE_TABLES = ("pipeline", "exchanges", "sim", "sinks")
+
+
+def _sinks(raw: Any, registry: Registry | None, ctx: SectionContext) -> dict[str, Any]:
+    tables = expect_table(raw, "sinks")
+    out = {}
+    for name, t in tables.items():
+        key = f"sinks.{name}"
+        t = expect_table(t, key)
+        out[name] = t if registry is None else registry.get(name, key).load().parse_config(t, key, ctx)
+    return out
+
+
+def _servers(raw: dict, registry: Registry | None, ctx: SectionContext) -> dict[str, Any]:
+    if registry is None:  # library use: every other top-level table, raw
+        return {k: expect_table(v, k) for k, v in raw.items() if k not in CORE_TABLES}
+    out = {}
+    for p in registry:
+        if p.name in raw or p.default_on:
+            out[p.name] = p.load().parse_config(expect_table(raw.get(p.name, {}), p.name), p.name, ctx)
+    return out
+
+
+def parse_config(text: str, base_dir: Path, source: str = "<string>", plugins: Plugins | None = None) -> Config:
     """Parse and validate TOML text. Raises ConfigError naming the key and the reason.
 
-    ``adapters``: the adapter names to accept in ``exchanges.X.adapter``.  The registry
-    lives in the ingest layer (ingest/adapters/__init__.py), above this module, so the
-    callers that start processes pass ``ingest.adapters.names()`` (the CLI, the ingest);
-    None accepts any name (readers of a config that make no adapter)."""
+    ``plugins``: what checks the tables of sinks and servers and the adapter names (the registries
+    live above the core; pipeline/app/config.py passes them, as every command loads the config).
+    Without them those tables are kept raw and any adapter name passes (readers of a config that
+    run no plugin)."""
+    plugins = plugins or Plugins()
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, f"not valid TOML: {exc}") from None
-    _check_keys(raw, {"pipeline", "exchanges", "sim", "publisher", "sinks"}, "")
+    if plugins.servers is not None:
+        check_keys(raw, {*CORE_TABLES, *plugins.servers.names()}, "")
 
-    pipe = _table(raw.get("pipeline", {}), "pipeline")
-    _check_keys(pipe, {"run_dir", "data_dir", "log_level"}, "pipeline")
-    run_dir = _path(pipe.get("run_dir", "run"), "pipeline.run_dir", base_dir)
-    data_dir = _path(pipe.get("data_dir", "data"), "pipeline.data_dir", base_dir)
-    log_level = _str(pipe.get("log_level", "INFO"), "pipeline.log_level").upper()
+    pipe = expect_table(raw.get("pipeline", {}), "pipeline")
+    check_keys(pipe, {"run_dir", "data_dir", "log_level"}, "pipeline")
+    run_dir = expect_path(pipe["run_dir"], "pipeline.run_dir", base_dir) if "run_dir" in pipe else default_run_dir()
+    data_dir = expect_path(pipe.get("data_dir", "data"), "pipeline.data_dir", base_dir)
+    log_level = expect_str(pipe.get("log_level", "INFO"), "pipeline.log_level").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError("pipeline.log_level", f"expected DEBUG, INFO, WARNING or ERROR, got {_show(log_level)}")
+        raise ConfigError("pipeline.log_level", f"expected DEBUG, INFO, WARNING or ERROR, got {show(log_level)}")
     # ipc socket paths are capped near 107 bytes: catch it here, not at bind time.
     if len(str(run_dir)) > 70:
-        raise ConfigError("pipeline.run_dir", f"path too long for ipc sockets ({len(str(run_dir))} > 70 characters)")
+        raise ConfigError("pipeline.run_dir" if "run_dir" in pipe else RUN_DIR_ENV,
+                          f"path too long for ipc sockets ({len(str(run_dir))} > 70 characters): {run_dir}")
 
-    exchanges_raw = _table(raw.get("exchanges", {}), "exchanges")
+    exchanges_raw = expect_table(raw.get("exchanges", {}), "exchanges")
     if not exchanges_raw:
         raise ConfigError("exchanges", "expected at least one [exchanges.NAME] table")
-    exchanges = {name: _exchange(name, t, adapters) for name, t in exchanges_raw.items()}
+    exchanges = {name: _exchange(name, t, plugins.adapters) for name, t in exchanges_raw.items()}
 
     sim = _sim(raw["sim"]) if "sim" in raw else None
 
-    publisher = _publisher(raw.get("publisher", {}))
+    ctx = SectionContext(base_dir=base_dir, data_dir=data_dir, exchanges=exchanges)
+    servers = _servers(raw, plugins.servers, ctx)
+    sinks = _sinks(raw.get("sinks", {}), plugins.sinks, ctx)
 
-    csv = None
-    sinks = _table(raw.get("sinks", {}), "sinks")
-    _check_keys(sinks, {"csv"}, "sinks")
-    if "csv" in sinks:
-        c = _table(sinks["csv"], "sinks.csv")
-        csv = _csv_sink(c, data_dir, base_dir, exchanges)
-
-    return Config(run_dir=run_dir, data_dir=data_dir, exchanges=exchanges, sim=sim, publisher=publisher,
-                  csv=csv, log_level=log_level, source=source)
+    return Config(run_dir=run_dir, data_dir=data_dir, exchanges=exchanges, sim=sim, sinks=sinks, servers=servers,
+                  log_level=log_level, source=source, base_dir=base_dir)
 
 
-def load_config(path: str | os.PathLike | None, adapters: Collection[str] | None = None) -> Config:
-    """Load the config file at ``path``, or the built-in demo config when ``path`` is None.
-
-    ``adapters``: as in ``parse_config``."""
+def load_config(path: str | os.PathLike | None, plugins: Plugins | None = None) -> Config:
+    """Load the config file at ``path``, or the built-in demo config when ``path`` is None."""
     if path is None:
-        return parse_config(DEMO_CONFIG, Path.cwd(), "<demo>", adapters)
+        return parse_config(DEMO_CONFIG, Path.cwd(), "<demo>", plugins)
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(str(p), f"cannot read config file: {exc.strerror}") from None
-    return parse_config(text, p.resolve().parent, str(p), adapters)
+    return parse_config(text, p.resolve().parent, str(p), plugins)

@@ -59,18 +59,15 @@ def _process(name: str, pid: int | None) -> tuple[dict, psutil.Process | None]:
     return entry, None
 
 
-def processes(config: Config) -> list[dict]:
-    """Every process with a pid file in run_dir, plus the expected ones that have none.
+def processes(config: Config, expected: list[str] | None = None) -> list[dict]:
+    """Every process with a pid file in run_dir, plus the ``expected`` ones (program names; default:
+    the sim and the ingests) that have none.
 
     cpu_percent is measured over one common CPU_SAMPLE_S window for all processes.
     """
-    names = []
-    if config.sim is not None:
-        names.append("sim")
-    names += [f"ingest-{n}" for n in config.exchanges]
-    names.append("publisher")
-    if config.csv is not None:
-        names.append("sink-csv")
+    if expected is None:
+        expected = (["sim"] if config.sim is not None else []) + [f"ingest-{n}" for n in config.exchanges]
+    names = list(expected)
     run_dir = Path(config.run_dir)
     if run_dir.is_dir():
         for p in sorted(run_dir.glob("*.pid")):

@@ -1,1 +1,12 @@
-"""The WebSocket publisher: every trade and book of the pipeline on one port (docs/websocket.md)."""
+"""The WebSocket publisher: every trade and book of the pipeline on one port (docs/websocket.md).
+
+``SERVERS`` is the registry of long-running servers (publisher/base.py has their shape): a new
+server is its module and one line here.  Modules are imported only when used."""
+
+from pipeline.plugins import Plugin, Registry
+
+SERVERS = Registry("server", [
+    Plugin("publisher", "publisher.settings:SERVER", command="publish", default_on=True,
+           summary="Run the WebSocket publisher: every trade and book on one port, with a live page at /."),
+    # Plugin("grpc", "publisher.grpc_server:SERVER", summary="Run the gRPC server (DESIGN.md contract 8)."),
+])

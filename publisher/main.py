@@ -66,8 +66,8 @@ async def _monitor(config: Config, hub: Hub, mirror: BookMirror, listen_url: str
 async def serve(config: Config, host: str | None = None, port: int | None = None,
                 ready_file: str | None = None) -> None:
     settings = load_settings(config)
-    host = host or config.publisher.host
-    port = config.publisher.port if port is None else port
+    host = host or settings.limits.host
+    port = settings.limits.port if port is None else port
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     failure: list[BaseException] = []

@@ -16,13 +16,74 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
-from pipeline.config import Config, PublisherConfig
+from pipeline.config import (Config, SectionContext, check_keys, expect_number, expect_pos_int, expect_port,
+                             expect_str, expect_url, show)
 from pipeline.errors import ConfigError
 
 DEFAULT_THROTTLE_MS = 100
 VENUE_THROTTLE_MS = {"okx": 150}  # OKX books: 150 ms keeps a browser tab responsive on its busier feed
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    """``[publisher]``: the WebSocket bridge (docs/websocket.md has the meaning of each limit)."""
+
+    host: str = "127.0.0.1"  # loopback unless configured
+    port: int = 9001
+    token: str | None = None  # bearer token required on the WebSocket upgrade (401 without it)
+    origins: tuple[str, ...] = ()  # allowed browser Origin values; empty: any (clients without Origin always pass)
+    max_clients: int = 100
+    max_subscriptions: int = 200  # (exchange, symbol) pairs per client
+    max_request_bytes: int = 4096  # a larger request gets an error reply; frames over 1 MiB close the connection
+    max_requests_per_s: float = 20.0
+    client_queue: int = 5000  # queued trades per client; one more closes it (1013): trades are never dropped
+    client_l2_queue: int = 1000  # queued L2 deltas per client; one more conflates them into snapshots
+    client_max_lag_s: float = 10.0  # oldest queued trade older than this closes the client (1013)
+    default_depth: int = 10  # levels per side of a book subscription that names no depth
+    min_throttle_ms: int = 10  # smallest throttle_ms a client may ask for
+    close_timeout_s: float = 5.0  # a closed client that does not read its close frame is cut after this
+    socket_send_buffer: int = 262144  # kernel send buffer per client (bytes; 0: autotuned, can hold MBs of stale data)
+
+
+
+def parse_publisher(t: dict, key: str = "publisher") -> PublisherConfig:
+    """``[publisher]`` -> PublisherConfig; ConfigError naming ``publisher.KEY``."""
+    check_keys(t, set(PublisherConfig.__dataclass_fields__), "publisher")
+    kw: dict[str, Any] = {}
+    if "host" in t:
+        kw["host"] = expect_str(t["host"], "publisher.host")
+    if "port" in t:
+        kw["port"] = expect_port(t["port"], "publisher.port")
+    if "token" in t:
+        kw["token"] = expect_str(t["token"], "publisher.token")
+    if "origins" in t:
+        if not isinstance(t["origins"], list):
+            raise ConfigError("publisher.origins", f"expected a list of origins, got {show(t['origins'])}")
+        kw["origins"] = tuple(expect_url(o, f"publisher.origins[{i}]", ("http", "https"))
+                              for i, o in enumerate(t["origins"]))
+    for key in ("max_clients", "max_subscriptions", "max_request_bytes", "client_queue", "client_l2_queue",
+                "default_depth", "min_throttle_ms"):
+        if key in t:
+            kw[key] = expect_pos_int(t[key], f"publisher.{key}")
+    for key in ("max_requests_per_s", "client_max_lag_s", "close_timeout_s"):
+        if key in t:
+            kw[key] = expect_number(t[key], f"publisher.{key}", positive=True)
+    if "socket_send_buffer" in t:
+        v = t["socket_send_buffer"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError("publisher.socket_send_buffer", f"expected a number of bytes >= 0, got {show(v)}")
+        kw["socket_send_buffer"] = v
+    if kw.get("max_request_bytes", 0) > 65536:
+        raise ConfigError("publisher.max_request_bytes", f"expected at most 65536, got {kw['max_request_bytes']}")
+    return PublisherConfig(**kw)
+
+
+def publisher_config(config: Config) -> PublisherConfig:
+    """The ``[publisher]`` section of a config loaded through pipeline.app (defaults when absent)."""
+    section = config.servers.get("publisher")
+    return section if isinstance(section, PublisherConfig) else parse_publisher(section or {})
 
 
 @dataclass(frozen=True)
@@ -75,4 +136,33 @@ def load_settings(config: Config, environ: Mapping[str, str] | None = None) -> S
     for name, ex in config.exchanges.items():
         throttle = resolve_throttle_ms(name, ex.adapter, ex.l2_throttle_ms, env)
         feeds[name] = FeedSettings(name, ex.symbols, ex.depth, throttle)
-    return Settings(config.publisher, feeds)
+    return Settings(publisher_config(config), feeds)
+
+
+class WebSocketServer:
+    """The publisher as a server plugin (publisher/base.py, registry in publisher/__init__.py)."""
+
+    def parse_config(self, table: dict, key: str, ctx: SectionContext) -> PublisherConfig:
+        return parse_publisher(table, key)
+
+    def address(self, config: Config) -> tuple[str, int]:
+        c = publisher_config(config)
+        return c.host, c.port
+
+    def banner(self, config: Config) -> str:
+        host, port = self.address(config)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        return f"live page: http://{shown}:{port}/  (WebSocket ws://{shown}:{port}/, docs/websocket.md)"
+
+    def run(self, config: Config, host: str | None, port: int | None, ready_file: str | None) -> None:
+        from publisher.main import run_publisher
+
+        run_publisher(config, host, port, ready_file)
+
+    def status(self, config: Config) -> dict[str, Any]:
+        from publisher import stats
+
+        return stats.read(config)
+
+
+SERVER = WebSocketServer()

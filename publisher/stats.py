@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline.config import Config
 from pipeline.pidfile import pid_alive
+from publisher.settings import publisher_config
 
 STATS_FILE = "publisher.stats.json"
 STALE_AFTER_S = 5.0
@@ -26,7 +27,8 @@ def path(config: Config) -> Path:
 
 
 def url(config: Config) -> str:
-    return f"ws://{config.publisher.host}:{config.publisher.port}/"
+    c = publisher_config(config)
+    return f"ws://{c.host}:{c.port}/"
 
 
 def write(config: Config, stats: dict, listen_url: str) -> None:

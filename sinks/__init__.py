@@ -1,0 +1,11 @@
+"""Sinks: processes that record the bus (sinks/base.py has their shape).
+
+``SINKS`` is the registry: a new sink is its module and one line here.  Modules are imported
+only when a config names the sink."""
+
+from pipeline.plugins import Plugin, Registry
+
+SINKS = Registry("sink", [
+    Plugin("csv", "sinks.csv_sink:SINK",
+           summary="Record trades and books as tardis-format daily CSV files under [sinks.csv] dir (docs/csv.md)."),
+])

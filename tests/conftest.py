@@ -32,3 +32,17 @@ def shm_prefix(request):
     yield prefix
     for p in Path("/dev/shm").glob(prefix + "_*"):
         p.unlink(missing_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def own_default_run_dir(monkeypatch, tmp_path_factory):
+    """A config without run_dir (the demo) uses the per-user default; tests get their own, so a test
+    never meets the user's running pipeline (the variable reaches the processes a test starts)."""
+    import tempfile
+
+    run_dir = Path(tempfile.mkdtemp(prefix="l2pr", dir="/tmp"))
+    monkeypatch.setenv("PIPELINE_RUN_DIR", str(run_dir))
+    yield run_dir
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)

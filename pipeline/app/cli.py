@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 
 import click
 
-from ingest.adapters import names as adapter_names
-from pipeline.config import SIM_PROTOCOLS, Config, load_config
+from pipeline.app.config import PLUGINS, load_config
+from pipeline.config import SIM_PROTOCOLS, Config
 from pipeline.errors import ConfigError, SharedMemoryError
 
-pass_config = click.make_pass_decorator(Config)
 
 
 # `pipeline bench SUBCOMMAND`: every benchmark lives in pipeline/benchmarks/, imported only when used (the
@@ -58,29 +58,99 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    """``--config`` given after the subcommand (`pipeline status --config X`)."""
+    if value is None:
+        return
+    before = ctx.meta.get("config_path")
+    if before is not None and ctx.meta.get("config_from") == "command line" and before != value:
+        raise click.UsageError(f"--config given twice ({before} and {value})")
+    ctx.meta["config_path"], ctx.meta["config_from"] = value, "command line"  # beats PIPELINE_CONFIG
+
+
+def config_option(f):
+    """Every command takes ``--config FILE`` after its name too (DESIGN.md contract 3)."""
+    return click.option("--config", type=click.Path(dir_okay=False), default=None, expose_value=False,
+                        is_eager=True, callback=_remember_config,
+                        help="Pipeline TOML config (also before the command, or PIPELINE_CONFIG).")(f)
+
+
+def get_config(ctx: click.Context) -> Config:
+    """The config of this invocation, loaded once; a config error ends it with status 2 and one line."""
+    if "config" not in ctx.meta:
+        try:
+            config = load_config(ctx.meta.get("config_path"))
+        except ConfigError as exc:
+            click.echo(f"config error: {exc}", err=True)
+            ctx.exit(2)
+        _setup_logging(config.log_level)
+        ctx.meta["config"] = config
+    return ctx.meta["config"]
+
+
+def pass_config(f):
+    """Like click's pass_obj, with the config loaded when the command runs (after every --config)."""
+    @click.pass_context
+    def wrapper(ctx: click.Context, *args, **kwargs):
+        return ctx.invoke(f, get_config(ctx), *args, **kwargs)
+    return config_option(functools.update_wrapper(wrapper, f))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              envvar="PIPELINE_CONFIG", help="Pipeline TOML config (default: the built-in demo config).")
+              envvar="PIPELINE_CONFIG", help="Pipeline TOML config (default: the built-in demo config; "
+                                             "env PIPELINE_CONFIG; also accepted after the command).")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None) -> None:
     """Level-2 order-book market-data pipeline."""
-    try:
-        config = load_config(config_path, adapters=adapter_names())
-    except ConfigError as exc:
-        click.echo(f"config error: {exc}", err=True)
-        ctx.exit(2)
-    ctx.obj = config
-    ctx.meta["config_path"] = config_path
-    _setup_logging(config.log_level)
+    if config_path is not None:
+        source = ctx.get_parameter_source("config_path")
+        ctx.meta["config_path"] = config_path
+        ctx.meta["config_from"] = "command line" if source is click.core.ParameterSource.COMMANDLINE else "env"
 
 
 @cli.command()
+@config_option
 @click.pass_context
 def run(ctx: click.Context) -> None:
-    """Run the whole pipeline under supervisord in the foreground (Ctrl-C stops it)."""
+    """Run the whole pipeline under supervisord in the foreground (Ctrl-C or `pipeline stop` stops it)."""
     from pipeline.app import supervise
 
-    ctx.exit(supervise.run(ctx.obj, ctx.meta["config_path"]))
+    try:
+        ctx.exit(supervise.run(get_config(ctx), ctx.meta.get("config_path")))
+    except supervise.AlreadyRunning as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.command()
+@pass_config
+def stop(config: Config) -> None:
+    """Stop the running pipeline of this config's run_dir (from any directory)."""
+    from pipeline.app import supervise
+
+    try:
+        pid = supervise.stop(config)
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"stopped (pid {pid})" if pid else f"not running (run_dir {config.run_dir})")
+
+
+@cli.command()
+@click.argument("program")
+@pass_config
+def restart(config: Config, program: str) -> None:
+    """Restart one PROGRAM of the running pipeline (e.g. publisher, ingest-NAME, sink-csv)."""
+    from pipeline.app import supervise
+
+    try:
+        done = supervise.restart(config, program)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="PROGRAM") from None
+    except ProcessLookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo((done.stdout + done.stderr).strip())
+    if done.returncode != 0:
+        sys.exit(1)
 
 
 @cli.command()
@@ -100,25 +170,45 @@ def ingest(config: Config, name: str) -> None:
         raise click.ClickException(str(exc)) from None
 
 
-@cli.command()
-@click.option("--host", default=None, help="Address to bind (default: [publisher] host, 127.0.0.1).")
-@click.option("--port", type=click.IntRange(0, 65535), default=None,
-              help="WebSocket and HTTP port (default: [publisher] port, 9001; 0: any free port).")
-@click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
-              help="Write the bound port into this file once listening.")
-@pass_config
-def publish(config: Config, host: str | None, port: int | None, ready_file: str | None) -> None:
-    """Run the WebSocket publisher: every trade and book on one port, with a live page at /."""
-    from publisher.main import run_publisher
+def _server_command(plugin) -> click.Command:
+    """`pipeline publish` (`pipeline grpc`...): one command per server of the registry (publisher/__init__.py)."""
+    @click.command(plugin.command or plugin.name, help=plugin.summary)
+    @click.option("--host", default=None, help=f"Address to bind (default: [{plugin.name}] host).")
+    @click.option("--port", type=click.IntRange(0, 65535), default=None,
+                  help=f"Port to listen on (default: [{plugin.name}] port; 0: any free port).")
+    @click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
+                  help="Write the bound port into this file once listening.")
+    @pass_config
+    def command(config: Config, host: str | None, port: int | None, ready_file: str | None) -> None:
+        server = plugin.load()
+        conf_host, conf_port = server.address(config)
+        try:
+            server.run(config, host, port, ready_file)
+        except ConfigError as exc:  # e.g. a bad L2_THROTTLE_<NAME>_MS in the environment
+            click.echo(f"config error: {exc}", err=True)
+            sys.exit(2)
+        except OSError as exc:
+            _cannot_listen(config, plugin.name, host or conf_host, conf_port if port is None else port, exc)
+    return command
 
-    try:
-        run_publisher(config, host, port, ready_file)
-    except ConfigError as exc:  # a bad L2_THROTTLE_<NAME>_MS in the environment
-        click.echo(f"config error: {exc}", err=True)
-        sys.exit(2)
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host or config.publisher.host}:"
-                                   f"{config.publisher.port if port is None else port}: {exc.strerror or exc}") from None
+
+def _cannot_listen(config: Config, name: str, host: str, port: int, exc: OSError) -> None:
+    """One line, then exit 1, or EXIT_PORT_IN_USE when the port is taken (not retried by supervisord)."""
+    import errno
+
+    from pipeline.app.supervise import EXIT_PORT_IN_USE, port_in_use_exit
+
+    if exc.errno != errno.EADDRINUSE:
+        raise click.ClickException(f"{name}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    line = (f"{name}: cannot listen on {host}:{port}: address already in use (another program or pipeline "
+            f"holds it); not retrying: free the port, then `pipeline restart {name}`")
+    click.echo(line, err=True)
+    port_in_use_exit(config, name, line)
+    sys.exit(EXIT_PORT_IN_USE)
+
+
+for _server in PLUGINS.servers:
+    cli.add_command(_server_command(_server))
 
 
 @cli.command()
@@ -175,28 +265,47 @@ def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_ever
     protocol = protocol or base.protocol
     config.run_dir.mkdir(parents=True, exist_ok=True)
     with PidFile(config.run_dir / "sim.pid"):
-        if protocol == "binance":
-            run_sim(opts)
-        else:
-            from pipeline.sim.venues import run as run_venue
-            run_venue(protocol, opts)
+        try:
+            if protocol == "binance":
+                run_sim(opts)
+            else:
+                from pipeline.sim.venues import run as run_venue
+                run_venue(protocol, opts)
+        except OSError as exc:
+            _cannot_listen(config, "sim", opts.host, opts.port, exc)
 
 
-@cli.group()
+class _SinkGroup(click.Group):
+    """`pipeline sink NAME`: the sinks of the registry (sinks/__init__.py); an unknown NAME names the known."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return PLUGINS.sinks.names()
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in PLUGINS.sinks:
+            return None
+        plugin = PLUGINS.sinks.get(name)
+
+        @click.command(name, help=plugin.summary)
+        @pass_config
+        def command(config: Config) -> None:
+            try:
+                plugin.load().run(config)
+            except ConfigError as exc:
+                raise click.ClickException(f"config error: {exc}") from None
+        return command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        if args and args[0] not in PLUGINS.sinks and not args[0].startswith("-"):
+            known = ", ".join(PLUGINS.sinks.names())
+            raise click.UsageError(f'unknown sink "{args[0]}" (known: {known})', ctx)
+        return super().resolve_command(ctx, args)
+
+
+@cli.group(cls=_SinkGroup)
+@config_option
 def sink() -> None:
-    """Run a sink process (consumers that record the bus)."""
-
-
-@sink.command("csv")
-@pass_config
-def sink_csv(config: Config) -> None:
-    """Record trades and books as tardis-format daily CSV files under [sinks.csv] dir (docs/csv.md)."""
-    from sinks.csv_sink import run_sink
-
-    try:
-        run_sink(config)
-    except ConfigError as exc:
-        raise click.ClickException(f"config error: {exc}") from None
+    """Run a sink process (consumers that record the bus): pipeline sink NAME."""
 
 
 @cli.command()
@@ -295,6 +404,7 @@ def status(config: Config, as_json: bool) -> None:
 
 
 @cli.group(cls=_LazyGroup)
+@config_option
 def bench() -> None:
     """Benchmarks: measured speed of every hop (bench/RESULTS.md, README "Performance")."""
 

@@ -11,22 +11,25 @@ dead or an exchange has no shared memory.  1 and 2 stay click's: the command fai
 
 from __future__ import annotations
 
+from pipeline.app.config import PLUGINS
+from pipeline.app.supervise import programs
 from pipeline.config import Config
 from pipeline.status import feeds, processes
 
 
 def publisher(config: Config) -> dict:
     """The ``publisher`` section: clients, queues, conflations, disconnects (publisher/stats.py)."""
-    from publisher import stats as publisher_stats
+    return PLUGINS.servers.get("publisher").load().status(config)
 
-    return publisher_stats.read(config)
+
+def servers(config: Config) -> dict[str, dict]:
+    """One section per server that runs, under its name (``publisher``: publisher/stats.py)."""
+    return {s.name: s.load().status(config) for s in PLUGINS.servers if s.name in config.servers}
 
 
 def sinks(config: Config) -> list[dict]:
-    """The ``sinks`` section: rows, files, bytes, gaps filled... per sink (sinks/status.py)."""
-    from sinks import status as sinks_status
-
-    return sinks_status.sinks(config)
+    """The ``sinks`` section: one entry per configured sink (the CSV sink's: rows, files, bytes, ...)."""
+    return [s.load().status(config) for s in PLUGINS.sinks if s.name in config.sinks]
 
 
 EXIT_OK, EXIT_NOT_LIVE, EXIT_DOWN = 0, 3, 4
@@ -34,8 +37,13 @@ EXIT_OK, EXIT_NOT_LIVE, EXIT_DOWN = 0, 3, 4
 
 def collect(config: Config) -> dict:
     f, ex = feeds(config)
-    st = {"feeds": f, "processes": processes(config), "exchanges": ex, "publisher": publisher(config),
-          "sinks": sinks(config)}
+    expected = [name for name, _ in programs(config, None)]
+    procs = processes(config, expected)
+    for p in procs:  # why a program gave up (a taken port: pipeline/app/supervise.py)
+        err = config.run_dir / f"{p['name']}.error"
+        if p["state"] != "running" and err.is_file():
+            p["error"] = err.read_text(errors="replace").strip()
+    st = {"feeds": f, "processes": procs, "exchanges": ex, **servers(config), "sinks": sinks(config)}
     st["down"], st["not_live"] = problems(st)
     return st
 
@@ -77,6 +85,8 @@ def render_table(status: dict) -> str:
         cpu = f"{p['cpu_percent']:.1f}" if p["cpu_percent"] is not None else "-"
         rss = f"{p['rss_bytes'] / 2**20:.1f}" if p["rss_bytes"] is not None else "-"
         lines.append(f"{p['name']:<22}{p['pid'] or '-':>8}  {p['state']:<9}{up:>10}{cpu:>7}{rss:>9}")
+        if p.get("error"):
+            lines.append(f"  {p['error']}")
     lines.append("")
     # column widths follow the longest names (OKX symbols like BTC-USD-250627 are long)
     we = max([12] + [len(f["exchange"]) + 2 for f in status["feeds"]])

@@ -1,34 +1,59 @@
 """`pipeline run`: supervisord in the foreground, its config derived from ours.
 
 The generated supervisord config (in run_dir) has one program per process: the
-sim when ``[sim]`` is configured, then one ingest per exchange, then the publisher
-(WebSocket :9001) and the CSV sink when ``[sinks.csv]`` is configured.  supervisord
+sim when ``[sim]`` is configured, then one ingest per exchange, then each server that
+runs (the WebSocket publisher always) and each configured ``[sinks.NAME]`` (``sink-NAME``).  supervisord
 restarts a process that dies.
 
-``pipeline run`` starts supervisord in its own session and forwards SIGINT/SIGTERM
-to it, so Ctrl-C triggers supervisord's orderly stop (SIGTERM to each program,
-which closes its sockets and unlinks its shared memory).  Afterwards anything a
-killed program left behind (shm segments, ipc sockets, pid files) is removed.
+``pipeline run`` starts supervisord in its own session and forwards SIGINT, SIGTERM
+and SIGHUP (a closed terminal) to it, so each triggers supervisord's orderly stop
+(SIGTERM to each program, which closes its sockets and unlinks its shared memory).
+Afterwards anything a killed program left behind (shm segments, ipc sockets, pid
+files) is removed.  supervisord's output goes to its log file, not the terminal, so a
+closed terminal cannot break the stop; `pipeline run` prints the page URL, how to stop,
+and any program that gave up (below).
+
+One pipeline per run_dir: `pipeline run` holds ``RUN_DIR/pipeline.lock`` while it runs
+and refuses to start while that lock, or a supervisord of the same config left behind,
+is alive ("already running (pid N): `pipeline stop`").  `pipeline stop` and `pipeline
+restart PROGRAM` find it through run_dir, which does not depend on the current
+directory (pipeline/config.py), so they work from anywhere.
+
+A server or the sim whose port is taken exits with EXIT_PORT_IN_USE after one line
+(also left in ``RUN_DIR/NAME.error``); that status is in supervisord's ``exitcodes``,
+so it is not restarted (autorestart=unexpected restarts every other exit).  It waits
+until it has been up STARTSECS, because supervisord treats an earlier exit as a failed
+start and retries it whatever the status.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
+
 from pipeline import bus
-from pipeline.config import Config
+from pipeline.app.config import PLUGINS
+from pipeline.config import Config, Plugins
 from pipeline.pidfile import pid_alive, read_pid
 from pipeline.shm import DEV_SHM, segment_name
 from pipeline.trade_ring import ring_name
 
+STARTSECS = 1  # supervisord: a program up this long has started; an exit before is a failed start
+EXIT_PORT_IN_USE = 3  # a server or the sim cannot listen: not retried (pipeline/app/cli.py)
+STOP_TIMEOUT_S = 60.0  # supervisord gives each program stopwaitsecs=10, in order
 
-def programs(config: Config, config_path: str | None) -> list[tuple[str, list[str]]]:
-    """(program name, argv) of every process of the pipeline, in start order."""
+
+def programs(config: Config, config_path: str | None, plugins: Plugins = PLUGINS) -> list[tuple[str, list[str]]]:
+    """(program name, argv) of every process of the pipeline, in start order: the sim, the ingests,
+    then every server and sink of the registries that the config turns on."""
     base = [sys.executable, "-m", "pipeline"]
     if config_path:
         base += ["--config", str(Path(config_path).resolve())]
@@ -37,9 +62,12 @@ def programs(config: Config, config_path: str | None) -> list[tuple[str, list[st
         progs.append(("sim", base + ["sim"]))
     for name in config.exchanges:
         progs.append((f"ingest-{name}", base + ["ingest", name]))
-    progs.append(("publisher", base + ["publish"]))  # WebSocket :9001 and the live page
-    if config.csv is not None:
-        progs.append(("sink-csv", base + ["sink", "csv"]))  # tardis-format CSV files (docs/csv.md)
+    for server in plugins.servers or ():
+        if server.name in config.servers:  # the publisher always (WebSocket :9001 and the page)
+            progs.append((server.name, base + [server.command or server.name]))
+    for sink in plugins.sinks or ():
+        if sink.name in config.sinks:
+            progs.append((f"sink-{sink.name}", base + ["sink", sink.name]))
     return progs
 
 
@@ -71,8 +99,9 @@ def supervisord_conf(config: Config, config_path: str | None, cwd: Path) -> str:
             f"directory={cwd}",
             f"priority={priority * 10}",
             "autostart=true",
-            "autorestart=true",
-            "startsecs=1",
+            "autorestart=unexpected",  # every exit but a taken port (exitcodes) restarts it
+            f"exitcodes={EXIT_PORT_IN_USE}",
+            f"startsecs={STARTSECS}",
             "startretries=1000",
             "stopsignal=TERM",
             "stopwaitsecs=10",
@@ -82,7 +111,7 @@ def supervisord_conf(config: Config, config_path: str | None, cwd: Path) -> str:
             f"stdout_logfile={run}/logs/{name}.log",
             "stdout_logfile_maxbytes=20MB",
             "stdout_logfile_backups=3",
-            "environment=PYTHONUNBUFFERED=\"1\"",
+            f"environment=PYTHONUNBUFFERED=\"1\",PIPELINE_RUN_DIR=\"{run}\"",
         ]
     return "\n".join(lines) + "\n"
 
@@ -113,26 +142,120 @@ def cleanup(config: Config) -> list[str]:
     return removed
 
 
-def run(config: Config, config_path: str | None) -> int:
-    """Run supervisord in the foreground until Ctrl-C / SIGTERM; returns its exit status."""
+def _cmdline(pid: int) -> str:
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return ""
+
+
+def running_pid(config: Config) -> int | None:
+    """The pid of the live `pipeline run` of this run_dir, else of a supervisord it left running
+    (a pid file whose pid now belongs to another program does not count)."""
+    run_dir = config.run_dir
+    pid = read_pid(run_dir / "pipeline.pid")
+    if pid_alive(pid) and "pipeline" in _cmdline(pid):
+        return pid
+    pid = read_pid(run_dir / "supervisord.pid")
+    if pid_alive(pid) and str(run_dir / "supervisord.conf") in _cmdline(pid):
+        return pid
+    return None
+
+
+class AlreadyRunning(Exception):
+    def __init__(self, pid: int | None, run_dir: Path):
+        super().__init__(f"already running (pid {pid if pid else '?'}, run_dir {run_dir}): `pipeline stop`")
+        self.pid = pid
+
+
+def _lock(run_dir: Path):
+    """Hold RUN_DIR/pipeline.lock while `pipeline run` lives (released by the kernel when it dies)."""
+    fd = os.open(run_dir / "pipeline.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _say(line: str) -> None:
+    """Print to the terminal, which may be gone (SIGHUP)."""
+    try:
+        print(line, flush=True)
+    except OSError:
+        pass
+
+
+def port_in_use_exit(config: Config, name: str, line: str) -> None:
+    """A server or the sim cannot listen: leave ``line`` for `pipeline run` and `pipeline status`, and
+    under supervisord stay up STARTSECS first, so its status counts (module docstring)."""
+    try:
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        (config.run_dir / f"{name}.error").write_text(line + "\n")
+    except OSError:
+        pass
+    if os.environ.get("SUPERVISOR_ENABLED"):
+        up = time.time() - psutil.Process().create_time()
+        time.sleep(max(0.0, STARTSECS + 0.5 - up))
+
+
+def run(config: Config, config_path: str | None, plugins: Plugins = PLUGINS) -> int:
+    """Run supervisord in the foreground until Ctrl-C / SIGTERM / SIGHUP / `pipeline stop`; returns its
+    exit status.  Raises AlreadyRunning when a pipeline of this run_dir runs."""
     run_dir = config.run_dir
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    lock = _lock(run_dir)
+    if lock is None or running_pid(config):
+        if lock is not None:
+            os.close(lock)
+        raise AlreadyRunning(running_pid(config), run_dir)
+    try:
+        return _supervise(config, config_path, plugins)
+    finally:
+        (run_dir / "pipeline.pid").unlink(missing_ok=True)
+        os.close(lock)
+
+
+def _supervise(config: Config, config_path: str | None, plugins: Plugins) -> int:
+    run_dir = config.run_dir
     cleanup(config)
+    for stale in run_dir.glob("*.error"):
+        stale.unlink(missing_ok=True)
+    (run_dir / "pipeline.pid").write_text(f"{os.getpid()}\n")
     conf = run_dir / "supervisord.conf"
     conf.write_text(supervisord_conf(config, config_path, Path.cwd()))
     supervisord = Path(sys.executable).with_name("supervisord")
     cmd = [str(supervisord) if supervisord.exists() else "supervisord", "-n", "-c", str(conf)]
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    with open(run_dir / "logs" / "supervisord.out", "ab") as out:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=out)
 
     def forward(signum, _frame):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
-        print(f"pipeline running under supervisord (config {conf}); logs in {run_dir / 'logs'}; Ctrl-C stops",
-              flush=True)
-        code = proc.wait()
+        for server in plugins.servers or ():
+            if server.name in config.servers:
+                _say(server.load().banner(config))
+        _say(f"pipeline running under supervisord; logs in {run_dir / 'logs'}; "
+             "stop it with Ctrl-C or `pipeline stop` (from any directory)")
+        shown: set[tuple[str, int]] = set()
+        while True:
+            try:
+                code = proc.wait(1.0)
+                break
+            except subprocess.TimeoutExpired:
+                for err in sorted(run_dir.glob("*.error")):
+                    try:
+                        key = (err.name, err.stat().st_mtime_ns)
+                        if key not in shown:
+                            shown.add(key)
+                            _say(err.read_text(errors="replace").strip())
+                    except FileNotFoundError:  # `pipeline restart` removed it
+                        pass
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -140,4 +263,50 @@ def run(config: Config, config_path: str | None) -> int:
             proc.terminate()
             proc.wait(15)
         cleanup(config)
+    _say("pipeline stopped")
     return code
+
+
+def stop(config: Config, timeout: float = STOP_TIMEOUT_S) -> int | None:
+    """Stop the pipeline of this run_dir (any cwd): SIGTERM to `pipeline run` (or the supervisord it
+    left), wait, then SIGTERM any program still running and clean up.  Returns the pid stopped, None
+    when nothing ran.  Raises TimeoutError when it is still alive after ``timeout``."""
+    pid = running_pid(config)
+    leftovers = [p for p in (read_pid(f) for f in config.run_dir.glob("*.pid")) if pid_alive(p) and p != pid]
+    if pid is None and not leftovers:
+        return None
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and not _zombie(pid):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"pid {pid} still running after {timeout:.0f} s")
+            time.sleep(0.1)
+    for p in (read_pid(f) for f in config.run_dir.glob("*.pid")):  # programs of a supervisord killed by -9
+        if pid_alive(p) and not _zombie(p):
+            os.kill(p, signal.SIGTERM)
+            psutil.wait_procs([psutil.Process(p)], timeout=15)
+    cleanup(config)
+    return pid or (leftovers[0] if leftovers else None)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def restart(config: Config, program: str, plugins: Plugins = PLUGINS) -> subprocess.CompletedProcess:
+    """`supervisorctl restart PROGRAM` against this run_dir's supervisord."""
+    names = [name for name, _ in programs(config, None, plugins)]
+    if program not in names:
+        raise ValueError(f"no program {program!r} in this pipeline (programs: {', '.join(names)})")
+    sup = read_pid(config.run_dir / "supervisord.pid")
+    if not running_pid(config) or not pid_alive(sup):
+        raise ProcessLookupError(f"not running (run_dir {config.run_dir}): start it with `pipeline run`")
+    (config.run_dir / f"{program}.error").unlink(missing_ok=True)
+    ctl = Path(sys.executable).with_name("supervisorctl")
+    return subprocess.run([str(ctl) if ctl.exists() else "supervisorctl", "-c",
+                           str(config.run_dir / "supervisord.conf"), "restart", program],
+                          capture_output=True, text=True, timeout=STOP_TIMEOUT_S)

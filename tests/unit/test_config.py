@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from ingest.adapters import names as adapter_names
-from pipeline.config import ConfigError, load_config, parse_config
+from pipeline.app.config import load_config, parse_config
+from pipeline.config import ConfigError, default_run_dir
 
 GOOD = """
 [pipeline]
@@ -20,12 +20,42 @@ def cli(args, cwd):
                           text=True, timeout=60)
 
 
-def test_demo_config_is_used_without_a_file(tmp_path, monkeypatch):
+def test_demo_config_is_used_without_a_file(tmp_path, monkeypatch, own_default_run_dir):
     monkeypatch.chdir(tmp_path)
     c = load_config(None)
     assert c.exchanges["sim"].adapter == "binance" and c.exchanges["sim"].depth == 50
-    assert c.run_dir == tmp_path / "run"
-    assert c.sim is not None and c.publisher.port == 9001
+    assert c.run_dir == own_default_run_dir  # $PIPELINE_RUN_DIR, not the current directory
+    assert c.sim is not None and c.servers["publisher"].port == 9001
+
+
+def test_default_run_dir_does_not_depend_on_the_current_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("PIPELINE_RUN_DIR")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    a = load_config(None)
+    monkeypatch.chdir(tmp_path / "b")
+    b = load_config(None)
+    assert a.run_dir == b.run_dir and a.shm_prefix == b.shm_prefix
+    assert not a.run_dir.is_relative_to(tmp_path)
+    f = tmp_path / "p.toml"
+    f.write_text(GOOD.replace('run_dir = "r"\n', ""))
+    assert load_config(f).run_dir == a.run_dir  # a file without run_dir: the same per-user default
+
+
+def test_default_run_dir_order(tmp_path):
+    runtime = tmp_path / "xdg"
+    runtime.mkdir()
+    assert default_run_dir({"PIPELINE_RUN_DIR": str(tmp_path / "r"), "XDG_RUNTIME_DIR": str(runtime)}) == tmp_path / "r"
+    assert default_run_dir({"XDG_RUNTIME_DIR": str(runtime)}) == runtime / "l2pipeline"
+    assert default_run_dir({"XDG_STATE_HOME": str(tmp_path / "st")}) == tmp_path / "st" / "l2pipeline"
+    with pytest.raises(ConfigError) as info:
+        default_run_dir({"PIPELINE_RUN_DIR": "relative/run"})
+    assert info.value.key == "PIPELINE_RUN_DIR" and "absolute" in info.value.reason
+
+
+def test_config_run_dir_wins_over_the_environment(tmp_path):
+    assert parse_config(GOOD, tmp_path).run_dir == tmp_path / "r"  # PIPELINE_RUN_DIR is set by conftest
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path):
@@ -56,7 +86,7 @@ def test_shm_names_differ_between_run_dirs(tmp_path):
 ])
 def test_bad_config_names_key_and_reason(tmp_path, text, key, reason):
     with pytest.raises(ConfigError) as info:
-        parse_config(text, tmp_path, adapters=adapter_names())  # the registry, as the CLI passes it
+        parse_config(text, tmp_path)  # pipeline.app.config: the registries, as every command loads it
     assert info.value.key == key
     assert reason in info.value.reason
 
@@ -101,8 +131,9 @@ def test_the_core_config_alone_accepts_any_adapter_name(tmp_path):
     """pipeline/config.py cannot know the adapters (ingest is above it): readers of a config
     that make no adapter get the name as written; the registry decides where one is made."""
     from ingest.adapters import create
+    from pipeline.config import parse_config as core_parse_config
 
-    c = parse_config(GOOD.replace('"binance"', '"nasdaq"'), tmp_path)
+    c = core_parse_config(GOOD.replace('"binance"', '"nasdaq"'), tmp_path)
     assert c.exchanges["sim"].adapter == "nasdaq"
     with pytest.raises(ConfigError) as info:
         create(c.exchanges["sim"])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import ConfigError, parse_config
+from pipeline.app.config import parse_config
+from pipeline.config import ConfigError
 from pipeline.app.supervise import programs
 from publisher.settings import load_settings, resolve_throttle_ms, throttle_env_var
 
@@ -18,7 +19,7 @@ symbols = ["BTCUSDT"]
 
 
 def test_publisher_defaults_bind_loopback_9001_without_token(tmp_path):
-    p = parse_config(BASE, tmp_path).publisher
+    p = parse_config(BASE, tmp_path).servers["publisher"]
     assert (p.host, p.port, p.token, p.origins) == ("127.0.0.1", 9001, None, ())
     assert p.max_clients > 0 and p.client_queue > 0 and p.client_l2_queue > 0
 
@@ -27,7 +28,7 @@ def test_publisher_keys_parse(tmp_path):
     c = parse_config(BASE + '[publisher]\nhost = "0.0.0.0"\nport = 9100\ntoken = "s3cret"\n'
                             'origins = ["http://localhost:9001/"]\nmax_clients = 5\nmax_requests_per_s = 2.5\n',
                      tmp_path)
-    p = c.publisher
+    p = c.servers["publisher"]
     assert p.host == "0.0.0.0" and p.token == "s3cret" and p.origins == ("http://localhost:9001",)
     assert p.max_clients == 5 and p.max_requests_per_s == 2.5
 

@@ -4,8 +4,8 @@ import configparser
 import shlex
 from pathlib import Path
 
-from pipeline.config import load_config
-from pipeline.app.supervise import programs, supervisord_conf
+from pipeline.app.config import load_config
+from pipeline.app.supervise import EXIT_PORT_IN_USE, programs, supervisord_conf
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,5 +27,7 @@ def test_generated_conf_has_every_program_with_restart(tmp_path, monkeypatch):
     cp.read_string(supervisord_conf(config, None, tmp_path))
     progs = [s for s in cp.sections() if s.startswith("program:")]
     assert progs == ["program:sim", "program:ingest-sim", "program:publisher", "program:sink-csv"]
-    assert all(cp[p]["autorestart"] == "true" for p in progs)
+    # restarted on every exit but the one status that says its port is taken (not retried)
+    assert all(cp[p]["autorestart"] == "unexpected" and cp[p]["exitcodes"] == str(EXIT_PORT_IN_USE) for p in progs)
+    assert all(cp[p]["startretries"] == "1000" for p in progs)
     assert cp["supervisord"]["nodaemon"] == "true"

@@ -17,7 +17,8 @@ import pytest
 
 from pipeline import schema
 from pipeline.book import ViewBook
-from pipeline.config import ConfigError, parse_config
+from pipeline.app.config import parse_config
+from pipeline.config import ConfigError
 from pipeline.shm import BookSnapshot, BookState
 from pipeline.app.supervise import programs
 from pipeline.trade_ring import TradeRingReader, TradeRingWriter
