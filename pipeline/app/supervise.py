@@ -164,7 +164,7 @@ def running_pid(config: Config) -> int | None:
 
 class AlreadyRunning(Exception):
     def __init__(self, pid: int | None, run_dir: Path):
-        super().__init__(f"already running (pid {pid if pid else '?'}, run_dir {run_dir}): `pipeline stop`")
+        super().__init__(f"already running (pid {pid if pid else '?'}): `pipeline stop` (run_dir {run_dir})")
         self.pid = pid
 
 

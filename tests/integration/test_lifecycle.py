@@ -118,7 +118,7 @@ def test_second_run_stop_restart_and_status_from_another_directory():
         # a second pipeline of the same run_dir is refused, with the pid and the way out
         second = cli(["run"], elsewhere, env, timeout=60)
         assert second.returncode != 0
-        assert f"already running (pid {run.pid}" in second.stderr and "`pipeline stop`" in second.stderr
+        assert f"already running (pid {run.pid}): `pipeline stop`" in second.stderr
         assert run.poll() is None
 
         # restart one program from there
