@@ -25,7 +25,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any, Mapping
 
 from pipeline.errors import ConfigError
 from pipeline.plugins import Registry
@@ -241,15 +241,15 @@ _EXCHANGE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 TARDIS_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
-def _exchange(name: str, raw: Any, adapters: Collection[str] | None = None) -> ExchangeConfig:
+def _exchange(name: str, raw: Any, adapters: Registry | None = None) -> ExchangeConfig:
     where = f"exchanges.{name}"
     t = expect_table(raw, where)
     if not name or not set(name) <= _EXCHANGE_NAME_CHARS:
         raise ConfigError(where, "exchange names use lowercase letters, digits, '_' and '-'")
     check_keys(t, {f for f in ExchangeConfig.__dataclass_fields__ if f != "name"}, where)
     adapter = expect_str(t.get("adapter", name), f"{where}.adapter")
-    if adapters is not None and adapter not in adapters:
-        raise ConfigError(f"{where}.adapter", f"unknown adapter {show(adapter)} (known: {', '.join(sorted(adapters))})")
+    if adapters is not None:
+        adapters.get(adapter, f"{where}.adapter")  # ConfigError: unknown adapter "x" (known: ...)
     if "symbols" not in t:
         raise ConfigError(f"{where}.symbols", "missing: list the exchange-native symbols to follow")
     kw: dict[str, Any] = {"name": name, "adapter": adapter, "symbols": _symbols(t["symbols"], f"{where}.symbols")}
@@ -335,8 +335,7 @@ class Plugins:
 
     sinks: Registry | None = None  # [sinks.NAME]
     servers: Registry | None = None  # a top-level [NAME] table per server; default_on ones run without
-    # exchanges.X.adapter: the names of the adapter registry (ingest/adapters/__init__.py); None: any
-    adapters: Collection[str] | None = None
+    adapters: Registry | None = None  # exchanges.X.adapter (ingest/adapters/__init__.py); None: any name
 
 
 CORE_TABLES = ("pipeline", "exchanges", "sim", "sinks")

@@ -9,37 +9,31 @@ library (pipeline/) never imports this package and takes the names as an argumen
 
 from __future__ import annotations
 
-import importlib
-
 from pipeline.config import ExchangeConfig
-from pipeline.errors import ConfigError
+from pipeline.plugins import Plugin, Registry
 
-# name -> "module:Class"
-ADAPTERS: dict[str, str] = {
-    "binance": "ingest.adapters.binance:BinanceSpotAdapter",
-    "binance_futures": "ingest.adapters.binance:BinanceFuturesAdapter",
-    "bybit": "ingest.adapters.bybit:BybitSpotAdapter",
-    "bybit_linear": "ingest.adapters.bybit:BybitLinearAdapter",
-    "okx": "ingest.adapters.okx:OkxAdapter",
-    "hyperliquid": "ingest.adapters.hyperliquid:HyperliquidAdapter",
-    "lighter": "ingest.adapters.lighter:LighterAdapter",
-}
+# name -> "module:Class", the same registry type as the sinks' and servers' (pipeline/plugins.py)
+ADAPTERS = Registry("adapter", [
+    Plugin("binance", "ingest.adapters.binance:BinanceSpotAdapter"),
+    Plugin("binance_futures", "ingest.adapters.binance:BinanceFuturesAdapter"),
+    Plugin("bybit", "ingest.adapters.bybit:BybitSpotAdapter"),
+    Plugin("bybit_linear", "ingest.adapters.bybit:BybitLinearAdapter"),
+    Plugin("okx", "ingest.adapters.okx:OkxAdapter"),
+    Plugin("hyperliquid", "ingest.adapters.hyperliquid:HyperliquidAdapter"),
+    Plugin("lighter", "ingest.adapters.lighter:LighterAdapter"),
+])
 
 
 def names() -> tuple[str, ...]:
     """Every registered adapter name, sorted."""
-    return tuple(sorted(ADAPTERS))
+    return tuple(sorted(ADAPTERS.names()))
 
 
 def adapter_class(name: str, key: str = "adapter") -> type:
     """The class registered as ``name`` (its module imported now).
 
     Raises ConfigError naming ``key`` for a name that is not registered."""
-    try:
-        module, cls = ADAPTERS[name].split(":")
-    except KeyError:
-        raise ConfigError(key, f'unknown adapter "{name}" (known: {", ".join(names())})') from None
-    return getattr(importlib.import_module(module), cls)
+    return ADAPTERS.get(name, key).load()
 
 
 def create(config: ExchangeConfig):

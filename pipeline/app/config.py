@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ingest.adapters import names as adapter_names
+from ingest.adapters import ADAPTERS
 from pipeline import config as core
 from pipeline.config import Config, Plugins
 from publisher import SERVERS
 from sinks import SINKS
 
-PLUGINS = Plugins(sinks=SINKS, servers=SERVERS, adapters=adapter_names())
+PLUGINS = Plugins(sinks=SINKS, servers=SERVERS, adapters=ADAPTERS)
 
 
 def load_config(path: str | os.PathLike | None, plugins: Plugins = PLUGINS) -> Config:

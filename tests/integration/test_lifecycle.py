@@ -190,3 +190,20 @@ def test_taken_publisher_port_is_one_line_and_not_retried():
 def all_feeds_live(config: Path, cwd: Path) -> bool:
     _, st = status(config, cwd)
     return all(f["state"] == "live" for f in st["feeds"])
+
+
+@pytest.mark.parametrize("command,name", [(["sim"], "sim"), (["publish"], "publisher")])
+def test_a_taken_port_is_exit_3_and_one_line_by_hand_too(command, name):
+    workdir = short_tmpdir()
+    port = free_port()
+    cfg = workdir / "p.toml"
+    cfg.write_text('[pipeline]\nrun_dir = "run"\n[exchanges.sim]\nadapter = "binance"\nsymbols = ["BTCUSDT"]\n')
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        r = cli([*command, "--port", str(port), "--config", str(cfg)], workdir, timeout=60)
+    assert r.returncode == 3, r.stdout + r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "cannot listen" in ln]
+    assert lines == [f"{name}: cannot listen on 127.0.0.1:{port}: address already in use (another program or "
+                     f"pipeline holds it); not retrying: free the port, then `pipeline restart {name}`"]
+    assert (workdir / "run" / f"{name}.error").read_text().strip() == lines[0]
