@@ -91,3 +91,56 @@ class SnapshotRequest:
     weight: int
     method: str = "GET"
     body: bytes | None = None
+
+
+# ------------------------------------------------------------------ feed inputs
+# Everything the feed learns goes through FeedBooks.receive: the adapter's events above,
+# and these, which the runner (or a test, or the benchmark) reports.
+
+@dataclass(frozen=True, slots=True)
+class DepthConnected:
+    """A depth connection is opening for ``symbols``: they buffer and wait for snapshots."""
+
+    symbols: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DepthDisconnected:
+    """The depth connection of ``symbols`` is gone (``reason``), at local time ``recv_ns``."""
+
+    symbols: tuple[str, ...]
+    reason: str
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotOverdue:
+    """No diff came for ``symbols`` soon after connecting: REST venues fetch a snapshot anyway."""
+
+    symbols: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A frame the adapter rejected as malformed (``symbol`` when it was readable)."""
+
+    symbol: str | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A well-formed frame of a kind we do not follow."""
+
+    detail: str
+
+
+# ------------------------------------------------------------------ feed outputs
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Something the feed asks the runner to do: ``action`` is ingest.sync.Action
+    FETCH_SNAPSHOT (a REST snapshot) or RESUBSCRIBE (a fresh in-stream snapshot)."""
+
+    action: object
+    symbol: str

@@ -40,8 +40,9 @@ async def _serve(config: Config, name: str) -> None:
         trade_ring = TradeRingWriter(config.shm_prefix, ex.name, ex.symbols, ex.trade_ring_size, epoch)
         trades_sock = bus.make_pub(ctx, trades_ep)
         l2_sock = bus.make_pub(ctx, l2_ep)
+        # views and L2 messages go out once per event-loop turn (a batch of frames)
         feed = FeedBooks(ex.name, adapter, writer, BusPublisher(trades_sock, l2_sock, batch=True), epoch,
-                          trade_ring=trade_ring, loop=asyncio.get_running_loop())
+                         trade_ring=trade_ring, schedule_flush=lambda: loop.call_soon(feed.flush))
         runner = Runner(ex, adapter, feed, stop)
         # The hot path makes no reference cycles; refcounting frees its garbage.  Fewer,
         # cheaper cyclic collections: move start-up objects out of the collector's

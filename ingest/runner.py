@@ -21,13 +21,14 @@ from collections import deque
 
 import aiohttp
 
-from ingest.events import BboEvent, DepthDiff, DepthSnapshot, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
+from ingest.events import (DepthConnected, DepthDisconnected, SnapshotOverdue, SnapshotRequest, StreamGroup,
+                           VenueNotice)
 from ingest.feed import P, FeedBooks
 from ingest.health import Health, describe_failure
-from ingest.sync import SyncState
+from ingest.sync import Action
 from ingest.retry import WeightBudget, backoff
 from ingest.wsclient import HandshakeFailed, WsConnection, open_connection
-from pipeline.errors import MalformedFrame, SnapshotError, UnknownFrame
+from pipeline.errors import MalformedFrame, SnapshotError
 from pipeline.lag import LagWindow
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Runner:
         self.feed = feed
         self.stop = stop
         self.rng = rng or random.Random()
-        self.header = feed.header
+        self.header = feed.writer.header
         self.traits = adapter.traits
         self.budget = WeightBudget(self.traits.rest_weight_limit)
         self._snap_queue: deque[str] = deque()
@@ -66,39 +67,35 @@ class Runner:
         self._resubscribes: dict[StreamGroup, int] = {}
         self._frames = [0]  # frames received, copied to the shm header by the stats loop
         self.health = Health(feed.writer)  # failure counts and last errors, for `pipeline status`
-        feed.request_snapshot = self.request_snapshot
 
     # ---------------------------------------------------------------- frames
     def _frame_handler(self, group: StreamGroup):
-        parse = self.adapter.parse_frame
-        feed = self.feed
-        header = self.header
+        parse = self.feed.parse_frame   # the adapter's, with bad frames as events
+        receive = self.feed.receive
+        carry_out = self._carry_out
         counts = self._frames  # [frames]: a list cell is cheaper than a shm word per frame
-        # event type -> feed method: one dict lookup per frame (None: nothing for the feed)
-        handlers = {DepthDiff: feed.on_diff, TradeEvent: feed.on_trade, DepthSnapshot: feed.on_snapshot,
-                    BboEvent: feed.on_bbo, VenueNotice: lambda ev: self._on_notice(group, ev)}
 
         def on_frame(data: bytes, recv_ns: int) -> None:
             counts[0] += 1
-            try:
-                ev = parse(data, recv_ns)
-            except MalformedFrame as exc:
-                feed.on_malformed(getattr(exc, "symbol", None))
-                self._log_once("malformed", "%s: malformed frame skipped (logged once): %s", group.kind, exc)
-                return
-            except UnknownFrame as exc:
-                header[P["unknown_frames"]] += 1
-                self._log_once(f"unknown:{str(exc)[:40]}", "%s: unknown frame skipped (logged once per kind): %s",
-                               group.kind, exc)
-                return
-            handler = handlers.get(type(ev))
-            if handler is not None:
-                handler(ev)
-            elif type(ev) is list:  # several events in one frame (trade batches)
-                for one in ev:
-                    handlers[type(one)](one)
+            out = receive(parse(data, recv_ns))
+            if out:
+                carry_out(out, group)
 
         return on_frame
+
+    def _carry_out(self, requests, group: StreamGroup | None = None) -> None:
+        """What the feed asked for: snapshots (REST fetch or resubscribe) and the venue's
+        notices about the connection ``group`` (None: outside any connection)."""
+        for req in requests:
+            if type(req) is VenueNotice:
+                if group is not None:
+                    self._on_notice(group, req)
+            elif req.action is Action.FETCH_SNAPSHOT:
+                self._queue_snapshot(req.symbol)
+            elif req.action is Action.RESUBSCRIBE:
+                self._resubscribe(req.symbol)
+            else:
+                raise AssertionError(f"unknown request {req!r}")
 
     def _on_notice(self, group: StreamGroup, ev: VenueNotice) -> None:
         if ev.kind == "server_shutdown":
@@ -135,7 +132,7 @@ class Runner:
             if group.kind == "depth":
                 # buffering starts before the handshake: frames that arrive in the same
                 # read as the server's 101 response are dispatched at once
-                self.feed.depth_connected(group.symbols)
+                self._carry_out(self.feed.receive(DepthConnected(group.symbols)) or (), group)
             try:
                 conn = await open_connection(group.url, handler, priority=(group.kind == "trades"))
                 self.connections[group] = conn
@@ -163,7 +160,7 @@ class Runner:
                     conn.abort()
                     self.connections.pop(group, None)
                 if group.kind == "depth":
-                    self.feed.depth_disconnected(group.symbols, reason)
+                    self._carry_out(self.feed.receive(DepthDisconnected(group.symbols, reason, time.time_ns())) or ())
             if self.stop.is_set():
                 break
             if conn is not None and reason != "max age":
@@ -221,16 +218,10 @@ class Runner:
             stop_wait.cancel()
 
     def _quiet_snapshots(self, group: StreamGroup) -> None:
-        for sym in group.symbols:
-            f = self.feed.feeds[sym]
-            if f.snapshot_wanted:
-                self.feed._want_snapshot(f)
+        self._carry_out(self.feed.receive(SnapshotOverdue(group.symbols)) or (), group)
 
     # -------------------------------------------------------------- snapshots
-    def request_snapshot(self, symbol: str) -> None:
-        if self.in_stream:
-            self._resubscribe(symbol)
-            return
+    def _queue_snapshot(self, symbol: str) -> None:
         if symbol not in self._snap_pending:
             self._snap_pending.add(symbol)
             self._snap_queue.append(symbol)
@@ -263,7 +254,7 @@ class Runner:
         def check() -> None:
             if self.connections.get(group) is not conn:
                 return
-            late = [s for s in symbols if self.feed.feeds[s].sync.state is not SyncState.LIVE]
+            late = [s for s in symbols if not self.feed.live(s)]
             if late:
                 log.warning("no snapshot for %s within %.0fs of subscribing; reconnecting",
                             ", ".join(late[:5]), STREAM_SNAPSHOT_TIMEOUT)
@@ -307,9 +298,9 @@ class Runner:
             self.health.rest_failed(symbol, f"unusable snapshot: {exc}")
             log.warning("snapshot %s unusable: %s", symbol, exc)
             return False
-        # the feed may ask for another (too old): request_snapshot re-queues it
+        # the feed may ask for another (too old): _queue_snapshot re-queues it
         self._snap_pending.discard(symbol)
-        self.feed.on_snapshot(snap)
+        self._carry_out(self.feed.receive(snap) or ())
         return True
 
     async def _rest(self, session: aiohttp.ClientSession, req: SnapshotRequest, what: str) -> bytes | None:
@@ -370,8 +361,8 @@ class Runner:
 
     # ------------------------------------------------------------------ timers
     async def _stats_loop(self) -> None:
-        """Heartbeat, event-loop lag and publish-lag figures into shared memory (lags: p50,
-        p99 and max over the last minute, pipeline/lag.py)."""
+        """Heartbeat, event-loop lag, the feed's counters and publish-lag figures into shared
+        memory (lags: p50, p99 and max over the last minute, pipeline/lag.py)."""
         header = self.header
         loop_lag = LagWindow()
         while not self.stop.is_set():
@@ -385,7 +376,7 @@ class Runner:
             header[P["frames"]] = self._frames[0]
             header[P["loop_lag_us"]], header[P["loop_lag_p99_us"]], header[P["loop_lag_max_us"]] = loop_lag.figures()
             self.feed.writer.heartbeat()
-            self.feed.flush_lag_stats()
+            self.feed.copy_stats()
 
     async def _republish_loop(self) -> None:
         """Periodic bus snapshots, for consumers that cannot read shared memory."""

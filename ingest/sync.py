@@ -1,27 +1,49 @@
-"""Book-sync state machine for one symbol: the snapshot/stream join, gaps, resyncs.
+"""The book-sync state machine of one symbol: every state, every transition, every venue style.
 
 The model (shared/docs/exchange-protocols.md section 0 rules 4-5, sections 1-2)::
 
-    DISCONNECTED --connected()--> BUFFERING --snapshot_received(ok)--> LIVE
-         ^                          ^   |                               |
-         |                          |   +--snapshot too old: refetch    |
-         +----disconnected()--------+-------- gap / mismatch -----------+
+                       +-------------- disconnected() (from any state) ---------------+
+                       v                                                               |
+    DISCONNECTED --connected()--> BUFFERING --snapshot_received(aligned)--> INSTALLING
+                                   ^   |  ^                                  |     |
+                                   |   |  +-- book_invalid() (bad install) --+     | installed()
+                                   |   +-- too old / buffer gap: fetch again       v
+                                   +------ gap, book_invalid() ----------------- LIVE --+
+                                                                                  ^     | in-stream
+                                                                                  +-----+ snapshot: REPLACE
 
-- BUFFERING: every diff is buffered (bounded) while a REST snapshot is fetched.  The
-  book is empty and nothing is applied: a delta never touches an empty book.
-- snapshot_received: the snapshot must not be older than the first buffered diff
-  (else SnapshotTooOld: fetch again, keep buffering).  Buffered diffs covered by
-  the snapshot are dropped, the rest must chain from it by the venue's rule; the
-  book is *replaced* by the snapshot (an old book is never merged into a new one).
-- LIVE: each diff is checked by the venue rule (adapter.check): SKIP (already
-  covered), APPLY, or GAP.  A gap sends the symbol back to BUFFERING with the diff
-  that revealed it as the first buffered event; only this symbol resyncs.
-- disconnected: the depth connection died; buffers are dropped (no venue lets a
-  book resume across sockets) and the book waits for the next connection.
+- BUFFERING: every diff is buffered (bounded) until a snapshot comes: from REST
+  (REST venues: fetched when the first diff after connecting arrives, or when the
+  runner says the snapshot is overdue) or in the stream (everything buffered before
+  it is older: dropped).  The book is empty: a diff never touches an empty book.
+- snapshot_received: a REST snapshot must not be older than the first buffered diff
+  (else fetch again, keep buffering); buffered diffs it covers are dropped, the rest
+  must chain from it by the venue's rule (``Adapter.check``).  Then INSTALLING: the
+  feed *replaces* the book with the snapshot, applies ``replay`` and verifies the
+  result (checksum, crossed), then calls ``installed()`` or ``book_invalid()``.
+- LIVE: each diff is checked by the venue rule: SKIP (already covered), APPLY, or
+  GAP.  A gap sends only this symbol back to BUFFERING, with the diff that revealed
+  it as the first buffered event.  An in-stream snapshot on a live book replaces it
+  (Bybit resends one, every Hyperliquid frame is one); a REST answer is moot there.
+- book_invalid: the feed found the book wrong (checksum or BBO mismatch, crossed,
+  view past a cut snapshot): back to BUFFERING, resync.
+- disconnected: the depth connection died; buffers are dropped (no venue lets a book
+  resume across sockets) and the book waits for the next connection.
 
-Illegal transitions raise IllegalTransition at once: they are our bugs.
-The machine is pure: it returns what to apply and says when to fetch a snapshot;
-the caller owns the book, the clock and the network.
+Each transition returns the *actions* its caller must carry out, in order (h11's
+_state.py style): APPLY / INSTALL / REPLACE (the feed, on its book), PUBLISH_SNAPSHOT
+and MARK_STALE (the feed, on shared memory and the bus), FETCH_SNAPSHOT and
+RESUBSCRIBE (the runner, on the network: which one follows from the venue's
+``snapshot_source``).  The machine never touches a book, a clock or a socket.
+
+The published state of the book (``book_state``, shm ``BookState`` and the bus's
+"live"/"stale"/"syncing") is a projection of this machine, computed here only: LIVE
+when LIVE, else STALE once the book has ever been live, else SYNCING.
+
+Illegal transitions raise IllegalTransition at once and are never caught: they are
+our bugs (supervisor's ``_assertInState``).  Legal but moot inputs are documented
+where they are accepted: a REST snapshot that arrives after its connection died or
+after the book went live.
 """
 
 from __future__ import annotations
@@ -30,135 +52,226 @@ import enum
 from collections import deque
 from typing import Callable
 
+from ingest.adapters.base import APPLY, GAP, SKIP, Verdict  # noqa: F401  (the one Verdict)
 from ingest.events import DepthDiff, DepthSnapshot
-from pipeline.errors import SequenceGap, SnapshotError
-
-from ingest.adapters.base import APPLY, GAP, SKIP  # noqa: F401  (the one Verdict)
+from pipeline.shm import BookState
 
 
 class SyncState(enum.Enum):
-    DISCONNECTED = "disconnected"
-    BUFFERING = "buffering"
-    LIVE = "live"
+    DISCONNECTED = "disconnected"   # no depth connection: nothing to buffer
+    BUFFERING = "buffering"         # connected, diffs buffered until a usable snapshot
+    INSTALLING = "installing"       # snapshot aligned: the feed installs and verifies it
+    LIVE = "live"                   # the book follows the venue diff by diff
+
+
+class Action(enum.Enum):
+    """What a transition asks its caller to do."""
+
+    APPLY = "apply"                        # feed: apply the diff to the book
+    INSTALL = "install"                    # feed: replace the book with the snapshot, apply ``replay``, verify
+    REPLACE = "replace"                    # feed: replace the live book with the in-stream snapshot (exact delta)
+    PUBLISH_SNAPSHOT = "publish_snapshot"  # feed: the book went live: publish its view as a snapshot
+    MARK_STALE = "mark_stale"              # feed: the book left LIVE: publish it as stale, stop trusting it
+    FETCH_SNAPSHOT = "fetch_snapshot"      # runner: fetch a REST snapshot of the symbol
+    RESUBSCRIBE = "resubscribe"            # runner: make the venue send a fresh in-stream snapshot
+
+
+NOTHING: tuple[Action, ...] = ()
+APPLY_DIFF = (Action.APPLY,)
+INSTALL_SNAPSHOT = (Action.INSTALL,)
+REPLACE_BOOK = (Action.REPLACE,)
+PUBLISH = (Action.PUBLISH_SNAPSHOT,)
+FETCH = (Action.FETCH_SNAPSHOT,)
+RESUBSCRIBE = (Action.RESUBSCRIBE,)
+STALE_FETCH = (Action.MARK_STALE, Action.FETCH_SNAPSHOT)
+STALE_RESUBSCRIBE = (Action.MARK_STALE, Action.RESUBSCRIBE)
+MARK_STALE = (Action.MARK_STALE,)
 
 
 class IllegalTransition(RuntimeError):
     """A sync method called in a state that does not allow it (a bug of ours)."""
 
 
-class SnapshotTooOld(SnapshotError):
-    """The snapshot predates the first buffered diff: fetch a newer one."""
+class SyncCounts:
+    """The counters this machine keeps (a plain record; the feed's per-symbol record
+    subclasses it and the stats loop copies it to shared memory)."""
+
+    __slots__ = ("gaps", "resyncs", "buffered", "dropped", "overflowed")
+
+    def __init__(self):
+        self.gaps = 0         # sequence gaps detected (live, or inside the buffer at a snapshot)
+        self.resyncs = 0      # snapshots installed after the first
+        self.buffered = 0     # diffs buffered now
+        self.dropped = 0      # live diffs skipped as already covered
+        self.overflowed = 0   # buffered diffs dropped because the buffer was full
 
 
 class BookSync:
-    """Sequencing of one symbol's depth stream against REST snapshots."""
+    """Sequencing of one symbol's depth stream against its snapshots."""
 
-    __slots__ = ("symbol", "check", "snapshot_usable", "state", "book_id", "first_pending",
-                 "buffer", "max_buffer", "overflowed")
+    __slots__ = ("symbol", "check", "snapshot_usable", "in_stream", "state", "book_id", "first_pending",
+                 "buffer", "max_buffer", "replay", "ever_live", "snapshot_wanted", "book_state", "why",
+                 "counts", "_resync", "_stale_resync")
 
-    def __init__(self, symbol: str, check: Callable[[DepthDiff, int, bool], int],
-                 snapshot_usable: Callable[[int, DepthDiff | None], bool], max_buffer: int = 50_000):
+    def __init__(self, symbol: str, check: Callable[[DepthDiff, int, bool], Verdict],
+                 snapshot_usable: Callable[[int, DepthDiff | None], bool], in_stream: bool = False,
+                 counts: SyncCounts | None = None, max_buffer: int = 50_000):
         self.symbol = symbol
         self.check = check
         self.snapshot_usable = snapshot_usable
+        self.in_stream = in_stream   # snapshots come in the stream (resync = resubscribe), else from REST
         self.state = SyncState.DISCONNECTED
         self.book_id = -1            # venue update id the book reflects
         self.first_pending = False   # the next applied diff is the first after a snapshot
         self.buffer: deque[DepthDiff] = deque()
         self.max_buffer = max_buffer
-        self.overflowed = 0
+        self.replay: list[DepthDiff] = []   # INSTALLING: buffered diffs to apply after the snapshot
+        self.ever_live = False
+        self.snapshot_wanted = False  # REST: fetch once the first diff after connecting is buffered
+        self.book_state = BookState.SYNCING
+        self.why = ""                 # what caused the last resync (for the caller's log line)
+        self.counts = counts if counts is not None else SyncCounts()
+        self._resync = RESUBSCRIBE if in_stream else FETCH
+        self._stale_resync = STALE_RESUBSCRIBE if in_stream else STALE_FETCH
 
     def _assert_state(self, *states: SyncState) -> None:
         if self.state not in states:
             raise IllegalTransition(f"{self.symbol}: in state {self.state.value}, expected "
                                     f"{' or '.join(s.value for s in states)}")
 
+    def _leave_live(self, why: str) -> tuple[Action, ...]:
+        """LIVE/INSTALLING -> BUFFERING with an empty buffer; the resync actions."""
+        was_live = self.state is SyncState.LIVE
+        self.state = SyncState.BUFFERING
+        self.buffer.clear()
+        self.counts.buffered = 0
+        self.why = why
+        if self.ever_live:
+            self.book_state = BookState.STALE
+        return self._stale_resync if was_live else self._resync
+
     # ---------------------------------------------------------------- transitions
-    def connected(self) -> None:
-        """The depth connection is open: start buffering; the caller fetches a snapshot."""
+    def connected(self) -> tuple[Action, ...]:
+        """The depth connection is open: buffer.  REST venues fetch a snapshot once the
+        first diff is buffered (so it is not older than the stream); in-stream venues
+        get one after subscribing."""
         self._assert_state(SyncState.DISCONNECTED)
         self.state = SyncState.BUFFERING
         self.buffer.clear()
         self.book_id = -1
+        self.snapshot_wanted = not self.in_stream
+        return NOTHING
 
-    def disconnected(self) -> None:
+    def disconnected(self) -> tuple[Action, ...]:
+        """The depth connection died (legal in any state)."""
+        was_live = self.state is SyncState.LIVE
         self.state = SyncState.DISCONNECTED
         self.buffer.clear()
+        self.counts.buffered = 0
         self.book_id = -1
+        self.snapshot_wanted = False
+        if self.ever_live:
+            self.book_state = BookState.STALE
+        return MARK_STALE if was_live else NOTHING
 
-    def diff_received(self, ev: DepthDiff) -> bool:
-        """Feed one diff. Returns True when the caller must apply it to the book.
-
-        Raises SequenceGap (state becomes BUFFERING, with ``ev`` buffered) when the
-        diff does not chain; the caller marks the book stale and fetches a snapshot.
-        """
+    def diff_received(self, ev: DepthDiff) -> tuple[Action, ...]:
+        """One diff: APPLY_DIFF when the caller must apply it to the book (hot path)."""
         state = self.state
         if state is SyncState.LIVE:
             verdict = self.check(ev, self.book_id, self.first_pending)
-            if verdict == APPLY:
+            if verdict is APPLY:
                 self.book_id = ev.last_id
                 self.first_pending = False
-                return True
-            if verdict == SKIP:
-                return False
+                return APPLY_DIFF
+            if verdict is SKIP:
+                self.counts.dropped += 1
+                return NOTHING
             expected = self.book_id
-            self.state = SyncState.BUFFERING
-            self.buffer.clear()
+            actions = self._leave_live(f"sequence gap: book at update id {expected}, next event covers "
+                                       f"{ev.first_id}..{ev.last_id} (pu {ev.prev_id})")
             self.buffer.append(ev)
-            raise SequenceGap(f"{self.symbol}: book at update id {expected}, next event covers "
-                              f"{ev.first_id}..{ev.last_id} (pu {ev.prev_id})")
+            self.counts.buffered = 1
+            self.counts.gaps += 1
+            return actions
         if state is SyncState.BUFFERING:
-            self.buffer.append(ev)
-            if len(self.buffer) > self.max_buffer:
-                self.buffer.popleft()  # the snapshot will be newer than what we drop
-                self.overflowed += 1
-            return False
+            buffer = self.buffer
+            buffer.append(ev)
+            if len(buffer) > self.max_buffer:
+                buffer.popleft()  # the snapshot will be newer than what we drop
+                self.counts.overflowed += 1
+            self.counts.buffered = len(buffer)
+            if self.snapshot_wanted:
+                self.snapshot_wanted = False
+                return FETCH
+            return NOTHING
         raise IllegalTransition(f"{self.symbol}: diff received while {state.value}")
 
-    def snapshot_received(self, snap: DepthSnapshot, in_stream: bool = False) -> list[DepthDiff]:
-        """Align a snapshot with the buffer.
+    def snapshot_overdue(self) -> tuple[Action, ...]:
+        """REST venues: no diff came soon after connecting (a quiet symbol): fetch anyway."""
+        if self.state is SyncState.BUFFERING and self.snapshot_wanted:
+            self.snapshot_wanted = False
+            return FETCH
+        return NOTHING
 
-        Returns the buffered diffs to apply after installing the snapshot, in order;
-        the state is then LIVE.  Raises SnapshotTooOld (still BUFFERING) when the
-        snapshot predates the buffer, or SequenceGap when the buffer does not chain.
-        ``in_stream``: the snapshot came in the same ordered stream as the diffs (Bybit,
-        OKX, Lighter), so everything buffered before it is older: dropped.
-        """
+    def snapshot_received(self, snap: DepthSnapshot) -> tuple[Action, ...]:
+        """A snapshot: INSTALL_SNAPSHOT (``replay`` holds the buffered diffs to apply after
+        it), REPLACE_BOOK (in-stream, live book), a refetch, or NOTHING (moot)."""
+        state = self.state
+        if state is SyncState.LIVE:
+            if not self.in_stream:
+                return NOTHING  # moot: a REST answer to a request made before the book went live
+            self.book_id = snap.last_id
+            self.first_pending = True
+            return REPLACE_BOOK
+        if state is SyncState.DISCONNECTED and not self.in_stream:
+            return NOTHING  # moot: the connection died while the REST request was under way
         self._assert_state(SyncState.BUFFERING)
-        if in_stream:
-            self.buffer.clear()
+        if self.in_stream:
+            self.buffer.clear()  # same ordered stream: everything buffered before it is older
         first = self.buffer[0] if self.buffer else None
         if not self.snapshot_usable(snap.last_id, first):
-            raise SnapshotTooOld(f"{self.symbol}: snapshot at {snap.last_id} older than first buffered "
-                                 f"event {first.first_id if first else '-'}")
+            self.why = (f"snapshot at {snap.last_id} older than first buffered event "
+                        f"{first.first_id if first else '-'}")
+            return self._resync
         book_id, first_pending = snap.last_id, True
-        to_apply: list[DepthDiff] = []
+        replay: list[DepthDiff] = []
+        check = self.check
         for ev in self.buffer:
-            verdict = self.check(ev, book_id, first_pending)
-            if verdict == SKIP:
+            verdict = check(ev, book_id, first_pending)
+            if verdict is SKIP:
                 continue
-            if verdict == GAP:
+            if verdict is GAP:
                 # the buffer itself has a hole after the snapshot: keep what follows it
                 rest = list(self.buffer)
                 self.buffer = deque(rest[rest.index(ev):])
-                raise SequenceGap(f"{self.symbol}: buffered events do not chain from snapshot "
-                                  f"{snap.last_id} at {ev.first_id}..{ev.last_id}")
-            to_apply.append(ev)
+                self.counts.buffered = len(self.buffer)
+                self.counts.gaps += 1
+                self.why = (f"buffered events do not chain from snapshot {snap.last_id} at "
+                            f"{ev.first_id}..{ev.last_id}")
+                return self._resync
+            replay.append(ev)
             book_id, first_pending = ev.last_id, False
         self.buffer.clear()
+        self.replay = replay
         self.book_id, self.first_pending = book_id, first_pending
+        self.state = SyncState.INSTALLING
+        return INSTALL_SNAPSHOT
+
+    def installed(self) -> tuple[Action, ...]:
+        """The feed installed the snapshot and found the book sound: LIVE, publish it."""
+        self._assert_state(SyncState.INSTALLING)
         self.state = SyncState.LIVE
-        return to_apply
+        self.replay = []
+        self.counts.buffered = 0
+        if self.ever_live:
+            self.counts.resyncs += 1
+        self.ever_live = True
+        self.book_state = BookState.LIVE
+        return PUBLISH
 
-    def replaced(self, snapshot_id: int) -> None:
-        """A live book was replaced by an in-stream snapshot (Bybit resends one, every
-        Hyperliquid frame is one): the next diff chains from ``snapshot_id``."""
-        self._assert_state(SyncState.LIVE)
-        self.book_id = snapshot_id
-        self.first_pending = True
-
-    def invalidate(self) -> None:
-        """Drop the book (a BBO/checksum mismatch): buffer again and wait for a snapshot."""
-        self._assert_state(SyncState.LIVE, SyncState.BUFFERING)
-        self.state = SyncState.BUFFERING
-        self.buffer.clear()
+    def book_invalid(self, why: str) -> tuple[Action, ...]:
+        """The feed found the book wrong (checksum or BBO mismatch, crossed, view past a
+        cut snapshot): drop it, buffer again, resync."""
+        self._assert_state(SyncState.LIVE, SyncState.INSTALLING)
+        self.replay = []
+        return self._leave_live(why)

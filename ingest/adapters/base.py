@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup
     from pipeline.book import ViewBook
-    from pipeline.config import ExchangeConfig
 
 
 class Verdict(enum.IntEnum):

@@ -29,7 +29,7 @@ import re
 
 import msgspec
 
-from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict
+from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict  # noqa: F401
 from ingest.adapters.common import (Millis, configure, DECODE_ERRORS, RecentKeys, check_uncrossed,
                                     malformed as _malformed)
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice

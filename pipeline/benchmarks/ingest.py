@@ -4,13 +4,15 @@ A capture (shared/docs/capture-format.md) is loaded into memory first; then ever
 inbound WebSocket frame goes, in one process and in capture order, through what the
 ingest process does with it (ingest/runner.py's frame handler, ingest/feed.py):
 
-    adapter.parse_frame -> BookSync (venue sequencing rule) -> ViewBook apply + view delta
+    adapter.parse_frame -> FeedBooks.receive: BookSync (venue sequencing rule) -> ViewBook apply + view delta
     -> BookWriter.write_view (a real shared-memory segment, seqlock) -> BusPublisher
     (msgpack encode + send on real ZeroMQ PUB sockets, ipc, with a live subscriber in
     another process draining both)
 
+Every frame goes through the feed's one entry point, as in the runner:
+``feed.receive(feed.parse_frame(frame, recv_ns))`` (lists of events included).
 REST depth bodies recorded in the capture are fed, at their place in the capture, to
-``adapter.parse_snapshot`` and ``FeedBooks.on_snapshot``: the books sync exactly as
+``adapter.parse_snapshot`` and ``FeedBooks.receive``: the books sync exactly as
 they would live (exchange-protocols.md sections 1-2; Binance family only, the venues
 whose snapshot comes from REST).  GC settings are the ingest's (ingest/main.py).
 
@@ -284,30 +286,31 @@ def _timer_costs() -> tuple[float, float]:
 
 
 def _make_feed(cap: Capture, adapter, writer, publisher):
+    from ingest.events import DepthConnected
     from ingest.feed import FeedBooks
 
     feed = FeedBooks(cap.header.get("exchange", "bench"), adapter, writer, publisher, epoch=1)
-    feed.request_snapshot = lambda symbol: None  # the capture's REST bodies come in order anyway
-    feed.depth_connected(cap.symbols)
+    feed.receive(DepthConnected(tuple(cap.symbols)))
     return feed
 
 
 def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None) -> dict:
-    """Feed every capture item to ``feed`` as the runner does; time it (or its stages)."""
-    from ingest.events import BboEvent, DepthDiff, TradeEvent
-    from pipeline.errors import MalformedFrame, UnknownFrame
+    """Feed every capture item to ``feed`` through its one entry point, as the runner
+    does (``feed.receive(feed.parse_frame(frame, recv_ns))``); time it (or its stages).
 
-    parse, parse_snapshot = adapter.parse_frame, adapter.parse_snapshot
-    on_diff, on_trade, on_bbo, on_snapshot = feed.on_diff, feed.on_trade, feed.on_bbo, feed.on_snapshot
-    on_malformed = feed.on_malformed
+    The feed's requests (snapshot fetches) are dropped: the capture's REST bodies come
+    in order anyway."""
+    from ingest.events import BboEvent, DepthDiff, Malformed, TradeEvent, Unknown
+
+    parse, parse_snapshot, receive = feed.parse_frame, adapter.parse_snapshot, feed.receive
     # as the ingest: L2 is written to shm and sent once per batch of depth frames
     # (FeedBooks.flush; the runner's batches are at most DRAIN_BATCH frames)
     flush = feed.flush
     from ingest.wsclient import DRAIN_BATCH
     n = 0
     time_ns = time.time_ns
-    kinds = {"depth": 0, "trade": 0, "bbo": 0, "unknown": 0, "malformed": 0, "other": 0}
-    levels = depth = trade = bbo = unknown = malformed = other = 0
+    by_type: dict[type, int] = {}
+    levels = 0
     pc = time.perf_counter
     if stages is not None:  # the shm and bus stages of this feed, timed
         stages.wrap(feed.writer, "write_view", "shm")
@@ -316,88 +319,56 @@ def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None) -> dict:
         stages.wrap(feed.publisher, "flush_l2", "bus")
     c0, m0, t0 = time.process_time(), time.thread_time(), pc()
     try:
-        if stages is None:
-            for item in cap.items:
-                if type(item) is not bytes:
-                    sym, body = item
-                    on_snapshot(parse_snapshot(sym, body, time_ns()))
-                    continue
-                try:
-                    ev = parse(item, time_ns())
-                except MalformedFrame as exc:
-                    malformed += 1
-                    on_malformed(getattr(exc, "symbol", None))
-                    continue
-                except UnknownFrame:
-                    unknown += 1
-                    continue
+        for item in cap.items:
+            if type(item) is not bytes:
+                sym, body = item
+                receive(parse_snapshot(sym, body, time_ns()))
+                continue
+            if stages is None:
+                ev = parse(item, time_ns())
                 t = type(ev)
+                k = t if t is not list else type(ev[0])  # several events in one frame: the first's kind
+                by_type[k] = by_type.get(k, 0) + 1
                 if t is DepthDiff:
-                    depth += 1
                     levels += len(ev.bids) + len(ev.asks)
-                    on_diff(ev)
+                    receive(ev)
                     n += 1
                     if n == DRAIN_BATCH:
                         n = 0
                         flush()
-                elif t is TradeEvent:
-                    trade += 1
-                    on_trade(ev)
-                elif t is BboEvent:
-                    bbo += 1
-                    on_bbo(ev)
                 else:
-                    other += 1
-        else:
-            st = stages
-            for item in cap.items:
-                if type(item) is not bytes:
-                    sym, body = item
-                    on_snapshot(parse_snapshot(sym, body, time_ns()))
-                    continue
-                ta = pc()
-                try:
-                    ev = parse(item, time_ns())
-                except MalformedFrame as exc:
-                    malformed += 1
-                    on_malformed(getattr(exc, "symbol", None))
-                    continue
-                except UnknownFrame:
-                    unknown += 1
-                    continue
-                finally:
-                    tb = pc()
-                    st.parse += tb - ta
-                    st.n_parse += 1
-                t = type(ev)
-                if t is DepthDiff:
-                    depth += 1
-                    levels += len(ev.bids) + len(ev.asks)
-                    tb = pc()
-                    on_diff(ev)
-                    n += 1
-                    if n == DRAIN_BATCH:
-                        n = 0
-                        flush()
-                elif t is TradeEvent:
-                    trade += 1
-                    tb = pc()
-                    on_trade(ev)
-                elif t is BboEvent:
-                    bbo += 1
-                    tb = pc()
-                    on_bbo(ev)
-                else:
-                    other += 1
-                    continue
-                st.handlers += pc() - tb
-                st.n_handlers += 1
+                    receive(ev)
+                continue
+            ta = pc()
+            ev = parse(item, time_ns())
+            tb = pc()
+            stages.parse += tb - ta
+            stages.n_parse += 1
+            t = type(ev)
+            k = t if t is not list else type(ev[0])
+            by_type[k] = by_type.get(k, 0) + 1
+            if t is Malformed or t is Unknown:
+                receive(ev)
+                continue
+            if t is DepthDiff:
+                levels += len(ev.bids) + len(ev.asks)
+            tb = pc()
+            receive(ev)
+            if t is DepthDiff:
+                n += 1
+                if n == DRAIN_BATCH:
+                    n = 0
+                    flush()
+            stages.handlers += pc() - tb
+            stages.n_handlers += 1
         flush()
     finally:
         seconds, cpu, main_cpu = pc() - t0, time.process_time() - c0, time.thread_time() - m0
         if stages is not None:
             del feed.writer.write_view, feed.publisher.send_l2, feed.publisher.send_trade, feed.publisher.flush_l2
-    kinds.update(depth=depth, trade=trade, bbo=bbo, unknown=unknown, malformed=malformed, other=other)
+    kinds = {"depth": by_type.get(DepthDiff, 0), "trade": by_type.get(TradeEvent, 0), "bbo": by_type.get(BboEvent, 0),
+             "unknown": by_type.get(Unknown, 0), "malformed": by_type.get(Malformed, 0)}
+    kinds["other"] = sum(by_type.values()) - sum(kinds.values())
     return {"seconds": seconds, "cpu": cpu, "main_cpu": main_cpu, "levels": levels, "frames": kinds}
 
 
@@ -407,7 +378,7 @@ def _books_json(feed, reader) -> dict:
     for sym, f in feed.feeds.items():
         snap = reader.read(sym)
         out[sym] = {
-            "update_id": f.sync.book_id, "state": f.state.name.lower(),
+            "update_id": f.sync.book_id, "state": f.sync.book_state.name.lower(),
             "bids": [[p, s] for p, s in zip(reversed(f.book.bids.prices), reversed(f.book.bids.sizes))],
             "asks": [[p, s] for p, s in zip(f.book.asks.prices, f.book.asks.sizes)],
             "shm": {"update_id": snap.update_id, "state": snap.state.name.lower(),
@@ -422,7 +393,7 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
     from ingest import adapters
     from ingest.feed import BusPublisher
     from pipeline.config import ExchangeConfig
-    from pipeline.shm import FEED_STATS, BookReader, BookWriter
+    from pipeline.shm import BookReader, BookWriter
 
     t_load = time.perf_counter()
     cap = load_capture(path, adapter_name)
@@ -448,10 +419,10 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
             r["delivered"] = bus.delivered()
             runs.append(r)
         report_feed = feed
-        gaps = {s: int(f.stats[FEED_STATS.index("gaps")]) for s, f in report_feed.feeds.items()}
-        states = {s: f.state.name.lower() for s, f in report_feed.feeds.items()}
-        l2_sent = sum(f.l2_seq for f in report_feed.feeds.values())
-        trades_sent = sum(f.trade_seq for f in report_feed.feeds.values())
+        gaps = {s: f.counts.gaps for s, f in report_feed.feeds.items()}
+        states = {s: f.sync.book_state.name.lower() for s, f in report_feed.feeds.items()}
+        l2_sent = sum(f.counts.l2_seq for f in report_feed.feeds.values())
+        trades_sent = sum(f.counts.trade_seq for f in report_feed.feeds.values())
         books = None
         if dump_books:
             with BookReader.open(prefix, cfg.name) as reader:

@@ -98,8 +98,8 @@ def test_gen_capture_is_deterministic(tmp_path, capture):
 
 
 def test_gen_capture_chains_and_parses_without_gaps(capture, shm_prefix):
-    from ingest.events import DepthDiff, TradeEvent
-    from ingest.feed import S_GAPS, S_UPDATES, BusPublisher, FeedBooks
+    from ingest.events import DepthConnected, DepthDiff, TradeEvent
+    from ingest.feed import BusPublisher, FeedBooks
     from ingest.adapters import create as load_adapter
     from pipeline.config import ExchangeConfig
     from pipeline.shm import BookWriter
@@ -113,19 +113,19 @@ def test_gen_capture_chains_and_parses_without_gaps(capture, shm_prefix):
     adapter = load_adapter(ExchangeConfig(name="b", adapter="binance", symbols=tuple(header["symbols"])))
     writer = BookWriter(shm_prefix, "b", header["symbols"], 50, epoch=1)
     feed = FeedBooks("b", adapter, writer, BusPublisher(None, None), epoch=1)
-    feed.depth_connected(header["symbols"])
+    feed.receive(DepthConnected(tuple(header["symbols"])))
     kinds = {DepthDiff: 0, TradeEvent: 0}
     for e in events:
         if e["src"] == "rest":
             sym = e["url"].split("symbol=")[1].split("&")[0]
-            feed.on_snapshot(adapter.parse_snapshot(sym, e["data"].encode(), 0))
+            feed.receive(adapter.parse_snapshot(sym, e["data"].encode(), 0))
             continue
         ev = adapter.parse_frame(e["data"], 0)  # raises on anything malformed
         kinds[type(ev)] += 1
-        (feed.on_diff if type(ev) is DepthDiff else feed.on_trade)(ev)
+        feed.receive(ev)
     assert kinds == {DepthDiff: depth, TradeEvent: trades}
     for sym, f in feed.feeds.items():
-        assert f.stats[S_GAPS] == 0 and f.stats[S_UPDATES] == depth / 4
+        assert f.counts.gaps == 0 and f.counts.updates == depth / 4
         bids, asks = books[sym]
         assert f.book.bids.prices == sorted(bids) and f.book.asks.prices == sorted(asks)
     writer.close(unlink=True)

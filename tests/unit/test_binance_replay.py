@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from captures import CAPTURES, SAMPLES, read_capture
+from ingest.events import DepthConnected, Malformed
 from ingest.feed import BusPublisher, FeedBooks
 from ingest.adapters import create as load_adapter
 from pipeline.config import ExchangeConfig
@@ -92,9 +93,7 @@ def replay(adapter_name: str, path, shm_prefix: str):
     adapter = load_adapter(cfg)
     writer = BookWriter(shm_prefix, "replay", symbols, 50, epoch=1)
     feed = FeedBooks("replay", adapter, writer, BusPublisher(None, None), epoch=1)
-    requested = []
-    feed.request_snapshot = requested.append
-    feed.depth_connected(symbols)
+    feed.receive(DepthConnected(tuple(symbols)))  # (the capture's REST bodies answer the fetches)
     refs = {s: ReferenceBook(adapter_name == "binance_futures") for s in symbols}
     bbo_checks = {s: 0 for s in symbols}
     pending: dict[str, dict] = {}
@@ -103,7 +102,7 @@ def replay(adapter_name: str, path, shm_prefix: str):
             if "depth" not in e["url"]:
                 continue
             sym = parse_qs(urlparse(e["url"]).query)["symbol"][0]
-            feed.on_snapshot(adapter.parse_snapshot(sym, e["data"].encode(), int(e["ts"] * 1e9)))
+            feed.receive(adapter.parse_snapshot(sym, e["data"].encode(), int(e["ts"] * 1e9)))
             refs[sym].snapshot(json.loads(e["data"]))
             continue
         if e["src"] != "ws":
@@ -125,18 +124,10 @@ def replay(adapter_name: str, path, shm_prefix: str):
                 assert bb == (float(bbo["b"]), float(bbo["B"])) and ba == (float(bbo["a"]), float(bbo["A"]))
                 bbo_checks[sym] += 1
             del pending[sym]
-        try:
-            ev = adapter.parse_frame(e["data"], int(e["ts"] * 1e9))
-        except Exception as exc:  # kline etc. are not ours
-            assert type(exc).__name__ == "UnknownFrame", exc
-            continue
-        kind = type(ev).__name__
-        if kind == "DepthDiff":
-            feed.on_diff(ev)
-        elif kind == "BboEvent":
-            feed.on_bbo(ev)
-        elif kind == "TradeEvent":
-            feed.on_trade(ev)
+        ev = feed.parse_frame(e["data"], int(e["ts"] * 1e9))
+        assert not isinstance(ev, Malformed), ev  # kline etc. are not ours: Unknown, counted
+        feed.receive(ev)
+    feed.copy_stats()  # as the runner's stats loop does
     return feed, writer, refs, bbo_checks
 
 

@@ -1,14 +1,16 @@
 """FeedBooks with an in-stream venue (docs/adapters.md): snapshots in the WS stream install
 or replace the book, top-N trimming, checksums and crossed books as integrity failures,
 resync requests.  A consumer rebuilding from the published messages must always equal
-the shared-memory view, and a bad book must never be published as live."""
+the shared-memory view, and a bad book must never be published as live.  Every event
+goes in through ``FeedBooks.receive``, the entry point the runner uses."""
 
 from __future__ import annotations
 
 import pytest
 
-from ingest.events import DepthDiff, DepthSnapshot, Instrument
-from ingest.feed import FeedBooks
+from ingest.events import DepthConnected, DepthDiff, DepthSnapshot, Instrument
+from ingest.feed import BusPublisher, FeedBooks
+from ingest.sync import Action
 from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource
 from pipeline.shm import BookReader, BookWriter
 
@@ -39,8 +41,9 @@ class InStreamAdapter(Adapter):
         return Instrument("BTC", "USDT", "perp")
 
 
-class Recorder:
+class Recorder(BusPublisher):
     def __init__(self):
+        super().__init__(None, None)
         self.l2 = []
         self.trades = []
 
@@ -84,6 +87,21 @@ def _snap(u, bids, asks, checksum=0):
     return DepthSnapshot("BTCUSDT", u, list(bids), list(asks), u * 1000, u * 10**6, checksum)
 
 
+def stats_now(f, reader):
+    """The symbol's counters as `pipeline status` reads them after the stats loop copied them."""
+    f.copy_stats()
+    return reader.stats("BTCUSDT")
+
+
+def send(f, ev, wanted=None, action=None):
+    """``f.receive(ev)``; the symbols of the snapshots it requests go to ``wanted`` (all of
+    them of kind ``action`` when given)."""
+    for req in f.receive(ev) or ():
+        assert action is None or req.action is action, req
+        if wanted is not None:
+            wanted.append(req.symbol)
+
+
 @pytest.fixture
 def feed(shm_prefix):
     made = []
@@ -92,8 +110,9 @@ def feed(shm_prefix):
         writer = BookWriter(shm_prefix, "venue", ["BTCUSDT"], depth, epoch=1)
         rec = Recorder()
         wanted = []
-        f = FeedBooks("venue", InStreamAdapter(cap), writer, rec, epoch=1, request_snapshot=wanted.append)
-        f.depth_connected(["BTCUSDT"])
+        f = FeedBooks("venue", InStreamAdapter(cap), writer, rec, epoch=1)
+        send(f, DepthConnected(("BTCUSDT",)), wanted)
+        f.wanted = wanted
         made.append(writer)
         return f, rec, wanted, BookReader.open(shm_prefix, "venue")
 
@@ -115,11 +134,11 @@ ASKS = [(101.0, 1.0), (102.0, 2.0), (103.0, 3.0)]
 
 def test_stream_snapshot_installs_then_diffs_chain_and_consumer_equals_shm(feed):
     f, rec, wanted, reader = feed()
-    f.on_diff(_diff(7, [(100.0, 5.0)]))          # before the snapshot: older by construction, dropped
-    f.on_snapshot(_snap(10, BIDS, ASKS))
-    f.on_diff(_diff(11, [(100.5, 1.5)], [(101.0, 0.0)]))
-    f.on_diff(_diff(11, [(100.5, 9.9)]))         # covered: skipped
-    f.on_diff(_diff(12, [], [(100.8, 4.0)]))
+    send(f, _diff(7, [(100.0, 5.0)]), wanted)          # before the snapshot: older by construction, dropped
+    send(f, _snap(10, BIDS, ASKS), wanted)
+    send(f, _diff(11, [(100.5, 1.5)], [(101.0, 0.0)]), wanted)
+    send(f, _diff(11, [(100.5, 9.9)]), wanted)         # covered: skipped
+    send(f, _diff(12, [], [(100.8, 4.0)]), wanted)
     c = Consumer()
     c.feed(rec.l2)
     assert rec.l2[0].snapshot and rec.l2[0].state == "live"
@@ -132,41 +151,41 @@ def test_stream_snapshot_installs_then_diffs_chain_and_consumer_equals_shm(feed)
 
 def test_live_replacement_publishes_exact_delta_not_a_new_snapshot(feed):
     f, rec, wanted, reader = feed()
-    f.on_snapshot(_snap(10, BIDS, ASKS))
-    f.on_snapshot(_snap(1, [(100.0, 1.0), (97.0, 1.0)], [(101.5, 2.0)]))  # e.g. Bybit u=1 after a restart
+    send(f, _snap(10, BIDS, ASKS), wanted)
+    send(f, _snap(1, [(100.0, 1.0), (97.0, 1.0)], [(101.5, 2.0)]), wanted)  # e.g. Bybit u=1 after a restart
     assert [m.snapshot for m in rec.l2] == [True, False]
     c = Consumer()
     c.feed(rec.l2)
     assert c.view() == ([(100.0, 1.0), (97.0, 1.0)], [(101.5, 2.0)])
-    f.on_diff(_diff(2, [(97.0, 0.0)]))  # the chain continues from the replacement's id
+    send(f, _diff(2, [(97.0, 0.0)]), wanted)  # the chain continues from the replacement's id
     c.feed(rec.l2[2:])
     assert c.view() == ([(100.0, 1.0)], [(101.5, 2.0)])
-    assert reader.stats("BTCUSDT")["gaps"] == 0
+    assert stats_now(f, reader)["gaps"] == 0
 
 
 def test_gap_marks_stale_requests_resync_and_next_snapshot_recovers(feed):
     f, rec, wanted, reader = feed()
-    f.on_snapshot(_snap(10, BIDS, ASKS))
-    f.on_diff(_diff(12, [(100.0, 7.0)]))         # 11 is missing
-    assert wanted == ["BTCUSDT"]
+    send(f, _snap(10, BIDS, ASKS), wanted)
+    send(f, _diff(12, [(100.0, 7.0)]), wanted, Action.RESUBSCRIBE)  # 11 is missing: in-stream resync
+    assert wanted == ["BTCUSDT"] and f.feeds["BTCUSDT"].sync.state.value == "buffering"
     assert rec.l2[-1].snapshot and rec.l2[-1].state == "stale"
     assert _shm(reader)[0] == "stale"
-    f.on_snapshot(_snap(20, BIDS, ASKS))
+    send(f, _snap(20, BIDS, ASKS), wanted)
     c = Consumer()
     c.feed(rec.l2)
     assert c.state == "live" and c.view() == (BIDS, ASKS)
-    stats = reader.stats("BTCUSDT")
+    stats = stats_now(f, reader)
     assert stats["gaps"] == 1 and stats["resyncs"] == 1
 
 
 def test_checksum_verified_and_mismatch_resyncs_without_publishing_bad_book(feed):
     f, rec, wanted, reader = feed()
     good = int((1 + 2 + 3) * 1000 + (1 + 2 + 3) * 1000)
-    f.on_snapshot(_snap(10, BIDS, ASKS, checksum=good))
-    f.on_diff(_diff(11, [(98.0, 4.0)], checksum=good + 1000))
+    send(f, _snap(10, BIDS, ASKS, checksum=good), wanted)
+    send(f, _diff(11, [(98.0, 4.0)], checksum=good + 1000), wanted)
     n = len(rec.l2)
-    f.on_diff(_diff(12, [(99.0, 5.0)], checksum=12345))   # wrong
-    stats = reader.stats("BTCUSDT")
+    send(f, _diff(12, [(99.0, 5.0)], checksum=12345), wanted)   # wrong
+    stats = stats_now(f, reader)
     assert stats["checksum_ok"] == 2 and stats["checksum_failed"] == 1
     assert wanted == ["BTCUSDT"]
     assert [m.state for m in rec.l2[n:]] == ["stale"]      # no live delta with the bad book
@@ -175,18 +194,18 @@ def test_checksum_verified_and_mismatch_resyncs_without_publishing_bad_book(feed
 
 def test_crossed_book_is_an_integrity_failure(feed):
     f, rec, wanted, reader = feed()
-    f.on_snapshot(_snap(10, BIDS, ASKS))
-    f.on_diff(_diff(11, [(101.0, 1.0)]))                   # bid at the best ask
-    assert reader.stats("BTCUSDT")["checksum_failed"] == 1
+    send(f, _snap(10, BIDS, ASKS), wanted)
+    send(f, _diff(11, [(101.0, 1.0)]), wanted)                   # bid at the best ask
+    assert stats_now(f, reader)["checksum_failed"] == 1
     assert wanted == ["BTCUSDT"]
     assert all(m.state != "live" for m in rec.l2[1:])
 
 
 def test_top_n_venue_book_is_trimmed_and_view_stays_exact(feed):
     f, rec, wanted, reader = feed(cap=3, depth=5)
-    f.on_snapshot(_snap(10, BIDS, ASKS))
-    f.on_diff(_diff(11, [(100.5, 1.0)], [(100.9, 1.0)]))  # pushes 98 and 103 out of the venue's top 3
-    f.on_diff(_diff(12, [(100.5, 0.0)], [(100.9, 0.0)]))  # no level comes back: the venue dropped them
+    send(f, _snap(10, BIDS, ASKS), wanted)
+    send(f, _diff(11, [(100.5, 1.0)], [(100.9, 1.0)]), wanted)  # pushes 98 and 103 out of the venue's top 3
+    send(f, _diff(12, [(100.5, 0.0)], [(100.9, 0.0)]), wanted)  # no level comes back: the venue dropped them
     c = Consumer()
     c.feed(rec.l2)
     assert c.view() == ([(100.0, 1.0), (99.0, 2.0)], [(101.0, 1.0), (102.0, 2.0)])
@@ -196,10 +215,9 @@ def test_top_n_venue_book_is_trimmed_and_view_stays_exact(feed):
 class BatchRecorder(Recorder):
     """A batch-mode publisher: L2 messages queue until flush_l2 (as BusPublisher(batch=True))."""
 
-    batch = True
-
     def __init__(self):
         super().__init__()
+        self.batch = True
         self.pending = []
 
     def send_l2(self, topic, msg):
@@ -216,12 +234,12 @@ def test_batch_mode_writes_shm_once_before_sending_and_consumer_still_equals_shm
         rec = BatchRecorder()
         f = FeedBooks("venue", InStreamAdapter(), writer, rec, epoch=1)
         reader = BookReader.open(shm_prefix, "venue")
-        f.depth_connected(["BTCUSDT"])
-        f.on_snapshot(_snap(10, BIDS, ASKS))
+        send(f, DepthConnected(("BTCUSDT",)))
+        send(f, _snap(10, BIDS, ASKS))
         f.flush()
         assert _shm(reader)[:2] == ("live", 1) and len(rec.l2) == 1
         for u in range(11, 20):
-            f.on_diff(_diff(u, [(100.0 + u / 100, 1.0)]))
+            send(f, _diff(u, [(100.0 + u / 100, 1.0)]))
         # nothing written or sent until the flush: shm and bus never disagree
         assert _shm(reader)[1] == 1 and len(rec.l2) == 1 and len(rec.pending) == 9
         f.flush()
@@ -245,16 +263,16 @@ def test_view_reaching_past_a_cut_rest_snapshot_resyncs(shm_prefix):
     writer = BookWriter(shm_prefix, "venue", ["BTCUSDT"], 2, epoch=1)
     try:
         rec, wanted = Recorder(), []
-        f = FeedBooks("venue", RestAdapter(), writer, rec, epoch=1, request_snapshot=wanted.append)
+        f = FeedBooks("venue", RestAdapter(), writer, rec, epoch=1)
         reader = BookReader.open(shm_prefix, "venue")
-        f.depth_connected(["BTCUSDT"])
-        f.on_snapshot(_snap(10, BIDS, ASKS))          # 3 levels a side: cut at the limit
-        f.on_diff(_diff(11, [(100.0, 0.0)]))          # view 99, 98: still inside the snapshot
+        send(f, DepthConnected(("BTCUSDT",)), wanted)
+        send(f, _snap(10, BIDS, ASKS), wanted)          # 3 levels a side: cut at the limit
+        send(f, _diff(11, [(100.0, 0.0)]), wanted)          # view 99, 98: still inside the snapshot
         assert wanted == [] and _shm(reader)[0] == "live"
-        f.on_diff(_diff(12, [(99.0, 0.0), (97.0, 1.0)]))  # view 98, 97: 97 is past the snapshot's floor
+        send(f, _diff(12, [(99.0, 0.0), (97.0, 1.0)]), wanted, Action.FETCH_SNAPSHOT)  # 97: past the floor
         assert wanted == ["BTCUSDT"]
         assert _shm(reader)[0] == "stale" and rec.l2[-1].state == "stale"
-        f.on_snapshot(_snap(20, [(98.0, 1.0), (97.0, 1.0), (96.0, 1.0)], ASKS))
+        send(f, _snap(20, [(98.0, 1.0), (97.0, 1.0), (96.0, 1.0)], ASKS), wanted)
         assert _shm(reader)[0] == "live"
     finally:
         writer.close(unlink=True)

@@ -2,10 +2,10 @@
 adapter has"): truncated, reordered, duplicated, dropped and type-mangled frames
 (numbers as strings and back, missing keys, nulls, negative/NaN/inf values, wrong
 nesting) never raise anything but MalformedFrame/UnknownFrame; every event that does
-come out has finite positive prices and finite non-negative sizes; and fed through
-BookSync + ViewBook (test_okx_replay.WsFeed, the feed's "ws" path) a live book never
-holds a bad level and is never crossed unless the checksum or the crossed-book check
-flagged it (and then it is not live)."""
+come out has finite positive prices and finite non-negative sizes; and fed through the
+real feed (tests/feeds.py FeedRun: FeedBooks.receive into shared memory) a live book
+never holds a bad level and is never crossed unless the checksum or the crossed-book
+check flagged it (and then it is not live, in the feed nor in shared memory)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from ingest.adapters.okx import OkxAdapter
 from ingest.events import DepthDiff, DepthSnapshot, TradeEvent
 from pipeline.config import ExchangeConfig
 from pipeline.errors import MalformedFrame, UnknownFrame
-from test_okx_replay import WsFeed
+from feeds import FeedRun
+from pipeline.shm import BookState
 
 if not SHARED.is_dir():  # the base frames are real traffic from ../shared (marker "shared" elsewhere)
     pytest.skip(f"shared data folder {SHARED} not present", allow_module_level=True)
@@ -194,10 +195,14 @@ def parse_safely(adapter, frame):
             assert 0.0 < e.price < math.inf and 0.0 < e.amount < math.inf and e.side in ("buy", "sell"), e
 
 
-def check_books(feed: WsFeed) -> None:
-    for sym, book in feed.books.items():
+def check_books(feed: FeedRun) -> None:
+    for sym in feed.symbols:
+        view, _ = feed.shm(sym)
+        if view.state is BookState.LIVE and len(view.bids) and len(view.asks):
+            assert view.bids[0][0] < view.asks[0][0], sym   # never published live and crossed
         if not feed.live(sym):
             continue
+        book = feed.book(sym)
         for side in (book.bids, book.asks):
             assert all(0.0 < p < math.inf for p in side.prices), (sym, side.prices)
             assert all(0.0 < s < math.inf for s in side.sizes), (sym, side.sizes)
@@ -205,11 +210,16 @@ def check_books(feed: WsFeed) -> None:
 
 
 def run_stream(adapter, symbols, frames):
-    feed = WsFeed(adapter, symbols)
-    for f in frames:
-        parse_safely(adapter, f)       # the pure adapter on its own (state updates twice: harmless)
-        feed.frame(f)
-        check_books(feed)
+    """The frames through the real feed; the checks after each.  The caller closes it."""
+    feed = FeedRun(adapter, symbols, exchange="fz")
+    try:
+        for f in frames:
+            parse_safely(adapter, f)       # the pure adapter on its own (state updates twice: harmless)
+            feed.frame(f)
+            check_books(feed)
+    except BaseException:
+        feed.close()
+        raise
     return feed
 
 
@@ -233,15 +243,15 @@ def test_okx_mangled_frames_raise_only_venue_errors(data):
 @FUZZ
 @given(st.data())
 def test_bybit_mangled_streams_never_publish_a_bad_or_crossed_book(data):
-    run_stream(bybit(), BYBIT_SYMS, stream(BYBIT, data))
+    run_stream(bybit(), BYBIT_SYMS, stream(BYBIT, data)).close()
 
 
 @FUZZ
 @given(st.data())
 def test_okx_mangled_streams_never_publish_a_bad_or_crossed_book(data):
-    feed = run_stream(okx(), OKX_SYMS, stream(OKX, data))
-    # every malformed frame that named its symbol was counted, never raised
-    assert all(c["malformed"] >= 0 for c in feed.counts.values())
+    with run_stream(okx(), OKX_SYMS, stream(OKX, data)) as feed:
+        # every malformed frame that named its symbol was counted, never raised
+        assert all(feed.counts(s).malformed >= 0 for s in OKX_SYMS)
 
 
 @FUZZ
@@ -255,12 +265,12 @@ def test_random_bytes(raw):
 
 def test_unmangled_streams_stay_live_and_clean():
     """The fuzz bases themselves are good streams: no gap, no checksum failure."""
-    fb = run_stream(bybit(), BYBIT_SYMS, BYBIT)
-    assert fb.live("BTCUSDT") and fb.counts["BTCUSDT"]["gaps"] == 0
-    fo = run_stream(okx(), OKX_SYMS, OKX)
-    assert fo.live("UNI-USD-SWAP") and fo.counts["UNI-USD-SWAP"]["checksum_ok"] == 12
-    assert fo.live("BTC-USDT") and fo.counts["BTC-USDT"]["gaps"] == 0
-    assert fo.counts["UNI-USD-SWAP"]["checksum_failed"] == 0
+    with run_stream(bybit(), BYBIT_SYMS, BYBIT) as fb:
+        assert fb.live("BTCUSDT") and fb.counts("BTCUSDT").gaps == 0
+    with run_stream(okx(), OKX_SYMS, OKX) as fo:
+        assert fo.live("UNI-USD-SWAP") and fo.counts("UNI-USD-SWAP").checksum_ok == 12
+        assert fo.live("BTC-USDT") and fo.counts("BTC-USDT").gaps == 0
+        assert fo.counts("UNI-USD-SWAP").checksum_failed == 0
 
 
 def test_a_mangled_okx_level_with_checksums_is_a_mismatch_not_a_bad_book():
@@ -269,5 +279,5 @@ def test_a_mangled_okx_level_with_checksums_is_a_mismatch_not_a_bad_book():
     lv = (msg["data"][0]["bids"] or msg["data"][0]["asks"])[0]
     lv[1] = lv[1] + "1"   # still a valid number: only the checksum can tell
     frames[3] = json.dumps(msg)
-    feed = run_stream(okx(), OKX_SYMS, frames)
-    assert feed.counts["UNI-USD-SWAP"]["checksum_failed"] == 1 and "UNI-USD-SWAP" in feed.resubscribes
+    with run_stream(okx(), OKX_SYMS, frames) as feed:
+        assert feed.counts("UNI-USD-SWAP").checksum_failed == 1 and "UNI-USD-SWAP" in feed.resubscribes

@@ -3,7 +3,7 @@ adapter has"): truncated, byte-flipped, type-mangled, duplicated and reordered f
 
 - never raise anything but MalformedFrame / UnknownFrame;
 - never yield a negative, zero-priced, NaN or infinite level or trade;
-- through the real sync + feed + shared memory, never leave a book published as live
+- through the real feed (FeedBooks.receive) into shared memory, never leave a book published as live
   with best bid >= best ask, and every rejected frame is counted.
 
 The Hyperliquid frames are the real capture; the Lighter ones are generated as in
@@ -11,10 +11,8 @@ test_lighter_replay (no real Lighter capture exists)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -22,18 +20,18 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from captures import SAMPLES, SHARED, read_capture
 from ingest.adapters.hyperliquid import HyperliquidAdapter
 from ingest.adapters.lighter import LighterAdapter
-from ingest.events import DepthDiff, DepthSnapshot, TradeEvent, VenueNotice
-from ingest.feed import BusPublisher, FeedBooks
+from feeds import FeedRun
+from ingest.events import DepthDiff, DepthSnapshot, Malformed, TradeEvent, Unknown, VenueNotice
+from ingest.feed import P
 from pipeline.config import ExchangeConfig
 from pipeline.errors import MalformedFrame, UnknownFrame
-from pipeline.shm import BookReader, BookState, BookWriter
+from pipeline.shm import BookState
 from test_lighter_replay import Market
 
 HL_CAPTURE = SAMPLES / "hyperliquid" / "hftbacktest_btc_20250126.capture.jsonl"
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.function_scoped_fixture])
 FEED_FUZZ = settings(FUZZ, max_examples=60)  # each example builds a feed and shared memory
-_counter = itertools.count()
 
 
 def hl_frames() -> list[str]:
@@ -167,59 +165,41 @@ def test_rest_bodies_raise_only_malformed(body):
 
 
 # -------------------------------------------------------------- through the feed
-class FeedRun:
-    """adapter -> FeedBooks -> shared memory, with resync requests answered the way the
-    runner and venue would (a fresh snapshot frame)."""
+class FuzzRun(FeedRun):
+    """The real feed (tests/feeds.py) on one symbol; each frame's parsed output is also
+    checked on its own, and rejected frames are counted here to compare with the feed's
+    counters."""
 
-    def __init__(self, shm_prefix: str, adapter, symbol: str):
-        self.prefix = f"{shm_prefix}f{next(_counter)}"
+    def __init__(self, adapter, symbol: str):
+        super().__init__(adapter, [symbol], depth=20, exchange="fz")
         self.adapter, self.symbol = adapter, symbol
-        self.writer = BookWriter(self.prefix, "fz", [symbol], 20, epoch=1)
-        self.feed = FeedBooks("fz", adapter, self.writer, BusPublisher(None, None), epoch=1)
-        self.resyncs = 0
-        self.feed.request_snapshot = self._resync
         self.rejected = 0
-        self.reader = BookReader.open(self.prefix, "fz")
         for g in adapter.stream_groups():
             adapter.connection_opened(g)
-        self.feed.depth_connected([symbol])
 
-    def _resync(self, symbol):
-        self.resyncs += 1
+    @property
+    def resyncs(self) -> int:
+        return len(self.requests)
 
     def send(self, frame) -> None:
-        out = parse(self.adapter, frame)
-        if isinstance(out, MalformedFrame):
+        ev = self.feed.parse_frame(frame, 1)
+        if isinstance(ev, Malformed):
             self.rejected += 1
-            self.feed.on_malformed(getattr(out, "symbol", None))
-        elif isinstance(out, (DepthSnapshot, DepthDiff)):
-            (self.feed.on_snapshot if isinstance(out, DepthSnapshot) else self.feed.on_diff)(out)
-        elif isinstance(out, list):
-            for t in out:
-                self.feed.on_trade(t)
+        elif not isinstance(ev, Unknown):
+            check_output(ev)
+        self.receive(ev)
         self.assert_not_crossed_unless_flagged()
 
     def assert_not_crossed_unless_flagged(self) -> None:
-        snap = self.reader.read(self.symbol)
+        snap, _ = self.shm(self.symbol)
         if snap.state is BookState.LIVE and len(snap.bids) and len(snap.asks):
             assert snap.bids[0][0] < snap.asks[0][0], "a crossed book published as live"
-        f = self.feed.feeds[self.symbol]
-        if f.state is BookState.LIVE:
-            assert not f.book.is_crossed()
+        if self.live(self.symbol):
+            assert not self.book(self.symbol).is_crossed()
 
     def malformed_counted(self) -> int:
-        return self.reader.stats(self.symbol)["malformed"] + int(self.writer.header[_malformed_idx()])
-
-    def close(self) -> None:
-        self.reader.close()
-        self.writer.close()
-        for p in Path("/dev/shm").glob(self.prefix + "_*"):
-            p.unlink(missing_ok=True)
-
-
-def _malformed_idx():
-    from ingest.feed import P
-    return P["malformed_frames"]
+        _, stats = self.shm(self.symbol)  # (copies the counters, as the stats loop does)
+        return stats["malformed"] + int(self.writer.header[P["malformed_frames"]])
 
 
 @st.composite
@@ -242,24 +222,23 @@ def scrambled(draw, frames: list[str], mutate_pool: list[str]):
 
 @FEED_FUZZ
 @given(stream=scrambled(HL_FRAMES[:24], HL_FRAMES))
-def test_hyperliquid_scrambled_streams_never_publish_a_crossed_book(stream, shm_prefix):
-    run = FeedRun(shm_prefix, HyperliquidAdapter(ExchangeConfig(name="hl", adapter="hyperliquid",
-                                                                symbols=("BTC",))), "BTC")
+def test_hyperliquid_scrambled_streams_never_publish_a_crossed_book(stream):
+    run = FuzzRun(HyperliquidAdapter(ExchangeConfig(name="hl", adapter="hyperliquid", symbols=("BTC",))), "BTC")
     try:
         for frame in stream:
             run.send(frame)
         assert run.malformed_counted() == run.rejected
-        assert run.reader.stats("BTC")["gaps"] == 0  # no sequence numbers: never a gap
+        assert run.shm("BTC")[1]["gaps"] == 0  # no sequence numbers: never a gap
     finally:
         run.close()
 
 
 @FEED_FUZZ
 @given(seed=st.integers(0, 10_000), data=st.data())
-def test_lighter_scrambled_streams_never_publish_a_crossed_book(seed, data, shm_prefix):
+def test_lighter_scrambled_streams_never_publish_a_crossed_book(seed, data):
     market, frames = lighter_frames(seed, 25)
     stream = data.draw(scrambled(frames, frames))
-    run = FeedRun(shm_prefix, LighterAdapter(ExchangeConfig(name="lt", adapter="lighter", symbols=("0",))), "0")
+    run = FuzzRun(LighterAdapter(ExchangeConfig(name="lt", adapter="lighter", symbols=("0",))), "0")
     try:
         for frame in stream:
             run.send(frame)
@@ -267,7 +246,7 @@ def test_lighter_scrambled_streams_never_publish_a_crossed_book(seed, data, shm_
         # a resync answered by a fresh snapshot brings the book back live and uncrossed
         if run.resyncs:
             run.send(market.snapshot())
-            assert run.reader.read("0").state is BookState.LIVE
+            assert run.shm("0")[0].state is BookState.LIVE
         run.send(market.update())
         run.assert_not_crossed_unless_flagged()
     finally:
@@ -275,7 +254,7 @@ def test_lighter_scrambled_streams_never_publish_a_crossed_book(seed, data, shm_
 
 
 @pytest.mark.parametrize("venue", ["hyperliquid", "lighter"])
-def test_crossed_snapshot_is_rejected_not_installed(venue, shm_prefix):
+def test_crossed_snapshot_is_rejected_not_installed(venue):
     if venue == "hyperliquid":
         a, sym = HyperliquidAdapter(ExchangeConfig(name="hl", adapter="hyperliquid", symbols=("BTC",))), "BTC"
         frame = ('{"channel":"l2Book","data":{"coin":"BTC","time":5,"levels":[[{"px":"101","sz":"1","n":1}],'
@@ -284,10 +263,11 @@ def test_crossed_snapshot_is_rejected_not_installed(venue, shm_prefix):
         a, sym = LighterAdapter(ExchangeConfig(name="lt", adapter="lighter", symbols=("0",))), "0"
         frame = ('{"channel":"order_book:0","type":"subscribed/order_book","order_book":{"nonce":5,'
                  '"bids":[{"price":"101","size":"1"}],"asks":[{"price":"100","size":"1"}]}}')
-    run = FeedRun(shm_prefix, a, sym)
+    run = FuzzRun(a, sym)
     try:
         run.send(frame)
-        assert run.rejected == 1 and run.reader.stats(sym)["malformed"] == 1
-        assert run.reader.read(sym).state is not BookState.LIVE
+        snap, stats = run.shm(sym)
+        assert run.rejected == 1 and stats["malformed"] == 1
+        assert snap.state is not BookState.LIVE
     finally:
         run.close()

@@ -176,49 +176,31 @@ def test_a_missing_frame_is_harmless_and_an_older_one_is_dropped():
                 assert book.view() == reference_levels(text)
 
 
-class Recorder:
-    """A bus publisher that keeps what the feed sends."""
-
-    def __init__(self):
-        self.l2 = []
-        self.trades = []
-
-    def send_l2(self, topic, msg):
-        self.l2.append(msg)
-
-    def send_trade(self, topic, msg):
-        self.trades.append(msg)
-
-
-def test_through_the_feed_shared_memory_and_bus_equal_every_frame(shm_prefix):
-    """The real FeedBooks: first l2Book installs, later ones replace with an exact delta
-    on the bus; shared memory and a consumer of the bus equal each frame's book."""
-    from ingest.feed import FeedBooks
-    from pipeline.shm import BookReader, BookState, BookWriter
+def test_through_the_feed_shared_memory_and_bus_equal_every_frame():
+    """The real FeedBooks (through its entry point, tests/feeds.py): first l2Book installs,
+    later ones replace with an exact delta on the bus; shared memory and a consumer of the
+    bus equal each frame's book."""
+    from feeds import FeedRun
+    from ingest.events import DepthSnapshot
+    from pipeline.shm import BookState
 
     a = adapter()
-    writer = BookWriter(shm_prefix, "hl", ["BTC"], DEPTH, epoch=1)
-    bus = Recorder()
-    feed = FeedBooks("hl", a, writer, bus, epoch=1)
-    resyncs = []
-    feed.request_snapshot = resyncs.append
     for g in a.stream_groups():
         a.connection_opened(g)
-    feed.depth_connected(["BTC"])
-    reader = BookReader.open(shm_prefix, "hl")
+    feed = FeedRun(a, ["BTC"], depth=DEPTH, exchange="hl")
+    bus = feed.bus
     try:
         consumer = None
         books = 0
         for text, recv_ns in frames():
-            ev = a.parse_frame(text, recv_ns)
-            if isinstance(ev, list):
-                for t in ev:
-                    feed.on_trade(t)
+            ev = feed.feed.parse_frame(text, recv_ns)
+            feed.receive(ev)
+            if isinstance(ev, list):  # trades
                 continue
-            feed.on_snapshot(ev)
+            assert isinstance(ev, DepthSnapshot)
             books += 1
             ref = reference_levels(text)
-            snap = reader.read("BTC", depth=DEPTH)
+            snap, _ = feed.shm("BTC", depth=DEPTH)
             assert snap.state is BookState.LIVE
             assert ([tuple(x) for x in snap.bids.tolist()], [tuple(x) for x in snap.asks.tolist()]) == ref
             for msg in bus.l2:
@@ -228,11 +210,10 @@ def test_through_the_feed_shared_memory_and_bus_equal_every_frame(shm_prefix):
                     consumer.apply(msg.bids, msg.asks)
             bus.l2.clear()
             assert consumer.top(DEPTH) == ref
-        stats = reader.stats("BTC")
-        assert books == 46 and stats["gaps"] == 0 and stats["checksum_failed"] == 0 and not resyncs
+        _, stats = feed.shm("BTC")
+        assert books == 46 and stats["gaps"] == 0 and stats["checksum_failed"] == 0 and not feed.requests
         assert [m.trade_id for m in bus.trades] == list(dict.fromkeys(m.trade_id for m in bus.trades))
         assert len(bus.trades) == 64
         assert {m.side for m in bus.trades} == {"buy", "sell"}
     finally:
-        reader.close()
-        writer.close()
+        feed.close()

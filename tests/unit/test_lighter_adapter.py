@@ -9,10 +9,10 @@ import pytest
 from captures import SAMPLES
 from ingest.adapters.lighter import APPLY, GAP, SKIP, LighterAdapter
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, VenueNotice
-from ingest.sync import BookSync, SyncState
+from ingest.sync import APPLY_DIFF, INSTALL_SNAPSHOT, STALE_RESUBSCRIBE, BookSync, SyncState
 from pipeline.book import ViewBook
 from pipeline.config import ExchangeConfig
-from pipeline.errors import ConfigError, MalformedFrame, SequenceGap, SnapshotError, UnknownFrame
+from pipeline.errors import ConfigError, MalformedFrame, SnapshotError, UnknownFrame
 
 LT = SAMPLES / "lighter"
 
@@ -69,20 +69,20 @@ def test_documented_snapshot_then_chained_update_apply():
     # the two documentation frames are from different days: chain the update to the snapshot
     upd["order_book"]["begin_nonce"] = snap.last_id
     diff = a.parse_frame(json.dumps(upd), 2)
-    sync = BookSync("ETH", a.check, a.snapshot_usable)
+    sync = BookSync("ETH", a.check, a.snapshot_usable, a.traits.in_stream)
     sync.connected()
-    assert sync.snapshot_received(snap) == []
+    assert sync.snapshot_received(snap) == INSTALL_SNAPSHOT and sync.replay == []
+    sync.installed()
     vb = ViewBook(10)
     vb.load_snapshot(snap.bids, snap.asks)
-    assert sync.diff_received(diff) and sync.book_id == 9182390020
+    assert sync.diff_received(diff) is APPLY_DIFF and sync.book_id == 9182390020
     vb.apply(diff.bids, diff.asks)
     assert vb.view() == ([(2000.0, 0.02)], [(2064.54, 0.3285), (2325.0, 99.0), (2341.25, 340.1028)])
-    # the same update again is skipped; an unchained one is a gap
-    assert not sync.diff_received(diff)
+    # the same update again is skipped; an unchained one is a gap: stale, resubscribe
+    assert sync.diff_received(diff) == ()
     upd["order_book"].update(nonce=9182390030, begin_nonce=9182390025)
-    with pytest.raises(SequenceGap):
-        sync.diff_received(a.parse_frame(json.dumps(upd), 3))
-    assert sync.state is SyncState.BUFFERING
+    assert sync.diff_received(a.parse_frame(json.dumps(upd), 3)) == STALE_RESUBSCRIBE
+    assert sync.state is SyncState.BUFFERING and sync.counts.gaps == 1
 
 
 @pytest.mark.shared

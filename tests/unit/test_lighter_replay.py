@@ -15,10 +15,9 @@ import pytest
 
 from captures import SAMPLES
 from ingest.adapters.lighter import LighterAdapter
-from ingest.events import DepthDiff, DepthSnapshot
-from ingest.feed import BusPublisher, FeedBooks
+from feeds import FeedRun
 from pipeline.config import ExchangeConfig
-from pipeline.shm import BookReader, BookState, BookWriter
+from pipeline.shm import BookState
 
 DEPTH = 10  # shallower than the generated book: levels move in and out of the view
 
@@ -100,43 +99,33 @@ class Reference:
         return [(float(p), float(q)) for p, q in b], [(float(p), float(q)) for p, q in a]
 
 
-class Harness:
-    """The real feed and shared memory, with resync requests recorded (the runner would
-    answer them with adapter.resubscribe and the venue with a new snapshot)."""
+class Harness(FeedRun):
+    """The real feed and shared memory (tests/feeds.py), with resync requests recorded (the
+    runner would answer them with adapter.resubscribe and the venue with a new snapshot)."""
 
-    def __init__(self, shm_prefix: str):
+    def __init__(self):
         self.adapter = LighterAdapter(ExchangeConfig(name="lt", adapter="lighter", symbols=("0",), depth=DEPTH))
         # a numeric config symbol is the market id itself: no discovery needed
-        self.writer = BookWriter(shm_prefix, "lt", ["0"], DEPTH, epoch=1)
-        self.feed = FeedBooks("lt", self.adapter, self.writer, BusPublisher(None, None), epoch=1)
-        self.resyncs: list[str] = []
-        self.feed.request_snapshot = self.resyncs.append
-        self.feed.depth_connected(["0"])
-        self.reader = BookReader.open(shm_prefix, "lt")
+        super().__init__(self.adapter, ["0"], depth=DEPTH, exchange="lt")
+
+    @property
+    def resyncs(self) -> list[str]:
+        return [r.symbol for r in self.requests]
 
     def send(self, text: str):
-        ev = self.adapter.parse_frame(text, 1)
-        if isinstance(ev, DepthSnapshot):
-            self.feed.on_snapshot(ev)
-        elif isinstance(ev, DepthDiff):
-            self.feed.on_diff(ev)
-        return ev
+        self.frame(text, 1)
 
     def view(self):
-        snap = self.reader.read("0", depth=DEPTH)
+        snap, _ = self.shm("0", depth=DEPTH)
         return snap, [tuple(x) for x in snap.bids.tolist()], [tuple(x) for x in snap.asks.tolist()]
 
     def stats(self):
-        return self.reader.stats("0")
-
-    def close(self):
-        self.reader.close()
-        self.writer.close()
+        return self.shm("0")[1]
 
 
 @pytest.fixture
-def harness(shm_prefix):
-    h = Harness(shm_prefix)
+def harness():
+    h = Harness()
     yield h
     h.close()
 

@@ -1,13 +1,9 @@
 """Replay the real OKX capture (2022-05-13, cryptofeed; 290 ``books`` messages with real
-CRC32 checksums, no seqId) through the adapter, a BookSync and a ViewBook driven as the
-feed drives a "ws" venue, and compare with a reference written here independently:
-Decimal keys, the original text kept per level, the checksum rebuilt from that text
-(shared/docs/exchange-protocols.md section 5).
-
-``WsFeed`` below is the test's stand-in for ingest/feed.py on "ws" venues (in-stream
-snapshots replace the book, book_cap trimming, checksum verification, a gap or a
-mismatch or a crossed book invalidates and asks for a resubscribe); the Bybit replay
-and the fuzz tests use it too.
+CRC32 checksums, no seqId) through the adapter and the real feed (tests/feeds.py FeedRun:
+ingest.feed.FeedBooks with shared memory, fed through ``receive`` as the runner feeds it),
+and compare with a reference written here independently: Decimal keys, the original text
+kept per level, the checksum rebuilt from that text (shared/docs/exchange-protocols.md
+section 5).
 """
 
 from __future__ import annotations
@@ -20,105 +16,14 @@ from decimal import Decimal
 import pytest
 
 from captures import CAPTURES, read_capture
+from feeds import FeedRun
 from ingest.adapters.okx import OkxAdapter
-from ingest.events import DepthDiff, DepthSnapshot, TradeEvent, VenueNotice
-from ingest.sync import BookSync, SyncState
 from pipeline.book import ViewBook
 from pipeline.config import ExchangeConfig
-from pipeline.errors import MalformedFrame, SequenceGap, UnknownFrame
+from pipeline.shm import BookState
 
 CAPTURE = CAPTURES / "okx_2022-05-13.jsonl"
 SYMBOLS = ("BTC-USD-220527", "UNI-USD-SWAP", "BTC-USDT")
-
-
-class WsFeed:
-    """Drive BookSync + ViewBook for a "ws" venue the way the feed does (docs/adapters.md)."""
-
-    def __init__(self, adapter, symbols, depth: int = 50):
-        self.adapter = adapter
-        self.cap = adapter.traits.book_cap
-        self.syncs = {s: BookSync(s, adapter.check, adapter.snapshot_usable) for s in symbols}
-        self.books = {s: ViewBook(depth) for s in symbols}
-        self.counts = {s: dict(snapshots=0, updates=0, skipped=0, gaps=0, checksum_ok=0, checksum_failed=0,
-                               crossed=0, malformed=0) for s in symbols}
-        self.resubscribes: list[str] = []
-        self.trades: list[TradeEvent] = []
-        self.notices: list[VenueNotice] = []
-        self.unknown = 0
-        for s in self.syncs.values():
-            s.connected()
-
-    def frame(self, data, recv_ns: int = 0) -> None:
-        try:
-            ev = self.adapter.parse_frame(data, recv_ns)
-        except MalformedFrame as exc:
-            sym = getattr(exc, "symbol", None)
-            if sym in self.counts:
-                self.counts[sym]["malformed"] += 1
-            return
-        except UnknownFrame:
-            self.unknown += 1
-            return
-        for e in ev if isinstance(ev, list) else [ev]:
-            self.event(e)
-
-    def event(self, ev) -> None:
-        if isinstance(ev, DepthSnapshot):
-            self.snapshot(ev)
-        elif isinstance(ev, DepthDiff):
-            self.diff(ev)
-        elif isinstance(ev, TradeEvent):
-            self.trades.append(ev)
-        elif isinstance(ev, VenueNotice):
-            self.notices.append(ev)
-
-    def snapshot(self, snap: DepthSnapshot) -> None:
-        sync, book = self.syncs[snap.symbol], self.books[snap.symbol]
-        if sync.state is SyncState.LIVE:
-            sync.invalidate()          # a live book is replaced by any in-stream snapshot
-        sync.buffer.clear()            # diffs buffered before it are older by construction
-        assert sync.snapshot_received(snap) == []
-        book.clear()
-        book.load_snapshot(snap.bids, snap.asks)
-        self.counts[snap.symbol]["snapshots"] += 1
-        self._verify(snap.symbol, snap.checksum)
-
-    def diff(self, ev: DepthDiff) -> None:
-        sync, book = self.syncs[ev.symbol], self.books[ev.symbol]
-        try:
-            apply = sync.diff_received(ev)
-        except SequenceGap:
-            self.counts[ev.symbol]["gaps"] += 1
-            self.resubscribes.append(ev.symbol)
-            return
-        if not apply:
-            self.counts[ev.symbol]["skipped"] += 1
-            return
-        book.apply(ev.bids, ev.asks)
-        if self.cap:
-            book.trim(self.cap)
-        self.counts[ev.symbol]["updates"] += 1
-        self._verify(ev.symbol, ev.checksum)
-
-    def _verify(self, symbol: str, checksum: int) -> None:
-        book = self.books[symbol]
-        if checksum:
-            if self.adapter.checksum(symbol, book) == checksum:
-                self.counts[symbol]["checksum_ok"] += 1
-            else:
-                self.counts[symbol]["checksum_failed"] += 1
-                self._invalidate(symbol)
-                return
-        if book.is_crossed():
-            self.counts[symbol]["crossed"] += 1
-            self._invalidate(symbol)
-
-    def _invalidate(self, symbol: str) -> None:
-        self.syncs[symbol].invalidate()
-        self.resubscribes.append(symbol)
-
-    def live(self, symbol: str) -> bool:
-        return self.syncs[symbol].state is SyncState.LIVE
 
 
 class OkxReference:
@@ -172,12 +77,21 @@ def frames():
     return [(e["data"], int(e["ts"] * 1e9)) for e in events if e["src"] == "ws"]
 
 
-def replay(frame_list, adapter=None):
-    adapter = adapter or okx(*SYMBOLS)
-    feed = WsFeed(adapter, SYMBOLS)
-    for data, ts in frame_list:
-        feed.frame(data, ts)
-    return feed
+@pytest.fixture
+def replay():
+    """replay(frames) -> a FeedRun that took them all; closed (shm removed) after the test."""
+    runs = []
+
+    def run(frame_list, adapter=None):
+        feed = FeedRun(adapter or okx(*SYMBOLS), SYMBOLS, exchange="okx")
+        runs.append(feed)
+        for data, ts in frame_list:
+            feed.frame(data, ts)
+        return feed
+
+    yield run
+    for feed in runs:
+        feed.close()
 
 
 def book_frames():
@@ -185,32 +99,34 @@ def book_frames():
 
 
 @pytest.mark.shared
-def test_whole_capture_verifies_every_checksum_and_equals_the_decimal_reference():
+def test_whole_capture_verifies_every_checksum_and_equals_the_decimal_reference(replay):
     feed = replay(frames())
     refs = {s: OkxReference() for s in SYMBOLS}
     for data, _ in book_frames():
         msg = json.loads(data)
         refs[msg["arg"]["instId"]].message(msg["action"], msg["data"][0])
     assert sum(r.verified for r in refs.values()) == 290
-    assert sum(c["checksum_ok"] for c in feed.counts.values()) == 290
+    assert sum(feed.counts(s).checksum_ok for s in SYMBOLS) == 290
     for sym in SYMBOLS:
-        c = feed.counts[sym]
-        assert c["checksum_failed"] == 0 and c["gaps"] == 0 and c["malformed"] == 0 and c["crossed"] == 0, (sym, c)
-        assert c["snapshots"] == 1 and c["updates"] == refs[sym].verified - 1
+        c = feed.counts(sym)
+        # (a crossed book counts as checksum_failed in the feed)
+        assert c.checksum_failed == 0 and c.gaps == 0 and c.malformed == 0, (sym, c.as_tuple())
+        # one snapshot installed (no resync), every update after it applied
+        assert c.resyncs == 0 and c.updates == refs[sym].verified - 1
         assert feed.live(sym)
-        book = feed.books[sym]
+        book = feed.book(sym)
         # the whole book, every level, not only the view
         assert list(zip(reversed(book.bids.prices), reversed(book.bids.sizes))) == refs[sym].side(True), sym
         assert list(zip(book.asks.prices, book.asks.sizes)) == refs[sym].side(False), sym
         bids, asks = book.view()
         assert bids == refs[sym].side(True)[:50] and asks == refs[sym].side(False)[:50]
-    assert feed.resubscribes == []
+    assert feed.requests == []
     # tickers are not subscribed by this adapter: unknown, counted, never an error
     assert feed.unknown == sum(1 for d, _ in frames() if '"channel":"tickers"' in d and '"data"' in d)
 
 
 @pytest.mark.shared
-def test_trades_keep_the_taker_side_id_and_time():
+def test_trades_keep_the_taker_side_id_and_time(replay):
     feed = replay(frames())
     raw = []
     for data, _ in frames():
@@ -222,7 +138,7 @@ def test_trades_keep_the_taker_side_id_and_time():
         assert ev.symbol == t["instId"] and ev.trade_id == t["tradeId"]
         assert ev.side == t["side"] and ev.side in ("buy", "sell")   # OKX side is the taker's
         assert Decimal(str(ev.price)) == Decimal(t["px"]) and Decimal(str(ev.amount)) == Decimal(t["sz"])
-        assert ev.ts_exchange_us == int(t["ts"]) * 1000
+        assert ev.ts_exchange == int(t["ts"]) * 1000
     assert {ev.side for ev in feed.trades} == {"buy", "sell"}
 
 
@@ -243,19 +159,20 @@ def test_checksum_vectors():
 
 
 @pytest.mark.shared
-def test_a_removed_update_is_caught_by_the_checksum_and_resubscribed():
+def test_a_removed_update_is_caught_by_the_checksum_and_resubscribed(replay):
     fl = frames()
     # drop the 10th UNI-USD-SWAP update (no seqId in 2022: the checksum is the only guard)
     idx = [i for i, (d, _) in enumerate(fl) if '"UNI-USD-SWAP"' in d and '"action":"update"' in d][9]
     feed = replay(fl[:idx] + fl[idx + 1:])
-    c = feed.counts["UNI-USD-SWAP"]
-    assert c["checksum_failed"] >= 1 and "UNI-USD-SWAP" in feed.resubscribes
+    c = feed.counts("UNI-USD-SWAP")
+    assert c.checksum_failed >= 1 and "UNI-USD-SWAP" in feed.resubscribes
     assert not feed.live("UNI-USD-SWAP")   # waits for the resubscribed snapshot
-    assert feed.counts["BTC-USDT"]["checksum_failed"] == 0 and feed.live("BTC-USDT")
+    assert feed.shm("UNI-USD-SWAP")[0].state is BookState.STALE
+    assert feed.counts("BTC-USDT").checksum_failed == 0 and feed.live("BTC-USDT")
 
 
 @pytest.mark.shared
-def test_a_tampered_level_is_a_checksum_mismatch():
+def test_a_tampered_level_is_a_checksum_mismatch(replay):
     fl = frames()
     idx = next(i for i, (d, _) in enumerate(fl) if '"BTC-USDT"' in d and '"action":"update"' in d)
     msg = json.loads(fl[idx][0])
@@ -263,7 +180,7 @@ def test_a_tampered_level_is_a_checksum_mismatch():
     lv[1] = str(Decimal(lv[1]) + 1)  # a size the venue never had
     fl[idx] = (json.dumps(msg), fl[idx][1])
     feed = replay(fl[:idx + 1])
-    assert feed.counts["BTC-USDT"]["checksum_failed"] == 1 and feed.resubscribes == ["BTC-USDT"]
+    assert feed.counts("BTC-USDT").checksum_failed == 1 and feed.resubscribes == ["BTC-USDT"]
 
 
 def _seq_frames(sym="BTC-USDT"):
@@ -281,15 +198,15 @@ def _seq_frames(sym="BTC-USDT"):
     ]
 
 
-def test_seqid_chain_heartbeat_and_reset_apply():
+def test_seqid_chain_heartbeat_and_reset_apply(replay):
     feed = replay([(f, 0) for f in _seq_frames()])
-    c = feed.counts["BTC-USDT"]
-    assert c["updates"] == 4 and c["gaps"] == 0 and feed.syncs["BTC-USDT"].book_id == 9
-    assert feed.books["BTC-USDT"].view() == ([(10.0, 1.0), (9.8, 5.0)], [(10.2, 4.0)])
+    c = feed.counts("BTC-USDT")
+    assert c.updates == 4 and c.gaps == 0 and feed.sync("BTC-USDT").book_id == 9
+    assert feed.book("BTC-USDT").view() == ([(10.0, 1.0), (9.8, 5.0)], [(10.2, 4.0)])
 
 
 @pytest.mark.parametrize("mutate", ["remove", "reorder", "duplicate"])
-def test_seqid_gaps_removed_reordered_and_duplicated_updates(mutate):
+def test_seqid_gaps_removed_reordered_and_duplicated_updates(mutate, replay):
     fl = _seq_frames()
     if mutate == "remove":
         del fl[1]
@@ -298,52 +215,27 @@ def test_seqid_gaps_removed_reordered_and_duplicated_updates(mutate):
     else:
         fl.insert(2, fl[1])
     feed = replay([(f, 0) for f in fl])
-    assert feed.counts["BTC-USDT"]["gaps"] >= 1 and feed.resubscribes[0] == "BTC-USDT"
+    assert feed.counts("BTC-USDT").gaps >= 1 and feed.resubscribes[0] == "BTC-USDT"
     # a new snapshot (what the resubscribe brings) makes the book live again
     feed.frame(_seq_frames()[0])
     assert feed.live("BTC-USDT")
 
 
 @pytest.mark.shared
-def test_capture_through_the_real_feed_and_shared_memory(shm_prefix):
-    """The same capture through ingest.feed.FeedBooks (the ingest's own code) into shared
-    memory: 290 checksums counted ok, books equal the Decimal reference."""
-    from ingest.feed import BusPublisher, FeedBooks
-    from pipeline.shm import BookReader, BookState, BookWriter
-
-    adapter = okx(*SYMBOLS)
-    writer = BookWriter(shm_prefix, "okx", list(SYMBOLS), 50, epoch=1)
-    feed = FeedBooks("okx", adapter, writer, BusPublisher(None, None), epoch=1)
-    feed.depth_connected(SYMBOLS)
+def test_capture_through_the_real_feed_and_shared_memory(replay):
+    """The same capture into shared memory: 290 checksums counted ok in the stats as
+    `pipeline status` reads them, every view equal to the Decimal reference."""
     refs = {s: OkxReference() for s in SYMBOLS}
-    trades = 0
-    for data, ts in frames():
-        if '"action"' in data and '"channel":"books"' in data:
-            msg = json.loads(data)
-            refs[msg["arg"]["instId"]].message(msg["action"], msg["data"][0])
-        try:
-            ev = adapter.parse_frame(data, ts)
-        except UnknownFrame:
-            continue
-        for e in ev if isinstance(ev, list) else [ev]:
-            if isinstance(e, DepthSnapshot):
-                feed.on_snapshot(e)
-            elif isinstance(e, DepthDiff):
-                feed.on_diff(e)
-            elif isinstance(e, TradeEvent):
-                feed.on_trade(e)
-                trades += 1
-    reader = BookReader.open(shm_prefix, "okx")
-    try:
-        total_ok = 0
-        for sym, ref in refs.items():
-            snap, stats = reader.read(sym, depth=50), reader.stats(sym)
-            assert snap.state is BookState.LIVE, sym
-            assert stats["checksum_failed"] == 0 and stats["gaps"] == 0 and stats["malformed"] == 0, stats
-            total_ok += stats["checksum_ok"]
-            assert [tuple(x) for x in snap.bids.tolist()] == ref.side(True)[:50], sym
-            assert [tuple(x) for x in snap.asks.tolist()] == ref.side(False)[:50], sym
-        assert total_ok == 290 and trades > 70
-    finally:
-        reader.close()
-        writer.close()
+    for data, _ in book_frames():
+        msg = json.loads(data)
+        refs[msg["arg"]["instId"]].message(msg["action"], msg["data"][0])
+    feed = replay(frames())
+    total_ok = 0
+    for sym, ref in refs.items():
+        snap, stats = feed.shm(sym, depth=50)
+        assert snap.state is BookState.LIVE, sym
+        assert stats["checksum_failed"] == 0 and stats["gaps"] == 0 and stats["malformed"] == 0, stats
+        total_ok += stats["checksum_ok"]
+        assert [tuple(x) for x in snap.bids.tolist()] == ref.side(True)[:50], sym
+        assert [tuple(x) for x in snap.asks.tolist()] == ref.side(False)[:50], sym
+    assert total_ok == 290 and len(feed.trades) > 70

@@ -153,7 +153,7 @@ def test_ingest_feed_puts_every_published_trade_in_the_ring(shm_prefix):
     feed = FeedBooks("ex", load_adapter(cfg), writer, Recorder(None, None), epoch=9, trade_ring=ring)
     try:
         for k in range(3):
-            feed.on_trade(TradeEvent("B", 10.0 + k, 1.0, "sell", f"id{k}", 5_000 + k, 7_000_000 + k * 1000))
+            feed.receive(TradeEvent("B", 10.0 + k, 1.0, "sell", f"id{k}", 5_000 + k, 7_000_000 + k * 1000))
         with TradeRingReader.open(shm_prefix, "ex") as r:
             got = [r.read("B", s) for s in (1, 2, 3)]
         assert [(t.seq, t.trade_id, t.price, t.side, t.ts_exchange, t.ts_received) for t in got] == \
