@@ -120,6 +120,9 @@ def run(ctx: click.Context) -> None:
         ctx.exit(supervise.run(get_config(ctx), ctx.meta.get("config_path")))
     except supervise.AlreadyRunning as exc:
         raise click.ClickException(str(exc)) from None
+    except supervise.SimPortTaken as exc:
+        click.echo(str(exc), err=True)
+        ctx.exit(supervise.EXIT_PORT_IN_USE)
 
 
 @cli.command()

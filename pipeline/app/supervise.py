@@ -19,7 +19,9 @@ is alive ("already running (pid N): `pipeline stop`").  `pipeline stop` and `pip
 restart PROGRAM` find it through run_dir, which does not depend on the current
 directory (pipeline/config.py), so they work from anywhere.
 
-A server or the sim whose port is taken exits with EXIT_PORT_IN_USE after one line
+`pipeline run` starts nothing when the sim's port is taken (SimPortTaken): the ingests would
+follow whatever listens there.  A server or the sim whose port is taken later exits with
+EXIT_PORT_IN_USE after one line
 (also left in ``RUN_DIR/NAME.error``); that status is in supervisord's ``exitcodes``,
 so it is not restarted (autorestart=unexpected restarts every other exit).  It waits
 until it has been up STARTSECS, because supervisord treats an earlier exit as a failed
@@ -28,10 +30,12 @@ start and retries it whatever the status.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -162,6 +166,21 @@ def running_pid(config: Config) -> int | None:
     return None
 
 
+class SimPortTaken(Exception):
+    """The sim's port is taken: our ingests would follow another program's market (another pipeline's
+    sim) and record it as ours, so `pipeline run` starts nothing."""
+
+
+def _port_taken(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
 class AlreadyRunning(Exception):
     def __init__(self, pid: int | None, run_dir: Path):
         super().__init__(f"already running (pid {pid if pid else '?'}): `pipeline stop` (run_dir {run_dir})")
@@ -210,6 +229,12 @@ def run(config: Config, config_path: str | None, plugins: Plugins = PLUGINS) -> 
         if lock is not None:
             os.close(lock)
         raise AlreadyRunning(running_pid(config), run_dir)
+    sim = config.sim
+    if sim is not None and sim.port and _port_taken(sim.host, sim.port):
+        os.close(lock)
+        raise SimPortTaken(f"sim: cannot listen on {sim.host}:{sim.port}: address already in use (another "
+                           "program or pipeline holds it); nothing started, since the ingests would follow "
+                           "that program's market")
     try:
         return _supervise(config, config_path, plugins)
     finally:

@@ -207,3 +207,20 @@ def test_a_taken_port_is_exit_3_and_one_line_by_hand_too(command, name):
     assert lines == [f"{name}: cannot listen on 127.0.0.1:{port}: address already in use (another program or "
                      f"pipeline holds it); not retrying: free the port, then `pipeline restart {name}`"]
     assert (workdir / "run" / f"{name}.error").read_text().strip() == lines[0]
+
+
+def test_run_starts_nothing_when_the_sim_port_is_taken():
+    """Another pipeline's sim on our port: our ingest would record its market as ours."""
+    workdir = short_tmpdir()
+    sim_port, pub_port = free_port(), free_port()
+    cfg = small_config(workdir, sim_port, pub_port)
+    config = load_config(cfg)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", sim_port))
+        squatter.listen()
+        r = cli(["run", "--config", str(cfg)], workdir, timeout=60)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert r.stderr.strip() == (f"sim: cannot listen on 127.0.0.1:{sim_port}: address already in use (another "
+                                "program or pipeline holds it); nothing started, since the ingests would follow "
+                                "that program's market")
+    assert not (config.run_dir / "supervisord.conf").exists() and not list(config.run_dir.glob("*.pid"))
