@@ -35,5 +35,6 @@ def check(config: Config, mirror: BookMirror) -> Health:
         if f["state"] == "down":
             reasons.append(f"{f['exchange']} {f['symbol']}: down (no shared memory: is the ingest running?)")
         elif f["state"] != "live":
-            reasons.append(f"{f['exchange']} {f['symbol']}: {f['state']}")
+            last = f" (last error {f['last_error_age_s']:.0f}s ago: {f['last_error']})" if f.get("last_error") else ""
+            reasons.append(f"{f['exchange']} {f['symbol']}: {f['state']}{last}")
     return Health(not reasons, feeds, reasons)

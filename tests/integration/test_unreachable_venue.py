@@ -15,6 +15,8 @@ import json
 import socket
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -52,13 +54,14 @@ def unreachable():
     procs = Procs(workdir)
     closed = free_port()  # bound and released: nothing listens there
     not_tls = NotTls()
+    publisher_port = free_port()
     config = workdir / "p.toml"
     config.write_text(f"""
 [pipeline]
 run_dir = "run"
 
 [publisher]
-port = {free_port()}
+port = {publisher_port}
 
 [exchanges.refused]
 adapter = "binance"
@@ -88,7 +91,8 @@ rest_url = "https://127.0.0.1:{not_tls.port}"
         for name in ("refused", "nodns", "restdns", "notls"):
             procs.start(name, PIPELINE + ["--config", str(config), "ingest", name])
         publisher = procs.start("publisher", PIPELINE + ["--config", str(config), "publish"])
-        yield {"config": config, "procs": procs, "port": closed, "publisher": publisher}
+        yield {"config": config, "procs": procs, "port": closed, "publisher": publisher,
+               "publisher_port": publisher_port}
     finally:
         procs.stop_all()
         not_tls.close()
@@ -193,6 +197,22 @@ def test_book_of_an_unreachable_venue_says_why_and_exits_3(unreachable):
     assert out.returncode == 1
     assert "shm: book is syncing in shared memory (syncing: not connected; " in out.stderr
     assert "connection refused" in out.stderr.split("; rest: ")[0]
+
+
+def test_publisher_health_gives_the_reason(unreachable):
+    """`GET /health` answers 503 with a reason per feed: its state and its last error."""
+    def health():
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{unreachable['publisher_port']}/health", timeout=5)
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read())
+            return exc.code == 503 and any("connection refused" in r for r in body["reasons"]) and body
+        return None
+    body = eventually(health, 30, 0.3, "a 503 with the reasons")
+    why = next(r for r in body["reasons"] if r.startswith("refused BTCUSDT: "))
+    assert why.startswith("refused BTCUSDT: syncing (last error ") and "connect: connection refused" in why
+    assert any(r.startswith("nodns BTCUSDT: syncing (last error ") and "DNS lookup failed" in r
+               for r in body["reasons"])
 
 
 def _status_run(config, *args):
