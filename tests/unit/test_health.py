@@ -128,3 +128,46 @@ def test_connections_beyond_the_records_are_still_counted(board):
     assert (len(conns), total) == (MAX_CONNECTIONS, MAX_CONNECTIONS + 2)
     assert reader.process_stats()["connect_failures"] == MAX_CONNECTIONS + 2
     assert reader.feed_health("A").connect_failures == MAX_CONNECTIONS + 2
+
+
+RECORD_WRITER = """
+import sys, time
+from pipeline.shm import BookWriter
+w = BookWriter(sys.argv[1], "ex", ["S"], depth=3, epoch=1)
+print("ready", flush=True)
+end = time.time() + float(sys.argv[2])
+n = 0
+while time.time() < end:
+    n += 1
+    letter = "AB"[n % 2]
+    w.update_record(1, n, error=letter * 127, label=letter * 63, rest_errors=1)
+w.close()
+"""
+
+
+def test_a_reader_in_another_process_never_sees_a_torn_record(shm_prefix, tmp_path):
+    """Each write sets the text, the label and the time together (time n: n REST errors, letter AB[n%2])."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "writer.py"
+    script.write_text(RECORD_WRITER)
+    proc = subprocess.Popen([sys.executable, str(script), shm_prefix, "1.5"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        reader = BookReader.open(shm_prefix, "ex")
+        reads, seen = 0, set()
+        while proc.poll() is None and reads < 20000:
+            rec = reader.feed_health("S")
+            reads += 1
+            if rec.error_ns == 0:
+                continue
+            letter = "AB"[rec.error_ns % 2]
+            assert rec.error == letter * 127 and rec.label == letter * 63
+            assert rec.rest_errors == rec.error_ns
+            seen.add(letter)
+        reader.close()
+        assert reads > 1000 and seen == {"A", "B"}
+    finally:
+        proc.kill()
+        proc.wait()
