@@ -6,6 +6,6 @@ only when a config names the sink."""
 from pipeline.plugins import Plugin, Registry
 
 SINKS = Registry("sink", [
-    Plugin("csv", "sinks.csv_sink:SINK",
+    Plugin("csv", "sinks.csv_settings:SINK",
            summary="Record trades and books as tardis-format daily CSV files under [sinks.csv] dir (docs/csv.md)."),
 ])

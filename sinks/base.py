@@ -1,6 +1,7 @@
 """What a sink is to the rest of the pipeline: a process that records the bus somewhere.
 
-A sink is one module exposing an object of this shape and one line in ``sinks.SINKS``; from that
+A sink is a module exposing an object of this shape (kept light: the CSV sink's is in
+sinks/csv_settings.py and imports its recording code only in ``run``) and one line in ``sinks.SINKS``; from that
 line the config loader gives it its ``[sinks.NAME]`` table, ``pipeline sink NAME`` runs it,
 `pipeline run` supervises it as program ``sink-NAME`` when the table is present, and `pipeline
 status` lists what ``status`` returns under ``sinks``.  By convention its settings have a ``dir``

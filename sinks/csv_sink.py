@@ -38,22 +38,21 @@ import os
 import re
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import msgspec
 import zmq
 
 from pipeline import bus, schema
-from pipeline.config import (Config, ExchangeConfig, SectionContext, check_keys, expect_bool, expect_number,
-                             expect_path, show)
+from pipeline.config import Config, ExchangeConfig
 from pipeline.errors import ConfigError
 from pipeline.pidfile import PidFile
 from sinks.files import DailyFile, gzip_file, last_row, repair_file
 from sinks.recorder import BookStream, SinkCounters, TradeStream
 from sinks.sources import ShmSources
-from sinks.status import process_name, sink_status, stats_path
+from sinks.csv_settings import SINK_NAME, csv_config
+from sinks.status import process_name, stats_path
 from sinks.tardis import BOOK, DATATYPES, TRADES, RowWriter, day_of, exchange_id, file_name, next_midnight_us
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,6 @@ FLUSH_BYTES = 4 << 20
 MAX_PENDING_BYTES = 64 << 20
 STATS_INTERVAL_S = 1.0
 BATCH_S = 0.005  # least time between two reads of the sockets
-SINK_NAME = "csv"  # [sinks.csv], `pipeline sink csv`, program sink-csv
 STATE_FILE = ".csv-sink-state.json"
 _DAY_FILE = re.compile(r"^(?P<ex>.+)_(?P<dt>" + "|".join(map(re.escape, DATATYPES))
                        + r")_(?P<day>\d{4}-\d{2}-\d{2})_(?P<sym>.+)\.csv$")
@@ -73,45 +71,6 @@ _decode_l2 = msgspec.msgpack.Decoder(schema.L2Update).decode  # schema.decode_l2
 
 def _now_us() -> int:
     return time.time_ns() // 1000
-
-
-@dataclass(frozen=True)
-class CsvSinkConfig:
-    """``[sinks.csv]``: tardis-format CSV files (docs/csv.md)."""
-
-    dir: Path = Path("data/csv")
-    gzip: bool = False  # gzip each day's files once the day is over
-    flush_interval_s: float = 1.0  # buffered rows reach the files at least this often
-    exchanges: tuple[str, ...] = ()  # exchanges to record; empty: all
-
-
-def parse_csv_config(t: dict, key: str, ctx: SectionContext) -> CsvSinkConfig:
-    """``[sinks.csv]`` -> CsvSinkConfig; ConfigError naming ``sinks.csv.KEY``."""
-    check_keys(t, set(CsvSinkConfig.__dataclass_fields__), key)
-    kw: dict[str, Any] = {"dir": expect_path(t.get("dir", str(ctx.data_dir / "csv")), f"{key}.dir", ctx.base_dir)}
-    if "gzip" in t:
-        kw["gzip"] = expect_bool(t["gzip"], f"{key}.gzip")
-    if "flush_interval_s" in t:
-        kw["flush_interval_s"] = expect_number(t["flush_interval_s"], f"{key}.flush_interval_s", positive=True)
-    if "exchanges" in t:
-        names = t["exchanges"]
-        if not isinstance(names, list) or not names:
-            raise ConfigError(f"{key}.exchanges", f"expected a non-empty list of exchange names, got {show(names)}")
-        for i, name in enumerate(names):
-            if name not in ctx.exchanges:
-                raise ConfigError(f"{key}.exchanges[{i}]", f"no such exchange {show(name)} in [exchanges]")
-        kw["exchanges"] = tuple(dict.fromkeys(names))
-    return CsvSinkConfig(**kw)
-
-
-def csv_config(config: Config) -> CsvSinkConfig:
-    """The ``[sinks.csv]`` section (parsed here when the config was loaded by the core alone);
-    defaults (files under data_dir/csv) when the table is absent."""
-    section = config.sinks.get("csv")
-    if isinstance(section, CsvSinkConfig):
-        return section
-    ctx = SectionContext(base_dir=config.base_dir, data_dir=config.data_dir, exchanges=config.exchanges)
-    return parse_csv_config(section or {}, "sinks.csv", ctx)
 
 
 class CsvSink:
@@ -550,19 +509,3 @@ def run_sink(config: Config) -> None:
         sources.close()
         for s, h in old.items():
             signal.signal(s, h)
-
-
-class CsvSinkPlugin:
-    """The CSV sink as a plugin (sinks/base.py; its line in sinks/__init__.py)."""
-
-    def parse_config(self, table: dict, key: str, ctx: SectionContext) -> CsvSinkConfig:
-        return parse_csv_config(table, key, ctx)
-
-    def run(self, config: Config) -> None:
-        run_sink(config)
-
-    def status(self, config: Config) -> dict[str, Any]:
-        return sink_status(config, SINK_NAME, str(csv_config(config).dir))
-
-
-SINK = CsvSinkPlugin()

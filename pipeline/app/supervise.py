@@ -43,12 +43,10 @@ from pathlib import Path
 
 import psutil
 
-from pipeline import bus
 from pipeline.app.config import PLUGINS
 from pipeline.config import Config, Plugins
 from pipeline.pidfile import pid_alive, read_pid
 from pipeline.shm import DEV_SHM, segment_name
-from pipeline.trade_ring import ring_name
 
 STARTSECS = 1  # supervisord: a program up this long has started; an exit before is a failed start
 EXIT_PORT_IN_USE = 3  # a server or the sim cannot listen: not retried (pipeline/app/cli.py)
@@ -122,6 +120,9 @@ def supervisord_conf(config: Config, config_path: str | None, cwd: Path) -> str:
 
 def cleanup(config: Config) -> list[str]:
     """Remove what dead processes of this pipeline left behind. Returns what was removed."""
+    from pipeline import bus  # here, not at the top: `pipeline status` (programs()) needs no ZeroMQ
+    from pipeline.trade_ring import ring_name
+
     removed = []
     for name, ex in config.exchanges.items():
         seg = DEV_SHM / segment_name(config.shm_prefix, name)

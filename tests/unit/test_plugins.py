@@ -17,7 +17,7 @@ from pipeline.app.config import PLUGINS, parse_config
 from pipeline.app.supervise import programs
 from pipeline.config import ConfigError, Plugins, check_keys, expect_port, parse_config as core_parse_config
 from pipeline.plugins import Plugin, Registry
-from sinks.csv_sink import CsvSinkConfig
+from sinks.csv_settings import CsvSinkConfig
 
 BASE = '[pipeline]\nrun_dir = "r"\n[exchanges.sim]\nadapter = "binance"\nsymbols = ["BTCUSDT"]\n'
 
