@@ -53,3 +53,20 @@ def test_every_registered_kind_decodes_through_the_bus_union():
 def test_topics_are_exact_per_symbol_or_a_prefix_per_exchange():
     assert schema.topics(schema.TRADE, ["a", "b"], ["X"]) == [b"trade.a.X", b"trade.b.X"]
     assert schema.topics(schema.L2, ["a", "b"]) == [b"l2.a.", b"l2.b."]
+
+
+def test_the_kinds_table_in_docs_bus_md_is_the_registry():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "bus.md").read_text()
+    section = doc.split("## Event kinds", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `")]
+    documented = {}
+    for name, prefix, payload, socket, conflatable, ws, datatype in rows:
+        documented[name.strip("`")] = (prefix.strip("`"), payload.split()[0].strip("`"), socket.split()[0],
+                                       conflatable.startswith("yes"), tuple(w.strip(" `") for w in ws.split(",")),
+                                       datatype.strip("`"))
+    in_code = {k.name: (k.topic_prefix, k.payload.__name__, "hot" if k.socket is schema.Socket.HOT else "L2",
+                        k.conflatable, k.ws_kinds, k.tardis_datatype) for k in schema.KINDS.values()}
+    assert documented == in_code
