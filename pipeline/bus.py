@@ -34,7 +34,7 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import zmq
 
@@ -153,6 +153,7 @@ class Reader:
             raise ValueError(f"hot_check_every must be a power of two, got {hot_check_every}")
         self.hot_sock = make_sub(ctx, hot_endpoints, hot_topics) if hot_endpoints else None
         self.l2_sock = make_sub(ctx, l2_endpoints, l2_topics) if l2_endpoints else None
+        self._socks = tuple(sock for sock in (self.hot_sock, self.l2_sock) if sock is not None)
         self.endpoints = list(hot_endpoints) + list(l2_endpoints)
         self.exact = frozenset(exact) if exact is not None else None
         self._mask = hot_check_every - 1
@@ -201,6 +202,24 @@ class Reader:
         if on_error is not None:
             self._on_error = on_error
 
+    def on_kinds(self, handlers: Mapping[schema.EventKind, OnMessage],
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
+        """Set a callback per event kind; each socket hands its messages to the kind's callback.
+
+        A socket that carries one registered kind calls its callback directly; one that carries
+        several looks the kind up by topic prefix.  Messages of a kind without a callback are
+        dropped, so a reader written before a kind was added keeps working when it appears.
+        """
+        per_socket: dict[schema.Socket, OnMessage] = {}
+        for socket in schema.Socket:
+            carried = [k for k in schema.KINDS.values() if k.socket is socket]
+            handled = {k: h for k, h in handlers.items() if k.socket is socket}
+            if len(carried) == 1 and carried[0] in handled:
+                per_socket[socket] = handled[carried[0]]
+            elif handled:
+                per_socket[socket] = _by_topic_prefix({k.subscription(): h for k, h in handled.items()})
+        self.on(per_socket.get(schema.Socket.HOT, _ignore), per_socket.get(schema.Socket.L2, _ignore), on_error)
+
     # ------------------------------------------------------------ reading
     def drain_hot(self) -> int:
         """Hand out every hot message waiting now; returns how many."""
@@ -235,12 +254,15 @@ class Reader:
         return n
 
     def pending(self) -> bool:
-        """Whether either socket has a message waiting (reading ZMQ_EVENTS re-arms ZMQ_FD)."""
-        waiting = 0
-        for sock in (self.hot_sock, self.l2_sock):
-            if sock is not None:
-                waiting |= int(sock.getsockopt(_EVENTS))
-        return bool(waiting & _POLLIN)
+        """Whether either socket has a message waiting (reading ZMQ_EVENTS re-arms ZMQ_FD).
+
+        False only after both sockets were asked, so an asyncio reader that stops stepping on
+        False has re-armed both file descriptors.
+        """
+        for sock in self._socks:
+            if sock.getsockopt(_EVENTS) & _POLLIN:  # type: ignore[operator]  # an int for EVENTS
+                return True
+        return False
 
     def wait(self, timeout: float | None) -> bool:
         """Block until a message is waiting, or ``timeout`` seconds (None: forever); True if one is."""
@@ -306,6 +328,14 @@ class Reader:
         for sock in (self.hot_sock, self.l2_sock):
             if sock is not None:
                 sock.close(linger=0)
+
+
+def _by_topic_prefix(table: dict[bytes, OnMessage]) -> OnMessage:
+    def dispatch(topic: bytes, payload: bytes) -> None:
+        handler = table.get(topic[:topic.find(b".") + 1])  # b"trade." of b"trade.sim.BTCUSDT"
+        if handler is not None:
+            handler(topic, payload)
+    return dispatch
 
 
 def _only(exact: frozenset[bytes], callback: OnMessage) -> OnMessage:

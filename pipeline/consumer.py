@@ -266,7 +266,7 @@ class _Reading(_Base):
                                             sorted(self.symbols) if self.symbols is not None else None,
                                             hot=trades, l2=books)
         self._events: collections.deque[Event] = collections.deque()
-        self.reader.on(on_hot=self._hot, on_l2=self._l2)
+        self.reader.on_kinds({schema.TRADE: self._hot, schema.L2: self._l2})
 
     def _hot(self, topic: bytes, payload: bytes) -> None:
         self._events.append(self._on_trade(payload))

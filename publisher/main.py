@@ -19,7 +19,7 @@ from pathlib import Path
 
 import zmq
 
-from pipeline import bus
+from pipeline import bus, schema
 from pipeline.config import Config
 from pipeline.pidfile import PidFile
 from publisher import health as health_mod
@@ -95,7 +95,7 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     ctx = zmq.Context()
     reader = bus.Reader.for_config(ctx, config)
     on_trade = hub.on_trade
-    reader.on(on_hot=lambda _topic, payload: on_trade(payload), on_l2=hub.on_l2, on_error=fail)
+    reader.on_kinds({schema.TRADE: lambda _topic, payload: on_trade(payload), schema.L2: hub.on_l2}, on_error=fail)
     hub.poll_trades = reader.poll_hot
     monitor = None
     try:

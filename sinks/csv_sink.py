@@ -477,7 +477,8 @@ def run_sink(config: Config) -> None:
     # interval, so a trade gains nothing from overtaking a few L2 messages here.
     reader = bus.Reader.for_config(ctx, config, exchanges=sink.exchanges, hot_check_every=64)
     on_trade, on_l2 = sink.on_trade, sink.on_l2
-    reader.on(on_hot=lambda _topic, payload: on_trade(payload), on_l2=lambda _topic, payload: on_l2(payload))
+    reader.on_kinds({schema.TRADE: lambda _topic, payload: on_trade(payload),
+                     schema.L2: lambda _topic, payload: on_l2(payload)})
     stats_file = stats_path(config, SINK_NAME)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     try:

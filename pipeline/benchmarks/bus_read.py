@@ -113,7 +113,7 @@ def _read_publisher(config, total: int) -> None:
 
     import zmq
 
-    from pipeline import bus
+    from pipeline import bus, schema
     from publisher.mirror import BookMirror
 
     async def main() -> None:
@@ -138,7 +138,7 @@ def _read_publisher(config, total: int) -> None:
 
         ctx = zmq.Context()
         reader = bus.Reader.for_config(ctx, config)
-        reader.on(on_hot=on_trade, on_l2=on_l2, on_error=on_error)
+        reader.on_kinds({schema.TRADE: on_trade, schema.L2: on_l2}, on_error=on_error)
         reader.start(asyncio.get_running_loop())
         await done.wait()
         reader.close()

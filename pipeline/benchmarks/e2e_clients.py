@@ -137,7 +137,7 @@ def run_zmq(config_path: str, exchange: str, out: Path, ready: Path, max_seconds
         m = decode_l2(payload)
         l2s.add(now, now - m.ts_received)
 
-    reader.on(on_hot=on_trade, on_l2=on_l2)
+    reader.on_kinds({schema.TRADE: on_trade, schema.L2: on_l2})
     write_atomically(ready, "ready\n")
     deadline = time.monotonic() + max_seconds
     try:

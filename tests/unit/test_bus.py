@@ -166,3 +166,26 @@ def test_the_asyncio_reader_hands_out_the_waiting_trade_first(ctx):
     (hot, l2), eps = _pubs(ctx)
     order = asyncio.run(_async_collect(ctx, hot, l2, eps))
     assert order == [("trade", 9), ("l2", 1), ("l2", 2), ("l2", 3)]
+
+
+def test_a_kind_added_to_the_registry_reaches_its_own_callback_on_a_shared_socket(ctx, monkeypatch):
+    """The next kinds (quotes, liquidations) share the hot socket with trades: one registry line
+    routes them; a reader with no callback for a kind drops it instead of misreading it as a trade."""
+    quote = schema.EventKind("quote", "quote", schema.Trade, schema.Socket.HOT, conflatable=False,
+                             ws_kinds=("quote",), tardis_datatype="quotes")
+    monkeypatch.setitem(schema.KINDS, "quote", quote)
+    (hot, _), eps = _pubs(ctx)
+    reader = bus.Reader(ctx, [eps[0]], [], [b"trade.", b"quote."], None)
+    _subscribed(hot, [b"trade.", b"quote."])
+    got = []
+    reader.on_kinds({schema.TRADE: lambda t, p: got.append(("trade", t)), quote: lambda t, p: got.append(("quote", t))})
+    bus.send(hot, schema.TRADE.topic("sim", "X"), _trade("X"))
+    bus.send(hot, quote.topic("sim", "X"), _trade("X"))
+    assert reader.read() == 2
+    assert got == [("trade", b"trade.sim.X"), ("quote", b"quote.sim.X")]
+    reader.on_kinds({schema.TRADE: lambda t, p: got.append(("trade only", t))})
+    bus.send(hot, quote.topic("sim", "X"), _trade("X"))
+    bus.send(hot, schema.TRADE.topic("sim", "Y"), _trade("Y"))
+    assert reader.read() == 2
+    assert got[2:] == [("trade only", b"trade.sim.Y")]
+    reader.close()
