@@ -260,18 +260,21 @@ class _Reading(_Base):
                  trades: bool, books: bool, use_shm: bool, ctx: zmq.Context | None):
         if not trades and not books:
             raise ValueError("a consumer needs trades=True or books=True")
+        for name, value in (("exchanges", exchanges), ("symbols", symbols)):
+            if isinstance(value, (str, bytes)):
+                raise TypeError(f"{name} must be a list of names, e.g. [{value!r}], not a string")
         super().__init__(config, exchanges, symbols, trades, books, use_shm)
         self.ctx = ctx or zmq.Context.instance()
         self.reader = bus.Reader.for_config(self.ctx, config, self.exchanges,
                                             sorted(self.symbols) if self.symbols is not None else None,
                                             hot=trades, l2=books)
         self._events: collections.deque[Event] = collections.deque()
-        self.reader.on_kinds({schema.TRADE: self._hot, schema.L2: self._l2})
+        self.reader.on_kinds({schema.TRADE: self._trade_received, schema.L2: self._l2_received})
 
-    def _hot(self, topic: bytes, payload: bytes) -> None:
+    def _trade_received(self, topic: bytes, payload: bytes) -> None:
         self._events.append(self._on_trade(payload))
 
-    def _l2(self, topic: bytes, payload: bytes) -> None:
+    def _l2_received(self, topic: bytes, payload: bytes) -> None:
         book = self._on_l2(topic, payload)
         if book is not None:
             self._events.append(book)
@@ -356,13 +359,13 @@ class AsyncConsumer(_Reading):
             self.reader.start(asyncio.get_running_loop())
         return self._ready
 
-    def _hot(self, topic: bytes, payload: bytes) -> None:
-        super()._hot(topic, payload)
+    def _trade_received(self, topic: bytes, payload: bytes) -> None:
+        super()._trade_received(topic, payload)
         if self._ready is not None:
             self._ready.set()
 
-    def _l2(self, topic: bytes, payload: bytes) -> None:
-        super()._l2(topic, payload)
+    def _l2_received(self, topic: bytes, payload: bytes) -> None:
+        super()._l2_received(topic, payload)
         if self._ready is not None and self._events:
             self._ready.set()
 

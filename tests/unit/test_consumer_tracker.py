@@ -69,3 +69,14 @@ def test_book_top_of_book_figures():
     assert b.microprice() == (100.0 * 1.0 + 101.0 * 3.0) / 4.0 == 100.75
     b.asks[101.0] = 3.0
     assert b.microprice() == b.mid()  # equal sizes: the mid
+
+
+def test_a_symbol_given_as_a_string_is_a_clear_error():
+    """symbols="BTCUSDT" would otherwise subscribe to the letters B, T, C..."""
+    import pytest
+
+    from pipeline.config import load_config
+    from pipeline.consumer import Consumer
+
+    with pytest.raises(TypeError, match=r"symbols must be a list of names, e.g. \['BTCUSDT'\]"):
+        Consumer(load_config(None), symbols="BTCUSDT")
