@@ -187,3 +187,26 @@ def test_bench_compare_offline(tmp_path):
     missing = tmp_path / "no-venv"
     r = bench("compare", "--messages", "200", "--no-install", "--venv", str(missing))
     assert "skipped" in r.stdout and "msgs/s" in r.stdout and not missing.exists()
+
+
+@pytest.mark.shared
+def test_bench_pass_delivers_every_trade_of_a_batched_frame():
+    """Issue 10: the benchmark's own copy of the feed glue counted a frame that parses to a
+    list (OKX and Bybit send trades in batches) as "other" and dropped it.  run_pass now goes
+    through FeedBooks.receive, as the runner does: every trade of the real OKX capture is
+    published."""
+    from feeds import FeedRun
+    from ingest.adapters.okx import OkxAdapter
+    from pipeline.benchmarks.ingest import Capture, run_pass
+    from pipeline.config import ExchangeConfig
+
+    symbols = ("BTC-USD-220527", "UNI-USD-SWAP", "BTC-USDT")
+    _, events = read_capture(CAPTURES / "okx_2022-05-13.jsonl")
+    frames = [e["data"].encode() for e in events if e["src"] == "ws"]
+    trades = sum(len(json.loads(f)["data"]) for f in frames if b'"channel":"trades"' in f and b'"data"' in f)
+    adapter = OkxAdapter(ExchangeConfig(name="okx", adapter="okx", symbols=symbols))
+    with FeedRun(adapter, symbols, exchange="okx") as run:
+        r = run_pass(Capture({}, "okx", list(symbols), frames, len(frames), 0), adapter, run.feed)
+        assert trades > 70 and len(run.trades) == trades
+        assert r["frames"]["trade"] > 0  # (acks and notices are "other")
+        assert all(run.live(s) for s in symbols)
