@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.events import DepthConnected, DepthDiff, DepthSnapshot, Instrument
+from ingest.events import DepthConnected, DepthDiff, DepthDisconnected, DepthSnapshot, Instrument
 from ingest.feed import BusPublisher, FeedBooks
-from ingest.sync import Action
+from ingest.sync import Action, IllegalTransition
 from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource
 from pipeline.shm import BookReader, BookWriter
 
@@ -276,3 +276,30 @@ def test_view_reaching_past_a_cut_rest_snapshot_resyncs(shm_prefix):
         assert _shm(reader)[0] == "live"
     finally:
         writer.close(unlink=True)
+
+
+def test_lost_connection_publishes_stale_then_a_new_connection_resyncs(feed):
+    """DepthDisconnected of a live book: a stale snapshot on the bus and in shm, stale since
+    the time the runner reported, not connected; the next connection's snapshot makes it
+    live again, counted as a resync."""
+    f, rec, wanted, reader = feed()
+    send(f, _snap(10, BIDS, ASKS), wanted)
+    send(f, DepthDisconnected(("BTCUSDT",), "idle for 60s", 123_456_789), wanted)
+    assert rec.l2[-1].snapshot and rec.l2[-1].state == "stale" and _shm(reader)[0] == "stale"
+    stats = stats_now(f, reader)
+    assert stats["connected"] == 0 and stats["stale_since_ns"] == 123_456_789
+    send(f, DepthConnected(("BTCUSDT",)), wanted)
+    send(f, _snap(20, BIDS, ASKS), wanted)
+    stats = stats_now(f, reader)
+    assert _shm(reader)[0] == "live" and stats["resyncs"] == 1 and stats["connected"] == 1
+    assert stats["stale_since_ns"] == 0 and wanted == []  # an in-stream venue: the stream brings it
+
+
+def test_a_diff_for_a_disconnected_symbol_is_a_bug_that_raises(feed):
+    """Issue 10: the feed used to swallow IllegalTransition.  The runner drops a connection's
+    queued frames before reporting it lost, so a diff after that is our bug: it raises."""
+    f, rec, wanted, reader = feed()
+    send(f, _snap(10, BIDS, ASKS), wanted)
+    send(f, DepthDisconnected(("BTCUSDT",), "closed", 1), wanted)
+    with pytest.raises(IllegalTransition):
+        f.receive(_diff(11, [(100.0, 2.0)]))
