@@ -37,7 +37,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from pipeline.wsframe import frame_header
+from pipeline.wsframe import server_frame
 from publisher import render
 from publisher.hub import Client, Hub
 from publisher.settings import Settings
@@ -221,7 +221,7 @@ class _Framer:
     def __call__(self, payload: bytes) -> bytes:
         if payload is not self.payload:
             self.payload = payload
-            self.frame = frame_header(len(payload)) + payload  # final, unmasked, text
+            self.frame = server_frame(payload)  # final, unmasked, text
         return self.frame
 
 
