@@ -248,21 +248,29 @@ def _supervise(config: Config, config_path: str | None, plugins: Plugins) -> int
     cleanup(config)
     for stale in run_dir.glob("*.error"):
         stale.unlink(missing_ok=True)
-    (run_dir / "pipeline.pid").write_text(f"{os.getpid()}\n")
     conf = run_dir / "supervisord.conf"
     conf.write_text(supervisord_conf(config, config_path, Path.cwd()))
     supervisord = Path(sys.executable).with_name("supervisord")
     cmd = [str(supervisord) if supervisord.exists() else "supervisord", "-n", "-c", str(conf)]
-    with open(run_dir / "logs" / "supervisord.out", "ab") as out:
-        proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=out)
+    procs: list[subprocess.Popen] = []
+    stopping: list[int] = []
 
     def forward(signum, _frame):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        stopping.append(signum)
+        if procs and procs[0].poll() is None:
+            procs[0].send_signal(signal.SIGTERM)
 
+    # handlers first: a `pipeline stop` that comes while supervisord starts is not lost
     old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    code = 0
     try:
+        (run_dir / "pipeline.pid").write_text(f"{os.getpid()}\n")
+        with open(run_dir / "logs" / "supervisord.out", "ab") as out:
+            procs.append(subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=out))
+        proc = procs[0]
+        if stopping:
+            proc.send_signal(signal.SIGTERM)
         for server in plugins.servers or ():
             if server.name in config.servers:
                 _say(server.load().banner(config))
@@ -285,9 +293,10 @@ def _supervise(config: Config, config_path: str | None, plugins: Plugins) -> int
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(15)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(15)
         cleanup(config)
     _say("pipeline stopped")
     return code

@@ -188,7 +188,7 @@ def test_snippet_readme_websocket(demo):
 def test_snippet_readme_csv(demo):
     # the snippet's paths are the demo's: its CSV directory is data/csv under where it started
     env = {k: v for k, v in demo.env.items() if k != "PIPELINE_CONFIG"}
-    code = "from pipeline.config import load_config; print(load_config(None).csv.dir)"
+    code = "from pipeline.app.config import load_config; print(load_config(None).sinks['csv'].dir)"
     out = subprocess.run([sys.executable, "-c", code], cwd=demo.workdir, env=env, capture_output=True, text=True,
                          timeout=60)
     assert Path(out.stdout.strip()) == demo.workdir.resolve() / "data" / "csv", out
