@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -85,6 +88,13 @@ def start_sim(procs: Procs, symbols: str = "BTCUSDT,ETHUSDT", rate: float = 500,
                                    "--symbols", symbols, "--rate", str(rate), "--seed", str(seed),
                                    "--ready-file", str(ready), *(extra or [])])
     return int(eventually(lambda: ready.exists() and ready.read_text().strip(), 20, what="sim ready file"))
+
+
+def start_publisher(procs: Procs, config: Path, name: str = "publisher", env: dict | None = None) -> int:
+    """`pipeline publish` with a ready file; returns the port it bound."""
+    ready = procs.workdir / f"{name}.port"
+    procs.start(name, PIPELINE + ["--config", str(config), "publish", "--ready-file", str(ready)], env=env)
+    return int(eventually(lambda: ready.exists() and ready.read_text().strip(), 20, what=f"{name} ready file"))
 
 
 def write_config(workdir: Path, port: int, symbols: list[str], extra: str = "", name: str = "p.toml",
@@ -195,3 +205,95 @@ snapshot_interval_s = 1.0
         yield {"procs": procs, "port": port, "config": config, "ingest": ingest}
     finally:
         procs.stop_all()
+
+
+# ---------------------------------------------------------------------------- a real browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+                  "--remote-debugging-port=0", "--window-size=1280,900"]
+
+
+class DevTools:
+    """Just enough of the Chrome DevTools protocol: open a page, evaluate, resize, screenshot."""
+
+    def __init__(self, ws_url: str):
+        from websockets.sync.client import connect
+
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(connect(ws_url, max_size=None, open_timeout=10))
+        self.next_id = 0
+        self.session = None
+        self.target = None
+
+    def call(self, method: str, params: dict | None = None, timeout: float = 20, browser: bool = False) -> dict:
+        """One command to the attached page (``browser=True``: to the browser itself); its result."""
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if self.session and not browser:
+            msg["sessionId"] = self.session
+        self.ws.send(json.dumps(msg))
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+            if reply.get("id") == self.next_id:
+                assert "error" not in reply, reply
+                return reply["result"]
+
+    def open(self, url: str) -> None:
+        """A new tab showing ``url``; later calls go to it (the previous tab is closed)."""
+        self.close_page()
+        self.target = self.call("Target.createTarget", {"url": url}, browser=True)["targetId"]
+        self.session = self.call("Target.attachToTarget", {"targetId": self.target, "flatten": True},
+                                 browser=True)["sessionId"]
+
+    def close_page(self) -> None:
+        if self.target is not None:
+            self.call("Target.closeTarget", {"targetId": self.target}, browser=True)
+            self.target = self.session = None
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})["result"].get("value")
+
+    def set_viewport(self, width: int, height: int) -> None:
+        """Emulate a window of that size in CSS pixels (media queries follow it)."""
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+
+    def screenshot(self, path: Path) -> Path:
+        """The viewport as a PNG file at ``path``."""
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", {"format": "png"})["data"]))
+        return path
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+@contextlib.contextmanager
+def chromium(workdir: Path):
+    """Headless Chromium with its own profile under ``workdir``; yields a DevTools client.
+    The browser's process group is ended by its PID afterwards."""
+    profile = workdir / "chromium-profile"
+    log = open(workdir / "chromium.log", "ab")
+    browser = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+                               stdout=log, stderr=log, start_new_session=True)
+    devtools = None
+    try:
+        active = profile / "DevToolsActivePort"
+        lines = eventually(lambda: active.exists() and active.read_text().split(), 30, 0.1, "chromium devtools")
+        devtools = DevTools(f"ws://127.0.0.1:{lines[0]}{lines[1]}")
+        yield devtools
+    finally:
+        if devtools is not None:
+            devtools.close()
+        try:
+            os.killpg(browser.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            browser.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(browser.pid, signal.SIGKILL)
+            browser.wait(5)
+        log.close()

@@ -1,21 +1,18 @@
-"""sim -> ingest -> publisher -> real WebSocket clients (and a real browser), as real processes on loopback.
+"""sim -> ingest -> publisher -> real WebSocket clients, as real processes on loopback.
 
 One sim, one ingest and one publisher serve the module; a second publisher with a token
 checks access.  Timings are never asserted tightly: throttle spacing is read from the
 server's own ``time_published`` stamps, and the latency of a client beside a stalled one
-is compared with a baseline measured in the same test with a generous margin.
+is compared with a baseline measured in the same test with a generous margin.  The page in
+a real browser is tests/integration/test_page.py.
 """
 
 from __future__ import annotations
 
-import base64
 import calendar
 import contextlib
 import json
-import os
 import re
-import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -23,13 +20,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from helpers import PIPELINE, Procs, eventually, feeds, free_port, short_tmpdir, start_sim, status, write_config
+from helpers import (PIPELINE, Procs, eventually, feeds, free_port, short_tmpdir, start_publisher, start_sim, status,
+                     write_config)
 
 pytestmark = pytest.mark.integration
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
@@ -50,12 +47,6 @@ max_requests_per_s = 20
 
 def iso_us(text: str) -> int:
     return calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")) * 1_000_000 + int(text[20:26])
-
-
-def start_publisher(procs: Procs, config: Path, name: str = "publisher", env: dict | None = None) -> int:
-    ready = procs.workdir / f"{name}.port"
-    procs.start(name, PIPELINE + ["--config", str(config), "publish", "--ready-file", str(ready)], env=env)
-    return int(eventually(lambda: ready.exists() and ready.read_text().strip(), 20, what=f"{name} ready file"))
 
 
 def http_get(port: int, path: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
@@ -403,103 +394,7 @@ def test_token_and_origin_are_checked_on_the_upgrade(stack):
     assert st["rejected"] == {"token": 3, "origin": 1}  # two upgrades and one /metrics
 
 
-# ---------------------------------------------------------------------------- browser
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                  "--remote-debugging-port=0", "--window-size=1280,900"]
-
-PAGE_STATE_JS = """JSON.stringify({
-  conn: document.getElementById('conn-state').textContent,
-  feed: document.getElementById('feed-state').textContent,
-  asks: [...document.querySelectorAll('#ladder tr.ask td.price')].map(e => +e.textContent),
-  bids: [...document.querySelectorAll('#ladder tr.bid td.price')].map(e => +e.textContent),
-  bars: document.querySelectorAll('#ladder td.size i').length,
-  seq: +(document.querySelector('#ladder tbody').dataset.seq || 0),
-  trades: document.querySelectorAll('#tape tr.trade').length,
-  spread: document.getElementById('spread').textContent,
-  rate: document.getElementById('rate').textContent,
-  latency: document.getElementById('latency').textContent,
-  symbol: document.getElementById('symbol').value,
-})"""
-
-
-class DevTools:
-    """Just enough of the Chrome DevTools protocol: open a page, evaluate, screenshot."""
-
-    def __init__(self, ws_url: str):
-        self._stack = contextlib.ExitStack()
-        self.ws = self._stack.enter_context(connect(ws_url, max_size=None, open_timeout=10))
-        self.next_id = 0
-        self.session = None
-
-    def call(self, method: str, params: dict | None = None, timeout: float = 20) -> dict:
-        self.next_id += 1
-        msg = {"id": self.next_id, "method": method, "params": params or {}}
-        if self.session:
-            msg["sessionId"] = self.session
-        self.ws.send(json.dumps(msg))
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = json.loads(self.ws.recv(timeout=max(0.01, deadline - time.monotonic())))
-            if reply.get("id") == self.next_id:
-                assert "error" not in reply, reply
-                return reply["result"]
-
-    def open(self, url: str) -> None:
-        target = self.call("Target.createTarget", {"url": url})["targetId"]
-        self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-
-    def evaluate(self, expression: str):
-        return self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True})["result"].get("value")
-
-    def close(self) -> None:
-        self._stack.close()
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian: apt-get install -y chromium)")
-def test_live_page_shows_a_ladder_trades_spread_rate_and_latency_in_a_real_browser(stack):
-    workdir = stack["workdir"]
-    profile = workdir / "chromium-profile"
-    log = open(workdir / "chromium.log", "ab")
-    browser = subprocess.Popen([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                               stdout=log, stderr=log, start_new_session=True)
-    try:
-        active = profile / "DevToolsActivePort"
-        lines = eventually(lambda: active.exists() and active.read_text().split(), 30, 0.1, "chromium devtools")
-        devtools = DevTools(f"ws://127.0.0.1:{lines[0]}{lines[1]}")
-        devtools.open(f"http://127.0.0.1:{stack['port']}/?symbol=ETHUSDT&depth=10")
-
-        def page():
-            s = json.loads(devtools.evaluate(PAGE_STATE_JS) or "null")
-            ok = (s and s["conn"] == "connected" and s["feed"] == "feed live" and len(s["asks"]) == 10
-                  and len(s["bids"]) == 10 and s["trades"] >= 3 and s["rate"] not in ("–", "0")
-                  and re.match(r"^\d+(\.\d+)? / \d+(\.\d+)?$", s["latency"]))
-            return s if ok else None
-        first = eventually(page, 30, 0.2, "the page showing a live ladder and trades")
-        assert first["symbol"] == "ETHUSDT"
-        assert max(first["bids"]) < min(first["asks"])  # bids below asks
-        assert first["asks"] == sorted(first["asks"], reverse=True)  # asks above the spread, best nearest it
-        assert first["bids"] == sorted(first["bids"], reverse=True)
-        assert first["bars"] == 20 and "bps" in first["spread"]
-        later = eventually(lambda: (lambda s: s if s and s["seq"] > first["seq"] else None)(page()), 10, 0.2,
-                           "the ladder moving")
-        assert later["trades"] >= first["trades"]
-        shot = devtools.call("Page.captureScreenshot", {"format": "png"})["data"]
-        (workdir / "page.png").write_bytes(base64.b64decode(shot))
-        devtools.close()
-    finally:
-        try:
-            os.killpg(browser.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            browser.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(browser.pid, signal.SIGKILL)
-            browser.wait(5)
-        log.close()
+# The page in a real browser: tests/integration/test_page.py
 
 
 # ------------------------------------------------------------------ feed down and back
