@@ -22,14 +22,14 @@ const SAMPLES = 100;
 const RATE_WINDOW_MS = 5000;
 const LATENCY_WINDOW_MS = 10000;
 const MAX_DECIMALS = 10;
-const GROUP_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+const GROUP_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];  // ticks
 const STALE_AFTER_S = Number(params.get("stale_after")) > 0 ? Number(params.get("stale_after")) : 5;
 
 const state = {
   ws: null, connected: false, welcome: null, exchange: params.get("exchange"), symbol: params.get("symbol"),
   depth: Number(params.get("depth")) || 20, group: params.get("group"), retry: 500,
   lastBook: null, lastChangeAt: 0, feed: null, feedReason: "",
-  bookLat: [], bookWire: [], tradeLat: [], tradeTimes: [], seqSamples: [],
+  bookLat: [], bookWire: [], tradeLat: [], tradeTimes: [], seqSamples: [], tape: [],
   formats: new Map(),  // "exchange symbol" -> Format
 };
 
@@ -75,6 +75,7 @@ class Format {
   }
 
   get tick() { return this.tickUnits / 10 ** this.price; }
+  get decimals() { return `${this.price}/${this.size}`; }
   priceText(x) { return x.toFixed(this.price); }
   sizeText(x) { return x.toFixed(this.size); }
   priceUnits(x) { return Math.round(x * 10 ** this.price); }
@@ -83,13 +84,26 @@ class Format {
   priceFromUnits(n) { return (n / 10 ** this.price).toFixed(this.price); }
 }
 
+// Teach the shown symbol's format what a book or trade carried, and redraw what the change touches
+// (the group choices, the tape). True when the decimals changed.
+function learn(instrument, prices, sizes) {
+  const f = currentFormat();
+  const [tick, decimals] = [f.tick, f.decimals];
+  f.fromInstrument(instrument);
+  f.learn(prices, sizes);
+  if (f.tick !== tick) fillGroups();
+  if (f.decimals === decimals) return false;
+  renderTape();
+  return true;
+}
+
 function currentFormat() {
   const key = `${state.exchange} ${state.symbol}`;
   if (!state.formats.has(key)) state.formats.set(key, new Format());
   return state.formats.get(key);
 }
 
-// Levels [[price, size], ...] best first -> [[priceText, sizeUnits], ...] grouped to multiples of
+// Levels [[price, size], ...] best first -> [[priceUnits, sizeUnits], ...] grouped to multiples of
 // `groupUnits` price units (bids down, asks up, as exchanges group), in integer units so sums are exact.
 function groupLevels(levels, fmt, groupUnits, side) {
   const out = [];
@@ -190,7 +204,7 @@ function fillDepths() {
 
 function subscribe(first) {
   Object.assign(state, { lastBook: null, lastChangeAt: 0, feed: null, feedReason: "", bookLat: [], bookWire: [],
-                         tradeLat: [], tradeTimes: [], seqSamples: [], subscribedAt: Date.now() });
+                         tradeLat: [], tradeTimes: [], seqSamples: [], tape: [], subscribedAt: Date.now() });
   $("tape").tBodies[0].replaceChildren();
   $("ladder").tBodies[0].replaceChildren();
   setPill($("feed-state"), "feed ?");
@@ -207,7 +221,7 @@ function subscribe(first) {
 function remember() {  // the URL names what is shown, so it can be bookmarked or shared
   const q = new URLSearchParams(location.search);
   q.set("exchange", state.exchange); q.set("symbol", state.symbol); q.set("depth", state.depth);
-  if (state.group && state.group !== $("group").options[0]?.value) q.set("group", state.group); else q.delete("group");
+  if (state.group) q.set("group", state.group); else q.delete("group");
   history.replaceState(null, "", "?" + q.toString());
 }
 
@@ -254,23 +268,24 @@ function onBook(m) {
   if (prev && prev.epoch !== m.epoch) state.seqSamples = [];
   push(state.seqSamples, [now, m.seq], 200);
   setFeed(m.state);
-  const f = currentFormat();
-  f.fromInstrument(m.instrument);
-  const before = f.tickUnits + "/" + f.price;
-  f.learn([...m.bids.map((l) => l[0]), ...m.asks.map((l) => l[0])], [...m.bids.map((l) => l[1]), ...m.asks.map((l) => l[1])]);
-  if (f.tickUnits + "/" + f.price !== before) fillGroups();
+  learn(m.instrument, [...m.bids.map((l) => l[0]), ...m.asks.map((l) => l[0])],
+        [...m.bids.map((l) => l[1]), ...m.asks.map((l) => l[1])]);
   state.lastBook = m;
   renderBook();
   tick();
 }
 
+// "" (the first option) is the tick itself, no grouping; the others are multiples of the tick as
+// price text. Kept as chosen while the tick estimate moves, and in the URL.
 function fillGroups() {
   const f = currentFormat();
-  const sel = $("group");
-  if (!f.tickUnits) { fillSelect(sel, [""], "", ["tick"]); return; }
-  const values = GROUP_STEPS.map((k) => f.priceFromUnits(k * f.tickUnits));
-  const labels = values.map((v, i) => (i === 0 ? `${v} (tick)` : v));
-  state.group = fillSelect(sel, values, state.group, labels);
+  const values = [""], labels = [f.tickUnits ? `${f.priceFromUnits(f.tickUnits)} (tick)` : "tick"];
+  if (f.tickUnits) {
+    for (const k of GROUP_STEPS.slice(1)) values.push(f.priceFromUnits(k * f.tickUnits));
+    labels.push(...values.slice(1));
+  }
+  const chosen = fillSelect($("group"), values, state.group ?? "", labels);
+  if (f.tickUnits) state.group = chosen;  // before the first book, a group from the URL waits for the tick
 }
 
 function groupUnits(f) {
@@ -411,16 +426,26 @@ function onTrade(m) {
   const now = Date.now();
   push(state.tradeLat, [now, now - isoMs(m.time_received)], SAMPLES);
   push(state.tradeTimes, now, 2000);
-  const f = currentFormat();
-  f.fromInstrument(m.instrument);
-  f.learn([m.price], [m.amount]);
+  state.tape.unshift(m);
+  if (state.tape.length > TAPE_ROWS) state.tape.pop();
+  if (learn(m.instrument, [m.price], [m.amount])) return;  // the tape was drawn again, this trade with it
+  const body = $("tape").tBodies[0];
+  body.prepend(tradeRow(m, currentFormat()));
+  while (body.rows.length > TAPE_ROWS) body.deleteRow(-1);
+}
+
+function tradeRow(m, f) {
   const tr = document.createElement("tr");
   tr.className = "trade";
   tr.append(cell("time", (m.time_exchange || m.time_received || "").slice(11, 23)), cell("price", f.priceText(m.price)),
             cell("amount", f.sizeText(m.amount)), cell("side " + m.side, m.side));
-  const body = $("tape").tBodies[0];
-  body.prepend(tr);
-  while (body.rows.length > TAPE_ROWS) body.deleteRow(-1);
+  return tr;
+}
+
+// the whole tape again, when the symbol's decimals changed (every row keeps the same ones)
+function renderTape() {
+  const f = currentFormat();
+  $("tape").tBodies[0].replaceChildren(...state.tape.map((m) => tradeRow(m, f)));
 }
 
 // ------------------------------------------------------------------ the clock: staleness and rates

@@ -161,6 +161,34 @@ def test_number_helpers_ignore_float_noise_and_keep_bps_non_zero(page):
     assert got["bps"] == ["0.00167", "1.23", "12.3"]
 
 
+def test_trades_before_the_first_book_are_redrawn_with_the_books_decimals_and_groups_offered(page):
+    """Trades can come first (the default subscription's, before the page's own snapshot): the
+    tape is drawn again when the book teaches more decimals, and the group choices appear."""
+    page.open("BTCUSDT")
+    eventually(lambda: page.js("state.welcome !== null"), 10, 0.1, "the welcome")
+    got = json.loads(page.js("""JSON.stringify((() => {
+      state.symbol = 'SYNTH';  // no real events for it: only the frames below
+      subscribe(false);
+      const t = '2024-05-01T12:00:00.000000Z';
+      const trade = (price, amount) => onFrame({kind: 'trade', exchange: state.exchange, symbol: 'SYNTH',
+        time_exchange: t, time_received: t, time_published: t, seq: 1, price, amount, side: 'buy', trade_id: '1'});
+      trade(100.01, 1); trade(100.02, 2);
+      const before = [...document.querySelectorAll('#tape td.amount')].map((td) => td.textContent);
+      onFrame({kind: 'order_book_l2', exchange: state.exchange, symbol: 'SYNTH', time_exchange: t, time_received: t,
+               time_published: t, epoch: 1, seq: 5, state: 'live', depth: 20,
+               bids: [[100.01, 1.5], [99.9, 0.25]], asks: [[100.03, 2.5]]});
+      return {
+        before,
+        after: [...document.querySelectorAll('#tape td.amount')].map((td) => td.textContent),
+        prices: [...document.querySelectorAll('#tape td.price')].map((td) => td.textContent),
+        groups: [...document.getElementById('group').options].map((o) => o.value).slice(0, 4),
+      };
+    })())"""))
+    assert got["before"] == ["2", "1"] and got["after"] == ["2.00", "1.00"]
+    assert got["prices"] == ["100.02", "100.01"]
+    assert got["groups"] == ["", "0.02", "0.05", "0.10"]
+
+
 def test_live_ladder_has_fixed_decimals_aligned_columns_cumulative_sizes_and_a_depth_chart(page, tmp_path):
     page.open("BTCUSDT")
     s = page.wait_live()
@@ -308,8 +336,8 @@ def test_narrow_window_puts_the_trade_tape_below_the_ladder(stack, page, tmp_pat
     page.screenshot(tmp_path / "page-narrow-whole.png")
 
 
-def test_stopped_sim_greys_out_the_book_and_says_the_feed_is_not_live(stack, page, tmp_path):
-    """Last in the module: it stops the sim, so the ingest loses its venue."""
+def test_stopped_sim_or_publisher_greys_out_the_book_and_says_why(stack, page, tmp_path):
+    """Last in the module: it stops the sim, so the ingest loses its venue, then the publisher."""
     page.open("BTCUSDT")
     page.wait_live()
     procs = stack["procs"]
@@ -322,3 +350,9 @@ def test_stopped_sim_greys_out_the_book_and_says_the_feed_is_not_live(stack, pag
     assert page.js("getComputedStyle(document.getElementById('ladder-panel')).opacity") == "0.45"
     time.sleep(1.0)  # let the age count past the moment the feed went down
     page.screenshot(tmp_path / "page-sim-stopped.png")
+    publisher = next(p for name, p in procs.procs if name == "publisher")
+    procs.stop(publisher)
+    s = eventually(lambda: (lambda x: x if x["banner"].startswith("DISCONNECTED") else None)(page.state()), 15, 0.2,
+                   "the page saying the publisher is gone")
+    assert s["stale"] and s["conn"].startswith("disconnected") and len(s["bids"]) == DEPTH
+    page.screenshot(tmp_path / "page-disconnected.png")
