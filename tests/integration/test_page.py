@@ -120,9 +120,10 @@ def page(stack):
     browser.close_page()
 
 
-def pipeline_book(config: Path, symbol: str, depth: int | None = None) -> dict:
-    args = PIPELINE + ["--config", str(config), "book", "sim", symbol, "--json"]
-    out = subprocess.run(args + (["--depth", str(depth)] if depth else []), capture_output=True, text=True, timeout=30)
+def pipeline_book(config: Path, symbol: str) -> dict:
+    """`pipeline book sim SYMBOL --json`: the whole view in shared memory."""
+    out = subprocess.run(PIPELINE + ["--config", str(config), "book", "sim", symbol, "--json"], capture_output=True,
+                         text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
