@@ -21,7 +21,9 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="no make on
 
 
 def dry_run(tmp: Path, target: str) -> list[str]:
-    out = subprocess.run(["make", "-n", target], cwd=tmp, capture_output=True, text=True, timeout=30)
+    # as a user runs it: not a sub-make of `make test` (whose MAKELEVEL adds "Entering/Leaving directory" lines)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    out = subprocess.run(["make", "-n", target], cwd=tmp, capture_output=True, text=True, timeout=30, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()
 
