@@ -49,34 +49,34 @@ class PublisherConfig:
 
 
 def parse_publisher(t: dict, key: str = "publisher") -> PublisherConfig:
-    """``[publisher]`` -> PublisherConfig; ConfigError naming ``publisher.KEY``."""
-    check_keys(t, set(PublisherConfig.__dataclass_fields__), "publisher")
+    """``[publisher]`` (its table at ``key``) -> PublisherConfig; ConfigError naming ``key.FIELD``."""
+    check_keys(t, set(PublisherConfig.__dataclass_fields__), key)
     kw: dict[str, Any] = {}
     if "host" in t:
-        kw["host"] = expect_str(t["host"], "publisher.host")
+        kw["host"] = expect_str(t["host"], f"{key}.host")
     if "port" in t:
-        kw["port"] = expect_port(t["port"], "publisher.port")
+        kw["port"] = expect_port(t["port"], f"{key}.port")
     if "token" in t:
-        kw["token"] = expect_str(t["token"], "publisher.token")
+        kw["token"] = expect_str(t["token"], f"{key}.token")
     if "origins" in t:
         if not isinstance(t["origins"], list):
-            raise ConfigError("publisher.origins", f"expected a list of origins, got {show(t['origins'])}")
-        kw["origins"] = tuple(expect_url(o, f"publisher.origins[{i}]", ("http", "https"))
+            raise ConfigError(f"{key}.origins", f"expected a list of origins, got {show(t['origins'])}")
+        kw["origins"] = tuple(expect_url(o, f"{key}.origins[{i}]", ("http", "https"))
                               for i, o in enumerate(t["origins"]))
-    for key in ("max_clients", "max_subscriptions", "max_request_bytes", "client_queue", "client_l2_queue",
-                "default_depth", "min_throttle_ms"):
-        if key in t:
-            kw[key] = expect_pos_int(t[key], f"publisher.{key}")
-    for key in ("max_requests_per_s", "client_max_lag_s", "close_timeout_s"):
-        if key in t:
-            kw[key] = expect_number(t[key], f"publisher.{key}", positive=True)
+    for field in ("max_clients", "max_subscriptions", "max_request_bytes", "client_queue", "client_l2_queue",
+                  "default_depth", "min_throttle_ms"):
+        if field in t:
+            kw[field] = expect_pos_int(t[field], f"{key}.{field}")
+    for field in ("max_requests_per_s", "client_max_lag_s", "close_timeout_s"):
+        if field in t:
+            kw[field] = expect_number(t[field], f"{key}.{field}", positive=True)
     if "socket_send_buffer" in t:
         v = t["socket_send_buffer"]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ConfigError("publisher.socket_send_buffer", f"expected a number of bytes >= 0, got {show(v)}")
+            raise ConfigError(f"{key}.socket_send_buffer", f"expected a number of bytes >= 0, got {show(v)}")
         kw["socket_send_buffer"] = v
     if kw.get("max_request_bytes", 0) > 65536:
-        raise ConfigError("publisher.max_request_bytes", f"expected at most 65536, got {kw['max_request_bytes']}")
+        raise ConfigError(f"{key}.max_request_bytes", f"expected at most 65536, got {kw['max_request_bytes']}")
     return PublisherConfig(**kw)
 
 
