@@ -30,7 +30,6 @@ from typing import Any, Mapping
 from pipeline.errors import ConfigError
 from pipeline.plugins import Registry
 
-SIM_PROTOCOLS = ("binance", "bybit", "okx", "hyperliquid", "lighter")
 DEMO_SIM_PORT = 9100
 DEMO_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
@@ -119,7 +118,7 @@ class SimConfig:
     rate: float = 500.0
     levels: int = 400
     disconnect_every: float = 0.0
-    protocol: str = "binance"  # which venue's protocol the sim speaks (SIM_PROTOCOLS)
+    protocol: str = "binance"  # which venue's protocol the sim speaks (pipeline.sim.PROTOCOLS)
 
 
 @dataclass(frozen=True)
@@ -291,7 +290,7 @@ def _exchange(name: str, raw: Any, adapters: Registry | None = None) -> Exchange
     return ExchangeConfig(**kw)
 
 
-def _sim(raw: Any) -> SimConfig:
+def _sim(raw: Any, protocols: Registry | None) -> SimConfig:
     t = expect_table(raw, "sim")
     check_keys(t, set(SimConfig.__dataclass_fields__), "sim")
     kw: dict[str, Any] = {}
@@ -313,9 +312,8 @@ def _sim(raw: Any) -> SimConfig:
         kw["disconnect_every"] = expect_number(t["disconnect_every"], "sim.disconnect_every")
     if "protocol" in t:
         kw["protocol"] = expect_str(t["protocol"], "sim.protocol")
-        if kw["protocol"] not in SIM_PROTOCOLS:
-            raise ConfigError("sim.protocol", f"unknown protocol {show(kw['protocol'])} "
-                                              f"(known: {', '.join(SIM_PROTOCOLS)})")
+        if protocols is not None:
+            protocols.get(kw["protocol"], "sim.protocol")
     return SimConfig(**kw)
 
 
@@ -336,6 +334,7 @@ class Plugins:
     sinks: Registry | None = None  # [sinks.NAME]
     servers: Registry | None = None  # a top-level [NAME] table per server; default_on ones run without
     adapters: Registry | None = None  # exchanges.X.adapter (ingest/adapters/__init__.py); None: any name
+    sim_protocols: Registry | None = None  # sim.protocol (pipeline/sim/__init__.py); None: any name
 
 
 CORE_TABLES = ("pipeline", "exchanges", "sim", "sinks")
@@ -393,7 +392,7 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>", plugins: P
         raise ConfigError("exchanges", "expected at least one [exchanges.NAME] table")
     exchanges = {name: _exchange(name, t, plugins.adapters) for name, t in exchanges_raw.items()}
 
-    sim = _sim(raw["sim"]) if "sim" in raw else None
+    sim = _sim(raw["sim"], plugins.sim_protocols) if "sim" in raw else None
 
     ctx = SectionContext(base_dir=base_dir, data_dir=data_dir, exchanges=exchanges)
     servers = _servers(raw, plugins.servers, ctx)

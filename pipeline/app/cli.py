@@ -10,7 +10,8 @@ import sys
 import click
 
 from pipeline.app.config import PLUGINS, load_config
-from pipeline.config import SIM_PROTOCOLS, Config
+from pipeline.config import Config
+from pipeline.sim import PROTOCOLS as SIM_PROTOCOLS
 from pipeline.errors import ConfigError, SharedMemoryError
 
 
@@ -223,7 +224,7 @@ for _server in PLUGINS.servers:
 @click.option("--levels", type=int, default=None, help="Price levels per side at start.")
 @click.option("--disconnect-every", type=float, default=None, help="Fault: drop every connection every N s.")
 @click.option("--ping-interval", type=float, default=None, help="Server WebSocket ping interval, s (Binance: 20).")
-@click.option("--protocol", type=click.Choice(SIM_PROTOCOLS), default=None,
+@click.option("--protocol", type=click.Choice(SIM_PROTOCOLS.names()), default=None,
               help="Which venue's wire protocol the simulated exchange speaks (default: [sim] protocol, "
                    "else binance; docs/sim.md).")
 @click.option("--book-interval", type=click.FloatRange(min=0), default=None,

@@ -14,10 +14,11 @@ from pathlib import Path
 from ingest.adapters import ADAPTERS
 from pipeline import config as core
 from pipeline.config import Config, Plugins
+from pipeline.sim import PROTOCOLS
 from publisher import SERVERS
 from sinks import SINKS
 
-PLUGINS = Plugins(sinks=SINKS, servers=SERVERS, adapters=ADAPTERS)
+PLUGINS = Plugins(sinks=SINKS, servers=SERVERS, adapters=ADAPTERS, sim_protocols=PROTOCOLS)
 
 
 def load_config(path: str | os.PathLike | None, plugins: Plugins = PLUGINS) -> Config:

@@ -8,33 +8,21 @@ Binance sim (pipeline/sim/server.py). docs/sim.md describes each protocol.
 from __future__ import annotations
 
 import asyncio
-import importlib
 
+from pipeline.errors import ConfigError
+from pipeline.sim import PROTOCOLS
 from pipeline.sim.base import BaseServer, SimOptions, serve_server
 
-__all__ = ["PROTOCOLS", "make_server", "run", "serve"]
-
-# protocol -> (module, class)
-PROTOCOLS = {
-    "bybit": ("pipeline.sim.bybit", "BybitServer"),
-    "okx": ("pipeline.sim.okx", "OkxServer"),
-    "hyperliquid": ("pipeline.sim.hyperliquid", "HyperliquidServer"),
-    "lighter": ("pipeline.sim.lighter", "LighterServer"),
-}
+__all__ = ["make_server", "run", "serve"]
 
 
 def make_server(protocol: str, options: SimOptions) -> BaseServer:
     """The server of ``protocol``; raises ValueError for an unknown one."""
-    if protocol == "binance":
-        from pipeline.sim.server import SimServer
-
-        return SimServer(options)
     try:
-        module, cls = PROTOCOLS[protocol]
-    except KeyError:
-        raise ValueError(f"unknown sim protocol {protocol!r}; expected one of "
-                         f"{['binance', *PROTOCOLS]}") from None
-    return getattr(importlib.import_module(module), cls)(options)
+        server_class = PROTOCOLS.get(protocol).load()
+    except ConfigError:
+        raise ValueError(f"unknown sim protocol {protocol!r}; expected one of {PROTOCOLS.names()}") from None
+    return server_class(options)
 
 
 async def serve(protocol: str, options: SimOptions, stop: asyncio.Event | None = None) -> None:

@@ -10,7 +10,8 @@ from captures import DATA
 from pipeline.sim.feeds import fixed_text, hyperliquid_text, level_changes, stripped_text
 from pipeline.sim.market import Market, symbol_spec
 from pipeline.sim.okx import okx_checksum
-from pipeline.sim.venues import PROTOCOLS, make_server
+from pipeline.sim import PROTOCOLS
+from pipeline.sim.venues import make_server
 
 
 @pytest.mark.shared
@@ -61,4 +62,4 @@ def test_native_symbol_names_map_to_the_same_market_specs():
 def test_unknown_protocol_is_rejected():
     with pytest.raises(ValueError, match="unknown sim protocol"):
         make_server("kraken", None)  # type: ignore[arg-type]
-    assert set(PROTOCOLS) == {"bybit", "okx", "hyperliquid", "lighter"}
+    assert set(PROTOCOLS.names()) == {"binance", "bybit", "okx", "hyperliquid", "lighter"}
