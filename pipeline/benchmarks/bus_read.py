@@ -30,9 +30,9 @@ from pathlib import Path
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
 
 FEEDER = r"""
-import random, sys, time
+import sys
 import zmq
-from pipeline import schema
+from pipeline.benchmarks.synthetic_bus import SyntheticBus
 
 run_dir, n_l2, trade_every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 symbols = sys.argv[4].split(",")
@@ -44,34 +44,13 @@ for name in ("trades", "l2"):
     s.bind(f"ipc://{run_dir}/sim.{name}.sock")
     socks.append(s)
 tsock, lsock = socks
-rng = random.Random(5)
-epoch = 1
-books = {s: ({round(100.0 - i * 0.1, 1): 1.0 for i in range(50)},
-             {round(100.1 + i * 0.1, 1): 1.0 for i in range(50)}) for s in symbols}
+synthetic = SyntheticBus(symbols, epoch=1)
+rng = synthetic.rng
 messages = []
-l2_seq = {s: 0 for s in symbols}
-t_seq = {s: 0 for s in symbols}
 def l2(sym, snapshot):
-    bids, asks = books[sym]
-    if snapshot:
-        db, da = sorted(bids.items(), reverse=True), sorted(asks.items())
-    else:
-        db, da = [], []
-        for _ in range(rng.randrange(1, 4)):
-            side, out, base, step = (bids, db, 100.0, -0.1) if rng.random() < 0.5 else (asks, da, 100.1, 0.1)
-            p = round(base + step * rng.randrange(50), 1)
-            sz = round(rng.random() * 5 + 0.001, 3)
-            side[p] = sz
-            out.append((p, sz))
-    l2_seq[sym] += 1
-    return (lsock, schema.l2_topic("sim", sym), schema.encode(schema.L2Update(
-        exchange="sim", symbol=sym, epoch=epoch, seq=l2_seq[sym], ts_exchange=1, ts_received=1,
-        snapshot=snapshot, state="live", depth=50, bids=db, asks=da)))
+    return (lsock, *synthetic.l2(sym, snapshot))
 def trade(sym):
-    t_seq[sym] += 1
-    return (tsock, schema.trade_topic("sim", sym), schema.encode(schema.Trade(
-        exchange="sim", symbol=sym, epoch=epoch, seq=t_seq[sym], ts_exchange=1, ts_received=1,
-        price=100.0, amount=0.5, side="buy", trade_id=str(t_seq[sym]))))
+    return (tsock, *synthetic.trade(sym))
 for s in symbols:
     messages.append(l2(s, True))
 for i in range(n_l2):

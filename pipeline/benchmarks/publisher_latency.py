@@ -27,7 +27,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -47,7 +46,8 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT"]
 def feed(config_path: str, l2_rate: float, trade_rate: float, seconds: float) -> None:
     import zmq
 
-    from pipeline import bus, schema
+    from pipeline import bus
+    from pipeline.benchmarks.synthetic_bus import SyntheticBus
     from pipeline.config import load_config
 
     config = load_config(Path(config_path))
@@ -55,41 +55,16 @@ def feed(config_path: str, l2_rate: float, trade_rate: float, seconds: float) ->
     t_ep, l_ep = bus.bind_endpoints(config, ex)
     ctx = zmq.Context()
     tsock, lsock = bus.make_pub(ctx, t_ep), bus.make_pub(ctx, l_ep)
-    rng = random.Random(5)
-    epoch = int(time.time())
-    books = {s: ({round(100.0 - i * 0.1, 1): 1.0 for i in range(50)},
-                 {round(100.1 + i * 0.1, 1): 1.0 for i in range(50)}) for s in SYMBOLS}
-    l2_seq = {s: 0 for s in SYMBOLS}
-    t_seq = {s: 0 for s in SYMBOLS}
-
-    def now_us() -> int:
-        return time.time_ns() // 1000
+    synthetic = SyntheticBus(SYMBOLS, epoch=int(time.time()))
+    rng = synthetic.rng
 
     def send_l2(sym: str, snapshot: bool) -> None:
-        bids, asks = books[sym]
-        if snapshot:
-            db = sorted(bids.items(), reverse=True)
-            da = sorted(asks.items())
-        else:
-            db, da = [], []
-            for _ in range(rng.randrange(1, 4)):
-                side, out, base, step = (bids, db, 100.0, -0.1) if rng.random() < 0.5 else (asks, da, 100.1, 0.1)
-                p = round(base + step * rng.randrange(50), 1)
-                s = round(rng.random() * 5 + 0.001, 3)
-                side[p] = s
-                out.append((p, s))
-        l2_seq[sym] += 1
-        now = now_us()
-        lsock.send_multipart([schema.l2_topic("sim", sym), schema.encode(schema.L2Update(
-            exchange="sim", symbol=sym, epoch=epoch, seq=l2_seq[sym], ts_exchange=now, ts_received=now,
-            ts_published=now, snapshot=snapshot, state="live", depth=50, bids=db, asks=da))])
+        now = time.time_ns() // 1000
+        lsock.send_multipart(list(synthetic.l2(sym, snapshot, now, now)))
 
     def send_trade(sym: str) -> None:
-        t_seq[sym] += 1
-        now = now_us()
-        tsock.send_multipart([schema.trade_topic("sim", sym), schema.encode(schema.Trade(
-            exchange="sim", symbol=sym, epoch=epoch, seq=t_seq[sym], ts_exchange=now, ts_received=now,
-            ts_published=now, price=100.0, amount=0.5, side="buy", trade_id=str(t_seq[sym])))])
+        now = time.time_ns() // 1000
+        tsock.send_multipart(list(synthetic.trade(sym, now, now)))
 
     t0 = time.monotonic()
     sent_l2 = sent_t = 0
