@@ -84,7 +84,10 @@ class Procs:
 def start_sim(procs: Procs, symbols: str = "BTCUSDT,ETHUSDT", rate: float = 500, seed: int = 7,
               extra: list[str] | None = None) -> int:
     ready = procs.workdir / "sim.port"
-    procs.start("sim", PIPELINE + ["--config", str(procs.workdir / "sim.toml"), "sim", "--port", "0",
+    sim_config = procs.workdir / "sim.toml"  # the CLI needs a config; the sim uses only its run_dir
+    if not sim_config.exists():
+        sim_config.write_text('[pipeline]\nrun_dir = "run"\n[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
+    procs.start("sim", PIPELINE + ["--config", str(sim_config), "sim", "--port", "0",
                                    "--symbols", symbols, "--rate", str(rate), "--seed", str(seed),
                                    "--ready-file", str(ready), *(extra or [])])
     return int(eventually(lambda: ready.exists() and ready.read_text().strip(), 20, what="sim ready file"))

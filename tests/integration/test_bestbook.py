@@ -33,7 +33,6 @@ def _rest_reference(port: int, symbol: str, depth: int):
 def env():
     workdir = short_tmpdir()
     procs = Procs(workdir)
-    (workdir / "sim.toml").write_text('[pipeline]\nrun_dir = "run"\n[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
     try:
         port = start_sim(procs, "BTCUSDT,ETHUSDT", rate=5)
         path = write_config(workdir, port, ["BTCUSDT", "ETHUSDT"])

@@ -28,7 +28,6 @@ SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 def pipeline_procs():
     workdir = short_tmpdir()
     procs = Procs(workdir)
-    (workdir / "sim.toml").write_text('[pipeline]\nrun_dir = "run"\n[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
     try:
         port = start_sim(procs, ",".join(SYMBOLS), rate=3000, extra=["--ping-interval", "0.5"])
         config = write_config(workdir, port, SYMBOLS, extra='depth_stream = "depth@0ms"\nping_interval_s = 1.0\nsnapshot_interval_s = 1.0\n')

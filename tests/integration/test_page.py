@@ -74,7 +74,6 @@ DEPTH_PIXELS_JS = """JSON.stringify((() => {
 def stack():
     workdir = short_tmpdir()
     procs = Procs(workdir)
-    (workdir / "sim.toml").write_text('[pipeline]\nrun_dir = "run"\n[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
     try:
         sim_port = start_sim(procs, ",".join(SYMBOLS), rate=400)
         ws_port = free_port()

@@ -90,7 +90,6 @@ def apply_levels(book: dict, levels) -> None:
 def stack():
     workdir = short_tmpdir()
     procs = Procs(workdir)
-    (workdir / "sim.toml").write_text('[pipeline]\nrun_dir = "run"\n[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
     try:
         sim_port = start_sim(procs, ",".join(SYMBOLS), rate=1000)
         ws_port = free_port()
