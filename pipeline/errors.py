@@ -5,7 +5,6 @@
     +-- VenueError               the venue sent something we must handle, never a crash
     |   +-- MalformedFrame       not parseable / fields missing or of the wrong type
     |   +-- UnknownFrame         well-formed but of a kind this adapter does not know
-    |   +-- SequenceGap          update ids do not chain: the book for that symbol is invalid
     |   +-- ChecksumMismatch     the venue's checksum / BBO disagrees with our book
     |   +-- SnapshotError        a REST snapshot could not be used (status, body, stale)
     +-- SharedMemoryError        a segment is missing, of another layout, or of another run
@@ -41,10 +40,6 @@ class MalformedFrame(VenueError):
 
 class UnknownFrame(VenueError):
     """A well-formed frame of a kind the adapter does not handle."""
-
-
-class SequenceGap(VenueError):
-    """Update ids do not chain; the symbol's book must be resynced."""
 
 
 class ChecksumMismatch(VenueError):
