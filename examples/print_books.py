@@ -39,6 +39,8 @@ def main(argv: list[str]) -> None:
             if isinstance(event, Trade):
                 show_trade(event)
                 continue
+            if not isinstance(event, Book):  # other kinds come only when asked for (kinds=[...])
+                continue
             key = (event.exchange, event.symbol)
             now = time.monotonic()
             if now - last_print.get(key, 0.0) >= 1.0:  # a line per book per second

@@ -54,14 +54,52 @@ class TradeEvent(msgspec.Struct, gc=False):
 
 
 class BboEvent(msgspec.Struct, gc=False):
-    """Best bid/offer from the venue, in the depth stream's update-id space."""
+    """Best bid/offer as the venue states it: published as a ``quote`` (pipeline/schema.py),
+    and, where ``AdapterTraits.verify_bbo``, compared with the book at the same update id
+    (it then shares the depth stream's update-id space).  A side the venue says is empty
+    is None; ``update_id`` 0 when the venue gives none; ``ts_exchange_us`` 0 when the venue
+    stamps no time (the feed uses the receive time)."""
 
     symbol: str
     update_id: int
-    bid_price: float
-    bid_size: float
-    ask_price: float
-    ask_size: float
+    bid_price: float | None
+    bid_size: float | None
+    ask_price: float | None
+    ask_size: float | None
+    recv_ns: int
+    ts_exchange_us: int = 0
+
+
+class TickerEvent(msgspec.Struct, gc=False, kw_only=True):
+    """Part of a derivative's ticker: the fields one venue message states, None for the
+    others.  The feed merges them into the symbol's ticker state and publishes the whole
+    state (``derivative_ticker``), so an adapter emits what each channel says and nothing
+    more.  ``ts_exchange_us`` 0: the venue stamps no time (Hyperliquid ``activeAssetCtx``),
+    the feed uses the receive time."""
+
+    symbol: str
+    ts_exchange_us: int
+    recv_ns: int
+    mark_price: float | None = None
+    index_price: float | None = None
+    last_price: float | None = None
+    funding_rate: float | None = None
+    predicted_funding_rate: float | None = None
+    funding_timestamp: int | None = None   # next funding time, microseconds
+    open_interest: float | None = None
+
+
+class LiquidationEvent(msgspec.Struct, gc=False):
+    """A liquidation: ``side`` the side of the liquidation order ("buy": a short position
+    was liquidated; "sell": a long one; tardis' convention), ``liquidation_id`` "" when the
+    venue gives none."""
+
+    symbol: str
+    side: str
+    price: float
+    amount: float
+    liquidation_id: str
+    ts_exchange_us: int
     recv_ns: int
 
 

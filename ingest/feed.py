@@ -10,6 +10,8 @@ out:
 - book views, written to shared memory through the BookWriter it was given (seqlock);
 - bus messages, handed to the BusPublisher it was given (which encodes and sends);
 - trades, appended to the trade ring it was given;
+- quotes, derivative tickers and liquidations from the venue, and CVD and trade bars derived
+  from the trades (ingest/kinds.py keeps their per-symbol seqs and states);
 - requests for the runner (``Request``: fetch a REST snapshot, resubscribe; and the
   venue's ``VenueNotice``s, which concern the connection), returned by ``receive``.
 
@@ -33,8 +35,9 @@ from typing import Callable
 
 import zmq
 
-from ingest.events import (BboEvent, DepthConnected, DepthDiff, DepthDisconnected, DepthSnapshot, Malformed,
-                           Request, SnapshotOverdue, TradeEvent, Unknown, VenueNotice)
+from ingest.events import (BboEvent, DepthConnected, DepthDiff, DepthDisconnected, DepthSnapshot, LiquidationEvent,
+                           Malformed, Request, SnapshotOverdue, TickerEvent, TradeEvent, Unknown, VenueNotice)
+from ingest.kinds import DEFAULT_BAR_INTERVALS, SymbolKinds
 from ingest.sync import APPLY_DIFF, INSTALL_SNAPSHOT, REPLACE_BOOK, Action, BookSync, SyncCounts, SyncState
 from pipeline import bus, schema
 from pipeline.book import ViewBook
@@ -58,7 +61,8 @@ class SymbolCounts(SyncCounts):
     The sync machine counts gaps, resyncs, buffered and dropped in the same record."""
 
     __slots__ = ("updates", "trades", "malformed", "checksum_ok", "checksum_failed", "last_update_ns",
-                 "last_trade_ns", "trade_seq", "l2_seq", "connected", "stale_since_ns")
+                 "last_trade_ns", "trade_seq", "l2_seq", "connected", "stale_since_ns", "quotes", "last_quote_ns",
+                 "tickers", "last_ticker_ns", "liquidations", "last_liquidation_ns")
 
     def __init__(self):
         super().__init__()
@@ -110,6 +114,14 @@ class BusPublisher:
         if self.trades_sock is not None:
             bus.send(self.trades_sock, topic, schema.encode(msg))
 
+    def send(self, kind: schema.EventKind, topic: bytes, msg) -> None:
+        """Any kind's message on its socket: a hot kind at once (as a trade), an L2-socket kind
+        queued with the views in batch mode (``flush_l2``)."""
+        if kind.socket is schema.Socket.HOT:
+            self.send_trade(topic, msg)
+        else:
+            self.send_l2(topic, msg)
+
     def send_l2(self, topic: bytes, msg: schema.L2Update) -> None:
         if self.l2_sock is None:
             return
@@ -147,7 +159,7 @@ class BusPublisher:
 class SymbolFeed:
     __slots__ = ("index", "symbol", "sync", "book", "counts", "pending_bbo", "l2_topic", "trade_topic",
                  "ts_exchange_us", "ts_received_us", "instrument", "view_update_id", "dirty", "bid_floor",
-                 "ask_ceiling")
+                 "ask_ceiling", "kinds")
 
     def __init__(self, index: int, symbol: str, sync: BookSync, counts: SymbolCounts, depth: int, exchange: str,
                  instrument: schema.Instrument | None = None):
@@ -168,6 +180,7 @@ class SymbolFeed:
         self.bid_floor: float | None = None
         self.ask_ceiling: float | None = None
         self.dirty = False        # published on the bus queue, not yet written to shm (batch mode)
+        self.kinds: SymbolKinds | None = None  # quotes, tickers, liquidations, CVD, bars (FeedBooks)
 
 
 def parse_frame(adapter) -> Callable[[bytes, int], object]:
@@ -190,10 +203,12 @@ class FeedBooks:
     """All books of one exchange inside the ingest process (module docstring)."""
 
     def __init__(self, exchange: str, adapter, writer: BookWriter, publisher: BusPublisher, epoch: int,
-                 trade_ring: TradeRingWriter | None = None, schedule_flush: Callable[[], None] | None = None):
+                 trade_ring: TradeRingWriter | None = None, schedule_flush: Callable[[], None] | None = None,
+                 derived: bool = True, bar_intervals: tuple[str, ...] = DEFAULT_BAR_INTERVALS):
         """``schedule_flush``: in batch mode (``publisher.batch``), called when a first view
         changes after a flush; the caller then calls ``flush()`` soon (the ingest: once per
-        event-loop turn).  Without it the caller flushes on its own schedule (benchmarks)."""
+        event-loop turn).  Without it the caller flushes on its own schedule (benchmarks).
+        ``derived``: compute CVD and trade bars (of ``bar_intervals``) from the trades."""
         self.exchange = exchange
         self.trade_ring = trade_ring  # recent trades by seq, for consumers' backfill (pipeline/trade_ring.py)
         self.adapter = adapter
@@ -219,6 +234,9 @@ class FeedBooks:
             counts = SymbolCounts()
             sync = BookSync(sym, adapter.check, adapter.snapshot_usable, self.in_stream, counts)
             self.feeds[sym] = SymbolFeed(i, sym, sync, counts, self.depth, exchange, _instrument(adapter, sym))
+            self.feeds[sym].kinds = SymbolKinds(exchange, sym, bar_intervals)
+        self.derived = derived
+        self._cvd_dirty: list[SymbolFeed] = []  # batch mode: symbols whose CVD goes out at the flush
         # Batch mode: a book change is queued on the bus and its symbol marked dirty;
         # flush() writes each dirty view to shm once, then sends the queue.
         self._batch = publisher.batch
@@ -229,6 +247,7 @@ class FeedBooks:
         self._handlers = {
             DepthDiff: self._on_diff, TradeEvent: self._on_trade, DepthSnapshot: self._on_snapshot,
             BboEvent: self._on_bbo, VenueNotice: self._out.append, type(None): _ignore,
+            TickerEvent: self._on_ticker, LiquidationEvent: self._on_liquidation,
             Malformed: self._on_malformed, Unknown: self._on_unknown, DepthConnected: self._on_connected,
             DepthDisconnected: self._on_disconnected, SnapshotOverdue: self._on_overdue,
         }
@@ -377,11 +396,67 @@ class FeedBooks:
         self.publisher.send_trade(f.trade_topic, msg)
         c.trades += 1
         c.last_trade_ns = ev.recv_ns
+        if self.derived:
+            self._derive(f, msg)
+
+    def _derive(self, f: SymbolFeed, msg: schema.Trade) -> None:
+        """CVD and bars of a published trade (ingest/kinds.py says why here): closed bars go out
+        now, the CVD once per batch (at once without batching)."""
+        k = f.kinds
+        queued = k.cvd_dirty
+        closed = k.add_trade(msg.seq, msg.ts_exchange, msg.ts_received, msg.price, msg.amount, msg.side,
+                             self.epoch, f.instrument)
+        publisher = self.publisher
+        if closed:
+            for bar in closed:
+                publisher.send(schema.TRADE_BAR, k.bar_topic, bar)
+        if not self._batch:
+            publisher.send(schema.CVD, k.cvd_topic, k.cvd_message(self.epoch, f.instrument))
+        elif not queued:
+            if not self._cvd_dirty and not self._dirty and self._schedule_flush is not None:
+                self._schedule_flush()
+            self._cvd_dirty.append(f)
+
+    def _on_ticker(self, ev: TickerEvent) -> None:
+        f = self.feeds[ev.symbol]
+        k = f.kinds
+        msg = k.ticker_update(ev, self.epoch, f.instrument)
+        c = f.counts
+        c.tickers += 1
+        c.last_ticker_ns = ev.recv_ns
+        if msg is not None:
+            self.publisher.send(schema.DERIVATIVE_TICKER, k.ticker_topic, msg)
+
+    def _on_liquidation(self, ev: LiquidationEvent) -> None:
+        f = self.feeds[ev.symbol]
+        k = f.kinds
+        self.publisher.send(schema.LIQUIDATION, k.liq_topic, k.liquidation(ev, self.epoch, f.instrument))
+        c = f.counts
+        c.liquidations += 1
+        c.last_liquidation_ns = ev.recv_ns
+
+    def tick(self, now_ns: int, grace_us: int = 1_000_000) -> None:
+        """Close the bars whose interval ended ``grace_us`` ago by local time (the runner's stats
+        loop), so a quiet symbol's last bar goes out without waiting for its next trade."""
+        if not self.derived:
+            return
+        now_us = now_ns // 1000
+        for f in self.feeds.values():
+            k = f.kinds
+            for bar in k.close_due(now_us, grace_us, self.epoch, f.instrument):
+                self.publisher.send(schema.TRADE_BAR, k.bar_topic, bar)
+        if self._batch:
+            self.flush()
 
     def _on_bbo(self, ev: BboEvent) -> None:
+        f = self.feeds[ev.symbol]
+        k = f.kinds
+        self.publisher.send(schema.QUOTE, k.quote_topic, k.quote(ev, self.epoch, f.instrument))
+        c = f.counts
+        c.quotes += 1
+        c.last_quote_ns = ev.recv_ns
         if not self.verify_bbo:
             return
-        f = self.feeds[ev.symbol]
         if f.sync.state is not SyncState.LIVE or ev.update_id < f.sync.book_id:
             return  # cannot compare: the book is past this id, or not live
         f.pending_bbo = ev
@@ -516,6 +591,11 @@ class FeedBooks:
         for f in dirty:
             f.dirty = False
             self._write_view(f)
+        if self._cvd_dirty:
+            cvd_dirty, self._cvd_dirty = self._cvd_dirty, []
+            send, epoch = self.publisher.send, self.epoch
+            for f in cvd_dirty:
+                send(schema.CVD, f.kinds.cvd_topic, f.kinds.cvd_message(epoch, f.instrument))
         self.publisher.flush_l2()
 
     def _publish_delta(self, f: SymbolFeed, bids, asks, update_id: int) -> None:

@@ -377,6 +377,7 @@ class Runner:
             header[P["loop_lag_us"]], header[P["loop_lag_p99_us"]], header[P["loop_lag_max_us"]] = loop_lag.figures()
             self.feed.writer.heartbeat()
             self.feed.copy_stats()
+            self.feed.tick(time.time_ns())  # closes the bars of quiet symbols
 
     async def _republish_loop(self) -> None:
         """Periodic bus snapshots, for consumers that cannot read shared memory."""

@@ -1,7 +1,7 @@
 """The bus on ZeroMQ: endpoints and sockets, ``send`` / ``recv`` of one message, and the reader.
 
-Per exchange two PUB endpoints: the hot socket (trades; the kinds of ``schema.Socket.HOT``)
-and L2.  ipc sockets in the run_dir by default; ``l2_endpoint`` / ``trades_endpoint`` in the
+Per exchange two PUB endpoints: the hot socket (trades, quotes, liquidations: the kinds of
+``schema.Socket.HOT``) and L2 (books, derivative tickers, CVD, trade bars).  ipc sockets in the run_dir by default; ``l2_endpoint`` / ``trades_endpoint`` in the
 exchange's config switch to tcp (for consumers on other hosts).  Topics and payloads are
 pipeline/schema.py's; this module moves the two frames ``[topic, payload]`` (kvmsg style).
 
@@ -148,7 +148,8 @@ class Reader:
 
     def __init__(self, ctx: zmq.Context, hot_endpoints: list[str], l2_endpoints: list[str],
                  hot_topics: list[bytes] | None = None, l2_topics: list[bytes] | None = None,
-                 exact: Iterable[bytes] | None = None, hot_check_every: int = HOT_CHECK_EVERY):
+                 exact: Iterable[bytes] | None = None, hot_check_every: int = HOT_CHECK_EVERY,
+                 kinds: Iterable[schema.EventKind] | None = None):
         if hot_check_every < 1 or hot_check_every & (hot_check_every - 1):
             raise ValueError(f"hot_check_every must be a power of two, got {hot_check_every}")
         self.hot_sock = make_sub(ctx, hot_endpoints, hot_topics) if hot_endpoints else None
@@ -156,6 +157,8 @@ class Reader:
         self._socks = tuple(sock for sock in (self.hot_sock, self.l2_sock) if sock is not None)
         self.endpoints = list(hot_endpoints) + list(l2_endpoints)
         self.exact = frozenset(exact) if exact is not None else None
+        # the kinds the subscriptions let through (None: any registered kind)
+        self.kinds = tuple(kinds) if kinds is not None else None
         self._mask = hot_check_every - 1
         self._poller: zmq.Poller | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -168,24 +171,31 @@ class Reader:
     @classmethod
     def for_config(cls, ctx: zmq.Context, config: Config, exchanges: Iterable[str] | None = None,
                    symbols: Iterable[str] | None = None, hot: bool = True, l2: bool = True,
-                   hot_check_every: int = HOT_CHECK_EVERY) -> "Reader":
+                   hot_check_every: int = HOT_CHECK_EVERY,
+                   kinds: Iterable[schema.EventKind] | None = None) -> "Reader":
         """A reader of the configured exchanges' bus (all of them by default).
 
         ``symbols``: only these whole symbols, on every chosen exchange (None: all).
         ``hot`` / ``l2``: whether to read the hot socket (trades) and the L2 socket.
+        ``kinds``: subscribe to these kinds only (None: every registered kind), so a reader
+        of trades and books is not sent quotes it would drop; a socket none of them uses
+        is not opened.
         """
         names = list(exchanges) if exchanges is not None else list(config.exchanges)
         for name in names:
             config.exchange(name)  # an unknown name raises ConfigError here, not a silent empty reader
         syms = list(symbols) if symbols is not None else None
+        wanted = list(kinds) if kinds is not None else list(schema.KINDS.values())
+        hot_kinds = [k for k in wanted if k.socket is schema.Socket.HOT]
+        l2_kinds = [k for k in wanted if k.socket is schema.Socket.L2]
+        hot, l2 = hot and bool(hot_kinds), l2 and bool(l2_kinds)
         hot_eps = [endpoint(config, n, schema.Socket.HOT) for n in names] if hot else []
         l2_eps = [endpoint(config, n, schema.Socket.L2) for n in names] if l2 else []
-        hot_kinds = [k for k in schema.KINDS.values() if k.socket is schema.Socket.HOT]
-        l2_kinds = [k for k in schema.KINDS.values() if k.socket is schema.Socket.L2]
         hot_topics = [t for k in hot_kinds for t in schema.topics(k, names, syms)]
         l2_topics = [t for k in l2_kinds for t in schema.topics(k, names, syms)]
         return cls(ctx, hot_eps, l2_eps, hot_topics, l2_topics,
-                   exact=hot_topics + l2_topics if syms is not None else None, hot_check_every=hot_check_every)
+                   exact=hot_topics + l2_topics if syms is not None else None, hot_check_every=hot_check_every,
+                   kinds=wanted)
 
     # ------------------------------------------------------------ callbacks
     def on(self, on_hot: OnMessage | None = None, on_l2: OnMessage | None = None,
@@ -206,13 +216,15 @@ class Reader:
                  on_error: Callable[[BaseException], None] | None = None) -> None:
         """Set a callback per event kind; each socket hands its messages to the kind's callback.
 
-        A socket that carries one registered kind calls its callback directly; one that carries
-        several looks the kind up by topic prefix.  Messages of a kind without a callback are
-        dropped, so a reader written before a kind was added keeps working when it appears.
+        A socket that carries one kind (of those the reader subscribed to) calls its callback
+        directly; one that carries several looks the kind up by topic prefix.  Messages of a kind
+        without a callback are dropped, so a reader written before a kind was added keeps working
+        when it appears.
         """
         per_socket: dict[schema.Socket, OnMessage] = {}
+        subscribed = self.kinds if self.kinds is not None else tuple(schema.KINDS.values())
         for socket in schema.Socket:
-            carried = [k for k in schema.KINDS.values() if k.socket is socket]
+            carried = [k for k in subscribed if k.socket is socket]
             handled = {k: h for k, h in handlers.items() if k.socket is socket}
             if len(carried) == 1 and carried[0] in handled:
                 per_socket[socket] = handled[carried[0]]

@@ -12,7 +12,11 @@ A few lines give a strategy (on this host or another) the pipeline's books::
             else:                      # a Book, updated in place
                 print(event.symbol, event.best_bid(), event.best_ask(), event.mid())
 
-Events are typed (``Event = Trade | Book``), so a type checker follows user code; ``symbols=``
+The other kinds (quotes, derivative tickers, liquidations, CVD, trade bars) come when asked
+for with ``kinds=["quote", ...]``; the consumer keeps the latest quote and ticker per symbol
+(``quote(exchange, symbol)``, ``ticker(exchange, symbol)``).
+
+Events are typed (``Event = Trade | Book | Quote | ...``), so a type checker follows user code; ``symbols=``
 and ``exchanges=`` choose whole names (``BTCUSD`` does not get ``BTCUSDT``).  docs/bus.md
 documents the API: ``poll``, ``events``, ``run(on_trade, on_book, until)``, ``async with
 AsyncConsumer(...)``.
@@ -42,10 +46,14 @@ import zmq
 from pipeline import bus, schema
 from pipeline.config import Config
 from pipeline.errors import SharedMemoryError
-from pipeline.schema import Instrument, Trade
+from pipeline.schema import Cvd, DerivativeTicker, Instrument, Liquidation, Quote, Trade, TradeBar
 from pipeline.shm import BookReader, BookSnapshot
 
-__all__ = ["Applied", "AsyncConsumer", "Book", "BookTracker", "Consumer", "Event", "Instrument", "Trade"]
+__all__ = ["Applied", "AsyncConsumer", "Book", "BookTracker", "Consumer", "Cvd", "DerivativeTicker", "Event",
+           "Instrument", "Liquidation", "Quote", "Trade", "TradeBar", "OTHER_KINDS"]
+
+# the kinds a consumer reads when asked (``kinds=``), beside trades and books
+OTHER_KINDS = tuple(k.name for k in schema.KINDS.values() if k not in (schema.TRADE, schema.L2))
 
 
 class Applied(enum.Enum):
@@ -184,6 +192,10 @@ class _Base:
     def __init__(self, config: Config, exchanges: Iterable[str] | None = None, symbols: Iterable[str] | None = None,
                  trades: bool = True, books: bool = True, use_shm: bool = True):
         self.config = config
+        self.quotes: dict[tuple[str, str], Quote] = {}     # latest quote per (exchange, symbol)
+        self.tickers: dict[tuple[str, str], DerivativeTicker] = {}  # latest ticker state
+        self.stream_seq: dict[tuple[str, str, str], tuple[int, int]] = {}  # (kind, ex, sym) -> (epoch, seq)
+        self.gaps: dict[str, int] = {}  # per other kind: messages missed (seq gaps)
         self.exchanges = list(exchanges) if exchanges is not None else list(config.exchanges)
         self.symbols = set(symbols) if symbols is not None else None
         self.want_trades, self.want_books, self.use_shm = trades, books, use_shm
@@ -236,9 +248,30 @@ class _Base:
         self.trade_seq[key] = (t.epoch, t.seq)
         return t
 
+    def _on_other(self, kind: schema.EventKind, decode: Callable[[bytes], Any], payload: bytes):
+        msg = decode(payload)
+        key = (kind.name, msg.exchange, msg.symbol)
+        last = self.stream_seq.get(key)
+        if last is not None and last[0] == msg.epoch and msg.seq != last[1] + 1:
+            self.gaps[kind.name] = self.gaps.get(kind.name, 0) + 1
+        self.stream_seq[key] = (msg.epoch, msg.seq)
+        if kind is schema.QUOTE:
+            self.quotes[(msg.exchange, msg.symbol)] = msg
+        elif kind is schema.DERIVATIVE_TICKER:
+            self.tickers[(msg.exchange, msg.symbol)] = msg
+        return msg
+
     def book(self, exchange: str, symbol: str) -> Book | None:
         tr = self.trackers.get((exchange, symbol))
         return tr.book if tr is not None and tr.synced else None
+
+    def quote(self, exchange: str, symbol: str) -> Quote | None:
+        """The latest quote of (exchange, symbol), once one came (``kinds`` must include "quote")."""
+        return self.quotes.get((exchange, symbol))
+
+    def ticker(self, exchange: str, symbol: str) -> DerivativeTicker | None:
+        """The latest derivative ticker state (``kinds`` must include "derivative_ticker")."""
+        return self.tickers.get((exchange, symbol))
 
     def _close_readers(self) -> None:
         for r in self._readers.values():
@@ -246,30 +279,54 @@ class _Base:
         self._readers.clear()
 
 
-Event = Union[Trade, Book]
-"""What a consumer hands out: a Trade (pipeline.schema), or the Book that changed (updated in place)."""
+Event = Union[Trade, Book, Quote, DerivativeTicker, Liquidation, Cvd, TradeBar]
+"""What a consumer hands out: a Trade (pipeline.schema), the Book that changed (updated in place),
+or, when asked for with ``kinds=``, a Quote, DerivativeTicker, Liquidation, Cvd or TradeBar."""
 
 OnTrade = Callable[[Trade], object]
 OnBook = Callable[[Book], object]
+_CALLBACKS = {Quote: "on_quote", DerivativeTicker: "on_ticker", Liquidation: "on_liquidation", Cvd: "on_cvd",
+              TradeBar: "on_bar"}
 
 
 class _Reading(_Base):
     """The bus reader of a consumer and the events it collects (blocking and asyncio alike)."""
 
     def __init__(self, config: Config, exchanges: Iterable[str] | None, symbols: Iterable[str] | None,
-                 trades: bool, books: bool, use_shm: bool, ctx: zmq.Context | None):
-        if not trades and not books:
-            raise ValueError("a consumer needs trades=True or books=True")
-        for name, value in (("exchanges", exchanges), ("symbols", symbols)):
+                 trades: bool, books: bool, use_shm: bool, ctx: zmq.Context | None, kinds: Iterable[str] = ()):
+        for name, value in (("exchanges", exchanges), ("symbols", symbols), ("kinds", kinds)):
             if isinstance(value, (str, bytes)):
                 raise TypeError(f"{name} must be a list of names, e.g. [{value!r}], not a string")
+        others = list(dict.fromkeys(kinds))
+        for name in others:
+            if name not in OTHER_KINDS:
+                raise ValueError(f"kinds: {name!r} is not one of {', '.join(OTHER_KINDS)}")
+        if not trades and not books and not others:
+            raise ValueError("a consumer needs trades=True, books=True or some kinds")
         super().__init__(config, exchanges, symbols, trades, books, use_shm)
         self.ctx = ctx or zmq.Context.instance()
+        wanted = ([schema.TRADE] if trades else []) + ([schema.L2] if books else []) + [
+            schema.KINDS[name] for name in others]
         self.reader = bus.Reader.for_config(self.ctx, config, self.exchanges,
                                             sorted(self.symbols) if self.symbols is not None else None,
-                                            hot=trades, l2=books)
+                                            kinds=wanted)
         self._events: collections.deque[Event] = collections.deque()
-        self.reader.on_kinds({schema.TRADE: self._trade_received, schema.L2: self._l2_received})
+        handlers: dict[schema.EventKind, bus.OnMessage] = {schema.TRADE: self._trade_received,
+                                                           schema.L2: self._l2_received}
+        for name in others:
+            handlers[schema.KINDS[name]] = self._other_received(schema.KINDS[name])
+        self.reader.on_kinds({k: h for k, h in handlers.items() if k in wanted})
+
+    def _other_received(self, kind: schema.EventKind) -> Callable[[bytes, bytes], None]:
+        decode, on_other, events = schema.decoder(kind), self._on_other, self._events
+
+        def received(topic: bytes, payload: bytes) -> None:
+            events.append(on_other(kind, decode, payload))
+            self._wake()
+        return received
+
+    def _wake(self) -> None:
+        """asyncio: an event is waiting (the blocking consumer needs no wake-up)."""
 
     def _trade_received(self, topic: bytes, payload: bytes) -> None:
         self._events.append(self._on_trade(payload))
@@ -295,11 +352,14 @@ class Consumer(_Reading):
         trades, books: whether to read trades and books.
         use_shm: take book snapshots from shared memory when it is reachable (this host).
         ctx: a ZeroMQ context (default: the process's shared instance).
+        kinds: other kinds to read, by registry name: "quote", "derivative_ticker", "liquidation",
+            "cvd", "trade_bar" (default none, so code written for trades and books gets only them).
     """
 
     def __init__(self, config: Config, exchanges: Iterable[str] | None = None, symbols: Iterable[str] | None = None,
-                 trades: bool = True, books: bool = True, use_shm: bool = True, ctx: zmq.Context | None = None):
-        super().__init__(config, exchanges, symbols, trades, books, use_shm, ctx)
+                 trades: bool = True, books: bool = True, use_shm: bool = True, ctx: zmq.Context | None = None,
+                 kinds: Iterable[str] = ()):
+        super().__init__(config, exchanges, symbols, trades, books, use_shm, ctx, kinds)
 
     def poll(self, timeout: float = 1.0, max_batch: int = 256) -> list[Event]:
         """Wait up to ``timeout`` s; return what arrived (about ``max_batch`` messages at most), trades first."""
@@ -319,18 +379,18 @@ class Consumer(_Reading):
             yield from self.poll(timeout)
 
     def run(self, on_trade: OnTrade | None = None, on_book: OnBook | None = None,
-            until: Callable[[], bool] | None = None) -> None:
+            until: Callable[[], bool] | None = None, **on_kind: Callable[[Any], object]) -> None:
         """Call ``on_trade(trade)`` / ``on_book(book)`` for each event until ``until()`` is true.
 
+        The other kinds go to ``on_quote``, ``on_ticker``, ``on_liquidation``, ``on_cvd``, ``on_bar``.
         ``until`` is checked between polls (at least every 0.2 s); None runs forever.
         """
+        callbacks = _callbacks(on_trade, on_book, on_kind)
         while until is None or not until():
             for event in self.poll(0.2):
-                if isinstance(event, Trade):
-                    if on_trade is not None:
-                        on_trade(event)
-                elif on_book is not None:
-                    on_book(event)
+                callback = callbacks.get(type(event))
+                if callback is not None:
+                    callback(event)
 
     def __enter__(self) -> "Consumer":
         return self
@@ -347,8 +407,9 @@ class AsyncConsumer(_Reading):
     """
 
     def __init__(self, config: Config, exchanges: Iterable[str] | None = None, symbols: Iterable[str] | None = None,
-                 trades: bool = True, books: bool = True, use_shm: bool = True, ctx: zmq.Context | None = None):
-        super().__init__(config, exchanges, symbols, trades, books, use_shm, ctx)
+                 trades: bool = True, books: bool = True, use_shm: bool = True, ctx: zmq.Context | None = None,
+                 kinds: Iterable[str] = ()):
+        super().__init__(config, exchanges, symbols, trades, books, use_shm, ctx, kinds)
         self._ready: asyncio.Event | None = None
         self._failure: BaseException | None = None
         self.reader.on(on_error=self._fail)
@@ -369,6 +430,10 @@ class AsyncConsumer(_Reading):
         if self._ready is not None and self._events:
             self._ready.set()
 
+    def _wake(self) -> None:
+        if self._ready is not None:
+            self._ready.set()
+
     def _fail(self, exc: BaseException) -> None:
         self._failure = exc
         if self._ready is not None:
@@ -387,8 +452,9 @@ class AsyncConsumer(_Reading):
         return self._events.popleft()
 
     async def run(self, on_trade: Callable[[Trade], Any] | None = None, on_book: Callable[[Book], Any] | None = None,
-                  until: Callable[[], bool] | None = None) -> None:
+                  until: Callable[[], bool] | None = None, **on_kind: Callable[[Any], Any]) -> None:
         """As ``Consumer.run``; a callback may also be a coroutine function (it is awaited)."""
+        callbacks = _callbacks(on_trade, on_book, on_kind)
         ready = self._start()
         while until is None or not until():
             if not self._events:
@@ -401,10 +467,8 @@ class AsyncConsumer(_Reading):
                     continue
             while self._events:
                 event = self._events.popleft()
-                if isinstance(event, Trade):
-                    result = on_trade(event) if on_trade is not None else None
-                else:
-                    result = on_book(event) if on_book is not None else None
+                callback = callbacks.get(type(event))
+                result = callback(event) if callback is not None else None
                 if inspect.isawaitable(result):
                     await result
 
@@ -414,3 +478,17 @@ class AsyncConsumer(_Reading):
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
+
+
+def _callbacks(on_trade, on_book, on_kind: dict) -> dict[type, Callable[[Any], Any]]:
+    """Event type -> its callback, for ``run``; an unknown ``on_...`` name is a TypeError."""
+    names = {name: t for t, name in _CALLBACKS.items()}
+    unknown = set(on_kind) - set(names)
+    if unknown:
+        raise TypeError(f"run() got unknown callbacks {sorted(unknown)}; expected some of {sorted(names)}")
+    out: dict[type, Callable[[Any], Any]] = {names[n]: cb for n, cb in on_kind.items() if cb is not None}
+    if on_trade is not None:
+        out[Trade] = on_trade
+    if on_book is not None:
+        out[Book] = on_book
+    return out

@@ -39,6 +39,41 @@ state "stale" and its last levels, so consumers know not to trust it).  Deltas
 follow with seq + 1 each.  Applying deltas in seq order to the latest snapshot
 gives exactly the shared-memory view with the same seq.
 
+Every other kind carries exchange, symbol, epoch, seq, ts_exchange, ts_received,
+ts_published and instrument as above, seq contiguous per (kind, exchange, symbol):
+
+Quote (kind "quote", topic quote.EX.SYM, hot socket) -- the venue's own best bid/offer:
+    bid_price, bid_amount, ask_price, ask_amount   float or None (None: that side is empty)
+    update_id          int    the venue's book update id of this quote (0 if it has none)
+
+DerivativeTicker (kind "derivative_ticker", topic ticker.EX.SYM, L2 socket) -- the merged
+state of a derivative's venue tickers; a field the venue has not stated is None, never 0:
+    mark_price, index_price, last_price, funding_rate, predicted_funding_rate,
+    open_interest      float or None
+    funding_timestamp  int or None   next funding time, microseconds
+
+Liquidation (kind "liquidation", topic liq.EX.SYM, hot socket):
+    side               str    side of the liquidation order (tardis): "buy" -- a short
+                              position was liquidated, "sell" -- a long one; "unknown"
+    price, amount      float
+    liquidation_id     str    the venue's id ("" when it gives none)
+
+Cvd (kind "cvd", topic cvd.EX.SYM, L2 socket) -- derived by the ingest from its trades:
+    cvd                float  taker buy volume minus taker sell volume since ``since``
+    buy_volume, sell_volume  float  the two sums
+    since              int    the UTC midnight (µs) the sums started from (they reset there)
+    trade_seq          int    seq of the last trade included
+    ts_exchange        int    exchange time of that trade
+
+TradeBar (kind "trade_bar", topic bar.EX.SYM, L2 socket) -- derived, closed bars only:
+    interval           str    "1s", "1m", ... (one stream carries every configured interval)
+    interval_us        int    its length in microseconds
+    open_time          int    start of the bar, exchange time, aligned to interval_us
+    ts_exchange        int    end of the bar (open_time + interval_us)
+    open, high, low, close, volume, buy_volume, sell_volume   float
+    trades             int    trades in the bar (>= 1: an empty interval gives no bar)
+    first_trade_seq, last_trade_seq   int   trade seqs of the first and last trade in it
+
 msgspec Structs give the fastest encode/decode measured here
 (building-block-costs.md section 4) while the wire stays plain msgpack: any
 msgpack library decodes it into a map.
@@ -107,11 +142,107 @@ class L2Update(msgspec.Struct, tag="l2", tag_field="kind", kw_only=True):
     instrument: Instrument | None = None
 
 
+class Quote(msgspec.Struct, tag="quote", tag_field="kind", kw_only=True):
+    exchange: str
+    symbol: str
+    epoch: int
+    seq: int
+    ts_exchange: int
+    ts_received: int
+    ts_published: int = 0
+    bid_price: float | None
+    bid_amount: float | None
+    ask_price: float | None
+    ask_amount: float | None
+    update_id: int = 0
+    instrument: Instrument | None = None
+
+
+class DerivativeTicker(msgspec.Struct, tag="derivative_ticker", tag_field="kind", kw_only=True):
+    exchange: str
+    symbol: str
+    epoch: int
+    seq: int
+    ts_exchange: int
+    ts_received: int
+    ts_published: int = 0
+    mark_price: float | None = None
+    index_price: float | None = None
+    last_price: float | None = None
+    funding_rate: float | None = None
+    predicted_funding_rate: float | None = None
+    funding_timestamp: int | None = None
+    open_interest: float | None = None
+    instrument: Instrument | None = None
+
+
+# the fields of a derivative ticker a venue states (absent: None); the feed merges them per symbol
+TICKER_FIELDS = ("mark_price", "index_price", "last_price", "funding_rate", "predicted_funding_rate",
+                 "funding_timestamp", "open_interest")
+
+
+class Liquidation(msgspec.Struct, tag="liquidation", tag_field="kind", kw_only=True):
+    exchange: str
+    symbol: str
+    epoch: int
+    seq: int
+    ts_exchange: int
+    ts_received: int
+    ts_published: int = 0
+    side: str
+    price: float
+    amount: float
+    liquidation_id: str = ""
+    instrument: Instrument | None = None
+
+
+class Cvd(msgspec.Struct, tag="cvd", tag_field="kind", kw_only=True):
+    exchange: str
+    symbol: str
+    epoch: int
+    seq: int
+    ts_exchange: int
+    ts_received: int
+    ts_published: int = 0
+    cvd: float
+    buy_volume: float
+    sell_volume: float
+    since: int
+    trade_seq: int
+    instrument: Instrument | None = None
+
+
+class TradeBar(msgspec.Struct, tag="trade_bar", tag_field="kind", kw_only=True):
+    exchange: str
+    symbol: str
+    epoch: int
+    seq: int
+    ts_exchange: int
+    ts_received: int
+    ts_published: int = 0
+    interval: str
+    interval_us: int
+    open_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    buy_volume: float
+    sell_volume: float
+    trades: int
+    first_trade_seq: int
+    last_trade_seq: int
+    instrument: Instrument | None = None
+
+
 class Socket(enum.Enum):
     """The bus socket a kind travels on (pipeline/bus.py: the endpoint is ``NAME.<value>.sock``).
 
-    HOT carries what must never wait behind book traffic (trades now; quotes and liquidations
-    next); every reader drains it first.  L2 carries the book views' deltas and snapshots.
+    HOT carries what must never wait behind book traffic (trades, quotes, liquidations); every
+    reader drains it first.  L2 carries the book views' deltas and snapshots, and the kinds
+    that are states rather than events (derivative tickers, CVD) or come at most once per
+    interval (trade bars): none of them may delay a trade.
     """
 
     HOT = "trades"
@@ -130,7 +261,8 @@ class EventKind:
                   every event (trades are never conflated: DESIGN.md failure model)
     ws_kinds      its WebSocket ``kind`` values (DESIGN.md contract 5); for a book: the
                   snapshot kind, then the delta kind
-    tardis_datatype  DATATYPE of its CSV / Parquet files (DESIGN.md contract 6)
+    tardis_datatype  DATATYPE of its CSV / Parquet files (DESIGN.md contract 6); None for
+                  the derived kinds, which tardis has no dataset of (cvd, trade_bar)
     """
 
     name: str
@@ -139,7 +271,7 @@ class EventKind:
     socket: Socket
     conflatable: bool
     ws_kinds: tuple[str, ...]
-    tardis_datatype: str
+    tardis_datatype: str | None
 
     def topic(self, exchange: str, symbol: str) -> bytes:
         """``KIND.EXCHANGE.SYMBOL`` of one stream, e.g. ``b"trade.sim.BTCUSDT"``."""
@@ -167,9 +299,21 @@ TRADE = EventKind("trade", "trade", Trade, Socket.HOT, conflatable=False,
 L2 = EventKind("l2", "l2", L2Update, Socket.L2, conflatable=True,
                ws_kinds=("order_book_l2", "order_book_l2_update"), tardis_datatype="incremental_book_L2")
 
-# The registry.  DESIGN.md contract 4 reserves the topic prefixes quote, ticker, liq and l4 for
-# the kinds to come; each becomes one line here (with its payload Struct above).
-KINDS: dict[str, EventKind] = {k.name: k for k in (TRADE, L2)}
+QUOTE = EventKind("quote", "quote", Quote, Socket.HOT, conflatable=True,
+                  ws_kinds=("quote",), tardis_datatype="quotes")
+DERIVATIVE_TICKER = EventKind("derivative_ticker", "ticker", DerivativeTicker, Socket.L2, conflatable=True,
+                              ws_kinds=("derivative_ticker",), tardis_datatype="derivative_ticker")
+LIQUIDATION = EventKind("liquidation", "liq", Liquidation, Socket.HOT, conflatable=False,
+                        ws_kinds=("liquidation",), tardis_datatype="liquidations")
+CVD = EventKind("cvd", "cvd", Cvd, Socket.L2, conflatable=True, ws_kinds=("cvd",), tardis_datatype=None)
+TRADE_BAR = EventKind("trade_bar", "bar", TradeBar, Socket.L2, conflatable=False,
+                      ws_kinds=("trade_bar",), tardis_datatype=None)
+
+# The registry.  DESIGN.md contract 4 names the topic prefixes trade, l2, quote, ticker, liq (and
+# l4, reserved for a source with orders); cvd and bar are the derived kinds' (docs/bus.md).
+# Quotes are never conflated on the bus (every reader gets each one); "conflatable" lets a slow
+# WebSocket client get the latest quote per symbol instead of each.
+KINDS: dict[str, EventKind] = {k.name: k for k in (TRADE, L2, QUOTE, DERIVATIVE_TICKER, LIQUIDATION, CVD, TRADE_BAR)}
 BY_TOPIC_PREFIX: dict[str, EventKind] = {k.topic_prefix: k for k in KINDS.values()}
 
 TRADE_PREFIX = TRADE.topic_prefix
@@ -192,22 +336,30 @@ def topics(kind: EventKind, exchanges: Iterable[str], symbols: Iterable[str] | N
     return [kind.topic(ex, s) for ex in exchanges for s in syms]
 
 
-BusMessage = Union[Trade, L2Update]  # one member per registered kind (test_schema checks it)
+# one member per registered kind (test_schema checks it)
+BusMessage = Union[Trade, L2Update, Quote, DerivativeTicker, Liquidation, Cvd, TradeBar]
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(BusMessage)
 _trade_decoder = msgspec.msgpack.Decoder(Trade)
 _l2_decoder = msgspec.msgpack.Decoder(L2Update)
+_decoders = {k.name: msgspec.msgpack.Decoder(k.payload) for k in KINDS.values()}
 
 
 def encode(message: BusMessage) -> bytes:
-    """Payload bytes of a Trade or L2Update."""
+    """Payload bytes of any bus message (a registered kind's payload Struct)."""
     return _encoder.encode(message)
 
 
 def decode(payload: bytes) -> BusMessage:
-    """Trade or L2Update from payload bytes. Raises msgspec.DecodeError / ValidationError."""
+    """Any registered kind's payload from bytes (by its "kind" tag). Raises msgspec.DecodeError /
+    ValidationError."""
     return _decoder.decode(payload)
+
+
+def decoder(kind: EventKind):
+    """The decode function of one kind's payload (faster than ``decode`` when the topic told the kind)."""
+    return _decoders[kind.name].decode
 
 
 def decode_trade(payload: bytes) -> Trade:

@@ -112,6 +112,12 @@ FEED_STATS = (
     "connected",        # 1 when the symbol's depth connection is open
     "stale_since_ns",   # when the book went stale (0 when live)
     "dropped",          # frames skipped as already covered (u <= book id)
+    "quotes",           # venue quotes (BBO) received and published
+    "last_quote_ns",    # local receive time of the last quote
+    "tickers",          # derivative ticker updates received (published when the merged state changed)
+    "last_ticker_ns",   # local receive time of the last ticker update
+    "liquidations",     # liquidations published
+    "last_liquidation_ns",  # local receive time of the last liquidation
 )
 assert len(FEED_STATS) <= STAT_WORDS and len(PROCESS_STATS) + H_PROCESS_STATS <= H_CONNECTIONS
 

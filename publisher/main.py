@@ -93,7 +93,7 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     routes = Routes(health, metrics.render, hub.statistics)
     server = PublisherServer(settings, hub, routes, metrics, on_error=fail)
     ctx = zmq.Context()
-    reader = bus.Reader.for_config(ctx, config)
+    reader = bus.Reader.for_config(ctx, config, kinds=(schema.TRADE, schema.L2))
     on_trade = hub.on_trade
     reader.on_kinds({schema.TRADE: lambda _topic, payload: on_trade(payload), schema.L2: hub.on_l2}, on_error=fail)
     hub.poll_trades = reader.poll_hot

@@ -475,7 +475,8 @@ def run_sink(config: Config) -> None:
     ctx = zmq.Context()
     # Trades are checked for after every 64th L2 message only: rows reach the files once per flush
     # interval, so a trade gains nothing from overtaking a few L2 messages here.
-    reader = bus.Reader.for_config(ctx, config, exchanges=sink.exchanges, hot_check_every=64)
+    reader = bus.Reader.for_config(ctx, config, exchanges=sink.exchanges, hot_check_every=64,
+                                   kinds=(schema.TRADE, schema.L2))
     on_trade, on_l2 = sink.on_trade, sink.on_l2
     reader.on_kinds({schema.TRADE: lambda _topic, payload: on_trade(payload),
                      schema.L2: lambda _topic, payload: on_l2(payload)})

@@ -39,7 +39,7 @@ from pipeline import schema
 
 BOOK = schema.L2.tardis_datatype        # "incremental_book_L2"
 TRADES = schema.TRADE.tardis_datatype   # "trades"
-DATATYPES = tuple(k.tardis_datatype for k in schema.KINDS.values())
+DATATYPES = tuple(k.tardis_datatype for k in schema.KINDS.values() if k.tardis_datatype is not None)
 
 BOOK_HEADER = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
 TRADES_HEADER = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"

@@ -28,12 +28,17 @@ class Recorder(BusPublisher):
         super().__init__(None, None, batch)
         self.l2: list = []
         self.trades: list = []
+        self.kinds: dict[str, list] = {}  # the other kinds (quote, derivative_ticker, ...) by kind name
 
     def send_l2(self, topic, msg) -> None:
         self.l2.append(msg)
 
     def send_trade(self, topic, msg) -> None:
         self.trades.append(msg)
+
+    def send(self, kind, topic, msg) -> None:
+        assert topic == kind.topic(msg.exchange, msg.symbol)
+        self.kinds.setdefault(kind.name, []).append(msg)
 
 
 class FeedRun:

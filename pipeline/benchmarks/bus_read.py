@@ -116,7 +116,7 @@ def _read_publisher(config, total: int) -> None:
             raise exc
 
         ctx = zmq.Context()
-        reader = bus.Reader.for_config(ctx, config)
+        reader = bus.Reader.for_config(ctx, config, kinds=(schema.TRADE, schema.L2))
         reader.on_kinds({schema.TRADE: on_trade, schema.L2: on_l2}, on_error=on_error)
         reader.start(asyncio.get_running_loop())
         await done.wait()

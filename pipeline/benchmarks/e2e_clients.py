@@ -113,7 +113,8 @@ def run_zmq(config_path: str, exchange: str, out: Path, ready: Path, max_seconds
 
     config = load_config(config_path)
     ctx = zmq.Context()
-    reader = bus.Reader.for_config(ctx, config, [exchange])  # trades first (pipeline/bus.py)
+    # trades first (pipeline/bus.py); the other kinds are not read here
+    reader = bus.Reader.for_config(ctx, config, [exchange], kinds=(schema.TRADE, schema.L2))
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))

@@ -180,3 +180,59 @@ def test_print_books_example_exits_quietly_on_ctrl_c(config_path, feeder):
             proc.wait()
     assert proc.returncode in (0, 130), err
     assert "Traceback" not in err, err
+
+
+def _common(feeder, kind: str, symbol: str) -> dict:
+    return dict(exchange="sim", symbol=symbol, epoch=1, seq=feeder._next(kind, symbol), ts_exchange=1, ts_received=1)
+
+
+def test_the_other_kinds_reach_a_consumer_that_asks_and_it_keeps_the_latest_quote_and_ticker(config_path, feeder):
+    """Issue 13: quotes and liquidations on the hot socket, tickers, CVD and bars on the L2 socket;
+    typed events, one callback each, the latest quote and ticker per symbol, none for a consumer
+    that did not ask (it still gets trades and books only)."""
+    from pipeline.consumer import Cvd, DerivativeTicker, Liquidation, Quote, TradeBar
+
+    def publish_others(symbol: str) -> None:
+        bus.send(feeder.trades, schema.QUOTE.topic("sim", symbol), schema.encode(schema.Quote(
+            **_common(feeder, "quote", symbol), bid_price=99.0, bid_amount=2.0, ask_price=101.0, ask_amount=1.0)))
+        bus.send(feeder.trades, schema.LIQUIDATION.topic("sim", symbol), schema.encode(schema.Liquidation(
+            **_common(feeder, "liq", symbol), side="sell", price=98.0, amount=3.0)))
+        bus.send(feeder.l2, schema.DERIVATIVE_TICKER.topic("sim", symbol), schema.encode(schema.DerivativeTicker(
+            **_common(feeder, "ticker", symbol), mark_price=100.5, funding_rate=0.0001)))
+        bus.send(feeder.l2, schema.CVD.topic("sim", symbol), schema.encode(schema.Cvd(
+            **_common(feeder, "cvd", symbol), cvd=1.0, buy_volume=1.0, sell_volume=0.0, since=0, trade_seq=1)))
+        bus.send(feeder.l2, schema.TRADE_BAR.topic("sim", symbol), schema.encode(schema.TradeBar(
+            **_common(feeder, "bar", symbol), interval="1s", interval_us=1_000_000, open_time=0, open=1.0,
+            high=1.0, low=1.0, close=1.0, volume=1.0, buy_volume=1.0, sell_volume=0.0, trades=1,
+            first_trade_seq=1, last_trade_seq=1)))
+
+    got: dict[str, list] = {}
+    config = load_config(config_path)
+    with Consumer(config, symbols=["BTCUSDT"], use_shm=False, kinds=["quote", "derivative_ticker", "liquidation",
+                                                                      "cvd", "trade_bar"]) as consumer, \
+            Consumer(config, symbols=["BTCUSDT"], use_shm=False) as plain:
+        callbacks = {name: got.setdefault(name, []).append
+                     for name in ("on_trade", "on_book", "on_quote", "on_ticker", "on_liquidation", "on_cvd", "on_bar")}
+
+        def until() -> bool:
+            feeder.every_symbol()
+            publish_others("BTCUSDT")
+            publish_others("BTCUSD")
+            return all(len(v) >= 2 for v in got.values())
+        consumer.run(until=until, **callbacks)
+        plain_types = {type(e) for e in plain.poll(1.0)}
+        assert plain_types and plain_types <= {Trade, Book}
+        assert consumer.gaps == {}
+        quote, ticker = consumer.quote("sim", "BTCUSDT"), consumer.ticker("sim", "BTCUSDT")
+        assert quote is not None and (quote.bid_price, quote.ask_amount) == (99.0, 1.0)
+        assert ticker is not None and ticker.mark_price == 100.5 and ticker.index_price is None
+        assert consumer.quote("sim", "BTCUSD") is None  # not asked for
+    types = {"on_quote": Quote, "on_ticker": DerivativeTicker, "on_liquidation": Liquidation, "on_cvd": Cvd,
+             "on_bar": TradeBar, "on_trade": Trade, "on_book": Book}
+    for name, events in got.items():
+        assert all(type(e) is types[name] and e.symbol == "BTCUSDT" for e in events), name
+
+
+def test_an_unknown_kind_is_a_clear_error(config_path):
+    with pytest.raises(ValueError, match="'quotes' is not one of quote, derivative_ticker"):
+        Consumer(load_config(config_path), kinds=["quotes"])

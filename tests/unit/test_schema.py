@@ -30,7 +30,7 @@ def test_a_malformed_topic_is_a_clear_error():
 
 def test_the_registry_holds_the_design_contracts_of_trade_and_l2():
     """DESIGN.md: topic KINDs (contract 4), WebSocket kinds (5), CSV datatypes (6); trades never conflated."""
-    assert set(schema.KINDS) == {"trade", "l2"}
+    assert set(schema.KINDS) == {"trade", "l2", "quote", "derivative_ticker", "liquidation", "cvd", "trade_bar"}
     t, l2 = schema.KINDS["trade"], schema.KINDS["l2"]
     assert (t.topic_prefix, t.socket, t.conflatable, t.ws_kinds, t.tardis_datatype) == (
         "trade", schema.Socket.HOT, False, ("trade",), "trades")
@@ -66,7 +66,45 @@ def test_the_kinds_table_in_docs_bus_md_is_the_registry():
     for name, prefix, payload, socket, conflatable, ws, datatype in rows:
         documented[name.strip("`")] = (prefix.strip("`"), payload.split()[0].strip("`"), socket.split()[0],
                                        conflatable.startswith("yes"), tuple(w.strip(" `") for w in ws.split(",")),
-                                       datatype.strip("`"))
+                                       None if datatype.startswith("none") else datatype.strip("`"))
     in_code = {k.name: (k.topic_prefix, k.payload.__name__, "hot" if k.socket is schema.Socket.HOT else "L2",
                         k.conflatable, k.ws_kinds, k.tardis_datatype) for k in schema.KINDS.values()}
     assert documented == in_code
+
+
+def test_the_registry_holds_the_design_contracts_of_the_other_kinds():
+    """DESIGN.md contract 4 prefixes (quote, ticker, liq), contract 5 WebSocket kinds, contract 6
+    datatypes; quotes and liquidations on the hot socket; liquidations never conflated."""
+    got = {k.name: (k.topic_prefix, k.socket, k.conflatable, k.ws_kinds, k.tardis_datatype)
+           for k in (schema.QUOTE, schema.DERIVATIVE_TICKER, schema.LIQUIDATION, schema.CVD, schema.TRADE_BAR)}
+    hot, l2 = schema.Socket.HOT, schema.Socket.L2
+    assert got == {
+        "quote": ("quote", hot, True, ("quote",), "quotes"),
+        "derivative_ticker": ("ticker", l2, True, ("derivative_ticker",), "derivative_ticker"),
+        "liquidation": ("liq", hot, False, ("liquidation",), "liquidations"),
+        "cvd": ("cvd", l2, True, ("cvd",), None),
+        "trade_bar": ("bar", l2, False, ("trade_bar",), None),
+    }
+    assert schema.kind_of(b"liq.bybit.BTCUSDT") is schema.LIQUIDATION
+    assert schema.DERIVATIVE_TICKER.topic("okx", "BTC-USDT-SWAP") == b"ticker.okx.BTC-USDT-SWAP"
+
+
+def test_every_kind_round_trips_and_an_absent_ticker_field_is_nil_not_zero():
+    common = dict(exchange="sim", symbol="BTCUSDT", epoch=1, seq=3, ts_exchange=10, ts_received=11, ts_published=12)
+    msgs = [
+        schema.Quote(**common, bid_price=1.5, bid_amount=2.0, ask_price=None, ask_amount=None, update_id=7),
+        schema.DerivativeTicker(**common, mark_price=60000.5, funding_rate=0.0001, funding_timestamp=1_700_000_000_000_000),
+        schema.Liquidation(**common, side="sell", price=59000.0, amount=0.5, liquidation_id="x1"),
+        schema.Cvd(**common, cvd=-1.5, buy_volume=2.0, sell_volume=3.5, since=0, trade_seq=9),
+        schema.TradeBar(**common, interval="1s", interval_us=1_000_000, open_time=9, open=1.0, high=2.0, low=0.5,
+                        close=1.5, volume=4.0, buy_volume=3.0, sell_volume=1.0, trades=3, first_trade_seq=1,
+                        last_trade_seq=3),
+    ]
+    for msg in msgs:
+        payload = schema.encode(msg)
+        assert schema.decode(payload) == msg
+        kind = schema.KINDS[msgpack.unpackb(payload)["kind"]]
+        assert kind.payload is type(msg) and schema.decoder(kind)(payload) == msg
+    ticker = msgpack.unpackb(schema.encode(msgs[1]))
+    assert ticker["index_price"] is None and ticker["open_interest"] is None and ticker["mark_price"] == 60000.5
+    assert set(schema.TICKER_FIELDS) <= set(schema.DerivativeTicker.__struct_fields__)
