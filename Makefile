@@ -8,7 +8,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 NEW_VENV = test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 
-.PHONY: run test clean
+.PHONY: run test clean proto
 
 $(RUN_STAMP): pyproject.toml
 	$(NEW_VENV)
@@ -28,6 +28,12 @@ run: $(RUN_STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache  # the layers of docs/architecture.md (contracts in pyproject.toml)
 	$(VENV)/bin/python -m pytest -q
+
+# The gRPC stubs in l2pipeline/v1/ are committed; regenerate them after changing the .proto
+# (tests/unit/test_grpc_stubs.py fails while they are stale; grpcio-tools is a test extra).
+proto: $(STAMP)
+	$(VENV)/bin/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. \
+		proto/l2pipeline/v1/marketdata.proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info

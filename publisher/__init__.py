@@ -8,5 +8,6 @@ from pipeline.plugins import Plugin, Registry
 SERVERS = Registry("server", [
     Plugin("publisher", "publisher.settings:SERVER", command="publish", default_on=True,
            summary="Run the WebSocket publisher: every trade and book on one port, with a live page at /."),
-    # Plugin("grpc", "publisher.grpc_server:SERVER", summary="Run the gRPC server (DESIGN.md contract 8)."),
+    Plugin("grpc", "publisher.grpc_settings:SERVER",
+           summary="Run the gRPC server: l2pipeline.v1.MarketData, books and trades for typed clients (docs/grpc.md)."),
 ])

@@ -1,7 +1,7 @@
 """The config as every command loads it: the core's tables plus each plugin's own section.
 
 The core (pipeline/config.py) names no plugin; here the registries are handed to it, so
-``[sinks.NAME]`` is checked by that sink, ``[publisher]`` (``[grpc]`` next) by that server and
+``[sinks.NAME]`` is checked by that sink, ``[publisher]`` and ``[grpc]`` by those servers and
 ``exchanges.X.adapter`` against the adapter registry (ingest/adapters/__init__.py); an unknown
 sink, adapter or top-level table is a config error naming the known ones.
 """
