@@ -1,0 +1,200 @@
+"""The gRPC hub without a network: what each stream's outbox gets, the refusals, a slow stream ended."""
+
+from __future__ import annotations
+
+import pytest
+
+from l2pipeline.v1 import marketdata_pb2 as pb
+from pipeline import schema
+from pipeline.config import parse_config
+from publisher.grpc_hub import GrpcHub, Refused
+from publisher.grpc_settings import GrpcConfig
+from publisher.mirror import BookMirror, top
+from publisher.settings import load_settings
+from test_publisher_hub import Clock, Timers
+from test_publisher_mirror import FakeIngest, apply_levels
+
+CONFIG = """
+[pipeline]
+run_dir = "{run}"
+[exchanges.sim]
+adapter = "binance"
+symbols = ["BTCUSDT"]
+depth = 8
+l2_throttle_ms = 100
+"""
+KEY = ("sim", "BTCUSDT")
+DELTAS, SNAPSHOTS = pb.SubscribeBooksRequest.DELTAS, pb.SubscribeBooksRequest.SNAPSHOTS
+
+
+class Reader:
+    """A stream as the server drives it: wakes counted, drain parses what the writer would write."""
+
+    def __init__(self, hub: GrpcHub, stream, message=pb.BookMessage):
+        self.hub, self.stream, self.message = hub, stream, message
+
+    def drain(self) -> list:
+        out = []
+        while (frame := self.hub.next_frame(self.stream)) is not None:
+            out.append(self.message.FromString(frame))
+        return out
+
+
+@pytest.fixture
+def env(tmp_path):
+    config = parse_config(CONFIG.format(run=tmp_path / "r"), tmp_path)
+    clock = Clock()
+    timers = Timers(clock)
+    mirror = BookMirror(config)
+    hub = GrpcHub(load_settings(config, {}), GrpcConfig(client_queue=3, client_l2_queue=5, max_streams=3), mirror,
+                  timers, clock=clock)
+    ingest = FakeIngest(depth=8)
+    hub.on_l2(*ingest.snapshot())
+    yield hub, clock, timers, ingest
+    mirror.close()
+
+
+def books(hub, depth=4, mode=DELTAS, interval_ms=0):
+    wakes = []
+    s = hub.open_books("test", hub.check_books("sim", ["BTCUSDT"], depth, mode, interval_ms), lambda: wakes.append(1))
+    return Reader(hub, s)
+
+
+def trade_payload(seq: int) -> bytes:
+    return schema.encode(schema.Trade(exchange="sim", symbol="BTCUSDT", epoch=1, seq=seq, ts_exchange=1_000_000,
+                                      ts_received=2_500_001, price=100.0, amount=1.5, side="sell", trade_id=str(seq)))
+
+
+def levels(side) -> list[tuple[float, float]]:
+    return [(lv.price, lv.size) for lv in side]
+
+
+def test_deltas_rebuild_the_view_at_the_clients_depth(env):
+    hub, clock, timers, ingest = env
+    r = books(hub, depth=4)
+    first = r.drain()
+    assert len(first) == 1 and first[0].is_snapshot and first[0].seq == 1 and len(first[0].bids) == 4
+    assert first[0].state == pb.BOOK_STATE_LIVE
+    bids, asks = dict(levels(first[0].bids)), dict(levels(first[0].asks))
+    seq = first[0].seq
+    for _ in range(200):
+        hub.on_l2(*ingest.change())
+        for m in r.drain():
+            assert not m.is_snapshot and m.seq == seq + 1  # contiguous
+            seq = m.seq
+            apply_levels(bids, levels(m.bids))
+            apply_levels(asks, levels(m.asks))
+        want_bids, want_asks = top(hub.mirror.book(*KEY), 4)
+        assert sorted(bids.items(), reverse=True) == want_bids and sorted(asks.items()) == want_asks
+
+
+def test_a_stream_that_falls_behind_gets_the_latest_snapshot_not_a_backlog(env):
+    hub, clock, timers, ingest = env
+    r = books(hub, depth=8)
+    r.drain()
+    for _ in range(6):  # one more than client_l2_queue
+        hub.on_l2(*ingest.change())
+    out = r.drain()
+    assert [m.is_snapshot for m in out] == [True] and out[0].seq == ingest.seq
+    assert hub.statistics()["conflated"] == 1
+    hub.on_l2(*ingest.change())
+    assert [(m.is_snapshot, m.seq) for m in r.drain()] == [(False, ingest.seq)]  # deltas go on from there
+
+
+def test_a_new_epoch_sends_a_fresh_snapshot(env):
+    hub, clock, timers, ingest = env
+    r = books(hub)
+    r.drain()
+    restarted = FakeIngest(depth=8, epoch=2, seed=5)
+    hub.on_l2(*restarted.snapshot())
+    out = r.drain()
+    assert [(m.is_snapshot, m.epoch, m.seq) for m in out] == [(True, 2, 1)]
+
+
+def test_snapshots_mode_sends_at_most_one_per_interval_and_the_latest(env):
+    hub, clock, timers, ingest = env
+    r = books(hub, mode=SNAPSHOTS, interval_ms=250)
+    assert [m.is_snapshot for m in r.drain()] == [True]
+    for _ in range(3):
+        clock.us += 50_000
+        hub.on_l2(*ingest.change())
+    assert r.drain() == []  # inside the interval: one timer
+    clock.us += 100_000
+    timers.fire_due()
+    out = r.drain()
+    assert [(m.is_snapshot, m.seq) for m in out] == [(True, ingest.seq)]
+
+
+def test_snapshots_interval_zero_is_the_exchanges_throttle_and_below_the_minimum_is_refused(env):
+    hub = env[0]
+    assert hub.check_books("sim", [], 0, SNAPSHOTS, 0).interval_ms == 100
+    with pytest.raises(Refused) as e:
+        hub.check_books("sim", [], 0, SNAPSHOTS, 1)
+    assert e.value.code == "INVALID_ARGUMENT" and "minimum" in str(e.value)
+
+
+@pytest.mark.parametrize("exchange,symbols,depth,mode,code,text", [
+    ("nope", [], 0, DELTAS, "NOT_FOUND", "unknown exchange 'nope'"),
+    ("sim", ["ETHUSDT"], 0, DELTAS, "NOT_FOUND", "unknown symbol 'ETHUSDT'"),
+    ("sim", [], 9, DELTAS, "INVALID_ARGUMENT", "depth 9"),
+    ("sim", [], 0, 0, "INVALID_ARGUMENT", "mode must be DELTAS or SNAPSHOTS"),
+    ("sim", [], 0, 7, "INVALID_ARGUMENT", "mode must be DELTAS or SNAPSHOTS"),
+])
+def test_bad_requests_are_refused_with_their_code(env, exchange, symbols, depth, mode, code, text):
+    hub = env[0]
+    with pytest.raises(Refused) as e:
+        hub.check_books(exchange, symbols, depth, mode, 0)
+    assert e.value.code == code and text in str(e.value)
+    assert hub.statistics()["refused"] == {code: 1}
+
+
+def test_empty_symbols_is_every_symbol_and_depth_zero_the_whole_view(env):
+    req = env[0].check_books("sim", [], 0, DELTAS, 0)
+    assert req.symbols == ("BTCUSDT",) and req.depth == 8
+
+
+def test_trades_are_never_conflated_and_a_stream_that_cannot_keep_them_is_ended(env):
+    hub = env[0]
+    slow = hub.open_trades("slow", "sim", ("BTCUSDT",), lambda: None)
+    fast = Reader(hub, hub.open_trades("fast", "sim", ("BTCUSDT",), lambda: None), pb.Trade)
+    got = []
+    for seq in range(1, 6):
+        hub.on_trade(trade_payload(seq))
+        got += fast.drain()
+    assert [t.seq for t in got] == [1, 2, 3, 4, 5]
+    t = got[0]
+    assert (t.exchange, t.symbol, t.price, t.size, t.side, t.trade_id) == ("sim", "BTCUSDT", 100.0, 1.5,
+                                                                           pb.Trade.SELL, "1")
+    assert (t.time_received.seconds, t.time_received.nanos) == (2, 500_001_000)
+    assert slow.closing == "too slow: 3 trades queued (limit 3)"
+    assert hub.next_frame(slow) is None  # the server ends the call with RESOURCE_EXHAUSTED
+    st = hub.statistics()
+    assert st["disconnected"] == {"slow": 1} and st["undelivered_trades"] == 3
+    hub.close(slow)
+    assert hub.statistics()["clients"] == 1
+
+
+def test_streams_beyond_the_limit_are_refused(env):
+    hub = env[0]
+    for _ in range(3):
+        hub.open_trades("x", "sim", ("BTCUSDT",), lambda: None)
+    with pytest.raises(Refused) as e:
+        hub.open_trades("x", "sim", ("BTCUSDT",), lambda: None)
+    assert e.value.code == "RESOURCE_EXHAUSTED"
+
+
+def test_closing_a_stream_untracks_its_depth(env):
+    hub = env[0]
+    r = books(hub, depth=3)
+    assert hub.mirror.tracked_depths(KEY) == [3]
+    hub.close(r.stream)
+    assert hub.mirror.tracked_depths(KEY) == [] and hub.statistics()["disconnected"] == {"client": 1}
+
+
+def test_get_book_is_the_view_at_the_depth(env):
+    hub, clock, timers, ingest = env
+    b = pb.Book.FromString(hub.get_book("sim", "BTCUSDT", 2))
+    assert (b.seq, b.state, len(b.bids), len(b.asks)) == (1, pb.BOOK_STATE_LIVE, 2, 2)
+    assert levels(b.bids) == top(hub.mirror.book(*KEY), 2)[0]
+    with pytest.raises(Refused):
+        hub.get_book("sim", "NOPE", 0)
