@@ -57,6 +57,10 @@ rest_url = "http://127.0.0.1:{DEMO_SIM_PORT}"
 host = "127.0.0.1"
 port = 9001
 
+[grpc]
+host = "127.0.0.1"
+port = 50051
+
 [sinks.csv]
 dir = "data/csv"
 """.replace("'", '"')

@@ -33,6 +33,8 @@ RUN = {
     "sim-run": "the sim serves on the port in its ready file and exits 0 on SIGINT",
     "sim-faults": "each fault request is accepted by that sim",
     "sim-venue-run": "the OKX sim serves on the port in its ready file and exits 0 on SIGINT",
+    "grpc-example": "examples/grpc_books.py prints a snapshot, then deltas with contiguous seq, bid < ask",
+    "grpc-python": "GetBook has bid < ask; SubscribeBooks gives a snapshot, then deltas with contiguous seq",
 }
 
 

@@ -6,7 +6,9 @@ Each snippet is taken from its markdown file (tests/docs_snippets.py) and change
 that stack, as a reader's own demo would be found:
 
 - `127.0.0.1:9001` / `--port 9001` -> the stack's publisher port; `127.0.0.1:9100` -> the sim's port;
+  `127.0.0.1:50051` -> the stack's gRPC port;
 - `.venv/bin/` -> this interpreter's bin directory; `/tmp/sim.port` -> a file of this test;
+  `examples/grpc_books.py` -> the repository's (the working directory is the stack's);
 - `PIPELINE_CONFIG` names the stack's config for `pipeline` commands, and `examples/print_books.py`
   gets the same config as its argument (its documented form for a config file);
 - the working directory is the stack's, so `data/csv/` is the demo's CSV directory.
@@ -30,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from docs_snippets import RUN, ROOT, by_id
-from helpers import PIPELINE, Procs, eventually, feeds, free_port, short_tmpdir, write_config
+from helpers import PIPELINE, Procs, eventually, feeds, free_port, short_tmpdir, status, write_config
 from pipeline.config import DEMO_SYMBOLS
 
 pytestmark = pytest.mark.integration
@@ -39,17 +41,19 @@ BIN = Path(sys.executable).parent
 
 
 class Demo:
-    def __init__(self, workdir: Path, config: Path, sim_port: int, publisher_port: int):
+    def __init__(self, workdir: Path, config: Path, sim_port: int, publisher_port: int, grpc_port: int = 50051):
         self.workdir, self.config = workdir, config
-        self.sim_port, self.publisher_port = sim_port, publisher_port
+        self.sim_port, self.publisher_port, self.grpc_port = sim_port, publisher_port, grpc_port
         self.env = {**os.environ, "PIPELINE_CONFIG": str(config), "PYTHONUNBUFFERED": "1"}
 
     def adapt(self, text: str, sim_port: int | None = None, ready_file: Path | None = None) -> str:
         text = text.replace("127.0.0.1:9001", f"127.0.0.1:{self.publisher_port}")
         text = text.replace("--port 9001", f"--port {self.publisher_port}")
         text = text.replace("127.0.0.1:9100", f"127.0.0.1:{sim_port or self.sim_port}")
+        text = text.replace("127.0.0.1:50051", f"127.0.0.1:{self.grpc_port}")
         text = text.replace(".venv/bin/", f"{BIN}/")
         text = text.replace("examples/print_books.py", f"{ROOT}/examples/print_books.py {self.config}")
+        text = text.replace("examples/grpc_books.py", f"{ROOT}/examples/grpc_books.py")
         if ready_file is not None:
             text = text.replace("/tmp/sim.port", str(ready_file))
         return text
@@ -120,10 +124,10 @@ def csv_rows(path: Path) -> int:
 def demo():
     workdir = short_tmpdir()
     procs = Procs(workdir)
-    sim_port, publisher_port = free_port(), free_port()
+    sim_port, publisher_port, grpc_port = free_port(), free_port(), free_port()
     config = write_config(workdir, sim_port, DEMO_SYMBOLS,
                           sim_table=f"[sim]\nport = {sim_port}\nsymbols = {json.dumps(DEMO_SYMBOLS)}\nrate = 500\n"
-                                    f"[publisher]\nport = {publisher_port}\n",
+                                    f"[publisher]\nport = {publisher_port}\n[grpc]\nport = {grpc_port}\n",
                           extra="[sinks.csv]\n")
     run = procs.start("run", PIPELINE + ["--config", str(config), "run"])
     try:
@@ -132,7 +136,8 @@ def demo():
         csv_dir = workdir / "data" / "csv"
         eventually(lambda: csv_rows(csv_dir / f"sim_trades_{today()}_BTCUSDT.csv") >= 10, 60, 0.3,
                    "trades in the demo's CSV file")
-        yield Demo(workdir, config, sim_port, publisher_port)
+        eventually(lambda: status(config).get("grpc", {}).get("state") == "up", 60, 0.3, "the gRPC server up")
+        yield Demo(workdir, config, sim_port, publisher_port, grpc_port)
     finally:
         procs.stop(run, signal.SIGINT, timeout=40)  # Ctrl-C, as the README says
         procs.stop_all()
@@ -179,6 +184,33 @@ def test_snippet_readme_websocket(demo):
     assert sum(line.startswith("delta    seq") for line in out) == 5, out
     seq = None
     for line in out:  # each delta follows the line before it; a new snapshot restarts the chain
+        n = int(line.split()[2])
+        if line.startswith("delta"):
+            assert n == seq + 1, out
+        seq = n
+
+
+def test_snippet_grpc_example(demo):
+    out = demo.sh(demo.adapt(by_id("grpc-example").text), timeout=60).splitlines()
+    books = [line for line in out if line.startswith("book  BTCUSDT")]
+    assert len(books) == 5 and "snapshot" in books[0], out
+    seq = None
+    for line in books:  # "book  BTCUSDT delta seq N: bid B ask A (live)"
+        n = int(line.split("seq ")[1].split(":")[0])
+        if " delta " in line:
+            assert n == seq + 1, out
+        seq = n
+        m = re.search(r"bid (\S+) ask (\S+)", line)
+        assert float(m.group(1)) < float(m.group(2)), line
+
+
+def test_snippet_grpc_python(demo):
+    out = demo.sh(demo.adapt(by_id("grpc-python").text), timeout=60).splitlines()
+    m = re.match(r"^GetBook seq (\d+) best bid (\S+) best ask (\S+)$", out[0])
+    assert m and float(m.group(2)) < float(m.group(3)), out
+    assert out[1].startswith("snapshot seq") and len(out) == 7, out
+    seq = None
+    for line in out[1:]:
         n = int(line.split()[2])
         if line.startswith("delta"):
             assert n == seq + 1, out
