@@ -266,7 +266,7 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     except RuntimeError as exc:  # grpc says only "Failed to bind"
         raise _bind_error(host, port) from exc
     ctx = zmq.Context()
-    reader = bus.Reader.for_config(ctx, config)
+    reader = bus.Reader.for_config(ctx, config, kinds=(schema.TRADE, schema.L2))  # (the kinds it serves)
     reader.on_kinds({schema.TRADE: lambda _topic, payload: hub.on_trade(payload), schema.L2: hub.on_l2},
                     on_error=fail)
     hub.poll_trades = reader.poll_hot
