@@ -159,6 +159,16 @@ class SnapshotOverdue:
 
 
 @dataclass(frozen=True, slots=True)
+class DepthSilent:
+    """Live books of ``symbols`` got no depth frame for ``silent_s`` (past the stream's
+    ``AdapterTraits.stale_after_s``), at local time ``recv_ns``: stale, resync them."""
+
+    symbols: tuple[str, ...]
+    silent_s: float
+    recv_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class Malformed:
     """A frame the adapter rejected as malformed (``symbol`` when it was readable)."""
 

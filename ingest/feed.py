@@ -35,8 +35,9 @@ from typing import Callable
 
 import zmq
 
-from ingest.events import (BboEvent, DepthConnected, DepthDiff, DepthDisconnected, DepthSnapshot, LiquidationEvent,
-                           Malformed, Request, SnapshotOverdue, TickerEvent, TradeEvent, Unknown, VenueNotice)
+from ingest.events import (BboEvent, DepthConnected, DepthDiff, DepthDisconnected, DepthSilent, DepthSnapshot,
+                           LiquidationEvent, Malformed, Request, SnapshotOverdue, TickerEvent, TradeEvent, Unknown,
+                           VenueNotice)
 from ingest.kinds import DEFAULT_BAR_INTERVALS, SymbolKinds
 from ingest.sync import APPLY_DIFF, INSTALL_SNAPSHOT, REPLACE_BOOK, Action, BookSync, SyncCounts, SyncState
 from pipeline import bus, schema
@@ -250,6 +251,7 @@ class FeedBooks:
             TickerEvent: self._on_ticker, LiquidationEvent: self._on_liquidation,
             Malformed: self._on_malformed, Unknown: self._on_unknown, DepthConnected: self._on_connected,
             DepthDisconnected: self._on_disconnected, SnapshotOverdue: self._on_overdue,
+            DepthSilent: self._on_silent,
         }
 
     # ------------------------------------------------------------ the entry point
@@ -299,6 +301,20 @@ class FeedBooks:
         for sym in ev.symbols:
             f = self.feeds[sym]
             self._carry_out(f, f.sync.snapshot_overdue(), 0)
+
+    def _on_silent(self, ev: DepthSilent) -> None:
+        """A cadence stream went quiet for these books: stop trusting them, resync."""
+        for sym in ev.symbols:
+            f = self.feeds[sym]
+            if f.sync.state is SyncState.LIVE:
+                log.warning("%s %s: no book for %.1fs; resyncing", self.exchange, sym, ev.silent_s)
+                self._carry_out(f, f.sync.book_invalid(f"no book for {ev.silent_s:.1f}s"), ev.recv_ns)
+
+    def silent_books(self, limit_s: float, now_ns: int) -> tuple[str, ...]:
+        """Live books whose last update is older than ``limit_s`` (the runner's staleness timer)."""
+        cutoff = now_ns - int(limit_s * 1e9)
+        return tuple(f.symbol for f in self.feeds.values()
+                     if f.sync.state is SyncState.LIVE and f.counts.last_update_ns < cutoff)
 
     # ------------------------------------------------------------------ events
     def _on_diff(self, ev: DepthDiff) -> None:

@@ -21,8 +21,8 @@ from collections import deque
 
 import aiohttp
 
-from ingest.events import (DepthConnected, DepthDisconnected, SnapshotOverdue, SnapshotRequest, StreamGroup,
-                           VenueNotice)
+from ingest.events import (DepthConnected, DepthDisconnected, DepthSilent, SnapshotOverdue, SnapshotRequest,
+                           StreamGroup, VenueNotice)
 from ingest.feed import P, FeedBooks
 from ingest.health import Health, describe_failure
 from ingest.sync import Action
@@ -379,6 +379,18 @@ class Runner:
             self.feed.copy_stats()
             self.feed.tick(time.time_ns())  # closes the bars of quiet symbols
 
+    async def _staleness_loop(self, limit_s: float) -> None:
+        """Cadence streams (``traits.stale_after_s``): a live book with no depth frame for
+        ``limit_s`` is marked stale and resubscribed (checked four times per limit)."""
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), limit_s / 4)
+            except asyncio.TimeoutError:
+                now_ns = time.time_ns()
+                silent = self.feed.silent_books(limit_s, now_ns)
+                if silent:
+                    self._carry_out(self.feed.receive(DepthSilent(silent, limit_s, now_ns)) or ())
+
     async def _republish_loop(self) -> None:
         """Periodic bus snapshots, for consumers that cannot read shared memory."""
         while not self.stop.is_set():
@@ -402,5 +414,7 @@ class Runner:
                     tg.create_task(self._snapshot_worker(session), name="snapshots")
                 tg.create_task(self._stats_loop(), name="stats")
                 tg.create_task(self._republish_loop(), name="republish")
+                if self.traits.stale_after_s:
+                    tg.create_task(self._staleness_loop(self.traits.stale_after_s), name="staleness")
                 await self.stop.wait()
                 self._snap_event.set()

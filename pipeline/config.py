@@ -109,6 +109,10 @@ class ExchangeConfig:
     l2_throttle_ms: int | None = None  # WebSocket L2 snapshot interval per symbol; None: venue default (publisher)
     tardis_exchange: str | None = None  # exchange id in CSV files (sinks/tardis.py); None: derived from the name
     trade_ring_size: int = 16384  # recent trades per symbol kept in shared memory for consumers' backfill
+    # The adapter's own keys (e.g. Hyperliquid ``fast``, the node source's ``node_data_dir``), checked
+    # by the adapter class's ``parse_options`` when the config is loaded with the adapter registry;
+    # raw TOML values otherwise (library use).  Adapters read them through ``parse_options`` too.
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=True)
 
 
 @dataclass(frozen=True)
@@ -244,15 +248,23 @@ _EXCHANGE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 TARDIS_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
-def _exchange(name: str, raw: Any, adapters: Registry | None = None) -> ExchangeConfig:
+def _exchange(name: str, raw: Any, adapters: Registry | None = None, base_dir: Path = Path(".")) -> ExchangeConfig:
     where = f"exchanges.{name}"
     t = expect_table(raw, where)
     if not name or not set(name) <= _EXCHANGE_NAME_CHARS:
         raise ConfigError(where, "exchange names use lowercase letters, digits, '_' and '-'")
-    check_keys(t, {f for f in ExchangeConfig.__dataclass_fields__ if f != "name"}, where)
+    common = {f for f in ExchangeConfig.__dataclass_fields__ if f not in ("name", "options")}
     adapter = expect_str(t.get("adapter", name), f"{where}.adapter")
+    own = {k: v for k, v in t.items() if k not in common}
+    options: dict[str, Any] = own
     if adapters is not None:
-        adapters.get(adapter, f"{where}.adapter")  # ConfigError: unknown adapter "x" (known: ...)
+        plugin = adapters.get(adapter, f"{where}.adapter")  # ConfigError: unknown adapter "x" (known: ...)
+        if own:  # only then is the adapter's module imported
+            cls = plugin.load()
+            check_keys(t, common | set(getattr(cls, "OPTIONS", ())), where)
+            # the adapter checks its own keys (ConfigError naming exchanges.NAME.KEY); relative
+            # paths resolve against the config file's directory
+            options = cls.parse_options(own, where, base_dir)
     if "symbols" not in t:
         raise ConfigError(f"{where}.symbols", "missing: list the exchange-native symbols to follow")
     kw: dict[str, Any] = {"name": name, "adapter": adapter, "symbols": _symbols(t["symbols"], f"{where}.symbols")}
@@ -291,6 +303,7 @@ def _exchange(name: str, raw: Any, adapters: Registry | None = None) -> Exchange
         kw["trade_ring_size"] = expect_pos_int(t["trade_ring_size"], f"{where}.trade_ring_size")
         if kw["trade_ring_size"] > 1 << 22:
             raise ConfigError(f"{where}.trade_ring_size", f"expected at most {1 << 22} trades, got {kw['trade_ring_size']}")
+    kw["options"] = options
     return ExchangeConfig(**kw)
 
 
@@ -394,7 +407,7 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>", plugins: P
     exchanges_raw = expect_table(raw.get("exchanges", {}), "exchanges")
     if not exchanges_raw:
         raise ConfigError("exchanges", "expected at least one [exchanges.NAME] table")
-    exchanges = {name: _exchange(name, t, plugins.adapters) for name, t in exchanges_raw.items()}
+    exchanges = {name: _exchange(name, t, plugins.adapters, base_dir) for name, t in exchanges_raw.items()}
 
     sim = _sim(raw["sim"], plugins.sim_protocols) if "sim" in raw else None
 

@@ -37,8 +37,12 @@ def adapter_class(name: str, key: str = "adapter") -> type:
 
 
 def create(config: ExchangeConfig):
-    """The adapter of one ``[exchanges.NAME]`` table.  Raises ConfigError naming the key."""
-    return adapter_class(config.adapter, f"exchanges.{config.name}.adapter")(config)
+    """The adapter of one ``[exchanges.NAME]`` table.  Raises ConfigError naming the key
+    (also for a key of the table the adapter does not know: a config loaded without the
+    registry keeps such keys raw in ``config.options``)."""
+    cls = adapter_class(config.adapter, f"exchanges.{config.name}.adapter")
+    cls.parse_options(dict(config.options), f"exchanges.{config.name}")
+    return cls(config)
 
 
 __all__ = ["ADAPTERS", "adapter_class", "create", "names"]

@@ -80,6 +80,11 @@ class AdapterTraits:
     # venue reports the weight used (Binance), if any
     rest_weight_limit: int = 600
     used_weight_header: str | None = None
+    # in-stream venues whose depth stream pushes whole books on a cadence (Hyperliquid l2Book:
+    # 5 s plain, 0.5 s fast): a live book with no depth frame for this long is marked stale and
+    # resubscribed.  Follows the stream's cadence (a few pushes missed), so it never flaps on a
+    # slow stream nor waits out the connection's idle timeout on a fast one.  0: no such limit
+    stale_after_s: float = 0.0
 
     @property
     def in_stream(self) -> bool:
@@ -99,10 +104,22 @@ class Adapter(Protocol):
 
     name: ClassVar[str]             # the adapter's name in config (``exchanges.X.adapter``)
     DEFAULTS: ClassVar[dict]        # URLs and limits used when the config sets none
+    OPTIONS: ClassVar[tuple[str, ...]] = ()  # the adapter's own keys in ``[exchanges.X]`` (parse_options)
     traits: AdapterTraits
     symbols: tuple[str, ...]        # exchange-native symbols, from the config
 
     # constructor: ``Adapter(config: ExchangeConfig)``; raises ConfigError naming the key
+
+    @classmethod
+    def parse_options(cls, table: dict, where: str, base_dir=None) -> dict:
+        """The adapter's own keys of ``[exchanges.X]`` (``OPTIONS``) -> checked values.
+
+        Called by the config loader (``where`` = ``exchanges.X``, ``base_dir`` for relative
+        paths) and by the adapter's constructor on ``config.options``.  Raises ConfigError
+        naming ``where.KEY``.  The default: the adapter has no keys of its own."""
+        from pipeline.config import check_keys
+        check_keys(table, set(cls.OPTIONS), where)
+        return dict(table)
 
     # ------------------------------------------------------------ what to connect to
     def stream_groups(self) -> list[StreamGroup]:

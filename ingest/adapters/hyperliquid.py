@@ -3,9 +3,14 @@
 Venue rules implemented here (shared/docs/exchange-protocols.md section 6):
 - one WebSocket at ``/ws``; subscribe ``{"method":"subscribe","subscription":{"type":"l2Book","coin":C}}``
   (and ``trades``); the ack is ``subscriptionResponse``, errors ``{"channel":"error"}``;
-- every ``l2Book`` frame is a **full snapshot** of the top 20 levels per side
-  (``levels: [bids, asks]``, each level ``{"px","sz","n"}``), pushed at most every
-  0.5 s; there are no sequence numbers, only the block ``time`` (ms).  So each frame
+- every ``l2Book`` frame is a **full snapshot** of the top levels per side
+  (``levels: [bids, asks]``, each level ``{"px","sz","n"}``); there are no sequence
+  numbers, only the block ``time`` (ms).  Cadence since the network upgrade of 2026-07-25:
+  the plain subscription pushes 20 levels every **5 s**; with ``"fast": true`` in the
+  subscription (config ``fast = true``) 5 levels every **0.5 s**.  So the view of a fast
+  book holds 5 levels (a larger ``depth`` is said at start), and the staleness limit
+  (``AdapterTraits.stale_after_s``: a live book with no frame for that long is resubscribed)
+  follows the chosen stream: 4 pushes missed, 20 s plain, 2 s fast (``stale_after_s`` sets it).  So each frame
   becomes a DepthSnapshot with ``last_id = time``; the feed replaces the book and
   publishes the exact view delta (rule 3).  A frame whose ``time`` is older than the
   last one of the same coin on this connection is dropped (rule 2); equal times
@@ -24,6 +29,7 @@ Venue rules implemented here (shared/docs/exchange-protocols.md section 6):
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 
@@ -33,10 +39,16 @@ from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, Snaps
 from ingest.adapters.common import (Millis, configure, DECODE_ERRORS, RecentKeys, check_uncrossed,
                                     malformed as _malformed)
 from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
-from pipeline.config import ExchangeConfig
+from pipeline.config import ExchangeConfig, check_keys, expect_bool, expect_number
 from pipeline.errors import ConfigError, UnknownFrame
 
+log = logging.getLogger(__name__)
 _INF = math.inf
+
+# l2Book push cadence (s) and levels per side: plain / fast (since 2026-07-25)
+PLAIN_CADENCE_S, PLAIN_LEVELS = 5.0, 20
+FAST_CADENCE_S, FAST_LEVELS = 0.5, 5
+STALE_PUSHES = 4  # pushes missed before a live book counts as stale
 
 # venue limits per IP (section 6 "Heartbeat / limits")
 MAX_CONNECTIONS = 10
@@ -111,14 +123,36 @@ class HyperliquidAdapter(Adapter):
     }
     SNAPSHOT_WEIGHT = 2
     TRADE_KEYS_PER_COIN = 5000  # backlog after a resubscribe is ~30 trades
+    OPTIONS = ("fast", "stale_after_s")
+
+    @classmethod
+    def parse_options(cls, table: dict, where: str, base_dir=None) -> dict:
+        """``fast`` (bool: the 5-level 0.5 s l2Book stream) and ``stale_after_s`` (seconds
+        without a book before a live one is resubscribed; default 4 pushes of the stream)."""
+        check_keys(table, set(cls.OPTIONS), where)
+        out = {}
+        if "fast" in table:
+            out["fast"] = expect_bool(table["fast"], f"{where}.fast")
+        if "stale_after_s" in table:
+            out["stale_after_s"] = expect_number(table["stale_after_s"], f"{where}.stale_after_s", positive=True)
+        return out
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
-        # every l2Book frame is the whole (top-20) book: in-stream snapshots, nothing to trim;
+        opts = self.parse_options(dict(config.options), f"exchanges.{config.name}")
+        self.fast = opts.get("fast", False)
+        cadence, levels = (FAST_CADENCE_S, FAST_LEVELS) if self.fast else (PLAIN_CADENCE_S, PLAIN_LEVELS)
+        self.cadence_s, self.levels = cadence, levels
+        if config.depth > levels:
+            log.warning("exchanges.%s: depth %d, but Hyperliquid's %s l2Book stream has %d levels per side: "
+                        "the view holds %d", config.name, config.depth, "fast" if self.fast else "plain", levels,
+                        levels)
+        # every l2Book frame is the whole (top-N) book: in-stream snapshots, nothing to trim;
         # keepalive {"method":"ping"} (the venue does not ping clients); no BBO check: the
-        # bbo channel has no id in a shared space with l2Book
+        # bbo channel has no id in a shared space with l2Book; staleness follows the cadence
         self.traits = AdapterTraits(SnapshotSource.STREAM, app_ping='{"method":"ping"}',
-                                    rest_weight_limit=self.rest_weight_limit)
+                                    rest_weight_limit=self.rest_weight_limit,
+                                    stale_after_s=opts.get("stale_after_s", STALE_PUSHES * cadence))
         self._known = frozenset(config.symbols)    # coins are case-sensitive ("kPEPE", "@107")
         self._last_time: dict[str, int] = {}       # per connection: newest l2Book time per coin
         self._seen = {s: RecentKeys(self.TRADE_KEYS_PER_COIN) for s in config.symbols}
@@ -141,9 +175,11 @@ class HyperliquidAdapter(Adapter):
         return Instrument(symbol, "USD", "perp")
 
     # ------------------------------------------------------------ what to connect to
-    @staticmethod
-    def _sub(method: str, kind: str, coin: str) -> str:
-        return msgspec.json.encode({"method": method, "subscription": {"type": kind, "coin": coin}}).decode()
+    def _sub(self, method: str, kind: str, coin: str) -> str:
+        sub = {"type": kind, "coin": coin}
+        if self.fast and kind == "l2Book":
+            sub["fast"] = True
+        return msgspec.json.encode({"method": method, "subscription": sub}).decode()
 
     def stream_groups(self) -> list[StreamGroup]:
         """Books on one connection, trades on another (more only past

@@ -228,7 +228,9 @@ for _server in PLUGINS.servers:
               help="Which venue's wire protocol the simulated exchange speaks (default: [sim] protocol, "
                    "else binance; docs/sim.md).")
 @click.option("--book-interval", type=click.FloatRange(min=0), default=None,
-              help="Hyperliquid: l2Book push interval, s (0: the venue's 0.5 s).")
+              help="Hyperliquid: plain l2Book push interval, s (0: the venue's 5 s; fast: 0.5 s).")
+@click.option("--book-speedup", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Hyperliquid: divide both l2Book cadences by this (tests: 10 -> 0.5 s plain, 0.05 s fast).")
 @click.option("--idle-timeout", type=click.FloatRange(min=0), default=None,
               help="OKX / Hyperliquid: close idle connections after N s (0: the venue's rule).")
 @click.option("--quiet-heartbeat", type=click.FloatRange(min=0), default=None,
@@ -237,7 +239,7 @@ for _server in PLUGINS.servers:
               help="Write the bound port into this file once listening.")
 @pass_config
 def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_every, ping_interval, protocol,
-        book_interval, idle_timeout, quiet_heartbeat, ready_file) -> None:
+        book_interval, book_speedup, idle_timeout, quiet_heartbeat, ready_file) -> None:
     """Run the simulated exchange on one port (Binance spot protocol unless --protocol)."""
     from pipeline.config import SimConfig
     from pipeline.pidfile import PidFile
@@ -254,8 +256,8 @@ def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_ever
         disconnect_every=base.disconnect_every if disconnect_every is None else disconnect_every,
         ready_file=ready_file,
     )
-    for name, value in (("book_interval", book_interval), ("idle_timeout", idle_timeout),
-                        ("quiet_heartbeat", quiet_heartbeat)):
+    for name, value in (("book_interval", book_interval), ("book_speedup", book_speedup),
+                        ("idle_timeout", idle_timeout), ("quiet_heartbeat", quiet_heartbeat)):
         if value is not None:
             setattr(opts, name, value)
     if ping_interval is not None:

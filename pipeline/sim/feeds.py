@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from pipeline.sim.base import BadFault, BaseServer, Connection, SimOptions, Topic, dumps, ws_frame
+from pipeline.sim.base import BadFault, BaseServer, Connection, SimOptions, Topic, arg, dumps, ws_frame
 from pipeline.sim.market import ZERO, Update
 
 __all__ = ["BookFeed", "Fill", "TextFormat", "VenueServer", "fixed_text", "hyperliquid_text", "level_changes",
@@ -349,10 +349,11 @@ class VenueServer(BaseServer):
             symbol = params.get("symbol")
             if symbol is not None and symbol not in self.recent:
                 raise BadFault(f"unknown symbol {symbol!r}")
+            count = arg(params, "count", int, 1)  # drop_diff: how many book frames in a row
             feeds = [f for f in self.book_feeds.values() if f.active and symbol in (None, f.symbol)]
             for feed in feeds:
                 if name == "drop_diff":
-                    feed.drop += 1
+                    feed.drop += count
                 elif name == "reorder":
                     feed.reorder = True
                 else:

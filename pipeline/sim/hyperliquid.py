@@ -6,9 +6,11 @@ What a Hyperliquid adapter sees (exchange-protocols.md §6; docs/sim.md, "Hyperl
   answered with ``{"channel":"subscriptionResponse","data":{"method","subscription"}}`` (errors:
   ``{"channel":"error","data":"<text>"}``); ``{"method":"ping"}`` gets ``{"channel":"pong"}``. A
   connection that was sent nothing for 60 s is closed.
-- ``l2Book``: full top-20 snapshots ``{"channel":"l2Book","data":{"coin","time","levels":[bids, asks]}}``
-  with levels ``{"px","sz","n"}``: one on subscribe, then one every ``book_interval`` (venue: 0.5 s)
-  when the book changed. There are no sequence numbers; a dropped snapshot is harmless.
+- ``l2Book``: full snapshots ``{"channel":"l2Book","data":{"coin","time","levels":[bids, asks]}}``
+  with levels ``{"px","sz","n"}``: one on subscribe, then one on every push, changed or not, at
+  the venue's cadence since 2026-07-25: plain, 20 levels every 5 s (``book_interval`` sets it);
+  with ``"fast": true`` in the subscription, 5 levels every 0.5 s.  ``book_speedup`` divides
+  both (a test switch).  There are no sequence numbers; a dropped snapshot is harmless.
 - ``trades``: ``{"channel":"trades","data":[{coin, side, px, sz, hash, time, tid, users}]}`` with ``side``
   ``B`` (taker buy) or ``A`` (taker sell). The first message after subscribing is a backlog of
   recent trades, which repeats trades an earlier connection saw (clients dedupe on
@@ -35,7 +37,9 @@ from pipeline.sim.market import Update
 __all__ = ["HyperliquidServer"]
 
 BOOK_DEPTH = 20
-BOOK_INTERVAL = 0.5  # the venue pushes on a block at least 0.5 s after the last push (§6)
+BOOK_INTERVAL = 5.0  # plain l2Book: 20 levels every 5 s (since the upgrade of 2026-07-25)
+FAST_DEPTH = 5
+FAST_INTERVAL = 0.5  # l2Book with "fast": true: 5 levels every 0.5 s
 _BACKLOG = 30  # trades in the first trades message, as in the real capture
 _IDLE = 60.0
 _TID_MASK = (1 << 50) - 1
@@ -49,7 +53,9 @@ class HyperliquidServer(VenueServer):
         super().__init__(options)
         self.requests.update({"info": 0})
         self.text = TextFormat(hyperliquid_text)
-        self.interval = options.book_interval or BOOK_INTERVAL
+        speedup = options.book_speedup if options.book_speedup > 0 else 1.0
+        self.interval = (options.book_interval or BOOK_INTERVAL) / speedup
+        self.fast_interval = FAST_INTERVAL / speedup
         for symbol in self.market.symbols:
             self.trade_topics[("trades", symbol)] = Topic()
 
@@ -72,6 +78,11 @@ class HyperliquidServer(VenueServer):
         """Every message is a full snapshot (§6 sync rule 1): no diff, just the new top 20."""
         feed.window = {}
         feed.bids, feed.asks = feed.top(self.market)
+        self.publish_book(feed, self.snapshot_frame(feed, None, event_ms), now)
+
+    def quiet(self, feed: BookFeed, now: float, event_ms: int) -> None:
+        """The venue pushes on its cadence whether the book changed or not (the real capture
+        has identical consecutive frames): the same book again."""
         self.publish_book(feed, self.snapshot_frame(feed, None, event_ms), now)
 
     def _trade(self, f: Fill, coin: str) -> dict[str, Any]:
@@ -107,14 +118,17 @@ class HyperliquidServer(VenueServer):
         if method not in ("subscribe", "unsubscribe") or not isinstance(sub, dict):
             self._error(conn, f"Error parsing JSON into valid websocket request: {text[:200]}")
             return
-        kind, coin = sub.get("type"), sub.get("coin")
+        kind, coin, fast = sub.get("type"), sub.get("coin"), sub.get("fast", False)
         if kind not in ("l2Book", "trades"):
             self._error(conn, f"Invalid subscription type {kind!r}: this sim serves l2Book and trades")
             return
         if coin not in self.recent:
             self._error(conn, f"Invalid subscription: unknown coin {coin!r}")
             return
-        key = (kind, coin)
+        if not isinstance(fast, bool) or (fast and kind != "l2Book"):
+            self._error(conn, f"Invalid subscription: fast must be true or false, on l2Book only: {dumps(sub)}")
+            return
+        key = (kind, coin, True) if fast else (kind, coin)
         if method == "subscribe" and key in conn.streams:
             self._error(conn, f"Already subscribed: {dumps(sub)}")
             return
@@ -125,8 +139,9 @@ class HyperliquidServer(VenueServer):
         if method == "unsubscribe":
             self.unsubscribe(conn, key)
         elif kind == "l2Book":
+            depth, interval = (FAST_DEPTH, self.fast_interval) if fast else (BOOK_DEPTH, self.interval)
             self.subscribe_book(conn, self.book_feed(key, lambda: BookFeed(
-                key, coin, BOOK_DEPTH, self.interval, self.text, self.text)))
+                key, coin, depth, interval, self.text, self.text)))
         else:
             self.subscribe_topic(conn, key, self.trade_topics[key])
             backlog = list(self.recent[coin])[-_BACKLOG:]

@@ -172,9 +172,10 @@ def rest_book_equals_shm(config_path: Path, exchange: str, port: int, symbols: l
 
 
 def venue_pipeline(venue: str, protocol: str, adapter: str, symbols: list[str], ws_path: str, seed: int = 7,
-                   rate: float = 400):
+                   rate: float = 400, sim_args: list[str] | None = None, exchange_extra: str = ""):
     """A module fixture's worth of `pipeline sim --protocol` + `pipeline ingest` for one venue:
-    yields {procs, port, config, ingest} once every book is live; stops both by PID after."""
+    yields {procs, port, config, ingest} once every book is live; stops both by PID after.
+    ``sim_args``: more `pipeline sim` options; ``exchange_extra``: more lines of the exchange table."""
     workdir = short_tmpdir()
     procs = Procs(workdir)
     try:
@@ -183,7 +184,7 @@ def venue_pipeline(venue: str, protocol: str, adapter: str, symbols: list[str], 
         ready = workdir / "sim.port"
         procs.start("sim", PIPELINE + ["--config", str(workdir / "sim.toml"), "sim", "--protocol", protocol,
                                        "--port", "0", "--symbols", ",".join(symbols), "--rate", str(rate),
-                                       "--seed", str(seed), "--ready-file", str(ready)])
+                                       "--seed", str(seed), "--ready-file", str(ready), *(sim_args or [])])
         port = int(eventually(lambda: ready.exists() and ready.read_text().strip(), 20, what="sim ready file"))
         config = workdir / "p.toml"
         config.write_text(f"""
@@ -198,6 +199,7 @@ ws_url = "ws://127.0.0.1:{port}{ws_path}"
 rest_url = "http://127.0.0.1:{port}"
 ping_interval_s = 1.0
 snapshot_interval_s = 1.0
+{exchange_extra}
 """)
         ingest = procs.start("ingest", PIPELINE + ["--config", str(config), "ingest", venue])
         try:

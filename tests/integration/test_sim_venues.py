@@ -53,12 +53,14 @@ class Sim:
         self.ws = f"ws://127.0.0.1:{port}"
 
 
-def start(procs: Procs, protocol: str, symbols: str, rate: float = 400, levels: int = 60) -> Sim:
+def start(procs: Procs, protocol: str, symbols: str, rate: float = 400, levels: int = 60,
+          extra: tuple[str, ...] = ()) -> Sim:
     workdir = procs.workdir / protocol
     workdir.mkdir()
     write_config(workdir, 9, ["BTCUSDT"], name="sim.toml")  # the CLI needs a config; only run_dir is used
     sub = Procs(workdir)
-    port = start_sim(sub, symbols=symbols, rate=rate, extra=["--protocol", protocol, "--levels", str(levels)])
+    port = start_sim(sub, symbols=symbols, rate=rate,
+                     extra=["--protocol", protocol, "--levels", str(levels), *extra])
     procs.procs.extend(sub.procs)
     return Sim(port)
 
@@ -526,7 +528,8 @@ def test_okx_heartbeat_updates_when_quiet_and_idle_connections_close(procs):
 
 @pytest.fixture(scope="module")
 def hyperliquid(procs):
-    return start(procs, "hyperliquid", "BTC,ETH")
+    # the venue's cadences (5 s plain, 0.5 s fast) ten times faster: 0.5 s / 0.05 s
+    return start(procs, "hyperliquid", "BTC,ETH", extra=("--book-speedup", "10"))
 
 
 @pytest.fixture(scope="module")
@@ -625,6 +628,33 @@ def test_hyperliquid_ping_errors_drop_and_resubscribe(hyperliquid, hl_samples):
             while (msg := await recv(ws))["channel"] != "subscriptionResponse":
                 pass
             assert (await recv(ws, 0.4))["channel"] == "l2Book"  # fresh snapshot at once, not after 0.5 s
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.shared
+def test_hyperliquid_fast_l2book_is_five_levels_at_its_own_cadence(hyperliquid):
+    """``"fast": true``: 5 levels per push, ten pushes per plain push (0.05 s vs 0.5 s at the
+    fixture's speed-up of 10); a fast and a plain subscription of one coin live side by side."""
+    async def scenario():
+        async with websockets.connect(hyperliquid.ws + "/ws") as ws:
+            await ws.send(json.dumps({"method": "subscribe", "subscription": {"type": "l2Book", "coin": "ETH",
+                                                                               "fast": "yes"}}))
+            assert (await recv(ws))["channel"] == "error"
+            await ws.send(json.dumps({"method": "subscribe", "subscription": {"type": "l2Book", "coin": "ETH",
+                                                                               "fast": True}}))
+            ack = await recv(ws)
+            assert ack["data"]["subscription"] == {"type": "l2Book", "coin": "ETH", "fast": True}
+            await hl_send(ws, "subscribe", "l2Book", "ETH")
+            sizes = {5: 0, 20: 0}
+            deadline = time.monotonic() + 1.6
+            while time.monotonic() < deadline:
+                msg = await recv(ws)
+                if msg["channel"] == "l2Book":
+                    bids, asks = hl_levels(msg["data"])
+                    assert len(bids) == len(asks) and len(bids) in sizes
+                    sizes[len(bids)] += 1
+            assert sizes[20] >= 2 and sizes[5] >= 5 * sizes[20], sizes
 
     asyncio.run(scenario())
 

@@ -31,7 +31,18 @@ VENUES = {
 
 @pytest.fixture(scope="module")
 def hl():
-    yield from venue_pipeline("hl", *VENUES["hl"], seed=11)
+    # plain l2Book at ten times the venue's 5 s cadence (0.5 s); the staleness limit is the
+    # adapter's default for the real cadence (20 s)
+    yield from venue_pipeline("hl", *VENUES["hl"], seed=11, sim_args=["--book-speedup", "10"],
+                              exchange_extra="stale_after_s = 3.0  # six pushes of the sped-up cadence")
+
+
+@pytest.fixture(scope="module")
+def hlf():
+    """The fast l2Book (5 levels, 0.5 s at the venue; 0.05 s here) with the adapter's default
+    staleness limit for it (2 s) and a depth the fast stream cannot fill."""
+    yield from venue_pipeline("hlf", *VENUES["hl"], seed=12, sim_args=["--book-speedup", "10"],
+                              exchange_extra="fast = true")
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +142,34 @@ def test_hyperliquid_rest_fallback_book_equals_shared_memory_at_rest(hl):
 
 def test_lighter_rest_fallback_book_equals_shared_memory_at_rest(lt):
     rest_book_equals_shm(lt["config"], "lt", lt["port"], VENUES["lt"][2])
+
+
+def test_hyperliquid_plain_books_do_not_flap_and_a_silent_book_is_resynced(hl):
+    """At the stream's cadence nothing goes stale; a book whose pushes stop (the sim drops
+    twelve in a row: 6 s) is marked stale after stale_after_s and resubscribed."""
+    config, port = hl["config"], hl["port"]
+    before = feeds(config)
+    time.sleep(4.0)  # eight pushes, more than the limit's six
+    quiet = feeds(config)
+    assert all(quiet[k]["resyncs"] == before[k]["resyncs"] and quiet[k]["state"] == "live" for k in quiet), quiet
+    btc, eth = "BTC", "ETH"
+    assert sim_fault(port, name="drop_diff", symbol="BTC", count=12)["ok"]
+    after = eventually(lambda: (lambda f: f if f[btc]["resyncs"] > quiet[btc]["resyncs"]
+                                and f[btc]["state"] == "live" else None)(feeds(config)),
+                       30, 0.2, "BTC stale, resubscribed and live again")
+    assert after[eth]["resyncs"] == quiet[eth]["resyncs"] and after[btc]["gaps"] == quiet[btc]["gaps"]
+    assert "no book for 3.0s" in hl["procs"].log("ingest")
+
+
+def test_hyperliquid_fast_books_hold_five_levels_and_equal_shared_memory(hlf):
+    checks, gaps, trade_gaps = consume_and_compare(hlf["config"], "hlf", ["BTC", "ETH"], 10, 30)
+    assert min(checks.values()) >= 10, checks
+    assert all(g == 0 for g in gaps.values()) and trade_gaps == 0
+    config = load_config(hlf["config"])
+    with BookReader.open(config.shm_prefix, "hlf") as reader:
+        for coin in ("BTC", "ETH"):
+            snap = reader.read(coin)
+            assert len(snap.bids) == len(snap.asks) == 5, coin  # depth 20 asked, the fast stream has 5
+    st = feeds(hlf["config"])
+    assert all(f["resyncs"] == 0 and f["state"] == "live" for f in st.values()), st
+    assert "the view holds 5" in hlf["procs"].log("ingest")

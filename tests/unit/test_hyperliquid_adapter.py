@@ -199,3 +199,43 @@ def test_bad_frames_are_malformed_with_the_coin(frame):
 def test_non_envelopes_are_malformed(frame):
     with pytest.raises(MalformedFrame):
         adapter().parse_frame(frame, 1)
+
+
+def test_fast_subscribes_the_fast_book_and_the_staleness_limit_follows_the_cadence(caplog):
+    plain, fast = adapter("BTC"), adapter("BTC", depth=20, options={"fast": True})
+    subs = lambda a: [json.loads(f)["subscription"] for g in a.stream_groups() for f in g.subscribe]  # noqa: E731
+    assert {"type": "l2Book", "coin": "BTC"} in subs(plain)
+    assert {"type": "l2Book", "coin": "BTC", "fast": True} in subs(fast)
+    assert {"type": "trades", "coin": "BTC"} in subs(fast)  # fast is a book option only
+    assert json.loads(fast.resubscribe("BTC")[1])["subscription"]["fast"] is True
+    # plain: 20 levels every 5 s; fast: 5 every 0.5 s.  A limit of a few missed pushes each
+    assert (plain.cadence_s, plain.levels, plain.traits.stale_after_s) == (5.0, 20, 20.0)
+    assert (fast.cadence_s, fast.levels, fast.traits.stale_after_s) == (0.5, 5, 2.0)
+    assert "depth 20" in caplog.text and "5 levels" in caplog.text  # said at start
+    assert adapter("BTC", options={"stale_after_s": 7.5}).traits.stale_after_s == 7.5
+
+
+@pytest.mark.parametrize("options,key,reason", [
+    ({"fast": "yes"}, "exchanges.hl.fast", "expected true or false"),
+    ({"stale_after_s": 0}, "exchanges.hl.stale_after_s", "expected a positive number"),
+    ({"nSigFigs": 5}, "exchanges.hl.nSigFigs", "unknown key"),
+])
+def test_bad_options_name_the_key(options, key, reason):
+    from ingest.adapters import create
+
+    with pytest.raises(ConfigError) as info:
+        create(ExchangeConfig(name="hl", adapter="hyperliquid", symbols=("BTC",), options=options))
+    assert info.value.key == key and reason in info.value.reason
+
+
+def test_options_in_the_config_file_are_checked_at_load(tmp_path):
+    from pipeline.app.config import parse_config
+
+    base = '[exchanges.hl]\nadapter = "hyperliquid"\nsymbols = ["BTC"]\n'
+    assert parse_config(base + "fast = true\n", tmp_path).exchanges["hl"].options == {"fast": True}
+    with pytest.raises(ConfigError) as info:
+        parse_config(base + "fast = 1\n", tmp_path)
+    assert info.value.key == "exchanges.hl.fast"
+    with pytest.raises(ConfigError) as info:  # a Binance table has no `fast`
+        parse_config(base.replace('"hyperliquid"', '"binance"') + "fast = true\n", tmp_path)
+    assert info.value.key == "exchanges.hl.fast" and "unknown key" in info.value.reason
