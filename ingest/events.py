@@ -8,6 +8,7 @@ slotted dataclasses (one per frame on the hot path) and never part of a cycle.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 
@@ -119,6 +120,18 @@ class StreamGroup:
     kind: str               # "depth" (depth diffs + BBO) or "trades"
     symbols: tuple[str, ...]
     subscribe: tuple[str, ...] = ()   # frames to send after connecting (empty: URL carries the streams)
+
+
+@dataclass(frozen=True, slots=True)
+class FileStream:
+    """One set of hourly files the file-tailing transport reads (ingest/filetail.py):
+    ``root/YYYYMMDD/H`` (hours with or without zero padding), one record per line.
+    ``name`` tells the adapter which stream a line is from ("depth" or "trades");
+    ``rewind``: re-read from the new snapshot's height on every resync (the book's stream)."""
+
+    name: str
+    root: Path
+    rewind: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,11 @@ async def _serve(config: Config, name: str) -> None:
         # views and L2 messages go out once per event-loop turn (a batch of frames)
         feed = FeedBooks(ex.name, adapter, writer, BusPublisher(trades_sock, l2_sock, batch=True), epoch,
                          trade_ring=trade_ring, schedule_flush=lambda: loop.call_soon(feed.flush))
-        runner = Runner(ex, adapter, feed, stop)
+        if adapter.traits.transport == "files":  # a source that writes hourly files (ingest/filetail.py)
+            from ingest.filetail import FileRunner
+            runner = FileRunner(ex, adapter, feed, stop)
+        else:
+            runner = Runner(ex, adapter, feed, stop)
         # The hot path makes no reference cycles; refcounting frees its garbage.  Fewer,
         # cheaper cyclic collections: move start-up objects out of the collector's
         # generations and collect the young generation less often.

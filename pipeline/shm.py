@@ -89,6 +89,9 @@ PROCESS_STATS = (
     "loop_lag_p99_us",     # event-loop delay, p99 over the last minute
     "publish_lag_p99_us",  # receive -> publish, p99 over the last minute
     "publish_lag_1s_us",   # receive -> publish, p50 over the last second (a trend, for benchmarks)
+    "source_lag_us",       # file sources: the last line's event time -> written to the file (a node: gossip)
+    "tail_lag_us",         # file sources: written -> read by us
+    "backlog_bytes",       # file sources: written but not read yet
 )
 H_PROCESS_STATS = 8
 

@@ -20,6 +20,7 @@ ADAPTERS = Registry("adapter", [
     Plugin("bybit_linear", "ingest.adapters.bybit:BybitLinearAdapter"),
     Plugin("okx", "ingest.adapters.okx:OkxAdapter"),
     Plugin("hyperliquid", "ingest.adapters.hyperliquid:HyperliquidAdapter"),
+    Plugin("hyperliquid_node", "ingest.adapters.hyperliquid_node:HyperliquidNodeAdapter"),
     Plugin("lighter", "ingest.adapters.lighter:LighterAdapter"),
 ])
 

@@ -85,6 +85,9 @@ class AdapterTraits:
     # resubscribed.  Follows the stream's cadence (a few pushes missed), so it never flaps on a
     # slow stream nor waits out the connection's idle timeout on a fast one.  0: no such limit
     stale_after_s: float = 0.0
+    # how the runner reaches the venue: "ws" (ingest/runner.py: WebSocket connections and REST)
+    # or "files" (ingest/filetail.py: hourly files tailed line by line, snapshots from a file)
+    transport: str = "ws"
 
     @property
     def in_stream(self) -> bool:

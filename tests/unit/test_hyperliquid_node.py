@@ -1,0 +1,288 @@
+"""The hyperliquid_node adapter and the file-tailing transport on small made-up node files:
+gaps, unknown orders, the periodic snapshot check, options; partial lines, hour rollover and
+the search for the first block after a snapshot (ingest/filetail.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from feeds import Recorder
+from ingest.adapters import create
+from ingest.adapters.hyperliquid_node import HyperliquidNodeAdapter, node_time_ns, size_units
+from ingest.events import DepthConnected, DepthDiff, FileStream
+from ingest.feed import FeedBooks
+from ingest.filetail import Tail, hour_files
+from pipeline.config import ExchangeConfig
+from pipeline.errors import ConfigError
+from pipeline.shm import BookWriter
+
+H = 100  # the snapshot's block
+
+
+def order(oid, side, px, sz, coin="BTC"):
+    return ["0xuser", {"coin": coin, "side": side, "limitPx": px, "sz": sz, "oid": oid}]
+
+
+def snapshot(height=H, btc=None, eth=None) -> bytes:
+    btc = btc if btc is not None else [[order(1, "B", "99.0", "1.5"), order(2, "B", "98.0", "2")],
+                                       [order(3, "A", "101.0", "0.25"), order(4, "A", "101.0", "0.5")]]
+    coins = [["BTC", btc]]
+    if eth is not None:
+        coins.append(["ETH", eth])
+    return json.dumps([height, coins]).encode()
+
+
+def diff(oid, side, px, d, coin="BTC"):
+    return {"user": "0xu", "oid": oid, "coin": coin, "side": side, "px": px, "raw_book_diff": d}
+
+
+def block(n, events, t="2026-05-05T17:39:13.024084407"):
+    return json.dumps({"local_time": "2026-05-05T17:39:13.394386432", "block_time": t, "block_number": n,
+                       "events": events}).encode()
+
+
+def fill(tid, side, crossed, px="101.0", sz="0.1", coin="BTC", **extra):
+    return ["0xuser", {"coin": coin, "px": px, "sz": sz, "side": side, "time": 1, "crossed": crossed,
+                       "tid": tid, "oid": 9, **extra}]
+
+
+DEPTH_STREAM, TRADE_STREAM = FileStream("depth", Path("/x")), FileStream("trades", Path("/y"))
+
+
+@pytest.fixture
+def node(shm_prefix, tmp_path):
+    """(adapter, feed, recorder) with BTC and ETH loaded from ``snapshot()`` and live."""
+    writers = []
+
+    def make(symbols=("BTC", "ETH"), snap=None, mode="by_block"):
+        cfg = ExchangeConfig(name="hln", adapter="hyperliquid_node", symbols=symbols, depth=10,
+                             options={"node_data_dir": tmp_path, "snapshot_file": tmp_path / "s.json", "mode": mode})
+        a = HyperliquidNodeAdapter(cfg)
+        w = BookWriter(shm_prefix, "hln", list(symbols), 10, epoch=1)
+        writers.append(w)
+        rec = Recorder()
+        f = FeedBooks("hln", a, w, rec, epoch=1)
+        f.receive(DepthConnected(symbols))
+        f.receive(a.load_snapshot(*a.decode_snapshot(snap or snapshot(eth=[[], [order(7, "A", "5.0", "1")]])), 1))
+        return a, f, rec
+
+    yield make
+    for w in writers:
+        w.close(unlink=True)
+
+
+def feed_line(a, f, stream, line):
+    """A line through the adapter into the feed; what the feed asks of the runner."""
+    return f.receive(a.parse_line(stream, line, 5))
+
+
+def test_snapshot_levels_and_a_block_as_one_diff_per_changed_coin(node):
+    a, f, rec = node()
+    assert f.feeds["BTC"].book.view() == ([(99.0, 1.5), (98.0, 2.0)], [(101.0, 0.75)])
+    assert f.live("BTC") and f.live("ETH")
+    evs = a.parse_line(DEPTH_STREAM, block(H + 1, [
+        diff(5, "B", "99.0", {"new": {"sz": "0.1"}}),
+        diff(3, "A", "101.0", {"update": {"origSz": "0.25", "newSz": "0.05"}}),
+        diff(2, "B", "98.0", "remove")]), 5)
+    assert [e.symbol for e in evs] == ["BTC"]  # ETH did not change: no diff for it
+    (d,) = evs
+    assert (d.first_id, d.last_id, d.prev_id) == (H + 1, H + 1, H)
+    assert sorted(d.bids) == [(98.0, 0.0), (99.0, 1.6)] and d.asks == [(101.0, 0.55)]
+    assert d.ts_exchange_us == node_time_ns("2026-05-05T17:39:13.024084407") // 1000
+    f.receive(evs)
+    assert f.feeds["BTC"].book.view() == ([(99.0, 1.6)], [(101.0, 0.55)])
+    # the next BTC diff chains from block H + 1, even two blocks later
+    assert a.parse_line(DEPTH_STREAM, block(H + 2, []), 5) is None
+    (d,) = a.parse_line(DEPTH_STREAM, block(H + 3, [diff(5, "B", "99.0", "remove")]), 5)
+    assert d.prev_id == H + 1
+    assert f.receive(d) is None and f.feeds["BTC"].counts.gaps == 0
+
+
+def test_blocks_the_snapshot_covers_are_skipped(node):
+    a, f, rec = node()
+    assert a.parse_line(DEPTH_STREAM, block(H, [diff(1, "B", "99.0", "remove")]), 5) is None
+    assert a.parse_line(DEPTH_STREAM, block(H - 7, [diff(1, "B", "99.0", "remove")]), 5) is None
+    assert a.counts["unknown_oid"] == 0 and a.height == H and not a.lost()
+
+
+def test_a_block_gap_is_a_counted_gap_for_every_coin_and_a_resync(node):
+    a, f, rec = node()
+    feed_line(a, f, DEPTH_STREAM, block(H + 1, []))
+    out = feed_line(a, f, DEPTH_STREAM, block(H + 3, [diff(1, "B", "99.0", "remove")]))
+    assert {r.symbol for r in out} == {"BTC", "ETH"}  # resync requests for the runner
+    assert a.counts["block_gaps"] == 1 and a.lost()
+    assert all(f.feeds[s].counts.gaps == 1 and not f.live(s) for s in ("BTC", "ETH"))
+    assert a.parse_line(DEPTH_STREAM, block(H + 4, []), 5) is None  # nothing until a new snapshot
+    f.receive(a.load_snapshot(*a.decode_snapshot(snapshot(H + 4)), 9))
+    assert f.live("BTC") and f.feeds["BTC"].counts.resyncs == 1 and not a.lost()
+
+
+def test_an_unknown_oid_is_counted_and_resyncs_only_its_coin(node):
+    a, f, rec = node()
+    out = feed_line(a, f, DEPTH_STREAM, block(H + 1, [diff(999, "B", "99.0", "remove"),
+                                                      diff(7, "A", "5.0", "remove", coin="ETH")]))
+    assert [r.symbol for r in out] == ["BTC"] and a.counts["unknown_oid"] == 1
+    assert not f.live("BTC") and f.live("ETH") and f.feeds["ETH"].book.view() == ([], [])
+    assert a.lost()
+
+
+def test_the_periodic_check_compares_every_order_and_a_mismatch_rebuilds_from_it(node):
+    a, f, rec = node()
+    feed_line(a, f, DEPTH_STREAM, block(H + 1, [diff(5, "B", "97.0", {"new": {"sz": "1"}})]))
+    # a check snapshot at H + 2 equal to our books after H + 2: compared at the end of H + 2
+    same = snapshot(H + 2, btc=[[order(1, "B", "99.0", "1.5"), order(2, "B", "98.0", "2"),
+                                 order(5, "B", "97.0", "1")], [order(3, "A", "101.0", "0.25"),
+                                                                 order(4, "A", "101.0", "0.5")]],
+                    eth=[[], [order(7, "A", "5.0", "1")]])
+    assert a.hold_check(*a.decode_snapshot(same))
+    assert a.check_now(1) == []  # the books are at H + 1: not yet
+    assert feed_line(a, f, DEPTH_STREAM, block(H + 2, [])) is None
+    assert f.feeds["BTC"].counts.checksum_ok == 1 and f.feeds["ETH"].counts.checksum_ok == 1
+    # one order's size differs in the next check (the level totals would hide a swap: by oid)
+    other = snapshot(H + 2, btc=[[order(1, "B", "99.0", "1.4"), order(2, "B", "98.0", "2"),
+                                  order(5, "B", "97.0", "1.1")], [order(3, "A", "101.0", "0.25"),
+                                                                  order(4, "A", "101.0", "0.5")]],
+                     eth=[[], [order(7, "A", "5.0", "1")]])
+    assert a.hold_check(*a.decode_snapshot(other))
+    out = f.receive(a.check_now(7))  # the books are at H + 2: compared at once
+    assert [r.symbol for r in out] == ["BTC"]
+    assert f.feeds["BTC"].counts.checksum_failed == 1 and not f.live("BTC") and f.live("ETH")
+    f.receive(a.rebuild_from_check(8))  # the runner: the books again from that snapshot
+    assert f.live("BTC") and f.feeds["BTC"].book.view()[0] == [(99.0, 1.4), (98.0, 2.0), (97.0, 1.1)]
+    assert a.counts["snapshot_checks"] == 2
+    # a check older than the books is not held (counted)
+    feed_line(a, f, DEPTH_STREAM, block(H + 3, []))
+    assert not a.hold_check(*a.decode_snapshot(snapshot(H + 2)))
+    assert a.counts["snapshot_checks_missed"] == 1
+
+
+def test_fills_become_one_trade_per_tid_with_the_taker_side(node):
+    a, f, rec = node()
+    evs = a.parse_line(TRADE_STREAM, json.dumps({
+        "local_time": "2026-05-05T17:39:13.394386432", "block_time": "2026-05-05T17:39:13.024084407",
+        "block_number": H + 1, "events": [fill(11, "A", False), fill(11, "B", True),   # taker buy
+                                          fill(12, "B", False, liquidation={"liquidatedUser": "0x1",
+                                                                             "markPx": "1", "method": "market"}),
+                                          fill(13, "A", True, coin="SOL")]}).encode(), 5)  # not followed
+    assert [(t.trade_id, t.side) for t in evs] == [("11", "buy"), ("12", "sell")]  # 12: only the maker read
+    assert a.counts["liquidations"] == 1
+    # a block read again (the same line) publishes nothing twice
+    assert a.parse_line(TRADE_STREAM, block(H + 1, []), 5) is None
+
+
+def test_streaming_fills_pair_across_lines_and_blocks_close_at_the_end_of_a_read(node):
+    a, f, rec = node(mode="streaming")
+    line = lambda n, evs: json.dumps({"local_time": "2026-05-05T17:39:13.394386432",  # noqa: E731
+                                      "block_time": "2026-05-05T17:39:13.024084407", "block_number": n,
+                                      "events": evs}).encode()
+    assert a.parse_line(TRADE_STREAM, line(H + 1, [fill(21, "A", False)]), 5) is None
+    assert a.parse_line(TRADE_STREAM, line(H + 1, [fill(21, "B", True)]), 5) is None
+    (t,) = a.parse_line(TRADE_STREAM, line(H + 2, []), 5)  # the next block closes H + 1
+    assert (t.trade_id, t.side) == ("21", "buy")
+    # the depth stream: a block closed by the end of a read, then more of its lines
+    assert a.parse_line(DEPTH_STREAM, line(H + 1, [diff(5, "B", "99.0", {"new": {"sz": "1"}})]), 5) is None
+    (d,) = a.end_of_batch(DEPTH_STREAM, 6)
+    f.receive(d)
+    (d2,) = a.parse_line(DEPTH_STREAM, line(H + 1, [diff(6, "B", "99.0", {"new": {"sz": "1"}})]), 7) or \
+        a.end_of_batch(DEPTH_STREAM, 8)
+    assert (d2.last_id, d2.prev_id) == (H + 1, H + 1)
+    f.receive(d2)
+    assert f.feeds["BTC"].book.view()[0][0] == (99.0, 3.5) and f.feeds["BTC"].counts.gaps == 0
+
+
+@pytest.mark.parametrize("text,units", [("0.18385", 18385000), ("2", 200000000), ("0.000000010", 1),
+                                        ("12.5", 1250000000)])
+def test_sizes_are_exact_integer_units(text, units):
+    assert size_units(text) == units
+
+
+@pytest.mark.parametrize("options,key,reason", [
+    ({"mode": "fast"}, "exchanges.hln.mode", 'expected "by_block" or "streaming"'),
+    ({"snapshot_url": "ftp://x"}, "exchanges.hln.snapshot_url", "expected an http"),
+    ({"l4": "yes"}, "exchanges.hln.l4", "expected true or false"),
+    ({"poll_interval_s": 0}, "exchanges.hln.poll_interval_s", "expected a positive number"),
+    ({"fast": True}, "exchanges.hln.fast", "unknown key"),
+])
+def test_bad_options_name_the_key(options, key, reason):
+    with pytest.raises(ConfigError) as info:
+        create(ExchangeConfig(name="hln", adapter="hyperliquid_node", symbols=("BTC",), options=options))
+    assert info.value.key == key and reason in info.value.reason
+
+
+def test_defaults_and_the_snapshot_request(tmp_path):
+    a = HyperliquidNodeAdapter(ExchangeConfig(name="hln", adapter="hyperliquid_node", symbols=("BTC", "@107")))
+    assert a.options.node_data_dir == Path("~/hl/data").expanduser() and a.options.mode == "by_block"
+    assert a.options.snapshot_check_interval_s > 0 and a.traits.transport == "files" and a.traits.checksum
+    req = a.bootstrap_request()
+    assert req.url == "http://127.0.0.1:3001/info" and req.method == "POST"
+    body = json.loads(req.body)
+    assert body["type"] == "fileSnapshot" and body["includeHeightInOutput"] is True
+    assert body["request"] == {"type": "l4Snapshots", "includeUsers": True, "includeTriggerOrders": False}
+    assert Path(body["outPath"]) == a.bootstrap_path()
+    assert [s.root.name for s in a.file_streams()] == ["hourly", "hourly"]
+    assert [s.root.parent.name for s in a.file_streams()] == ["node_raw_book_diffs_by_block", "node_fills_by_block"]
+    assert a.instrument("@107").kind == "spot" and a.instrument("xyz:NVDA").base == "xyz:NVDA"
+
+
+# ------------------------------------------------------------------ the transport
+
+
+def write_hour(root: Path, day: str, hour: str, first: int, last: int, tail: bytes = b"") -> Path:
+    p = root / day / hour
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(b"".join(block(n, []) + b"\n" for n in range(first, last + 1)) + tail)
+    return p
+
+
+def test_hour_files_sort_hours_as_numbers(tmp_path):
+    for d, h in (("20260505", "10"), ("20260505", "9"), ("20260506", "0"), ("20260505", "23")):
+        write_hour(tmp_path, d, h, 1, 1)
+    assert [(p.parent.name, p.name) for p in hour_files(tmp_path)] == [
+        ("20260505", "9"), ("20260505", "10"), ("20260505", "23"), ("20260506", "0")]
+
+
+def test_positioning_finds_the_first_block_after_the_snapshot(tmp_path):
+    write_hour(tmp_path, "20260505", "8", 1, 500)
+    write_hour(tmp_path, "20260505", "9", 501, 2000)
+    tail = Tail(FileStream("depth", tmp_path), HyperliquidNodeAdapter.line_id)
+    for after, hour, first in ((1234, "9", 1235), (500, "9", 501), (499, "8", 500), (0, "8", 1), (1999, "9", 2000)):
+        assert tail.position_after(after)
+        lines, _ = tail.read(0.0)
+        assert tail.path.name == hour and json.loads(lines[0])["block_number"] == first, after
+    assert tail.position_after(2000)  # past everything written: at the end, waiting
+    assert tail.read(0.0)[0] == []
+    tail.close()
+
+
+def test_a_partial_line_waits_and_the_old_hour_is_drained_before_the_next(tmp_path):
+    old = write_hour(tmp_path, "20260505", "9", 1, 3, tail=b'{"local_time":"x","block_')
+    tail = Tail(FileStream("depth", tmp_path), HyperliquidNodeAdapter.line_id)
+    assert tail.position_after(0)
+    lines, at_end = tail.read(0.0)
+    assert [json.loads(x)["block_number"] for x in lines] == [1, 2, 3]  # the partial one is not given
+    with open(old, "ab") as f:  # the writer finishes the line, then the hour ends
+        f.write(b'time":"2026-05-05T17:39:13.024084407","block_number":4,"events":[]}\n')
+    write_hour(tmp_path, "20260505", "10", 5, 6)
+    with open(old, "ab") as f:  # a last line written after the next hour appeared
+        f.write(block(5, []) + b"\n")
+    seen = []
+    for _ in range(6):
+        lines, _ = tail.read(0.0)
+        seen += [json.loads(x)["block_number"] for x in lines]
+    assert seen == [4, 5, 5, 6] and tail.path.name == "10" and tail.partial_dropped == 0
+    tail.close()
+
+
+def test_a_partial_line_at_the_end_of_an_hour_is_counted_and_dropped(tmp_path):
+    write_hour(tmp_path, "20260505", "9", 1, 1, tail=b'{"local_time":"trunc')
+    write_hour(tmp_path, "20260505", "10", 2, 2)
+    tail = Tail(FileStream("depth", tmp_path), HyperliquidNodeAdapter.line_id)
+    assert tail.position_after(0)
+    seen = []
+    for _ in range(4):
+        seen += [json.loads(x)["block_number"] for x in tail.read(0.0)[0]]
+    assert seen == [1, 2] and tail.partial_dropped == 1
+    tail.close()
