@@ -24,8 +24,10 @@ what the WebSocket runner does for connections:
    adapter's ``lost()`` lead to a fresh snapshot (or, after a failed check, the checked one
    again, ``adapter.rebuild_from_check``); the streams marked ``rewind`` are re-positioned after
    its id, the others read on.
-5. Checks: every ``snapshot_check_interval_s`` a fresh snapshot is fetched while the tail goes
-   on and handed to the adapter to compare when its books reach that id.
+5. Checks: every ``snapshot_check_interval_s`` a fresh snapshot is fetched and handed to the
+   adapter to compare when its books reach that id.  Meanwhile the ``rewind`` streams are not
+   read (the others are), so the snapshot cannot be older than the books: the source writes on,
+   and the tail catches up after.
 
 Why polling and not inotify: a poll of a few files every 10 ms costs a few fstat-free reads
 that return nothing (~microseconds), adds at most 10 ms to a tail lag that the status shows,
@@ -233,7 +235,7 @@ class FileRunner(Runner):
         self.options = adapter.options
         self.tails = [Tail(s, adapter.line_id) for s in adapter.file_streams()]
         self._resync = False
-        self._check_task: asyncio.Task | None = None
+        self._checking = False   # a check snapshot is being taken: the rewind streams wait
         self.bootstraps = 0
 
     # --------------------------------------------------------------- snapshots
@@ -321,7 +323,7 @@ class FileRunner(Runner):
         while not self.stop.is_set():
             idle = True
             for tail in self.tails:
-                if tail.file is None:
+                if tail.file is None or (self._checking and tail.stream.rewind):
                     continue
                 lines, at_end = tail.read(time.monotonic())
                 if lines:
@@ -370,7 +372,13 @@ class FileRunner(Runner):
                 return
             except asyncio.TimeoutError:
                 pass
-            got = await self._snapshot(session)
+            # the book's streams wait while the source writes and we decode the snapshot: it is
+            # then at or after their block, so the books can be compared when they reach it
+            self._checking = True
+            try:
+                got = await self._snapshot(session)
+            finally:
+                self._checking = False
             if got is not None and not self.adapter.hold_check(*got):
                 log.info("snapshot check at %d skipped: the books are past it", got[0])
 

@@ -328,6 +328,7 @@ class HyperliquidNodeAdapter(Adapter):
         self._reopenable: int | None = None  # streaming: the block closed at the end of the last read
         self._open_time = (0, 0)            # its (block time µs, first line's receive ns)
         self._check: tuple[int, dict[str, int], dict] | None = None  # (height, coin -> CRC, snapshot)
+        self._ours: dict[str, int] = {}  # coin -> our CRC at the checked block, until the feed asks
         self.fills_block = -1     # the last block of fills read
         self._fills_open: list[tuple[int, int, int, _Fill]] = []  # streaming: (block, time µs, recv, fill)
         self._seen_tids = {s: RecentKeys(self.TRADE_KEYS_PER_COIN) for s in config.symbols}
@@ -439,6 +440,8 @@ class HyperliquidNodeAdapter(Adapter):
         """The held check, when the books are at its height already (between blocks)."""
         if self._check is None or self._books is None or self._check[0] != self.height or self._open is not None:
             return []
+        if self.streaming and self._reopenable == self.height:
+            return []  # more lines of that block may come: compared when the next block begins
         return self._check_events(self.height, 0, recv_ns)
 
     def rebuild_from_check(self, recv_ns: int) -> list[DepthSnapshot] | None:
@@ -459,16 +462,17 @@ class HyperliquidNodeAdapter(Adapter):
         out = []
         for coin, book in self._books.items():
             # an empty diff at the book's block: SKIP by the sequence rule would lose it, so it
-            # chains from the book's block (prev_id = last_id) and carries the snapshot's CRC
+            # chains from the book's block (prev_id = last_id) and carries the snapshot's CRC;
+            # ours is taken now, at that block (the feed asks for it after more lines are read)
+            self._ours[coin] = book.crc()
             out.append(DepthDiff(coin, height, height, book.last_id, [], [], ts_us, recv_ns, crcs[coin]))
             book.last_id = height
         return out
 
     def checksum(self, symbol: str, book) -> int:
-        """Our live order book of ``symbol`` as the CRC a check snapshot carries."""
-        if self._books is None or symbol not in self._books:
-            return 0
-        return self._books[symbol].crc()
+        """Our order book of ``symbol`` at the checked block, as the CRC the check carries
+        (taken when the check was emitted; 0 when there is none)."""
+        return self._ours.pop(symbol, 0)
 
     # ------------------------------------------------------------------- lines
     def parse_line(self, stream: FileStream, line: bytes, recv_ns: int):
@@ -515,6 +519,9 @@ class HyperliquidNodeAdapter(Adapter):
         if n != self._open:
             if self._open is not None:
                 out += self._close_block(recv_ns)
+            if self._check is not None and self._check[0] == self.height < n and n != self._reopenable:
+                # streaming: block `height` is complete only now that a later one begins
+                out += self._check_events(self.height, self._open_time[0], recv_ns)
             if n == self.height + 1 or n == self._reopenable:
                 self._open = n  # the next block, or more lines of one closed at the end of a read
                 self._open_time = (block_ns // 1000, recv_ns)
@@ -567,8 +574,8 @@ class HyperliquidNodeAdapter(Adapter):
                 bids, asks = book.take_changes()
                 out.append(DepthDiff(coin, n, n, book.last_id, bids, asks, ts_us, recv_ns))
                 book.last_id = n
-        if self._check is not None and self._check[0] == n:
-            out += self._check_events(n, ts_us, recv_ns)
+        if self._check is not None and self._check[0] == n and not self.streaming:
+            out += self._check_events(n, ts_us, recv_ns)  # (streaming: when the next block begins)
         return out
 
     def _lose(self, coin: str, n: int, ts_us: int, recv_ns: int, why: str) -> DepthDiff:

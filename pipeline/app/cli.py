@@ -235,11 +235,13 @@ for _server in PLUGINS.servers:
               help="OKX / Hyperliquid: close idle connections after N s (0: the venue's rule).")
 @click.option("--quiet-heartbeat", type=click.FloatRange(min=0), default=None,
               help="OKX: heartbeat book update after N s without a change (0: the venue's ~60 s).")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="hyperliquid_node: the node data directory to write the hourly files to.")
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
               help="Write the bound port into this file once listening.")
 @pass_config
 def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_every, ping_interval, protocol,
-        book_interval, book_speedup, idle_timeout, quiet_heartbeat, ready_file) -> None:
+        book_interval, book_speedup, idle_timeout, quiet_heartbeat, out, ready_file) -> None:
     """Run the simulated exchange on one port (Binance spot protocol unless --protocol)."""
     from pipeline.config import SimConfig
     from pipeline.pidfile import PidFile
@@ -256,6 +258,10 @@ def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_ever
         disconnect_every=base.disconnect_every if disconnect_every is None else disconnect_every,
         ready_file=ready_file,
     )
+    if out is not None:
+        opts.out = out
+    elif protocol == "hyperliquid_node" or (protocol is None and base.protocol == "hyperliquid_node"):
+        raise click.BadParameter("the node simulator writes files: give the directory", param_hint="--out")
     for name, value in (("book_interval", book_interval), ("book_speedup", book_speedup),
                         ("idle_timeout", idle_timeout), ("quiet_heartbeat", quiet_heartbeat)):
         if value is not None:

@@ -13,5 +13,6 @@ PROTOCOLS = Registry("protocol", [
     Plugin("bybit", "pipeline.sim.bybit:BybitServer"),
     Plugin("okx", "pipeline.sim.okx:OkxServer"),
     Plugin("hyperliquid", "pipeline.sim.hyperliquid:HyperliquidServer"),
+    Plugin("hyperliquid_node", "pipeline.sim.hyperliquid_node:NodeServer"),
     Plugin("lighter", "pipeline.sim.lighter:LighterServer"),
 ])

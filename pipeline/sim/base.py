@@ -71,6 +71,7 @@ class SimOptions:
     ready_file: str | None = None  # if set, the bound port is written here once listening
     # Venue protocols (pipeline/sim/venues.py); 0 = the venue's own value (docs/sim.md).
     book_interval: float = 0.0  # Hyperliquid plain l2Book push interval (venue: 5 s; fast: 0.5 s)
+    out: str | None = None  # hyperliquid_node: the node data directory the hourly files are written to
     book_speedup: float = 1.0  # Hyperliquid: both l2Book cadences divided by this (tests: 10 -> 0.5 s / 0.05 s)
     idle_timeout: float = 0.0  # OKX: 30 s without a client message; Hyperliquid: 60 s without a frame sent
     quiet_heartbeat: float = 0.0  # OKX books heartbeat update after this long without a change (venue: ~60 s)

@@ -58,8 +58,8 @@ def consume_and_compare(config_path, exchange: str, symbols: list[str], min_chec
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             for item in consumer.poll(0.2):
-                if not isinstance(item, Book):
-                    continue
+                if not isinstance(item, Book) or item.exchange != exchange:
+                    continue  # (a config may hold several exchanges)
                 snap = reader.read(item.symbol)
                 if snap.seq != item.seq:
                     continue  # shm moved on already

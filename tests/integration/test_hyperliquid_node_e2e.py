@@ -1,0 +1,105 @@
+"""The node-file simulator (`pipeline sim --protocol hyperliquid_node --out DIR`) + two
+`pipeline ingest` processes of the hyperliquid_node source (by-block and streaming layouts of the
+same node) + ZeroMQ consumers, as real processes: books rebuilt from the bus equal shared
+memory, across an hour rollover, a line written in two parts and a forced block gap (counted,
+resynced from a fresh fileSnapshot); the periodic snapshot check matches; status shows the
+lag split and the backlog."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import PIPELINE, Procs, eventually, exchange_stats, short_tmpdir, sim_fault, status
+from test_venue_e2e_hl_lighter import consume_and_compare
+
+pytestmark = pytest.mark.integration
+
+COINS = ["BTC", "ETH"]
+
+
+@pytest.fixture(scope="module")
+def node():
+    workdir = short_tmpdir()
+    procs = Procs(workdir)
+    try:
+        (workdir / "sim.toml").write_text('[pipeline]\nrun_dir = "simrun"\n[exchanges.x]\nadapter = "binance"\n'
+                                          'symbols = ["X"]\n')
+        ready = workdir / "sim.port"
+        data = workdir / "hl" / "data"
+        procs.start("sim", PIPELINE + ["--config", str(workdir / "sim.toml"), "sim", "--protocol", "hyperliquid_node",
+                                       "--out", str(data), "--port", "0", "--symbols", ",".join(COINS),
+                                       "--rate", "300", "--seed", "5", "--ready-file", str(ready)])
+        port = int(eventually(lambda: ready.exists() and ready.read_text().strip(), 30, what="sim ready file"))
+        config = workdir / "p.toml"
+        tables = "".join(f"""
+[exchanges.{name}]
+adapter = "hyperliquid_node"
+symbols = {COINS!r}
+depth = 20
+mode = "{mode}"
+node_data_dir = "hl/data"
+snapshot_url = "http://127.0.0.1:{port}/info"
+snapshot_out_path = "l4-{name}.json"
+snapshot_check_interval_s = 1.5
+snapshot_interval_s = 1.0
+""".replace("'", '"') for name, mode in (("hln", "by_block"), ("hls", "streaming")))
+        config.write_text('[pipeline]\nrun_dir = "run"\n' + tables)
+        ingests = {name: procs.start(f"ingest-{name}", PIPELINE + ["--config", str(config), "ingest", name])
+                   for name in ("hln", "hls")}
+        for name in ingests:
+            try:
+                eventually(lambda: (lambda f: len(f) == len(COINS) and all(x["state"] == "live" for x in f.values()))(
+                    exchange_feeds(config, name)), 40, 0.2, f"{name} books live")
+            except AssertionError:
+                raise AssertionError(f"{name} not live; log:\n{procs.log(f'ingest-{name}')[-3000:]}") from None
+        yield {"procs": procs, "port": port, "config": config, "data": data, "ingests": ingests}
+    finally:
+        procs.stop_all()
+
+
+def exchange_feeds(config, exchange: str) -> dict[str, dict]:
+    return {f["symbol"]: f for f in status(config)["feeds"] if f["exchange"] == exchange}
+
+
+def books_equal(config, exchange: str, checks: int = 8) -> None:
+    got, gaps, trade_gaps = consume_and_compare(config, exchange, COINS, checks, 30)
+    assert min(got.values()) >= checks, (exchange, got)
+    assert all(g == 0 for g in gaps.values()) and trade_gaps == 0, (exchange, gaps, trade_gaps)
+
+
+def test_books_from_the_bus_equal_shared_memory_and_the_check_matches(node):
+    for name in ("hln", "hls"):
+        books_equal(node["config"], name)
+    for name in ("hln", "hls"):
+        st = eventually(lambda: (lambda f: f if all(x["checksum_ok"] > 0 for x in f.values()) else None)(
+            exchange_feeds(node["config"], name)), 30, 0.2, f"{name}: a periodic snapshot check")
+        assert all(x["checksum_failed"] == 0 and x["gaps"] == 0 and x["trades"] > 0 for x in st.values()), \
+            ({c: (x["state"], x["checksum_ok"], x["checksum_failed"], x["gaps"], x["trades"]) for c, x in st.items()},
+             [ln for ln in node["procs"].log(f"ingest-{name}").splitlines() if "WARNING" in ln][:5])
+        ex = exchange_stats(node["config"], name)
+        assert ex["frames"] > 0 and ex["tail_lag_us"] >= 0 and ex["source_lag_us"] >= 0 and "backlog_bytes" in ex
+
+
+def test_an_hour_rollover_and_a_split_line_lose_nothing(node):
+    before = {n: exchange_feeds(node["config"], n) for n in ("hln", "hls")}
+    assert sim_fault(node["port"], name="partial")["ok"]
+    assert sim_fault(node["port"], name="rollover")["ok"]
+    for name in ("hln", "hls"):
+        eventually(lambda: "done, reading" in node["procs"].log(f"ingest-{name}"), 20, 0.2, f"{name} rollover")
+        books_equal(node["config"], name)
+        after = exchange_feeds(node["config"], name)
+        assert all(after[c]["gaps"] == before[name][c]["gaps"] for c in COINS), (before[name], after)
+        assert all(after[c]["malformed"] == 0 for c in COINS)
+
+
+def test_a_block_gap_is_counted_and_the_books_resync_from_a_fresh_snapshot(node):
+    before = {n: exchange_feeds(node["config"], n) for n in ("hln", "hls")}
+    assert sim_fault(node["port"], name="block_gap")["ok"]
+    for name in ("hln", "hls"):
+        after = eventually(lambda: (lambda f: f if all(
+            f[c]["gaps"] > before[name][c]["gaps"] and f[c]["resyncs"] > before[name][c]["resyncs"]
+            and f[c]["state"] == "live" for c in COINS) else None)(exchange_feeds(node["config"], name)),
+            40, 0.2, f"{name}: gap counted, resynced, live")
+        assert all(after[c]["gaps"] == before[name][c]["gaps"] + 1 for c in COINS), after
+        books_equal(node["config"], name)
+    assert all(p.poll() is None for p in node["ingests"].values())
