@@ -58,7 +58,8 @@ import msgspec
 from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict  # noqa: F401
 from ingest.adapters.common import DECODE_ERRORS, RecentKeys, configure, malformed as _malformed
 from ingest.adapters.hyperliquid import HyperliquidAdapter
-from ingest.events import DepthDiff, DepthSnapshot, FileStream, Instrument, SnapshotRequest, StreamGroup, TradeEvent
+from ingest.events import (DepthDiff, DepthSnapshot, FileStream, Instrument, LiquidationEvent, SnapshotRequest,
+                           StreamGroup, TradeEvent)
 from pipeline.config import ExchangeConfig, check_keys, expect_bool, expect_number, expect_path, expect_str, show
 from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
 
@@ -330,7 +331,7 @@ class HyperliquidNodeAdapter(Adapter):
         self._check: tuple[int, dict[str, int], dict] | None = None  # (height, coin -> CRC, snapshot)
         self._ours: dict[str, int] = {}  # coin -> our CRC at the checked block, until the feed asks
         self.fills_block = -1     # the last block of fills read
-        self._fills_open: list[tuple[int, int, int, _Fill]] = []  # streaming: (block, time µs, recv, fill)
+        self._fills_open: list[tuple] = []  # streaming: (block, time µs, recv, fill, user)
         self._seen_tids = {s: RecentKeys(self.TRADE_KEYS_PER_COIN) for s in config.symbols}
         self.counts = {"unknown_oid": 0, "block_gaps": 0, "blocks": 0, "lines": 0, "fill_gaps": 0,
                        "liquidations": 0, "snapshot_checks": 0, "snapshot_checks_missed": 0}
@@ -490,6 +491,8 @@ class HyperliquidNodeAdapter(Adapter):
             return None
         if stream.name == "depth":
             n = self._open
+            if n is None:
+                return None  # nothing open (the last block stays reopenable)
             out = self._close_block(recv_ns)
             self._reopenable = n
             return out or None
@@ -622,19 +625,21 @@ class HyperliquidNodeAdapter(Adapter):
             if self._fills_open and self._fills_open[0][0] != n:
                 out = self._close_fills()
             ts_us = block_ns // 1000
-            self._fills_open.extend((n, ts_us, recv_ns, f) for _, f in blk.events)
+            self._fills_open.extend((n, ts_us, recv_ns, f, user) for user, f in blk.events)
             self.fills_block = n
             return out or None
         self.fills_block = n
         ts_us = block_ns // 1000
-        return self._trades([(n, ts_us, recv_ns, f) for _, f in blk.events]) or None
+        return self._trades([(n, ts_us, recv_ns, f, user) for user, f in blk.events]) or None
 
     def _close_fills(self) -> list:
         fills, self._fills_open = self._fills_open, []
         return self._trades(fills)
 
-    def _trades(self, fills) -> list[TradeEvent]:
-        """Fills of one block -> one TradeEvent per ``tid`` (module docstring)."""
+    def _trades(self, fills) -> list[TradeEvent | LiquidationEvent]:
+        """Fills of one block -> one TradeEvent per ``tid`` (module docstring), and a
+        LiquidationEvent when a side of it carries ``liquidation``: its side is the liquidated
+        user's fill's (a liquidated long sells: "sell"; tardis' convention), its id the ``tid``."""
         by_tid: dict[int, list] = {}
         for item in fills:
             f = item[3]
@@ -642,11 +647,10 @@ class HyperliquidNodeAdapter(Adapter):
                 by_tid.setdefault(f.tid, []).append(item)
         out = []
         for tid, sides in by_tid.items():
-            _, ts_us, recv_ns, f = sides[0]
+            _, ts_us, recv_ns, f, _ = sides[0]
             taker = next((s[3] for s in sides if s[3].crossed), None)
             side = _TAKER.get(taker.side) if taker is not None else _OTHER.get(f.side)
-            if any(s[3].liquidation is not None for s in sides):
-                self.counts["liquidations"] += 1
+            liq = next((s for s in sides if s[3].liquidation is not None), None)
             if not self._seen_tids[f.coin].add(tid):
                 continue  # both sides were read in different batches: published already
             try:
@@ -656,6 +660,12 @@ class HyperliquidNodeAdapter(Adapter):
             if side is None or not (0 < px < float("inf") and 0 < sz < float("inf")):
                 raise _malformed(f"fill tid {tid}: side {f.side!r}, px {f.px!r}, sz {f.sz!r}", f.coin)
             out.append(TradeEvent(f.coin, px, sz, side, str(tid), ts_us, recv_ns))
+            if liq is not None:
+                who = liq[3].liquidation.liquidatedUser
+                liquidated = next((s[3] for s in sides if s[4] == who), liq[3])
+                self.counts["liquidations"] += 1
+                out.append(LiquidationEvent(f.coin, _TAKER.get(liquidated.side, side), px, sz, str(tid), ts_us,
+                                            recv_ns))
         return out
 
     # ------------------------------------------------------------ the adapter contract

@@ -7,9 +7,13 @@ lag split and the backlog."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from helpers import PIPELINE, Procs, eventually, exchange_stats, short_tmpdir, sim_fault, status
+from pipeline.config import load_config
+from pipeline.consumer import Consumer, Liquidation
 from test_venue_e2e_hl_lighter import consume_and_compare
 
 pytestmark = pytest.mark.integration
@@ -103,3 +107,19 @@ def test_a_block_gap_is_counted_and_the_books_resync_from_a_fresh_snapshot(node)
         assert all(after[c]["gaps"] == before[name][c]["gaps"] + 1 for c in COINS), after
         books_equal(node["config"], name)
     assert all(p.poll() is None for p in node["ingests"].values())
+
+
+def test_a_liquidation_fill_is_published_as_a_liquidation(node):
+    got: dict[str, list] = {"hln": [], "hls": []}
+    with Consumer(load_config(node["config"]), trades=False, books=False, kinds=["liquidation"]) as consumer:
+        consumer.poll(0.5)  # subscribed before the fault
+        assert sim_fault(node["port"], name="liquidation")["ok"]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(got.values()):
+            for item in consumer.poll(0.2):
+                assert isinstance(item, Liquidation)
+                got[item.exchange].append(item)
+    for name, liqs in got.items():
+        assert len(liqs) == 1, (name, liqs)
+        (liq,) = liqs
+        assert liq.symbol in COINS and liq.side in ("buy", "sell") and liq.amount > 0 and liq.liquidation_id

@@ -12,7 +12,7 @@ import pytest
 from feeds import Recorder
 from ingest.adapters import create
 from ingest.adapters.hyperliquid_node import HyperliquidNodeAdapter, node_time_ns, size_units
-from ingest.events import DepthConnected, DepthDiff, FileStream
+from ingest.events import DepthConnected, DepthDiff, FileStream, LiquidationEvent, TradeEvent
 from ingest.feed import FeedBooks
 from ingest.filetail import Tail, hour_files
 from pipeline.config import ExchangeConfig
@@ -167,8 +167,15 @@ def test_fills_become_one_trade_per_tid_with_the_taker_side(node):
                                           fill(12, "B", False, liquidation={"liquidatedUser": "0x1",
                                                                              "markPx": "1", "method": "market"}),
                                           fill(13, "A", True, coin="SOL")]}).encode(), 5)  # not followed
-    assert [(t.trade_id, t.side) for t in evs] == [("11", "buy"), ("12", "sell")]  # 12: only the maker read
+    trades = [e for e in evs if isinstance(e, TradeEvent)]
+    assert [(t.trade_id, t.side) for t in trades] == [("11", "buy"), ("12", "sell")]  # 12: only the maker read
+    # 12 is a liquidation: the liquidated user's fill (here the one read, a buy) gives the side
+    (liq,) = [e for e in evs if isinstance(e, LiquidationEvent)]
+    assert (liq.symbol, liq.side, liq.price, liq.amount, liq.liquidation_id) == ("BTC", "buy", 101.0, 0.1, "12")
     assert a.counts["liquidations"] == 1
+    f.receive(evs)
+    assert f.feeds["BTC"].counts.trades == 2 and f.feeds["BTC"].counts.liquidations == 1
+    assert [(m.side, m.liquidation_id) for m in rec.kinds["liquidation"]] == [("buy", "12")]
     # a block read again (the same line) publishes nothing twice
     assert a.parse_line(TRADE_STREAM, block(H + 1, []), 5) is None
 
@@ -186,6 +193,7 @@ def test_streaming_fills_pair_across_lines_and_blocks_close_at_the_end_of_a_read
     assert a.parse_line(DEPTH_STREAM, line(H + 1, [diff(5, "B", "99.0", {"new": {"sz": "1"}})]), 5) is None
     (d,) = a.end_of_batch(DEPTH_STREAM, 6)
     f.receive(d)
+    assert a.end_of_batch(DEPTH_STREAM, 7) is None  # a read that found nothing new
     (d2,) = a.parse_line(DEPTH_STREAM, line(H + 1, [diff(6, "B", "99.0", {"new": {"sz": "1"}})]), 7) or \
         a.end_of_batch(DEPTH_STREAM, 8)
     assert (d2.last_id, d2.prev_id) == (H + 1, H + 1)
