@@ -84,6 +84,7 @@ BYBIT_IDS = {"bybit": "bybit-spot", "bybit_linear": "bybit"}
 ADAPTER_IDS = {
     "okx": "okex",
     "hyperliquid": "hyperliquid",
+    "hyperliquid_node": "hyperliquid",  # a node's own books of the same venue
     "lighter": "lighter",
 }
 

@@ -25,6 +25,7 @@ EXPECTED = {
     "bybit.toml": {"bybit": ("bybit", "bybit-spot", None), "bybit_linear": ("bybit_linear", "bybit", None)},
     "okx.toml": {"okx": ("okx", "okex", None), "okx_swap": ("okx", "okex-swap", None)},
     "hyperliquid.toml": {"hyperliquid": ("hyperliquid", "hyperliquid", None)},
+    "hyperliquid-node.toml": {"hlnode": ("hyperliquid_node", "hyperliquid", None)},
     "lighter.toml": {"lighter": ("lighter", "lighter", None)},
 }
 

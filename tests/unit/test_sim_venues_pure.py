@@ -62,4 +62,4 @@ def test_native_symbol_names_map_to_the_same_market_specs():
 def test_unknown_protocol_is_rejected():
     with pytest.raises(ValueError, match="unknown sim protocol"):
         make_server("kraken", None)  # type: ignore[arg-type]
-    assert set(PROTOCOLS.names()) == {"binance", "bybit", "okx", "hyperliquid", "lighter"}
+    assert set(PROTOCOLS.names()) == {"binance", "bybit", "okx", "hyperliquid", "hyperliquid_node", "lighter"}
