@@ -13,9 +13,10 @@ import zmq
 from ingest import adapters
 from ingest.feed import BusPublisher, FeedBooks
 from ingest.runner import Runner
-from pipeline import bus
+from pipeline import bus, curve
 from pipeline.config import Config
 from pipeline.pidfile import PidFile
+from pipeline.snapshots import SnapshotService
 from pipeline.shm import BookWriter
 from pipeline.trade_ring import TradeRingWriter
 
@@ -33,13 +34,20 @@ async def _serve(config: Config, name: str) -> None:
 
     ctx = zmq.Context()
     trades_ep, l2_ep = bus.bind_endpoints(config, ex)
+    trades_tcp, l2_tcp = bus.tcp_bind_endpoints(ex)
+    snapshot_ep, snapshot_tcp = bus.snapshot_endpoints(config, ex)
+    server_curve = curve.ServerCurve.from_config(ctx, config) if curve.tcp_endpoints(ex) else None
+    secure = server_curve.apply if server_curve is not None else None
     writer = BookWriter(config.shm_prefix, ex.name, ex.symbols, ex.depth, epoch)
     trade_ring = None
     trades_sock = l2_sock = None
+    snapshots: SnapshotService | None = None
     try:
         trade_ring = TradeRingWriter(config.shm_prefix, ex.name, ex.symbols, ex.trade_ring_size, epoch)
-        trades_sock = bus.make_pub(ctx, trades_ep)
-        l2_sock = bus.make_pub(ctx, l2_ep)
+        trades_sock = bus.make_pub(ctx, trades_ep, trades_tcp, secure)
+        l2_sock = bus.make_pub(ctx, l2_ep, l2_tcp, secure)
+        snapshots = SnapshotService(ctx, config.shm_prefix, ex.name, ex.depth, snapshot_ep, snapshot_tcp, secure)
+        snapshots.start(loop)
         # views and L2 messages go out once per event-loop turn (a batch of frames)
         feed = FeedBooks(ex.name, adapter, writer, BusPublisher(trades_sock, l2_sock, batch=True), epoch,
                          trade_ring=trade_ring, schedule_flush=lambda: loop.call_soon(feed.flush))
@@ -54,16 +62,22 @@ async def _serve(config: Config, name: str) -> None:
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
-        log.info("ingest %s (%s) epoch %d: %d symbols, depth %d, bus %s | %s", ex.name, ex.adapter, epoch,
-                 len(ex.symbols), ex.depth, trades_ep, l2_ep)
+        log.info("ingest %s (%s) epoch %d: %d symbols, depth %d, bus %s | %s, snapshots %s%s", ex.name, ex.adapter,
+                 epoch, len(ex.symbols), ex.depth, ", ".join(filter(None, (trades_ep, trades_tcp))),
+                 ", ".join(filter(None, (l2_ep, l2_tcp))), ", ".join(snapshots.endpoints),
+                 " (tcp with CURVE)" if server_curve is not None else "")
         await runner.run()
     finally:
         # order: stop reading (done), close sockets with a short linger, term, unlink shm
+        if snapshots is not None:
+            snapshots.close()
         for sock in (trades_sock, l2_sock):
             if sock is not None:
                 sock.close(linger=bus.LINGER_MS)
+        if server_curve is not None:
+            server_curve.stop()
         ctx.term()
-        for ep in (trades_ep, l2_ep):
+        for ep in (trades_ep, l2_ep, snapshot_ep):
             bus.unlink_ipc(ep)
         if trade_ring is not None:
             trade_ring.close(unlink=True)
@@ -73,7 +87,8 @@ async def _serve(config: Config, name: str) -> None:
 
 def run_ingest(config: Config, name: str) -> None:
     """Blocking entry point of ``pipeline ingest NAME``."""
-    config.exchange(name)  # fail early on an unknown name
+    ex = config.exchange(name)  # fail early on an unknown name
+    curve.check_exposure(config, ex)  # ConfigError: a tcp endpoint beyond loopback without CURVE
     config.run_dir.mkdir(parents=True, exist_ok=True)
     try:
         import uvloop

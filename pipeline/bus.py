@@ -1,8 +1,10 @@
 """The bus on ZeroMQ: endpoints and sockets, ``send`` / ``recv`` of one message, and the reader.
 
-Per exchange two PUB endpoints: the hot socket (trades, quotes, liquidations: the kinds of
-``schema.Socket.HOT``) and L2 (books, derivative tickers, CVD, trade bars).  ipc sockets in the run_dir by default; ``l2_endpoint`` / ``trades_endpoint`` in the
-exchange's config switch to tcp (for consumers on other hosts).  Topics and payloads are
+Per exchange two PUB sockets: the hot socket (trades, quotes, liquidations: the kinds of
+``schema.Socket.HOT``) and L2 (books, derivative tickers, CVD, trade bars).  Each binds an ipc
+endpoint in the run_dir (readers on this host); ``l2_endpoint`` / ``trades_endpoint`` in the
+exchange's config add a tcp endpoint for consumers on other hosts, with CURVE when ``[bus]``
+configures it (pipeline/curve.py; readers pass ``remote`` and ``curve``).  Topics and payloads are
 pipeline/schema.py's; this module moves the two frames ``[topic, payload]`` (kvmsg style).
 
 ``Reader`` is the one way this project reads the bus (consumer, publisher, CSV sink,
@@ -48,18 +50,72 @@ RCVHWM = 200_000
 LINGER_MS = 200
 
 
-def endpoint(config: Config, exchange: str | ExchangeConfig, socket: schema.Socket) -> str:
+def endpoint(config: Config, exchange: str | ExchangeConfig, socket: schema.Socket, remote: bool = False) -> str:
     """The endpoint of one of an exchange's bus sockets, as a subscriber connects to it."""
-    trades, l2 = endpoints(config, exchange)
+    trades, l2 = remote_endpoints(config, exchange) if remote else endpoints(config, exchange)
     return trades if socket is schema.Socket.HOT else l2
 
 
 def endpoints(config: Config, exchange: str | ExchangeConfig) -> tuple[str, str]:
-    """(trades endpoint, l2 endpoint) of an exchange, as a subscriber connects to them."""
+    """(trades endpoint, l2 endpoint) of an exchange on this host: its ipc sockets (the ingest binds
+    them whether or not tcp endpoints are configured too)."""
     ex = config.exchange(exchange) if isinstance(exchange, str) else exchange
-    trades = ex.trades_endpoint or f"ipc://{config.run_dir}/{ex.name}.trades.sock"
-    l2 = ex.l2_endpoint or f"ipc://{config.run_dir}/{ex.name}.l2.sock"
-    return _connectable(trades), _connectable(l2)
+    return bind_endpoints(config, ex)
+
+
+def bind_endpoints(config: Config, ex: ExchangeConfig) -> tuple[str, str]:
+    """(trades, l2) ipc endpoints the ingest binds: ``*_endpoint`` when it is an ipc path, else in run_dir."""
+    trades = ex.trades_endpoint if _ipc(ex.trades_endpoint) else f"ipc://{config.run_dir}/{ex.name}.trades.sock"
+    l2 = ex.l2_endpoint if _ipc(ex.l2_endpoint) else f"ipc://{config.run_dir}/{ex.name}.l2.sock"
+    return trades, l2  # type: ignore[return-value]  # _ipc narrowed them
+
+
+def tcp_bind_endpoints(ex: ExchangeConfig) -> tuple[str | None, str | None]:
+    """(trades, l2) tcp endpoints the ingest binds besides the ipc ones (for other hosts), or None."""
+    return (ex.trades_endpoint if _tcp(ex.trades_endpoint) else None,
+            ex.l2_endpoint if _tcp(ex.l2_endpoint) else None)
+
+
+def remote_endpoints(config: Config, exchange: str | ExchangeConfig) -> tuple[str, str]:
+    """(trades, l2) tcp endpoints as a consumer on another host connects to them (its config names
+    the ingest host's address).  ConfigError naming the key when the exchange has none."""
+    from pipeline.errors import ConfigError
+
+    ex = config.exchange(exchange) if isinstance(exchange, str) else exchange
+    out = []
+    for key, ep in (("trades_endpoint", ex.trades_endpoint), ("l2_endpoint", ex.l2_endpoint)):
+        if not _tcp(ep):
+            raise ConfigError(f"exchanges.{ex.name}.{key}", "a tcp endpoint is needed to read this exchange from "
+                                                           "another host (transport=\"tcp\")")
+        out.append(_connectable(ep))  # type: ignore[arg-type]
+    return out[0], out[1]
+
+
+def snapshot_endpoints(config: Config, ex: ExchangeConfig) -> tuple[str, str | None]:
+    """(ipc, tcp or None) endpoints of the exchange's snapshot service (ingest/snapshot_service.py)."""
+    return f"ipc://{config.run_dir}/{ex.name}.snapshot.sock", ex.snapshot_endpoint
+
+
+def snapshot_endpoint(config: Config, exchange: str | ExchangeConfig, remote: bool = False) -> str:
+    """The snapshot service's endpoint as a client connects to it (``remote``: over tcp)."""
+    from pipeline.errors import ConfigError
+
+    ex = config.exchange(exchange) if isinstance(exchange, str) else exchange
+    local, tcp = snapshot_endpoints(config, ex)
+    if not remote:
+        return local
+    if tcp is None:
+        raise ConfigError(f"exchanges.{ex.name}.snapshot_endpoint", "a tcp endpoint is needed to ask this "
+                                                                   "exchange for snapshots from another host")
+    return _connectable(tcp)
+
+
+def _ipc(endpoint: str | None) -> bool:
+    return endpoint is not None and endpoint.startswith("ipc://")
+
+
+def _tcp(endpoint: str | None) -> bool:
+    return endpoint is not None and endpoint.startswith("tcp://")
 
 
 def _connectable(endpoint: str) -> str:
@@ -67,33 +123,44 @@ def _connectable(endpoint: str) -> str:
     return endpoint.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://*:", "tcp://127.0.0.1:")
 
 
-def bind_endpoints(config: Config, ex: ExchangeConfig) -> tuple[str, str]:
-    trades = ex.trades_endpoint or f"ipc://{config.run_dir}/{ex.name}.trades.sock"
-    l2 = ex.l2_endpoint or f"ipc://{config.run_dir}/{ex.name}.l2.sock"
-    return trades, l2
+def make_pub(ctx: zmq.Context, endpoint: str, tcp: str | None = None,
+             curve: Callable[[zmq.Socket], None] | None = None, kind: int = zmq.PUB) -> zmq.Socket:
+    """A bound PUB socket; a stale ipc file from a crashed process is replaced.
 
-
-def make_pub(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
-    """A bound PUB socket; a stale ipc file from a crashed process is replaced."""
-    if endpoint.startswith("ipc://"):
-        path = Path(endpoint[len("ipc://"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-    sock = ctx.socket(zmq.PUB)
-    sock.setsockopt(zmq.SNDHWM, SNDHWM)
+    ``tcp``: a second endpoint for other hosts, bound after ``curve(sock)`` has set the CURVE server
+    options (pipeline/curve.py ``ServerCurve.apply``), so only that endpoint uses CURVE.
+    """
+    for ep in (endpoint, tcp):
+        if ep is not None and ep.startswith("ipc://"):
+            path = Path(ep[len("ipc://"):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    sock = ctx.socket(kind)
+    if kind == zmq.PUB:
+        sock.setsockopt(zmq.SNDHWM, SNDHWM)
     sock.setsockopt(zmq.LINGER, LINGER_MS)
     sock.bind(endpoint)
+    if tcp is not None:
+        if curve is not None:
+            curve(sock)
+        sock.bind(tcp)
     return sock
 
 
-def make_sub(ctx: zmq.Context, endpoints_: list[str], topics: list[bytes] | None = None) -> zmq.Socket:
-    """A SUB socket connected to ``endpoints_``, subscribed to topic prefixes (all if None)."""
+def make_sub(ctx: zmq.Context, endpoints_: list[str], topics: list[bytes] | None = None,
+             curve: Callable[[zmq.Socket], None] | None = None) -> zmq.Socket:
+    """A SUB socket connected to ``endpoints_``, subscribed to topic prefixes (all if None).
+
+    ``curve``: sets the client's CURVE options before it connects (pipeline/curve.py ``ClientKeys.apply``).
+    """
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.RCVHWM, RCVHWM)
     sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve(sock)
     for t in topics if topics is not None else [b""]:
         sock.setsockopt(zmq.SUBSCRIBE, t)
     for ep in endpoints_:
@@ -144,16 +211,18 @@ class Reader:
         hot_topics, l2_topics: subscription prefixes (None: everything).
         exact: whole topics to hand out; others are dropped (None: hand out all).
         hot_check_every: drain the hot socket after every N L2 messages (a power of two).
+        curve: sets CURVE client options on both sockets before they connect (pipeline/curve.py).
     """
 
     def __init__(self, ctx: zmq.Context, hot_endpoints: list[str], l2_endpoints: list[str],
                  hot_topics: list[bytes] | None = None, l2_topics: list[bytes] | None = None,
                  exact: Iterable[bytes] | None = None, hot_check_every: int = HOT_CHECK_EVERY,
-                 kinds: Iterable[schema.EventKind] | None = None):
+                 kinds: Iterable[schema.EventKind] | None = None,
+                 curve: Callable[[zmq.Socket], None] | None = None):
         if hot_check_every < 1 or hot_check_every & (hot_check_every - 1):
             raise ValueError(f"hot_check_every must be a power of two, got {hot_check_every}")
-        self.hot_sock = make_sub(ctx, hot_endpoints, hot_topics) if hot_endpoints else None
-        self.l2_sock = make_sub(ctx, l2_endpoints, l2_topics) if l2_endpoints else None
+        self.hot_sock = make_sub(ctx, hot_endpoints, hot_topics, curve) if hot_endpoints else None
+        self.l2_sock = make_sub(ctx, l2_endpoints, l2_topics, curve) if l2_endpoints else None
         self._socks = tuple(sock for sock in (self.hot_sock, self.l2_sock) if sock is not None)
         self.endpoints = list(hot_endpoints) + list(l2_endpoints)
         self.exact = frozenset(exact) if exact is not None else None
@@ -172,8 +241,12 @@ class Reader:
     def for_config(cls, ctx: zmq.Context, config: Config, exchanges: Iterable[str] | None = None,
                    symbols: Iterable[str] | None = None, hot: bool = True, l2: bool = True,
                    hot_check_every: int = HOT_CHECK_EVERY,
-                   kinds: Iterable[schema.EventKind] | None = None) -> "Reader":
+                   kinds: Iterable[schema.EventKind] | None = None, remote: bool = False,
+                   curve: Callable[[zmq.Socket], None] | None = None) -> "Reader":
         """A reader of the configured exchanges' bus (all of them by default).
+
+        ``remote``: connect to the tcp endpoints (another host) instead of the ipc ones, with
+        ``curve`` setting the CURVE client options when the endpoints use CURVE.
 
         ``symbols``: only these whole symbols, on every chosen exchange (None: all).
         ``hot`` / ``l2``: whether to read the hot socket (trades) and the L2 socket.
@@ -189,13 +262,13 @@ class Reader:
         hot_kinds = [k for k in wanted if k.socket is schema.Socket.HOT]
         l2_kinds = [k for k in wanted if k.socket is schema.Socket.L2]
         hot, l2 = hot and bool(hot_kinds), l2 and bool(l2_kinds)
-        hot_eps = [endpoint(config, n, schema.Socket.HOT) for n in names] if hot else []
-        l2_eps = [endpoint(config, n, schema.Socket.L2) for n in names] if l2 else []
+        hot_eps = [endpoint(config, n, schema.Socket.HOT, remote) for n in names] if hot else []
+        l2_eps = [endpoint(config, n, schema.Socket.L2, remote) for n in names] if l2 else []
         hot_topics = [t for k in hot_kinds for t in schema.topics(k, names, syms)]
         l2_topics = [t for k in l2_kinds for t in schema.topics(k, names, syms)]
         return cls(ctx, hot_eps, l2_eps, hot_topics, l2_topics,
                    exact=hot_topics + l2_topics if syms is not None else None, hot_check_every=hot_check_every,
-                   kinds=wanted)
+                   kinds=wanted, curve=curve)
 
     # ------------------------------------------------------------ callbacks
     def on(self, on_hot: OnMessage | None = None, on_l2: OnMessage | None = None,

@@ -106,6 +106,7 @@ class ExchangeConfig:
     streams_per_connection: int | None = None
     l2_endpoint: str | None = None  # e.g. "tcp://0.0.0.0:5556"; ipc in run_dir by default
     trades_endpoint: str | None = None
+    snapshot_endpoint: str | None = None  # e.g. "tcp://0.0.0.0:5557": the snapshot service for other hosts
     l2_throttle_ms: int | None = None  # WebSocket L2 snapshot interval per symbol; None: venue default (publisher)
     tardis_exchange: str | None = None  # exchange id in CSV files (sinks/tardis.py); None: derived from the name
     trade_ring_size: int = 16384  # recent trades per symbol kept in shared memory for consumers' backfill
@@ -130,6 +131,29 @@ class SimConfig:
 
 
 @dataclass(frozen=True)
+class BusConfig:
+    """``[bus]``: security of the bus's tcp endpoints (docs/remote.md).
+
+    On the ingest's host: ``curve_secret_key`` (the server's secret certificate, written by
+    `pipeline keys generate`) turns CURVE on for every tcp endpoint, and ``curve_clients_dir``
+    holds the public certificates of the clients allowed in (zmq.auth reads the directory; a
+    client whose key is not there gets nothing).  ``insecure = true`` allows a tcp endpoint bound
+    beyond loopback without CURVE.  On a consumer's host: ``curve_client_secret_key`` and
+    ``curve_server_public_key`` are the key pair the consumer library uses by default.
+    """
+
+    curve_secret_key: Path | None = None
+    curve_clients_dir: Path | None = None
+    insecure: bool = False
+    curve_client_secret_key: Path | None = None
+    curve_server_public_key: Path | None = None
+
+    @property
+    def curve(self) -> bool:
+        return self.curve_secret_key is not None
+
+
+@dataclass(frozen=True)
 class Config:
     run_dir: Path
     data_dir: Path
@@ -140,6 +164,7 @@ class Config:
     # Loaded by the core alone (library use), they hold the raw TOML tables, unchecked.
     sinks: Mapping[str, Any] = field(default_factory=dict)
     servers: Mapping[str, Any] = field(default_factory=dict)
+    bus: BusConfig = BusConfig()
     log_level: str = "INFO"
     source: str = "<demo>"
     base_dir: Path = Path(".")  # relative paths of the file resolve against this
@@ -289,9 +314,9 @@ def _exchange(name: str, raw: Any, adapters: Registry | None = None, base_dir: P
     for key in ("ping_interval_s", "idle_timeout_s", "max_connection_age_s", "snapshot_interval_s"):
         if key in t:
             kw[key] = expect_number(t[key], f"{where}.{key}", positive=True)
-    for key in ("l2_endpoint", "trades_endpoint"):
+    for key in ("l2_endpoint", "trades_endpoint", "snapshot_endpoint"):
         if key in t:
-            kw[key] = expect_url(t[key], f"{where}.{key}", ("tcp", "ipc"))
+            kw[key] = expect_url(t[key], f"{where}.{key}", ("tcp",) if key == "snapshot_endpoint" else ("tcp", "ipc"))
     if "tardis_exchange" in t:
         tid = expect_str(t["tardis_exchange"], f"{where}.tardis_exchange")
         if not TARDIS_ID.fullmatch(tid):
@@ -354,7 +379,31 @@ class Plugins:
     sim_protocols: Registry | None = None  # sim.protocol (pipeline/sim/__init__.py); None: any name
 
 
-CORE_TABLES = ("pipeline", "exchanges", "sim", "sinks")
+CORE_TABLES = ("pipeline", "exchanges", "sim", "sinks", "bus")
+
+
+def _bus(raw: Any, base: Path) -> BusConfig:
+    t = expect_table(raw, "bus")
+    check_keys(t, set(BusConfig.__dataclass_fields__), "bus")
+    kw: dict[str, Any] = {}
+    for key in ("curve_secret_key", "curve_clients_dir", "curve_client_secret_key", "curve_server_public_key"):
+        if key in t:
+            kw[key] = expect_path(t[key], f"bus.{key}", base)
+    if "insecure" in t:
+        kw["insecure"] = expect_bool(t["insecure"], "bus.insecure")
+    if ("curve_secret_key" in kw) != ("curve_clients_dir" in kw):
+        missing = "curve_clients_dir" if "curve_secret_key" in kw else "curve_secret_key"
+        raise ConfigError(f"bus.{missing}", "missing: CURVE needs both the server's secret key and the directory "
+                                            "of allowed client public keys (`pipeline keys generate`)")
+    if ("curve_client_secret_key" in kw) != ("curve_server_public_key" in kw):
+        missing = "curve_server_public_key" if "curve_client_secret_key" in kw else "curve_client_secret_key"
+        raise ConfigError(f"bus.{missing}", "missing: a CURVE client needs its secret key and the server's public key")
+    for key in ("curve_secret_key", "curve_client_secret_key", "curve_server_public_key"):
+        if key in kw and not kw[key].is_file():
+            raise ConfigError(f"bus.{key}", f"no such file: {kw[key]}")
+    if "curve_clients_dir" in kw and not kw["curve_clients_dir"].is_dir():
+        raise ConfigError("bus.curve_clients_dir", f"no such directory: {kw['curve_clients_dir']}")
+    return BusConfig(**kw)
 
 
 def _sinks(raw: Any, registry: Registry | None, ctx: SectionContext) -> dict[str, Any]:
@@ -410,12 +459,13 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>", plugins: P
     exchanges = {name: _exchange(name, t, plugins.adapters, base_dir) for name, t in exchanges_raw.items()}
 
     sim = _sim(raw["sim"], plugins.sim_protocols) if "sim" in raw else None
+    bus = _bus(raw.get("bus", {}), base_dir)
 
     ctx = SectionContext(base_dir=base_dir, data_dir=data_dir, exchanges=exchanges)
     servers = _servers(raw, plugins.servers, ctx)
     sinks = _sinks(raw.get("sinks", {}), plugins.sinks, ctx)
 
-    return Config(run_dir=run_dir, data_dir=data_dir, exchanges=exchanges, sim=sim, sinks=sinks, servers=servers,
+    return Config(run_dir=run_dir, data_dir=data_dir, exchanges=exchanges, sim=sim, sinks=sinks, servers=servers, bus=bus,
                   log_level=log_level, source=source, base_dir=base_dir)
 
 

@@ -41,19 +41,26 @@ import enum
 import inspect
 from typing import Any, Callable, Iterable, Iterator, Union
 
+import time
+
 import zmq
 
 from pipeline import bus, schema
 from pipeline.config import Config
+from pipeline.curve import ClientKeys
 from pipeline.errors import SharedMemoryError
 from pipeline.schema import Cvd, DerivativeTicker, Instrument, Liquidation, Quote, Trade, TradeBar
 from pipeline.shm import BookReader, BookSnapshot
+from pipeline.snapshots import SnapshotClient, SnapshotUnavailable
 
-__all__ = ["Applied", "AsyncConsumer", "Book", "BookTracker", "Consumer", "Cvd", "DerivativeTicker", "Event",
-           "Instrument", "Liquidation", "Quote", "Trade", "TradeBar", "OTHER_KINDS"]
+__all__ = ["Applied", "AsyncConsumer", "Book", "BookTracker", "ClientKeys", "Consumer", "Cvd", "DerivativeTicker",
+           "Event", "Instrument", "Liquidation", "Quote", "TRANSPORTS", "Trade", "TradeBar", "OTHER_KINDS"]
 
 # the kinds a consumer reads when asked (``kinds=``), beside trades and books
 OTHER_KINDS = tuple(k.name for k in schema.KINDS.values() if k not in (schema.TRADE, schema.L2))
+
+TRANSPORTS = ("local", "tcp")  # local: ipc + shared memory; tcp: another host (CURVE, snapshot service)
+SNAPSHOT_RETRY_S = 1.0  # after the snapshot service failed to answer, wait this long before asking again
 
 
 class Applied(enum.Enum):
@@ -202,7 +209,65 @@ class _Base:
         self.trackers: dict[tuple[str, str], BookTracker] = {}
         self.trade_seq: dict[tuple[str, str], tuple[int, int]] = {}
         self.trade_gaps = 0
+        self.trades_refilled = 0  # missed trades fetched again from the ingest's trade ring (tcp)
+        self.trades_lost = 0  # missed trades the ring no longer had: counted, told, gone
         self._readers: dict[str, BookReader] = {}
+        self._snapshots: dict[str, SnapshotClient] = {}  # per exchange (transport "tcp")
+        self._snapshot_failed: dict[str, float] = {}  # exchange -> monotonic time of the last failure
+        self._refill: list[Trade] = []  # trades fetched again, handed out before the trade that showed the gap
+
+    # ------------------------------------------------------------ snapshot service (other hosts)
+    def _ask(self, exchange: str) -> SnapshotClient | None:
+        """The exchange's snapshot client, unless it failed less than SNAPSHOT_RETRY_S ago."""
+        client = self._snapshots.get(exchange)
+        failed = self._snapshot_failed.get(exchange)
+        if client is None or (failed is not None and time.monotonic() - failed < SNAPSHOT_RETRY_S):
+            return None
+        return client
+
+    def _service_books(self, exchange: str, symbols: list[str] | None) -> list[schema.L2Update]:
+        client = self._ask(exchange)
+        if client is None:
+            return []
+        try:
+            books, end = client.books(symbols)
+        except SnapshotUnavailable:
+            self._snapshot_failed[exchange] = time.monotonic()
+            return []
+        self._snapshot_failed.pop(exchange, None)
+        return books
+
+    def _load_books(self) -> list["Book"]:
+        """Start: every wanted book from the snapshot services (a round trip, no periodic wait)."""
+        loaded = []
+        for exchange in self.exchanges:
+            syms = sorted(self.symbols) if self.symbols is not None else None
+            for msg in self._service_books(exchange, syms):
+                key = (msg.exchange, msg.symbol)
+                tr = self.trackers.get(key)
+                if tr is None:
+                    tr = self.trackers[key] = BookTracker(msg.exchange, msg.symbol)
+                if tr.apply(msg) is Applied.APPLIED:
+                    loaded.append(tr.book)
+        return loaded
+
+    def _refill_trades(self, t: Trade, first: int) -> None:
+        """Fetch trades ``first..t.seq-1`` of t's stream from the ingest's ring (tcp transport)."""
+        client = self._ask(t.exchange)
+        missing = t.seq - first
+        if client is None:
+            self.trades_lost += missing
+            return
+        try:
+            got, end = client.trades(t.symbol, first, t.seq - 1)
+        except SnapshotUnavailable:
+            self._snapshot_failed[t.exchange] = time.monotonic()
+            self.trades_lost += missing
+            return
+        got = [g for g in got if g.epoch == t.epoch]  # a restart between the gap and the answer: not these
+        self.trades_refilled += len(got)
+        self.trades_lost += missing - len(got)
+        self._refill.extend(got)
 
     def _shm_snapshot(self, exchange: str, symbol: str, epoch: int) -> BookSnapshot | None:
         if not self.use_shm:
@@ -227,6 +292,13 @@ class _Base:
         if tr is None:
             tr = self.trackers[key] = BookTracker(msg.exchange, msg.symbol)
         result = tr.apply(msg)
+        if result is Applied.RESYNC and self._snapshots:
+            for snap_msg in self._service_books(msg.exchange, [msg.symbol]):  # another host: ask the ingest
+                if snap_msg.epoch == msg.epoch and snap_msg.seq >= msg.seq - 1:
+                    tr.apply(snap_msg)
+                    result = tr.apply(msg)
+                    return tr.book if result is not Applied.RESYNC else None
+            return None  # the service is down or behind: the next snapshot message on the bus
         if result is Applied.RESYNC:
             snap = self._shm_snapshot(msg.exchange, msg.symbol, msg.epoch)
             if snap is None or snap.seq < msg.seq - 1:
@@ -239,12 +311,18 @@ class _Base:
                 return tr.book
         return tr.book if result is Applied.APPLIED else None
 
-    def _on_trade(self, payload: bytes) -> schema.Trade:
+    def _on_trade(self, payload: bytes) -> schema.Trade | None:
         t = schema.decode_trade(payload)
         key = (t.exchange, t.symbol)
         last = self.trade_seq.get(key)
         if last is not None and last[0] == t.epoch and t.seq != last[1] + 1:
+            if t.seq <= last[1]:
+                return None  # already handed out (fetched again from the ring after a gap)
             self.trade_gaps += 1
+            if self._snapshots:
+                self._refill_trades(t, last[1] + 1)
+        elif last is not None and last[0] != t.epoch and t.seq > 1 and self._snapshots:
+            self._refill_trades(t, 1)  # the ingest restarted: this epoch's first trades
         self.trade_seq[key] = (t.epoch, t.seq)
         return t
 
@@ -277,6 +355,9 @@ class _Base:
         for r in self._readers.values():
             r.close()
         self._readers.clear()
+        for c in self._snapshots.values():
+            c.close()
+        self._snapshots.clear()
 
 
 Event = Union[Trade, Book, Quote, DerivativeTicker, Liquidation, Cvd, TradeBar]
@@ -293,7 +374,8 @@ class _Reading(_Base):
     """The bus reader of a consumer and the events it collects (blocking and asyncio alike)."""
 
     def __init__(self, config: Config, exchanges: Iterable[str] | None, symbols: Iterable[str] | None,
-                 trades: bool, books: bool, use_shm: bool, ctx: zmq.Context | None, kinds: Iterable[str] = ()):
+                 trades: bool, books: bool, use_shm: bool, ctx: zmq.Context | None, kinds: Iterable[str] = (),
+                 transport: str = "local", keys: ClientKeys | None = None, snapshot_timeout: float = 2.0):
         for name, value in (("exchanges", exchanges), ("symbols", symbols), ("kinds", kinds)):
             if isinstance(value, (str, bytes)):
                 raise TypeError(f"{name} must be a list of names, e.g. [{value!r}], not a string")
@@ -303,19 +385,32 @@ class _Reading(_Base):
                 raise ValueError(f"kinds: {name!r} is not one of {', '.join(OTHER_KINDS)}")
         if not trades and not books and not others:
             raise ValueError("a consumer needs trades=True, books=True or some kinds")
-        super().__init__(config, exchanges, symbols, trades, books, use_shm)
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        remote = transport == "tcp"
+        super().__init__(config, exchanges, symbols, trades, books, use_shm and not remote)
+        self.transport = transport
         self.ctx = ctx or zmq.Context.instance()
+        if remote and keys is None:
+            keys = ClientKeys.from_config(config)  # [bus] curve_client_secret_key / curve_server_public_key
+        curve = keys.apply if keys is not None else None
         wanted = ([schema.TRADE] if trades else []) + ([schema.L2] if books else []) + [
             schema.KINDS[name] for name in others]
         self.reader = bus.Reader.for_config(self.ctx, config, self.exchanges,
                                             sorted(self.symbols) if self.symbols is not None else None,
-                                            kinds=wanted)
+                                            kinds=wanted, remote=remote, curve=curve)
         self._events: collections.deque[Event] = collections.deque()
         handlers: dict[schema.EventKind, bus.OnMessage] = {schema.TRADE: self._trade_received,
                                                            schema.L2: self._l2_received}
         for name in others:
             handlers[schema.KINDS[name]] = self._other_received(schema.KINDS[name])
         self.reader.on_kinds({k: h for k, h in handlers.items() if k in wanted})
+        if remote:  # subscribed first, then the snapshots (Clone pattern): no delta falls between them
+            for name in self.exchanges:
+                self._snapshots[name] = SnapshotClient(self.ctx, bus.snapshot_endpoint(config, name, remote=True),
+                                                       curve, snapshot_timeout)
+            if books:
+                self._events.extend(self._load_books())
 
     def _other_received(self, kind: schema.EventKind) -> Callable[[bytes, bytes], None]:
         decode, on_other, events = schema.decoder(kind), self._on_other, self._events
@@ -329,7 +424,12 @@ class _Reading(_Base):
         """asyncio: an event is waiting (the blocking consumer needs no wake-up)."""
 
     def _trade_received(self, topic: bytes, payload: bytes) -> None:
-        self._events.append(self._on_trade(payload))
+        t = self._on_trade(payload)
+        if self._refill:
+            self._events.extend(self._refill)
+            self._refill.clear()
+        if t is not None:
+            self._events.append(t)
 
     def _l2_received(self, topic: bytes, payload: bytes) -> None:
         book = self._on_l2(topic, payload)
@@ -354,12 +454,20 @@ class Consumer(_Reading):
         ctx: a ZeroMQ context (default: the process's shared instance).
         kinds: other kinds to read, by registry name: "quote", "derivative_ticker", "liquidation",
             "cvd", "trade_bar" (default none, so code written for trades and books gets only them).
+        transport: "local" (ipc sockets and shared memory of this host) or "tcp" (another host: the
+            exchanges' tcp endpoints, books from the snapshot service at start and after a gap or a
+            new epoch, missed trades fetched again from the trade ring; docs/remote.md).
+        keys: the CURVE key pair for tcp endpoints that use CURVE (default: ``[bus]`` of ``config``).
+        snapshot_timeout: how long a snapshot request may take (s) before the bus's next snapshot
+            message is awaited instead.
     """
 
     def __init__(self, config: Config, exchanges: Iterable[str] | None = None, symbols: Iterable[str] | None = None,
                  trades: bool = True, books: bool = True, use_shm: bool = True, ctx: zmq.Context | None = None,
-                 kinds: Iterable[str] = ()):
-        super().__init__(config, exchanges, symbols, trades, books, use_shm, ctx, kinds)
+                 kinds: Iterable[str] = (), transport: str = "local", keys: ClientKeys | None = None,
+                 snapshot_timeout: float = 2.0):
+        super().__init__(config, exchanges, symbols, trades, books, use_shm, ctx, kinds, transport, keys,
+                         snapshot_timeout)
 
     def poll(self, timeout: float = 1.0, max_batch: int = 256) -> list[Event]:
         """Wait up to ``timeout`` s; return what arrived (about ``max_batch`` messages at most), trades first."""
@@ -408,8 +516,10 @@ class AsyncConsumer(_Reading):
 
     def __init__(self, config: Config, exchanges: Iterable[str] | None = None, symbols: Iterable[str] | None = None,
                  trades: bool = True, books: bool = True, use_shm: bool = True, ctx: zmq.Context | None = None,
-                 kinds: Iterable[str] = ()):
-        super().__init__(config, exchanges, symbols, trades, books, use_shm, ctx, kinds)
+                 kinds: Iterable[str] = (), transport: str = "local", keys: ClientKeys | None = None,
+                 snapshot_timeout: float = 2.0):
+        super().__init__(config, exchanges, symbols, trades, books, use_shm, ctx, kinds, transport, keys,
+                         snapshot_timeout)
         self._ready: asyncio.Event | None = None
         self._failure: BaseException | None = None
         self.reader.on(on_error=self._fail)

@@ -115,10 +115,18 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
 @click.pass_context
 def run(ctx: click.Context) -> None:
     """Run the whole pipeline under supervisord in the foreground (Ctrl-C or `pipeline stop` stops it)."""
+    from pipeline import curve
     from pipeline.app import supervise
 
+    config = get_config(ctx)
     try:
-        ctx.exit(supervise.run(get_config(ctx), ctx.meta.get("config_path")))
+        for ex in config.exchanges.values():
+            curve.check_exposure(config, ex)  # refused before anything starts (docs/remote.md)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        ctx.exit(2)
+    try:
+        ctx.exit(supervise.run(config, ctx.meta.get("config_path")))
     except supervise.AlreadyRunning as exc:
         raise click.ClickException(str(exc)) from None
     except supervise.SimPortTaken as exc:
@@ -170,6 +178,9 @@ def ingest(config: Config, name: str) -> None:
 
     try:
         run_ingest(config, name)
+    except ConfigError as exc:  # e.g. a tcp endpoint beyond loopback without CURVE
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
     except SharedMemoryError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -413,6 +424,37 @@ def status(config: Config, as_json: bool) -> None:
     code = status_mod.exit_code(st)
     if code:
         raise click.exceptions.Exit(code)
+
+
+@cli.group()
+def keys() -> None:
+    """CURVE keys for the bus's tcp endpoints (docs/remote.md)."""
+
+
+@keys.command("generate")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--client", "clients", multiple=True, default=("client",), show_default=True,
+              help="Name of a client key pair to write (repeat for several consumers).")
+def keys_generate(directory: str, clients: tuple[str, ...]) -> None:
+    """Write a server key pair and client key pairs into DIRECTORY (zmq.auth certificates).
+
+    The clients' public keys are also copied into DIRECTORY/clients, the directory
+    `[bus] curve_clients_dir` names on the ingest's host."""
+    from pathlib import Path
+
+    from pipeline import curve
+
+    try:
+        written = curve.generate(Path(directory), tuple(clients))
+    except FileExistsError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in written:
+        click.echo(str(path))
+    d = Path(directory).resolve()
+    click.echo(f"ingest host: [bus] curve_secret_key = \"{d / 'server.key_secret'}\", "
+               f"curve_clients_dir = \"{d / 'clients'}\"")
+    click.echo(f"consumer host: [bus] curve_client_secret_key = \"{d / (clients[0] + '.key_secret')}\", "
+               f"curve_server_public_key = \"{d / 'server.key'}\"")
 
 
 @cli.group(cls=_LazyGroup)

@@ -134,7 +134,7 @@ def cleanup(config: Config) -> list[str]:
         if ring.exists() and not pid_alive(pid):
             ring.unlink(missing_ok=True)
             removed.append(str(ring))
-        for ep in bus.bind_endpoints(config, ex):
+        for ep in (*bus.bind_endpoints(config, ex), bus.snapshot_endpoints(config, ex)[0]):
             if ep.startswith("ipc://") and not pid_alive(pid) and os.path.exists(ep[6:]):
                 bus.unlink_ipc(ep)
                 removed.append(ep)
