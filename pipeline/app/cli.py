@@ -427,11 +427,13 @@ def status(config: Config, as_json: bool) -> None:
 
 
 @cli.group()
+@config_option
 def keys() -> None:
     """CURVE keys for the bus's tcp endpoints (docs/remote.md)."""
 
 
 @keys.command("generate")
+@config_option
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--client", "clients", multiple=True, default=("client",), show_default=True,
               help="Name of a client key pair to write (repeat for several consumers).")
