@@ -30,6 +30,7 @@ BENCH_COMMANDS = {
     "publisher-latency": "pipeline.benchmarks.publisher_latency",
     "ws-loadtest": "pipeline.benchmarks.ws_loadtest",
     "bus-read": "pipeline.benchmarks.bus_read",
+    "grpc-latency": "pipeline.benchmarks.grpc_latency",
 }
 
 
