@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-import os
 import signal
-import time
 from pathlib import Path
 
 import grpc
@@ -40,10 +37,11 @@ from l2pipeline.v1 import marketdata_pb2 as pb
 from pipeline import bus, schema
 from pipeline import status as pipeline_status
 from pipeline.config import Config
-from pipeline.pidfile import PidFile, pid_alive
+from pipeline.pidfile import PidFile
 from publisher import health as health_mod
 from publisher.grpc_hub import STATES, GrpcHub, Refused, Stream
-from publisher.grpc_settings import STATS_FILE, GrpcConfig, check_exposure, grpc_config
+from publisher.grpc_settings import GrpcConfig, check_exposure, grpc_config
+from publisher.grpc_stats import stats_path, write_stats
 from publisher.mirror import BookMirror
 from publisher.settings import load_settings
 
@@ -51,40 +49,10 @@ log = logging.getLogger(__name__)
 
 SERVICE = pb.DESCRIPTOR.services_by_name["MarketData"].full_name  # "l2pipeline.v1.MarketData"
 MONITOR_INTERVAL_S = 1.0
-STALE_AFTER_S = 5.0
 
 
 class GrpcFailed(RuntimeError):
     """A bug stopped the gRPC server (the cause is chained)."""
-
-
-# ------------------------------------------------------------------------------ stats file
-
-def stats_path(config: Config) -> Path:
-    return Path(config.run_dir) / STATS_FILE
-
-
-def write_stats(config: Config, stats: dict, address: str) -> None:
-    p = stats_path(config)
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "written_at": time.time(), "address": address, **stats}))
-    os.replace(tmp, p)
-
-
-def read_stats(config: Config, now: float | None = None) -> dict:
-    """The ``grpc`` section of `pipeline status --json`: the hub's statistics plus state, pid, address."""
-    now = time.time() if now is None else now
-    c = grpc_config(config)
-    down = {"state": "down", "pid": None, "address": f"{c.host}:{c.port}", "clients": 0}
-    try:
-        data = json.loads(stats_path(config).read_text())
-    except (FileNotFoundError, ValueError):
-        return down
-    pid = data.pop("pid", None)
-    if not pid_alive(pid):
-        return down
-    age = now - float(data.pop("written_at", 0.0))
-    return {"state": "up" if age <= STALE_AFTER_S else "stale", "pid": pid, "age_s": round(age, 3), **data}
 
 
 # ------------------------------------------------------------------------------ the service

@@ -116,7 +116,7 @@ class GrpcServerPlugin:
         run_grpc(config, host, port, ready_file)
 
     def status(self, config: Config) -> dict[str, Any]:
-        from publisher.grpc_server import read_stats
+        from publisher.grpc_stats import read_stats
 
         return read_stats(config)
 

@@ -24,6 +24,7 @@ from pipeline.config import Config
 from pipeline.pidfile import PidFile
 from publisher import health as health_mod
 from publisher import stats as stats_file
+from publisher.grpc_stats import GrpcCollector
 from publisher.hub import Hub
 from publisher.metrics import PublisherMetrics
 from publisher.mirror import BookMirror
@@ -90,6 +91,7 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
 
     metrics.bind(hub.statistics, lambda: health_mod.check(config, mirror).feeds,
                  lambda: {k: t.resyncs for k, t in mirror.trackers.items()})
+    metrics.registry.register(GrpcCollector(config))  # the gRPC server's figures, when it is configured
     routes = Routes(health, metrics.render, hub.statistics)
     server = PublisherServer(settings, hub, routes, metrics, on_error=fail)
     ctx = zmq.Context()
