@@ -165,6 +165,7 @@ class Config:
     sinks: Mapping[str, Any] = field(default_factory=dict)
     servers: Mapping[str, Any] = field(default_factory=dict)
     bus: BusConfig = BusConfig()
+    bridges: Mapping[str, Any] = field(default_factory=dict)  # [bridges.NAME], parsed by its plugin like sinks
     log_level: str = "INFO"
     source: str = "<demo>"
     base_dir: Path = Path(".")  # relative paths of the file resolve against this
@@ -377,9 +378,10 @@ class Plugins:
     servers: Registry | None = None  # a top-level [NAME] table per server; default_on ones run without
     adapters: Registry | None = None  # exchanges.X.adapter (ingest/adapters/__init__.py); None: any name
     sim_protocols: Registry | None = None  # sim.protocol (pipeline/sim/__init__.py); None: any name
+    bridges: Registry | None = None  # [bridges.NAME] (publisher/__init__.py BRIDGES)
 
 
-CORE_TABLES = ("pipeline", "exchanges", "sim", "sinks", "bus")
+CORE_TABLES = ("pipeline", "exchanges", "sim", "sinks", "bus", "bridges")
 
 
 def _bus(raw: Any, base: Path) -> BusConfig:
@@ -406,11 +408,11 @@ def _bus(raw: Any, base: Path) -> BusConfig:
     return BusConfig(**kw)
 
 
-def _sinks(raw: Any, registry: Registry | None, ctx: SectionContext) -> dict[str, Any]:
-    tables = expect_table(raw, "sinks")
+def _sinks(raw: Any, registry: Registry | None, ctx: SectionContext, where: str = "sinks") -> dict[str, Any]:
+    tables = expect_table(raw, where)
     out = {}
     for name, t in tables.items():
-        key = f"sinks.{name}"
+        key = f"{where}.{name}"
         t = expect_table(t, key)
         out[name] = t if registry is None else registry.get(name, key).load().parse_config(t, key, ctx)
     return out
@@ -464,8 +466,9 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>", plugins: P
     ctx = SectionContext(base_dir=base_dir, data_dir=data_dir, exchanges=exchanges)
     servers = _servers(raw, plugins.servers, ctx)
     sinks = _sinks(raw.get("sinks", {}), plugins.sinks, ctx)
+    bridges = _sinks(raw.get("bridges", {}), plugins.bridges, ctx, "bridges")  # same shape: [bridges.NAME]
 
-    return Config(run_dir=run_dir, data_dir=data_dir, exchanges=exchanges, sim=sim, sinks=sinks, servers=servers, bus=bus,
+    return Config(run_dir=run_dir, data_dir=data_dir, exchanges=exchanges, sim=sim, sinks=sinks, servers=servers, bus=bus, bridges=bridges,
                   log_level=log_level, source=source, base_dir=base_dir)
 
 

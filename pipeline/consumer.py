@@ -51,6 +51,7 @@ from pipeline.curve import ClientKeys
 from pipeline.errors import SharedMemoryError
 from pipeline.schema import Cvd, DerivativeTicker, Instrument, Liquidation, Quote, Trade, TradeBar
 from pipeline.shm import BookReader, BookSnapshot
+from pipeline.natsbus import NatsReader
 from pipeline.snapshots import SnapshotClient, SnapshotUnavailable
 
 __all__ = ["Applied", "AsyncConsumer", "Book", "BookTracker", "ClientKeys", "Consumer", "Cvd", "DerivativeTicker",
@@ -59,7 +60,8 @@ __all__ = ["Applied", "AsyncConsumer", "Book", "BookTracker", "ClientKeys", "Con
 # the kinds a consumer reads when asked (``kinds=``), beside trades and books
 OTHER_KINDS = tuple(k.name for k in schema.KINDS.values() if k not in (schema.TRADE, schema.L2))
 
-TRANSPORTS = ("local", "tcp")  # local: ipc + shared memory; tcp: another host (CURVE, snapshot service)
+# local: ipc + shared memory; tcp: another host (CURVE, snapshot service); nats: NATS JetStream (any site)
+TRANSPORTS = ("local", "tcp", "nats")
 SNAPSHOT_RETRY_S = 1.0  # after the snapshot service failed to answer, wait this long before asking again
 
 
@@ -215,6 +217,8 @@ class _Base:
         self._snapshots: dict[str, SnapshotClient] = {}  # per exchange (transport "tcp")
         self._snapshot_failed: dict[str, float] = {}  # exchange -> monotonic time of the last failure
         self._refill: list[Trade] = []  # trades fetched again, handed out before the trade that showed the gap
+        self._nats: NatsReader | None = None  # transport "nats": books from the KV bucket
+        self._kv_asked: dict[tuple[str, str], float] = {}  # book -> monotonic time of its last KV request
 
     # ------------------------------------------------------------ snapshot service (other hosts)
     def _ask(self, exchange: str) -> SnapshotClient | None:
@@ -236,6 +240,18 @@ class _Base:
             return []
         self._snapshot_failed.pop(exchange, None)
         return books
+
+    def _remote_book(self, exchange: str, symbol: str) -> list[schema.L2Update]:
+        """One book's snapshot from the snapshot service (tcp) or the KV bucket (nats, at most once a
+        SNAPSHOT_RETRY_S per book: the bridge writes it every kv_interval_s)."""
+        if self._nats is None:
+            return self._service_books(exchange, [symbol])
+        now, key = time.monotonic(), (exchange, symbol)
+        if now - self._kv_asked.get(key, -SNAPSHOT_RETRY_S) < SNAPSHOT_RETRY_S:
+            return []
+        self._kv_asked[key] = now
+        payload = self._nats.snapshot(schema.L2.topic(exchange, symbol))
+        return [schema.decode_l2(payload)] if payload is not None else []
 
     def _load_books(self) -> list["Book"]:
         """Start: every wanted book from the snapshot services (a round trip, no periodic wait)."""
@@ -292,8 +308,8 @@ class _Base:
         if tr is None:
             tr = self.trackers[key] = BookTracker(msg.exchange, msg.symbol)
         result = tr.apply(msg)
-        if result is Applied.RESYNC and self._snapshots:
-            for snap_msg in self._service_books(msg.exchange, [msg.symbol]):  # another host: ask the ingest
+        if result is Applied.RESYNC and (self._snapshots or self._nats is not None):
+            for snap_msg in self._remote_book(msg.exchange, msg.symbol):  # another host: the ingest, or the KV
                 if snap_msg.epoch == msg.epoch and snap_msg.seq >= msg.seq - 1:
                     tr.apply(snap_msg)
                     result = tr.apply(msg)
@@ -388,7 +404,7 @@ class _Reading(_Base):
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         remote = transport == "tcp"
-        super().__init__(config, exchanges, symbols, trades, books, use_shm and not remote)
+        super().__init__(config, exchanges, symbols, trades, books, use_shm and transport == "local")
         self.transport = transport
         self.ctx = ctx or zmq.Context.instance()
         if remote and keys is None:
@@ -396,9 +412,13 @@ class _Reading(_Base):
         curve = keys.apply if keys is not None else None
         wanted = ([schema.TRADE] if trades else []) + ([schema.L2] if books else []) + [
             schema.KINDS[name] for name in others]
-        self.reader = bus.Reader.for_config(self.ctx, config, self.exchanges,
-                                            sorted(self.symbols) if self.symbols is not None else None,
-                                            kinds=wanted, remote=remote, curve=curve)
+        syms = sorted(self.symbols) if self.symbols is not None else None
+        self.reader: bus.Reader | NatsReader
+        if transport == "nats":  # KV snapshots, then the stream (pipeline/natsbus.py)
+            self.reader = self._nats = NatsReader(config, self.exchanges, syms, wanted, snapshot_timeout)
+        else:
+            self.reader = bus.Reader.for_config(self.ctx, config, self.exchanges, syms, kinds=wanted, remote=remote,
+                                                curve=curve)
         self._events: collections.deque[Event] = collections.deque()
         handlers: dict[schema.EventKind, bus.OnMessage] = {schema.TRADE: self._trade_received,
                                                            schema.L2: self._l2_received}
@@ -454,12 +474,13 @@ class Consumer(_Reading):
         ctx: a ZeroMQ context (default: the process's shared instance).
         kinds: other kinds to read, by registry name: "quote", "derivative_ticker", "liquidation",
             "cvd", "trade_bar" (default none, so code written for trades and books gets only them).
-        transport: "local" (ipc sockets and shared memory of this host) or "tcp" (another host: the
+        transport: "local" (ipc sockets and shared memory of this host), "tcp" (another host: the
             exchanges' tcp endpoints, books from the snapshot service at start and after a gap or a
-            new epoch, missed trades fetched again from the trade ring; docs/remote.md).
+            new epoch, missed trades fetched again from the trade ring) or "nats" (any site: the
+            KV bucket's states, then the JetStream stream, as `pipeline bridge nats` writes them;
+            ``[bridges.nats] url`` of ``config``); docs/remote.md.
         keys: the CURVE key pair for tcp endpoints that use CURVE (default: ``[bus]`` of ``config``).
-        snapshot_timeout: how long a snapshot request may take (s) before the bus's next snapshot
-            message is awaited instead.
+        snapshot_timeout: how long a snapshot request (tcp) or the NATS connection (nats) may take, s.
     """
 
     def __init__(self, config: Config, exchanges: Iterable[str] | None = None, symbols: Iterable[str] | None = None,

@@ -302,13 +302,19 @@ def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_ever
 class _SinkGroup(click.Group):
     """`pipeline sink NAME`: the sinks of the registry (sinks/__init__.py); an unknown NAME names the known."""
 
+    kind = "sink"
+
+    @property
+    def registry(self):
+        return PLUGINS.sinks
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return PLUGINS.sinks.names()
+        return self.registry.names()
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in PLUGINS.sinks:
+        if name not in self.registry:
             return None
-        plugin = PLUGINS.sinks.get(name)
+        plugin = self.registry.get(name)
 
         @click.command(name, help=plugin.summary)
         @pass_config
@@ -320,10 +326,26 @@ class _SinkGroup(click.Group):
         return command
 
     def resolve_command(self, ctx: click.Context, args: list[str]):
-        if args and args[0] not in PLUGINS.sinks and not args[0].startswith("-"):
-            known = ", ".join(PLUGINS.sinks.names())
-            raise click.UsageError(f'unknown sink "{args[0]}" (known: {known})', ctx)
+        if args and args[0] not in self.registry and not args[0].startswith("-"):
+            known = ", ".join(self.registry.names())
+            raise click.UsageError(f'unknown {self.kind} "{args[0]}" (known: {known})', ctx)
         return super().resolve_command(ctx, args)
+
+
+class _BridgeGroup(_SinkGroup):
+    """`pipeline bridge NAME`: the bridges of publisher/__init__.py BRIDGES (their [bridges.NAME] table)."""
+
+    kind = "bridge"
+
+    @property
+    def registry(self):
+        return PLUGINS.bridges
+
+
+@cli.group(cls=_BridgeGroup)
+@config_option
+def bridge() -> None:
+    """Run a bridge process (the bus to another messaging system): pipeline bridge NAME."""
 
 
 @cli.group(cls=_SinkGroup)

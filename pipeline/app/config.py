@@ -15,10 +15,10 @@ from ingest.adapters import ADAPTERS
 from pipeline import config as core
 from pipeline.config import Config, Plugins
 from pipeline.sim import PROTOCOLS
-from publisher import SERVERS
+from publisher import BRIDGES, SERVERS
 from sinks import SINKS
 
-PLUGINS = Plugins(sinks=SINKS, servers=SERVERS, adapters=ADAPTERS, sim_protocols=PROTOCOLS)
+PLUGINS = Plugins(sinks=SINKS, servers=SERVERS, adapters=ADAPTERS, sim_protocols=PROTOCOLS, bridges=BRIDGES)
 
 
 def load_config(path: str | os.PathLike | None, plugins: Plugins = PLUGINS) -> Config:

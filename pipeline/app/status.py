@@ -32,6 +32,11 @@ def sinks(config: Config) -> list[dict]:
     return [s.load().status(config) for s in PLUGINS.sinks if s.name in config.sinks]
 
 
+def bridges(config: Config) -> list[dict]:
+    """The ``bridges`` section: one entry per configured bridge (NATS: messages published, KV writes, ...)."""
+    return [b.load().status(config) for b in PLUGINS.bridges if b.name in config.bridges]
+
+
 EXIT_OK, EXIT_NOT_LIVE, EXIT_DOWN = 0, 3, 4
 
 
@@ -44,6 +49,8 @@ def collect(config: Config) -> dict:
         if p["state"] != "running" and err.is_file():
             p["error"] = err.read_text(errors="replace").strip()
     st = {"feeds": f, "processes": procs, "exchanges": ex, **servers(config), "sinks": sinks(config)}
+    if config.bridges:
+        st["bridges"] = bridges(config)
     st["down"], st["not_live"] = problems(st)
     return st
 
@@ -142,6 +149,11 @@ def render_table(status: dict) -> str:
                          f"{s['bytes'] / 2**20:.1f} MB, last write {age}, snapshots {s['snapshots']}, "
                          f"trades backfilled {s['gaps_filled']}, lost {s['trades_lost']}, errors {s['errors']}"
                          + (f" (last: {s['last_error']})" if s.get("last_error") else ""))
+    for b in status.get("bridges", []):
+        lines.append(f"\nbridge {b['name']} ({b['state']}) {b['url']}: published {b.get('published', 0)}, "
+                     f"KV writes {b.get('kv_writes', 0)}, books resynced {b.get('snapshots_made', 0)}, "
+                     f"trades refilled {b.get('trades_refilled', 0)}, lost {b.get('trades_lost', 0)}, "
+                     f"errors {b.get('errors', 0)}")
     down, not_live = problems(status)
     lines.append("")
     if down:

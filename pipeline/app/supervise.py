@@ -70,6 +70,9 @@ def programs(config: Config, config_path: str | None, plugins: Plugins = PLUGINS
     for sink in plugins.sinks or ():
         if sink.name in config.sinks:
             progs.append((f"sink-{sink.name}", base + ["sink", sink.name]))
+    for bridge in plugins.bridges or ():
+        if bridge.name in config.bridges:
+            progs.append((f"bridge-{bridge.name}", base + ["bridge", bridge.name]))
     return progs
 
 
