@@ -114,6 +114,11 @@ class ExchangeConfig:
     # by the adapter class's ``parse_options`` when the config is loaded with the adapter registry;
     # raw TOML values otherwise (library use).  Adapters read them through ``parse_options`` too.
     options: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=True)
+    # channels to subscribe to (CHANNELS); None: every one the venue offers (its adapter says which)
+    channels: tuple[str, ...] | None = None
+    bar_intervals: tuple[str, ...] = ("1s", "1m")  # trade bars derived from the trades ([] : none)
+    cvd: bool = True  # derive the CVD from the trades
+    open_interest_interval_s: float = 10.0  # REST polling of open interest where the venue streams none
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,34 @@ _EXCHANGE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 TARDIS_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
+# The channels an exchange table may list (`channels = [...]`): the WebSocket subscription channel
+# names (docs/websocket.md), one per venue-fed kind.  cvd and trade bars come from trades.
+CHANNELS = ("trades", "book", "quotes", "derivative_ticker", "liquidations")
+
+
+def _channels(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise ConfigError(key, f"expected a list of channel names ({', '.join(CHANNELS)}), got {show(value)}")
+    for c in value:
+        if c not in CHANNELS:
+            raise ConfigError(key, f"unknown channel {show(c)} (known: {', '.join(CHANNELS)})")
+    if "book" not in value:
+        raise ConfigError(key, "the book channel cannot be left out: every feed keeps its books")
+    return tuple(dict.fromkeys(value))
+
+
+def _bar_intervals(value: Any, key: str) -> tuple[str, ...]:
+    _units = {"s": 1, "m": 60, "h": 3600}
+    if not isinstance(value, list):
+        raise ConfigError(key, f"expected a list such as [\"1s\", \"1m\"], got {show(value)}")
+    for iv in value:
+        ok = (isinstance(iv, str) and len(iv) >= 2 and iv[-1] in _units and iv[:-1].isdigit()
+              and int(iv[:-1]) > 0 and 86400 % (int(iv[:-1]) * _units[iv[-1]]) == 0)
+        if not ok:
+            raise ConfigError(key, f"expected intervals like \"1s\", \"5m\", \"1h\" that divide a day, got {show(iv)}")
+    return tuple(dict.fromkeys(value))
+
+
 def _exchange(name: str, raw: Any, adapters: Registry | None = None, base_dir: Path = Path(".")) -> ExchangeConfig:
     where = f"exchanges.{name}"
     t = expect_table(raw, where)
@@ -329,6 +362,15 @@ def _exchange(name: str, raw: Any, adapters: Registry | None = None, base_dir: P
         kw["trade_ring_size"] = expect_pos_int(t["trade_ring_size"], f"{where}.trade_ring_size")
         if kw["trade_ring_size"] > 1 << 22:
             raise ConfigError(f"{where}.trade_ring_size", f"expected at most {1 << 22} trades, got {kw['trade_ring_size']}")
+    if "channels" in t:
+        kw["channels"] = _channels(t["channels"], f"{where}.channels")
+    if "bar_intervals" in t:
+        kw["bar_intervals"] = _bar_intervals(t["bar_intervals"], f"{where}.bar_intervals")
+    if "cvd" in t:
+        kw["cvd"] = expect_bool(t["cvd"], f"{where}.cvd")
+    if "open_interest_interval_s" in t:
+        kw["open_interest_interval_s"] = expect_number(t["open_interest_interval_s"],
+                                                       f"{where}.open_interest_interval_s", positive=True)
     kw["options"] = options
     return ExchangeConfig(**kw)
 

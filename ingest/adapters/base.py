@@ -106,6 +106,10 @@ class Adapter(Protocol):
     """
 
     name: ClassVar[str]             # the adapter's name in config (``exchanges.X.adapter``)
+    # the channels the venue offers (pipeline.config.CHANNELS names: "trades", "book", "quotes",
+    # "derivative_ticker", "liquidations"); ``channels`` is what the config chose of them
+    CHANNELS: ClassVar[tuple[str, ...]] = ("trades", "book")
+    channels: frozenset[str] = frozenset(("trades", "book"))
     DEFAULTS: ClassVar[dict]        # URLs and limits used when the config sets none
     OPTIONS: ClassVar[tuple[str, ...]] = ()  # the adapter's own keys in ``[exchanges.X]`` (parse_options)
     traits: AdapterTraits
@@ -141,8 +145,8 @@ class Adapter(Protocol):
 
     # ------------------------------------------------------------ parsing (hot path)
     def parse_frame(self, frame: bytes, recv_ns: int):
-        """One text frame -> DepthDiff | DepthSnapshot | TradeEvent | BboEvent |
-        VenueNotice | a list of these | None (nothing for the feed).
+        """One text frame -> DepthDiff | DepthSnapshot | TradeEvent | BboEvent | TickerEvent |
+        LiquidationEvent | VenueNotice | a list of these | None (nothing for the feed).
 
         Raises MalformedFrame (``.symbol`` set when readable) or UnknownFrame, and
         nothing else on any input (the fuzz tests check this)."""

@@ -12,6 +12,13 @@ Venue rules implemented here (shared/docs/exchange-protocols.md):
   ``U <= id <= u``, then ``pu == previous u`` (ids are not contiguous).
 - section 3 (Aster): the USD-M rules with URLs that have no ``{route}``.
 
+Other kinds (issue 13): ``@bookTicker`` is also the venue's quote (spot and futures);
+futures ``@markPrice@1s`` is the derivative ticker (mark, index, funding rate, next
+funding time; open interest comes from REST ``/fapi/v1/openInterest``, polled) and
+``@forceOrder`` the liquidations: the venue sends at most the latest liquidation per
+symbol per second, so that stream is a sample.  ``forceOrder``'s ``S`` is the
+liquidation order's side (SELL: a long position was liquidated), tardis' convention.
+
 The venue's field names stay in this module; what leaves is ingest.events records.
 """
 
@@ -25,8 +32,8 @@ import msgspec
 
 from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict
 from ingest.adapters.common import Id, Millis, configure, DECODE_ERRORS, WireLevel, malformed as _malformed
-from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup,
-                           TradeEvent, VenueNotice)
+from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, LiquidationEvent, SnapshotRequest,
+                           StreamGroup, TickerEvent, TradeEvent, VenueNotice)
 from pipeline.config import ExchangeConfig
 from pipeline.instruments import split_concatenated
 from pipeline.errors import MalformedFrame, UnknownFrame
@@ -65,6 +72,38 @@ class _BookTicker(msgspec.Struct):
     B: float
     a: float
     A: float
+    T: Millis = 0             # transaction time (futures); spot has none
+    E: Millis = 0
+
+
+class _MarkPrice(msgspec.Struct):
+    s: str
+    p: float                  # mark price
+    E: Millis                 # event time
+    i: float | None = None    # index price
+    r: str = ""               # funding rate ("" for delivery contracts)
+    T: Millis = 0             # next funding time (0 for delivery contracts)
+
+
+class _ForceOrderBody(msgspec.Struct):
+    s: str
+    S: str                    # side of the liquidation order: BUY or SELL
+    q: float                  # original quantity
+    p: float                  # order price
+    T: Millis                 # trade time
+    ap: float = 0.0           # average price
+    z: float = 0.0            # filled accumulated quantity
+
+
+class _ForceOrder(msgspec.Struct):
+    o: _ForceOrderBody
+    E: Millis = 0
+
+
+class _OpenInterest(msgspec.Struct):
+    openInterest: float
+    symbol: str
+    time: Millis = 0
 
 
 class _Snapshot(msgspec.Struct):
@@ -85,6 +124,10 @@ _dec_depth = msgspec.json.Decoder(_Depth, strict=False)
 _dec_trade = msgspec.json.Decoder(_Trade, strict=False)
 _dec_bbo = msgspec.json.Decoder(_BookTicker, strict=False)
 _dec_snapshot = msgspec.json.Decoder(_Snapshot, strict=False)
+_dec_mark = msgspec.json.Decoder(_MarkPrice, strict=False)
+_dec_force = msgspec.json.Decoder(_ForceOrder, strict=False)
+_dec_oi = msgspec.json.Decoder(_OpenInterest, strict=False)
+_LIQ_SIDES = {"BUY": "buy", "SELL": "sell"}
 _dec_any = msgspec.json.Decoder()
 
 _STREAM_RE = re.compile(rb'"stream"\s*:\s*"([a-z0-9_\-]+)@')
@@ -109,6 +152,7 @@ class BinanceSpotAdapter(Adapter):
     MAX_SNAPSHOT_LIMIT = 5000
     USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
     KIND = "spot"
+    CHANNELS = ("trades", "book", "quotes")
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
@@ -121,7 +165,9 @@ class BinanceSpotAdapter(Adapter):
         self._by_upper = {s.upper(): s for s in config.symbols}
         # stream suffix -> parser (h11 READERS style)
         self._parsers = {"bookTicker": self._parse_bbo, self.trade_stream: self._parse_trade,
-                         "trade": self._parse_trade, "aggTrade": self._parse_trade}
+                         "trade": self._parse_trade, "aggTrade": self._parse_trade,
+                         "markPrice": self._parse_mark, "markPrice@1s": self._parse_mark,
+                         "forceOrder": self._parse_force}
         for speed in ("depth", "depth@100ms", "depth@0ms", "depth@250ms", "depth@500ms", self.depth_stream):
             self._parsers[speed] = self._parse_depth
         self._routes: dict[bytes, tuple[str, object]] = {}  # stream name bytes -> (symbol, parser)
@@ -137,21 +183,24 @@ class BinanceSpotAdapter(Adapter):
     def stream_groups(self) -> list[StreamGroup]:
         """The connections to hold: depth (+ bookTicker) apart from trades (section 2 routing)."""
         groups = []
-        per_sym_depth = 2 if self.traits.verify_bbo else 1
+        bbo = self.traits.verify_bbo or "quotes" in self.channels
+        per_sym_depth = 2 if bbo else 1
         chunk = max(1, self.streams_per_connection // per_sym_depth)
         for i in range(0, len(self.symbols), chunk):
             syms = self.symbols[i:i + chunk]
             streams = []
             for s in syms:
                 streams.append(f"{s.lower()}@{self.depth_stream}")
-                if self.traits.verify_bbo:
+                if bbo:
                     streams.append(f"{s.lower()}@bookTicker")
             groups.append(StreamGroup(self._url("public", streams), "depth", tuple(syms)))
-        chunk = self.streams_per_connection
-        for i in range(0, len(self.symbols), chunk):
+        market = [c for c in ("trades", "derivative_ticker", "liquidations") if c in self.channels]
+        suffixes = {"trades": self.trade_stream, "derivative_ticker": "markPrice@1s", "liquidations": "forceOrder"}
+        chunk = max(1, self.streams_per_connection // max(1, len(market)))
+        for i in range(0, len(self.symbols), chunk) if market else ():
             syms = self.symbols[i:i + chunk]
-            groups.append(StreamGroup(self._url("market", [f"{s.lower()}@{self.trade_stream}" for s in syms]),
-                                      "trades", tuple(syms)))
+            streams = [f"{s.lower()}@{suffixes[c]}" for s in syms for c in market]
+            groups.append(StreamGroup(self._url("market", streams), "trades", tuple(syms)))
         return groups
 
     def snapshot_request(self, symbol: str) -> SnapshotRequest:
@@ -222,6 +271,13 @@ class BinanceSpotAdapter(Adapter):
         e = obj.get("e")
         if e == "serverShutdown":
             return VenueNotice("server_shutdown", obj)
+        if e == "forceOrder" and isinstance(obj.get("o"), dict):
+            symbol = self._by_upper.get(str(obj["o"].get("s", "")).upper())
+            if symbol is not None:
+                try:
+                    return self._parse_force(msgspec.json.encode(obj), recv_ns, symbol)
+                except DECODE_ERRORS as exc:
+                    raise _malformed(str(exc), symbol) from None
         symbol = self._by_upper.get(str(obj.get("s", "")).upper())
         if symbol is None:
             raise UnknownFrame(f"frame of kind {e!r} for unknown symbol {obj.get('s')!r}")
@@ -233,6 +289,8 @@ class BinanceSpotAdapter(Adapter):
                 return self._parse_trade(raw, recv_ns, symbol)
             if e in (None, "bookTicker") and "u" in obj and "b" in obj:
                 return self._parse_bbo(raw, recv_ns, symbol)
+            if e == "markPriceUpdate":
+                return self._parse_mark(raw, recv_ns, symbol)
         except DECODE_ERRORS as exc:
             raise _malformed(str(exc), symbol) from None
         raise UnknownFrame(f"event {e!r}")
@@ -254,7 +312,39 @@ class BinanceSpotAdapter(Adapter):
 
     def _parse_bbo(self, raw, recv_ns: int, symbol: str) -> BboEvent:
         b = _dec_bbo.decode(raw)
-        return BboEvent(symbol, b.u, b.b, b.B, b.a, b.A, recv_ns)
+        if not (0.0 < b.b < _INF and 0.0 < b.a < _INF and 0.0 <= b.B < _INF and 0.0 <= b.A < _INF):
+            raise MalformedFrame(f"bad bookTicker {b.b!r}/{b.a!r}")
+        return BboEvent(symbol, b.u, b.b, b.B, b.a, b.A, recv_ns, (b.T or b.E) * 1000)
+
+    def _parse_mark(self, raw, recv_ns: int, symbol: str) -> TickerEvent:
+        m = _dec_mark.decode(raw)
+        if not 0.0 < m.p < _INF:
+            raise MalformedFrame(f"bad mark price {m.p!r}")
+        try:
+            rate = float(m.r) if m.r else None
+        except ValueError:
+            raise MalformedFrame(f"bad funding rate {m.r!r}") from None
+        return TickerEvent(symbol=symbol, ts_exchange_us=m.E * 1000, recv_ns=recv_ns, mark_price=m.p,
+                           index_price=m.i or None, funding_rate=rate, funding_timestamp=m.T * 1000 or None)
+
+    def _parse_force(self, raw, recv_ns: int, symbol: str) -> LiquidationEvent:
+        o = _dec_force.decode(raw).o
+        side = _LIQ_SIDES.get(o.S)
+        if side is None:
+            raise MalformedFrame(f"liquidation side {o.S!r}")
+        price, amount = (o.ap, o.z) if o.ap > 0 and o.z > 0 else (o.p, o.q)
+        if not (0.0 < price < _INF and 0.0 < amount < _INF):
+            raise MalformedFrame(f"bad liquidation price/amount {price!r}/{amount!r}")
+        return LiquidationEvent(symbol, side, price, amount, "", o.T * 1000, recv_ns)
+
+    # ------------------------------------------------------------ open interest (REST, futures)
+    def poll_requests(self) -> list[tuple[str, SnapshotRequest]]:
+        """REST requests to repeat every ``open_interest_interval_s``: (symbol, request)."""
+        return []
+
+    def parse_poll(self, symbol: str, body: bytes, recv_ns: int):
+        """A polled REST body -> an event for the feed.  Raises MalformedFrame."""
+        raise MalformedFrame(f"{self.name} polls nothing")
 
     def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> DepthSnapshot:
         """REST depth body -> DepthSnapshot. Raises MalformedFrame."""
@@ -299,6 +389,24 @@ class BinanceFuturesAdapter(BinanceSpotAdapter):
     WEIGHTS = ((50, 2), (100, 5), (500, 10), (1000, 20))
     MAX_SNAPSHOT_LIMIT = 1000
     KIND = "perp"
+    CHANNELS = ("trades", "book", "quotes", "derivative_ticker", "liquidations")
+    OPEN_INTEREST_PATH = "/fapi/v1/openInterest"  # weight 1 (Aster: the same path)
+
+    def poll_requests(self) -> list[tuple[str, SnapshotRequest]]:
+        if "derivative_ticker" not in self.channels:
+            return []
+        return [(s, SnapshotRequest(f"{self.rest_url}{self.OPEN_INTEREST_PATH}?{urlencode({'symbol': s.upper()})}", 1))
+                for s in self.symbols]
+
+    def parse_poll(self, symbol: str, body: bytes, recv_ns: int) -> TickerEvent:
+        try:
+            oi = _dec_oi.decode(body)
+        except DECODE_ERRORS as exc:
+            raise _malformed(f"open interest: {exc}", symbol) from None
+        if not 0.0 <= oi.openInterest < _INF:
+            raise _malformed(f"bad open interest {oi.openInterest!r}", symbol)
+        return TickerEvent(symbol=symbol, ts_exchange_us=oi.time * 1000, recv_ns=recv_ns,
+                           open_interest=oi.openInterest)
 
     @staticmethod
     def check(ev: DepthDiff, book_id: int, first: bool) -> Verdict:

@@ -21,6 +21,11 @@ Venue rules implemented here (shared/docs/exchange-protocols.md section 4):
   may total 21,000 characters; depth and trades use separate connections.
 - REST ``GET /v5/market/orderbook`` (weight 1, IP limit 600 requests / 5 s) feeds only
   the best-available-book fallback: its ``u`` is the 1000-level stream's, not ours.
+- other kinds (issue 13): quotes from ``orderbook.1.{SYMBOL}`` (its own ``u`` space: a delta
+  names only the side that changed, so the adapter keeps each symbol's level-1 state);
+  linear ``tickers.{SYMBOL}`` (a snapshot, then deltas with only the changed fields: the feed
+  merges them) and ``allLiquidation.{SYMBOL}``, whose ``S`` is the side of the *position*
+  (``Buy``: a long was liquidated), so the liquidation order's side is the opposite one.
 
 Prices and sizes leave as floats (msgspec ``strict=False`` converts Bybit's decimal
 strings in C); a negative, NaN or infinite level is a MalformedFrame, never an event.
@@ -39,7 +44,8 @@ from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, Snaps
 from ingest.adapters.common import (Id, Millis, configure, DECODE_ERRORS as _DECODE_ERRORS,
                                     check_levels as _check_levels)
 from ingest.adapters.common import malformed as _malformed, trade as _trade
-from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, VenueNotice
+from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, LiquidationEvent, SnapshotRequest,
+                           StreamGroup, TickerEvent, VenueNotice)
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
 from pipeline.instruments import split_concatenated
@@ -105,7 +111,41 @@ class _RestBody(msgspec.Struct):
     retMsg: str = ""
 
 
+class _TickerData(msgspec.Struct):
+    symbol: str = ""
+    markPrice: float | None = None
+    indexPrice: float | None = None
+    lastPrice: float | None = None
+    fundingRate: float | None = None
+    nextFundingTime: Millis | None = None
+    openInterest: float | None = None
+
+
+class _TickerFrame(msgspec.Struct):
+    topic: str
+    data: _TickerData
+    ts: Millis = 0
+    type: str = "snapshot"
+
+
+class _Liquidation(msgspec.Struct):
+    T: Millis
+    s: str
+    S: str             # side of the liquidated position: Buy (a long) / Sell (a short)
+    v: float
+    p: float
+
+
+class _LiquidationFrame(msgspec.Struct):
+    topic: str
+    data: list[_Liquidation]
+    ts: Millis = 0
+
+
 _dec_book = msgspec.json.Decoder(_BookFrame, strict=False)
+_dec_ticker = msgspec.json.Decoder(_TickerFrame, strict=False)
+_dec_liq = msgspec.json.Decoder(_LiquidationFrame, strict=False)
+_LIQ_ORDER_SIDES = {"Buy": "sell", "Sell": "buy"}  # a long's liquidation is a sell order
 _dec_trades = msgspec.json.Decoder(_TradeFrame, strict=False)
 _dec_control = msgspec.json.Decoder(_Control)
 _dec_rest = msgspec.json.Decoder(_RestBody, strict=False)
@@ -140,6 +180,7 @@ class BybitSpotAdapter(Adapter):
     }
     SUBSCRIBE_BATCH = 10                   # spot: at most 10 args per subscribe request
     MAX_SNAPSHOT_LIMIT = 1000
+    CHANNELS = ("trades", "book", "quotes")
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
@@ -152,11 +193,27 @@ class BybitSpotAdapter(Adapter):
         self._topics: dict[str, tuple] = {}
         self._book_topic: dict[str, str] = {}
         self._trade_topic: dict[str, str] = {}
+        self._other_topics: dict[str, list[str]] = {s: [] for s in config.symbols}  # on the trades connection
+        self._l1: dict[str, list] = {}  # orderbook.1 state per symbol: [bid px, bid size, ask px, ask size]
+        channels = self.channels
         for s in config.symbols:
             bt, tt = f"{self.depth_stream}.{s.upper()}", f"{self.trade_stream}.{s.upper()}"
             self._book_topic[s], self._trade_topic[s] = bt, tt
             self._topics[bt] = (self._parse_book, s)
             self._topics[tt] = (self._parse_trades, s)
+            if "quotes" in channels:
+                qt = f"orderbook.1.{s.upper()}"
+                if qt == bt:  # the book is level 1 itself: each frame is also the quote
+                    self._topics[bt] = (self._parse_book_and_quote, s)
+                else:
+                    self._topics[qt] = (self._parse_quote, s)
+                    self._other_topics[s].append(qt)
+            if "derivative_ticker" in channels:
+                self._topics[f"tickers.{s.upper()}"] = (self._parse_ticker, s)
+                self._other_topics[s].append(f"tickers.{s.upper()}")
+            if "liquidations" in channels:
+                self._topics[f"allLiquidation.{s.upper()}"] = (self._parse_liquidations, s)
+                self._other_topics[s].append(f"allLiquidation.{s.upper()}")
         self._req = 0
 
     def instrument(self, symbol: str) -> Instrument:
@@ -175,11 +232,17 @@ class BybitSpotAdapter(Adapter):
         """Depth and trades on separate connections, ``streams_per_connection`` topics each."""
         groups = []
         chunk = max(1, self.streams_per_connection)
-        for kind, topic in (("depth", self._book_topic), ("trades", self._trade_topic)):
-            for i in range(0, len(self.symbols), chunk):
-                syms = self.symbols[i:i + chunk]
-                groups.append(StreamGroup(self.ws_url, kind, tuple(syms),
-                                          self._subscribe_frames([topic[s] for s in syms])))
+        for i in range(0, len(self.symbols), chunk):
+            syms = self.symbols[i:i + chunk]
+            groups.append(StreamGroup(self.ws_url, "depth", tuple(syms),
+                                      self._subscribe_frames([self._book_topic[s] for s in syms])))
+        per_symbol = int("trades" in self.channels) + max(len(t) for t in self._other_topics.values())
+        chunk = max(1, self.streams_per_connection // max(1, per_symbol))
+        for i in range(0, len(self.symbols), chunk) if per_symbol else ():
+            syms = self.symbols[i:i + chunk]
+            topics = [t for s in syms for t in ([self._trade_topic[s]] if "trades" in self.channels else [])
+                      + self._other_topics[s]]
+            groups.append(StreamGroup(self.ws_url, "trades", tuple(syms), self._subscribe_frames(topics)))
         return groups
 
     def resubscribe(self, symbol: str) -> list[str]:
@@ -257,6 +320,58 @@ class BybitSpotAdapter(Adapter):
             return DepthSnapshot(symbol, d.u, d.b, d.a, ts, recv_ns)
         raise MalformedFrame(f"book frame of type {f.type!r}")
 
+    def _parse_quote(self, frame: bytes, recv_ns: int, symbol: str) -> BboEvent:
+        """``orderbook.1``: a snapshot states both sides; a delta only the side that changed
+        (size 0: that side is empty)."""
+        f = _dec_book.decode(frame)
+        d = f.data
+        if d.s.upper() != symbol.upper():
+            raise MalformedFrame(f"data.s {d.s!r} on topic {f.topic!r}")
+        _check_levels(d.b)
+        _check_levels(d.a)
+        if f.type == "snapshot":
+            state = self._l1[symbol] = [None, None, None, None]
+        elif f.type == "delta":
+            state = self._l1.get(symbol)
+            if state is None:
+                return None  # a delta before the first snapshot says nothing about the other side
+        else:
+            raise MalformedFrame(f"book frame of type {f.type!r}")
+        for i, side in ((0, d.b), (2, d.a)):
+            if side:
+                px, sz = side[-1]
+                state[i], state[i + 1] = (px, sz) if sz > 0 else (None, None)
+        return BboEvent(symbol, d.u, state[0], state[1], state[2], state[3], recv_ns, (f.cts or f.ts) * 1000)
+
+    def _parse_book_and_quote(self, frame: bytes, recv_ns: int, symbol: str):
+        return [self._parse_book(frame, recv_ns, symbol), self._parse_quote(frame, recv_ns, symbol)]
+
+    def _parse_ticker(self, frame: bytes, recv_ns: int, symbol: str) -> TickerEvent:
+        f = _dec_ticker.decode(frame)
+        d = f.data
+        if d.symbol and d.symbol.upper() != symbol.upper():
+            raise MalformedFrame(f"data.symbol {d.symbol!r} on topic {f.topic!r}")
+        for name in ("markPrice", "indexPrice", "lastPrice"):
+            v = getattr(d, name)
+            if v is not None and not 0.0 < v < _INF:
+                raise MalformedFrame(f"bad {name} {v!r}")
+        return TickerEvent(symbol=symbol, ts_exchange_us=f.ts * 1000, recv_ns=recv_ns, mark_price=d.markPrice,
+                           index_price=d.indexPrice, last_price=d.lastPrice, funding_rate=d.fundingRate,
+                           funding_timestamp=d.nextFundingTime * 1000 if d.nextFundingTime else None,
+                           open_interest=d.openInterest)
+
+    def _parse_liquidations(self, frame: bytes, recv_ns: int, symbol: str):
+        f = _dec_liq.decode(frame)
+        out = []
+        for x in f.data:
+            side = _LIQ_ORDER_SIDES.get(x.S)
+            if side is None:
+                raise MalformedFrame(f"liquidation side {x.S!r}")
+            if not (0.0 < x.p < _INF and 0.0 < x.v < _INF):
+                raise MalformedFrame(f"bad liquidation price/size {x.p!r}/{x.v!r}")
+            out.append(LiquidationEvent(symbol, side, x.p, x.v, "", x.T * 1000, recv_ns))
+        return out or None
+
     def _parse_trades(self, frame: bytes, recv_ns: int, symbol: str):
         f = _dec_trades.decode(frame)
         out = []
@@ -305,6 +420,7 @@ class BybitLinearAdapter(BybitSpotAdapter):
     KIND = "perp"
     DEFAULTS = {**BybitSpotAdapter.DEFAULTS, "ws_url": "wss://stream.bybit.com/v5/public/linear"}
     SUBSCRIBE_BATCH = 10   # the 10-arg cap is documented for spot; linear keeps it to stay safe
+    CHANNELS = ("trades", "book", "quotes", "derivative_ticker", "liquidations")
 
     def instrument(self, symbol: str) -> Instrument:
         """``BTCUSDT`` is a perpetual; ``BTC-26DEC25`` / ``BTCUSDT-26DEC25`` are dated futures."""

@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 
 from ingest.events import TradeEvent
-from pipeline.errors import MalformedFrame
+from pipeline.errors import ConfigError, MalformedFrame
 
 # msgspec raises UnicodeDecodeError for invalid UTF-8 inside a JSON string
 DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
@@ -32,6 +32,21 @@ def configure(adapter, config) -> None:
     cap = getattr(adapter, "MAX_SNAPSHOT_LIMIT", None)
     if cap is not None and "snapshot_limit" in d:
         adapter.snapshot_limit = min(adapter.snapshot_limit, cap)
+    adapter.channels = channels(adapter, config)
+
+
+def channels(adapter, config) -> frozenset[str]:
+    """The channels to subscribe to: the config's ``channels`` (each one the venue must offer:
+    ``adapter.CHANNELS``), else every channel the venue offers."""
+    offered = adapter.CHANNELS
+    chosen = getattr(config, "channels", None)
+    if chosen is None:
+        return frozenset(offered)
+    missing = [c for c in chosen if c not in offered]
+    if missing:
+        raise ConfigError(f"exchanges.{config.name}.channels",
+                          f"{adapter.name} offers no {', '.join(missing)} channel (it offers: {', '.join(offered)})")
+    return frozenset(chosen)
 
 
 def malformed(message: str, symbol: str | None) -> MalformedFrame:

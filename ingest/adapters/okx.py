@@ -30,6 +30,14 @@ Venue rules implemented here (shared/docs/exchange-protocols.md section 5):
 - REST ``GET /api/v5/market/books?instId=..&sz=400`` feeds only the best-available-book
   fallback (40 requests / 2 s per IP).
 
+Other kinds (issue 13), on the trades connection: quotes from ``bbo-tbt`` (``seqId`` as the
+update id); for swaps and futures the derivative ticker merged from ``mark-price``,
+``index-tickers`` (subscribed by the index id, ``BTC-USDT`` for ``BTC-USDT-SWAP``),
+``funding-rate`` (``fundingTime`` is the next funding time, ``nextFundingRate`` the predicted
+rate when the venue states one) and ``open-interest`` (``oi``, contracts); liquidations from
+``liquidation-orders`` (one subscription per instrument type; ``side`` is the liquidation
+order's side, ``sz`` contracts for swaps and futures).  Spot symbols have no derivative ticker.
+
 Units: for SWAP and FUTURES instruments ``sz`` is a number of **contracts**, not base
 currency.  This adapter keeps the venue's unit (no ``ctVal`` conversion): consumers that
 compare venues must scale by the instrument's contract value themselves.
@@ -47,7 +55,8 @@ import msgspec
 from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict  # noqa: F401
 from ingest.adapters.common import (Id, Millis, configure, DECODE_ERRORS as _DECODE_ERRORS,
                                     malformed as _malformed, trade as _trade)
-from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, VenueNotice
+from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, LiquidationEvent, SnapshotRequest,
+                           StreamGroup, TickerEvent, VenueNotice)
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
 from pipeline.instruments import split_dashed
@@ -117,6 +126,58 @@ _dec_books = msgspec.json.Decoder(list[_Book], strict=False)
 _dec_books_f = msgspec.json.Decoder(list[_BookF], strict=False)
 _dec_trades = msgspec.json.Decoder(list[_Trade], strict=False)
 _dec_rest = msgspec.json.Decoder(_RestBooks, strict=False)
+
+
+class _Bbo(msgspec.Struct):
+    asks: list[tuple[float, float, float, float]]
+    bids: list[tuple[float, float, float, float]]
+    ts: Millis = 0
+    seqId: Id = 0
+
+
+class _Mark(msgspec.Struct):
+    markPx: float
+    ts: Millis = 0
+
+
+class _Index(msgspec.Struct):
+    instId: str
+    idxPx: float
+    ts: Millis = 0
+
+
+class _Funding(msgspec.Struct):
+    fundingRate: float | None = None
+    fundingTime: Millis | None = None
+    nextFundingRate: str = ""
+    ts: Millis = 0
+
+
+class _Oi(msgspec.Struct):
+    oi: float
+    ts: Millis = 0
+
+
+class _LiqDetail(msgspec.Struct):
+    side: str
+    sz: float
+    bkPx: float
+    ts: Millis
+
+
+class _Liq(msgspec.Struct):
+    instId: str
+    details: list[_LiqDetail]
+
+
+_dec_bbo = msgspec.json.Decoder(list[_Bbo], strict=False)
+_dec_mark = msgspec.json.Decoder(list[_Mark], strict=False)
+_dec_index = msgspec.json.Decoder(list[_Index], strict=False)
+_dec_funding = msgspec.json.Decoder(list[_Funding], strict=False)
+_dec_oi = msgspec.json.Decoder(list[_Oi], strict=False)
+_dec_liq = msgspec.json.Decoder(list[_Liq], strict=False)
+_DERIVATIVE = ("perp", "future")
+_INST_TYPES = {"perp": "SWAP", "future": "FUTURES"}
 _SIDES = {"buy": "buy", "sell": "sell"}
 
 
@@ -186,6 +247,7 @@ class OkxAdapter(Adapter):
     TRADES_PER_CONNECTION = 100
     MAX_ARGS_BYTES = 60_000                # one request's args at most 64 KB
     MAX_SNAPSHOT_LIMIT = 400
+    CHANNELS = ("trades", "book", "quotes", "derivative_ticker", "liquidations")
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
@@ -202,9 +264,33 @@ class OkxAdapter(Adapter):
         # per symbol: a local update counter for frames without seqId (pre-2022-06 captures)
         self._local_seq: dict[str, int] = dict.fromkeys(config.symbols, 0)
         self._req = 0
+        # index id -> the symbols whose derivative ticker takes its index price
+        self._by_index: dict[str, list[str]] = {}
+        self._derivatives = [sym for sym in config.symbols if split_dashed(sym).kind in _DERIVATIVE]
+        for sym in self._derivatives:
+            inst = split_dashed(sym)
+            self._by_index.setdefault(f"{inst.base}-{inst.quote}", []).append(sym)
+        self._other_parsers = {"bbo-tbt": self._parse_bbo, "mark-price": self._parse_mark,
+                               "funding-rate": self._parse_funding, "open-interest": self._parse_oi}
 
     def instrument(self, symbol: str) -> Instrument:
         return split_dashed(symbol)
+
+    def _other_args(self) -> list[dict]:
+        """Subscription args of the other kinds the channels ask for (on the trades connection)."""
+        args: list[dict] = []
+        ch = self.channels
+        if "quotes" in ch:
+            args += [{"channel": "bbo-tbt", "instId": sym.upper()} for sym in self.symbols]
+        if "derivative_ticker" in ch:
+            for channel in ("mark-price", "funding-rate", "open-interest"):
+                args += [{"channel": channel, "instId": sym.upper()} for sym in self._derivatives
+                         if channel != "funding-rate" or split_dashed(sym).kind == "perp"]
+            args += [{"channel": "index-tickers", "instId": idx} for idx in self._by_index]
+        if "liquidations" in ch:
+            kinds = dict.fromkeys(split_dashed(sym).kind for sym in self._derivatives)
+            args += [{"channel": "liquidation-orders", "instType": _INST_TYPES[k]} for k in kinds]
+        return args
 
     def connection_opened(self, group: StreamGroup) -> None:
         """A new socket: forget the level texts of its symbols (a snapshot comes first)."""
@@ -236,12 +322,20 @@ class OkxAdapter(Adapter):
     def stream_groups(self) -> list[StreamGroup]:
         """Books and trades on separate connections; < 30 book channels per connection."""
         groups = []
-        for kind, channel, chunk in (("depth", self.depth_stream, self.streams_per_connection),
-                                     ("trades", self.trade_stream, self.TRADES_PER_CONNECTION)):
+        channels = (("depth", self.depth_stream, self.streams_per_connection),)
+        if "trades" in self.channels:
+            channels += (("trades", self.trade_stream, self.TRADES_PER_CONNECTION),)
+        for kind, channel, chunk in channels:
             chunk = max(1, chunk)
             for i in range(0, len(self.symbols), chunk):
                 syms = tuple(self.symbols[i:i + chunk])
                 groups.append(StreamGroup(self.ws_url, kind, syms, self._subscribe_frames(channel, syms)))
+        args = self._other_args()
+        for i in range(0, len(args), 200):  # well under the 64 KB of one request
+            self._req += 1
+            frame = json.dumps({"id": f"sub{self._req}", "op": "subscribe", "args": args[i:i + 200]},
+                               separators=(",", ":"))
+            groups.append(StreamGroup(self.ws_url, "trades", tuple(self.symbols), (frame,)))
         return groups
 
     def resubscribe(self, symbol: str) -> list[str]:
@@ -269,15 +363,22 @@ class OkxAdapter(Adapter):
             raise MalformedFrame(f"not an OKX frame: {exc}") from None
         if f.arg is None or not f.data:
             return self._event(frame, f)
-        symbol = self._by_inst.get(f.arg.instId.upper())
         channel = f.arg.channel
+        symbol = self._by_inst.get(f.arg.instId.upper())
         if symbol is None:
+            if channel == "liquidation-orders":
+                return self._parse_liquidations(f.data, recv_ns)
+            if channel == "index-tickers":
+                return self._parse_index(f.data, recv_ns, f.arg.instId)
             raise UnknownFrame(f"channel {channel!r} for unknown instId {f.arg.instId!r}")
         try:
             if channel == self.depth_stream:
                 return self._parse_books(f, recv_ns, symbol)
             if channel == self.trade_stream:
                 return self._parse_trades(f.data, recv_ns, symbol)
+            other = self._other_parsers.get(channel)
+            if other is not None:
+                return other(f.data, recv_ns, symbol)
         except _DECODE_ERRORS as exc:
             raise _malformed(str(exc), symbol) from None
         except MalformedFrame as exc:
@@ -347,6 +448,81 @@ class OkxAdapter(Adapter):
             seq = b.seqId
             prev = b.prevSeqId if b.prevSeqId is not None else NO_SEQ - 1  # never chains
         return DepthDiff(symbol, seq, seq, prev, bids, asks, b.ts * 1000, recv_ns, b.checksum)
+
+    def _parse_bbo(self, data: msgspec.Raw, recv_ns: int, symbol: str):
+        out = []
+        for b in _dec_bbo.decode(data):
+            bid, ask = (b.bids[0] if b.bids else None), (b.asks[0] if b.asks else None)
+            for lvl in (bid, ask):
+                if lvl is not None and not (0.0 < lvl[0] < _INF and 0.0 <= lvl[1] < _INF):
+                    raise MalformedFrame(f"bad bbo level {lvl!r}")
+            out.append(BboEvent(symbol, b.seqId, bid[0] if bid else None, bid[1] if bid else None,
+                                ask[0] if ask else None, ask[1] if ask else None, recv_ns, b.ts * 1000))
+        return (out[0] if len(out) == 1 else out) or None
+
+    def _parse_mark(self, data: msgspec.Raw, recv_ns: int, symbol: str):
+        out = []
+        for m in _dec_mark.decode(data):
+            if not 0.0 < m.markPx < _INF:
+                raise MalformedFrame(f"bad markPx {m.markPx!r}")
+            out.append(TickerEvent(symbol=symbol, ts_exchange_us=m.ts * 1000, recv_ns=recv_ns, mark_price=m.markPx))
+        return (out[0] if len(out) == 1 else out) or None
+
+    def _parse_index(self, data: msgspec.Raw, recv_ns: int, index: str):
+        symbols = self._by_index.get(index.upper())
+        if symbols is None:
+            raise UnknownFrame(f"index-tickers for unknown index {index!r}")
+        out = []
+        try:
+            for x in _dec_index.decode(data):
+                if not 0.0 < x.idxPx < _INF:
+                    raise MalformedFrame(f"bad idxPx {x.idxPx!r}")
+                out += [TickerEvent(symbol=sym, ts_exchange_us=x.ts * 1000, recv_ns=recv_ns, index_price=x.idxPx)
+                        for sym in symbols]
+        except _DECODE_ERRORS as exc:
+            raise _malformed(str(exc), symbols[0]) from None
+        except MalformedFrame as exc:
+            exc.symbol = symbols[0]
+            raise
+        return out or None
+
+    def _parse_funding(self, data: msgspec.Raw, recv_ns: int, symbol: str):
+        out = []
+        for x in _dec_funding.decode(data):
+            try:
+                predicted = float(x.nextFundingRate) if x.nextFundingRate else None
+            except ValueError:
+                raise MalformedFrame(f"bad nextFundingRate {x.nextFundingRate!r}") from None
+            out.append(TickerEvent(symbol=symbol, ts_exchange_us=x.ts * 1000, recv_ns=recv_ns,
+                                   funding_rate=x.fundingRate, predicted_funding_rate=predicted,
+                                   funding_timestamp=x.fundingTime * 1000 if x.fundingTime else None))
+        return (out[0] if len(out) == 1 else out) or None
+
+    def _parse_oi(self, data: msgspec.Raw, recv_ns: int, symbol: str):
+        out = []
+        for x in _dec_oi.decode(data):
+            if not 0.0 <= x.oi < _INF:
+                raise MalformedFrame(f"bad oi {x.oi!r}")
+            out.append(TickerEvent(symbol=symbol, ts_exchange_us=x.ts * 1000, recv_ns=recv_ns, open_interest=x.oi))
+        return (out[0] if len(out) == 1 else out) or None
+
+    def _parse_liquidations(self, data: msgspec.Raw, recv_ns: int):
+        """``liquidation-orders`` covers an instrument type: keep the configured instruments."""
+        try:
+            liqs = _dec_liq.decode(data)
+        except _DECODE_ERRORS as exc:
+            raise _malformed(f"liquidation-orders: {exc}", None) from None
+        out = []
+        for x in liqs:
+            symbol = self._by_inst.get(x.instId.upper())
+            if symbol is None:
+                continue
+            for d in x.details:
+                side = _SIDES.get(d.side)
+                if side is None or not (0.0 < d.bkPx < _INF and 0.0 < d.sz < _INF):
+                    raise _malformed(f"bad liquidation {d.side!r} {d.sz!r} @ {d.bkPx!r}", symbol)
+                out.append(LiquidationEvent(symbol, side, d.bkPx, d.sz, "", d.ts * 1000, recv_ns))
+        return out or None
 
     def _parse_trades(self, data: msgspec.Raw, recv_ns: int, symbol: str):
         out = []

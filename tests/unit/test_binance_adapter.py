@@ -67,7 +67,11 @@ def test_futures_urls_are_routed_and_aster_urls_are_not():
     trades = next(g for g in groups if g.kind == "trades")
     assert depth.url.startswith("wss://fstream.binance.com/public/stream?streams=btcusdt@depth@100ms")
     assert "btcusdt@bookTicker" in depth.url
-    assert trades.url == "wss://fstream.binance.com/market/stream?streams=btcusdt@aggTrade"
+    assert trades.url == ("wss://fstream.binance.com/market/stream?streams=btcusdt@aggTrade/btcusdt@markPrice@1s"
+                          "/btcusdt@forceOrder")
+    only = futures("BTCUSDT", channels=("trades", "book"), verify_bbo=False).stream_groups()
+    assert [g.url for g in only] == ["wss://fstream.binance.com/public/stream?streams=btcusdt@depth@100ms",
+                                     "wss://fstream.binance.com/market/stream?streams=btcusdt@aggTrade"]
     aster = futures("BTCUSDT", ws_url="wss://fstream.asterdex.com", rest_url="https://fapi.asterdex.com",
                     rest_depth_path="/fapi/v3/depth")
     assert all(g.url.startswith("wss://fstream.asterdex.com/stream?streams=") for g in aster.stream_groups())

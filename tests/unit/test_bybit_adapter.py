@@ -106,7 +106,7 @@ def test_subscribe_acks_and_failures():
 
 def test_stream_groups_batch_ten_args_and_keep_trades_apart():
     syms = tuple(f"C{i}USDT" for i in range(25))
-    a = spot(*syms, streams_per_connection=12)
+    a = spot(*syms, streams_per_connection=12, channels=("trades", "book"))
     groups = a.stream_groups()
     depth = [g for g in groups if g.kind == "depth"]
     trades = [g for g in groups if g.kind == "trades"]

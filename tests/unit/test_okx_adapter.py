@@ -62,7 +62,7 @@ def test_documented_frames_parse():
     assert isinstance(err, VenueNotice) and err.kind == "error" and err.detail["code"] == "60012"
     n = a.parse_frame(json.dumps(ex["ws_notice_service_upgrade"]), 1)
     assert isinstance(n, VenueNotice) and n.kind == "server_shutdown"
-    for other in ("ws_bbo_tbt", "ws_books5", "ws_trades_all_business_endpoint"):
+    for other in ("ws_books5", "ws_trades_all_business_endpoint"):  # bbo-tbt is a quote (test_adapter_kinds)
         with pytest.raises(UnknownFrame):
             okx("BTC-USDT", "BCH-USDT-SWAP").parse_frame(json.dumps(ex[other]), 1)
     r = a.parse_snapshot("BTC-USDT", json.dumps(ex["rest_books_response"]).encode(), 1)
@@ -143,7 +143,7 @@ def test_number_levels_parse_without_checksum_and_are_malformed_with_one():
 
 def test_stream_groups_bound_channels_per_connection_and_request_size():
     syms = tuple(f"C{i}-USDT-SWAP" for i in range(60))
-    a = okx(*syms)
+    a = okx(*syms, channels=("trades", "book"))
     groups = a.stream_groups()
     depth = [g for g in groups if g.kind == "depth"]
     trades = [g for g in groups if g.kind == "trades"]
