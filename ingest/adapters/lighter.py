@@ -18,7 +18,16 @@ Venue rules implemented here (shared/docs/exchange-protocols.md section 7):
 - ``trade/ID``: ``subscribed/trade`` (a backlog) then ``update/trade``, each with
   ``trades[]`` and ``liquidation_trades[]``; ``is_maker_ask`` true => the maker sold =>
   the taker **bought**.  ``trade_id`` is unique; keys are remembered (bounded) across
-  reconnects because every subscription starts with the backlog again;
+  reconnects because every subscription starts with the backlog again.
+  ``liquidation_trades[]`` are liquidations, published as such and not as trades (issue
+  13): the liquidated account's order is taken to be the taker (the venue's liquidator
+  crosses the book), so the liquidation's side is the taker side;
+- other kinds (issue 13), on the trades connection: ``ticker/ID`` is the venue's best
+  bid/offer (a quote; top-level ``nonce`` as its update id, not confirmed to be the book's);
+  ``market_stats/ID`` the derivative ticker: ``mark_price``, ``index_price``,
+  ``last_trade_price``, ``open_interest``, ``funding_rate`` (the rate of the last funding),
+  ``current_funding_rate`` (the running estimate for the next one: our
+  ``predicted_funding_rate``) and ``funding_timestamp`` (ms), in the venue's units;
 - keepalive: we send ``{"type":"ping"}``; the server may ping us with ``{"type":"ping"}``
   too (the SDK answers ``{"type":"pong"}``): parse_frame returns VenueNotice("ping") and
   the runner sends ``app_pong``, since an adapter never sends;
@@ -39,7 +48,8 @@ import msgspec
 from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict
 from ingest.adapters.common import (Id, Micros, Millis, configure, DECODE_ERRORS, RecentKeys,
                                     check_uncrossed, malformed as _malformed)
-from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
+from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, LiquidationEvent, SnapshotRequest,
+                           StreamGroup, TickerEvent, TradeEvent, VenueNotice)
 from pipeline.config import ExchangeConfig
 from pipeline.errors import ConfigError, MalformedFrame, SnapshotError, UnknownFrame
 
@@ -73,10 +83,34 @@ class _Trade(msgspec.Struct):
     timestamp: Millis = 0             # ms
 
 
+class _Side(msgspec.Struct):
+    price: float
+    size: float
+
+
+class _Ticker(msgspec.Struct):
+    a: _Side | None = None
+    b: _Side | None = None
+    last_updated_at: Micros = 0
+
+
+class _Stats(msgspec.Struct):
+    mark_price: float | None = None
+    index_price: float | None = None
+    last_trade_price: float | None = None
+    open_interest: float | None = None
+    funding_rate: float | None = None
+    current_funding_rate: float | None = None
+    funding_timestamp: Millis | None = None
+
+
 class _Frame(msgspec.Struct):
     type: str = ""
     channel: str = ""
     order_book: _Book | None = None
+    ticker: _Ticker | None = None
+    market_stats: _Stats | None = None
+    nonce: Id | None = None
     trades: list[_Trade] = []
     liquidation_trades: list[_Trade] = []
     timestamp: Millis = 0             # ms
@@ -165,6 +199,7 @@ class LighterAdapter(Adapter):
     MAX_SNAPSHOT_LIMIT = 250
     REQUEST_WEIGHT = 1                    # the standard-account budget counts requests
     TRADE_KEYS_PER_MARKET = 5000
+    CHANNELS = ("trades", "book", "quotes", "derivative_ticker", "liquidations")
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
@@ -262,11 +297,20 @@ class LighterAdapter(Adapter):
         """Books apart from trades; one subscribe frame per market."""
         groups = []
         chunk = max(1, self.streams_per_connection)
-        for kind, channel in (("depth", "order_book"), ("trades", "trade")):
-            for i in range(0, len(self.symbols), chunk):
-                syms = self.symbols[i:i + chunk]
-                groups.append(StreamGroup(self.ws_url, kind, tuple(syms),
-                                          tuple(self._sub("subscribe", channel, self.market_id(s)) for s in syms)))
+        for i in range(0, len(self.symbols), chunk):
+            syms = self.symbols[i:i + chunk]
+            groups.append(StreamGroup(self.ws_url, "depth", tuple(syms),
+                                      tuple(self._sub("subscribe", "order_book", self.market_id(s)) for s in syms)))
+        ch = self.channels
+        # trade/ID carries trades and liquidations; spot markets have no market_stats
+        channels = [c for c, want in (("trade", "trades" in ch or "liquidations" in ch), ("ticker", "quotes" in ch),
+                                      ("market_stats", "derivative_ticker" in ch)) if want]
+        chunk = max(1, self.streams_per_connection // max(1, len(channels)))
+        for i in range(0, len(self.symbols), chunk) if channels else ():
+            syms = self.symbols[i:i + chunk]
+            subs = tuple(self._sub("subscribe", c, self.market_id(s)) for s in syms for c in channels
+                         if c != "market_stats" or self.instrument(s).kind != "spot")
+            groups.append(StreamGroup(self.ws_url, "trades", tuple(syms), subs))
         return groups
 
     def resubscribe(self, symbol: str) -> list[str]:
@@ -300,6 +344,10 @@ class LighterAdapter(Adapter):
             return self._parse_book(f, symbol, kind[0] == "s", recv_ns)
         if kind == "update/trade" or kind == "subscribed/trade":
             return self._parse_trades(f, self._channel_symbol(f.channel, "trade"), recv_ns)
+        if kind == "update/ticker" or kind == "subscribed/ticker":
+            return self._parse_ticker(f, self._channel_symbol(f.channel, "ticker"), recv_ns)
+        if kind == "update/market_stats" or kind == "subscribed/market_stats":
+            return self._parse_stats(f, self._channel_symbol(f.channel, "market_stats"), recv_ns)
         if kind == "ping":
             return VenueNotice("ping", {})   # the runner answers {"type":"pong"}
         if kind in ("pong", "connected") or kind.startswith("unsubscribed"):
@@ -343,19 +391,52 @@ class LighterAdapter(Adapter):
         asks = _levels(ob.asks, symbol, keep_zero=True)
         return DepthDiff(symbol, nonce, nonce, prev, bids, asks, ts_us, recv_ns)
 
-    def _parse_trades(self, f: _Frame, symbol: str, recv_ns: int) -> list[TradeEvent] | None:
-        trades = f.trades + f.liquidation_trades if f.liquidation_trades else f.trades
-        out = []
-        for t in trades:  # validate all before remembering any id: a rejected frame leaves no trace
+    def _parse_trades(self, f: _Frame, symbol: str, recv_ns: int) -> list | None:
+        """Trades and liquidations of one frame (liquidations first: a liquidation's own fills
+        never appear as trades here)."""
+        for t in f.liquidation_trades + f.trades:  # validate all before remembering any id
             if not (0.0 < t.price < _INF and 0.0 < t.size < _INF) or t.timestamp < 0 or t.trade_id < 0:
                 raise _malformed(f"bad trade {t.trade_id!r}: price/size {t.price!r}/{t.size!r}", symbol)
-            out.append(t)
-        out.sort(key=lambda t: (t.timestamp, t.trade_id))
         seen = self._seen[symbol]
-        events = [TradeEvent(symbol, t.price, t.size, "buy" if t.is_maker_ask else "sell", str(t.trade_id),
-                             t.timestamp * 1000, recv_ns)
-                  for t in out if seen.add(t.trade_id)]
+        events: list = []
+        if f.liquidation_trades and "liquidations" in self.channels:
+            liqs = sorted(f.liquidation_trades, key=lambda t: (t.timestamp, t.trade_id))
+            events += [LiquidationEvent(symbol, "buy" if t.is_maker_ask else "sell", t.price, t.size,
+                                        str(t.trade_id), t.timestamp * 1000, recv_ns)
+                       for t in liqs if seen.add(("liq", t.trade_id))]
+        if "trades" in self.channels:
+            out = sorted(f.trades, key=lambda t: (t.timestamp, t.trade_id))
+            events += [TradeEvent(symbol, t.price, t.size, "buy" if t.is_maker_ask else "sell", str(t.trade_id),
+                                  t.timestamp * 1000, recv_ns)
+                       for t in out if seen.add(t.trade_id)]
         return events or None
+
+    def _parse_ticker(self, f: _Frame, symbol: str, recv_ns: int) -> BboEvent:
+        t = f.ticker
+        if t is None:
+            raise _malformed(f"{f.type} without ticker", symbol)
+        for side in (t.a, t.b):
+            if side is not None and not (0.0 < side.price < _INF and 0.0 <= side.size < _INF):
+                raise _malformed(f"bad ticker level {side.price!r}/{side.size!r}", symbol)
+        bid = t.b if t.b is not None and t.b.size > 0 else None
+        ask = t.a if t.a is not None and t.a.size > 0 else None
+        return BboEvent(symbol, f.nonce or 0, bid.price if bid else None, bid.size if bid else None,
+                        ask.price if ask else None, ask.size if ask else None, recv_ns,
+                        t.last_updated_at or f.last_updated_at or f.timestamp * 1000)
+
+    def _parse_stats(self, f: _Frame, symbol: str, recv_ns: int) -> TickerEvent:
+        m = f.market_stats
+        if m is None:
+            raise _malformed(f"{f.type} without market_stats", symbol)
+        for name in ("mark_price", "index_price", "last_trade_price"):
+            v = getattr(m, name)
+            if v is not None and not 0.0 < v < _INF:
+                raise _malformed(f"bad {name} {v!r}", symbol)
+        return TickerEvent(symbol=symbol, ts_exchange_us=f.timestamp * 1000, recv_ns=recv_ns, mark_price=m.mark_price,
+                           index_price=m.index_price, last_price=m.last_trade_price, funding_rate=m.funding_rate,
+                           predicted_funding_rate=m.current_funding_rate,
+                           funding_timestamp=m.funding_timestamp * 1000 if m.funding_timestamp else None,
+                           open_interest=m.open_interest)
 
     def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> DepthSnapshot:
         """orderBookOrders body -> DepthSnapshot of levels aggregated by price.

@@ -179,3 +179,32 @@ def test_okx_ticker_channels_merge_and_liquidation_orders_keep_configured_instru
                 and x["channel"] not in ("books", "trades")]
     assert {"channel": "index-tickers", "instId": "BTC-USDT"} in args
     assert {"channel": "liquidation-orders", "instType": "SWAP"} in args
+
+
+# ------------------------------------------------------------------ Lighter
+
+def _lighter(*symbols, **kw):
+    a = make("lighter", *symbols, **kw)
+    return a
+
+
+@pytest.mark.shared
+def test_lighter_ticker_is_a_quote_market_stats_a_ticker_and_liquidation_trades_are_liquidations():
+    a = _lighter("0")
+    raw = json.loads((SAMPLES / "lighter" / "nautilus_ws_ticker_update.json").read_text())
+    q = a.parse_frame(json.dumps(raw), 5)
+    assert isinstance(q, BboEvent) and (q.bid_price, q.bid_size, q.ask_price, q.ask_size, q.update_id) == (
+        2064.30, 1.0392, 2064.48, 0.4950, 9182390020)
+    assert q.ts_exchange_us == 1774883844921166
+    t = a.parse_frame(json.dumps(example("lighter", "market_stats")), 5)
+    assert isinstance(t, TickerEvent)
+    assert (t.mark_price, t.index_price, t.last_price, t.open_interest, t.funding_rate, t.predicted_funding_rate,
+            t.funding_timestamp) == (3335.09, 3335.04, 3335.65, 235.25, 0.0005, 0.0057, 1722337200000 * 1000)
+    [liq] = a.parse_frame(json.dumps(example("lighter", "trade_with_liquidation")), 5)
+    assert isinstance(liq, LiquidationEvent)
+    assert (liq.side, liq.price, liq.amount, liq.liquidation_id) == ("sell", 2180.10, 0.5, "16164557911")
+    bad = json.loads(json.dumps(example("lighter", "market_stats")))
+    bad["market_stats"]["mark_price"] = "-1"
+    assert rejected(a, json.dumps(bad)).symbol == "0"
+    raw["ticker"]["b"]["price"] = "x"
+    assert rejected(a, json.dumps(raw)).symbol == "0"

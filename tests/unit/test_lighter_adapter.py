@@ -109,7 +109,11 @@ def test_trade_frames_and_dedup_across_reconnects():
         a.connection_opened(g)
     evs = a.parse_frame(trade_frame("subscribed/trade", 0, (16164557907, False), (16164557908, True),
                                     liquidations=[(16164557909, False)]), 7)
-    assert [(e.trade_id, e.side) for e in evs] == [("16164557908", "buy"), ("16164557909", "sell")]
+    # liquidation_trades are liquidations now (issue 13), not trades
+    from ingest.events import LiquidationEvent
+    assert [(type(e).__name__, e.side) for e in evs] == [("LiquidationEvent", "sell"), ("TradeEvent", "buy")]
+    assert isinstance(evs[0], LiquidationEvent) and evs[0].liquidation_id == "16164557909"
+    assert evs[1].trade_id == "16164557908"
 
 
 @pytest.mark.shared
@@ -142,6 +146,9 @@ def test_stream_groups_resubscribe_and_rest_request():
     assert [json.loads(f) for f in groups[0].subscribe] == [
         {"type": "subscribe", "channel": "order_book/7"}, {"type": "subscribe", "channel": "order_book/12"}]
     assert [json.loads(f) for f in groups[1].subscribe] == [
+        {"type": "subscribe", "channel": f"{c}/{m}"} for m in (7, 12) for c in ("trade", "ticker", "market_stats")]
+    only = adapter("7", "12", discover=False, channels=("trades", "book")).stream_groups()[1]
+    assert [json.loads(f) for f in only.subscribe] == [
         {"type": "subscribe", "channel": "trade/7"}, {"type": "subscribe", "channel": "trade/12"}]
     assert [json.loads(f) for f in a.resubscribe("12")] == [
         {"type": "unsubscribe", "channel": "order_book/12"}, {"type": "subscribe", "channel": "order_book/12"}]
@@ -200,7 +207,7 @@ def test_control_frames():
     err = a.parse_frame('{"error":{"code":30009,"message":"Too Many Requests"}}', 1)
     assert err.kind == "error" and err.detail["error"]["code"] == 30009
     with pytest.raises(UnknownFrame):
-        a.parse_frame('{"type":"update/ticker","channel":"ticker:0","ticker":{}}', 1)
+        a.parse_frame('{"type":"update/height","channel":"height:0","height":5}', 1)  # a ticker is a quote now
     with pytest.raises(UnknownFrame):
         a.parse_frame(book("update/order_book", 5, 2, 1), 1)  # a market we did not subscribe
 
