@@ -38,7 +38,8 @@ import msgspec
 from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict  # noqa: F401
 from ingest.adapters.common import (Millis, configure, DECODE_ERRORS, RecentKeys, check_uncrossed,
                                     malformed as _malformed)
-from ingest.events import DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TradeEvent, VenueNotice
+from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TickerEvent,
+                           TradeEvent, VenueNotice)
 from pipeline.config import ExchangeConfig, check_keys, expect_bool, expect_number
 from pipeline.errors import ConfigError, UnknownFrame
 
@@ -84,6 +85,32 @@ class _Envelope(msgspec.Struct):
     data: msgspec.Raw = msgspec.Raw(b"null")
 
 
+class _BboLevel(msgspec.Struct):
+    px: float
+    sz: float
+
+
+class _Bbo(msgspec.Struct):
+    coin: str
+    time: Millis
+    bbo: tuple[_BboLevel | None, _BboLevel | None]
+
+
+class _Ctx(msgspec.Struct):
+    markPx: float | None = None
+    oraclePx: float | None = None
+    funding: float | None = None
+    openInterest: float | None = None
+
+
+class _AssetCtx(msgspec.Struct):
+    coin: str
+    ctx: _Ctx
+
+
+_dec_bbo = msgspec.json.Decoder(_Bbo, strict=False)
+_dec_ctx = msgspec.json.Decoder(_AssetCtx, strict=False)
+_HOUR_US = 3_600_000_000
 _dec_env = msgspec.json.Decoder(_Envelope)
 _dec_book = msgspec.json.Decoder(_Book, strict=False)
 _dec_trades = msgspec.json.Decoder(list[_Trade], strict=False)
@@ -122,6 +149,12 @@ class HyperliquidAdapter(Adapter):
         "streams_per_connection": 500,    # subscriptions per connection (1000 per IP in all)
     }
     SNAPSHOT_WEIGHT = 2
+    # Other kinds (issue 13), on the trades connection: ``bbo`` is the quote (it has a time, no
+    # update id); ``activeAssetCtx`` (perps) the derivative ticker: markPx, oraclePx as the index,
+    # funding (the current hourly rate), openInterest.  It carries no time: the feed stamps the
+    # local receive time, and the next funding time is the next full hour (the venue funds
+    # hourly).  Liquidations come from the node's fills (a node source), not from this socket.
+    CHANNELS = ("trades", "book", "quotes", "derivative_ticker")
     TRADE_KEYS_PER_COIN = 5000  # backlog after a resubscribe is ~30 trades
     OPTIONS = ("fast", "stale_after_s")
 
@@ -156,12 +189,13 @@ class HyperliquidAdapter(Adapter):
         self._known = frozenset(config.symbols)    # coins are case-sensitive ("kPEPE", "@107")
         self._last_time: dict[str, int] = {}       # per connection: newest l2Book time per coin
         self._seen = {s: RecentKeys(self.TRADE_KEYS_PER_COIN) for s in config.symbols}
-        n_subs = 2 * len(self.symbols)
+        n_subs = sum(len(g.subscribe) for g in self.stream_groups())
         n_conns = len(self.stream_groups())
         if n_subs > MAX_SUBSCRIPTIONS or n_conns > MAX_CONNECTIONS:
             raise ConfigError(f"exchanges.{config.name}.symbols",
                               f"{len(self.symbols)} coins need {n_subs} subscriptions on {n_conns} connections; "
-                              f"Hyperliquid allows {MAX_SUBSCRIPTIONS} and {MAX_CONNECTIONS} per IP")
+                              f"Hyperliquid allows {MAX_SUBSCRIPTIONS} and {MAX_CONNECTIONS} per IP (fewer channels "
+                              f"need fewer: exchanges.{config.name}.channels)")
 
     def instrument(self, symbol: str) -> Instrument:
         """Perps ``BTC`` / HIP-3 ``dex:COIN`` -> (coin, USD, perp); spot ``PURR/USDC`` ->
@@ -186,11 +220,19 @@ class HyperliquidAdapter(Adapter):
         ``streams_per_connection`` coins); every subscription is a frame sent after connecting."""
         groups = []
         chunk = max(1, self.streams_per_connection)
-        for kind, channel in (("depth", "l2Book"), ("trades", "trades")):
-            for i in range(0, len(self.symbols), chunk):
-                syms = self.symbols[i:i + chunk]
-                groups.append(StreamGroup(self.ws_url, kind, tuple(syms),
-                                          tuple(self._sub("subscribe", channel, s) for s in syms)))
+        for i in range(0, len(self.symbols), chunk):
+            syms = self.symbols[i:i + chunk]
+            groups.append(StreamGroup(self.ws_url, "depth", tuple(syms),
+                                      tuple(self._sub("subscribe", "l2Book", s) for s in syms)))
+        ch = self.channels
+        channels = [c for c, want in (("trades", "trades" in ch), ("bbo", "quotes" in ch),
+                                      ("activeAssetCtx", "derivative_ticker" in ch)) if want]
+        chunk = max(1, self.streams_per_connection // max(1, len(channels)))
+        for i in range(0, len(self.symbols), chunk) if channels else ():
+            syms = self.symbols[i:i + chunk]
+            subs = tuple(self._sub("subscribe", c, s) for s in syms for c in channels
+                         if c != "activeAssetCtx" or self.instrument(s).kind == "perp")
+            groups.append(StreamGroup(self.ws_url, "trades", tuple(syms), subs))
         return groups
 
     def connection_opened(self, group: StreamGroup) -> None:
@@ -226,6 +268,10 @@ class HyperliquidAdapter(Adapter):
             return self._parse_book(env.data, recv_ns)
         if channel == "trades":
             return self._parse_trades(env.data, recv_ns)
+        if channel == "bbo":
+            return self._parse_bbo(env.data, recv_ns)
+        if channel == "activeAssetCtx":
+            return self._parse_ctx(env.data, recv_ns)
         if channel in ("pong", "subscriptionResponse"):
             return None
         if channel == "error":
@@ -264,6 +310,37 @@ class HyperliquidAdapter(Adapter):
             return None  # an older block than the book we hold (section 6 rule 2)
         self._last_time[coin] = b.time
         return DepthSnapshot(coin, b.time, bids, asks, b.time * 1000, recv_ns)
+
+    def _parse_bbo(self, raw: bytes, recv_ns: int) -> BboEvent:
+        try:
+            b = _dec_bbo.decode(raw)
+        except DECODE_ERRORS as exc:
+            raise _malformed(f"bbo: {exc}", self._coin_in(raw)) from None
+        if b.coin not in self._known:
+            raise UnknownFrame(f"bbo for unknown coin {b.coin!r}")
+        bid, ask = b.bbo
+        for lvl in (bid, ask):
+            if lvl is not None and not (0.0 < lvl.px < _INF and 0.0 <= lvl.sz < _INF):
+                raise _malformed(f"bad bbo level {lvl.px!r}/{lvl.sz!r}", b.coin)
+        return BboEvent(b.coin, 0, bid.px if bid else None, bid.sz if bid else None, ask.px if ask else None,
+                        ask.sz if ask else None, recv_ns, b.time * 1000)
+
+    def _parse_ctx(self, raw: bytes, recv_ns: int) -> TickerEvent:
+        try:
+            c = _dec_ctx.decode(raw)
+        except DECODE_ERRORS as exc:
+            raise _malformed(f"activeAssetCtx: {exc}", self._coin_in(raw)) from None
+        if c.coin not in self._known:
+            raise UnknownFrame(f"activeAssetCtx for unknown coin {c.coin!r}")
+        x = c.ctx
+        for name in ("markPx", "oraclePx"):
+            v = getattr(x, name)
+            if v is not None and not 0.0 < v < _INF:
+                raise _malformed(f"bad {name} {v!r}", c.coin)
+        now_us = recv_ns // 1000
+        return TickerEvent(symbol=c.coin, ts_exchange_us=0, recv_ns=recv_ns, mark_price=x.markPx,
+                           index_price=x.oraclePx, funding_rate=x.funding, open_interest=x.openInterest,
+                           funding_timestamp=now_us - now_us % _HOUR_US + _HOUR_US)
 
     def _parse_trades(self, raw: bytes, recv_ns: int) -> list[TradeEvent] | None:
         try:

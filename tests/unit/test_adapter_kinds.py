@@ -208,3 +208,31 @@ def test_lighter_ticker_is_a_quote_market_stats_a_ticker_and_liquidation_trades_
     assert rejected(a, json.dumps(bad)).symbol == "0"
     raw["ticker"]["b"]["price"] = "x"
     assert rejected(a, json.dumps(raw)).symbol == "0"
+
+
+# ------------------------------------------------------------------ Hyperliquid
+
+def test_hyperliquid_bbo_is_a_quote_and_active_asset_ctx_a_ticker_stamped_locally():
+    a = make("hyperliquid", "BTC")
+    q = a.parse_frame(json.dumps(example("hyperliquid", "bbo")), 5)
+    assert isinstance(q, BboEvent) and (q.bid_price, q.bid_size, q.ask_price, q.ask_size, q.update_id) == (
+        104990.0, 1.2, 104991.0, 0.5, 0)
+    assert q.ts_exchange_us == 1737900000000 * 1000
+    empty = json.loads(json.dumps(example("hyperliquid", "bbo")))
+    empty["data"]["bbo"][1] = None
+    assert a.parse_frame(json.dumps(empty), 5).ask_price is None  # an empty side
+    ctx = json.loads(json.dumps(example("hyperliquid", "active_asset_ctx")))
+    ctx["data"]["coin"] = "BTC"
+    recv_ns = 1_700_000_100_000_000_000
+    t = a.parse_frame(json.dumps(ctx), recv_ns)
+    assert isinstance(t, TickerEvent) and t.ts_exchange_us == 0  # no venue time: the feed stamps local time
+    assert (t.mark_price, t.index_price, t.funding_rate, t.open_interest, t.last_price) == (
+        14.3161, 14.32, 0.0000125, 688.11, None)
+    assert t.funding_timestamp == 1_700_002_800_000_000  # the next full hour
+    bad = json.loads(json.dumps(example("hyperliquid", "bbo")))
+    bad["data"]["bbo"][0]["px"] = "-1"
+    assert rejected(a, json.dumps(bad)).symbol == "BTC"
+    subs = [json.loads(f)["subscription"]["type"] for g in a.stream_groups() for f in g.subscribe]
+    assert sorted(subs) == ["activeAssetCtx", "bbo", "l2Book", "trades"]
+    with pytest.raises(ConfigError, match="hyperliquid offers no liquidations"):
+        make("hyperliquid", "BTC", channels=("book", "liquidations"))

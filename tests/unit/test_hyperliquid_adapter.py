@@ -95,7 +95,7 @@ def test_documented_control_frames():
     assert json.loads(a.traits.app_ping) == ex["ws_ping"]
     assert json.loads(a.stream_groups()[0].subscribe[0]) == ex["ws_subscribe_l2book"]
     with pytest.raises(UnknownFrame):
-        a.parse_frame('{"channel":"bbo","data":{"coin":"BTC","time":1,"bbo":[null,null]}}', 1)
+        a.parse_frame('{"channel":"activeSpotAssetCtx","data":{"coin":"BTC"}}', 1)  # bbo is a quote now
 
 
 @pytest.mark.shared
@@ -133,7 +133,11 @@ def test_stream_groups_subscriptions_and_resubscribe():
     assert [g.kind for g in groups] == ["depth", "trades"]
     assert all(g.url == "wss://api.hyperliquid.xyz/ws" and g.symbols == a.symbols for g in groups)
     assert [json.loads(f)["subscription"] for f in groups[1].subscribe] == [
-        {"type": "trades", "coin": c} for c in a.symbols]
+        {"type": t, "coin": c} for c in a.symbols for t in ("trades", "bbo", "activeAssetCtx")
+        if t != "activeAssetCtx" or c in ("BTC", "xyz:NVDA")]  # perps only have an asset context
+    only = adapter("BTC", "PURR/USDC", channels=("trades", "book")).stream_groups()[1]
+    assert [json.loads(f)["subscription"] for f in only.subscribe] == [
+        {"type": "trades", "coin": c} for c in ("BTC", "PURR/USDC")]
     assert [json.loads(f) for f in a.resubscribe("@107")] == [
         {"method": "unsubscribe", "subscription": {"type": "l2Book", "coin": "@107"}},
         {"method": "subscribe", "subscription": {"type": "l2Book", "coin": "@107"}}]
