@@ -205,11 +205,12 @@ class FeedBooks:
 
     def __init__(self, exchange: str, adapter, writer: BookWriter, publisher: BusPublisher, epoch: int,
                  trade_ring: TradeRingWriter | None = None, schedule_flush: Callable[[], None] | None = None,
-                 derived: bool = True, bar_intervals: tuple[str, ...] = DEFAULT_BAR_INTERVALS):
+                 cvd: bool = True, bar_intervals: tuple[str, ...] = DEFAULT_BAR_INTERVALS):
         """``schedule_flush``: in batch mode (``publisher.batch``), called when a first view
         changes after a flush; the caller then calls ``flush()`` soon (the ingest: once per
         event-loop turn).  Without it the caller flushes on its own schedule (benchmarks).
-        ``derived``: compute CVD and trade bars (of ``bar_intervals``) from the trades."""
+        ``cvd``, ``bar_intervals``: derive the CVD and the trade bars of these intervals from the
+        trades (config ``cvd``, ``bar_intervals``)."""
         self.exchange = exchange
         self.trade_ring = trade_ring  # recent trades by seq, for consumers' backfill (pipeline/trade_ring.py)
         self.adapter = adapter
@@ -236,7 +237,8 @@ class FeedBooks:
             sync = BookSync(sym, adapter.check, adapter.snapshot_usable, self.in_stream, counts)
             self.feeds[sym] = SymbolFeed(i, sym, sync, counts, self.depth, exchange, _instrument(adapter, sym))
             self.feeds[sym].kinds = SymbolKinds(exchange, sym, bar_intervals)
-        self.derived = derived
+        self.derived = cvd or bool(bar_intervals)
+        self.cvd = cvd
         self._cvd_dirty: list[SymbolFeed] = []  # batch mode: symbols whose CVD goes out at the flush
         # Batch mode: a book change is queued on the bus and its symbol marked dirty;
         # flush() writes each dirty view to shm once, then sends the queue.
@@ -426,6 +428,8 @@ class FeedBooks:
         if closed:
             for bar in closed:
                 publisher.send(schema.TRADE_BAR, k.bar_topic, bar)
+        if not self.cvd:
+            return
         if not self._batch:
             publisher.send(schema.CVD, k.cvd_topic, k.cvd_message(self.epoch, f.instrument))
         elif not queued:

@@ -50,7 +50,8 @@ async def _serve(config: Config, name: str) -> None:
         snapshots.start(loop)
         # views and L2 messages go out once per event-loop turn (a batch of frames)
         feed = FeedBooks(ex.name, adapter, writer, BusPublisher(trades_sock, l2_sock, batch=True), epoch,
-                         trade_ring=trade_ring, schedule_flush=lambda: loop.call_soon(feed.flush))
+                         trade_ring=trade_ring, schedule_flush=lambda: loop.call_soon(feed.flush),
+                         cvd=ex.cvd, bar_intervals=ex.bar_intervals)
         if adapter.traits.transport == "files":  # a source that writes hourly files (ingest/filetail.py)
             from ingest.filetail import FileRunner
             runner = FileRunner(ex, adapter, feed, stop)

@@ -21,8 +21,8 @@ from collections import deque
 
 import aiohttp
 
-from ingest.events import (DepthConnected, DepthDisconnected, DepthSilent, SnapshotOverdue, SnapshotRequest,
-                           StreamGroup, VenueNotice)
+from ingest.events import (DepthConnected, DepthDisconnected, DepthSilent, Malformed, SnapshotOverdue,
+                           SnapshotRequest, StreamGroup, VenueNotice)
 from ingest.feed import P, FeedBooks
 from ingest.health import Health, describe_failure
 from ingest.sync import Action
@@ -379,6 +379,31 @@ class Runner:
             self.feed.copy_stats()
             self.feed.tick(time.time_ns())  # closes the bars of quiet symbols
 
+    async def _poll_loop(self, session: aiohttp.ClientSession) -> None:
+        """REST values no stream carries (Binance USD-M open interest), every
+        ``open_interest_interval_s``, after book snapshots in the weight budget: a request that
+        would exceed it waits for the next round."""
+        polls = self.adapter.poll_requests()
+        interval = self.config.open_interest_interval_s
+        while polls and not self.stop.is_set():
+            for symbol, req in polls:
+                if self.stop.is_set() or self.budget.delay(req.weight, time.monotonic()) > 0 or self._snap_queue:
+                    break
+                self.budget.spend(req.weight, time.monotonic())
+                self.header[P["rest_requests"]] += 1
+                body = await self._rest(session, req, f"{symbol} poll")
+                if body is None:
+                    continue
+                try:
+                    ev = self.adapter.parse_poll(symbol, body, time.time_ns())
+                except MalformedFrame as exc:
+                    ev = Malformed(symbol, f"polled: {exc}")
+                self._carry_out(self.feed.receive(ev) or ())
+            try:
+                await asyncio.wait_for(self.stop.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+
     async def _staleness_loop(self, limit_s: float) -> None:
         """Cadence streams (``traits.stale_after_s``): a live book with no depth frame for
         ``limit_s`` is marked stale and resubscribed (checked four times per limit)."""
@@ -414,6 +439,8 @@ class Runner:
                     tg.create_task(self._snapshot_worker(session), name="snapshots")
                 tg.create_task(self._stats_loop(), name="stats")
                 tg.create_task(self._republish_loop(), name="republish")
+                tg.create_task(self._poll_loop(session), name="poll")
+
                 if self.traits.stale_after_s:
                     tg.create_task(self._staleness_loop(self.traits.stale_after_s), name="staleness")
                 await self.stop.wait()

@@ -162,6 +162,15 @@ class Adapter(Protocol):
         """A REST book body -> DepthSnapshot.  Raises MalformedFrame."""
         ...
 
+    def poll_requests(self) -> list[tuple[str, SnapshotRequest]]:
+        """REST requests the runner repeats every ``open_interest_interval_s``, as (symbol,
+        request), within the weight budget (Binance USD-M open interest); []: none."""
+        return []
+
+    def parse_poll(self, symbol: str, body: bytes, recv_ns: int):
+        """A polled body -> an event for the feed (a TickerEvent).  Raises MalformedFrame."""
+        raise NotImplementedError(f"{self.name} polls nothing")
+
     def discovery_request(self) -> SnapshotRequest | None:
         """Venue metadata to fetch once before connecting (Lighter market ids); None: none."""
         return None

@@ -337,14 +337,6 @@ class BinanceSpotAdapter(Adapter):
             raise MalformedFrame(f"bad liquidation price/amount {price!r}/{amount!r}")
         return LiquidationEvent(symbol, side, price, amount, "", o.T * 1000, recv_ns)
 
-    # ------------------------------------------------------------ open interest (REST, futures)
-    def poll_requests(self) -> list[tuple[str, SnapshotRequest]]:
-        """REST requests to repeat every ``open_interest_interval_s``: (symbol, request)."""
-        return []
-
-    def parse_poll(self, symbol: str, body: bytes, recv_ns: int):
-        """A polled REST body -> an event for the feed.  Raises MalformedFrame."""
-        raise MalformedFrame(f"{self.name} polls nothing")
 
     def parse_snapshot(self, symbol: str, body: bytes, recv_ns: int) -> DepthSnapshot:
         """REST depth body -> DepthSnapshot. Raises MalformedFrame."""
