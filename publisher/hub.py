@@ -22,7 +22,8 @@ from typing import Any, Callable
 from publisher import render
 from publisher.mirror import BookMirror, Step
 from publisher.outbox import Frame, Outbox
-from publisher.requests import Mode, Ping, RequestError, Subscribe, parse_request
+from pipeline import schema
+from publisher.requests import OTHER_CHANNELS, Mode, Ping, RequestError, Subscribe, parse_request
 from publisher.session import BookSub, Change, Phase, Session, Verdict
 from publisher.settings import Settings
 
@@ -85,6 +86,8 @@ class Hub:
         self.clients: dict[int, Client] = {}
         self._next_id = 1
         self.trade_index: dict[Key, set[Client]] = {}
+        # the other channels (quotes, derivative_ticker, liquidations, cvd, trade_bars): channel -> key -> clients
+        self.other_index: dict[str, dict[Key, set[Client]]] = {c: {} for c in OTHER_CHANNELS}
         self.delta_index: dict[Key, dict[int, dict[Client, BookSub]]] = {}
         self.waiting: dict[Key, dict[Client, BookSub]] = {}  # snapshot-mode subs waiting for a change
         self.feed_states: dict[Key, str] = {}  # last state announced to clients
@@ -203,6 +206,16 @@ class Hub:
                     s.discard(client)
             elif has and not had and client.closing is None:
                 self.trade_index.setdefault(key, set()).add(client)
+            old_others = old.others if old is not None else frozenset()
+            new_others = new.others if new is not None and client.closing is None else frozenset()
+            if old_others != new_others:
+                for channel in old_others - new_others:
+                    s = self.other_index[channel].get(key)
+                    if s is not None:
+                        s.discard(client)
+                    client.outbox.drop_latest(channel, key)
+                for channel in new_others - old_others:
+                    self.other_index[channel].setdefault(key, set()).add(client)
             old_book = old.book if old is not None else None
             new_book = new.book if new is not None else None
             if old_book is new_book:
@@ -260,6 +273,34 @@ class Hub:
                 slow = slow or []
                 slow.append((c, reason))
         self.counts["sent_trade"] += direct
+        for c, reason in slow or ():
+            self.close_client(c, CLOSE_TRY_AGAIN, reason, "slow")
+
+    def on_other(self, channel: str, kind: schema.EventKind, payload: bytes) -> None:
+        """A quote, ticker, liquidation, CVD or trade bar from the bus, to the clients of its channel:
+        conflatable kinds into each client's latest lane (a slow client gets the latest state),
+        the others (liquidations, bars) with the trades (never conflated)."""
+        msg = schema.decoder(kind)(payload)
+        now = self.clock()
+        self.counts[f"{channel}_in"] += 1
+        clients = self.other_index[channel].get((msg.exchange, msg.symbol))
+        if not clients:
+            return
+        frame = render.other(msg, kind.ws_kinds[0], now)
+        key = (msg.exchange, msg.symbol)
+        slow = None
+        for c in clients:
+            ob = c.outbox
+            if kind.conflatable:
+                ob.push_latest(channel, key, frame, msg.ts_received)
+                c.wake()
+                continue
+            reason = ob.push_trade(frame, msg.ts_received, now)
+            if reason is None:
+                c.wake()
+            else:
+                slow = slow or []
+                slow.append((c, reason))
         for c, reason in slow or ():
             self.close_client(c, CLOSE_TRY_AGAIN, reason, "slow")
 
@@ -441,6 +482,7 @@ class Hub:
             "l2_in": self.counts["l2_in"],
             "trade_gaps": self.mirror.trade_gaps,
             "sent": {"trades": self.counts["sent_trade"], "l2": self.counts["sent_l2"],
-                     "control": self.counts["sent_control"]},
+                     "control": self.counts["sent_control"], "other": self.counts["sent_other"]},
+            "other_in": {c: self.counts[f"{c}_in"] for c in OTHER_CHANNELS},
             "client_list": clients,
         }

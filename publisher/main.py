@@ -29,6 +29,7 @@ from publisher.hub import Hub
 from publisher.metrics import PublisherMetrics
 from publisher.mirror import BookMirror
 from publisher.server import PublisherServer
+from publisher.requests import OTHER_CHANNELS
 from publisher.settings import load_settings
 from publisher.web import Routes
 
@@ -95,9 +96,14 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     routes = Routes(health, metrics.render, hub.statistics)
     server = PublisherServer(settings, hub, routes, metrics, on_error=fail)
     ctx = zmq.Context()
-    reader = bus.Reader.for_config(ctx, config, kinds=(schema.TRADE, schema.L2))
+    reader = bus.Reader.for_config(ctx, config)  # every kind: trades, books and the others
     on_trade = hub.on_trade
-    reader.on_kinds({schema.TRADE: lambda _topic, payload: on_trade(payload), schema.L2: hub.on_l2}, on_error=fail)
+    handlers: dict[schema.EventKind, bus.OnMessage] = {
+        schema.TRADE: lambda _topic, payload: on_trade(payload), schema.L2: hub.on_l2}
+    for channel, name in OTHER_CHANNELS.items():
+        kind = schema.KINDS[name]
+        handlers[kind] = lambda _topic, payload, c=channel, k=kind: hub.on_other(c, k, payload)
+    reader.on_kinds(handlers, on_error=fail)
     hub.poll_trades = reader.poll_hot
     monitor = None
     try:

@@ -3,8 +3,10 @@
 Pure.  Four lanes, served in this order by the client's sender:
 
     control    welcome, replies, errors, status events        bounded; overflow = a request flood
-    trades     pre-rendered trade frames                      bounded by count and by age; never
-                                                              dropped: overflow closes the client
+    trades     pre-rendered trade frames (and liquidations,   bounded by count and by age; never
+               trade bars: never conflated either)            dropped: overflow closes the client
+    latest     the latest quote / ticker / CVD frame per      one per (channel, key): a newer frame
+               (channel, key)                                 replaces a queued one (conflated)
     snapshots  keys whose latest view is due (ordered set)    at most one per key; rendered when
                                                               sent, so always the current view
     deltas     pre-rendered order_book_l2_update frames       bounded; overflow conflates them
@@ -31,7 +33,7 @@ MAX_CONTROL = 256
 
 class Outbox:
     __slots__ = ("max_trades", "max_deltas", "max_lag_us", "control", "trades", "snapshots", "deltas",
-                 "conflations", "dropped", "sent", "peak")
+                 "conflations", "dropped", "sent", "peak", "latest", "replaced")
 
     def __init__(self, max_trades: int, max_deltas: int, max_lag_s: float):
         self.max_trades = max_trades
@@ -41,17 +43,31 @@ class Outbox:
         self.trades: deque[tuple[bytes, int, int]] = deque()  # (frame, ingest receive µs, queued at µs)
         self.snapshots: dict[Key, None] = {}
         self.deltas: deque[tuple[Key, bytes, int]] = deque()
+        self.latest: dict[tuple[str, Key], tuple[bytes, int]] = {}  # (channel, key) -> (frame, received µs)
+        self.replaced = 0     # latest-lane frames replaced by a newer one before they were sent
         self.conflations = 0  # times the delta backlog was replaced by snapshots
         self.dropped = 0      # deltas dropped by those conflations
         self.sent = 0
         self.peak = 0         # largest depth seen (all lanes)
 
     def __len__(self) -> int:
-        return len(self.control) + len(self.trades) + len(self.snapshots) + len(self.deltas)
+        return len(self.control) + len(self.trades) + len(self.latest) + len(self.snapshots) + len(self.deltas)
 
     def depths(self) -> dict[str, int]:
-        return {"control": len(self.control), "trades": len(self.trades), "snapshots": len(self.snapshots),
-                "deltas": len(self.deltas)}
+        return {"control": len(self.control), "trades": len(self.trades), "latest": len(self.latest),
+                "snapshots": len(self.snapshots), "deltas": len(self.deltas)}
+
+    def push_latest(self, channel: str, key: Key, frame: bytes, received_us: int) -> None:
+        """Queue the latest state of a conflatable kind; it replaces one still queued."""
+        slot = (channel, key)
+        latest = self.latest
+        if slot in latest:
+            self.replaced += 1
+            del latest[slot]  # re-inserted last: the lane stays in arrival order
+        latest[slot] = (frame, received_us)
+
+    def drop_latest(self, channel: str, key: Key) -> None:
+        self.latest.pop((channel, key), None)
 
     # --------------------------------------------------------------------- push
     def push_control(self, frame: bytes) -> bool:
@@ -113,6 +129,10 @@ class Outbox:
         if self.trades:
             frame, received_us, _ = self.trades.popleft()
             return frame, "trade", received_us
+        if self.latest:
+            slot = next(iter(self.latest))
+            frame, received_us = self.latest.pop(slot)
+            return frame, "other", received_us
         if self.snapshots:
             key = next(iter(self.snapshots))
             del self.snapshots[key]

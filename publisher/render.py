@@ -95,6 +95,29 @@ class BookUpdateEvent(_Event, tag=schema.L2.ws_kinds[1], kw_only=True, omit_defa
     instrument: Any = None  # as for trades
 
 
+# The other kinds (quote, derivative_ticker, liquidation, cvd, trade_bar): the bus payload's own
+# fields, times in µs turned into ISO strings like the envelope's (docs/websocket.md).
+_SKIP = frozenset(("kind", "exchange", "symbol", "ts_exchange", "ts_received", "ts_published", "epoch"))
+_ISO_FIELDS = frozenset(("funding_timestamp", "open_time", "since"))
+
+
+def other(msg: Any, ws_kind: str, published_us: int) -> bytes:
+    """A quote, derivative_ticker, liquidation, cvd or trade_bar event from its bus payload."""
+    out: dict[str, Any] = {"kind": ws_kind, "exchange": msg.exchange, "symbol": msg.symbol,
+                           "time_exchange": iso(msg.ts_exchange), "time_received": iso(msg.ts_received),
+                           "time_published": iso(published_us)}
+    for name in msg.__struct_fields__:
+        if name in _SKIP:
+            continue
+        value = getattr(msg, name)
+        if name in _ISO_FIELDS and value is not None:
+            value = iso(value)
+        if name == "instrument" and value is None:
+            continue
+        out[name] = value
+    return _encoder.encode(out)
+
+
 class StatusEvent(_Event, tag="status", kw_only=True):
     state: str  # live | stale | syncing | down
     reason: str

@@ -2,7 +2,7 @@
 
 Pure.  The grammar (docs/websocket.md, "Requests")::
 
-    {"op": "subscribe", "exchange": E, "symbols": [S...], "channels": ["trades", "book"],
+    {"op": "subscribe", "exchange": E, "symbols": [S...], "channels": ["trades", "book", "quotes", ...],
      "depth": N, "mode": "snapshots" | "deltas", "throttle_ms": T, "id": ...}
     {"op": "unsubscribe", "exchange": E, "symbols": [S...], "channels": [...], "id": ...}
     {"op": "ping", "id": ...}
@@ -23,7 +23,12 @@ import msgspec
 from publisher.settings import Settings
 
 MAX_THROTTLE_MS = 60_000
-CHANNELS = ("trades", "book")
+# subscription channels: trades and book, and one per other kind (OTHER_CHANNELS: channel -> bus kind name)
+OTHER_CHANNELS = {"quotes": "quote", "derivative_ticker": "derivative_ticker", "liquidations": "liquidation",
+                  "cvd": "cvd", "trade_bars": "trade_bar"}
+CHANNELS = ("trades", "book", *OTHER_CHANNELS)
+# what a client that sends nothing gets besides trades and book snapshots (docs/websocket.md)
+DEFAULT_OTHER = frozenset(("quotes", "derivative_ticker", "liquidations"))
 _decoder = msgspec.json.Decoder()
 
 
@@ -50,11 +55,12 @@ class Subscribe:
     depth: int
     mode: Mode
     throttle_ms: int
+    others: frozenset[str] = frozenset()  # OTHER_CHANNELS asked for
 
     def summary(self) -> dict:
         """The fields echoed in the ``subscribed`` reply."""
         return {"exchange": self.exchange, "symbols": list(self.symbols),
-                "channels": [c for c, on in (("trades", self.trades), ("book", self.book)) if on],
+                "channels": _names(self.trades, self.book, self.others),
                 "depth": self.depth, "mode": self.mode.value, "throttle_ms": self.throttle_ms}
 
 
@@ -65,10 +71,15 @@ class Unsubscribe:
     symbols: tuple[str, ...] | None  # None: every symbol of the exchange
     trades: bool
     book: bool
+    others: frozenset[str] = frozenset()
 
     def summary(self) -> dict:
         return {"exchange": self.exchange, "symbols": None if self.symbols is None else list(self.symbols),
-                "channels": [c for c, on in (("trades", self.trades), ("book", self.book)) if on]}
+                "channels": _names(self.trades, self.book, self.others)}
+
+
+def _names(trades: bool, book: bool, others: frozenset[str]) -> list[str]:
+    return [c for c in CHANNELS if (c == "trades" and trades) or (c == "book" and book) or c in others]
 
 
 @dataclass(frozen=True)
@@ -143,16 +154,17 @@ def _symbols(obj: dict, request_id: Any, settings: Settings, exchange: str | Non
     return tuple(dict.fromkeys(syms))
 
 
-def _channels(obj: dict, request_id: Any) -> tuple[bool, bool]:
+def _channels(obj: dict, request_id: Any, default_others: frozenset[str]) -> tuple[bool, bool, frozenset[str]]:
     ch = obj.get("channels")
     if ch is None:
-        return True, True
+        return True, True, default_others
+    known = ", ".join(f'"{c}"' for c in CHANNELS)
     if not isinstance(ch, list) or not ch or not all(isinstance(c, str) for c in ch):
-        raise RequestError('channels: expected a non-empty list of "trades" and/or "book"', request_id)
+        raise RequestError(f"channels: expected a non-empty list of {known}", request_id)
     for c in ch:
         if c not in CHANNELS:
-            raise RequestError(f'unknown channel {c!r} (known: "trades", "book")', request_id)
-    return "trades" in ch, "book" in ch
+            raise RequestError(f"unknown channel {c!r} (known: {known})", request_id)
+    return "trades" in ch, "book" in ch, frozenset(c for c in ch if c in OTHER_CHANNELS)
 
 
 def _int(obj: dict, key: str, request_id: Any, low: int, high: int) -> int | None:
@@ -168,7 +180,7 @@ def _subscribe(obj: dict, request_id: Any, settings: Settings) -> Subscribe:
     exchange = _exchange(obj, request_id, settings, required=True)
     feed = settings.feeds[exchange]
     symbols = _symbols(obj, request_id, settings, exchange) or feed.symbols
-    trades, book = _channels(obj, request_id)
+    trades, book, others = _channels(obj, request_id, DEFAULT_OTHER)
     depth = _int(obj, "depth", request_id, 1, feed.depth)
     if depth is None:
         depth = min(settings.limits.default_depth, feed.depth)
@@ -181,11 +193,11 @@ def _subscribe(obj: dict, request_id: Any, settings: Settings) -> Subscribe:
     if throttle is not None and mode is Mode.DELTAS:
         raise RequestError('throttle_ms: applies to mode "snapshots" only (deltas are never throttled)', request_id)
     return Subscribe(request_id, exchange, symbols, trades, book, depth, mode,
-                     feed.throttle_ms if throttle is None else throttle)
+                     feed.throttle_ms if throttle is None else throttle, others)
 
 
 def _unsubscribe(obj: dict, request_id: Any, settings: Settings) -> Unsubscribe:
     exchange = _exchange(obj, request_id, settings, required=False)
     symbols = _symbols(obj, request_id, settings, exchange)
-    trades, book = _channels(obj, request_id)
-    return Unsubscribe(request_id, exchange, symbols, trades, book)
+    trades, book, others = _channels(obj, request_id, frozenset(OTHER_CHANNELS))
+    return Unsubscribe(request_id, exchange, symbols, trades, book, others)

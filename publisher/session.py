@@ -32,7 +32,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from publisher.requests import Mode, RequestError, Subscribe, Unsubscribe
+from publisher.requests import DEFAULT_OTHER, Mode, RequestError, Subscribe, Unsubscribe
 from publisher.settings import Settings
 
 Key = tuple[str, str]
@@ -123,13 +123,15 @@ class BookSub:
 
 
 class Sub:
-    """What one client takes of one key."""
+    """What one client takes of one key: trades, a book subscription, and the other channels
+    (requests.OTHER_CHANNELS names: quotes, derivative_ticker, liquidations, cvd, trade_bars)."""
 
-    __slots__ = ("trades", "book")
+    __slots__ = ("trades", "book", "others")
 
-    def __init__(self, trades: bool, book: BookSub | None):
+    def __init__(self, trades: bool, book: BookSub | None, others: frozenset[str] = frozenset()):
         self.trades = trades
         self.book = book
+        self.others = others
 
 
 Change = tuple[Key, Sub | None, Sub | None]  # (key, old, new): the hub re-indexes old -> new
@@ -170,10 +172,10 @@ class Session:
         for ex, feed in settings.feeds.items():
             depth = min(limits.default_depth, feed.depth)
             for sym in feed.symbols:
-                self.subs[(ex, sym)] = Sub(True, BookSub(Mode.SNAPSHOTS, depth, feed.throttle_ms))
+                self.subs[(ex, sym)] = Sub(True, BookSub(Mode.SNAPSHOTS, depth, feed.throttle_ms), DEFAULT_OTHER)
 
     def default_summary(self) -> dict:
-        return {"channels": ["trades", "book"], "mode": Mode.SNAPSHOTS.value, "depth": self.settings.limits.default_depth,
+        return {"channels": ["trades", "book", *sorted(DEFAULT_OTHER)], "mode": Mode.SNAPSHOTS.value, "depth": self.settings.limits.default_depth,
                 "throttle_ms": {ex: f.throttle_ms for ex, f in self.settings.feeds.items()}}
 
     # ----------------------------------------------------------------- requests
@@ -206,7 +208,7 @@ class Session:
         for key in keys:
             old = self.subs.get(key)
             book = BookSub(req.mode, req.depth, req.throttle_ms) if req.book else (old.book if old else None)
-            new = Sub(req.trades or bool(old and old.trades), book)
+            new = Sub(req.trades or bool(old and old.trades), book, req.others | (old.others if old else frozenset()))
             self.subs[key] = new
             changes.append((key, old, new))
         return changes
@@ -221,9 +223,10 @@ class Session:
                 continue
             trades = old.trades and not req.trades
             book = None if req.book else old.book
-            if trades == old.trades and book is old.book:
+            others = old.others - req.others
+            if trades == old.trades and book is old.book and others == old.others:
                 continue
-            new = Sub(trades, book) if (trades or book is not None) else None
+            new = Sub(trades, book, others) if (trades or book is not None or others) else None
             if new is None:
                 del self.subs[key]
             else:

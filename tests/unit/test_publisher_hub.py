@@ -326,3 +326,59 @@ def test_clients_due_for_the_same_view_share_one_rendering(env):
     clock.us += 2_000  # an old rendering is not reused even if the book is quiet (its stamp would be old)
     d = Peer(hub)
     assert d.drain()[-1]["time_published"] != fc["time_published"]
+
+
+def _other(kind, seq: int, **fields) -> tuple:
+    common = dict(exchange="sim", symbol="BTCUSDT", epoch=1, seq=seq, ts_exchange=1_700_000_000_000_000,
+                  ts_received=1_700_000_000_000_100)
+    return kind, schema.encode(kind.payload(**common, **fields))
+
+
+def test_silent_client_gets_quotes_tickers_and_liquidations_and_a_slow_one_the_latest_quote(env):
+    """Issue 13: a client that sends nothing gets trades, liquidations, quotes and tickers (not CVD
+    or bars); quotes and tickers are conflated to the latest per symbol in its queue, liquidations never."""
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    p.drain()
+    for seq in (1, 2, 3):
+        hub.on_other("quotes", *_other(schema.QUOTE, seq, bid_price=99.0 + seq, bid_amount=1.0, ask_price=101.0,
+                                       ask_amount=2.0, update_id=seq))
+    hub.on_other("liquidations", *_other(schema.LIQUIDATION, 1, side="sell", price=98.0, amount=0.5))
+    hub.on_other("liquidations", *_other(schema.LIQUIDATION, 2, side="buy", price=102.0, amount=0.25))
+    hub.on_other("derivative_ticker", *_other(schema.DERIVATIVE_TICKER, 1, mark_price=100.5,
+                                              funding_timestamp=1_700_003_600_000_000))
+    hub.on_other("cvd", *_other(schema.CVD, 1, cvd=1.0, buy_volume=1.0, sell_volume=0.0, since=0, trade_seq=1))
+    frames = p.drain()
+    assert kinds(frames) == ["liquidation", "liquidation", "quote", "derivative_ticker"]
+    quote, ticker = frames[2], frames[3]
+    assert quote["seq"] == 3 and quote["bid_price"] == 102.0 and quote["update_id"] == 3  # the latest only
+    for f in frames:
+        assert f["exchange"] == "sim" and f["symbol"] == "BTCUSDT"
+        assert f["time_exchange"] == "2023-11-14T22:13:20.000000Z" and f["time_received"].endswith("00100Z")
+    assert ticker["mark_price"] == 100.5 and ticker["index_price"] is None
+    assert ticker["funding_timestamp"] == "2023-11-14T23:13:20.000000Z"
+    assert [(f["side"], f["price"]) for f in frames[:2]] == [("sell", 98.0), ("buy", 102.0)]
+
+
+def test_cvd_and_bars_go_to_the_clients_that_subscribe_to_them(env):
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    p.send({"op": "subscribe", "exchange": "sim", "channels": ["cvd", "trade_bars"], "id": 1})
+    assert kinds(p.drain())[-1] == "subscribed"
+    hub.on_other("quotes", *_other(schema.QUOTE, 1, bid_price=1.0, bid_amount=1.0, ask_price=2.0, ask_amount=1.0))
+    hub.on_other("cvd", *_other(schema.CVD, 1, cvd=-2.0, buy_volume=1.0, sell_volume=3.0, since=0, trade_seq=4))
+    hub.on_other("trade_bars", *_other(schema.TRADE_BAR, 1, interval="1s", interval_us=1_000_000,
+                                       open_time=1_700_000_000_000_000, open=1.0, high=2.0, low=0.5, close=1.5,
+                                       volume=4.0, buy_volume=3.0, sell_volume=1.0, trades=3, first_trade_seq=1,
+                                       last_trade_seq=3))
+    frames = p.drain()
+    assert kinds(frames) == ["trade_bar", "cvd"]  # no quotes: not asked for
+    bar, cvd = frames
+    assert (bar["interval"], bar["open"], bar["close"], bar["trades"]) == ("1s", 1.0, 1.5, 3)
+    assert bar["open_time"] == "2023-11-14T22:13:20.000000Z"
+    assert (cvd["cvd"], cvd["trade_seq"]) == (-2.0, 4)
+    p.send({"op": "unsubscribe", "exchange": "sim", "channels": ["cvd"]})
+    p.drain()
+    hub.on_other("cvd", *_other(schema.CVD, 2, cvd=0.0, buy_volume=3.0, sell_volume=3.0, since=0, trade_seq=5))
+    assert p.drain() == []
+    assert hub.statistics()["other_in"]["cvd"] == 2

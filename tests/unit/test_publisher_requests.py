@@ -51,7 +51,8 @@ def test_subscribe_names_symbols_channels_depth_mode(settings):
 
 
 def test_unsubscribe_and_ping(settings):
-    assert req(settings, op="unsubscribe") == Unsubscribe(None, None, None, True, True)
+    from publisher.requests import OTHER_CHANNELS
+    assert req(settings, op="unsubscribe") == Unsubscribe(None, None, None, True, True, frozenset(OTHER_CHANNELS))
     u = req(settings, op="unsubscribe", exchange="sim", symbols=["BTCUSDT"], channels=["trades"])
     assert u.exchange == "sim" and u.symbols == ("BTCUSDT",) and u.trades and not u.book
     assert req(settings, op="ping", id="a") == Ping("a")
@@ -69,7 +70,7 @@ def test_unsubscribe_and_ping(settings):
     ('{"op": "subscribe", "exchange": "sim", "symbols": ["DOGEUSDT"]}', "unknown symbol 'DOGEUSDT' on sim"),
     ('{"op": "subscribe", "exchange": "sim", "symbols": []}', "symbols: expected a non-empty list"),
     ('{"op": "subscribe", "exchange": "sim", "symbols": "BTCUSDT"}', "symbols: expected a non-empty list"),
-    ('{"op": "subscribe", "exchange": "sim", "channels": ["quotes"]}', "unknown channel 'quotes'"),
+    ('{"op": "subscribe", "exchange": "sim", "channels": ["quote"]}', "unknown channel 'quote'"),
     ('{"op": "subscribe", "exchange": "sim", "depth": 21}', "depth: expected an integer from 1 to 20"),
     ('{"op": "subscribe", "exchange": "sim", "depth": true}', "depth: expected an integer"),
     ('{"op": "subscribe", "exchange": "sim", "mode": "fast"}', 'mode: expected "snapshots" or "deltas"'),

@@ -94,8 +94,11 @@ def test_unsubscribe_removes_channels_then_keys(settings):
     s.unsubscribe(Unsubscribe(1, "sim", ("BTCUSDT",), True, False))
     assert not s.subs[("sim", "BTCUSDT")].trades and s.subs[("sim", "BTCUSDT")].book is not None
     s.unsubscribe(Unsubscribe(2, "sim", ("BTCUSDT",), False, True))
+    assert s.subs[("sim", "BTCUSDT")].others == {"quotes", "derivative_ticker", "liquidations"}  # the default's
+    s.unsubscribe(Unsubscribe(2, "sim", ("BTCUSDT",), False, False, frozenset({"quotes", "derivative_ticker",
+                                                                               "liquidations"})))
     assert ("sim", "BTCUSDT") not in s.subs
-    s.unsubscribe(Unsubscribe(3, None, None, True, True))
+    s.unsubscribe(Unsubscribe(3, None, None, True, True, frozenset({"quotes", "derivative_ticker", "liquidations"})))
     assert s.subs == {}
 
 
