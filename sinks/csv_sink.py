@@ -53,7 +53,8 @@ from sinks.recorder import BookStream, SinkCounters, TradeStream
 from sinks.sources import ShmSources
 from sinks.csv_settings import SINK_NAME, csv_config
 from sinks.status import process_name, stats_path
-from sinks.tardis import BOOK, DATATYPES, TRADES, RowWriter, day_of, exchange_id, file_name, next_midnight_us
+from sinks.tardis import (BOOK, DATATYPES, LIQUIDATIONS, QUOTES, TICKER, TRADES, RowWriter, day_of, exchange_id,
+                          file_name, next_midnight_us)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ _DAY_FILE = re.compile(r"^(?P<ex>.+)_(?P<dt>" + "|".join(map(re.escape, DATATYPE
 
 
 _decode_l2 = msgspec.msgpack.Decoder(schema.L2Update).decode  # schema.decode_l2 without its Python frame
+# the other kinds with a tardis datatype: bus kind -> (datatype, RowWriter method name)
+OTHER_KINDS = {schema.QUOTE: (QUOTES, "quote"), schema.DERIVATIVE_TICKER: (TICKER, "ticker"),
+               schema.LIQUIDATION: (LIQUIDATIONS, "liquidation")}
 
 
 def _now_us() -> int:
@@ -90,9 +94,12 @@ class CsvSink:
         rings = rings or (lambda ex, epoch: None)
         self.books: dict[tuple[str, str], BookStream] = {}
         self.trades: dict[tuple[str, str], TradeStream] = {}
+        self.rows: dict[tuple[str, str], RowWriter] = {}
+        self.other_seq: dict[tuple[str, str, str], tuple[int, int]] = {}  # (kind, ex, sym) -> (epoch, seq)
+        self.other_gaps = 0  # quotes, tickers, liquidations the bus lost (seq gaps): not in the files
         for name, ex in self.exchanges.items():
             for sym in ex.symbols:
-                rows = RowWriter(self.ids[name], sym)
+                rows = self.rows[(name, sym)] = RowWriter(self.ids[name], sym)
                 self.books[(name, sym)] = BookStream(name, sym, rows, snapshots, self.counters)
                 self.trades[(name, sym)] = TradeStream(name, sym, rows, rings, self.counters, since_us=clock())
         self.snapshots = snapshots
@@ -220,7 +227,7 @@ class CsvSink:
             if m is None or m["ex"] not in ids or m["day"] >= today:
                 continue
             path = self.dir / fname
-            dt = BOOK if m["dt"] == BOOK else TRADES
+            dt = m["dt"]
             try:
                 repair_file(path, dt)
             except OSError as exc:
@@ -259,6 +266,35 @@ class CsvSink:
             self.unknown_messages += 1
             return
         self._append_trades(stream, stream.on_trade(msg))
+
+    def on_other(self, kind: schema.EventKind, payload: bytes) -> None:
+        """A quote, derivative ticker or liquidation: one row in its datatype's file of the day,
+        opened (with its header) at its first row, so a spot symbol gets no empty ticker file.
+        These kinds have no snapshot to repair from: a seq gap is counted, not filled."""
+        datatype, method = OTHER_KINDS[kind]
+        try:
+            msg = schema.decoder(kind)(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.unknown_messages += 1
+            return
+        key = (msg.exchange, msg.symbol)
+        rows = self.rows.get(key)
+        if rows is None:
+            self.unknown_messages += 1
+            return
+        stream = (kind.name, *key)
+        last = self.other_seq.get(stream)
+        if last is not None and last[0] == msg.epoch and msg.seq != last[1] + 1:
+            self.other_gaps += 1
+        self.other_seq[stream] = (msg.epoch, msg.seq)
+        f = self.files.get((*key, datatype))
+        if f is None:
+            f = DailyFile(self.dir / file_name(self.ids[key[0]], datatype, self.day or day_of(self.clock()), key[1]),
+                          datatype)
+            f.key = key
+            self.files[(*key, datatype)] = f
+            self._ensure_open(f)
+        self._append(f, getattr(rows, method)(msg))
 
     def _append_trades(self, stream: TradeStream, text: str) -> None:
         if text:
@@ -453,7 +489,7 @@ class CsvSink:
             "gaps_filled": c.gaps_filled, "trade_gaps": c.trade_gaps, "trades_lost": c.trades_lost,
             "duplicates": c.duplicates, "errors": self.errors, "last_error": self.last_error,
             "failing_files": len(self._failing), "rows_dropped": self.rows_dropped,
-            "unknown_messages": self.unknown_messages,
+            "unknown_messages": self.unknown_messages, "other_gaps": self.other_gaps,
         }
 
 
@@ -476,10 +512,13 @@ def run_sink(config: Config) -> None:
     # Trades are checked for after every 64th L2 message only: rows reach the files once per flush
     # interval, so a trade gains nothing from overtaking a few L2 messages here.
     reader = bus.Reader.for_config(ctx, config, exchanges=sink.exchanges, hot_check_every=64,
-                                   kinds=(schema.TRADE, schema.L2))
-    on_trade, on_l2 = sink.on_trade, sink.on_l2
-    reader.on_kinds({schema.TRADE: lambda _topic, payload: on_trade(payload),
-                     schema.L2: lambda _topic, payload: on_l2(payload)})
+                                   kinds=(schema.TRADE, schema.L2, *OTHER_KINDS))
+    on_trade, on_l2, on_other = sink.on_trade, sink.on_l2, sink.on_other
+    handlers: dict[schema.EventKind, bus.OnMessage] = {
+        schema.TRADE: lambda _topic, payload: on_trade(payload), schema.L2: lambda _topic, payload: on_l2(payload)}
+    for kind in OTHER_KINDS:
+        handlers[kind] = lambda _topic, payload, k=kind: on_other(k, payload)
+    reader.on_kinds(handlers)
     stats_file = stats_path(config, SINK_NAME)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -12,6 +12,12 @@ The layout is tardis.dev's downloadable dataset format (the one hftbacktest's
   whole book;
 - ``trades`` columns ``exchange,symbol,timestamp,local_timestamp,id,side,price,amount``:
   side the taker side ``buy``/``sell``, or ``unknown``;
+- ``quotes`` columns ``exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount``
+  (an empty side: empty fields); ``derivative_ticker`` columns ``exchange,symbol,timestamp,
+  local_timestamp,funding_timestamp,funding_rate,predicted_funding_rate,open_interest,last_price,
+  index_price,mark_price`` (a value the venue has not stated: empty, never 0; funding_timestamp in
+  µs); ``liquidations`` columns ``exchange,symbol,timestamp,local_timestamp,id,side,price,amount``
+  (side of the liquidation order);
 - ``timestamp`` the exchange time and ``local_timestamp`` the local receive time,
   both integer microseconds since the Unix epoch; a missing exchange time falls
   back to the receive time, as tardis does.
@@ -39,11 +45,19 @@ from pipeline import schema
 
 BOOK = schema.L2.tardis_datatype        # "incremental_book_L2"
 TRADES = schema.TRADE.tardis_datatype   # "trades"
+QUOTES = schema.QUOTE.tardis_datatype   # "quotes"
+TICKER = schema.DERIVATIVE_TICKER.tardis_datatype  # "derivative_ticker"
+LIQUIDATIONS = schema.LIQUIDATION.tardis_datatype  # "liquidations"
 DATATYPES = tuple(k.tardis_datatype for k in schema.KINDS.values() if k.tardis_datatype is not None)
 
 BOOK_HEADER = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
 TRADES_HEADER = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
-HEADERS = {BOOK: BOOK_HEADER, TRADES: TRADES_HEADER}
+QUOTES_HEADER = "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount\n"
+TICKER_HEADER = ("exchange,symbol,timestamp,local_timestamp,funding_timestamp,funding_rate,predicted_funding_rate,"
+                 "open_interest,last_price,index_price,mark_price\n")
+LIQUIDATIONS_HEADER = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
+HEADERS = {BOOK: BOOK_HEADER, TRADES: TRADES_HEADER, QUOTES: QUOTES_HEADER, TICKER: TICKER_HEADER,
+           LIQUIDATIONS: LIQUIDATIONS_HEADER}
 
 Level = tuple[float, float]
 
@@ -224,3 +238,25 @@ class RowWriter:
         n = self._num
         return (f"{self.prefix}{ts_exchange or ts_received},{ts_received},{_field(trade_id)},{side},"
                 f"{n[price]},{n[amount] if amount else repr(amount)[:-2]}\n")
+
+    def quote(self, q: schema.Quote) -> str:
+        """One quotes row (tardis column order: ask before bid); an empty side's fields are empty."""
+        return (f"{self.prefix}{q.ts_exchange or q.ts_received},{q.ts_received},{self._opt(q.ask_amount)},"
+                f"{self._opt(q.ask_price)},{self._opt(q.bid_price)},{self._opt(q.bid_amount)}\n")
+
+    def ticker(self, t: schema.DerivativeTicker) -> str:
+        """One derivative_ticker row; a value the venue has not stated is an empty field."""
+        funding = "" if t.funding_timestamp is None else str(t.funding_timestamp)
+        return (f"{self.prefix}{t.ts_exchange or t.ts_received},{t.ts_received},{funding},{self._opt(t.funding_rate)},"
+                f"{self._opt(t.predicted_funding_rate)},{self._opt(t.open_interest)},{self._opt(t.last_price)},"
+                f"{self._opt(t.index_price)},{self._opt(t.mark_price)}\n")
+
+    def liquidation(self, x: schema.Liquidation) -> str:
+        n = self._num
+        return (f"{self.prefix}{x.ts_exchange or x.ts_received},{x.ts_received},{_field(x.liquidation_id)},{x.side},"
+                f"{n[x.price]},{n[x.amount] if x.amount else repr(x.amount)[:-2]}\n")
+
+    def _opt(self, x: float | None) -> str:
+        if x is None:
+            return ""
+        return self._num[x] if x else repr(float(x))[:-2]

@@ -470,3 +470,62 @@ def test_sink_killed_before_its_first_flush_still_loses_no_trade(tmp_path, shm_p
         assert trade_ids(tmp_path, "ETHUSDT") == [f"{ingest.epoch % 1000}-{k}" for k in range(1, 10)]
     finally:
         ingest.close()
+
+
+def _other(kind, sym: str, seq: int, now: int, **fields) -> bytes:
+    return schema.encode(kind.payload(exchange="sim", symbol=sym, epoch=1, seq=seq, ts_exchange=now - 500,
+                                      ts_received=now, **fields))
+
+
+def test_quotes_tickers_and_liquidations_have_tardis_columns_and_daily_files(tmp_path, ingest):
+    """Issue 13: datatypes quotes, derivative_ticker, liquidations: tardis' columns and units, one file per
+    UTC day opened at its first row, an unstated ticker value empty (never 0), a lost message counted."""
+    config = make_config(tmp_path, extra="gzip = true")
+    midnight = (T0 // DAY + 1) * DAY
+    clock = Clock(midnight - 1_000_000)
+    sink = make_sink(config, ingest, clock)
+    quote_seq = 0
+    for i, now in enumerate((midnight - 500_000, midnight - 100_000, midnight + 200_000, midnight + 400_000)):
+        clock.now = now
+        sink.tick()
+        quote_seq += 1 if i != 3 else 2  # the last one comes after a lost quote
+        sink.on_other(schema.QUOTE, _other(schema.QUOTE, "BTCUSDT", quote_seq, now, bid_price=100.5 + i,
+                                           bid_amount=2.0, ask_price=None if i == 1 else 101.0, ask_amount=None
+                                           if i == 1 else 0.001))
+        sink.on_other(schema.DERIVATIVE_TICKER, _other(schema.DERIVATIVE_TICKER, "BTCUSDT", i + 1, now,
+                                                       mark_price=100.75, funding_rate=0.0001 if i else None,
+                                                       funding_timestamp=midnight + 8 * 3600 * 1_000_000))
+        sink.on_other(schema.LIQUIDATION, _other(schema.LIQUIDATION, "BTCUSDT", i + 1, now, side="sell",
+                                                 price=99.5, amount=0.00001, liquidation_id="a,b" if i == 0 else ""))
+    sink.close()
+    csv_dir = tmp_path / "csv"
+    day1, day2 = day_of(midnight - 1), day_of(midnight)
+    assert not list(csv_dir.glob("sim_quotes_*_ETHUSDT.csv*"))  # no row, no file
+    expected = {
+        "quotes": "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount",
+        "derivative_ticker": "exchange,symbol,timestamp,local_timestamp,funding_timestamp,funding_rate,"
+                             "predicted_funding_rate,open_interest,last_price,index_price,mark_price",
+        "liquidations": "exchange,symbol,timestamp,local_timestamp,id,side,price,amount",
+    }
+    rows = {}
+    for datatype, header in expected.items():
+        d1 = csv_dir / f"sim_{datatype}_{day1}_BTCUSDT.csv.gz"  # the closed day, gzipped
+        d2 = csv_dir / f"sim_{datatype}_{day2}_BTCUSDT.csv"
+        h1, r1 = read_rows(d1)
+        h2, r2 = read_rows(d2)
+        assert ",".join(h1) == ",".join(h2) == header
+        assert len(r1) == 2 and len(r2) == 2
+        assert all(int(r["local_timestamp"]) < midnight for r in r1) and all(
+            int(r["local_timestamp"]) >= midnight for r in r2)
+        assert all(int(r["timestamp"]) == int(r["local_timestamp"]) - 500 for r in r1 + r2)  # µs
+        rows[datatype] = r1 + r2
+    q = rows["quotes"]
+    assert (q[0]["bid_price"], q[0]["bid_amount"], q[0]["ask_price"], q[0]["ask_amount"]) == (
+        "100.5", "2", "101", "0.001")
+    assert (q[1]["ask_price"], q[1]["ask_amount"]) == ("", "")  # an empty side
+    t = rows["derivative_ticker"]
+    assert t[0]["funding_rate"] == "" and t[1]["funding_rate"] == "0.0001" and t[0]["open_interest"] == ""
+    assert t[0]["mark_price"] == "100.75" and int(t[0]["funding_timestamp"]) == midnight + 8 * 3600 * 1_000_000
+    liq = rows["liquidations"]
+    assert (liq[0]["id"], liq[0]["side"], liq[0]["price"], liq[0]["amount"]) == ("a,b", "sell", "99.5", "0.00001")
+    assert sink.statistics()["other_gaps"] == 1
