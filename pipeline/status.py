@@ -6,7 +6,8 @@ JSON shape (stable; other programs parse it, see docs/operations.md)::
                 "gaps", "resyncs", "malformed", "checksum_ok", "checksum_failed",
                 "age_s", "best_bid", "best_ask", "connected", "buffered",
                 "trade_seq", "update_id", "connect_failures", "rest_errors", "last_error",
-                "last_error_time", "last_error_age_s"}, ...],
+                "last_error_time", "last_error_age_s", "quotes", "tickers", "liquidations",
+                "age": {KIND: seconds or null}}, ...],
      "processes": [{"name", "pid", "state", "uptime_s", "cpu_percent", "rss_bytes"}, ...],
      "exchanges": [{"exchange", "state", "pid", "epoch", "heartbeat_age_s", <process stats>,
                     "last_error", "last_error_time", "last_error_age_s",
@@ -148,5 +149,18 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
                     "trade_seq": st["trade_seq"], "update_id": book.update_id,
                     "connect_failures": health.connect_failures, "rest_errors": health.rest_errors,
                     **last_error(health, now_ns),
+                    "quotes": st.get("quotes", 0), "tickers": st.get("tickers", 0),
+                    "liquidations": st.get("liquidations", 0), "age": _kind_ages(st, now_ns),
                 })
     return out, exchanges
+
+
+# the age of the last event of each venue kind, from the feed's counters (issue 13); CVD and trade
+# bars are derived from trades, so the trade age is theirs too
+_KIND_AGES = (("trade", "last_trade_ns"), ("l2", "last_update_ns"), ("quote", "last_quote_ns"),
+              ("derivative_ticker", "last_ticker_ns"), ("liquidation", "last_liquidation_ns"))
+
+
+def _kind_ages(st: dict, now_ns: int) -> dict[str, float | None]:
+    """Seconds since the last event of each kind, or None when none came."""
+    return {kind: round(max(0, now_ns - st[key]) / 1e9, 3) if st.get(key) else None for kind, key in _KIND_AGES}

@@ -472,6 +472,10 @@ class Market:
         """``(bid, bid_qty, ask, ask_qty)`` of ``symbol`` now."""
         return self._by_symbol[symbol].bbo()
 
+    def trade_count(self, symbol: str) -> int:
+        """Trades of ``symbol`` so far (the sim's stand-in for open interest)."""
+        return self._by_symbol[symbol].trades
+
     def last_update_id(self, symbol: str) -> int:
         return self._by_symbol[symbol].last_update_id
 

@@ -7,7 +7,13 @@ What a Binance spot adapter sees (exchange-protocols.md §1; docs/sim.md has the
   ``SET_PROPERTY`` / ``GET_PROPERTY`` with Binance's ``{"error":{"code":N,"msg":..},"id":..}``
   replies, a server ping every ``ping_interval`` (Binance: 20 s) and pongs to client pings.
 - Streams per symbol: ``@depth`` (1000 ms), ``@depth@100ms``, ``@depth@0ms`` (one event per
-  update), ``@depth5|10|20[@100ms]``, ``@trade``, ``@aggTrade``, ``@bookTicker``.
+  update), ``@depth5|10|20[@100ms]``, ``@trade``, ``@aggTrade``, ``@bookTicker``, and the USD-M
+  futures' ``@markPrice@1s`` (mark = the mid, index a little off it, a funding rate and the next
+  8-hourly funding time) and ``@forceOrder`` (every 25th taker order is reported as a
+  liquidation of its side, at most one per symbol per second as on Binance).
+- The USD-M routes too: WebSocket ``/public/stream`` and ``/market/stream`` (the routed roots of
+  2026), REST ``/fapi/v1/depth`` and ``/fapi/v1/openInterest``, so a ``binance_futures`` exchange
+  can point its ``ws_url = "ws://HOST:PORT/{route}"`` and ``rest_url`` at the sim.
 - REST ``/api/v3/depth``, ``/api/v3/exchangeInfo``, ``/api/v3/ping``, ``/api/v3/time`` with
   request weights, ``X-MBX-USED-WEIGHT-1M`` and 429 + ``Retry-After`` over the budget.
 - Control: ``/sim/fault`` (fault switches) and ``/sim/state`` (counters), on the same port.
@@ -56,7 +62,10 @@ _SUFFIX_KIND = {
     "depth": "depth@1000ms", "depth@1000ms": "depth@1000ms",
     "depth@100ms": "depth@100ms", "depth@0ms": "depth@0ms",
     "trade": "trade", "aggTrade": "aggTrade", "bookTicker": "bookTicker",
+    "markPrice": "markPrice", "markPrice@1s": "markPrice", "forceOrder": "forceOrder",
 }
+_EIGHT_HOURS_MS = 8 * 3600 * 1000
+_LIQUIDATION_EVERY = 25  # taker orders
 for _n in (5, 10, 20):
     _SUFFIX_KIND[f"depth{_n}"] = _SUFFIX_KIND[f"depth{_n}@1000ms"] = f"depth{_n}@1000ms"
     _SUFFIX_KIND[f"depth{_n}@100ms"] = f"depth{_n}@100ms"
@@ -133,6 +142,10 @@ class _SymbolFeed:
         self.trade = self.channels["trade"]
         self.agg_trade = self.channels["aggTrade"]
         self.book_ticker = self.channels["bookTicker"]
+        self.mark_price = self.channels["markPrice"]
+        self.force_order = self.channels["forceOrder"]
+        self.takers = 0
+        self.last_liquidation_ms = 0
         self.windows = {"100ms": _DiffWindow(), "1000ms": _DiffWindow()}
         self.window_on = {"100ms": False, "1000ms": False}
         self.w100 = self.windows["100ms"]
@@ -214,6 +227,12 @@ class SimServer(BaseServer):
         app.router.add_get("/api/v3/exchangeInfo", self._rest_exchange_info)
         app.router.add_get("/api/v3/ping", self._rest_ping)
         app.router.add_get("/api/v3/time", self._rest_time)
+        for route in ("public", "market"):  # USD-M routed roots
+            app.router.add_get(f"/{route}/stream", self._ws_handler)
+            app.router.add_get(f"/{route}/ws", self._ws_handler)
+            app.router.add_get(f"/{route}/ws/{{streams:.*}}", self._ws_handler)
+        app.router.add_get("/fapi/v1/depth", self._rest_depth)
+        app.router.add_get("/fapi/v1/openInterest", self._rest_open_interest)
 
     # -- generation ----------------------------------------------------------------
 
@@ -230,6 +249,7 @@ class SimServer(BaseServer):
             self._next100 = max(self._next100 + 0.1, now)
         if now >= self._next1000:
             self._emit_windows("1000ms", event_ms)
+            self._emit_mark_prices(event_ms)
             self._next1000 = max(self._next1000 + 1.0, now)
 
     def _fan_out(self, feed: _SymbolFeed, u: Update, event_ms: int) -> None:
@@ -261,6 +281,15 @@ class SimServer(BaseServer):
                     '{"e":"aggTrade","E":%d,"s":"%s","a":%d,"p":"%s","q":"%s","f":%d,"l":%d,"T":%d,'
                     '"m":%s,"M":true}' % (event_ms, symbol, t.agg_id, t.price, t.quantity,
                                           t.first_id, t.last_id, event_ms, m))
+        if t is not None and feed.force_order.names:
+            feed.takers += 1
+            if feed.takers % _LIQUIDATION_EVERY == 0 and event_ms - feed.last_liquidation_ms >= 1000:
+                feed.last_liquidation_ms = event_ms
+                side = "SELL" if t.buyer_is_maker else "BUY"  # the taker's side: the liquidated order
+                feed.force_order.publish(
+                    '{"e":"forceOrder","E":%d,"o":{"s":"%s","S":"%s","o":"LIMIT","f":"IOC","q":"%s","p":"%s",'
+                    '"ap":"%s","X":"FILLED","l":"%s","z":"%s","T":%d}}'
+                    % (event_ms, symbol, side, t.quantity, t.price, t.price, t.quantity, t.quantity, event_ms))
         if u.bbo is not None and feed.book_ticker.names:
             b, bq, a, aq = u.bbo
             feed.book_ticker.publish('{"u":%d,"s":"%s","b":"%s","B":"%s","a":"%s","A":"%s"}'
@@ -287,6 +316,30 @@ class SimServer(BaseServer):
                 if channel.names:
                     last_id, bids, asks = self.market.snapshot(feed.symbol, n)
                     channel.publish(dumps({"lastUpdateId": last_id, "bids": bids, "asks": asks}))
+
+    def _emit_mark_prices(self, event_ms: int) -> None:
+        """``@markPrice@1s`` of every subscribed symbol: mark = mid, index = mid - 0.01%."""
+        next_funding = (event_ms // _EIGHT_HOURS_MS + 1) * _EIGHT_HOURS_MS
+        for feed in self.feeds.values():
+            if not feed.mark_price.names:
+                continue
+            b, _, a, _ = self.market.bbo(feed.symbol)
+            mid = (float(b) + float(a)) / 2
+            feed.mark_price.publish(
+                '{"e":"markPriceUpdate","E":%d,"s":"%s","p":"%.8f","i":"%.8f","P":"%.8f","r":"0.00010000","T":%d}'
+                % (event_ms, feed.symbol, mid, mid * 0.9999, mid, next_funding))
+
+    async def _rest_open_interest(self, request: web.Request) -> web.Response:
+        """``GET /fapi/v1/openInterest?symbol=X`` (weight 1): trades so far, as contracts."""
+        self.requests["openInterest"] = self.requests.get("openInterest", 0) + 1
+        symbol = request.query.get("symbol")
+        if symbol not in self.feeds:
+            return _binance_error(400, -1121, "Invalid symbol.", self._weight_headers())
+        rejected = self._charge(1)
+        if rejected is not None:
+            return rejected
+        return self._json({"openInterest": f"{1000 + self.market.trade_count(symbol):.3f}", "symbol": symbol,
+                           "time": int(time.time() * 1000)})
 
     # -- WebSocket -------------------------------------------------------------------
 
@@ -320,7 +373,7 @@ class SimServer(BaseServer):
 
     async def _ws_handler(self, request: web.Request) -> web.StreamResponse:
         """Open a client WebSocket: ``/stream?streams=a/b`` (combined) or ``/ws[/a/b]`` (raw)."""
-        if request.path == "/stream":
+        if request.path in ("/stream", "/public/stream", "/market/stream"):
             combined = True
             names = [n for n in request.query.get("streams", "").split("/") if n]
         else:

@@ -182,7 +182,7 @@ def test_replayed_capture_rebuilds_pipeline_book_and_the_reference_from_csv(spot
         assert rows[0]["is_snapshot"] == "true" and {r["exchange"] for r in rows} == {"binance"}
     _assert_trades_exactly_once(spot, "binance")
     sink = status(spot.config)["sinks"][0]
-    assert sink["state"] == "running" and sink["errors"] == 0 and sink["rows"] > 0 and sink["files"] == 8
+    assert sink["state"] == "running" and sink["errors"] == 0 and sink["rows"] > 0 and sink["files"] >= 8  # + quotes files (bookTicker)
     assert sink["trades_lost"] == 0 and sink["snapshots"] >= 4
 
 

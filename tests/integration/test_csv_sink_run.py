@@ -39,7 +39,8 @@ def test_run_records_csv_and_a_killed_sink_restarts_without_losing_a_trade():
         eventually(lambda: all(f["state"] == "live" for f in feeds(cfg_path).values()), 40, 0.2, "books live")
         eventually(lambda: min(len(_trade_ids(csv_dir, s)) for s in SYMBOLS) >= 50, 30, 0.2, "trades recorded")
         sink = status(cfg_path)["sinks"][0]
-        assert sink["state"] == "running" and sink["rows"] > 0 and sink["files"] == 4 and sink["errors"] == 0
+        # books and trades per symbol, and quotes (bookTicker) once the first one came
+        assert sink["state"] == "running" and sink["rows"] > 0 and 4 <= sink["files"] <= 6 and sink["errors"] == 0
         old_pid = read_pid(config.run_dir / "sink-csv.pid")
         os.kill(old_pid, signal.SIGKILL)  # a crash mid-stream: buffers lost, maybe a partial line
         eventually(lambda: read_pid(config.run_dir / "sink-csv.pid") not in (None, old_pid), 30, 0.1,
