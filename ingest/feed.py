@@ -240,6 +240,9 @@ class FeedBooks:
         self.derived = cvd or bool(bar_intervals)
         self.cvd = cvd
         self._cvd_dirty: list[SymbolFeed] = []  # batch mode: symbols whose CVD goes out at the flush
+        # batch mode: trades sent this batch, counted in the CVD and bars at the flush, so no trade
+        # waits for the derived work of the trades before it
+        self._to_derive: list[tuple[SymbolFeed, schema.Trade]] = []
         # Batch mode: a book change is queued on the bus and its symbol marked dirty;
         # flush() writes each dirty view to shm once, then sends the queue.
         self._batch = publisher.batch
@@ -415,7 +418,12 @@ class FeedBooks:
         c.trades += 1
         c.last_trade_ns = ev.recv_ns
         if self.derived:
-            self._derive(f, msg)
+            if not self._batch:
+                self._derive(f, msg)
+            else:
+                if not self._to_derive and not self._dirty and self._schedule_flush is not None:
+                    self._schedule_flush()
+                self._to_derive.append((f, msg))
 
     def _derive(self, f: SymbolFeed, msg: schema.Trade) -> None:
         """CVD and bars of a published trade (ingest/kinds.py says why here): closed bars go out
@@ -433,9 +441,7 @@ class FeedBooks:
         if not self._batch:
             publisher.send(schema.CVD, k.cvd_topic, k.cvd_message(self.epoch, f.instrument))
         elif not queued:
-            if not self._cvd_dirty and not self._dirty and self._schedule_flush is not None:
-                self._schedule_flush()
-            self._cvd_dirty.append(f)
+            self._cvd_dirty.append(f)  # (derived at the flush, which sends it)
 
     def _on_ticker(self, ev: TickerEvent) -> None:
         f = self.feeds[ev.symbol]
@@ -460,6 +466,8 @@ class FeedBooks:
         loop), so a quiet symbol's last bar goes out without waiting for its next trade."""
         if not self.derived:
             return
+        if self._to_derive:
+            self.flush()  # the trades already sent count first
         now_us = now_ns // 1000
         for f in self.feeds.values():
             k = f.kinds
@@ -611,6 +619,11 @@ class FeedBooks:
         for f in dirty:
             f.dirty = False
             self._write_view(f)
+        if self._to_derive:
+            to_derive, self._to_derive = self._to_derive, []
+            derive = self._derive
+            for f, msg in to_derive:
+                derive(f, msg)
         if self._cvd_dirty:
             cvd_dirty, self._cvd_dirty = self._cvd_dirty, []
             send, epoch = self.publisher.send, self.epoch
