@@ -240,9 +240,12 @@ class BybitSpotAdapter(Adapter):
         chunk = max(1, self.streams_per_connection // max(1, per_symbol))
         for i in range(0, len(self.symbols), chunk) if per_symbol else ():
             syms = self.symbols[i:i + chunk]
-            topics = [t for s in syms for t in ([self._trade_topic[s]] if "trades" in self.channels else [])
-                      + self._other_topics[s]]
-            groups.append(StreamGroup(self.ws_url, "trades", tuple(syms), self._subscribe_frames(topics)))
+            # trades in requests of their own: a request the venue refuses (one bad topic fails it
+            # whole) never costs the trades
+            trades = [self._trade_topic[s] for s in syms] if "trades" in self.channels else []
+            others = [t for s in syms for t in self._other_topics[s]]
+            groups.append(StreamGroup(self.ws_url, "trades", tuple(syms),
+                                      self._subscribe_frames(trades) + self._subscribe_frames(others)))
         return groups
 
     def resubscribe(self, symbol: str) -> list[str]:

@@ -267,6 +267,7 @@ class HyperliquidNodeAdapter(Adapter):
     """Books and trades of a Hyperliquid node's hourly files (module docstring)."""
 
     name = "hyperliquid_node"
+    CHANNELS = ("trades", "book", "liquidations")  # liquidations: fills with a ``liquidation`` field
     DEFAULTS = {
         "rest_url": "http://127.0.0.1:3001",   # the node's info server
         "rest_depth_path": "/info",

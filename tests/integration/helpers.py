@@ -199,6 +199,7 @@ ws_url = "ws://127.0.0.1:{port}{ws_path}"
 rest_url = "http://127.0.0.1:{port}"
 ping_interval_s = 1.0
 snapshot_interval_s = 1.0
+channels = ["trades", "book"]  # these sims serve no quote, ticker or liquidation channels (docs/sim.md)
 {exchange_extra}
 """)
         ingest = procs.start("ingest", PIPELINE + ["--config", str(config), "ingest", venue])
