@@ -82,7 +82,7 @@ def test_every_kind_on_the_bus_the_websocket_and_in_csv():
                     events.append(e)
                     if isinstance(e, Book) and e.state == "live":  # a Book is updated in place: read it now
                         tops[(e.symbol, e.update_id)] = (e.best_bid(), e.best_ask())
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 90
             with connect(f"ws://127.0.0.1:{ws_port}/", open_timeout=20) as ws:
                 assert json.loads(ws.recv(20))["kind"] == "welcome"
                 ws.send(json.dumps({"op": "subscribe", "exchange": "sim", "channels": [
@@ -118,17 +118,21 @@ def test_every_kind_on_the_bus_the_websocket_and_in_csv():
                 assert ((q.bid_price, q.bid_amount), (q.ask_price, q.ask_amount)) == top
                 matched += 1
         assert matched > 0
-        # the CVD is the sum of the trades it names
+        # the CVD moves by exactly the trades between two CVDs (robust to a first message lost to
+        # ZeroMQ's slow-joiner race; no trade gap after it, as asserted above)
         for sym in SYMBOLS:
-            cvds = [e for e in events if isinstance(e, Cvd) and e.symbol == sym]
-            last = cvds[-1]
-            mine = [t for t in trades if t.symbol == sym and t.seq <= last.trade_seq and t.ts_exchange >= last.since]
-            assert [t.seq for t in trades if t.symbol == sym][:1] == [1]
+            seqs = {t.seq for t in trades if t.symbol == sym}
+            cvds = [e for e in events if isinstance(e, Cvd) and e.symbol == sym and e.trade_seq in seqs]
+            first, last = cvds[0], cvds[-1]
+            assert last.trade_seq > first.trade_seq and first.since == last.since, sym
+            mine = [t for t in trades if t.symbol == sym and first.trade_seq < t.seq <= last.trade_seq]
             expect = sum(t.amount if t.side == "buy" else -t.amount for t in mine)
-            assert abs(last.cvd - expect) < 1e-6, sym
+            assert abs((last.cvd - first.cvd) - expect) < 1e-6, sym
         # bars: each equals the aggregation of the bus trades in its interval
         ref = _bars(trades, 1_000_000)
-        bars = [e for e in events if isinstance(e, TradeBar)]
+        first_seq = {sym: min(t.seq for t in trades if t.symbol == sym) for sym in SYMBOLS}
+        bars = [e for e in events if isinstance(e, TradeBar) and e.first_trade_seq > first_seq[e.symbol]]
+        assert bars
         for b in bars:
             r = ref[(b.symbol, b.open_time)]
             assert (b.open, b.high, b.low, b.close, b.trades, b.first_trade_seq, b.last_trade_seq) == (
