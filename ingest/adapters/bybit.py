@@ -126,6 +126,7 @@ class BybitSpotAdapter(Adapter):
     """Bybit v5 spot: in-stream snapshots and ``u + 1`` deltas, top-N book."""
 
     name = "bybit"
+    supports_live_subscribe = True
     CATEGORY = "spot"
     KIND = "spot"
     DEFAULTS = {
@@ -173,14 +174,41 @@ class BybitSpotAdapter(Adapter):
 
     def stream_groups(self) -> list[StreamGroup]:
         """Depth and trades on separate connections, ``streams_per_connection`` topics each."""
-        groups = []
-        chunk = max(1, self.streams_per_connection)
-        for kind, topic in (("depth", self._book_topic), ("trades", self._trade_topic)):
-            for i in range(0, len(self.symbols), chunk):
-                syms = self.symbols[i:i + chunk]
-                groups.append(StreamGroup(self.ws_url, kind, tuple(syms),
-                                          self._subscribe_frames([topic[s] for s in syms])))
-        return groups
+        return self.stream_groups_for(self.symbols)
+
+    def _kind_topics(self, kind: str, symbols) -> list[str]:
+        table = self._book_topic if kind == "depth" else self._trade_topic
+        return [table[s] for s in symbols]
+
+    def stream_group(self, kind: str, symbols: tuple[str, ...]) -> StreamGroup:
+        return StreamGroup(self.ws_url, kind, tuple(symbols), self._subscribe_frames(self._kind_topics(kind, symbols)))
+
+    def live_subscribe(self, kind: str, symbols: tuple[str, ...], subscribe: bool = True) -> list[str]:
+        """``op`` subscribe / unsubscribe on the open connection (section 4), 10 args a request."""
+        topics, n = self._kind_topics(kind, symbols), self.SUBSCRIBE_BATCH
+        op = "subscribe" if subscribe else "unsubscribe"
+        return [self._request(op, topics[i:i + n]) for i in range(0, len(topics), n)]
+
+    def add_symbol(self, symbol: str) -> None:
+        bt, tt = f"{self.depth_stream}.{symbol.upper()}", f"{self.trade_stream}.{symbol.upper()}"
+        self._book_topic[symbol], self._trade_topic[symbol] = bt, tt
+        self._topics[bt] = (self._parse_book, symbol)
+        self._topics[tt] = (self._parse_trades, symbol)
+        self.symbols = (*self.symbols, symbol)
+
+    def instrument_request(self, symbol: str) -> SnapshotRequest:
+        query = urlencode({"category": self.CATEGORY, "symbol": symbol.upper()})
+        return SnapshotRequest(f"{self.rest_url}/v5/market/instruments-info?{query}", 1)
+
+    def instrument_listed(self, symbol: str, status: int, body: bytes) -> bool:
+        """``retCode`` 0 and the symbol in ``result.list`` with status "Trading"."""
+        try:
+            obj = json.loads(body)
+            rows = obj["result"]["list"] if obj.get("retCode") == 0 else []
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return status == 200 and any(isinstance(r, dict) and r.get("symbol") == symbol.upper()
+                                     and r.get("status") == "Trading" for r in rows)
 
     def resubscribe(self, symbol: str) -> list[str]:
         """Unsubscribe + subscribe the book topic: the venue answers with a fresh snapshot."""
