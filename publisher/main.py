@@ -93,7 +93,7 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
                  lambda: {k: t.resyncs for k, t in mirror.trackers.items()})
     metrics.registry.register(GrpcCollector(config))  # the gRPC server's figures, when it is configured
     routes = Routes(health, metrics.render, hub.statistics)
-    server = PublisherServer(settings, hub, routes, metrics, on_error=fail)
+    server = PublisherServer(settings, hub, routes, metrics, on_error=fail, config=config)
     ctx = zmq.Context()
     reader = bus.Reader.for_config(ctx, config, kinds=(schema.TRADE, schema.L2))
     on_trade = hub.on_trade

@@ -32,6 +32,7 @@ sinks/tardis.py) and appends them to the day's files (sinks/files.py):
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ from pipeline import bus, schema
 from pipeline.config import Config, ExchangeConfig
 from pipeline.errors import ConfigError
 from pipeline.pidfile import PidFile
+from pipeline.streams import followed_symbols
 from sinks.files import DailyFile, gzip_file, last_row, repair_file
 from sinks.recorder import BookStream, SinkCounters, TradeStream
 from sinks.sources import ShmSources
@@ -82,7 +84,9 @@ class CsvSink:
         self.dir = Path(self.settings.dir)
         self.clock = clock
         names = self.settings.exchanges or tuple(config.exchanges)
-        self.exchanges = {n: config.exchange(n) for n in names}
+        # the config's symbols and those added at runtime, as of this start (docs/streams.md)
+        self.exchanges = {n: dataclasses.replace(config.exchange(n), symbols=followed_symbols(config, n))
+                          for n in names}
         self.ids = {n: self._exchange_id(n, ex) for n, ex in self.exchanges.items()}
         self._check_names()
         self.counters = SinkCounters()

@@ -127,7 +127,7 @@ def best_book(exchange: str, symbol: str, config: Config | None = None, depth: i
     ex = config.exchange(exchange)
     followed = followed_symbols(config, exchange)  # the config's and those added at runtime
     if symbol not in followed:
-        raise ConfigError(f"exchanges.{exchange}.symbols", f"{symbol!r} is not followed (has: {', '.join(followed)})")
+        raise ConfigError(f"exchanges.{exchange}.symbols", f"{symbol!r} is not configured nor subscribed (has: {', '.join(followed)})")
     depth = depth or ex.depth
     got = "REST asked for" if source == "rest" else _from_shm(config, exchange, symbol, depth, max_age_s)
     if isinstance(got, BestBook):
