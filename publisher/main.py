@@ -54,6 +54,10 @@ async def _monitor(config: Config, hub: Hub, mirror: BookMirror, listen_url: str
         h = health_mod.check(config, mirror)
         for f in h.feeds:
             key = (f["exchange"], f["symbol"])
+            feed = hub.settings.feeds.get(key[0])
+            if feed is not None and key[1] not in feed.symbols and f["state"] not in ("removed", "down"):
+                hub.add_symbols(key[0], [key[1]], f["state"])  # added at runtime (docs/streams.md)
+                continue
             if key not in hub.feed_states:
                 hub.feed_states[key] = f["state"]  # first sight: nothing to announce
                 continue

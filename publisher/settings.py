@@ -1,4 +1,5 @@
-"""What the publisher serves, resolved once at start: config + environment -> frozen Settings.
+"""What the publisher serves, resolved once at start: config + environment -> frozen Settings (whose
+per-exchange symbols grow when the ingest adds one at runtime: Hub.add_symbols, docs/streams.md).
 
 L2 throttle of an exchange (the interval of `order_book_l2` snapshots per symbol for
 clients in snapshot mode), first match wins:
