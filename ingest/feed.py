@@ -42,7 +42,7 @@ from ingest.kinds import DEFAULT_BAR_INTERVALS, SymbolKinds
 from ingest.sync import APPLY_DIFF, INSTALL_SNAPSHOT, REPLACE_BOOK, Action, BookSync, SyncCounts, SyncState
 from pipeline import bus, schema
 from pipeline.book import ViewBook
-from pipeline.errors import MalformedFrame, UnknownFrame
+from pipeline.errors import MalformedFrame, StreamsFull, UnknownFrame
 from pipeline.lag import MAX_INTERVAL_SAMPLES, LagWindow
 from pipeline.shm import FEED_STATS, H_PROCESS_STATS, PROCESS_STATS, BookState, BookWriter
 from pipeline.trade_ring import TradeRingWriter
@@ -160,7 +160,7 @@ class BusPublisher:
 class SymbolFeed:
     __slots__ = ("index", "symbol", "sync", "book", "counts", "pending_bbo", "l2_topic", "trade_topic",
                  "ts_exchange_us", "ts_received_us", "instrument", "view_update_id", "dirty", "bid_floor",
-                 "ask_ceiling", "kinds")
+                 "ask_ceiling", "kinds", "removed", "state_since_ns", "added_ns")
 
     def __init__(self, index: int, symbol: str, sync: BookSync, counts: SymbolCounts, depth: int, exchange: str,
                  instrument: schema.Instrument | None = None):
@@ -182,6 +182,9 @@ class SymbolFeed:
         self.ask_ceiling: float | None = None
         self.dirty = False        # published on the bus queue, not yet written to shm (batch mode)
         self.kinds: SymbolKinds | None = None  # quotes, tickers, liquidations, CVD, bars (FeedBooks)
+        self.removed = False      # unsubscribed at runtime (sync REMOVED); index -1 once its slot is reused
+        self.state_since_ns = 0   # when the published state (syncing/live/stale/removed) last changed
+        self.added_ns = 0         # when it was added at runtime (0: from the start)
 
 
 def parse_frame(adapter) -> Callable[[bytes, int], object]:
@@ -231,12 +234,15 @@ class FeedBooks:
             limit = 0
         self.snapshot_limit = limit
         self.counts = ProcessCounts()
+        # every symbol followed since the start: a removed one stays (REMOVED, ignoring frames still
+        # in flight) after another symbol took its slot
         self.feeds: dict[str, SymbolFeed] = {}
+        self._removed_order: list[str] = []   # removed symbols whose slot is still theirs, oldest first
+        self.bar_intervals = bar_intervals
+        started = time.time_ns()
         for i, sym in enumerate(writer.symbols):
-            counts = SymbolCounts()
-            sync = BookSync(sym, adapter.check, adapter.snapshot_usable, self.in_stream, counts)
-            self.feeds[sym] = SymbolFeed(i, sym, sync, counts, self.depth, exchange, _instrument(adapter, sym))
-            self.feeds[sym].kinds = SymbolKinds(exchange, sym, bar_intervals)
+            if sym:
+                self._new_feed(i, sym).state_since_ns = started
         self.derived = cvd or bool(bar_intervals)
         self.cvd = cvd
         self._cvd_dirty: list[SymbolFeed] = []  # batch mode: symbols whose CVD goes out at the flush
@@ -250,6 +256,7 @@ class FeedBooks:
         self._dirty: list[SymbolFeed] = []
         self._out: list = []          # requests for the runner, returned by receive()
         self._logged: set[str] = set()
+        self._last_state: dict[str, BookState] = {}
         self._handlers = {
             DepthDiff: self._on_diff, TradeEvent: self._on_trade, DepthSnapshot: self._on_snapshot,
             BboEvent: self._on_bbo, VenueNotice: self._out.append, type(None): _ignore,
@@ -283,6 +290,73 @@ class FeedBooks:
     def live(self, symbol: str) -> bool:
         return self.feeds[symbol].sync.state is SyncState.LIVE
 
+    def waiting(self, symbol: str) -> bool:
+        """Followed and not live yet (a removed symbol waits for nothing)."""
+        f = self.feeds.get(symbol)
+        return f is not None and not f.removed and f.sync.state is not SyncState.LIVE
+
+    # ------------------------------------------------------------ runtime streams
+    def _new_feed(self, i: int, symbol: str, l2_seq: int = 0, trade_seq: int = 0) -> SymbolFeed:
+        counts = SymbolCounts()
+        counts.l2_seq, counts.trade_seq = l2_seq, trade_seq
+        sync = BookSync(symbol, self.adapter.check, self.adapter.snapshot_usable, self.in_stream, counts)
+        f = self.feeds[symbol] = SymbolFeed(i, symbol, sync, counts, self.depth, self.exchange,
+                                            _instrument(self.adapter, symbol))
+        f.kinds = SymbolKinds(self.exchange, symbol, self.bar_intervals)
+        return f
+
+    def symbols(self) -> list[str]:
+        """The symbols followed now (not removed), in slot order."""
+        return [s for s in self.writer.symbols if s and not self.feeds[s].removed]
+
+    def free_slots(self) -> int:
+        """Slots an addition can take: free ones and those of removed symbols."""
+        return self.writer.symbols.count("") + len(self._removed_order)
+
+    def add_symbol(self, symbol: str, now_ns: int) -> SymbolFeed:
+        """Follow ``symbol`` from now on (a runtime addition): a slot (a free one, else the one of
+        the symbol removed longest ago), an empty SYNCING book, seqs continued when it was followed
+        before in this epoch.  The runner connects it; DepthConnected starts its sync.
+        Raises StreamsFull when every slot is taken (the caller checks first)."""
+        old = self.feeds.get(symbol)
+        if old is not None and not old.removed:
+            raise ValueError(f"{symbol} is followed already")
+        names = self.writer.symbols
+        if old is not None and old.index >= 0:
+            i = old.index  # its own slot, not reused yet
+            self._removed_order.remove(symbol)
+        elif "" in names:
+            i = names.index("")
+        elif self._removed_order:
+            gone = self.feeds[self._removed_order.pop(0)]
+            i, gone.index = gone.index, -1
+        else:
+            raise StreamsFull(f"{self.exchange}: all {len(names)} slots are taken (max_symbols)")
+        l2_seq, trade_seq = (old.counts.l2_seq, old.counts.trade_seq) if old is not None else (0, 0)
+        self.writer.assign(i, symbol, l2_seq)
+        if self.trade_ring is not None:
+            self.trade_ring.assign(i, symbol)
+        f = self._new_feed(i, symbol, l2_seq, trade_seq)
+        if old is not None:
+            f.kinds = old.kinds  # the other kinds' seqs go on too
+        f.added_ns = f.state_since_ns = now_ns
+        log.info("%s %s: added (slot %d)", self.exchange, symbol, i)
+        return f
+
+    def remove_symbol(self, symbol: str, now_ns: int) -> None:
+        """Stop following ``symbol``: its book is published (bus and shared memory) with the final
+        state "removed"; later frames for it are ignored.  Its slot is reused by a later addition."""
+        f = self.feeds[symbol]
+        if f.removed:
+            return
+        f.removed = True
+        f.pending_bbo = None
+        f.counts.connected = 0
+        f.state_since_ns = now_ns
+        self._removed_order.append(symbol)
+        self._carry_out(f, f.sync.removed(), now_ns)
+        log.info("%s %s: removed", self.exchange, symbol)
+
     def refresh_instruments(self) -> None:
         """Ask the adapter again (after venue metadata arrived: Lighter market kinds)."""
         for f in self.feeds.values():
@@ -293,12 +367,14 @@ class FeedBooks:
         for sym in ev.symbols:
             f = self.feeds[sym]
             self._carry_out(f, f.sync.connected(), 0)
-            f.counts.connected = 1
+            f.counts.connected = 0 if f.removed else 1
 
     def _on_disconnected(self, ev: DepthDisconnected) -> None:
         for sym in ev.symbols:
             f = self.feeds[sym]
             f.counts.connected = 0
+            if f.removed:
+                continue
             f.sync.why = f"connection lost: {ev.reason}"
             self._carry_out(f, f.sync.disconnected(), ev.recv_ns)
 
@@ -406,6 +482,8 @@ class FeedBooks:
 
     def _on_trade(self, ev: TradeEvent) -> None:
         f = self.feeds[ev.symbol]
+        if f.removed:
+            return  # in flight when it was unsubscribed
         c = f.counts
         c.trade_seq = seq = c.trade_seq + 1
         msg = schema.Trade(exchange=self.exchange, symbol=ev.symbol, epoch=self.epoch, seq=seq,
@@ -445,6 +523,8 @@ class FeedBooks:
 
     def _on_ticker(self, ev: TickerEvent) -> None:
         f = self.feeds[ev.symbol]
+        if f.removed:
+            return
         k = f.kinds
         msg = k.ticker_update(ev, self.epoch, f.instrument)
         c = f.counts
@@ -455,6 +535,8 @@ class FeedBooks:
 
     def _on_liquidation(self, ev: LiquidationEvent) -> None:
         f = self.feeds[ev.symbol]
+        if f.removed:
+            return
         k = f.kinds
         self.publisher.send(schema.LIQUIDATION, k.liq_topic, k.liquidation(ev, self.epoch, f.instrument))
         c = f.counts
@@ -470,6 +552,8 @@ class FeedBooks:
             self.flush()  # the trades already sent count first
         now_us = now_ns // 1000
         for f in self.feeds.values():
+            if f.removed:
+                continue
             k = f.kinds
             for bar in k.close_due(now_us, grace_us, self.epoch, f.instrument):
                 self.publisher.send(schema.TRADE_BAR, k.bar_topic, bar)
@@ -478,6 +562,8 @@ class FeedBooks:
 
     def _on_bbo(self, ev: BboEvent) -> None:
         f = self.feeds[ev.symbol]
+        if f.removed:
+            return  # in flight when it was unsubscribed
         k = f.kinds
         self.publisher.send(schema.QUOTE, k.quote_topic, k.quote(ev, self.epoch, f.instrument))
         c = f.counts
@@ -640,6 +726,9 @@ class FeedBooks:
             update_id=update_id, depth=self.depth, bids=bids, asks=asks, instrument=f.instrument))
 
     def _publish_snapshot(self, f: SymbolFeed) -> None:
+        if f.sync.book_state is not self._last_state.get(f.symbol):
+            self._last_state[f.symbol] = f.sync.book_state
+            f.state_since_ns = time.time_ns()  # (state changes are rare; not the hot path)
         f.counts.l2_seq = seq = f.counts.l2_seq + 1
         update_id = max(f.sync.book_id, 0)
         self._view_changed(f, update_id)
@@ -653,7 +742,7 @@ class FeedBooks:
     def republish_all(self) -> None:
         """Publish a snapshot of every book that has been live (e.g. for late joiners without shm)."""
         for f in self.feeds.values():
-            if f.sync.ever_live:
+            if f.sync.ever_live and not f.removed:
                 self._publish_snapshot(f)
 
     def copy_stats(self) -> None:
@@ -661,7 +750,8 @@ class FeedBooks:
         each symbol's FEED_STATS words, the process counters and the publish lag."""
         n = len(FEED_STATS)
         for f in self.feeds.values():
-            self.writer.slots[f.index].stats[:n] = f.counts.as_tuple()
+            if f.index >= 0:
+                self.writer.slots[f.index].stats[:n] = f.counts.as_tuple()
         header = self.writer.header
         header[P["unknown_frames"]] = self.counts.unknown_frames
         header[P["malformed_frames"]] = self.counts.malformed_frames

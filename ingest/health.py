@@ -69,8 +69,12 @@ class Health:
     def __init__(self, writer: BookWriter, clock=time.time_ns):
         self.writer = writer
         self.clock = clock
-        self._index = {sym: i for i, sym in enumerate(writer.symbols)}
         self._connections: dict[StreamGroup, int | None] = {}
+        self.symbols_changed()
+
+    def symbols_changed(self) -> None:
+        """The writer's slots changed hands (a runtime addition): follow them."""
+        self._index = {sym: i for i, sym in enumerate(self.writer.symbols) if sym}
 
     def _feeds(self, symbols) -> list[int]:
         rec = self.writer.records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import signal
@@ -11,10 +12,13 @@ import time
 import zmq
 
 from ingest import adapters
+from ingest.control import StreamControl
 from ingest.feed import BusPublisher, FeedBooks
 from ingest.runner import Runner
 from pipeline import bus, curve
 from pipeline.config import Config
+from pipeline.errors import ConfigError
+from pipeline.streams import control_path, load_changes, state_path
 from pipeline.pidfile import PidFile
 from pipeline.snapshots import SnapshotService
 from pipeline.shm import BookWriter
@@ -24,7 +28,13 @@ log = logging.getLogger(__name__)
 
 
 async def _serve(config: Config, name: str) -> None:
-    ex = config.exchange(name)
+    configured = config.exchange(name)
+    # runtime changes saved by earlier runs, on top of the config (pipeline/streams.py)
+    symbols = load_changes(config.run_dir, name).apply(configured.symbols)
+    if len(symbols) > configured.slots:
+        raise ConfigError(f"exchanges.{name}.max_symbols", f"{len(symbols)} symbols are followed (config plus runtime "
+                          f"changes in {state_path(config.run_dir, name)}), more than {configured.slots}")
+    ex = dataclasses.replace(configured, symbols=symbols)
     adapter = adapters.create(ex)  # an unknown name: ConfigError naming exchanges.NAME.adapter
     epoch = time.time_ns() // 1000
     stop = asyncio.Event()
@@ -38,12 +48,13 @@ async def _serve(config: Config, name: str) -> None:
     snapshot_ep, snapshot_tcp = bus.snapshot_endpoints(config, ex)
     server_curve = curve.ServerCurve.from_config(ctx, config) if curve.tcp_endpoints(ex) else None
     secure = server_curve.apply if server_curve is not None else None
-    writer = BookWriter(config.shm_prefix, ex.name, ex.symbols, ex.depth, epoch)
+    writer = BookWriter(config.shm_prefix, ex.name, ex.symbols, ex.depth, epoch, capacity=configured.slots)
     trade_ring = None
     trades_sock = l2_sock = None
     snapshots: SnapshotService | None = None
     try:
-        trade_ring = TradeRingWriter(config.shm_prefix, ex.name, ex.symbols, ex.trade_ring_size, epoch)
+        trade_ring = TradeRingWriter(config.shm_prefix, ex.name, ex.symbols, ex.trade_ring_size, epoch,
+                                     n_slots=configured.slots)
         trades_sock = bus.make_pub(ctx, trades_ep, trades_tcp, secure)
         l2_sock = bus.make_pub(ctx, l2_ep, l2_tcp, secure)
         snapshots = SnapshotService(ctx, config.shm_prefix, ex.name, ex.depth, snapshot_ep, snapshot_tcp, secure)
@@ -57,6 +68,7 @@ async def _serve(config: Config, name: str) -> None:
             runner = FileRunner(ex, adapter, feed, stop)
         else:
             runner = Runner(ex, adapter, feed, stop)
+        control = StreamControl(ex.name, configured.symbols, config.run_dir, feed, runner)
         # The hot path makes no reference cycles; refcounting frees its garbage.  Fewer,
         # cheaper cyclic collections: move start-up objects out of the collector's
         # generations and collect the young generation less often.
@@ -67,7 +79,12 @@ async def _serve(config: Config, name: str) -> None:
                  epoch, len(ex.symbols), ex.depth, ", ".join(filter(None, (trades_ep, trades_tcp))),
                  ", ".join(filter(None, (l2_ep, l2_tcp))), ", ".join(snapshots.endpoints),
                  " (tcp with CURVE)" if server_curve is not None else "")
-        await runner.run()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(control.serve(control_path(config.run_dir, ex.name), stop), name="control")
+            try:
+                await runner.run()
+            finally:
+                stop.set()
     finally:
         # order: stop reading (done), close sockets with a short linger, term, unlink shm
         if snapshots is not None:

@@ -7,6 +7,14 @@ while frames keep flowing into the sync buffer (never awaited inside a frame
 handler).  All tasks live in one TaskGroup, so none outlives the runner and an
 error in any of them reaches ``run()``.
 
+Runtime streams (DESIGN.md contract 9): each held connection is a ``Held`` record whose
+symbols can change.  ``add_symbols`` puts new symbols on a connection of their kind that
+has room, subscribing them on the live socket where the venue allows it
+(``Adapter.live_subscribe``), and opens a new connection only for what is left;
+``remove_symbols`` unsubscribes them and ends a connection left with none.  A
+connection asks the adapter for its URL and subscribe frames again at every reconnect,
+so it comes back with its symbols of now.
+
 Failure sorting (``classify``): network errors, handshake refusals, timeouts and
 closes are *retry* (reconnect); bad frames are counted and skipped; a bug raises.
 """
@@ -39,7 +47,32 @@ STREAM_SNAPSHOT_TIMEOUT = 10.0  # in-stream venues: no snapshot this long after 
 MAX_RESUBSCRIBES = 100  # per connection (OKX allows 480 subscribe requests an hour); then reconnect
 QUIET_SNAPSHOT_AFTER = 2.0  # fetch a snapshot even if a quiet symbol sent no diff yet
 STATS_INTERVAL = 0.25
+SYMBOLS_CHANGED = "symbols changed"  # a reconnect (at once) that takes up the connection's new symbols
 RETRY_ERRORS = (OSError, HandshakeFailed, asyncio.TimeoutError, ConnectionError)
+
+
+class Held:
+    """One connection the runner holds: its kind, the symbols it should carry (``want``), the
+    symbols subscribed on the socket now (``active``) and the StreamGroup of its last attempt.
+    Duck-types a StreamGroup (kind, url, symbols, subscribe) for health records and adapters."""
+
+    def __init__(self, group: StreamGroup):
+        self.group = group
+        self.kind = group.kind
+        self.want: list[str] = list(group.symbols)
+        self.active: set[str] = set()
+
+    @property
+    def url(self) -> str:
+        return self.group.url
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(self.want)
+
+    @property
+    def subscribe(self) -> tuple[str, ...]:
+        return self.group.subscribe
 
 
 class Runner:
@@ -59,17 +92,20 @@ class Runner:
         self._snap_pending: set[str] = set()
         self._snap_event = asyncio.Event()
         self._logged_kinds: set[str] = set()
-        self.connections: dict[StreamGroup, WsConnection] = {}
+        self.connections: dict[Held, WsConnection] = {}
+        self.held: list[Held] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self.session: aiohttp.ClientSession | None = None
         self.in_stream = self.traits.in_stream
         self.app_ping = self.traits.app_ping
         self.app_pong = self.traits.app_pong
-        self._depth_group: dict[str, StreamGroup] = {}
-        self._resubscribes: dict[StreamGroup, int] = {}
+        self._depth_group: dict[str, Held] = {}
+        self._resubscribes: dict[Held, int] = {}
         self._frames = [0]  # frames received, copied to the shm header by the stats loop
         self.health = Health(feed.writer)  # failure counts and last errors, for `pipeline status`
 
     # ---------------------------------------------------------------- frames
-    def _frame_handler(self, group: StreamGroup):
+    def _frame_handler(self, group: Held):
         parse = self.feed.parse_frame   # the adapter's, with bad frames as events
         receive = self.feed.receive
         carry_out = self._carry_out
@@ -83,7 +119,7 @@ class Runner:
 
         return on_frame
 
-    def _carry_out(self, requests, group: StreamGroup | None = None) -> None:
+    def _carry_out(self, requests, group: Held | None = None) -> None:
         """What the feed asked for: snapshots (REST fetch or resubscribe) and the venue's
         notices about the connection ``group`` (None: outside any connection)."""
         for req in requests:
@@ -97,7 +133,7 @@ class Runner:
             else:
                 raise AssertionError(f"unknown request {req!r}")
 
-    def _on_notice(self, group: StreamGroup, ev: VenueNotice) -> None:
+    def _on_notice(self, group: Held, ev: VenueNotice) -> None:
         if ev.kind == "server_shutdown":
             log.info("%s: venue announced shutdown; reconnecting early", group.kind)
             conn = self.connections.get(group)
@@ -116,61 +152,165 @@ class Runner:
             log.warning(fmt, *args)
 
     # ----------------------------------------------------------- connections
-    async def _hold(self, group: StreamGroup) -> None:
-        """Keep one connection open for the runner's lifetime."""
+    async def _hold(self, held: Held) -> None:
+        """Keep one connection open while the runner runs and the connection has symbols."""
         delays = backoff(rng=self.rng)
-        handler = self._frame_handler(group)
+        handler = self._frame_handler(held)
         attempt = 0
-        self.health.add_connection(group)
-        while not self.stop.is_set():
+        self.health.add_connection(held)
+        while not self.stop.is_set() and held.want:
             attempt += 1
             conn = None
             reason = "?"
-            self.health.connecting(group)
+            if held.group.symbols != tuple(held.want):  # symbols changed since the last attempt
+                held.group = self.adapter.stream_group(held.kind, tuple(held.want))
+            group = held.group
+            held.active = set(group.symbols)
+            self.health.connecting(held)
             self.adapter.connection_opened(group)
-            self._resubscribes[group] = 0
+            self._resubscribes[held] = 0
             if group.kind == "depth":
                 # buffering starts before the handshake: frames that arrive in the same
                 # read as the server's 101 response are dispatched at once
-                self._carry_out(self.feed.receive(DepthConnected(group.symbols)) or (), group)
+                self._carry_out(self.feed.receive(DepthConnected(group.symbols)) or (), held)
             try:
                 conn = await open_connection(group.url, handler, priority=(group.kind == "trades"))
-                self.connections[group] = conn
+                self.connections[held] = conn
                 self.header[P["connections"]] += 1
-                self.health.connection_opened(group)
+                self.health.connection_opened(held)
                 if attempt > 1:
                     self.header[P["reconnects"]] += 1
                 log.info("%s connection open (%d symbols): %s", group.kind, len(group.symbols), group.url[:120])
-                self._subscribe(conn, group.subscribe)
-                if group.kind == "depth":
-                    if self.in_stream:  # (paced subscribes take longer to all be sent)
-                        pacing = len(group.subscribe) * self.traits.subscribe_interval_s
-                        self._expect_stream_snapshots(group, conn, group.symbols, pacing)
-                    else:
-                        asyncio.get_running_loop().call_later(QUIET_SNAPSHOT_AFTER, self._quiet_snapshots, group)
-                opened_at = time.monotonic()
-                reason = await self._watch(conn)
-                if time.monotonic() - opened_at > 30:
-                    delays = backoff(rng=self.rng)  # it worked for a while: start over
+                if tuple(held.want) != group.symbols:
+                    # symbols added or removed during the handshake: connect again at once with them
+                    # (the feed heard DepthConnected for this attempt's symbols only)
+                    reason = SYMBOLS_CHANGED
+                else:
+                    self._subscribe(conn, group.subscribe)
+                    if group.kind == "depth":
+                        if self.in_stream:  # (paced subscribes take longer to all be sent)
+                            pacing = len(group.subscribe) * self.traits.subscribe_interval_s
+                            self._expect_stream_snapshots(held, conn, group.symbols, pacing)
+                        else:
+                            asyncio.get_running_loop().call_later(QUIET_SNAPSHOT_AFTER, self._quiet_snapshots, held,
+                                                                  group.symbols)
+                    opened_at = time.monotonic()
+                    reason = await self._watch(conn)
+                    if time.monotonic() - opened_at > 30:
+                        delays = backoff(rng=self.rng)  # it worked for a while: start over
             except RETRY_ERRORS as exc:
-                reason = self.health.connect_failed(group, exc) if conn is None else describe_failure(exc)
+                reason = self.health.connect_failed(held, exc) if conn is None else describe_failure(exc)
             finally:
                 if conn is not None:
                     conn._queue.clear()
                     conn.abort()
-                    self.connections.pop(group, None)
+                    self.connections.pop(held, None)
                 if group.kind == "depth":
-                    self._carry_out(self.feed.receive(DepthDisconnected(group.symbols, reason, time.time_ns())) or ())
-            if self.stop.is_set():
+                    gone = tuple(held.active)
+                    self._carry_out(self.feed.receive(DepthDisconnected(gone, reason, time.time_ns())) or ())
+                held.active = set()
+            if self.stop.is_set() or not held.want:
                 break
-            if conn is not None and reason != "max age":
-                self.health.connection_lost(group, reason)
-            delay = 0.0 if reason == "max age" else next(delays)
+            if conn is not None and reason not in ("max age", SYMBOLS_CHANGED):
+                self.health.connection_lost(held, reason)
+            delay = 0.0 if reason in ("max age", SYMBOLS_CHANGED) else next(delays)
             log.warning("%s connection down (%s); reconnecting in %.2fs", group.kind, reason, delay)
             try:
                 await asyncio.wait_for(self.stop.wait(), delay)
             except asyncio.TimeoutError:
                 pass
+        if held in self.held and not held.want:
+            self.held.remove(held)
+            log.info("%s connection closed: no symbols left", held.kind)
+
+    # ------------------------------------------------------- runtime streams
+    def _sync_held(self, held: Held, conn: WsConnection) -> None:
+        """Bring the open connection's subscriptions to ``held.want``: unsubscribe what went,
+        subscribe what came (the feed hears DepthConnected first, so their diffs buffer)."""
+        drop = tuple(s for s in held.active if s not in held.want)
+        add = tuple(s for s in held.want if s not in held.active)
+        if not drop and not add:
+            return
+        if not held.want:
+            conn.close(1000, "no symbols left")
+            return
+        if drop:
+            frames = self.adapter.live_subscribe(held.kind, drop, subscribe=False)
+            held.active.difference_update(drop)
+            if not frames:  # the venue cannot: the connection comes back without them
+                conn.close(1000, "symbols removed")
+                return
+            self._subscribe(conn, frames)
+        if add:
+            frames = self.adapter.live_subscribe(held.kind, add, subscribe=True)
+            if not frames:
+                conn.close(1000, "symbols added")
+                return
+            if held.kind == "depth":
+                self._carry_out(self.feed.receive(DepthConnected(add)) or (), held)
+            held.active.update(add)
+            self._subscribe(conn, frames)
+            if held.kind == "depth":
+                if self.in_stream:
+                    self._expect_stream_snapshots(held, conn, add, len(frames) * self.traits.subscribe_interval_s)
+                else:
+                    asyncio.get_running_loop().call_later(QUIET_SNAPSHOT_AFTER, self._quiet_snapshots, held, add)
+
+    def add_symbols(self, symbols: tuple[str, ...]) -> None:
+        """Connect symbols the feed has just added: onto connections with room where the venue
+        subscribes live, on new connections otherwise."""
+        live = self.adapter.supports_live_subscribe
+        for kind in self.adapter.stream_kinds():
+            per = self.adapter.symbols_per_connection(kind)
+            left = list(symbols)
+            if live:
+                for held in self.held:
+                    if held.kind != kind or not left or len(held.want) >= per:
+                        continue
+                    take, left = left[:per - len(held.want)], left[per - len(held.want):]
+                    held.want.extend(take)
+                    conn = self.connections.get(held)
+                    if conn is not None:
+                        self._sync_held(held, conn)
+            for i in range(0, len(left), per):
+                held = Held(self.adapter.stream_group(kind, tuple(left[i:i + per])))
+                self.held.append(held)
+                self._tg.create_task(self._hold(held), name=f"ws-{kind}")
+
+    def remove_symbols(self, symbols: tuple[str, ...]) -> None:
+        """Unsubscribe symbols the feed has just removed; a connection left with none closes."""
+        gone = set(symbols)
+        for held in list(self.held):
+            if not gone.intersection(held.want):
+                continue
+            held.want = [s for s in held.want if s not in gone]
+            conn = self.connections.get(held)
+            if conn is not None:
+                self._sync_held(held, conn)
+        for s in symbols:
+            self._depth_group.pop(s, None)
+            self._snap_pending.discard(s)
+
+    async def instrument_listed(self, symbol: str) -> bool | None:
+        """Whether the venue lists ``symbol`` (its instrument list; True when it has none to
+        ask); None when the venue could not be asked (network error, throttled)."""
+        req = self.adapter.instrument_request(symbol)
+        if req is None:
+            return True
+        if self.session is None:
+            return None
+        self.header[P["rest_requests"]] += 1
+        self.budget.spend(req.weight, time.monotonic())
+        try:
+            async with self.session.request(req.method, req.url, data=req.body,
+                                            timeout=aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT)) as resp:
+                body = await resp.read()
+                if resp.status in (429, 418) or resp.status >= 500:
+                    return None
+                return self.adapter.instrument_listed(symbol, resp.status, body)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            log.warning("instrument list for %s: %s: %s", symbol, type(exc).__name__, exc)
+            return None
 
     def _subscribe(self, conn: WsConnection, frames) -> None:
         """Send subscribe frames, spaced by the adapter's ``traits.subscribe_interval_s`` where the
@@ -217,8 +357,10 @@ class Runner:
         finally:
             stop_wait.cancel()
 
-    def _quiet_snapshots(self, group: StreamGroup) -> None:
-        self._carry_out(self.feed.receive(SnapshotOverdue(group.symbols)) or (), group)
+    def _quiet_snapshots(self, held: Held, symbols: tuple[str, ...]) -> None:
+        symbols = tuple(s for s in symbols if s in held.active)
+        if symbols:
+            self._carry_out(self.feed.receive(SnapshotOverdue(symbols)) or (), held)
 
     # -------------------------------------------------------------- snapshots
     def _queue_snapshot(self, symbol: str) -> None:
@@ -247,14 +389,14 @@ class Runner:
             conn.send_text(frame)
         self._expect_stream_snapshots(group, conn, (symbol,))
 
-    def _expect_stream_snapshots(self, group: StreamGroup, conn: WsConnection, symbols, extra_s: float = 0.0) -> None:
+    def _expect_stream_snapshots(self, group: Held, conn: WsConnection, symbols, extra_s: float = 0.0) -> None:
         for sym in symbols:
             self._depth_group[sym] = group
 
         def check() -> None:
             if self.connections.get(group) is not conn:
                 return
-            late = [s for s in symbols if not self.feed.live(s)]
+            late = [s for s in symbols if s in group.active and self.feed.waiting(s)]
             if late:
                 log.warning("no snapshot for %s within %.0fs of subscribing; reconnecting",
                             ", ".join(late[:5]), STREAM_SNAPSHOT_TIMEOUT)
@@ -427,14 +569,18 @@ class Runner:
     async def run(self) -> None:
         connector = aiohttp.TCPConnector(limit=SNAPSHOT_WORKERS * 2)
         async with aiohttp.ClientSession(connector=connector) as session:
+            self.session = session
             await self._discover(session)
             if self.stop.is_set():
                 return
             async with asyncio.TaskGroup() as tg:
+                self._tg = tg
                 groups = self.adapter.stream_groups()
                 # trades first: their connections open before the depth ones
                 for group in sorted(groups, key=lambda g: g.kind != "trades"):
-                    tg.create_task(self._hold(group), name=f"ws-{group.kind}")
+                    held = Held(group)
+                    self.held.append(held)
+                    tg.create_task(self._hold(held), name=f"ws-{group.kind}")
                 for _ in range(SNAPSHOT_WORKERS):
                     tg.create_task(self._snapshot_worker(session), name="snapshots")
                 tg.create_task(self._stats_loop(), name="stats")

@@ -29,6 +29,10 @@ The model (shared/docs/exchange-protocols.md section 0 rules 4-5, sections 1-2):
   view past a cut snapshot): back to BUFFERING, resync.
 - disconnected: the depth connection died; buffers are dropped (no venue lets a book
   resume across sockets) and the book waits for the next connection.
+- removed: the symbol was unsubscribed at runtime (from any state).  REMOVED is final:
+  the feed publishes the book once more with the state "removed", and every later input
+  (frames still in flight, the connection's events) is accepted and ignored.  A symbol
+  added again gets a new machine.
 
 Each transition returns the *actions* its caller must carry out, in order (h11's
 _state.py style): APPLY / INSTALL / REPLACE (the feed, on its book), PUBLISH_SNAPSHOT
@@ -62,6 +66,7 @@ class SyncState(enum.Enum):
     BUFFERING = "buffering"         # connected, diffs buffered until a usable snapshot
     INSTALLING = "installing"       # snapshot aligned: the feed installs and verifies it
     LIVE = "live"                   # the book follows the venue diff by diff
+    REMOVED = "removed"             # unsubscribed at runtime: final, inputs ignored
 
 
 class Action(enum.Enum):
@@ -154,7 +159,9 @@ class BookSync:
     def connected(self) -> tuple[Action, ...]:
         """The depth connection is open: buffer.  REST venues fetch a snapshot once the
         first diff is buffered (so it is not older than the stream); in-stream venues
-        get one after subscribing."""
+        get one after subscribing.  Moot once REMOVED."""
+        if self.state is SyncState.REMOVED:
+            return NOTHING
         self._assert_state(SyncState.DISCONNECTED)
         self.state = SyncState.BUFFERING
         self.buffer.clear()
@@ -162,8 +169,20 @@ class BookSync:
         self.snapshot_wanted = not self.in_stream
         return NOTHING
 
+    def removed(self) -> tuple[Action, ...]:
+        """The symbol was unsubscribed (legal in any state): REMOVED, for good; publish it so."""
+        self.state = SyncState.REMOVED
+        self.buffer.clear()
+        self.replay = []
+        self.counts.buffered = 0
+        self.snapshot_wanted = False
+        self.book_state = BookState.REMOVED
+        return PUBLISH
+
     def disconnected(self) -> tuple[Action, ...]:
-        """The depth connection died (legal in any state)."""
+        """The depth connection died (legal in any state; moot once REMOVED)."""
+        if self.state is SyncState.REMOVED:
+            return NOTHING
         was_live = self.state is SyncState.LIVE
         self.state = SyncState.DISCONNECTED
         self.buffer.clear()
@@ -193,6 +212,8 @@ class BookSync:
             self.counts.buffered = 1
             self.counts.gaps += 1
             return actions
+        if state is SyncState.REMOVED:
+            return NOTHING  # in flight when it was unsubscribed
         if state is SyncState.BUFFERING:
             buffer = self.buffer
             buffer.append(ev)
@@ -208,7 +229,7 @@ class BookSync:
 
     def snapshot_overdue(self) -> tuple[Action, ...]:
         """REST venues: no diff came soon after connecting (a quiet symbol): fetch anyway."""
-        if self.state is SyncState.BUFFERING and self.snapshot_wanted:
+        if self.state is SyncState.BUFFERING and self.snapshot_wanted:  # (never when REMOVED)
             self.snapshot_wanted = False
             return FETCH
         return NOTHING
@@ -223,8 +244,8 @@ class BookSync:
             self.book_id = snap.last_id
             self.first_pending = True
             return REPLACE_BOOK
-        if state is SyncState.DISCONNECTED and not self.in_stream:
-            return NOTHING  # moot: the connection died while the REST request was under way
+        if state is SyncState.DISCONNECTED and not self.in_stream or state is SyncState.REMOVED:
+            return NOTHING  # moot: the connection died (or the symbol went) while the request was under way
         self._assert_state(SyncState.BUFFERING)
         if self.in_stream:
             self.buffer.clear()  # same ordered stream: everything buffered before it is older

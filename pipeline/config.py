@@ -34,6 +34,7 @@ DEMO_SIM_PORT = 9100
 DEMO_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
 RUN_DIR_ENV = "PIPELINE_RUN_DIR"
+DEFAULT_MAX_SYMBOLS = 64  # per exchange, when [exchanges.NAME] max_symbols is not set
 
 DEMO_CONFIG = f"""
 # Built-in demo: a local simulated Binance-like exchange and one ingest process.
@@ -110,6 +111,8 @@ class ExchangeConfig:
     l2_throttle_ms: int | None = None  # WebSocket L2 snapshot interval per symbol; None: venue default (publisher)
     tardis_exchange: str | None = None  # exchange id in CSV files (sinks/tardis.py); None: derived from the name
     trade_ring_size: int = 16384  # recent trades per symbol kept in shared memory for consumers' backfill
+    max_symbols: int | None = None  # slots in shared memory (config + runtime symbols); None: see slots
+
     # The adapter's own keys (e.g. Hyperliquid ``fast``, the node source's ``node_data_dir``), checked
     # by the adapter class's ``parse_options`` when the config is loaded with the adapter registry;
     # raw TOML values otherwise (library use).  Adapters read them through ``parse_options`` too.
@@ -119,6 +122,13 @@ class ExchangeConfig:
     bar_intervals: tuple[str, ...] = ("1s", "1m")  # trade bars derived from the trades ([] : none)
     cvd: bool = True  # derive the CVD from the trades
     open_interest_interval_s: float = 10.0  # REST polling of open interest where the venue streams none
+
+    @property
+    def slots(self) -> int:
+        """Symbols the exchange can follow at once, runtime additions included: ``max_symbols``,
+        else twice the configured symbols and at least DEFAULT_MAX_SYMBOLS (shared memory is
+        sparse: a slot never written costs no RAM)."""
+        return self.max_symbols or max(DEFAULT_MAX_SYMBOLS, 2 * len(self.symbols))
 
 
 @dataclass(frozen=True)
@@ -371,6 +381,13 @@ def _exchange(name: str, raw: Any, adapters: Registry | None = None, base_dir: P
     if "open_interest_interval_s" in t:
         kw["open_interest_interval_s"] = expect_number(t["open_interest_interval_s"],
                                                        f"{where}.open_interest_interval_s", positive=True)
+    if "max_symbols" in t:
+        kw["max_symbols"] = expect_pos_int(t["max_symbols"], f"{where}.max_symbols")
+        if kw["max_symbols"] < len(kw["symbols"]):
+            raise ConfigError(f"{where}.max_symbols", f"expected at least the {len(kw['symbols'])} configured "
+                              f"symbols, got {kw['max_symbols']}")
+        if kw["max_symbols"] > 4096:
+            raise ConfigError(f"{where}.max_symbols", f"expected at most 4096, got {kw['max_symbols']}")
     kw["options"] = options
     return ExchangeConfig(**kw)
 

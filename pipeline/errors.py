@@ -8,6 +8,8 @@
     |   +-- ChecksumMismatch     the venue's checksum / BBO disagrees with our book
     |   +-- SnapshotError        a REST snapshot could not be used (status, body, stale)
     +-- SharedMemoryError        a segment is missing, of another layout, or of another run
+    +-- StreamError              a runtime stream change was refused (``code``, reason); nothing changed
+        +-- StreamsFull          every slot of the exchange is taken (max_symbols)
 
 Anything else raised inside a process is our bug: it propagates to the top of the
 process, which logs it and exits non-zero; supervisord restarts the process and
@@ -52,3 +54,24 @@ class SnapshotError(VenueError):
 
 class SharedMemoryError(PipelineError):
     """A shared-memory segment is missing or does not match the expected layout."""
+
+
+class StreamError(PipelineError):
+    """A runtime stream change (subscribe, unsubscribe, reset) was refused and changed nothing.
+
+    ``code`` says why, for programs (the control socket and HTTP API pass it on):
+    ``bad_request``, ``unknown_exchange``, ``unknown_symbol``, ``not_followed``, ``full``,
+    ``unsupported``, ``not_running``, ``unavailable``."""
+
+    code = "bad_request"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class StreamsFull(StreamError):
+    """Every shared-memory slot of the exchange is taken (``max_symbols``)."""
+
+    code = "full"

@@ -28,7 +28,7 @@ L2 payload (kind "l2") -- on the L2 socket:
     exchange, symbol, epoch, seq, ts_exchange, ts_received, ts_published   as above
     snapshot           bool   true: bids/asks are the whole top-N view (replace);
                               false: a delta of the view (apply; size 0 = delete)
-    state              str    "syncing" | "live" | "stale"
+    state              str    "syncing" | "live" | "stale" | "removed" (final: unsubscribed at runtime)
     update_id          int    venue update id the view corresponds to (0 if none)
     depth              int    N of the top-N view
     bids, asks         [[price, size], ...]  (snapshot: best first)

@@ -35,6 +35,15 @@ connection state) then a label and the last error as short UTF-8 text.  Errors a
 so a record is written whole under its own seqlock (the lock word first), and read with
 a retry like a view.
 
+Runtime streams (DESIGN.md contract 9).  A segment has room for ``n_symbols`` slots (the
+exchange's ``max_symbols``), more than the configured symbols, so the ingest can add a symbol
+without a new segment.  A free slot has an empty name.  A removed symbol keeps its slot, with
+its name and the final state REMOVED, until a later addition reuses the slot.  Changing a
+slot's name bumps ``H_NAMES_GEN`` to odd, writes the name and resets the view, then bumps it to
+even (the seqlock of the name table): a reader re-reads the table whenever the word changed and
+checks it again after copying a view, so it never returns one symbol's view under another's
+name.
+
 Names derive from ``Config.shm_prefix`` (a hash of run_dir) and the exchange name,
 so two pipelines with different run_dirs never collide.
 
@@ -60,7 +69,7 @@ from pipeline.errors import SharedMemoryError
 from pipeline.pidfile import pid_alive
 
 MAGIC = int.from_bytes(b"L2PIPE01", "little")
-LAYOUT_VERSION = 3
+LAYOUT_VERSION = 4
 HEADER_WORDS = 32
 NAME_BYTES = 32
 VIEW_WORDS = 8
@@ -70,6 +79,7 @@ DEV_SHM = Path("/dev/shm")
 # segment header word indexes
 H_MAGIC, H_VERSION, H_DEPTH, H_NSYM, H_PID, H_EPOCH, H_CREATED_NS, H_HEARTBEAT_NS = range(8)
 H_CONNECTIONS = HEADER_WORDS - 1  # WebSocket connections the runner holds (health records)
+H_NAMES_GEN = HEADER_WORDS - 2  # name-table generation: odd while a slot is renamed (module docstring)
 # process stats kept in the header (written by the ingest process)
 PROCESS_STATS = (
     "loop_lag_us",         # event-loop delay, p50 over the last minute (pipeline/lag.py)
@@ -122,7 +132,7 @@ FEED_STATS = (
     "liquidations",     # liquidations published
     "last_liquidation_ns",  # local receive time of the last liquidation
 )
-assert len(FEED_STATS) <= STAT_WORDS and len(PROCESS_STATS) + H_PROCESS_STATS <= H_CONNECTIONS
+assert len(FEED_STATS) <= STAT_WORDS and len(PROCESS_STATS) + H_PROCESS_STATS <= H_NAMES_GEN
 
 # health records (module docstring): word indexes, then the label and error text
 RECORD_WORDS = 8
@@ -139,6 +149,7 @@ class BookState(enum.IntEnum):
     SYNCING = 0  # no valid book yet: waiting for / aligning a snapshot
     LIVE = 1     # in sync with the venue
     STALE = 2    # a gap, mismatch or dead connection: do not trust; a resync is under way
+    REMOVED = 3  # unsubscribed at runtime: final, no more updates (its slot may be reused later)
 
 
 class ConnState(enum.IntEnum):
@@ -281,6 +292,12 @@ def write_names(buf, offset: int, exchange: str, symbols) -> None:
         buf[off + i * NAME_BYTES: off + (i + 1) * NAME_BYTES] = _encode_name(sym)
 
 
+def write_name(buf, offset: int, i: int, symbol: str) -> None:
+    """Rename slot ``i`` of the name table at ``offset`` (the caller holds the table's seqlock)."""
+    at = offset + NAME_BYTES + i * NAME_BYTES
+    buf[at:at + NAME_BYTES] = _encode_name(symbol)
+
+
 def read_names(buf, offset: int, n_symbols: int) -> tuple[str, tuple[str, ...]]:
     """(exchange, symbols) from a name table written by write_names."""
     def name(at: int) -> str:
@@ -399,13 +416,16 @@ def _read_header(buf) -> np.ndarray:
 class BookWriter:
     """The single writer of one exchange's segment (the ingest process)."""
 
-    def __init__(self, prefix: str, exchange: str, symbols: list[str] | tuple[str, ...], depth: int, epoch: int):
+    def __init__(self, prefix: str, exchange: str, symbols: list[str] | tuple[str, ...], depth: int, epoch: int,
+                 capacity: int | None = None):
+        """``capacity``: slots in the segment (``max_symbols``; at least ``len(symbols)``)."""
         self.exchange = exchange
-        self.symbols = tuple(symbols)
+        n_slots = max(len(symbols), capacity or 0)
+        self.symbols: list[str] = list(symbols) + [""] * (n_slots - len(symbols))  # by slot; "" = free
         self.depth = depth
         self.epoch = epoch
         self.name = segment_name(prefix, exchange)
-        self.layout = Layout(depth, len(self.symbols))
+        self.layout = Layout(depth, n_slots)
         self._reclaim_stale()
         self._seg = _Segment(self.name, self.layout.size, create=True)
         buf = self._seg.buf
@@ -413,14 +433,14 @@ class BookWriter:
         self.header[:] = 0
         write_names(buf, HEADER_WORDS * 8, exchange, self.symbols)
         self.slots = [_Slot(buf, self.layout.slots_offset + i * self.layout.slot_bytes, depth)
-                      for i in range(len(self.symbols))]
+                      for i in range(n_slots)]
         for slot in self.slots:
             slot.view[V_EPOCH] = epoch
             slot.view[V_STATE] = BookState.SYNCING
         self.records = _Records(buf, self.layout)
         self._buf = buf
         h = self.header
-        h[H_VERSION], h[H_DEPTH], h[H_NSYM], h[H_PID] = LAYOUT_VERSION, depth, len(self.symbols), os.getpid()
+        h[H_VERSION], h[H_DEPTH], h[H_NSYM], h[H_PID] = LAYOUT_VERSION, depth, n_slots, os.getpid()
         h[H_EPOCH], h[H_CREATED_NS], h[H_HEARTBEAT_NS] = epoch, time.time_ns(), time.time_ns()
         h[H_MAGIC] = np.int64(np.uint64(MAGIC).astype(np.int64))  # last: readers check it
 
@@ -441,6 +461,28 @@ class BookWriter:
 
     def index(self, symbol: str) -> int:
         return self.symbols.index(symbol)
+
+    @property
+    def capacity(self) -> int:
+        return len(self.symbols)
+
+    def assign(self, i: int, symbol: str, seq: int = 0) -> None:
+        """Give slot ``i`` to ``symbol`` (a runtime addition): its name, an empty SYNCING view
+        at ``seq``, zeroed counters and health record.  Under the name-table seqlock."""
+        _encode_name(symbol)  # a too-long name raises before anything changes
+        h = self.header
+        h[H_NAMES_GEN] += 1  # odd: renaming
+        write_name(self._buf, HEADER_WORDS * 8, i, symbol)
+        self.symbols[i] = symbol
+        self.write_view(i, seq, BookState.SYNCING, 0, 0, 0, (), (), (), ())
+        self.slots[i].stats[:] = 0
+        r = self.records.feed(i)
+        w = self.records.words[r]
+        w[R_LOCK] += 1
+        w[1:] = 0
+        self.records.set_text(r, 0, LABEL_BYTES + ERROR_BYTES, "")
+        w[R_LOCK] += 1
+        h[H_NAMES_GEN] += 1  # even: consistent
 
     def write_view(self, i: int, seq: int, state: BookState, ts_exchange_us: int, ts_received_us: int,
                    update_id: int, bid_px, bid_sz, ask_px, ask_sz) -> None:
@@ -571,10 +613,38 @@ class BookReader(SegmentReader):
         if seg.size < self.layout.size:
             seg.close()
             raise SharedMemoryError(f"segment {seg.name!r} is truncated")
-        self.exchange, self.symbols = read_names(buf, HEADER_WORDS * 8, n)
-        self._index = {s: i for i, s in enumerate(self.symbols)}
+        self._names_gen = -1
+        self._refresh_names()
         self.slots = [_Slot(buf, self.layout.slots_offset + i * self.layout.slot_bytes, self.depth) for i in range(n)]
         self.records = _Records(buf, self.layout)
+
+    def _refresh_names(self) -> int:
+        """Re-read the name table if the writer changed it; the (even) generation read."""
+        h = self.header
+        for attempt in range(100000):
+            gen = int(h[H_NAMES_GEN])
+            if gen == self._names_gen:
+                return gen
+            if not gen & 1:
+                exchange, names = read_names(self._seg.buf, HEADER_WORDS * 8, self.layout.n_symbols)
+                if int(h[H_NAMES_GEN]) == gen:
+                    self.exchange, self._names, self._names_gen = exchange, names, gen
+                    self._index = {s: i for i, s in enumerate(names) if s}
+                    return gen
+            if attempt & 63 == 63:
+                time.sleep(0)
+        raise SharedMemoryError("could not read a consistent name table (writer stuck mid-write?)")
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The symbols with a slot now (live, syncing, stale or removed), in slot order."""
+        self._refresh_names()
+        return tuple(s for s in self._names if s)
+
+    @property
+    def capacity(self) -> int:
+        """Slots in the segment (the exchange's ``max_symbols``)."""
+        return self.layout.n_symbols
 
     @property
     def heartbeat_ns(self) -> int:
@@ -586,7 +656,7 @@ class BookReader(SegmentReader):
 
     def feed_health(self, symbol: str) -> HealthRecord:
         """``symbol``'s record: failed connects and REST errors that concern it, its last error."""
-        self._slot(symbol)  # the same error as read() for an unknown symbol
+        self._slot(symbol)  # the same error as read() for an unknown symbol (and fresh names)
         return self.records.read(self.records.feed(self._index[symbol]))
 
     def connections_health(self) -> tuple[list[HealthRecord], int]:
@@ -601,16 +671,23 @@ class BookReader(SegmentReader):
         return {name: int(h[H_PROCESS_STATS + i]) for i, name in enumerate(PROCESS_STATS)}
 
     def _slot(self, symbol: str) -> _Slot:
+        self._refresh_names()
         try:
             return self.slots[self._index[symbol]]
         except KeyError:
             raise SharedMemoryError(f"symbol {symbol!r} is not in {self.exchange!r} (has: {', '.join(self.symbols)})") from None
 
     def read(self, symbol: str, depth: int | None = None, max_tries: int = 100000) -> BookSnapshot:
-        """A consistent copy of ``symbol``'s view (retries while the writer writes)."""
+        """A consistent copy of ``symbol``'s view (retries while the writer writes, or while
+        it gives the slot to another symbol)."""
         slot = self._slot(symbol)
         lock, v = slot.lock, slot.view
+        gen = self._names_gen
+        h = self.header
         for attempt in range(max_tries):
+            if int(h[H_NAMES_GEN]) != gen:  # renamed meanwhile: find the symbol again
+                slot = self._slot(symbol)
+                lock, v, gen = slot.lock, slot.view, self._names_gen
             s1 = int(lock[0])
             if s1 & 1:
                 if attempt & 63 == 63:
@@ -622,7 +699,7 @@ class BookReader(SegmentReader):
                 nb, na = min(nb, depth), min(na, depth)
             bids = np.column_stack((slot.bid_px[:nb], slot.bid_sz[:nb]))
             asks = np.column_stack((slot.ask_px[:na], slot.ask_sz[:na]))
-            if int(lock[0]) == s1:
+            if int(lock[0]) == s1 and int(h[H_NAMES_GEN]) == gen:
                 return BookSnapshot(self.exchange, symbol, int(view[V_EPOCH]), int(view[V_SEQ]),
                                     BookState(int(view[V_STATE])), int(view[V_TS_EXCHANGE]),
                                     int(view[V_TS_RECEIVED]), int(view[V_UPDATE_ID]), bids, asks)

@@ -2,7 +2,7 @@
 
 JSON shape (stable; other programs parse it, see docs/operations.md)::
 
-    {"feeds": [{"exchange", "symbol", "state", "epoch", "seq", "updates", "trades",
+    {"feeds": [{"exchange", "symbol", "source", "state", "epoch", "seq", "updates", "trades",
                 "gaps", "resyncs", "malformed", "checksum_ok", "checksum_failed",
                 "age_s", "best_bid", "best_ask", "connected", "buffered",
                 "trade_seq", "update_id", "connect_failures", "rest_errors", "last_error",
@@ -29,9 +29,10 @@ from pathlib import Path
 import psutil
 
 from pipeline.config import Config
-from pipeline.errors import SharedMemoryError
+from pipeline.errors import SharedMemoryError, StreamError
 from pipeline.pidfile import read_pid
 from pipeline.shm import BookReader, BookState, HealthRecord
+from pipeline.streams import load_changes
 
 
 CPU_SAMPLE_S = 0.25
@@ -110,12 +111,18 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
     now_ns = now_ns or time.time_ns()
     out, exchanges = [], []
     for name, ex in config.exchanges.items():
+        configured = set(ex.symbols)  # "source": config, or runtime (pipeline subscribe; docs/streams.md)
         try:
             reader = BookReader.open(config.shm_prefix, name)
         except SharedMemoryError as exc:
             exchanges.append({"exchange": name, "state": "down", "detail": str(exc)})
-            for sym in ex.symbols:
-                out.append({"exchange": name, "symbol": sym, "state": "down", "epoch": None, "seq": None,
+            try:
+                symbols = load_changes(config.run_dir, name).apply(ex.symbols)
+            except StreamError:
+                symbols = ex.symbols
+            for sym in symbols:
+                out.append({"exchange": name, "symbol": sym,
+                            "source": "config" if sym in configured else "runtime", "state": "down", "epoch": None, "seq": None,
                             "updates": 0, "trades": 0, "gaps": 0, "resyncs": 0, "malformed": 0,
                             "checksum_ok": 0, "checksum_failed": 0, "age_s": None,
                             "best_bid": None, "best_ask": None, "connect_failures": 0, "rest_errors": 0,
@@ -138,7 +145,8 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
                 if hb_age > HEARTBEAT_LIMIT_S and book.state is BookState.LIVE:
                     state = "stale"  # the writer stopped beating: do not trust the view
                 out.append({
-                    "exchange": name, "symbol": sym, "state": state, "epoch": book.epoch, "seq": book.seq,
+                    "exchange": name, "symbol": sym, "source": "config" if sym in configured else "runtime",
+                    "state": state, "epoch": book.epoch, "seq": book.seq,
                     "updates": st["updates"], "trades": st["trades"], "gaps": st["gaps"],
                     "resyncs": st["resyncs"], "malformed": st["malformed"],
                     "checksum_ok": st["checksum_ok"], "checksum_failed": st["checksum_failed"],

@@ -34,6 +34,11 @@ copy; otherwise the slot is being rewritten (or was overwritten by a newer trade
 words are single aligned 8-byte stores; readers map ``/dev/shm/NAME`` read-only
 and never register it with the resource tracker.
 
+Like the book segment it has ``max_symbols`` streams; a runtime addition that takes a
+free or removed symbol's place renames it under the name-table generation word
+``H_NAMES_GEN`` (odd while renaming, pipeline/shm.py) and clears its head and commit words
+first, so no reader finds the old symbol's trades under the new name.
+
 Names derive from ``Config.shm_prefix`` like the book segments:
 ``<prefix>_<exchange>_trades``.
 """
@@ -51,7 +56,7 @@ import numpy as np
 from pipeline import schema
 from pipeline.errors import SharedMemoryError
 from pipeline.pidfile import pid_alive
-from pipeline.shm import NAME_BYTES, SegmentReader, _Segment, read_names, segment_name, write_names
+from pipeline.shm import NAME_BYTES, SegmentReader, _Segment, read_names, segment_name, write_name, write_names
 
 MAGIC = int.from_bytes(b"L2TRADE1", "little")
 LAYOUT_VERSION = 1
@@ -63,7 +68,7 @@ ID_TOO_LONG = 255
 DEFAULT_CAPACITY = 16384
 MAX_CAPACITY = 1 << 22
 
-H_MAGIC, H_VERSION, H_NSYM, H_CAPACITY, H_PID, H_EPOCH, H_CREATED_NS, H_SLOT_BYTES = range(8)
+H_MAGIC, H_VERSION, H_NSYM, H_CAPACITY, H_PID, H_EPOCH, H_CREATED_NS, H_SLOT_BYTES, H_NAMES_GEN = range(9)
 
 _SIDE_CODE = {"unknown": 0, "buy": 1, "sell": 2}
 _SIDE_NAME = ("unknown", "buy", "sell")
@@ -114,15 +119,18 @@ def _streams(buf, layout: _Layout) -> list[_Stream]:
 class TradeRingWriter:
     """The single writer of one exchange's trade ring (the ingest process)."""
 
-    def __init__(self, prefix: str, exchange: str, symbols: list[str] | tuple[str, ...], capacity: int, epoch: int):
+    def __init__(self, prefix: str, exchange: str, symbols: list[str] | tuple[str, ...], capacity: int, epoch: int,
+                 n_slots: int | None = None):
+        """``n_slots``: streams in the ring (``max_symbols``; at least ``len(symbols)``)."""
         if not 1 <= capacity <= MAX_CAPACITY:
             raise SharedMemoryError(f"trade ring capacity {capacity} outside 1..{MAX_CAPACITY}")
         self.exchange = exchange
-        self.symbols = tuple(symbols)
+        n = max(len(symbols), n_slots or 0)
+        self.symbols: list[str] = list(symbols) + [""] * (n - len(symbols))
         self.capacity = capacity
         self.epoch = epoch
         self.name = ring_name(prefix, exchange)
-        self.layout = _Layout(len(self.symbols), capacity)
+        self.layout = _Layout(n, capacity)
         self._reclaim_stale()
         self._seg = _Segment(self.name, self.layout.size, create=True)
         buf = self._seg.buf
@@ -132,7 +140,7 @@ class TradeRingWriter:
         write_names(buf, HEADER_WORDS * 8, exchange, self.symbols)
         self.streams = _streams(buf, self.layout)
         h = self.header
-        h[H_VERSION], h[H_NSYM], h[H_CAPACITY], h[H_PID] = LAYOUT_VERSION, len(self.symbols), capacity, os.getpid()
+        h[H_VERSION], h[H_NSYM], h[H_CAPACITY], h[H_PID] = LAYOUT_VERSION, n, capacity, os.getpid()
         h[H_EPOCH], h[H_CREATED_NS], h[H_SLOT_BYTES] = epoch, time.time_ns(), SLOT_BYTES
         h[H_MAGIC] = np.int64(np.uint64(MAGIC).astype(np.int64))  # last: readers check it
 
@@ -148,6 +156,17 @@ class TradeRingWriter:
         if pid != os.getpid() and pid_alive(pid):
             raise SharedMemoryError(f"trade ring {self.name!r} belongs to running process {pid}")
         _Segment.unlink(self.name)
+
+    def assign(self, i: int, symbol: str) -> None:
+        """Give stream ``i`` to ``symbol`` (module docstring): cleared, then renamed."""
+        h = self.header
+        h[H_NAMES_GEN] += 1  # odd: renaming
+        st = self.streams[i]
+        st.head[0] = 0
+        st.commits[:] = 0
+        write_name(self._buf, HEADER_WORDS * 8, i, symbol)
+        self.symbols[i] = symbol
+        h[H_NAMES_GEN] += 1  # even
 
     def append(self, i: int, seq: int, ts_exchange: int, ts_received: int, price: float, amount: float,
                side: str, trade_id: str) -> None:
@@ -202,11 +221,29 @@ class TradeRingReader(SegmentReader):
         if seg.size < self.layout.size:
             seg.close()
             raise SharedMemoryError(f"trade ring {seg.name!r} is truncated")
-        self.exchange, self.symbols = read_names(buf, HEADER_WORDS * 8, n)
-        self._index = {s: i for i, s in enumerate(self.symbols)}
+        self._names_gen = -1
+        self._refresh_names()
         self.streams = _streams(buf, self.layout)
 
+    def _refresh_names(self) -> None:
+        h = self.header
+        for attempt in range(100000):
+            gen = int(h[H_NAMES_GEN])
+            if gen == self._names_gen:
+                return
+            if not gen & 1:
+                exchange, names = read_names(self._buf, HEADER_WORDS * 8, self.layout.n_symbols)
+                if int(h[H_NAMES_GEN]) == gen:
+                    self.exchange, self._names_gen = exchange, gen
+                    self.symbols = tuple(s for s in names if s)
+                    self._index = {s: i for i, s in enumerate(names) if s}
+                    return
+            if attempt & 63 == 63:
+                time.sleep(0)
+        raise SharedMemoryError("could not read a consistent trade-ring name table")
+
     def _stream(self, symbol: str) -> _Stream:
+        self._refresh_names()
         try:
             return self.streams[self._index[symbol]]
         except KeyError:

@@ -23,6 +23,7 @@ sockets and the context, remove the stats file.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 import signal
@@ -177,7 +178,13 @@ async def _monitor(config: Config, hub: GrpcHub, mirror: BookMirror, health_serv
     """Once a second: SERVING while every served feed is live; refresh the stats file."""
     serving = None
     while True:
-        ok = health_mod.check(config, mirror).ok
+        h = health_mod.check(config, mirror)
+        ok = h.ok
+        for f in h.feeds:  # symbols added at runtime (docs/streams.md): served from now on
+            feed = hub.settings.feeds.get(f["exchange"])
+            if feed is not None and f["symbol"] not in feed.symbols and f["state"] not in ("removed", "down"):
+                hub.settings.feeds[f["exchange"]] = dataclasses.replace(feed, symbols=feed.symbols + (f["symbol"],))
+                log.info("%s %s: added at runtime; served from now on", f["exchange"], f["symbol"])
         if ok != serving:
             serving = ok
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING

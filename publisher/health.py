@@ -34,7 +34,7 @@ def check(config: Config, mirror: BookMirror) -> Health:
         f["publisher_seq"] = book.seq if book is not None else None
         if f["state"] == "down":
             reasons.append(f"{f['exchange']} {f['symbol']}: down (no shared memory: is the ingest running?)")
-        elif f["state"] != "live":
+        elif f["state"] not in ("live", "removed"):  # removed: unsubscribed on purpose (docs/streams.md)
             last = f" (last error {f['last_error_age_s']:.0f}s ago: {f['last_error']})" if f.get("last_error") else ""
             reasons.append(f"{f['exchange']} {f['symbol']}: {f['state']}{last}")
     return Health(not reasons, feeds, reasons)

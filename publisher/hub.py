@@ -15,6 +15,7 @@ it, from the latest view, with that moment as its ``time_published``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from typing import Any, Callable
@@ -370,6 +371,28 @@ class Hub:
         if sub.timer_fired():
             client.outbox.want_snapshot(key)
             client.wake()
+
+    # ---------------------------------------------------------------- new symbols
+    def add_symbols(self, exchange: str, symbols, state: str = "syncing") -> list[str]:
+        """Symbols the ingest began to follow while the publisher runs (``pipeline subscribe``,
+        docs/streams.md): served from now on (welcome frames, subscription checks), given to every
+        client on the default subscription, and announced with a ``status`` event.  The new ones."""
+        feed = self.settings.feeds.get(exchange)
+        if feed is None:
+            return []
+        new = [s for s in dict.fromkeys(symbols) if s not in feed.symbols]
+        if not new:
+            return []
+        self.settings.feeds[exchange] = dataclasses.replace(feed, symbols=feed.symbols + tuple(new))
+        for c in list(self.clients.values()):
+            if c.closing is None:
+                changes = c.session.follow(exchange, new)
+                if changes:
+                    self._apply(c, changes)
+                    c.wake()
+        for sym in new:
+            self.announce((exchange, sym), state, "symbol added", force=True)
+        return new
 
     # ---------------------------------------------------------------- feed state
     def _announce_step(self, step: Step, now: int) -> None:

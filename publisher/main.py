@@ -55,6 +55,10 @@ async def _monitor(config: Config, hub: Hub, mirror: BookMirror, listen_url: str
         h = health_mod.check(config, mirror)
         for f in h.feeds:
             key = (f["exchange"], f["symbol"])
+            feed = hub.settings.feeds.get(key[0])
+            if feed is not None and key[1] not in feed.symbols and f["state"] not in ("removed", "down"):
+                hub.add_symbols(key[0], [key[1]], f["state"])  # added at runtime (docs/streams.md)
+                continue
             if key not in hub.feed_states:
                 hub.feed_states[key] = f["state"]  # first sight: nothing to announce
                 continue
@@ -94,7 +98,7 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
                  lambda: {k: t.resyncs for k, t in mirror.trackers.items()})
     metrics.registry.register(GrpcCollector(config))  # the gRPC server's figures, when it is configured
     routes = Routes(health, metrics.render, hub.statistics)
-    server = PublisherServer(settings, hub, routes, metrics, on_error=fail)
+    server = PublisherServer(settings, hub, routes, metrics, on_error=fail, config=config)
     ctx = zmq.Context()
     reader = bus.Reader.for_config(ctx, config)  # every kind: trades, books and the others
     on_trade = hub.on_trade

@@ -39,6 +39,7 @@ from websockets.protocol import State
 
 from pipeline.wsframe import server_frame
 from publisher import render
+from publisher.api import ApiConnection, StreamsApi
 from publisher.hub import Client, Hub
 from publisher.settings import Settings
 from publisher.web import Routes, text_response
@@ -55,8 +56,10 @@ _ws_logger.setLevel(logging.WARNING)  # websockets logs every HTTP answer at INF
 
 class PublisherServer:
     def __init__(self, settings: Settings, hub: Hub, routes: Routes, metrics: Any = None,
-                 on_error: Callable[[BaseException], None] | None = None):
+                 on_error: Callable[[BaseException], None] | None = None, config: Any = None):
         self.settings = settings
+        # /api/streams (publisher/api.py): runtime streams through the ingests' control sockets
+        self.api = StreamsApi(config, settings.limits.token, self._authorized) if config is not None else None
         self.on_error = on_error
         self.limits = settings.limits
         self.hub = hub
@@ -73,6 +76,7 @@ class PublisherServer:
         self._server = await serve(
             self._handler, host, port,
             process_request=self._process_request,
+            create_connection=ApiConnection,  # reads POST/DELETE bodies for /api (publisher/api.py)
             compression=None,  # permessage-deflate doubles the CPU per message (building-block-costs.md s.5)
             max_size=MAX_FRAME_BYTES,
             max_queue=16,
@@ -105,9 +109,13 @@ class PublisherServer:
         query = urllib.parse.parse_qs(urllib.parse.urlsplit(request.path).query)
         return any(hmac.compare_digest(t.encode(), token.encode()) for t in query.get("token", []))
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _process_request(self, connection: ServerConnection, request: Request):
         if request.headers.get("Upgrade", "").lower() != "websocket":
             path = request.path.split("?", 1)[0]
+            if self.api is not None and self.api.handles(path):
+                return self.api.answer(connection, request)  # a coroutine: websockets awaits it
+            if getattr(connection, "api_method", "GET") != "GET":
+                return text_response(405, f"{connection.api_method} {path}: only GET here (and /api/streams)\n")
             if path in PROTECTED_PATHS and not self._authorized(request):
                 return self._refuse(401, "bearer token required\n", "token", (("WWW-Authenticate", "Bearer"),))
             return self.routes(request)

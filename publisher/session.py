@@ -174,6 +174,21 @@ class Session:
             for sym in feed.symbols:
                 self.subs[(ex, sym)] = Sub(True, BookSub(Mode.SNAPSHOTS, depth, feed.throttle_ms), DEFAULT_OTHER)
 
+    def follow(self, exchange: str, symbols) -> list[Change]:
+        """Symbols added to the pipeline while this client is connected: a client on the default
+        subscription ("everything") gets them as it got the others; one that chose gets nothing new."""
+        if not self.default:
+            return []
+        feed = self.settings.feeds[exchange]
+        depth = min(self.settings.limits.default_depth, feed.depth)
+        changes: list[Change] = []
+        for sym in symbols:
+            key = (exchange, sym)
+            if key not in self.subs:
+                self.subs[key] = sub = Sub(True, BookSub(Mode.SNAPSHOTS, depth, feed.throttle_ms))
+                changes.append((key, None, sub))
+        return changes
+
     def default_summary(self) -> dict:
         return {"channels": ["trades", "book", *sorted(DEFAULT_OTHER)], "mode": Mode.SNAPSHOTS.value, "depth": self.settings.limits.default_depth,
                 "throttle_ms": {ex: f.throttle_ms for ex, f in self.settings.feeds.items()}}

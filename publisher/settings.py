@@ -1,4 +1,5 @@
-"""What the publisher serves, resolved once at start: config + environment -> frozen Settings.
+"""What the publisher serves, resolved once at start: config + environment -> frozen Settings (whose
+per-exchange symbols grow when the ingest adds one at runtime: Hub.add_symbols, docs/streams.md).
 
 L2 throttle of an exchange (the interval of `order_book_l2` snapshots per symbol for
 clients in snapshot mode), first match wins:
@@ -21,6 +22,7 @@ from typing import Any, Mapping
 from pipeline.config import (Config, SectionContext, check_keys, expect_number, expect_pos_int, expect_port,
                              expect_str, expect_url, show)
 from pipeline.errors import ConfigError
+from pipeline.streams import followed_symbols
 
 DEFAULT_THROTTLE_MS = 100
 VENUE_THROTTLE_MS = {"okx": 150}  # OKX books: 150 ms keeps a browser tab responsive on its busier feed
@@ -135,7 +137,8 @@ def load_settings(config: Config, environ: Mapping[str, str] | None = None) -> S
     feeds = {}
     for name, ex in config.exchanges.items():
         throttle = resolve_throttle_ms(name, ex.adapter, ex.l2_throttle_ms, env)
-        feeds[name] = FeedSettings(name, ex.symbols, ex.depth, throttle)
+        # the config's symbols and those added at runtime (pipeline/streams.py), as of this start
+        feeds[name] = FeedSettings(name, followed_symbols(config, name), ex.depth, throttle)
     return Settings(publisher_config(config), feeds)
 
 

@@ -8,6 +8,7 @@ Response (GET only; the connection closes after the answer).  Routes:
     GET /health      JSON; 200 when every feed is live, 503 with the reasons otherwise
     GET /metrics     Prometheus text format
     GET /stats       JSON: the publisher's counters and client queues (as in `pipeline status`)
+    /api/streams     runtime streams: GET, POST, DELETE /api/streams/EX/SYM (publisher/api.py, docs/streams.md)
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ sinks/tardis.py) and appends them to the day's files (sinks/files.py):
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -48,6 +49,7 @@ from pipeline import bus, schema
 from pipeline.config import Config, ExchangeConfig
 from pipeline.errors import ConfigError
 from pipeline.pidfile import PidFile
+from pipeline.streams import followed_symbols
 from sinks.files import DailyFile, gzip_file, last_row, repair_file
 from sinks.recorder import BookStream, SinkCounters, TradeStream
 from sinks.sources import ShmSources
@@ -86,12 +88,16 @@ class CsvSink:
         self.dir = Path(self.settings.dir)
         self.clock = clock
         names = self.settings.exchanges or tuple(config.exchanges)
-        self.exchanges = {n: config.exchange(n) for n in names}
+        # the config's symbols and those added at runtime, as of this start (docs/streams.md)
+        self.exchanges = {n: dataclasses.replace(config.exchange(n), symbols=followed_symbols(config, n))
+                          for n in names}
         self.ids = {n: self._exchange_id(n, ex) for n, ex in self.exchanges.items()}
         self._check_names()
         self.counters = SinkCounters()
         snapshots = snapshots or (lambda ex, sym, epoch: None)
         rings = rings or (lambda ex, epoch: None)
+        self.rings = rings
+        self._removed: set[tuple[str, str]] = set()  # unsubscribed at runtime: their files are closed
         self.books: dict[tuple[str, str], BookStream] = {}
         self.trades: dict[tuple[str, str], TradeStream] = {}
         self.rows: dict[tuple[str, str], RowWriter] = {}
@@ -187,17 +193,48 @@ class CsvSink:
     def _open_day(self, now: int) -> None:
         self.day = day_of(now)
         self._midnight = next_midnight_us(now)
-        for name, ex in self.exchanges.items():
-            for sym in ex.symbols:
-                for dt in (BOOK, TRADES):
-                    f = DailyFile(self.dir / file_name(self.ids[name], dt, self.day, sym), dt)
-                    f.key = (name, sym)
-                    self.files[(name, sym, dt)] = f
-                    self._ensure_open(f)
-                trades = self.trades[(name, sym)]
-                self.files[(name, sym, TRADES)].durable_mark = (*trades.position, *trades.last_written)
-                self._book_route[(name, sym)] = (self.books[(name, sym)], self.files[(name, sym, BOOK)])
-                self._append(self.files[(name, sym, BOOK)], self.books[(name, sym)].new_file())
+        for name, sym in list(self.books):  # the configured symbols and those added at runtime
+            self._open_files(name, sym)
+
+    def _open_files(self, name: str, sym: str) -> None:
+        """Today's files of one stream; the book file starts with a block of the book (when known)."""
+        for dt in (BOOK, TRADES):
+            f = DailyFile(self.dir / file_name(self.ids[name], dt, self.day, sym), dt)
+            f.key = (name, sym)
+            self.files[(name, sym, dt)] = f
+            self._ensure_open(f)
+        trades = self.trades[(name, sym)]
+        self.files[(name, sym, TRADES)].durable_mark = (*trades.position, *trades.last_written)
+        self._book_route[(name, sym)] = (self.books[(name, sym)], self.files[(name, sym, BOOK)])
+        self._append(self.files[(name, sym, BOOK)], self.books[(name, sym)].new_file())
+
+    # ----------------------------------------------------- runtime streams
+    def _follow(self, name: str, sym: str) -> bool:
+        """A symbol the ingest began to follow while the sink runs (``pipeline subscribe``,
+        docs/streams.md): its streams and today's files; its book file starts with a snapshot
+        block (the first message of a new book is its snapshot).  False: not ours to record."""
+        if name not in self.exchanges or (name, sym) in self.books or self.day is None:
+            return False
+        self._removed.discard((name, sym))
+        rows = RowWriter(self.ids[name], sym)
+        self.books[(name, sym)] = BookStream(name, sym, rows, self.snapshots, self.counters)
+        self.trades[(name, sym)] = TradeStream(name, sym, rows, self.rings, self.counters, since_us=self.clock())
+        self._open_files(name, sym)
+        log.info("csv sink: recording %s %s (added at runtime)", name, sym)
+        return True
+
+    def _unfollow(self, name: str, sym: str) -> None:
+        """A symbol unsubscribed (its book's final state "removed"): its files are flushed and closed."""
+        self._removed.add((name, sym))
+        self.books.pop((name, sym), None)
+        self.trades.pop((name, sym), None)
+        self._book_route.pop((name, sym), None)
+        for dt in (BOOK, TRADES):
+            f = self.files.pop((name, sym, dt), None)
+            if f is not None:
+                self._closing.append(f)
+        self._close_old()
+        log.info("csv sink: %s %s removed; its files are closed", name, sym)
 
     def _ensure_open(self, f: DailyFile) -> bool:
         if f.fd is not None:
@@ -246,14 +283,18 @@ class CsvSink:
             return
         route = self._book_route.get((msg.exchange, msg.symbol))
         if route is None:
-            self.unknown_messages += 1
-            return
+            if msg.state == "removed" or not self._follow(msg.exchange, msg.symbol):
+                self.unknown_messages += 1
+                return
+            route = self._book_route[(msg.exchange, msg.symbol)]
         text = route[0].on_l2(msg)
         if text:
             f = route[1]
             f.append(text, text.count("\n"))
             if f.pending_bytes >= FLUSH_BYTES and f.path not in self._failing:
                 self._flush(f)
+        if msg.snapshot and msg.state == "removed":
+            self._unfollow(msg.exchange, msg.symbol)
 
     def on_trade(self, payload: bytes) -> None:
         try:
@@ -263,8 +304,11 @@ class CsvSink:
             return
         stream = self.trades.get((msg.exchange, msg.symbol))
         if stream is None:
-            self.unknown_messages += 1
-            return
+            key = (msg.exchange, msg.symbol)
+            if key in self._removed or not self._follow(*key):
+                self.unknown_messages += 1
+                return
+            stream = self.trades[key]
         self._append_trades(stream, stream.on_trade(msg))
 
     def on_other(self, kind: schema.EventKind, payload: bytes) -> None:

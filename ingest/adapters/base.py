@@ -110,6 +110,7 @@ class Adapter(Protocol):
     # "derivative_ticker", "liquidations"); ``channels`` is what the config chose of them
     CHANNELS: ClassVar[tuple[str, ...]] = ("trades", "book")
     channels: frozenset[str] = frozenset(("trades", "book"))
+    supports_live_subscribe: ClassVar[bool] = False  # ``live_subscribe`` works on an open connection
     DEFAULTS: ClassVar[dict]        # URLs and limits used when the config sets none
     OPTIONS: ClassVar[tuple[str, ...]] = ()  # the adapter's own keys in ``[exchanges.X]`` (parse_options)
     traits: AdapterTraits
@@ -191,6 +192,52 @@ class Adapter(Protocol):
     def snapshot_usable(snapshot_id: int, first_buffered: DepthDiff | None) -> bool:
         """False when a REST snapshot is older than the first buffered diff."""
         ...
+
+    # ------------------------------------------------------------ runtime streams
+    # (DESIGN.md contract 9; docs/streams.md.)  A venue that can subscribe on a live
+    # connection returns the frames from ``live_subscribe``; the runner then adds a symbol
+    # to a connection that has room, and opens a new connection only when none has (or the
+    # venue cannot, []).  ``stream_group`` builds one connection for given symbols: the
+    # runner asks again at every reconnect, so a connection comes back with its symbols
+    # of now.  An adapter without ``stream_group`` cannot change symbols at runtime.
+
+    def stream_group(self, kind: str, symbols: tuple[str, ...]) -> StreamGroup:
+        """The connection of ``kind`` ("depth" or "trades") that carries ``symbols``."""
+        raise NotImplementedError(f"{self.name}: symbols cannot be changed at runtime yet")
+
+    def symbols_per_connection(self, kind: str) -> int:
+        """Most symbols one connection of ``kind`` carries."""
+        return max(1, getattr(self, "streams_per_connection", 1))
+
+    def stream_kinds(self) -> tuple[str, ...]:
+        """The kinds of connection each symbol needs."""
+        return ("depth", "trades")
+
+    def stream_groups_for(self, symbols) -> list[StreamGroup]:
+        """``stream_groups`` built from ``stream_group``: each kind's symbols in chunks."""
+        groups = []
+        for kind in self.stream_kinds():
+            n = self.symbols_per_connection(kind)
+            for i in range(0, len(symbols), n):
+                groups.append(self.stream_group(kind, tuple(symbols[i:i + n])))
+        return groups
+
+    def live_subscribe(self, kind: str, symbols: tuple[str, ...], subscribe: bool = True) -> list[str]:
+        """Frames that (un)subscribe ``symbols`` on an open connection of ``kind``; []: the
+        venue cannot (a new connection, or a reconnect without them, instead)."""
+        return []
+
+    def add_symbol(self, symbol: str) -> None:
+        """Follow ``symbol`` too (its routes and per-symbol state); the runner subscribes it."""
+        raise NotImplementedError(f"{self.name}: symbols cannot be changed at runtime yet")
+
+    def instrument_request(self, symbol: str) -> SnapshotRequest | None:
+        """The REST request that says whether the venue lists ``symbol``; None: no list to ask."""
+        return None
+
+    def instrument_listed(self, symbol: str, status: int, body: bytes) -> bool:
+        """Whether the answer to ``instrument_request(symbol)`` lists the symbol (tradable)."""
+        return True
 
     # ------------------------------------------------------------ integrity, naming
     def checksum(self, symbol: str, book: ViewBook) -> int:

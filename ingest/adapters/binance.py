@@ -24,6 +24,7 @@ The venue's field names stay in this module; what leaves is ingest.events record
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from urllib.parse import urlencode
@@ -137,6 +138,7 @@ class BinanceSpotAdapter(Adapter):
     """Binance spot: frames in, normalized events out; the spot sequencing rule."""
 
     name = "binance"
+    supports_live_subscribe = True
     DEFAULTS = {
         "ws_url": "wss://stream.binance.com:9443",
         "rest_url": "https://api.binance.com",
@@ -153,6 +155,8 @@ class BinanceSpotAdapter(Adapter):
     USED_WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
     KIND = "spot"
     CHANNELS = ("trades", "book", "quotes")
+    EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
+    EXCHANGE_INFO_WEIGHT = 20
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
@@ -171,6 +175,7 @@ class BinanceSpotAdapter(Adapter):
         for speed in ("depth", "depth@100ms", "depth@0ms", "depth@250ms", "depth@500ms", self.depth_stream):
             self._parsers[speed] = self._parse_depth
         self._routes: dict[bytes, tuple[str, object]] = {}  # stream name bytes -> (symbol, parser)
+        self._req = 0  # id of the last live SUBSCRIBE/UNSUBSCRIBE request
 
     def instrument(self, symbol: str) -> Instrument:
         return split_concatenated(symbol, self.KIND)
@@ -182,26 +187,65 @@ class BinanceSpotAdapter(Adapter):
 
     def stream_groups(self) -> list[StreamGroup]:
         """The connections to hold: depth (+ bookTicker) apart from trades (section 2 routing)."""
-        groups = []
-        bbo = self.traits.verify_bbo or "quotes" in self.channels
-        per_sym_depth = 2 if bbo else 1
-        chunk = max(1, self.streams_per_connection // per_sym_depth)
-        for i in range(0, len(self.symbols), chunk):
-            syms = self.symbols[i:i + chunk]
-            streams = []
-            for s in syms:
-                streams.append(f"{s.lower()}@{self.depth_stream}")
-                if bbo:
-                    streams.append(f"{s.lower()}@bookTicker")
-            groups.append(StreamGroup(self._url("public", streams), "depth", tuple(syms)))
-        market = [c for c in ("trades", "derivative_ticker", "liquidations") if c in self.channels]
+        return self.stream_groups_for(self.symbols)
+
+    def _bbo(self) -> bool:
+        return self.traits.verify_bbo or "quotes" in self.channels
+
+    def _market_suffixes(self) -> list[str]:
+        """The per-symbol streams of the market (trades) connection, by the chosen channels."""
         suffixes = {"trades": self.trade_stream, "derivative_ticker": "markPrice@1s", "liquidations": "forceOrder"}
-        chunk = max(1, self.streams_per_connection // max(1, len(market)))
-        for i in range(0, len(self.symbols), chunk) if market else ():
-            syms = self.symbols[i:i + chunk]
-            streams = [f"{s.lower()}@{suffixes[c]}" for s in syms for c in market]
-            groups.append(StreamGroup(self._url("market", streams), "trades", tuple(syms)))
-        return groups
+        return [suffixes[c] for c in ("trades", "derivative_ticker", "liquidations") if c in self.channels]
+
+    def stream_kinds(self) -> tuple[str, ...]:
+        return ("depth", "trades") if self._market_suffixes() else ("depth",)
+
+    def symbols_per_connection(self, kind: str) -> int:
+        per_sym = (2 if self._bbo() else 1) if kind == "depth" else max(1, len(self._market_suffixes()))
+        return max(1, self.streams_per_connection // per_sym)
+
+    def _streams(self, kind: str, symbols) -> list[str]:
+        if kind == "trades":
+            return [f"{s.lower()}@{suffix}" for s in symbols for suffix in self._market_suffixes()]
+        streams = []
+        bbo = self._bbo()
+        for s in symbols:
+            streams.append(f"{s.lower()}@{self.depth_stream}")
+            if bbo:
+                streams.append(f"{s.lower()}@bookTicker")
+        return streams
+
+    def stream_group(self, kind: str, symbols: tuple[str, ...]) -> StreamGroup:
+        """One combined-stream connection; the URL carries the streams."""
+        return StreamGroup(self._url("public" if kind == "depth" else "market", self._streams(kind, symbols)),
+                           kind, tuple(symbols))
+
+    def live_subscribe(self, kind: str, symbols: tuple[str, ...], subscribe: bool = True) -> list[str]:
+        """SUBSCRIBE / UNSUBSCRIBE on the open connection (section 1, live subscribing)."""
+        self._req += 1
+        return [json.dumps({"method": "SUBSCRIBE" if subscribe else "UNSUBSCRIBE",
+                            "params": self._streams(kind, symbols), "id": self._req}, separators=(",", ":"))]
+
+    def add_symbol(self, symbol: str) -> None:
+        self._by_lower[symbol.lower()] = symbol
+        self._by_upper[symbol.upper()] = symbol
+        self.symbols = (*self.symbols, symbol)
+        self._routes.clear()  # a name routed as unknown before is known now
+
+    def instrument_request(self, symbol: str) -> SnapshotRequest:
+        """exchangeInfo for the one symbol: 400 (code -1121) when the venue does not list it."""
+        return SnapshotRequest(f"{self.rest_url}{self.EXCHANGE_INFO_PATH}?{urlencode({'symbol': symbol.upper()})}",
+                               self.EXCHANGE_INFO_WEIGHT)
+
+    def instrument_listed(self, symbol: str, status: int, body: bytes) -> bool:
+        if status != 200:
+            return False
+        try:
+            info = _dec_any.decode(body)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return False
+        return any(isinstance(x, dict) and x.get("symbol") == symbol.upper() and x.get("status") == "TRADING"
+                   for x in (info.get("symbols") or [] if isinstance(info, dict) else []))
 
     def snapshot_request(self, symbol: str) -> SnapshotRequest:
         limit = self.snapshot_limit
@@ -381,6 +425,8 @@ class BinanceFuturesAdapter(BinanceSpotAdapter):
     WEIGHTS = ((50, 2), (100, 5), (500, 10), (1000, 20))
     MAX_SNAPSHOT_LIMIT = 1000
     KIND = "perp"
+    EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
+    EXCHANGE_INFO_WEIGHT = 1
     CHANNELS = ("trades", "book", "quotes", "derivative_ticker", "liquidations")
     OPEN_INTEREST_PATH = "/fapi/v1/openInterest"  # weight 1 (Aster: the same path)
 

@@ -166,6 +166,7 @@ class BybitSpotAdapter(Adapter):
     """Bybit v5 spot: in-stream snapshots and ``u + 1`` deltas, top-N book."""
 
     name = "bybit"
+    supports_live_subscribe = True
     CATEGORY = "spot"
     KIND = "spot"
     DEFAULTS = {
@@ -193,28 +194,33 @@ class BybitSpotAdapter(Adapter):
         self._topics: dict[str, tuple] = {}
         self._book_topic: dict[str, str] = {}
         self._trade_topic: dict[str, str] = {}
-        self._other_topics: dict[str, list[str]] = {s: [] for s in config.symbols}  # on the trades connection
+        self._other_topics: dict[str, list[str]] = {}  # per symbol, on the trades connection
         self._l1: dict[str, list] = {}  # orderbook.1 state per symbol: [bid px, bid size, ask px, ask size]
-        channels = self.channels
         for s in config.symbols:
-            bt, tt = f"{self.depth_stream}.{s.upper()}", f"{self.trade_stream}.{s.upper()}"
-            self._book_topic[s], self._trade_topic[s] = bt, tt
-            self._topics[bt] = (self._parse_book, s)
-            self._topics[tt] = (self._parse_trades, s)
-            if "quotes" in channels:
-                qt = f"orderbook.1.{s.upper()}"
-                if qt == bt:  # the book is level 1 itself: each frame is also the quote
-                    self._topics[bt] = (self._parse_book_and_quote, s)
-                else:
-                    self._topics[qt] = (self._parse_quote, s)
-                    self._other_topics[s].append(qt)
-            if "derivative_ticker" in channels:
-                self._topics[f"tickers.{s.upper()}"] = (self._parse_ticker, s)
-                self._other_topics[s].append(f"tickers.{s.upper()}")
-            if "liquidations" in channels:
-                self._topics[f"allLiquidation.{s.upper()}"] = (self._parse_liquidations, s)
-                self._other_topics[s].append(f"allLiquidation.{s.upper()}")
+            self._register(s)
         self._req = 0
+
+    def _register(self, s: str) -> None:
+        """The topics of symbol ``s`` (by the chosen channels) and their parsers."""
+        channels = self.channels
+        bt, tt = f"{self.depth_stream}.{s.upper()}", f"{self.trade_stream}.{s.upper()}"
+        self._book_topic[s], self._trade_topic[s] = bt, tt
+        self._topics[bt] = (self._parse_book, s)
+        self._topics[tt] = (self._parse_trades, s)
+        others = self._other_topics[s] = []
+        if "quotes" in channels:
+            qt = f"orderbook.1.{s.upper()}"
+            if qt == bt:  # the book is level 1 itself: each frame is also the quote
+                self._topics[bt] = (self._parse_book_and_quote, s)
+            else:
+                self._topics[qt] = (self._parse_quote, s)
+                others.append(qt)
+        if "derivative_ticker" in channels:
+            self._topics[f"tickers.{s.upper()}"] = (self._parse_ticker, s)
+            others.append(f"tickers.{s.upper()}")
+        if "liquidations" in channels:
+            self._topics[f"allLiquidation.{s.upper()}"] = (self._parse_liquidations, s)
+            others.append(f"allLiquidation.{s.upper()}")
 
     def instrument(self, symbol: str) -> Instrument:
         return split_concatenated(symbol, self.KIND)
@@ -224,29 +230,59 @@ class BybitSpotAdapter(Adapter):
         self._req += 1
         return json.dumps({"req_id": f"{op[:5]}{self._req}", "op": op, "args": args}, separators=(",", ":"))
 
-    def _subscribe_frames(self, topics: list[str]) -> tuple[str, ...]:
-        n = self.SUBSCRIBE_BATCH
-        return tuple(self._request("subscribe", topics[i:i + n]) for i in range(0, len(topics), n))
-
     def stream_groups(self) -> list[StreamGroup]:
         """Depth and trades on separate connections, ``streams_per_connection`` topics each."""
-        groups = []
-        chunk = max(1, self.streams_per_connection)
-        for i in range(0, len(self.symbols), chunk):
-            syms = self.symbols[i:i + chunk]
-            groups.append(StreamGroup(self.ws_url, "depth", tuple(syms),
-                                      self._subscribe_frames([self._book_topic[s] for s in syms])))
-        per_symbol = int("trades" in self.channels) + max(len(t) for t in self._other_topics.values())
-        chunk = max(1, self.streams_per_connection // max(1, per_symbol))
-        for i in range(0, len(self.symbols), chunk) if per_symbol else ():
-            syms = self.symbols[i:i + chunk]
+        return self.stream_groups_for(self.symbols)
+
+    def _trade_topics(self, symbols) -> tuple[list[str], list[str]]:
+        """The trades connection's topics of ``symbols``: trades, and the other chosen channels."""
+        trades = [self._trade_topic[s] for s in symbols] if "trades" in self.channels else []
+        return trades, [t for s in symbols for t in self._other_topics[s]]
+
+    def _per_symbol(self) -> int:
+        return int("trades" in self.channels) + max((len(t) for t in self._other_topics.values()), default=0)
+
+    def stream_kinds(self) -> tuple[str, ...]:
+        return ("depth", "trades") if self._per_symbol() else ("depth",)
+
+    def symbols_per_connection(self, kind: str) -> int:
+        per_sym = 1 if kind == "depth" else max(1, self._per_symbol())
+        return max(1, self.streams_per_connection // per_sym)
+
+    def _requests(self, op: str, kind: str, symbols) -> list[str]:
+        n = self.SUBSCRIBE_BATCH
+        if kind == "depth":
+            lists = [[self._book_topic[s] for s in symbols]]
+        else:
             # trades in requests of their own: a request the venue refuses (one bad topic fails it
             # whole) never costs the trades
-            trades = [self._trade_topic[s] for s in syms] if "trades" in self.channels else []
-            others = [t for s in syms for t in self._other_topics[s]]
-            groups.append(StreamGroup(self.ws_url, "trades", tuple(syms),
-                                      self._subscribe_frames(trades) + self._subscribe_frames(others)))
-        return groups
+            lists = list(self._trade_topics(symbols))
+        return [self._request(op, topics[i:i + n]) for topics in lists for i in range(0, len(topics), n)]
+
+    def stream_group(self, kind: str, symbols: tuple[str, ...]) -> StreamGroup:
+        return StreamGroup(self.ws_url, kind, tuple(symbols), tuple(self._requests("subscribe", kind, symbols)))
+
+    def live_subscribe(self, kind: str, symbols: tuple[str, ...], subscribe: bool = True) -> list[str]:
+        """``op`` subscribe / unsubscribe on the open connection (section 4), 10 args a request."""
+        return self._requests("subscribe" if subscribe else "unsubscribe", kind, symbols)
+
+    def add_symbol(self, symbol: str) -> None:
+        self._register(symbol)
+        self.symbols = (*self.symbols, symbol)
+
+    def instrument_request(self, symbol: str) -> SnapshotRequest:
+        query = urlencode({"category": self.CATEGORY, "symbol": symbol.upper()})
+        return SnapshotRequest(f"{self.rest_url}/v5/market/instruments-info?{query}", 1)
+
+    def instrument_listed(self, symbol: str, status: int, body: bytes) -> bool:
+        """``retCode`` 0 and the symbol in ``result.list`` with status "Trading"."""
+        try:
+            obj = json.loads(body)
+            rows = obj["result"]["list"] if obj.get("retCode") == 0 else []
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return status == 200 and any(isinstance(r, dict) and r.get("symbol") == symbol.upper()
+                                     and r.get("status") == "Trading" for r in rows)
 
     def resubscribe(self, symbol: str) -> list[str]:
         """Unsubscribe + subscribe the book topic: the venue answers with a fresh snapshot."""

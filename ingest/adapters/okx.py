@@ -234,6 +234,7 @@ class OkxAdapter(Adapter):
     """OKX v5 public: in-stream snapshots, ``prevSeqId`` chaining, CRC32 on the text."""
 
     name = "okx"
+    supports_live_subscribe = True
     DEFAULTS = {
         "ws_url": "wss://ws.okx.com:8443/ws/v5/public",
         "rest_url": "https://www.okx.com",
@@ -321,15 +322,9 @@ class OkxAdapter(Adapter):
 
     def stream_groups(self) -> list[StreamGroup]:
         """Books and trades on separate connections; < 30 book channels per connection."""
-        groups = []
-        channels = (("depth", self.depth_stream, self.streams_per_connection),)
-        if "trades" in self.channels:
-            channels += (("trades", self.trade_stream, self.TRADES_PER_CONNECTION),)
-        for kind, channel, chunk in channels:
-            chunk = max(1, chunk)
-            for i in range(0, len(self.symbols), chunk):
-                syms = tuple(self.symbols[i:i + chunk])
-                groups.append(StreamGroup(self.ws_url, kind, syms, self._subscribe_frames(channel, syms)))
+        groups = self.stream_groups_for(self.symbols)
+        # the other chosen channels, on connections of their own (kind "trades": no book on them);
+        # symbols added at runtime get books and trades only (their args are built here, at start)
         args = self._other_args()
         for i in range(0, len(args), 200):  # well under the 64 KB of one request
             self._req += 1
@@ -337,6 +332,46 @@ class OkxAdapter(Adapter):
                                separators=(",", ":"))
             groups.append(StreamGroup(self.ws_url, "trades", tuple(self.symbols), (frame,)))
         return groups
+
+    def stream_kinds(self) -> tuple[str, ...]:
+        return ("depth", "trades") if "trades" in self.channels else ("depth",)
+
+    def symbols_per_connection(self, kind: str) -> int:
+        return max(1, self.streams_per_connection if kind == "depth" else self.TRADES_PER_CONNECTION)
+
+    def stream_group(self, kind: str, symbols: tuple[str, ...]) -> StreamGroup:
+        channel = self.depth_stream if kind == "depth" else self.trade_stream
+        return StreamGroup(self.ws_url, kind, tuple(symbols), self._subscribe_frames(channel, symbols))
+
+    def live_subscribe(self, kind: str, symbols: tuple[str, ...], subscribe: bool = True) -> list[str]:
+        """``op`` subscribe / unsubscribe on the open connection (section 5)."""
+        channel = self.depth_stream if kind == "depth" else self.trade_stream
+        if subscribe:
+            return list(self._subscribe_frames(channel, symbols))
+        return [self._request("unsubscribe", channel, symbols)]
+
+    def add_symbol(self, symbol: str) -> None:
+        self._by_inst[symbol.upper()] = symbol
+        self._texts[symbol] = None
+        self._local_seq[symbol] = 0
+        self.symbols = (*self.symbols, symbol)
+
+    def instrument_request(self, symbol: str) -> SnapshotRequest:
+        """``/api/v5/public/instruments`` for the one instId; instType from its shape."""
+        parts = symbol.upper().split("-")
+        inst_type = "SWAP" if parts[-1] == "SWAP" else "FUTURES" if len(parts) == 3 and parts[2].isdigit() else "SPOT"
+        query = urlencode({"instType": inst_type, "instId": symbol.upper()})
+        return SnapshotRequest(f"{self.rest_url}/api/v5/public/instruments?{query}", 1)
+
+    def instrument_listed(self, symbol: str, status: int, body: bytes) -> bool:
+        """``code`` "0" and the instId in ``data`` with state "live"."""
+        try:
+            obj = json.loads(body)
+            rows = obj["data"] if obj.get("code") == "0" else []
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return False
+        return status == 200 and any(isinstance(r, dict) and r.get("instId") == symbol.upper()
+                                     and r.get("state") == "live" for r in rows)
 
     def resubscribe(self, symbol: str) -> list[str]:
         """Unsubscribe + subscribe the book channel: OKX answers with a fresh snapshot."""

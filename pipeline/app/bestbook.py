@@ -32,6 +32,7 @@ from pipeline.errors import ConfigError, PipelineError, SharedMemoryError
 from pipeline.pidfile import pid_alive
 from pipeline.app.book import not_live_reason
 from pipeline.shm import BookReader, BookState
+from pipeline.streams import followed_symbols
 
 __all__ = ["BestBook", "BookUnavailable", "best_book"]
 
@@ -124,8 +125,9 @@ def best_book(exchange: str, symbol: str, config: Config | None = None, depth: i
         raise ValueError(f"source must be auto, shm or rest, not {source!r}")
     config = config if config is not None else load_config(None)
     ex = config.exchange(exchange)
-    if symbol not in ex.symbols:
-        raise ConfigError(f"exchanges.{exchange}.symbols", f"{symbol!r} is not configured (has: {', '.join(ex.symbols)})")
+    followed = followed_symbols(config, exchange)  # the config's and those added at runtime
+    if symbol not in followed:
+        raise ConfigError(f"exchanges.{exchange}.symbols", f"{symbol!r} is not configured nor subscribed (has: {', '.join(followed)})")
     depth = depth or ex.depth
     got = "REST asked for" if source == "rest" else _from_shm(config, exchange, symbol, depth, max_age_s)
     if isinstance(got, BestBook):

@@ -482,6 +482,80 @@ def keys_generate(directory: str, clients: tuple[str, ...]) -> None:
                f"curve_server_public_key = \"{d / 'server.key'}\"")
 
 
+def _stream_change(config: Config, op: str, exchange: str, symbols: tuple[str, ...]) -> dict:
+    from pipeline.errors import StreamError
+    from pipeline.streams import check_symbols, control_request
+
+    try:
+        config.exchange(exchange)
+        return control_request(config.run_dir, exchange, {"op": op, "symbols": list(check_symbols(symbols))})
+    except ConfigError as exc:
+        raise click.ClickException(f"unknown exchange: {exc}") from None
+    except StreamError as exc:
+        raise click.ClickException(f"{op} refused ({exc.code}): {exc}") from None
+
+
+@cli.command()
+@click.argument("exchange")
+@click.argument("symbols", nargs=-1, required=True)
+@pass_config
+def subscribe(config: Config, exchange: str, symbols: tuple[str, ...]) -> None:
+    """Follow SYMBOLS of the running EXCHANGE too (kept across restarts; docs/streams.md)."""
+    reply = _stream_change(config, "subscribe", exchange, symbols)
+    if reply["added"]:
+        click.echo(f"{exchange}: subscribed {', '.join(reply['added'])}")
+    if reply["already"]:
+        click.echo(f"{exchange}: already followed: {', '.join(reply['already'])}")
+
+
+@cli.command()
+@click.argument("exchange")
+@click.argument("symbols", nargs=-1, required=True)
+@pass_config
+def unsubscribe(config: Config, exchange: str, symbols: tuple[str, ...]) -> None:
+    """Stop following SYMBOLS of the running EXCHANGE (their books end in state "removed")."""
+    reply = _stream_change(config, "unsubscribe", exchange, symbols)
+    click.echo(f"{exchange}: unsubscribed {', '.join(reply['removed'])}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (stable keys, docs/streams.md).")
+@pass_config
+@click.pass_context
+def streams(ctx: click.Context, config: Config, as_json: bool) -> None:
+    """Every stream: where it comes from (config or runtime), state, since, counters, rate."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from pipeline.app.streams import print_streams
+    from pipeline.streams import streams_overview
+
+    overview = streams_overview(config)
+    if as_json:
+        click.echo(json.dumps(overview, indent=2))
+    else:
+        print_streams(overview)
+
+
+@streams.command("reset")
+@click.argument("exchange")
+@pass_config
+def streams_reset(config: Config, exchange: str) -> None:
+    """Drop EXCHANGE's runtime changes: back to the config's symbols (at once if it runs)."""
+    from pipeline.errors import StreamError
+    from pipeline.streams import reset_changes
+
+    try:
+        reply = reset_changes(config, exchange)
+    except ConfigError as exc:
+        raise click.ClickException(f"unknown exchange: {exc}") from None
+    except StreamError as exc:
+        raise click.ClickException(f"reset refused ({exc.code}): {exc}") from None
+    parts = [f"re-added {', '.join(reply['added'])}" if reply["added"] else "",
+             f"removed {', '.join(reply['removed'])}" if reply["removed"] else ""]
+    done = "; ".join(p for p in parts if p) or "no runtime changes"
+    click.echo(f"{exchange}: back to the config's symbols ({done})")
+
+
 @cli.group(cls=_LazyGroup)
 @config_option
 def bench() -> None:

@@ -107,7 +107,7 @@ def render_table(status: dict) -> str:
         ck = f"{f['checksum_ok']}/{f['checksum_failed']}"
         lines.append(f"{f['exchange']:<{we}}{f['symbol']:<{ws}}{f['state']:<9}{f['seq'] if f['seq'] is not None else '-':>9}"
                      f"{f['updates']:>10}{f['trades']:>9}{f['gaps']:>6}{f['resyncs']:>7}{f['malformed']:>5}"
-                     f"{ck:>12}{age:>8}  {bid:>14} {ask:<14}")
+                     f"{ck:>12}{age:>8}  {bid:>14} {ask:<14}" + ("  (runtime)" if f.get("source") == "runtime" else ""))
     # why a book is not live (or what just went wrong): failures and the last error, per feed
     troubled = [f for f in status["feeds"] if f.get("last_error")
                 and (f["state"] != "live" or f["last_error_age_s"] < RECENT_ERROR_S)]

@@ -62,6 +62,7 @@ class BybitServer(VenueServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v5/public/{category}", self.ws_handler)
         app.router.add_get("/v5/market/orderbook", self._rest_orderbook)
+        app.router.add_get("/v5/market/instruments-info", self._rest_instruments)
 
     async def ws_handler(self, request: web.Request) -> web.StreamResponse:
         if request.match_info["category"] not in CATEGORIES:
@@ -224,6 +225,20 @@ class BybitServer(VenueServer):
                        "b": [[price(p), size(s)] for p, s in bids],
                        "ts": now, "u": u, "seq": last_id, "cts": now - 2},
             "retExtInfo": {}, "time": now})
+
+    async def _rest_instruments(self, request: web.Request) -> web.Response:
+        """``GET /v5/market/instruments-info?category=&symbol=`` (§4): the symbols this sim lists, as
+        "Trading"; an unknown symbol gives an empty list (as the venue answers)."""
+        self.requests["instruments"] = self.requests.get("instruments", 0) + 1
+        q = request.query
+        category, wanted = q.get("category", ""), q.get("symbol")
+        now = int(time.time() * 1000)
+        if category not in CATEGORIES:
+            return self._error(10001, "Illegal category", now)
+        rows = [{"symbol": spec.symbol, "status": "Trading", "baseCoin": spec.base_asset, "quoteCoin": spec.quote_asset}
+                for spec in self.market.specs if wanted is None or spec.symbol == wanted]
+        return self.json_response({"retCode": 0, "retMsg": "OK", "result": {"category": category, "list": rows},
+                                   "retExtInfo": {}, "time": now})
 
     def _error(self, code: int, msg: str, now: int) -> web.Response:
         return self.json_response({"retCode": code, "retMsg": msg, "result": {}, "retExtInfo": {}, "time": now})

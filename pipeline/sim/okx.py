@@ -71,6 +71,7 @@ class OkxServer(VenueServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/ws/v5/public", self.ws_handler)
         app.router.add_get("/api/v5/market/books", self._rest_books)
+        app.router.add_get("/api/v5/public/instruments", self._rest_instruments)
 
     # -- frames --------------------------------------------------------------------------
 
@@ -196,6 +197,19 @@ class OkxServer(VenueServer):
         return {**super().state_extra(), "checksum_mode": self.checksum_mode}
 
     # -- REST ----------------------------------------------------------------------------
+
+    async def _rest_instruments(self, request: web.Request) -> web.Response:
+        """``GET /api/v5/public/instruments?instType=&instId=`` (§5): the instruments this sim lists, as
+        "live"; an unknown instId is code 51001, as on the venue."""
+        self.requests["instruments"] = self.requests.get("instruments", 0) + 1
+        inst_type, wanted = request.query.get("instType", ""), request.query.get("instId")
+        if not inst_type:
+            return self.json_response({"code": "50014", "msg": "Parameter instType can not be empty", "data": []})
+        if wanted is not None and wanted not in self.recent:
+            return self.json_response({"code": "51001", "msg": "Instrument ID does not exist", "data": []})
+        rows = [{"instId": inst, "instType": inst_type, "state": "live"} for inst in self.recent
+                if wanted is None or inst == wanted]
+        return self.json_response({"code": "0", "msg": "", "data": rows})
 
     async def _rest_books(self, request: web.Request) -> web.Response:
         """``GET /api/v5/market/books?instId=&sz=`` (§5 REST snapshots: at most 400 a side)."""

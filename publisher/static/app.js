@@ -510,5 +510,96 @@ window.addEventListener("resize", () => { if (state.lastBook) drawDepth(state.la
 if (params.get("token")) {  // /metrics and /stats take the same token as the WebSocket
   for (const a of document.querySelectorAll("footer a")) a.search = "?token=" + encodeURIComponent(params.get("token"));
 }
+// ------------------------------------------------------------------ streams panel
+// GET/POST /api/streams and DELETE /api/streams/EX/SYM (docs/streams.md): the ingests' one control API.
+
+const STREAMS_EVERY_MS = 2000;
+
+async function api(method, path, body) {
+  const headers = {"Content-Type": "application/json"};
+  if (params.get("token")) headers.Authorization = "Bearer " + params.get("token");
+  const r = await fetch(path, {method, headers, body: body === undefined ? undefined : JSON.stringify(body)});
+  let data = {};
+  try { data = await r.json(); } catch (e) { /* not JSON */ }
+  if (!r.ok) throw new Error(data.error || `HTTP ${r.status}`);
+  return data;
+}
+
+function streamsError(text) { $("streams-error").textContent = text || ""; }
+
+function streamRow(r) {
+  const tr = document.createElement("tr");
+  tr.dataset.key = r.exchange + "/" + r.symbol;
+  const since = r.since_ns ? new Date(r.since_ns / 1e6).toISOString().slice(0, 19).replace("T", " ") : "–";
+  const last = r.last_update_ns ? ageText(Date.now() - r.last_update_ns / 1e6) : "–";
+  const cells = [[r.exchange, "sym"], [r.symbol, "sym"], [r.source, "sym"], [r.state, "sym " + r.state], [since, ""],
+                 [String(r.updates), ""], [String(r.trades), ""], [String(r.gaps), ""], [r.rate.toFixed(1), ""], [last, ""]];
+  for (const [text, cls] of cells) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    td.className = cls;
+    tr.appendChild(td);
+  }
+  const td = document.createElement("td");
+  if (r.state !== "removed" && r.state !== "down") {
+    const b = document.createElement("button");
+    b.textContent = "remove";
+    b.className = "remove";
+    b.onclick = () => removeStream(r.exchange, r.symbol);
+    td.appendChild(b);
+  }
+  tr.appendChild(td);
+  return tr;
+}
+
+async function refreshStreams() {
+  let data;
+  try {
+    data = await api("GET", "/api/streams");
+  } catch (e) {
+    $("streams-note").textContent = "unavailable: " + e.message;
+    return;
+  }
+  const rows = data.exchanges.flatMap((e) => e.streams);
+  $("streams").tBodies[0].replaceChildren(...rows.map(streamRow));
+  const names = data.exchanges.map((e) => e.exchange);
+  const sel = $("streams-exchange");
+  if ([...sel.options].map((o) => o.value).join() !== names.join()) fillSelect(sel, names, sel.value || null);
+  $("streams-note").textContent = data.exchanges.map((e) =>
+    `${e.exchange}: ${e.symbols.length}/${e.max_symbols}` + (e.running ? "" : " (ingest not running)")).join(" · ");
+}
+
+async function removeStream(exchange, symbol) {
+  streamsError("");
+  try {
+    await api("DELETE", `/api/streams/${encodeURIComponent(exchange)}/${encodeURIComponent(symbol)}`);
+    log(`unsubscribed ${exchange} ${symbol}`);
+  } catch (e) {
+    streamsError(`remove ${exchange} ${symbol}: ${e.message}`);
+  }
+  refreshStreams();
+}
+
+$("streams-add").onsubmit = async (ev) => {
+  ev.preventDefault();
+  const exchange = $("streams-exchange").value;
+  const symbols = $("streams-symbol").value.split(/[\s,]+/).filter((s) => s);
+  if (!symbols.length) { streamsError("type a symbol first"); return; }
+  streamsError("");
+  $("streams-submit").disabled = true;
+  try {
+    const r = await api("POST", "/api/streams", {exchange, symbols});
+    log(`subscribed ${exchange} ${r.added.join(", ") || "(already followed)"}`);
+    $("streams-symbol").value = "";
+  } catch (e) {
+    streamsError(`add ${symbols.join(", ")} on ${exchange}: ${e.message}`);
+  } finally {
+    $("streams-submit").disabled = false;
+  }
+  refreshStreams();
+};
+
+setInterval(refreshStreams, STREAMS_EVERY_MS);
+refreshStreams();
 setInterval(tick, 250);
 connect();

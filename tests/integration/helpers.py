@@ -172,10 +172,12 @@ def rest_book_equals_shm(config_path: Path, exchange: str, port: int, symbols: l
 
 
 def venue_pipeline(venue: str, protocol: str, adapter: str, symbols: list[str], ws_path: str, seed: int = 7,
-                   rate: float = 400, sim_args: list[str] | None = None, exchange_extra: str = ""):
+                   rate: float = 400, sim_args: list[str] | None = None, exchange_extra: str = "",
+                   configured: list[str] | None = None):
     """A module fixture's worth of `pipeline sim --protocol` + `pipeline ingest` for one venue:
     yields {procs, port, config, ingest} once every book is live; stops both by PID after.
-    ``sim_args``: more `pipeline sim` options; ``exchange_extra``: more lines of the exchange table."""
+    ``sim_args``: more `pipeline sim` options; ``exchange_extra``: more lines of the exchange table;
+    ``configured``: the ingest's symbols when fewer than the sim's (runtime streams tests)."""
     workdir = short_tmpdir()
     procs = Procs(workdir)
     try:
@@ -193,7 +195,7 @@ run_dir = "run"
 
 [exchanges.{venue}]
 adapter = "{adapter}"
-symbols = {json.dumps(symbols)}
+symbols = {json.dumps(configured or symbols)}
 depth = 20
 ws_url = "ws://127.0.0.1:{port}{ws_path}"
 rest_url = "http://127.0.0.1:{port}"

@@ -16,6 +16,7 @@ import pytest
 
 from helpers import (PIPELINE, Procs, eventually, exchange_stats, feeds, short_tmpdir, sim_fault, start_sim,
                      status, write_config)
+from pipeline.app.status import collect
 from pipeline.config import load_config
 from pipeline.consumer import Book, Consumer, Trade
 from pipeline.shm import BookReader
@@ -257,14 +258,21 @@ def test_slow_rest_snapshot_buffers_diffs_and_applies_them_after(pipeline_procs)
     buffered (never applied to an empty book) and the book comes back exactly in sync."""
     config, port = pipeline_procs["config"], pipeline_procs["port"]
     before = feeds(config)["BTCUSDT"]
-    sim_fault(port, name="rest_delay", seconds=2, count=1)
+    # Polled in-process (status.collect reads shared memory in about a millisecond): a
+    # `pipeline status` subprocess takes 1.5-2 s on a loaded 2-core box, as long as the
+    # buffering window itself, and the test then missed it.
+    cfg = load_config(config)
+
+    def buffered() -> int:
+        return next(f for f in collect(cfg)["feeds"] if f["symbol"] == "BTCUSDT")["buffered"]
+
+    sim_fault(port, name="rest_delay", seconds=4, count=1)
     sim_fault(port, name="drop_diff", symbol="BTCUSDT")
-    seen_buffering = eventually(lambda: feeds(config)["BTCUSDT"]["buffered"] > 0, 20, 0.05, "diffs buffered")
+    seen_buffering = eventually(lambda: buffered() > 0, 20, 0.05, "diffs buffered")
     assert seen_buffering
     eventually(lambda: (lambda f: f["state"] == "live" and f["resyncs"] > before["resyncs"])(feeds(config)["BTCUSDT"]),
                30, 0.1, "BTCUSDT live after the slow snapshot")
     # and the consumer view agrees with shared memory right after the join
-    cfg = load_config(config)
     with Consumer(cfg, symbols=["BTCUSDT"], trades=False) as consumer, BookReader.open(cfg.shm_prefix, "sim") as r:
         def equal_once():
             for book in consumer.poll(0.2):
