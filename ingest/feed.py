@@ -622,7 +622,7 @@ class FeedBooks:
         the view reaches past it (or the known levels inside it run short), levels the
         venue has there may be missing: resync from a fresh snapshot before publishing."""
         n = self.depth
-        bp, ap = book._view_px
+        bp, ap = book.view_prices()
         floor, ceiling = f.bid_floor, f.ask_ceiling
         if floor is not None and (len(bp) < n or bp[-1] < floor):
             why = "bids"

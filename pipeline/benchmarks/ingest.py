@@ -48,6 +48,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import click
 
+from pipeline.book import BOOK_IMPLEMENTATION
+
 CAPTURE_FORMAT = "pipeline-capture/1"
 REST_ADAPTERS = ("binance", "binance_futures")
 
@@ -464,6 +466,7 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
                           "BookWriter.write_view and BusPublisher.send_*; timer cost subtracted; "
                           "sync_book = sync + book apply + view delta + message build"),
         "load_seconds": round(t_load, 2), "python": sys.version.split()[0],
+        "book": BOOK_IMPLEMENTATION,
     }
     if repeat > 1:
         report["runs_msgs_per_s"] = [round(n / s) for s in secs]
@@ -473,6 +476,7 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
 
 def _print_human(r: dict) -> None:
     click.echo(f"capture {r['capture']} ({r['adapter']}, {r['symbols']} symbols, depth {r['depth']})")
+    click.echo(f"book: {r['book']}")
     f = r["frames"]
     click.echo(f"messages {r['messages']:,} (depth {f['depth']:,}, trades {f['trade']:,}, bbo {f['bbo']:,}, "
                f"unknown {f['unknown']:,}, malformed {f['malformed']:,}) in {r['seconds']:.3f} s")
