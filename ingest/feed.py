@@ -622,11 +622,11 @@ class FeedBooks:
         the view reaches past it (or the known levels inside it run short), levels the
         venue has there may be missing: resync from a fresh snapshot before publishing."""
         n = self.depth
-        bp, ap = book.view_prices()
+        nb, worst_bid, na, worst_ask = book.view_edges()
         floor, ceiling = f.bid_floor, f.ask_ceiling
-        if floor is not None and (len(bp) < n or bp[-1] < floor):
+        if floor is not None and (nb < n or worst_bid < floor):
             why = "bids"
-        elif ceiling is not None and (len(ap) < n or ap[-1] > ceiling):
+        elif ceiling is not None and (na < n or worst_ask > ceiling):
             why = "asks"
         else:
             return True

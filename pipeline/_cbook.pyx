@@ -376,6 +376,11 @@ cdef class ViewBook:
         return ([self._vk[0][i] for i in range(self._vn[0])],
                 [-self._vk[1][i] for i in range(self._vn[1])])
 
+    def view_edges(self):
+        """(levels, last price) of the view per side: bids, then asks (0.0 for an empty side)."""
+        cdef Py_ssize_t nb = self._vn[0], na = self._vn[1]
+        return (nb, self._vk[0][nb - 1] if nb else 0.0, na, -self._vk[1][na - 1] if na else 0.0)
+
     def best_bid(self):
         return self.bids.best()
 

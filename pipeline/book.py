@@ -242,6 +242,11 @@ class ViewBook:
         """The view's prices as last returned by ``apply``, best first: (bids, asks) (do not mutate)."""
         return self._view_px[0], self._view_px[1]
 
+    def view_edges(self) -> tuple[int, float, int, float]:
+        """(levels, last price) of the view per side: bids, then asks (0.0 for an empty side)."""
+        bp, ap = self._view_px
+        return len(bp), bp[-1] if bp else 0.0, len(ap), ap[-1] if ap else 0.0
+
     def view_arrays(self) -> tuple[list[float], list[float], list[float], list[float]]:
         """The view as bid prices, bid sizes, ask prices, ask sizes, best first (do not mutate)."""
         bp, ap = self._view_px
