@@ -462,6 +462,7 @@ class Hub:
             "rate_limited": self.counts["rate_limited"],
             "trades_in": self.counts["trades_in"],
             "l2_in": self.counts["l2_in"],
+            "l2_header_only": self.mirror.light_messages,  # of l2_in: books no delta client follows (mirror.py)
             "trade_gaps": self.mirror.trade_gaps,
             "sent": {"trades": self.counts["sent_trade"], "l2": self.counts["sent_l2"],
                      "control": self.counts["sent_control"]},
