@@ -670,9 +670,8 @@ class FeedBooks:
 
     # ---------------------------------------------------------------- outputs
     def _write_view(self, f: SymbolFeed) -> None:
-        bp, bs, ap, as_ = f.book.view_arrays()
-        self.writer.write_view(f.index, f.counts.l2_seq, f.sync.book_state, f.ts_exchange_us, f.ts_received_us,
-                               f.view_update_id, bp, bs, ap, as_)
+        self.writer.write_view_doubles(f.index, f.counts.l2_seq, f.sync.book_state, f.ts_exchange_us,
+                                       f.ts_received_us, f.view_update_id, *f.book.view_doubles())
 
     def _view_changed(self, f: SymbolFeed, update_id: int) -> None:
         """The view (or its state) changed with seq l2_seq: write it to shm now, or in

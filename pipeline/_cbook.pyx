@@ -370,6 +370,27 @@ cdef class ViewBook:
         ap, as_ = self._view_side(1, self.asks)
         return bp, bs, ap, as_
 
+    def view_doubles(self):
+        """(bid levels, ask levels, bid prices, bid sizes, ask prices, ask sizes), the four arrays as
+        native doubles (bytes), best first: what shared memory holds (pipeline/shm.py)."""
+        cdef Py_ssize_t nb = self._vn[0], na = self._vn[1], i
+        cdef CSide b = self.bids, a = self.asks
+        cdef Py_ssize_t m = nb if nb > na else na
+        cdef double* t = <double*>malloc((4 * m if m else 1) * sizeof(double))
+        if t is NULL:
+            raise MemoryError()
+        try:
+            for i in range(nb):
+                t[i] = b.k[b.n - 1 - i]
+                t[m + i] = b.v[b.n - 1 - i]
+            for i in range(na):
+                t[2 * m + i] = -a.k[a.n - 1 - i]
+                t[3 * m + i] = a.v[a.n - 1 - i]
+            return (nb, na, (<char*>t)[:nb * 8], (<char*>(t + m))[:nb * 8],
+                    (<char*>(t + 2 * m))[:na * 8], (<char*>(t + 3 * m))[:na * 8])
+        finally:
+            free(t)
+
     def view_prices(self):
         """The view's prices as last returned by apply, best first: (bids, asks)."""
         cdef Py_ssize_t i

@@ -19,11 +19,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 from bisect import bisect_left
 from pathlib import Path
 from typing import Iterable, Sequence
 
 Level = tuple[float, float]
+_DOUBLES: dict[int, struct.Struct] = {}
+
+
+def _doubles(n: int) -> struct.Struct:
+    s = _DOUBLES.get(n)
+    if s is None:
+        s = _DOUBLES[n] = struct.Struct(f"{n}d")
+    return s
 
 
 class AskSide:
@@ -241,6 +250,14 @@ class ViewBook:
     def view_prices(self) -> tuple[list[float], list[float]]:
         """The view's prices as last returned by ``apply``, best first: (bids, asks) (do not mutate)."""
         return self._view_px[0], self._view_px[1]
+
+    def view_doubles(self) -> tuple[int, int, bytes, bytes, bytes, bytes]:
+        """(bid levels, ask levels, bid prices, bid sizes, ask prices, ask sizes), the four arrays as
+        native doubles (bytes), best first: what shared memory holds (pipeline/shm.py)."""
+        bp, bs, ap, as_ = self.view_arrays()
+        nb, na = len(bp), len(ap)
+        fb, fa = _doubles(nb), _doubles(na)
+        return nb, na, fb.pack(*bp), fb.pack(*bs), fa.pack(*ap), fa.pack(*as_)
 
     def view_edges(self) -> tuple[int, float, int, float]:
         """(levels, last price) of the view per side: bids, then asks (0.0 for an empty side)."""

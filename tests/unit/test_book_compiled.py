@@ -34,7 +34,7 @@ op = st.one_of(
 
 def state(b) -> tuple:
     """Everything a caller can read from a book."""
-    return (b.view(), b.view_arrays(), b.view_prices(), b.view_edges(), b.is_crossed(), b.best_bid(), b.best_ask(),
+    return (b.view(), b.view_arrays(), b.view_prices(), b.view_edges(), b.view_doubles(), b.is_crossed(), b.best_bid(), b.best_ask(),
             b.bids.prices, b.bids.sizes, b.asks.prices, b.asks.sizes, len(b.bids), len(b.asks),
             b.bids.top(7), b.asks.top(7), b.bids.worst_beyond(3), b.asks.worst_beyond(3))
 
