@@ -554,7 +554,8 @@ def run_sink(config: Config) -> None:
     sources = ShmSources(config.shm_prefix)
     sink = ParquetSink(config, snapshots=sources.book, rings=sources.ring)
     ctx = zmq.Context()
-    reader = bus.Reader.for_config(ctx, config, exchanges=sink.exchanges, hot_check_every=64)
+    reader = bus.Reader.for_config(ctx, config, exchanges=sink.exchanges, hot_check_every=64,
+                                   kinds=(schema.TRADE, schema.L2))
     on_trade, on_l2 = sink.on_trade, sink.on_l2
     reader.on_kinds({schema.TRADE: lambda _topic, payload: on_trade(payload),
                      schema.L2: lambda _topic, payload: on_l2(payload)})
