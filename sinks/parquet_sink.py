@@ -47,6 +47,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Callable
 
@@ -124,9 +125,9 @@ def build_table(datatype: str, segments) -> pa.Table:
     for symbol, part in segments:
         symbols.extend([symbol] * len(part))
         rows.extend(part)
-    columns = list(zip(*rows)) if rows else [()] * (len(sch) - 1)
     arrays = [pa.array(symbols, type=sch.field(0).type)]
-    arrays += [pa.array(col, type=sch.field(i + 1).type) for i, col in enumerate(columns)]
+    # one column at a time, at C speed (zip(*rows) over a million rows costs several times more)
+    arrays += [pa.array(list(map(itemgetter(i), rows)), type=sch.field(i + 1).type) for i in range(len(sch) - 1)]
     return pa.Table.from_arrays(arrays, schema=sch)
 
 
