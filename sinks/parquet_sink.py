@@ -389,7 +389,7 @@ class ParquetSink:
         """Close the buffer of (exchange, datatype) as a file and start the next one (books: with blocks)."""
         key = (name, datatype)
         old = self.buffers[key]
-        now = self.clock()
+        now = max(self.clock(), old.started_us + 1)  # file names stay unique and in order, whatever the clock
         new = self.buffers[key] = Buffer(name, datatype, now)
         if datatype == BOOK:
             for sym in self.exchanges[name].symbols:
