@@ -73,6 +73,7 @@ CATCH_UP_S = 1.0  # streams compared with shared memory this often (sinks/record
 BATCH_S = 0.005
 MAX_UNWRITTEN_ROWS = 20_000_000  # rows of files that failed to write, kept for retries; then dropped
 STATE_FILE = ".parquet-sink-state.json"
+MARKS_KEY = "l2pipeline.trade_marks"  # a trades file's metadata: symbol -> [epoch, seq, id, local_timestamp]
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 _STRING_DICT = pa.dictionary(pa.int32(), pa.string())
@@ -432,6 +433,8 @@ class ParquetSink:
         s = self.settings
         try:
             table = build_table(buf.datatype, buf.segments)
+            if buf.marks:  # trades: where each stream is once this file is in place (read back at start)
+                table = table.replace_schema_metadata({MARKS_KEY: json.dumps(buf.marks)})
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, str(tmp), compression=None if s.compression == "none" else s.compression,
                            compression_level=s.compression_level, row_group_size=s.flush_rows)
@@ -484,11 +487,29 @@ class ParquetSink:
 
     # ------------------------------------------------------------------ state
     def _load_state(self) -> None:
+        """The state file, then the marks of each exchange's newest trades file over it: the file is in
+        place before the state file is saved, so a crash between the two must not replay its trades."""
         try:
             data = json.loads((self.dir / STATE_FILE).read_text())
             self._state = data.get("trades", {}) if isinstance(data, dict) else {}
         except (OSError, ValueError):
             self._state = {}
+        if not isinstance(self._state, dict):
+            self._state = {}
+        for name in self.exchanges:
+            dataset = self.dir / f"exchange={self.ids[name]}" / f"datatype={TRADES}"
+            paths = sorted(dataset.glob("date=*/part-*.parquet"))
+            if not paths:
+                continue
+            try:
+                meta = pq.read_metadata(paths[-1]).metadata or {}
+                marks = json.loads(meta.get(MARKS_KEY.encode(), b"{}"))
+            except (OSError, ValueError, pa.ArrowException):
+                continue
+            for sym, mark in marks.items():
+                if isinstance(mark, list) and len(mark) == 4 and isinstance(mark[0], int) and mark[2] is not None:
+                    self._state[f"{name}|{sym}"] = {"epoch": mark[0], "seq": mark[1], "id": mark[2],
+                                                    "local_timestamp": mark[3]}
 
     def _save_state(self) -> None:
         """Per trade stream, the last trade durably written (or where recording began), so a
