@@ -350,6 +350,10 @@ class FeedBooks:
         f.state_since_ns = now_ns
         self._removed_order.append(symbol)
         self._carry_out(f, f.sync.removed(), now_ns)
+        if self._batch:
+            # out now, not at the batch's flush: the control reply that follows says "removed",
+            # and a reader of shared memory must already see it so
+            self.flush()
         log.info("%s %s: removed", self.exchange, symbol)
 
     def refresh_instruments(self) -> None:
