@@ -1,7 +1,9 @@
 # `make run` and `make test` create .venv when missing and install the project into it.
 # `make run` installs only what running needs; `make test` adds the test extras (pytest,
 # hypothesis, hftbacktest with numba and polars, matplotlib, import-linter: most of the venv).
-# Each stamp is remade when pyproject.toml changes; the test install also satisfies `run`.
+# Each stamp is remade when pyproject.toml changes, or the compiled book's source (setup.py builds
+# pipeline/_cbook.pyx with Cython and the C compiler; a stale build is refused, pipeline/book.py);
+# the test install also satisfies `run`.
 PYTHON ?= python3
 VENV := .venv
 RUN_STAMP := $(VENV)/.installed-run
@@ -10,13 +12,13 @@ NEW_VENV = test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 
 .PHONY: run test clean proto
 
-$(RUN_STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml setup.py pipeline/_cbook.pyx
 	$(NEW_VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e .
 	touch $(RUN_STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py pipeline/_cbook.pyx
 	$(NEW_VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]'
@@ -36,4 +38,4 @@ proto: $(STAMP)
 		proto/l2pipeline/v1/marketdata.proto
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info pipeline/_cbook.c pipeline/_cbook.*.so

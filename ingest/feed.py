@@ -355,6 +355,10 @@ class FeedBooks:
         f.state_since_ns = now_ns
         self._removed_order.append(symbol)
         self._carry_out(f, f.sync.removed(), now_ns)
+        if self._batch:
+            # out now, not at the batch's flush: the control reply that follows says "removed",
+            # and a reader of shared memory must already see it so
+            self.flush()
         log.info("%s %s: removed", self.exchange, symbol)
 
     def refresh_instruments(self) -> None:
@@ -634,11 +638,11 @@ class FeedBooks:
         the view reaches past it (or the known levels inside it run short), levels the
         venue has there may be missing: resync from a fresh snapshot before publishing."""
         n = self.depth
-        bp, ap = book._view_px
+        nb, worst_bid, na, worst_ask = book.view_edges()
         floor, ceiling = f.bid_floor, f.ask_ceiling
-        if floor is not None and (len(bp) < n or bp[-1] < floor):
+        if floor is not None and (nb < n or worst_bid < floor):
             why = "bids"
-        elif ceiling is not None and (len(ap) < n or ap[-1] > ceiling):
+        elif ceiling is not None and (na < n or worst_ask > ceiling):
             why = "asks"
         else:
             return True
@@ -682,9 +686,8 @@ class FeedBooks:
 
     # ---------------------------------------------------------------- outputs
     def _write_view(self, f: SymbolFeed) -> None:
-        bp, bs, ap, as_ = f.book.view_arrays()
-        self.writer.write_view(f.index, f.counts.l2_seq, f.sync.book_state, f.ts_exchange_us, f.ts_received_us,
-                               f.view_update_id, bp, bs, ap, as_)
+        self.writer.write_view_doubles(f.index, f.counts.l2_seq, f.sync.book_state, f.ts_exchange_us,
+                                       f.ts_received_us, f.view_update_id, *f.book.view_doubles())
 
     def _view_changed(self, f: SymbolFeed, update_id: int) -> None:
         """The view (or its state) changed with seq l2_seq: write it to shm now, or in

@@ -17,10 +17,22 @@ snapshot depth are unknown, so only the top ``depth`` is ever published.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import struct
 from bisect import bisect_left
+from pathlib import Path
 from typing import Iterable, Sequence
 
 Level = tuple[float, float]
+_DOUBLES: dict[int, struct.Struct] = {}
+
+
+def _doubles(n: int) -> struct.Struct:
+    s = _DOUBLES.get(n)
+    if s is None:
+        s = _DOUBLES[n] = struct.Struct(f"{n}d")
+    return s
 
 
 class AskSide:
@@ -235,6 +247,23 @@ class ViewBook:
         bs, as_ = self.bids.size, self.asks.size
         return [(p, bs[p]) for p in self._view_px[0]], [(p, as_[p]) for p in self._view_px[1]]
 
+    def view_prices(self) -> tuple[list[float], list[float]]:
+        """The view's prices as last returned by ``apply``, best first: (bids, asks) (do not mutate)."""
+        return self._view_px[0], self._view_px[1]
+
+    def view_doubles(self) -> tuple[int, int, bytes, bytes, bytes, bytes]:
+        """(bid levels, ask levels, bid prices, bid sizes, ask prices, ask sizes), the four arrays as
+        native doubles (bytes), best first: what shared memory holds (pipeline/shm.py)."""
+        bp, bs, ap, as_ = self.view_arrays()
+        nb, na = len(bp), len(ap)
+        fb, fa = _doubles(nb), _doubles(na)
+        return nb, na, fb.pack(*bp), fb.pack(*bs), fa.pack(*ap), fa.pack(*as_)
+
+    def view_edges(self) -> tuple[int, float, int, float]:
+        """(levels, last price) of the view per side: bids, then asks (0.0 for an empty side)."""
+        bp, ap = self._view_px
+        return len(bp), bp[-1] if bp else 0.0, len(ap), ap[-1] if ap else 0.0
+
     def view_arrays(self) -> tuple[list[float], list[float], list[float], list[float]]:
         """The view as bid prices, bid sizes, ask prices, ask sizes, best first (do not mutate)."""
         bp, ap = self._view_px
@@ -246,3 +275,30 @@ class ViewBook:
 
     def best_ask(self) -> Level | None:
         return self.asks.best()
+
+
+# ------------------------------------------------------------------ which book runs
+# pipeline/_cbook.pyx is the same ViewBook compiled with Cython (setup.py builds it at install;
+# tests/unit/test_book_compiled.py proves both give identical views and deltas).  The name
+# ``ViewBook`` is the compiled one when it is built and current, else the class above, which
+# stays importable as ``PyViewBook``.  ``L2P_BOOK=python`` forces the pure-Python one.
+PyViewBook = ViewBook
+CSOURCE = Path(__file__).with_name("_cbook.pyx")
+
+
+def _compiled_book() -> tuple[type | None, str]:
+    """(the compiled ViewBook or None, why not / what it is)."""
+    if os.environ.get("L2P_BOOK", "").lower() == "python":
+        return None, "pure Python (L2P_BOOK=python)"
+    try:
+        from pipeline import _cbook
+    except ImportError as exc:
+        return None, f"pure Python (the compiled book is not built: {exc})"
+    if CSOURCE.exists() and hashlib.sha256(CSOURCE.read_bytes()).hexdigest() != _cbook.SOURCE_SHA256:
+        return None, "pure Python (the compiled book is older than pipeline/_cbook.pyx: run `make`)"
+    return _cbook.ViewBook, "compiled (Cython, pipeline/_cbook.pyx)"
+
+
+CompiledViewBook, BOOK_IMPLEMENTATION = _compiled_book()
+if CompiledViewBook is not None:
+    ViewBook = CompiledViewBook  # type: ignore[misc]  # noqa: F811

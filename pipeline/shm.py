@@ -513,6 +513,29 @@ class BookWriter:
             fa.pack_into(buf, slot.off_ask_sz, *ask_sz)
         lock_word[0] += 1  # even: consistent
 
+    def write_view_doubles(self, i: int, seq: int, state: BookState, ts_exchange_us: int, ts_received_us: int,
+                           update_id: int, nb: int, na: int, bid_px: bytes, bid_sz: bytes, ask_px: bytes,
+                           ask_sz: bytes) -> None:
+        """``write_view`` with the levels already packed as native doubles (``ViewBook.view_doubles``:
+        the compiled book packs them in C), so the copy into the segment is one memcpy per array."""
+        if nb > self.depth or na > self.depth:
+            raise ValueError(f"view of {nb}/{na} levels in a segment of depth {self.depth}")
+        slot = self.slots[i]
+        buf = self._buf
+        lock_word = slot.lock
+        lock_word[0] += 1  # odd: writing
+        _VIEW.pack_into(buf, slot.off_view, self.epoch, seq, state, ts_exchange_us, ts_received_us,
+                        update_id, nb, na)
+        o = slot.off_bid_px
+        buf[o:o + len(bid_px)] = bid_px
+        o = slot.off_bid_sz
+        buf[o:o + len(bid_sz)] = bid_sz
+        o = slot.off_ask_px
+        buf[o:o + len(ask_px)] = ask_px
+        o = slot.off_ask_sz
+        buf[o:o + len(ask_sz)] = ask_sz
+        lock_word[0] += 1  # even: consistent
+
     def heartbeat(self, now_ns: int | None = None) -> None:
         self.header[H_HEARTBEAT_NS] = now_ns or time.time_ns()
 

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from publisher import render
 from publisher.mirror import BookMirror, Step
-from publisher.outbox import Frame, Outbox
+from publisher.outbox import MAX_CONTROL, Frame, Outbox
 from pipeline import schema
 from publisher.requests import OTHER_CHANNELS, Mode, Ping, RequestError, Subscribe, parse_request
 from publisher.session import BookSub, Change, Phase, Session, Verdict
@@ -55,7 +55,8 @@ class Client:
     ahead of the frame, so order is kept and a fast client costs no task switch per frame.
     """
 
-    __slots__ = ("id", "peer", "session", "outbox", "wake", "close", "try_send", "connected_us", "closing")
+    __slots__ = ("id", "peer", "session", "outbox", "wake", "close", "try_send", "connected_us", "closing",
+                 "unread_pongs")
 
     def __init__(self, client_id: int, peer: str, session: Session, outbox: Outbox, wake: Callable[[], None],
                  close: Callable[[int, str], None], connected_us: int,
@@ -69,6 +70,7 @@ class Client:
         self.try_send = try_send
         self.connected_us = connected_us
         self.closing: str | None = None  # why the hub closed it: "slow", "flood"
+        self.unread_pongs = 0  # pongs written while its socket was over the write limit (not reading)
 
     def __repr__(self) -> str:
         return f"<client {self.id} {self.peer}>"
@@ -188,6 +190,27 @@ class Hub:
             self._control(client, render.error(str(exc), exc.request_id, now))
             return
         self._apply(client, changes)
+
+    def ping_received(self, client: Client, backlogged: bool) -> None:
+        """A WebSocket ping (control frame) from the client; websockets has already written its pong.
+
+        It counts like a request against the client's rate, and while the client's socket is
+        backlogged (``backlogged``: over its write limit, the client is not reading) each pong
+        counts against its control lane's bound with the replies queued there.  Over either
+        limit the client is closed 1008 (and no longer read), never buffered for."""
+        if client.closing is not None:
+            return
+        self.counts["pings"] += 1
+        client.unread_pongs = client.unread_pongs + 1 if backlogged else 0
+        if client.unread_pongs + len(client.outbox.control) > MAX_CONTROL:
+            self.close_client(client, CLOSE_POLICY, "too many replies unread (pings while not reading)", "flood")
+            return
+        session = client.session
+        if not session.admit(self.clock()):
+            self.counts["rate_limited"] += 1
+            if session.flooding():
+                self.close_client(client, CLOSE_POLICY, "request rate limit exceeded (pings count as requests)",
+                                  "flood")
 
     def _control(self, client: Client, frame: bytes) -> None:
         if client.outbox.push_control(frame):
@@ -501,8 +524,10 @@ class Hub:
             "queue_depth_max": max(depths, default=0),
             "bad_requests": self.counts["bad_requests"],
             "rate_limited": self.counts["rate_limited"],
+            "pings": self.counts["pings"],
             "trades_in": self.counts["trades_in"],
             "l2_in": self.counts["l2_in"],
+            "l2_header_only": self.mirror.light_messages,  # of l2_in: books no delta client follows (mirror.py)
             "trade_gaps": self.mirror.trade_gaps,
             "sent": {"trades": self.counts["sent_trade"], "l2": self.counts["sent_l2"],
                      "control": self.counts["sent_control"], "other": self.counts["sent_other"]},

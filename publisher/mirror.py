@@ -15,6 +15,15 @@ publisher needs on top:
 
 ``snapshot`` gives the latest view of a book at a depth for a client: read from shared
 memory under the seqlock (it may be a few seqs ahead of the bus), else the mirror's book.
+
+Levels are mirrored only where delta-mode clients need them.  A book no delta client follows
+is kept *light* while its exchange's shared memory is readable: each L2 message is decoded
+for its header only (epoch, seq, state, times: ``L2Head``, the levels are skipped without
+building a Python object), which is all that snapshot clients' throttling and the status
+announcements use; their snapshots come from shared memory, the source of truth.  When a
+delta client subscribes, the book is loaded from shared memory and mirrored from then on
+(the Clone pattern); when the last one leaves, it goes light again.  Where shared memory
+cannot be read (the bus from another host), every book is mirrored as before.
 """
 
 from __future__ import annotations
@@ -23,9 +32,11 @@ import heapq
 import time
 from dataclasses import dataclass
 
+import msgspec
+
 from pipeline import schema
 from pipeline.config import Config
-from pipeline.consumer import Book, _Base
+from pipeline.consumer import Book, BookTracker, _Base
 from pipeline.errors import SharedMemoryError
 from pipeline.shm import BookReader, BookSnapshot
 
@@ -33,6 +44,23 @@ Key = tuple[str, str]
 Level = tuple[float, float]
 STALE_READER_S = 5.0  # a segment whose writer stopped beating this long may have been replaced
 SHM_RETRY_S = 0.2  # after a failed open of an exchange's segment, snapshots come from the mirror this long
+
+
+class L2Head(msgspec.Struct, tag="l2", tag_field="kind", kw_only=True):
+    """An L2 bus message (schema.L2Update) without its levels: msgspec skips ``bids``/``asks``."""
+
+    epoch: int
+    seq: int
+    ts_exchange: int
+    ts_received: int
+    snapshot: bool
+    state: str
+    update_id: int = 0
+    depth: int
+    instrument: schema.Instrument | None = None
+
+
+_head_decoder = msgspec.msgpack.Decoder(L2Head)
 
 
 def top(book: Book, depth: int) -> tuple[list[Level], list[Level]]:
@@ -91,6 +119,8 @@ class BookMirror(_Base):
     def __init__(self, config: Config):
         super().__init__(config, use_shm=True)
         self._views: dict[Key, dict[int, _TrackedView]] = {}
+        self._light: dict[Key, Book] = {}  # books kept without levels (module docstring)
+        self.light_messages = 0  # L2 messages taken by their header only
         self._keys: dict[bytes, Key] = {}  # topic -> (exchange, symbol), parsed once per topic
         self._shm_failed: dict[str, float] = {}  # exchange -> monotonic time of the last failed open
 
@@ -107,6 +137,8 @@ class BookMirror(_Base):
             if len(self._keys) >= 4096:  # only configured topics are expected; stay bounded anyway
                 self._keys.clear()
             key = self._keys[topic] = (exchange, symbol)
+        if key not in self._views and self._shm_readable(key[0]):
+            return self._apply_head(key, payload)
         tr = self.trackers.get(key)
         if tr is not None and tr.synced:
             prev_epoch, prev_seq, prev_state = tr.book.epoch, tr.book.seq, tr.book.state
@@ -126,10 +158,74 @@ class BookMirror(_Base):
             view.epoch, view.seq, view.bids, view.asks = book.epoch, book.seq, bids, asks
         return Step(key, book, prev_epoch, prev_seq, prev_state, continuous, diffs)
 
+    def _apply_head(self, key: Key, payload: bytes) -> Step | None:
+        """A light book: the message's header only (module docstring)."""
+        head = _head_decoder.decode(payload)
+        self.light_messages += 1
+        book = self._light.get(key)
+        if book is None:
+            book = self._light[key] = Book(*key)
+            tr = self.trackers.pop(key, None)  # it was mirrored: go on from where it was
+            if tr is not None and tr.synced:
+                b = tr.book
+                book.epoch, book.seq, book.state, book.instrument = b.epoch, b.seq, b.state, b.instrument
+                prev_state = b.state
+            else:
+                prev_state = None
+        else:
+            prev_state = book.state
+        prev_epoch, prev_seq = book.epoch, book.seq
+        if head.epoch == prev_epoch and head.seq <= prev_seq:
+            return None
+        book.epoch, book.seq, book.state, book.update_id, book.depth = (head.epoch, head.seq, head.state,
+                                                                        head.update_id, head.depth)
+        book.ts_exchange, book.ts_received = head.ts_exchange, head.ts_received
+        if head.instrument is not None:
+            book.instrument = head.instrument
+        continuous = prev_state is not None and head.epoch == prev_epoch and head.seq == prev_seq + 1
+        return Step(key, book, prev_epoch, prev_seq, prev_state, continuous, {})
+
+    def _shm_readable(self, exchange: str) -> bool:
+        """Whether the exchange's shared memory is open here (opened now if need be)."""
+        if exchange in self._readers:
+            return True
+        failed = self._shm_failed.get(exchange)
+        if failed is not None and time.monotonic() - failed < SHM_RETRY_S:
+            return False
+        try:
+            self._readers[exchange] = BookReader.open(self.config.shm_prefix, exchange)
+        except SharedMemoryError:
+            self._shm_failed[exchange] = time.monotonic()
+            return False
+        self._shm_failed.pop(exchange, None)
+        return True
+
+    def book(self, exchange: str, symbol: str) -> Book | None:
+        """The mirror's book, or a light book (header fields only, no levels)."""
+        got = super().book(exchange, symbol)
+        return got if got is not None else self._light.get((exchange, symbol))
+
+    def mirrored(self, key: Key) -> bool:
+        """Whether ``key``'s levels are mirrored (a delta client follows it)."""
+        return key in self._views
+
     # -------------------------------------------------------- depths of delta clients
+    def _load_from_shm(self, key: Key) -> None:
+        """A light book that delta clients now follow: start its mirror from shared memory."""
+        light = self._light.pop(key, None)
+        if light is None:
+            return
+        snap = self._shm_latest(*key)
+        tr = self.trackers[key] = BookTracker(*key)
+        if snap is not None:
+            tr.load_shm(snap)
+            tr.book.instrument = light.instrument
+        # else: not synced; the next L2 message resyncs it from shared memory or a snapshot
+
     def track(self, key: Key, depth: int) -> None:
         """Compute view diffs at ``depth`` for ``key`` from now on (reference counted)."""
         views = self._views.setdefault(key, {})
+        self._load_from_shm(key)
         view = views.get(depth)
         if view is None:
             view = views[depth] = _TrackedView()
@@ -147,6 +243,8 @@ class BookMirror(_Base):
         view.refs -= 1
         if view.refs <= 0:
             del views[depth]
+            if not views:
+                del self._views[key]  # no delta client: the book goes light at its next message
 
     def tracked_depths(self, key: Key) -> list[int]:
         return list(self._views.get(key, {}))
@@ -173,6 +271,10 @@ class BookMirror(_Base):
             snap = self._shm_snapshot(exchange, symbol, book.epoch)
             if snap is not None and snap.seq >= book.seq:
                 return _view_of(snap, depth)
+            if key in self._light:  # no levels here: shared memory's latest (a new epoch's) or nothing
+                snap = self._shm_latest(exchange, symbol)
+                if snap is not None:
+                    return _view_of(snap, depth)
             bids, asks = top(book, depth)
             return View(book.epoch, book.seq, book.state, book.ts_exchange, book.ts_received, bids, asks)
         snap = self._shm_latest(exchange, symbol)

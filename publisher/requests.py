@@ -108,6 +108,8 @@ def parse_request(frame: str | bytes, settings: Settings) -> Request:
         obj = _decoder.decode(frame)
     except msgspec.DecodeError as exc:
         raise RequestError(f"invalid JSON: {exc}") from None
+    except RecursionError:  # msgspec's own nesting bound (~1000 levels, a 2 KB frame): malformed, not a crash
+        raise RequestError("invalid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise RequestError(f"expected a JSON object, got {type(obj).__name__}")
     request_id = obj.get("id")

@@ -18,9 +18,21 @@ Before the upgrade (``process_request``), in order:
   matches: 401.  ``/metrics`` and ``/stats`` take the same token;
 - ``max_clients`` connected: 503.
 
+A request whose ``Origin``, ``Upgrade`` or ``Authorization`` header comes twice is
+answered 400 naming the header (which value would count is ambiguous).
+
 A client the hub gives up on (too slow for its trades, request flood) gets a close
 frame with the code and reason; one that does not read it within ``close_timeout_s``
 has its TCP connection aborted.
+
+WebSocket pings (RFC 6455 control frames) count like requests.  websockets answers each
+ping with a pong written straight to the socket, ahead of every queue of ours, so a
+client that sends pings and never reads would grow the publisher's write buffer without
+bound (issue 19: 62 MB -> 1 GB in 30 s).  ``_Connection`` hands each ping to the hub,
+which charges it to the client's request rate and, while the client's socket is over
+its write limit (it is not reading), to its bounded control lane; over either limit
+the client is closed 1008.  A client closed for a policy violation is not read any
+more (its connection is aborted at ``close_timeout_s``), so it cannot make more pongs.
 """
 
 from __future__ import annotations
@@ -33,14 +45,16 @@ import urllib.parse
 from typing import Any, Callable
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import MultipleValuesError
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from pipeline.wsframe import server_frame
 from publisher import render
 from publisher.api import ApiConnection, StreamsApi
-from publisher.hub import Client, Hub
+from publisher.hub import CLOSE_POLICY, Client, Hub
 from publisher.settings import Settings
 from publisher.web import Routes, text_response
 
@@ -76,7 +90,7 @@ class PublisherServer:
         self._server = await serve(
             self._handler, host, port,
             process_request=self._process_request,
-            create_connection=ApiConnection,  # reads POST/DELETE bodies for /api (publisher/api.py)
+            create_connection=_Connection,  # ApiConnection (POST/DELETE bodies for /api) + ping accounting
             compression=None,  # permessage-deflate doubles the CPU per message (building-block-costs.md s.5)
             max_size=MAX_FRAME_BYTES,
             max_queue=16,
@@ -110,6 +124,12 @@ class PublisherServer:
         return any(hmac.compare_digest(t.encode(), token.encode()) for t in query.get("token", []))
 
     def _process_request(self, connection: ServerConnection, request: Request):
+        try:
+            return self._check_request(connection, request)
+        except MultipleValuesError as exc:  # e.g. two Origin headers: which one counts is ambiguous
+            return self._refuse(400, f"duplicate header {exc}: send it once\n", "bad_request")
+
+    def _check_request(self, connection: ServerConnection, request: Request):
         if request.headers.get("Upgrade", "").lower() != "websocket":
             path = request.path.split("?", 1)[0]
             if self.api is not None and self.api.handles(path):
@@ -134,7 +154,7 @@ class PublisherServer:
         return text_response(status, text, extra)
 
     # ------------------------------------------------------------------ a client
-    async def _handler(self, ws: ServerConnection) -> None:
+    async def _handler(self, ws: _Connection) -> None:
         host, port = ws.remote_address[:2]
         if self.limits.socket_send_buffer:
             # An autotuned send buffer grows to MBs for a client that stopped reading: seconds of
@@ -149,6 +169,8 @@ class PublisherServer:
         def close(code: int, reason: str) -> None:
             if sender is not None:
                 sender.cancel()
+            if code == CLOSE_POLICY:
+                ws.stop_reading()  # a flooder: nothing more it sends is read (no more pongs)
             self._spawn(ws.close(code, reason))
             asyncio.get_running_loop().call_later(self.limits.close_timeout_s, _abort, ws)
 
@@ -171,6 +193,8 @@ class PublisherServer:
             return True
 
         client = self.hub.connect(f"{host}:{port}", wake.set, close, try_send)
+        hub = self.hub
+        ws.on_ping = lambda: hub.ping_received(client, transport.get_write_buffer_size() >= WRITE_LIMIT)
         if len(self.hub.clients) > self.limits.max_clients:  # upgrades that raced past the check
             self.hub.close_client(client, 1013, "server full", "full")
         sender = asyncio.create_task(self._send(ws, client, wake, try_send))
@@ -214,6 +238,31 @@ class PublisherServer:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class _Connection(ApiConnection):
+    """websockets' server connection, with each received ping reported (``on_ping``) and a way to
+    stop reading a client for good.  websockets has no hook for pings (it answers them inside
+    ``data_received``), hence the subclass; ``process_event`` sees every frame after the pong
+    was written."""
+
+    on_ping: Callable[[], None] | None = None
+    deaf = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.deaf:  # websockets resumes reading when its message queue drains: pause again
+            self.transport.pause_reading()
+            return
+        super().data_received(data)
+
+    def process_event(self, event) -> None:
+        super().process_event(event)
+        if isinstance(event, Frame) and event.opcode is Opcode.PING and self.on_ping is not None:
+            self.on_ping()
+
+    def stop_reading(self) -> None:
+        self.deaf = True
+        self.transport.pause_reading()
 
 
 class _Framer:

@@ -8,4 +8,7 @@ from pipeline.plugins import Plugin, Registry
 SINKS = Registry("sink", [
     Plugin("csv", "sinks.csv_settings:SINK",
            summary="Record trades and books as tardis-format daily CSV files under [sinks.csv] dir (docs/csv.md)."),
+    Plugin("parquet", "sinks.parquet_settings:SINK",
+           summary="Record the tardis datatypes as hive-partitioned Parquet datasets under [sinks.parquet] dir "
+                   "(docs/parquet.md)."),
 ])

@@ -54,7 +54,7 @@ from sinks.files import DailyFile, gzip_file, last_row, repair_file
 from sinks.recorder import BookStream, SinkCounters, TradeStream
 from sinks.sources import ShmSources
 from sinks.csv_settings import SINK_NAME, csv_config
-from sinks.status import process_name, stats_path
+from sinks.status import process_name, stats_path, write_stats
 from sinks.tardis import (BOOK, DATATYPES, LIQUIDATIONS, QUOTES, TICKER, TRADES, RowWriter, day_of, exchange_id,
                           file_name, next_midnight_us)
 
@@ -535,15 +535,6 @@ class CsvSink:
             "failing_files": len(self._failing), "rows_dropped": self.rows_dropped,
             "unknown_messages": self.unknown_messages, "other_gaps": self.other_gaps,
         }
-
-
-def write_stats(path: Path, stats: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    try:
-        tmp.write_text(json.dumps(stats))
-        os.replace(tmp, path)
-    except OSError:
-        pass
 
 
 def run_sink(config: Config) -> None:

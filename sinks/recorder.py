@@ -16,8 +16,10 @@ restart of the sink, is filled from the ingest's shared-memory trade ring
 (pipeline/trade_ring.py) by seq; a trade already written (seq not newer) is
 dropped.  Trades the ring no longer holds are counted as lost.
 
-Each method returns the text to append (whole rows, whole messages) and counts
-what it did in a ``SinkCounters``.
+Each method returns the rows to append (whole rows, whole messages) and counts
+what it did in a ``SinkCounters``: CSV text from a ``RowWriter``, or lists of tuples
+from a ``TupleRows`` (the Parquet sink); either way "" or an empty list when there is
+nothing, and the writer's ``join`` puts pieces together.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Callable, Protocol
 from pipeline import schema
 from pipeline.consumer import Applied, BookTracker
 from pipeline.shm import BookSnapshot
-from sinks.tardis import RowWriter
+from sinks.tardis import RowWriter, TupleRows
 
 _SIDES = {"buy": "buy", "sell": "sell"}
 
@@ -76,7 +78,7 @@ RingSource = Callable[[str, int | None], "TradeRing | None"]
 class BookStream:
     """The incremental_book_L2 rows of one (exchange, symbol)."""
 
-    def __init__(self, exchange: str, symbol: str, rows: RowWriter, snapshots: SnapshotSource,
+    def __init__(self, exchange: str, symbol: str, rows: RowWriter | TupleRows, snapshots: SnapshotSource,
                  counters: SinkCounters):
         self.exchange, self.symbol = exchange, symbol
         self.rows = rows
@@ -182,8 +184,8 @@ class BookStream:
 class TradeStream:
     """The trades rows of one (exchange, symbol): each trade once, gaps filled from the ring."""
 
-    def __init__(self, exchange: str, symbol: str, rows: RowWriter, rings: RingSource, counters: SinkCounters,
-                 since_us: int = 0):
+    def __init__(self, exchange: str, symbol: str, rows: RowWriter | TupleRows, rings: RingSource,
+                 counters: SinkCounters, since_us: int = 0):
         self.exchange, self.symbol = exchange, symbol
         self.since_us = since_us  # when the sink started: an epoch (ingest start) after it is recorded whole
         self.rows = rows
@@ -311,15 +313,16 @@ class TradeStream:
             self.counters.trade_gaps += 1
             ring = self.rings(self.exchange, msg.epoch)
             if ring is not None:
-                text += self._backfill(ring, msg.seq - 1)
+                text = self.rows.join((text, self._backfill(ring, msg.seq - 1)))
             lost = msg.seq - 1 - self.seq
             if lost > 0:
                 self.counters.trades_lost += lost
         self.seq = msg.seq
         self.last_id, self.last_received = msg.trade_id, msg.ts_received
         self.counters.trade_rows += 1
-        return text + self.rows.trade(msg.ts_exchange, msg.ts_received, msg.trade_id, _SIDES.get(msg.side, "unknown"),
-                                      msg.price, msg.amount)
+        row = self.rows.trade(msg.ts_exchange, msg.ts_received, msg.trade_id, _SIDES.get(msg.side, "unknown"),
+                              msg.price, msg.amount)
+        return self.rows.join((text, row)) if text else row
 
     def _backfill(self, ring: TradeRing, last: int) -> str:
         """Rows of the ring's trades ``self.seq + 1 .. last``; those it no longer holds are counted lost."""
@@ -341,4 +344,4 @@ class TradeStream:
         self.counters.trades_lost += skipped
         self.counters.gaps_filled += len(out)
         self.counters.trade_rows += len(out)
-        return "".join(out)
+        return rows.join(out)

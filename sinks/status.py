@@ -8,6 +8,7 @@ reads them back with the process state, so ``pipeline status`` needs no connecti
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -41,3 +42,13 @@ def sink_status(config: Config, sink: str, directory: str | None, now_us: int | 
         entry["last_write_age_s"] = round((now_us - last) / 1e6, 3) if last else None
         entry["stats_age_s"] = round((now_us - stats.get("updated_us", now_us)) / 1e6, 3)
     return entry
+
+
+def write_stats(path: Path, stats: dict) -> None:
+    """Replace a sink's stats file (atomically: ``pipeline status`` never reads half of one)."""
+    tmp = path.with_suffix(".tmp")
+    try:
+        tmp.write_text(json.dumps(stats))
+        os.replace(tmp, path)
+    except OSError:
+        pass

@@ -50,14 +50,22 @@ TICKER = schema.DERIVATIVE_TICKER.tardis_datatype  # "derivative_ticker"
 LIQUIDATIONS = schema.LIQUIDATION.tardis_datatype  # "liquidations"
 DATATYPES = tuple(k.tardis_datatype for k in schema.KINDS.values() if k.tardis_datatype is not None)
 
-BOOK_HEADER = "exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount\n"
-TRADES_HEADER = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
-QUOTES_HEADER = "exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount\n"
-TICKER_HEADER = ("exchange,symbol,timestamp,local_timestamp,funding_timestamp,funding_rate,predicted_funding_rate,"
-                 "open_interest,last_price,index_price,mark_price\n")
-LIQUIDATIONS_HEADER = "exchange,symbol,timestamp,local_timestamp,id,side,price,amount\n"
-HEADERS = {BOOK: BOOK_HEADER, TRADES: TRADES_HEADER, QUOTES: QUOTES_HEADER, TICKER: TICKER_HEADER,
-           LIQUIDATIONS: LIQUIDATIONS_HEADER}
+# The columns of each datatype, in file order: the CSV header, and the Parquet sink's schema
+# (sinks/parquet_sink.py types them by name).
+COLUMNS = {
+    BOOK: ("exchange", "symbol", "timestamp", "local_timestamp", "is_snapshot", "side", "price", "amount"),
+    TRADES: ("exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"),
+    QUOTES: ("exchange", "symbol", "timestamp", "local_timestamp", "ask_amount", "ask_price", "bid_price", "bid_amount"),
+    TICKER: ("exchange", "symbol", "timestamp", "local_timestamp", "funding_timestamp", "funding_rate",
+             "predicted_funding_rate", "open_interest", "last_price", "index_price", "mark_price"),
+    LIQUIDATIONS: ("exchange", "symbol", "timestamp", "local_timestamp", "id", "side", "price", "amount"),
+}
+HEADERS = {dt: ",".join(cols) + "\n" for dt, cols in COLUMNS.items()}
+BOOK_HEADER = HEADERS[BOOK]
+TRADES_HEADER = HEADERS[TRADES]
+QUOTES_HEADER = HEADERS[QUOTES]
+TICKER_HEADER = HEADERS[TICKER]
+LIQUIDATIONS_HEADER = HEADERS[LIQUIDATIONS]
 
 Level = tuple[float, float]
 
@@ -190,10 +198,24 @@ def _field(text: str) -> str:
     return text
 
 
+def snapshot_levels(bids: Iterable[Level], asks: Iterable[Level]) -> tuple[list[Level], list[Level], tuple]:
+    """What a snapshot block lists: (bids best first, asks best first, the restating row's
+    (side, level)); the restating row is None for an empty book (no block is written)."""
+    bids = sorted(bids, reverse=True)
+    asks = sorted(asks)
+    restate = ("bid", bids[0]) if bids else ("ask", asks[0]) if asks else None
+    return bids, asks, restate
+
+
 class RowWriter:
-    """Rows of one (exchange, symbol): the fixed prefix is built once, numbers come from a cache."""
+    """Rows of one (exchange, symbol) as CSV text: the fixed prefix is built once, numbers come from a cache.
+
+    ``TupleRows`` below writes the same rows as tuples (the Parquet sink); the streams of
+    sinks/recorder.py take either, and put their results together with ``join``.
+    """
 
     __slots__ = ("prefix", "_num")
+    join = staticmethod("".join)
 
     def __init__(self, exchange: str, symbol: str):
         self.prefix = f"{_field(exchange)},{_field(symbol)},"
@@ -221,15 +243,14 @@ class RowWriter:
         cannot tell an empty block from no block).
         """
         head = f"{self.prefix}{ts_exchange or ts_received},{ts_received},"
-        bids = sorted(bids, reverse=True)
-        asks = sorted(asks)
-        if not bids and not asks:
+        bids, asks, restate = snapshot_levels(bids, asks)
+        if restate is None:
             return ""
         n = self._num
         hb, ha = head + "true,bid,", head + "true,ask,"
         out = [f"{hb}{n[p]},{n[s] if s else repr(s)[:-2]}\n" for p, s in bids]
         out += [f"{ha}{n[p]},{n[s] if s else repr(s)[:-2]}\n" for p, s in asks]
-        side, (p, s) = ("bid", bids[0]) if bids else ("ask", asks[0])
+        side, (p, s) = restate
         out.append(f"{head}false,{side},{number(p)},{number(s)}\n")
         return "".join(out)
 
@@ -260,3 +281,48 @@ class RowWriter:
         if x is None:
             return ""
         return self._num[x] if x else repr(float(x))[:-2]
+
+def _join_tuples(parts) -> list:
+    out: list = []
+    for part in parts:
+        if part:
+            out.extend(part)
+    return out
+
+
+class TupleRows:
+    """The rows ``RowWriter`` writes, as tuples of typed values instead of text (the Parquet sink).
+
+    The same rules, shared where they are more than a line (``snapshot_levels``): the exchange
+    time falls back to the receive time, a snapshot block lists the view best first and ends
+    with the restating row.  Each tuple is one row without its ``exchange`` and ``symbol``
+    columns (the same for every row of one writer):
+
+    - book rows ``(timestamp, local_timestamp, is_snapshot, side, price, amount)``;
+    - trade rows ``(timestamp, local_timestamp, id, side, price, amount)``.
+    """
+
+    __slots__ = ("exchange", "symbol")
+    join = staticmethod(_join_tuples)
+
+    def __init__(self, exchange: str, symbol: str):
+        self.exchange, self.symbol = exchange, symbol
+
+    def delta(self, ts_exchange: int, ts_received: int, bids: Sequence[Level], asks: Sequence[Level]) -> list:
+        ts = ts_exchange or ts_received
+        return ([(ts, ts_received, False, "bid", p, s) for p, s in bids]
+                + [(ts, ts_received, False, "ask", p, s) for p, s in asks])
+
+    def snapshot(self, ts_exchange: int, ts_received: int, bids: Iterable[Level], asks: Iterable[Level]) -> list:
+        bids, asks, restate = snapshot_levels(bids, asks)
+        if restate is None:
+            return []
+        ts = ts_exchange or ts_received
+        out = [(ts, ts_received, True, "bid", p, s) for p, s in bids]
+        out += [(ts, ts_received, True, "ask", p, s) for p, s in asks]
+        side, (p, s) = restate
+        out.append((ts, ts_received, False, side, p, s))
+        return out
+
+    def trade(self, ts_exchange: int, ts_received: int, trade_id: str, side: str, price: float, amount: float) -> list:
+        return [(ts_exchange or ts_received, ts_received, trade_id, side, price, amount)]

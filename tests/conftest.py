@@ -46,3 +46,21 @@ def own_default_run_dir(monkeypatch, tmp_path_factory):
     import shutil
 
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def twin_books(request, monkeypatch):
+    """Replay and fuzz tests run the feed on both books at once (tests/twinbook.py): the
+    compiled one drives the feed and must equal pipeline/book.py's on every call."""
+    name = request.module.__name__
+    if ("replay" in name or "fuzz" in name or "feed" in name) and request.config.getoption("twin_books"):
+        from pipeline.book import CompiledViewBook
+        from twinbook import TwinBook
+
+        if CompiledViewBook is not None:
+            monkeypatch.setattr("ingest.feed.ViewBook", TwinBook)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--no-twin-books", dest="twin_books", action="store_false", default=True,
+                     help="replay/fuzz tests on the default book only, not both books compared")

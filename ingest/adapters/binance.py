@@ -305,7 +305,7 @@ class BinanceSpotAdapter(Adapter):
         """Raw-stream frames (``/ws/...``), method replies and notices."""
         try:
             obj = _dec_any.decode(frame)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except DECODE_ERRORS as exc:
             m = _STREAM_RE.search(frame)
             raise _malformed(f"not JSON: {exc}", self._by_lower.get(m.group(1).decode()) if m else None) from None
         if not isinstance(obj, dict):

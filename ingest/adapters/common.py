@@ -11,8 +11,10 @@ import msgspec
 from ingest.events import TradeEvent
 from pipeline.errors import ConfigError, MalformedFrame
 
-# msgspec raises UnicodeDecodeError for invalid UTF-8 inside a JSON string
-DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError)
+# msgspec raises UnicodeDecodeError for invalid UTF-8 inside a JSON string, and RecursionError
+# past its nesting bound (~1000 levels: a 2 KB frame of brackets); both are malformed frames,
+# counted, and the connection is kept (issue 19)
+DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
 
 _SETTINGS = ("ws_url", "rest_url", "rest_depth_path", "depth_stream", "trade_stream", "snapshot_limit",

@@ -31,6 +31,7 @@ BENCH_COMMANDS = {
     "ws-loadtest": "pipeline.benchmarks.ws_loadtest",
     "bus-read": "pipeline.benchmarks.bus_read",
     "grpc-latency": "pipeline.benchmarks.grpc_latency",
+    "publisher-cpu": "pipeline.benchmarks.publisher_cpu",
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pipeline.app.config import PLUGINS
 from pipeline.app.supervise import programs
+from pipeline.book import BOOK_IMPLEMENTATION
 from pipeline.config import Config
 from pipeline.status import feeds, processes
 
@@ -48,7 +49,8 @@ def collect(config: Config) -> dict:
         err = config.run_dir / f"{p['name']}.error"
         if p["state"] != "running" and err.is_file():
             p["error"] = err.read_text(errors="replace").strip()
-    st = {"feeds": f, "processes": procs, "exchanges": ex, **servers(config), "sinks": sinks(config)}
+    st = {"feeds": f, "processes": procs, "exchanges": ex, **servers(config), "sinks": sinks(config),
+          "book_implementation": BOOK_IMPLEMENTATION}  # the book this install's ingest runs (pipeline/book.py)
     if config.bridges:
         st["bridges"] = bridges(config)
     st["down"], st["not_live"] = problems(st)
@@ -155,6 +157,8 @@ def render_table(status: dict) -> str:
                      f"trades refilled {b.get('trades_refilled', 0)}, lost {b.get('trades_lost', 0)}, "
                      f"errors {b.get('errors', 0)}")
     down, not_live = problems(status)
+    if status.get("book_implementation"):
+        lines.append(f"\nbook: {status['book_implementation']}")
     lines.append("")
     if down:
         lines.append("DOWN: " + "; ".join(down))

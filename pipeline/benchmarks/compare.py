@@ -200,7 +200,7 @@ def command(capture: str | None, messages: int, symbols: int, seed: int, venv: s
     result = {"capture": capture if capture else f"synthetic ({messages} depth frames, {symbols} symbols, seed {seed})",
               "messages": ours["messages"],
               "ours": {k: ours[k] for k in ("msgs_per_s", "seconds", "cpu_us_per_msg", "main_thread_cpu_us_per_msg",
-                                            "level_changes_per_s", "stages_us", "python")},
+                                            "level_changes_per_s", "stages_us", "python", "book")},
               "cryptofeed": None, "cryptofeed_skipped": skipped, "ratio": None, "ratio_cpu": None}
     if repeat > 1:
         result["ours"]["runs_msgs_per_s"] = [r["msgs_per_s"] for r in our_runs]
@@ -220,7 +220,7 @@ def command(capture: str | None, messages: int, symbols: int, seed: int, venv: s
         return
     click.echo(f"capture: {result['capture']}, {result['messages']:,} messages")
     o = result["ours"]
-    click.echo(f"  ours (bench ingest, Python {o['python']}): {o['msgs_per_s']:,} msgs/s, "
+    click.echo(f"  ours (bench ingest, Python {o['python']}, book {o['book']}): {o['msgs_per_s']:,} msgs/s, "
                f"{o['cpu_us_per_msg']} us CPU/msg ({o['main_thread_cpu_us_per_msg']} in the main thread; "
                f"the rest is ZeroMQ's I/O thread)")
     if cf is None:

@@ -5,7 +5,7 @@ inbound WebSocket frame goes, in one process and in capture order, through what 
 ingest process does with it (ingest/runner.py's frame handler, ingest/feed.py):
 
     adapter.parse_frame -> FeedBooks.receive: BookSync (venue sequencing rule) -> ViewBook apply + view delta
-    -> BookWriter.write_view (a real shared-memory segment, seqlock) -> BusPublisher
+    -> BookWriter.write_view_doubles (a real shared-memory segment, seqlock) -> BusPublisher
     (msgpack encode + send on real ZeroMQ PUB sockets, ipc, with a live subscriber in
     another process draining both)
 
@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
 import click
+
+from pipeline.book import BOOK_IMPLEMENTATION
 
 CAPTURE_FORMAT = "pipeline-capture/1"
 REST_ADAPTERS = ("binance", "binance_futures")
@@ -313,7 +315,7 @@ def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None) -> dict:
     levels = 0
     pc = time.perf_counter
     if stages is not None:  # the shm and bus stages of this feed, timed
-        stages.wrap(feed.writer, "write_view", "shm")
+        stages.wrap(feed.writer, "write_view_doubles", "shm")
         stages.wrap(feed.publisher, "send_l2", "bus")
         stages.wrap(feed.publisher, "send_trade", "bus")
         stages.wrap(feed.publisher, "flush_l2", "bus")
@@ -365,7 +367,7 @@ def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None) -> dict:
     finally:
         seconds, cpu, main_cpu = pc() - t0, time.process_time() - c0, time.thread_time() - m0
         if stages is not None:
-            del feed.writer.write_view, feed.publisher.send_l2, feed.publisher.send_trade, feed.publisher.flush_l2
+            del feed.writer.write_view_doubles, feed.publisher.send_l2, feed.publisher.send_trade, feed.publisher.flush_l2
     kinds = {"depth": by_type.get(DepthDiff, 0), "trade": by_type.get(TradeEvent, 0), "bbo": by_type.get(BboEvent, 0),
              "unknown": by_type.get(Unknown, 0), "malformed": by_type.get(Malformed, 0)}
     kinds["other"] = sum(by_type.values()) - sum(kinds.values())
@@ -461,9 +463,10 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
         "gaps": gaps, "states": states,
         "stages_us": stage_report or {},
         "stages_method": ("separate instrumented pass: perf_counter around parse, on_diff/on_trade, "
-                          "BookWriter.write_view and BusPublisher.send_*; timer cost subtracted; "
+                          "BookWriter.write_view_doubles and BusPublisher.send_*; timer cost subtracted; "
                           "sync_book = sync + book apply + view delta + message build"),
         "load_seconds": round(t_load, 2), "python": sys.version.split()[0],
+        "book": BOOK_IMPLEMENTATION,
     }
     if repeat > 1:
         report["runs_msgs_per_s"] = [round(n / s) for s in secs]
@@ -473,6 +476,7 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
 
 def _print_human(r: dict) -> None:
     click.echo(f"capture {r['capture']} ({r['adapter']}, {r['symbols']} symbols, depth {r['depth']})")
+    click.echo(f"book: {r['book']}")
     f = r["frames"]
     click.echo(f"messages {r['messages']:,} (depth {f['depth']:,}, trades {f['trade']:,}, bbo {f['bbo']:,}, "
                f"unknown {f['unknown']:,}, malformed {f['malformed']:,}) in {r['seconds']:.3f} s")

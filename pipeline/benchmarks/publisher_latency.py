@@ -49,6 +49,7 @@ def feed(config_path: str, l2_rate: float, trade_rate: float, seconds: float) ->
     from pipeline import bus
     from pipeline.benchmarks.synthetic_bus import SyntheticBus
     from pipeline.config import load_config
+    from pipeline.shm import BookState, BookWriter
 
     config = load_config(Path(config_path))
     ex = config.exchange("sim")
@@ -57,10 +58,21 @@ def feed(config_path: str, l2_rate: float, trade_rate: float, seconds: float) ->
     tsock, lsock = bus.make_pub(ctx, t_ep), bus.make_pub(ctx, l_ep)
     synthetic = SyntheticBus(SYMBOLS, epoch=int(time.time()))
     rng = synthetic.rng
+    # as the ingest: each view is written to shared memory before its bus message is sent (the
+    # publisher renders snapshots from there); the synthetic books keep their 50 prices, so the
+    # price lists are sorted once
+    writer = BookWriter(config.shm_prefix, "sim", SYMBOLS, ex.depth, epoch=synthetic.epoch)
+    index = {s: i for i, s in enumerate(SYMBOLS)}
+    prices = {s: (sorted(b, reverse=True)[:ex.depth], sorted(a)[:ex.depth]) for s, (b, a) in synthetic.books.items()}
 
     def send_l2(sym: str, snapshot: bool) -> None:
         now = time.time_ns() // 1000
-        lsock.send_multipart(list(synthetic.l2(sym, snapshot, now, now)))
+        topic, payload = synthetic.l2(sym, snapshot, now, now)
+        (bids, asks), (bp, ap) = synthetic.books[sym], prices[sym]
+        seq = synthetic.l2_seq[sym]
+        writer.write_view(index[sym], seq, BookState.LIVE, now, now, seq, bp, [bids[p] for p in bp], ap,
+                          [asks[p] for p in ap])
+        lsock.send_multipart((topic, payload))
 
     def send_trade(sym: str) -> None:
         now = time.time_ns() // 1000
@@ -71,6 +83,7 @@ def feed(config_path: str, l2_rate: float, trade_rate: float, seconds: float) ->
     next_snap = t0
     while (elapsed := time.monotonic() - t0) < seconds:
         if time.monotonic() >= next_snap:  # late joiners (the publisher) get a book
+            writer.heartbeat()
             for s in SYMBOLS:
                 send_l2(s, True)
             next_snap += 1.0
@@ -86,6 +99,7 @@ def feed(config_path: str, l2_rate: float, trade_rate: float, seconds: float) ->
     tsock.close(linger=0)
     lsock.close(linger=0)
     ctx.term()
+    writer.close(unlink=True)
 
 
 # ------------------------------------------------------------------ clients

@@ -128,7 +128,7 @@ def demo():
     config = write_config(workdir, sim_port, DEMO_SYMBOLS,
                           sim_table=f"[sim]\nport = {sim_port}\nsymbols = {json.dumps(DEMO_SYMBOLS)}\nrate = 500\n"
                                     f"[publisher]\nport = {publisher_port}\n[grpc]\nport = {grpc_port}\n",
-                          extra="[sinks.csv]\n")
+                          extra="[sinks.csv]\n[sinks.parquet]\nflush_interval_s = 1.0\n")
     run = procs.start("run", PIPELINE + ["--config", str(config), "run"])
     try:
         eventually(lambda: feeds(config) and all(f["state"] == "live" for f in feeds(config).values()), 60, 0.3,
@@ -137,6 +137,9 @@ def demo():
         eventually(lambda: csv_rows(csv_dir / f"sim_trades_{today()}_BTCUSDT.csv") >= 10, 60, 0.3,
                    "trades in the demo's CSV file")
         eventually(lambda: status(config).get("grpc", {}).get("state") == "up", 60, 0.3, "the gRPC server up")
+        eventually(lambda: list((workdir / "data" / "parquet" / "exchange=sim" / "datatype=trades").rglob("*.parquet"))
+                   and list((workdir / "data" / "parquet" / "exchange=sim").rglob("datatype=incremental_book_L2/*/*.parquet")),
+                   60, 0.3, "files in the demo's Parquet datasets")
         yield Demo(workdir, config, sim_port, publisher_port, grpc_port)
     finally:
         procs.stop(run, signal.SIGINT, timeout=40)  # Ctrl-C, as the README says
@@ -243,6 +246,27 @@ def test_snippet_csv_pandas(demo):
 def test_snippet_csv_hftbacktest(demo):
     demo.python(demo.adapt(by_id("csv-hftbacktest").text), timeout=300)
     assert (demo.workdir / f"btcusdt_{today()}.npz").stat().st_size > 0
+
+
+# ---------------------------------------------------------------- docs/parquet.md
+
+
+def test_snippet_parquet_pandas(demo):
+    out = demo.python(demo.adapt(by_id("parquet-pandas").text), timeout=120).split()
+    bid, ask = float(out[-2]), float(out[-1])
+    assert 0 < bid < ask
+
+
+def test_snippet_parquet_polars(demo):
+    out = demo.python(demo.adapt(by_id("parquet-polars").text), timeout=120)
+    rows = re.findall(r"│ (\w+)\s+┆ (\d+)\s+┆ ([\d.]+)\s+│", out)
+    assert {r[0] for r in rows} == set(DEMO_SYMBOLS) and all(int(r[1]) > 0 for r in rows), out
+
+
+def test_snippet_parquet_duckdb(demo):
+    out = demo.python(demo.adapt(by_id("parquet-duckdb").text), timeout=120)
+    rows = eval(out.strip())  # a list of (symbol, trades, vwap) tuples, as DuckDB prints them
+    assert {r[0] for r in rows} == set(DEMO_SYMBOLS) and all(r[1] > 0 and r[2] > 0 for r in rows), out
 
 
 # ---------------------------------------------------------------- docs/websocket.md

@@ -43,3 +43,26 @@ CASES = [
 def test_out_of_range_ids_and_times_are_malformed(adapter, frame):
     with pytest.raises(MalformedFrame):
         adapter.parse_frame(json.dumps(frame).encode(), 0)
+
+
+DEEP = b"[" * 3000 + b"]" * 3000  # 6 KB; msgspec stops at ~1000 levels with RecursionError
+DEEP_FRAMES = [
+    (BinanceSpotAdapter(cfg("binance", "BTCUSDT")), DEEP),
+    (BinanceSpotAdapter(cfg("binance", "BTCUSDT")), b'{"stream":"btcusdt@trade","data":{"e":' + DEEP + b"}}"),
+    (BybitSpotAdapter(cfg("bybit", "BTCUSDT")), b'{"topic":"orderbook.200.BTCUSDT","data":' + DEEP + b"}"),
+    (OkxAdapter(cfg("okx", "BTC-USDT")), b'{"arg":{"channel":"books","instId":"BTC-USDT"},"data":' + DEEP + b"}"),
+    (HyperliquidAdapter(cfg("hyperliquid", "BTC")), b'{"channel":"l2Book","data":' + DEEP + b"}"),
+    (LighterAdapter(cfg("lighter", "0")), b'{"channel":"order_book:0","order_book":' + DEEP + b"}"),
+]
+
+
+@pytest.mark.parametrize("adapter,frame", DEEP_FRAMES,
+                         ids=[f"{type(a).__name__}-{i}" for i, (a, _) in enumerate(DEEP_FRAMES)])
+def test_deeply_nested_json_is_a_malformed_frame_not_a_recursion_error(adapter, frame):
+    # issue 19 item 7: a RecursionError escaped the adapter, dropped the connection and
+    # resynced every symbol, uncounted; a MalformedFrame is counted and the connection kept
+    with pytest.raises(MalformedFrame):
+        adapter.parse_frame(frame, 0)
+    for symbol in adapter.symbols:
+        with pytest.raises(MalformedFrame):
+            adapter.parse_snapshot(symbol, b'{"bids":' + DEEP + b"}", 0)

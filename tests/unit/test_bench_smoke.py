@@ -210,3 +210,12 @@ def test_bench_pass_delivers_every_trade_of_a_batched_frame():
         assert trades > 70 and len(run.trades) == trades
         assert r["frames"]["trade"] > 0  # (acks and notices are "other")
         assert all(run.live(s) for s in symbols)
+
+
+def test_bench_publisher_cpu_reads_headers_only_without_delta_clients():
+    from pipeline.benchmarks.publisher_cpu import run
+
+    light = run(400, clients=3, delta_clients=0)
+    assert light["l2_in"] == 400 and light["l2_header_only"] == 400 and light["sent_l2"] >= 3
+    mirrored = run(400, clients=3, delta_clients=1)
+    assert mirrored["l2_header_only"] == 0 and mirrored["sent_l2"] > 300  # the deltas to the delta client

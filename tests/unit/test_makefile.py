@@ -34,7 +34,8 @@ def installs(lines: list[str]) -> list[str]:
 
 @pytest.fixture
 def clone(tmp_path) -> Path:
-    for name in ("Makefile", "pyproject.toml"):
+    for name in ("Makefile", "pyproject.toml", "setup.py", "pipeline/_cbook.pyx"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     return tmp_path
 
@@ -77,6 +78,16 @@ def test_test_after_run_adds_the_extras_and_nothing_is_installed_twice(clone):
     fake_venv(clone, ".installed", ".installed-run")  # as `make test` leaves it
     assert installs(dry_run(clone, "test")) == []
     assert installs(dry_run(clone, "run")) == []
+
+
+def test_an_edited_compiled_book_source_is_rebuilt_by_make_test(clone):
+    """The stamp depends on pipeline/_cbook.pyx, so `make test` recompiles it (a stale build is refused)."""
+    fake_venv(clone, ".installed", ".installed-run")
+    assert installs(dry_run(clone, "test")) == []
+    later = time.time() + 120
+    os.utime(clone / "pipeline" / "_cbook.pyx", (later, later))
+    (install,) = installs(dry_run(clone, "test"))
+    assert "[test]" in install
 
 
 def test_bench_e2e_in_a_venv_without_the_test_extras_says_what_to_install_at_once(tmp_path):

@@ -230,6 +230,40 @@ def test_request_rate_is_limited_and_a_flood_is_closed(env):
     assert p.closed is not None and p.closed[0] == 1008
 
 
+def test_websocket_pings_count_as_requests_and_a_ping_flood_is_closed(env):
+    # issue 19 item 1: websockets answers a ping itself; the hub charges it like a request
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    p.drain()
+    for _ in range(5):
+        hub.ping_received(p.client, backlogged=False)
+    p.send({"op": "ping", "id": "over"})  # the pings used the second's budget
+    assert kinds(p.drain()) == ["error"]
+    for _ in range(40):
+        hub.ping_received(p.client, backlogged=False)
+    assert p.closed is not None and p.closed[0] == 1008 and "ping" in p.closed[1]
+    st = hub.statistics()
+    assert st["disconnected"] == {"flood": 1} and st["pings"] >= 30 and st["rate_limited"] >= 25
+
+
+def test_pongs_a_client_does_not_read_count_against_its_control_lane(env):
+    hub, clock, timers, ingest = env
+    p = Peer(hub)
+    p.drain()
+    for i in range(300):  # under the rate limit, but its socket stays backlogged: the pongs pile up
+        clock.us += 250_000
+        hub.ping_received(p.client, backlogged=True)
+        if p.closed:
+            break
+    assert p.closed is not None and p.closed[0] == 1008 and "unread" in p.closed[1]
+    assert 250 <= i <= 257  # the control lane's bound (256), not the rate, closed it
+    q = Peer(hub)  # a reading client (its socket drains between pings) is never closed for its pings
+    for _ in range(300):
+        clock.us += 250_000
+        hub.ping_received(q.client, backlogged=False)
+    assert q.closed is None
+
+
 def test_unsubscribe_stops_trades_and_books(env):
     hub, clock, timers, ingest = env
     p = Peer(hub)

@@ -109,6 +109,7 @@ def test_a_gap_reloads_from_shared_memory_and_is_not_a_delta(tmp_path):
     writer = BookWriter(config.shm_prefix, "sim", ["BTCUSDT"], 8, epoch=1)
     try:
         mirror = BookMirror(config)
+        mirror.track(("sim", "BTCUSDT"), 8)  # a delta client: the levels are mirrored
         ingest = FakeIngest(depth=8, writer=writer)
         mirror.apply_l2(*ingest.snapshot())
         for _ in range(5):
@@ -135,4 +136,58 @@ def test_snapshot_without_shared_memory_falls_back_to_the_mirror(tmp_path):
     mirror.apply_l2(*ingest.change())
     view = mirror.snapshot(("sim", "BTCUSDT"), 5)
     assert view.seq == 2 and (view.bids, view.asks) == top(mirror.book("sim", "BTCUSDT"), 5)
+    mirror.close()
+
+
+def test_a_book_no_delta_client_follows_is_light_and_its_snapshots_come_from_shared_memory(tmp_path):
+    """Without delta clients only the header of each L2 message is read; a delta client makes the
+    mirror load the book from shared memory and diff exactly from there; when it leaves, light again."""
+    config = parse_config(CONFIG.format(run=tmp_path / "r"), tmp_path)
+    writer = BookWriter(config.shm_prefix, "sim", ["BTCUSDT"], 8, epoch=1)
+    key = ("sim", "BTCUSDT")
+    try:
+        mirror = BookMirror(config)
+        ingest = FakeIngest(depth=8, writer=writer)
+        step = mirror.apply_l2(*ingest.snapshot())
+        assert step.prev_state is None and step.book.state == "live" and step.diffs == {}
+        for _ in range(20):
+            step = mirror.apply_l2(*ingest.change())
+            assert step.continuous and step.book.seq == ingest.seq and step.diffs == {}
+        assert mirror.light_messages == 21 and not mirror.mirrored(key)
+        assert step.book.bids == {} and key not in mirror.trackers  # no levels kept
+        ingest.change()  # lost on the bus: not continuous, nothing to reload
+        step = mirror.apply_l2(*ingest.change())
+        assert not step.continuous and step.prev_seq == ingest.seq - 2
+        view = mirror.snapshot(key, 4)
+        assert view.seq == ingest.seq and view.bids == [list(x) for x in ingest.view.view()[0][:4]]
+
+        # a delta client subscribes: the levels come from shared memory, then exact diffs
+        mirror.track(key, 3)
+        assert mirror.mirrored(key) and mirror.book(*key).seq == ingest.seq
+        client = (dict(ingest.view.view()[0][:3]), dict(ingest.view.view()[1][:3]))
+        for _ in range(50):
+            step = mirror.apply_l2(*ingest.change())
+            assert step.continuous
+            apply_levels(client[0], step.diffs[3][0])
+            apply_levels(client[1], step.diffs[3][1])
+            assert sorted(client[0].items(), reverse=True) == ingest.view.view()[0][:3]
+            assert sorted(client[1].items()) == ingest.view.view()[1][:3]
+        light = mirror.light_messages
+
+        # it leaves: light again, carrying on from the mirror's seq
+        mirror.untrack(key, 3)
+        step = mirror.apply_l2(*ingest.change())
+        assert step.continuous and step.prev_state == "live" and mirror.light_messages == light + 1
+        mirror.close()
+    finally:
+        writer.close(unlink=True)
+
+
+def test_without_shared_memory_every_book_is_mirrored(tmp_path):
+    mirror = BookMirror(parse_config(CONFIG.format(run=tmp_path / "r"), tmp_path))
+    ingest = FakeIngest(depth=8)
+    mirror.apply_l2(*ingest.snapshot())
+    step = mirror.apply_l2(*ingest.change())
+    assert step.continuous and mirror.light_messages == 0
+    assert top(step.book, 8) == tuple(map(list, ingest.view.view()))
     mirror.close()

@@ -101,3 +101,12 @@ def test_size_limit_counts_utf8_bytes(settings):
     assert len(frame) < 300 < len(frame.encode())
     with pytest.raises(RequestError, match="request too large: 304 bytes"):
         parse_request(frame, settings)
+
+
+def test_deeply_nested_json_is_a_request_error(tmp_path):
+    # issue 19 item 7: a 2 KB nested request raised RecursionError (the client closed with 1011)
+    settings = load_settings(parse_config(CONFIG.replace("max_request_bytes = 300", "max_request_bytes = 8192"),
+                                          tmp_path), environ={})
+    for frame in ("[" * 1000 + "]" * 1000, '{"op": "ping", "id": ' + "[" * 3000 + "]" * 3000 + "}"):
+        with pytest.raises(RequestError, match="nested too deeply"):
+            parse_request(frame, settings)

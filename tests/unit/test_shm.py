@@ -30,6 +30,29 @@ def test_write_then_read_round_trip(shm_prefix):
     assert not Path(f"/dev/shm/{shm_prefix}_ex").exists()
 
 
+def test_a_view_written_as_packed_doubles_reads_as_the_same_view(shm_prefix):
+    """write_view_doubles (the feed's, with the book's view_doubles) and write_view write the same bytes."""
+    from pipeline.book import PyViewBook, ViewBook
+
+    w = BookWriter(shm_prefix, "ex", ["A", "B", "C"], depth=3, epoch=2)
+    try:
+        for i, cls in ((1, PyViewBook), (2, ViewBook)):
+            book = cls(3)
+            book.load_snapshot([(9.0, 1.0), (8.5, 2.0), (8.0, 3.0), (7.0, 1.0)], [(10.0, 4.0), (11.0, 0.5)])
+            w.write_view_doubles(i, 6, BookState.LIVE, 1, 2, 3, *book.view_doubles())
+        w.write_view(0, 6, BookState.LIVE, 1, 2, 3, *book.view_arrays())
+        with BookReader.open(shm_prefix, "ex") as r:
+            a, b, c = r.read("A"), r.read("B"), r.read("C")
+            assert a.bids.tolist() == [[9.0, 1.0], [8.5, 2.0], [8.0, 3.0]] and a.asks.tolist() == [[10.0, 4.0], [11.0, 0.5]]
+            for s in (b, c):
+                assert (s.seq, s.update_id) == (6, 3)
+                assert s.bids.tolist() == a.bids.tolist() and s.asks.tolist() == a.asks.tolist()
+        with pytest.raises(ValueError):
+            w.write_view_doubles(0, 7, BookState.LIVE, 1, 2, 3, 4, 0, bytes(32), bytes(32), b"", b"")
+    finally:
+        w.close()
+
+
 WRITER = textwrap.dedent("""
     import sys, time
     from pipeline.shm import BookWriter, BookState
