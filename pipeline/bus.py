@@ -351,6 +351,17 @@ class Reader:
                     return n + hot
         return n
 
+    def drain(self, limit: int = 1_000_000) -> int:
+        """Read what has arrived, up to ``limit`` messages (a stopping reader: then what the bus
+        did not bring is taken from shared memory); returns the messages handed out."""
+        n = 0
+        while n < limit:
+            got = self.read()
+            if not got:
+                break
+            n += got
+        return n
+
     def pending(self) -> bool:
         """Whether either socket has a message waiting (reading ZMQ_EVENTS re-arms ZMQ_FD).
 

@@ -10,9 +10,31 @@ the key NAME.  A server whose port is taken exits with status ``EXIT_PORT_IN_USE
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
 from typing import Any, Protocol
 
 from pipeline.config import Config, SectionContext
+
+log = logging.getLogger(__name__)
+
+
+class Stop:
+    """What ends a server's ``run``: SIGTERM/SIGINT, or an internal error (kept in ``failure``
+    so ``run`` can raise it after its orderly shutdown).  ``event`` is set by either."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str):
+        self.event = asyncio.Event()
+        self.failure: list[BaseException] = []
+        self._name = name
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.event.set)
+
+    def fail(self, exc: BaseException) -> None:
+        log.error("%s stopping on an internal error: %r", self._name, exc, exc_info=exc)
+        self.failure.append(exc)
+        self.event.set()
 
 
 class Server(Protocol):

@@ -26,7 +26,6 @@ import asyncio
 import dataclasses
 import hmac
 import logging
-import signal
 from pathlib import Path
 
 import grpc
@@ -40,6 +39,7 @@ from pipeline import status as pipeline_status
 from pipeline.config import Config
 from pipeline.pidfile import PidFile
 from publisher import health as health_mod
+from publisher.base import Stop
 from publisher.grpc_hub import STATES, GrpcHub, Refused, Stream
 from publisher.grpc_settings import GrpcConfig, check_exposure, grpc_config
 from publisher.grpc_stats import stats_path, write_stats
@@ -209,16 +209,8 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     port = limits.port if port is None else port
     settings = load_settings(config)
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    failure: list[BaseException] = []
-
-    def fail(exc: BaseException) -> None:
-        log.error("grpc server stopping on an internal error: %r", exc, exc_info=exc)
-        failure.append(exc)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stopper = Stop(loop, "grpc server")
+    stop, failure, fail = stopper.event, stopper.failure, stopper.fail
 
     mirror = BookMirror(config)
     hub = GrpcHub(settings, limits, mirror, loop.call_later)

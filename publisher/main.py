@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from importlib import metadata
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from pipeline import bus, schema
 from pipeline.config import Config
 from pipeline.pidfile import PidFile
 from publisher import health as health_mod
+from publisher.base import Stop
 from publisher import stats as stats_file
 from publisher.grpc_stats import GrpcCollector
 from publisher.hub import Hub
@@ -75,16 +75,8 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     host = host or settings.limits.host
     port = settings.limits.port if port is None else port
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    failure: list[BaseException] = []
-
-    def fail(exc: BaseException) -> None:
-        log.error("publisher stopping on an internal error: %r", exc, exc_info=exc)
-        failure.append(exc)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stopper = Stop(loop, "publisher")
+    stop, failure, fail = stopper.event, stopper.failure, stopper.fail
 
     mirror = BookMirror(config)
     metrics = PublisherMetrics()

@@ -364,10 +364,11 @@ class CsvSink:
             self._next_flush = now + int(self.settings.flush_interval_s * 1e6)
         return max(0.0, (min(self._next_flush, self._midnight) - now) / 1e6)
 
-    def catch_up(self) -> None:
-        """Compare every stream with shared memory: what the bus lost at the end of a burst."""
+    def catch_up(self, final: bool = False) -> None:
+        """Compare every stream with shared memory: what the bus lost at the end of a burst
+        (``final``: at a stop, everything the trade rings hold past each stream)."""
         for (ex, sym), stream in self.trades.items():
-            self._append_trades(stream, stream.catch_up())
+            self._append_trades(stream, stream.catch_up(final))
         for (ex, sym), stream in self.books.items():
             self._append(self.files[(ex, sym, BOOK)], stream.catch_up(self.snapshots(ex, sym, None)))
 
@@ -503,7 +504,9 @@ class CsvSink:
 
     # ------------------------------------------------------------------ stop
     def close(self) -> None:
-        """Flush and close every file (fsync); wait for running gzips."""
+        """Take what the bus did not bring from shared memory, flush and close every file (fsync);
+        wait for running gzips."""
+        self.catch_up(final=True)
         self.flush_all()
         for f in list(self.files.values()) + self._closing:
             try:
@@ -577,6 +580,7 @@ def run_sink(config: Config) -> None:
                     if not reader.read(max_l2=256):  # trades first (pipeline/bus.py)
                         break
             log.info("csv sink: stopping (signal %d)", stop[0])
+            reader.drain()
             sink.close()
             write_stats(stats_file, sink.statistics())
     finally:

@@ -374,10 +374,11 @@ class ParquetSink:
                 self._midnight = next_midnight_us(now)
         return max(0.0, (min(self._next_flush, self._midnight, self._next_catch_up) - now) / 1e6)
 
-    def catch_up(self) -> None:
-        """Compare every stream with shared memory: what the bus lost at the end of a burst."""
+    def catch_up(self, final: bool = False) -> None:
+        """Compare every stream with shared memory: what the bus lost at the end of a burst
+        (``final``: at a stop, everything the trade rings hold past each stream)."""
         for (name, sym), stream in self.trades.items():
-            self._add(name, TRADES, sym, stream.catch_up())
+            self._add(name, TRADES, sym, stream.catch_up(final))
         for (name, sym), stream in self.books.items():
             self._add(name, BOOK, sym, stream.catch_up(self.snapshots(name, sym, None)))
 
@@ -532,7 +533,9 @@ class ParquetSink:
 
     # ------------------------------------------------------------------ stop
     def close(self) -> None:
-        """Write every buffer (a last file each), wait for uploads in progress."""
+        """Take what the bus did not bring from shared memory, write every buffer (a last file
+        each), wait for uploads in progress."""
+        self.catch_up(final=True)
         self.flush_all()
         if self.uploader is not None:
             self.uploader.close()
@@ -602,6 +605,7 @@ def run_sink(config: Config) -> None:
                     if not reader.read(max_l2=256):
                         break
             log.info("parquet sink: stopping (signal %d)", stop[0])
+            reader.drain()
             sink.close()
             write_stats(stats_file, sink.statistics())
     finally:

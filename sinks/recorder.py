@@ -260,13 +260,15 @@ class TradeStream:
         if self.origin is None:
             self.origin = (epoch, seq)
 
-    def catch_up(self) -> str:
+    def catch_up(self, final: bool = False) -> str:
         """Periodic check against the trade ring: trades the bus did not bring.
 
         A trade lost at the end of a burst (or published before the subscription was
         up) shows no gap until the next trade.  Trades the ring had at the previous
         check and the bus has not delivered since are fetched from the ring; trades
         of an ingest that started after the sink are recorded from its first.
+        ``final`` (the sink is stopping, the bus read to its end): nothing more will
+        come from the bus, so every trade the ring holds past the stream is fetched now.
         """
         ring = self.rings(self.exchange, None)
         if ring is None:
@@ -280,13 +282,14 @@ class TradeStream:
                 self._start(ring.epoch, head)  # running before the sink: record from now on
                 return ""
             self._start(ring.epoch, 0)
-        elif ring.epoch != self.epoch and seen is not None and seen[0] == ring.epoch:
+        elif ring.epoch != self.epoch and (final or (seen is not None and seen[0] == ring.epoch)):
             self.counters.note_epoch(self.exchange, ring.epoch)  # a new ingest whose trades never came on the bus
             self._start(ring.epoch, 0)
-        if seen is None or seen[0] != self.epoch or seen[1] <= self.seq:
+        due = (ring.epoch, head) if final else seen
+        if due is None or due[0] != self.epoch or due[1] <= self.seq:
             return ""
         self.counters.trade_gaps += 1
-        return self._backfill(ring, seen[1])
+        return self._backfill(ring, due[1])
 
     def on_trade(self, msg: schema.Trade) -> str:
         text = ""

@@ -74,8 +74,10 @@ def test_replayed_capture_gives_datasets_that_rebuild_the_reference_and_hold_the
             return all(rebuild_book(frame(pq_dir, "binance", BOOK, s))[:2] == capture.books[s]
                        for s in capture.symbols)
         eventually(books_equal, 20, 0.3, "Parquet books equal the reference")
-        sink = next(s for s in status(config)["sinks"] if s["name"] == "parquet")
-        assert sink["state"] == "running" and sink["errors"] == 0 and sink["trades_lost"] == 0 and sink["files"] > 0
+        # the stats file is rewritten every second: wait for one written after the first file
+        sink = eventually(lambda: next((s for s in status(config)["sinks"] if s["name"] == "parquet" and s["files"]),
+                                       None), 10, 0.2, "parquet sink stats with a file written")
+        assert sink["state"] == "running" and sink["errors"] == 0 and sink["trades_lost"] == 0
         for p in sinks.values():
             assert procs.stop(p, signal.SIGTERM) == 0  # both write what they buffered
     finally:
