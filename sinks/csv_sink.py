@@ -55,8 +55,8 @@ from sinks.recorder import BookStream, SinkCounters, TradeStream
 from sinks.sources import ShmSources
 from sinks.csv_settings import SINK_NAME, csv_config
 from sinks.status import process_name, stats_path, write_stats
-from sinks.tardis import (BOOK, DATATYPES, LIQUIDATIONS, QUOTES, TICKER, TRADES, RowWriter, day_of, exchange_id,
-                          file_name, next_midnight_us)
+from sinks.tardis import (BOOK, DATATYPES, OTHER_KINDS, TRADES, RowWriter, day_of, exchange_id, file_name,
+                          next_midnight_us)
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,6 @@ _DAY_FILE = re.compile(r"^(?P<ex>.+)_(?P<dt>" + "|".join(map(re.escape, DATATYPE
 
 
 _decode_l2 = msgspec.msgpack.Decoder(schema.L2Update).decode  # schema.decode_l2 without its Python frame
-# the other kinds with a tardis datatype: bus kind -> (datatype, RowWriter method name)
-OTHER_KINDS = {schema.QUOTE: (QUOTES, "quote"), schema.DERIVATIVE_TICKER: (TICKER, "ticker"),
-               schema.LIQUIDATION: (LIQUIDATIONS, "liquidation")}
 
 
 def _now_us() -> int:

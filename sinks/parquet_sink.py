@@ -9,21 +9,25 @@ Layout (docs/parquet.md)::
 
     DIR/exchange=EXCHANGE/datatype=DATATYPE/date=YYYY-MM-DD/part-START_US.parquet
 
-- one dataset per tardis datatype; EXCHANGE the tardis-style id of the CSV files;
+- one dataset per tardis datatype (books, trades, and the quotes, derivative_ticker and
+  liquidations of issue 13, each with its CSV columns: sinks/tardis.py ``COLUMNS``); EXCHANGE
+  the tardis-style id of the CSV files;
   START_US the sink clock (microseconds) when the file's first row was buffered, zero
   padded, so the file names of a partition sort in time order;
 - columns: the datatype's tardis columns without ``exchange`` (hive readers take it from the
   path; a column stored in both places makes pyarrow's and pandas' schema merge fail),
   typed: ``timestamp``/``local_timestamp`` ``timestamp[us, UTC]``, prices and amounts
-  float64, ``side`` and ``symbol`` dictionary-encoded strings, ``is_snapshot`` bool;
-  zstd by default;
+  float64, ``side`` and ``symbol`` dictionary-encoded strings, ``is_snapshot`` bool; a value
+  the venue has not stated (an empty CSV field) is null; zstd by default;
 - rows of an (exchange, datatype) are buffered and written as one file every
   ``flush_interval_s``, or sooner once ``flush_rows`` are buffered, and at every UTC
   midnight (the date is the sink clock's day when the file's first row was buffered).
   A file is written as ``.part-START_US.parquet.tmp`` (readers skip names starting with
   ``.``), fsynced, then renamed into place and the directory fsynced: a reader sees a
   whole file or none, and a crash loses at most the rows of one flush window, which the
-  next start recovers from shared memory (a snapshot block) and the trade ring;
+  next start recovers from shared memory (a snapshot block) and the trade ring; quotes,
+  tickers and liquidations have no such source: their rows of that window are lost (and a
+  seq gap on the bus is counted as ``other_gaps``, as the CSV sink does);
 - every book file starts with a snapshot block of each of its symbols' books (the CSV
   sink's block, closed by the same restating row), so any one file rebuilds the books on
   its own; a gap or a new ingest epoch starts another block, as in the CSV files.  A
@@ -64,7 +68,7 @@ from sinks.parquet_settings import SINK_NAME, parquet_config
 from sinks.recorder import BookStream, SinkCounters, TradeStream
 from sinks.sources import ShmSources
 from sinks.status import process_name, stats_path, write_stats
-from sinks.tardis import BOOK, COLUMNS, TRADES, TupleRows, day_of, exchange_id, next_midnight_us
+from sinks.tardis import BOOK, COLUMNS, OTHER_KINDS, TRADES, TupleRows, day_of, exchange_id, next_midnight_us
 
 log = logging.getLogger(__name__)
 
@@ -237,9 +241,13 @@ class ParquetSink:
         now = clock()
         self.books: dict[tuple[str, str], BookStream] = {}
         self.trades: dict[tuple[str, str], TradeStream] = {}
+        self.rows: dict[tuple[str, str], TupleRows] = {}
+        self.other_seq: dict[tuple[str, str, str], tuple[int, int]] = {}  # (kind, ex, sym) -> (epoch, seq)
+        self.other_rows = 0  # quotes, tickers, liquidations buffered
+        self.other_gaps = 0  # ... that the bus lost (seq gaps): not in the files
         for name, ex in self.exchanges.items():
             for sym in ex.symbols:
-                rows = TupleRows(self.ids[name], sym)
+                rows = self.rows[(name, sym)] = TupleRows(self.ids[name], sym)
                 self.books[(name, sym)] = BookStream(name, sym, rows, snapshots, self.counters)
                 self.trades[(name, sym)] = TradeStream(name, sym, rows, rings, self.counters, since_us=now)
         self.buffers: dict[tuple[str, str], Buffer] = {}
@@ -292,8 +300,8 @@ class ParquetSink:
         self._load_state()
         now = self.clock()
         for name in self.exchanges:
-            for dt in (BOOK, TRADES):
-                self.buffers[(name, dt)] = Buffer(name, dt, now)
+            for dt in (BOOK, TRADES, *(datatype for datatype, _ in OTHER_KINDS.values())):
+                self.buffers[(name, dt)] = Buffer(name, dt, now)  # an empty buffer writes no file
         for (name, sym), stream in self.trades.items():
             saved = self._state.get(f"{name}|{sym}") or {}
             position = None
@@ -360,6 +368,29 @@ class ParquetSink:
         if rows:
             self._add(msg.exchange, TRADES, msg.symbol, rows)
 
+    def on_other(self, kind: schema.EventKind, payload: bytes) -> None:
+        """A quote, derivative ticker or liquidation: one row of its datatype's dataset (a spot
+        symbol has no ticker rows, so no ticker files). No snapshot repairs these kinds: a seq gap
+        is counted, not filled."""
+        datatype, method = OTHER_KINDS[kind]
+        try:
+            msg = schema.decoder(kind)(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.unknown_messages += 1
+            return
+        key = (msg.exchange, msg.symbol)
+        rows = self.rows.get(key)
+        if rows is None:
+            self.unknown_messages += 1
+            return
+        stream = (kind.name, *key)
+        last = self.other_seq.get(stream)
+        if last is not None and last[0] == msg.epoch and msg.seq != last[1] + 1:
+            self.other_gaps += 1
+        self.other_seq[stream] = (msg.epoch, msg.seq)
+        self.other_rows += 1
+        self._add(msg.exchange, datatype, msg.symbol, getattr(rows, method)(msg))
+
     # ------------------------------------------------------------------ timers
     def tick(self) -> float:
         """Catch up with shared memory, write files when due (and at midnight); seconds to the next due time."""
@@ -397,7 +428,7 @@ class ParquetSink:
             for sym in self.exchanges[name].symbols:
                 new.add(sym, self.books[(name, sym)].new_file())
             new.opening = new.rows
-        else:
+        elif datatype == TRADES:
             old.marks = {sym: (*self.trades[(name, sym)].position, *self.trades[(name, sym)].last_written)
                          for sym in self.exchanges[name].symbols}
         waiting = self._unwritten.setdefault(key, [])
@@ -470,14 +501,15 @@ class ParquetSink:
             for sym in self.exchanges[name].symbols:
                 buf.add(sym, self.books[(name, sym)].new_file())
             buf.opening = buf.rows
-        else:
+        elif datatype == TRADES:
             for sym in self.exchanges[name].symbols:
                 saved = self._state.get(f"{name}|{sym}")
                 if saved:  # the last trade in place, or where recording began
                     self.trades[(name, sym)].rewind((saved["epoch"], saved["seq"], saved.get("id"),
                                                      saved.get("local_timestamp")))
         log.warning("parquet sink: dropped %d rows of %s %s after write failures; trades are refetched "
-                    "from the ring, books start again with a snapshot block", dropped, name, datatype)
+                    "from the ring, books start again with a snapshot block, other kinds are lost",
+                    dropped, name, datatype)
 
     def _error(self, path: Path, exc: OSError) -> None:
         self.errors += 1
@@ -553,6 +585,7 @@ class ParquetSink:
             "snapshots": c.snapshots, "book_resyncs": c.book_resyncs, "book_gaps": c.book_gaps, "epochs": c.epochs,
             "gaps_filled": c.gaps_filled, "trade_gaps": c.trade_gaps, "trades_lost": c.trades_lost,
             "duplicates": c.duplicates, "errors": self.errors, "last_error": self.last_error,
+            "other_rows": self.other_rows, "other_gaps": self.other_gaps,
             "rows_dropped": self.rows_dropped, "partials_removed": self.partials_removed,
             "unknown_messages": self.unknown_messages,
         }
@@ -580,10 +613,13 @@ def run_sink(config: Config) -> None:
     sink = ParquetSink(config, snapshots=sources.book, rings=sources.ring)
     ctx = zmq.Context()
     reader = bus.Reader.for_config(ctx, config, exchanges=sink.exchanges, hot_check_every=64,
-                                   kinds=(schema.TRADE, schema.L2))
-    on_trade, on_l2 = sink.on_trade, sink.on_l2
-    reader.on_kinds({schema.TRADE: lambda _topic, payload: on_trade(payload),
-                     schema.L2: lambda _topic, payload: on_l2(payload)})
+                                   kinds=(schema.TRADE, schema.L2, *OTHER_KINDS))
+    on_trade, on_l2, on_other = sink.on_trade, sink.on_l2, sink.on_other
+    handlers: dict[schema.EventKind, bus.OnMessage] = {
+        schema.TRADE: lambda _topic, payload: on_trade(payload), schema.L2: lambda _topic, payload: on_l2(payload)}
+    for kind in OTHER_KINDS:
+        handlers[kind] = lambda _topic, payload, k=kind: on_other(k, payload)
+    reader.on_kinds(handlers)
     stats_file = stats_path(config, SINK_NAME)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -49,6 +49,10 @@ QUOTES = schema.QUOTE.tardis_datatype   # "quotes"
 TICKER = schema.DERIVATIVE_TICKER.tardis_datatype  # "derivative_ticker"
 LIQUIDATIONS = schema.LIQUIDATION.tardis_datatype  # "liquidations"
 DATATYPES = tuple(k.tardis_datatype for k in schema.KINDS.values() if k.tardis_datatype is not None)
+# the kinds besides trades and books that have a tardis datatype: bus kind -> (datatype, the
+# RowWriter/TupleRows method writing its row); no snapshot repairs them, a seq gap is only counted
+OTHER_KINDS = {schema.QUOTE: (QUOTES, "quote"), schema.DERIVATIVE_TICKER: (TICKER, "ticker"),
+               schema.LIQUIDATION: (LIQUIDATIONS, "liquidation")}
 
 # The columns of each datatype, in file order: the CSV header, and the Parquet sink's schema
 # (sinks/parquet_sink.py types them by name).
@@ -299,7 +303,9 @@ class TupleRows:
     columns (the same for every row of one writer):
 
     - book rows ``(timestamp, local_timestamp, is_snapshot, side, price, amount)``;
-    - trade rows ``(timestamp, local_timestamp, id, side, price, amount)``.
+    - trade rows ``(timestamp, local_timestamp, id, side, price, amount)``;
+    - quotes, derivative_ticker and liquidations rows: their ``COLUMNS`` after ``symbol``, a value
+      the venue has not stated as None (an empty CSV field, a Parquet null).
     """
 
     __slots__ = ("exchange", "symbol")
@@ -326,3 +332,16 @@ class TupleRows:
 
     def trade(self, ts_exchange: int, ts_received: int, trade_id: str, side: str, price: float, amount: float) -> list:
         return [(ts_exchange or ts_received, ts_received, trade_id, side, price, amount)]
+
+    @staticmethod
+    def quote(q: schema.Quote) -> list:
+        return [(q.ts_exchange or q.ts_received, q.ts_received, q.ask_amount, q.ask_price, q.bid_price, q.bid_amount)]
+
+    @staticmethod
+    def ticker(t: schema.DerivativeTicker) -> list:
+        return [(t.ts_exchange or t.ts_received, t.ts_received, t.funding_timestamp, t.funding_rate,
+                 t.predicted_funding_rate, t.open_interest, t.last_price, t.index_price, t.mark_price)]
+
+    @staticmethod
+    def liquidation(x: schema.Liquidation) -> list:
+        return [(x.ts_exchange or x.ts_received, x.ts_received, x.liquidation_id, x.side, x.price, x.amount)]

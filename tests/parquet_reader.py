@@ -31,7 +31,8 @@ def frame(root: Path, exchange: str, datatype: str, symbol: str | None = None) -
         return pd.DataFrame()
     df = pd.concat(parts, ignore_index=True)
     df["symbol"] = df["symbol"].astype(str)
-    df["side"] = df["side"].astype(str)
+    if "side" in df:
+        df["side"] = df["side"].astype(str)
     if symbol is not None:
         df = df[df["symbol"] == symbol].reset_index(drop=True)
     return df
@@ -71,8 +72,14 @@ def csv_frame(paths) -> pd.DataFrame:
     """The CSV sink's files as a frame typed like the Parquet columns (timestamps in UTC microseconds)."""
     parts = [pd.read_csv(p, dtype={"id": str, "symbol": str, "exchange": str}, keep_default_na=False) for p in paths]
     df = pd.concat(parts, ignore_index=True)
-    for col in ("timestamp", "local_timestamp"):
-        df[col] = pd.to_datetime(df[col], unit="us", utc=True)
+    for col in df.columns:
+        if col in ("exchange", "symbol", "id", "side", "is_snapshot"):
+            continue
+        # numbers; an empty field (a value the venue has not stated) is a null, as in Parquet
+        if not pd.api.types.is_numeric_dtype(df[col]):
+            df[col] = pd.to_numeric(df[col].replace("", None))
+        if col.endswith("timestamp"):
+            df[col] = pd.to_datetime(df[col], unit="us", utc=True)
     if "is_snapshot" in df:
         df["is_snapshot"] = df["is_snapshot"].map({"true": True, "false": False, True: True, False: False})
     return df

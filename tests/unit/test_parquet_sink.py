@@ -252,3 +252,60 @@ def test_a_stopping_sink_takes_what_the_bus_never_brought_from_the_ring(tmp_path
         else:
             assert list(frame(tmp_path / "pq", "sim", TRADES, sym)["id"]) == want
     assert sink.counters.trades_lost == 0
+
+
+def test_quotes_tickers_and_liquidations_hold_the_csv_rows_typed(tmp_path, ingest):
+    """Issue 13: the quotes, derivative_ticker and liquidations datasets hold the CSV sink's rows of the
+    same bus messages (columns, units: timestamps in µs as timestamp[us, UTC]); a value the venue has
+    not stated is null, never 0; a symbol with no rows of a kind has none; a lost message is counted."""
+    from pipeline import schema
+
+    other = _t._other
+    config = make_config(tmp_path, "flush_interval_s = 0.05")
+    clock = Clock(T0)
+    csv = start(CsvSink, config, ingest, clock)
+    parquet = start(ParquetSink, config, ingest, clock)
+    funding = (T0 // 3_600_000_000 + 1) * 3_600_000_000
+    quote_seq = 0
+    for i in range(60):
+        clock.now += 20_000
+        now = clock.now
+        quote_seq += 2 if i == 30 else 1  # quote 31 never arrives
+        payloads = [
+            (schema.QUOTE, other(schema.QUOTE, "BTCUSDT", quote_seq, now, bid_price=100.5 + i, bid_amount=2.0,
+                                 ask_price=None if i % 7 == 3 else 101.0 + i, ask_amount=None if i % 7 == 3 else 0.001,
+                                 update_id=1000 + i)),
+            (schema.DERIVATIVE_TICKER, other(schema.DERIVATIVE_TICKER, "BTCUSDT", i + 1, now, mark_price=100.75 + i,
+                                             index_price=100.5, funding_rate=0.0001 if i % 2 else None,
+                                             funding_timestamp=funding, open_interest=None if i < 5 else 1234.5)),
+        ]
+        if i % 3 == 0:
+            payloads.append((schema.LIQUIDATION, other(schema.LIQUIDATION, "ETHUSDT", i // 3 + 1, now,
+                                                       side="buy" if i % 2 else "sell", price=2500.0 + i,
+                                                       amount=0.00001, liquidation_id="a,b" if i == 3 else "")))
+        for sink in (csv, parquet):
+            for kind, payload in payloads:
+                sink.on_other(kind, payload)
+            sink.tick()
+    csv.close()
+    parquet.close()
+    assert parquet.statistics()["other_gaps"] == csv.statistics()["other_gaps"] == 1
+    assert parquet.statistics()["other_rows"] == 60 + 60 + 20
+    root = tmp_path / "pq"
+    for datatype, sym in (("quotes", "BTCUSDT"), ("derivative_ticker", "BTCUSDT"), ("liquidations", "ETHUSDT")):
+        paths = files(root, "sim", datatype)
+        assert len(paths) > 3, datatype  # a file per flush window
+        assert ds.dataset(paths, format="parquet").schema == arrow_schema(datatype)
+        want = csv_frame(sorted((tmp_path / "csv").glob(f"sim_{datatype}_*_{sym}.csv")))
+        got = frame(root, "sim", datatype, sym).drop(columns=["file"])
+        assert list(got.columns) == list(want.columns) and len(got) == len(want) > 0
+        pd.testing.assert_frame_equal(got, want, check_dtype=False, check_categorical=False)
+        others = set(frame(root, "sim", datatype)["symbol"]) - {sym}
+        assert not others  # no rows for the other symbol
+    ticker = frame(root, "sim", "derivative_ticker")
+    assert arrow_schema("derivative_ticker").field("funding_timestamp").type == pa.timestamp("us", tz="UTC")
+    assert (ticker["funding_timestamp"] == pd.Timestamp(funding, unit="us", tz="UTC")).all()
+    assert ticker["open_interest"].isna().sum() == 5 and ticker["funding_rate"].isna().sum() == 30
+    quotes = frame(root, "sim", "quotes")
+    assert quotes["ask_price"].isna().sum() == quotes["ask_amount"].isna().sum() == len(range(3, 60, 7))
+    assert set(frame(root, "sim", "liquidations")["id"]) == {"a,b", ""}
