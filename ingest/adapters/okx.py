@@ -399,12 +399,12 @@ class OkxAdapter(Adapter):
         if f.arg is None or not f.data:
             return self._event(frame, f)
         channel = f.arg.channel
+        if channel == "index-tickers":  # by index id, which can also be a configured spot instId (BTC-USDT)
+            return self._parse_index(f.data, recv_ns, f.arg.instId)
         symbol = self._by_inst.get(f.arg.instId.upper())
         if symbol is None:
             if channel == "liquidation-orders":
                 return self._parse_liquidations(f.data, recv_ns)
-            if channel == "index-tickers":
-                return self._parse_index(f.data, recv_ns, f.arg.instId)
             raise UnknownFrame(f"channel {channel!r} for unknown instId {f.arg.instId!r}")
         try:
             if channel == self.depth_stream:

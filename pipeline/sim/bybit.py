@@ -15,6 +15,11 @@ What a Bybit adapter sees (exchange-protocols.md §4; docs/sim.md, "Bybit v5"):
   ``S`` the taker side (``Buy``/``Sell``), string id ``i``, ``T``, ``p``, ``v``, ``seq``, ``BT``, ``RPI``
   (linear adds the tick direction ``L``).
 - REST ``GET /v5/market/orderbook?category=&symbol=&limit=`` -> ``{retCode, retMsg, result{s,b,a,ts,u,seq,cts}}``.
+- other kinds (issue 13): quotes are ``orderbook.1`` above; linear ``tickers.{SYMBOL}``: a
+  ``snapshot`` with every field on subscribe, then once a second a ``delta`` with the fields that
+  changed (``markPrice``, ``indexPrice``, ``lastPrice``, ``openInterest``; funding fields when the
+  funding time moves); linear ``allLiquidation.{SYMBOL}``: ``data`` ``[{T, s, S, v, p}]`` with ``S``
+  the side of the liquidated *position* (a taker sell reports ``Buy``: a long was liquidated).
 
 Numbers are strings: spot without trailing zeros (``"75845.4"``), linear with the tick and lot
 precision (``"30247.20"``), as in the real frames in shared/data/samples/bybit/.
@@ -30,7 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.sim.base import Connection, SimOptions, Topic, dumps
-from pipeline.sim.feeds import BookFeed, Fill, TextFormat, VenueServer, fixed_text, stripped_text
+from pipeline.sim.feeds import BookFeed, Fill, TextFormat, VenueServer, fixed_text, number_text, stripped_text
 from pipeline.sim.market import Update
 
 __all__ = ["BybitServer"]
@@ -40,6 +45,7 @@ DEPTH_INTERVAL = {1: 0.01, 50: 0.02, 200: 0.1, 1000: 0.2}  # push period per dep
 _SPOT_MAX_ARGS = 10
 _DEPTH1_REPEAT = 3.0  # orderbook.1 repeats its snapshot after this long without a change
 _TRADE_ID_BASE = 2_200_000_000_000_000_000  # trade ids look like the real spot ones
+_EIGHT_HOURS_MS = 8 * 3600 * 1000
 
 
 class BybitServer(VenueServer):
@@ -58,6 +64,7 @@ class BybitServer(VenueServer):
             for category in CATEGORIES:
                 self.trade_topics[(category, spec.symbol)] = Topic()
         self.last_trade_price: dict[str, str] = {}
+        self.ticker_state: dict[str, dict[str, str]] = {}  # symbol -> the tickers fields last sent
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v5/public/{category}", self.ws_handler)
@@ -83,7 +90,58 @@ class BybitServer(VenueServer):
                 (category, topic), symbol, depth, DEPTH_INTERVAL[depth], price, size, "0", category))
         if len(parts) == 2 and parts[0] == "publicTrade":
             return self.trade_topics.get((category, parts[1]))
+        if len(parts) == 2 and parts[0] in ("tickers", "allLiquidation") and category == "linear" \
+                and parts[1] in self.recent:
+            return self.other_topic((category, topic))
         return None
+
+    # -- tickers and liquidations (linear) ---------------------------------------------------
+
+    def _ticker_fields(self, symbol: str, event_ms: int) -> dict[str, str]:
+        v = self.ticker(symbol)
+        price = self.formats[("linear", symbol)][0]
+        fields = {"symbol": symbol, "markPrice": price(f"{v.mark:.8f}"), "indexPrice": price(f"{v.index:.8f}"),
+                  "openInterest": number_text(v.open_interest), "fundingRate": number_text(v.funding_rate),
+                  "nextFundingTime": str((event_ms // _EIGHT_HOURS_MS + 1) * _EIGHT_HOURS_MS)}
+        if v.last is not None:
+            fields["lastPrice"] = price(f"{v.last:.8f}")
+        return fields
+
+    def subscribe_ticker(self, conn: Connection, topic_name: str, topic: Topic) -> None:
+        """A new subscriber gets a snapshot of every field; deltas follow once a second."""
+        self.subscribe_topic(conn, topic_name, topic)
+        symbol = topic_name.split(".", 1)[1]
+        event_ms = int(time.time() * 1000)
+        fields = self.ticker_state.get(symbol) or self._ticker_fields(symbol, event_ms)
+        self.ticker_state[symbol] = fields
+        self.send(conn, dumps({"topic": topic_name, "type": "snapshot", "data": fields, "cs": event_ms,
+                               "ts": event_ms}).encode())
+
+    def ticker_frames(self, event_ms: int) -> None:
+        for spec in self.market.specs:
+            topic = self.other_topics.get(("linear", "tickers." + spec.symbol))
+            if topic is None or not topic.conns:
+                continue
+            new = self._ticker_fields(spec.symbol, event_ms)
+            old = self.ticker_state.get(spec.symbol, {})
+            delta = {k: v for k, v in new.items() if old.get(k) != v}
+            self.ticker_state[spec.symbol] = new
+            if len(delta) > 1 or "symbol" not in delta:
+                delta["symbol"] = spec.symbol
+                topic.publish(dumps({"topic": "tickers." + spec.symbol, "type": "delta", "data": delta,
+                                     "cs": event_ms, "ts": event_ms}))
+                self.counters["other_frames"] += 1
+
+    def liquidation_frames(self, symbol: str, fills: list[Fill], event_ms: int) -> None:
+        topic = self.other_topics.get(("linear", "allLiquidation." + symbol))
+        if topic is None or not topic.conns:
+            return
+        price, size = self.formats[("linear", symbol)]
+        qty = sum(float(f.qty) for f in fills)
+        topic.publish(dumps({"topic": "allLiquidation." + symbol, "type": "snapshot", "ts": event_ms, "data": [{
+            "T": event_ms, "s": symbol, "S": "Sell" if fills[0].taker_buy else "Buy",
+            "v": size(f"{qty:.8f}"), "p": price(fills[0].price)}]}))
+        self.counters["other_frames"] += 1
 
     def init_view(self, feed: BookFeed) -> None:
         if not feed.seq:  # u starts high and topic-specific, as on a venue that has run for a while
@@ -194,7 +252,9 @@ class BybitServer(VenueServer):
                 self.unsubscribe(conn, topic)
             elif isinstance(feed, BookFeed):
                 self.subscribe_book(conn, feed, topic)
-            else:
+            elif topic.startswith("tickers."):
+                self.subscribe_ticker(conn, topic, feed)
+            else:  # trades, allLiquidation
                 self.subscribe_topic(conn, topic, feed)
 
     # -- REST ------------------------------------------------------------------------------

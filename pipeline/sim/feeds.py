@@ -14,6 +14,15 @@ bookkeeping, the flush schedule, a ring of recent fills per symbol (the trade ba
 venues send on subscribe), the per-topic faults (``drop_diff``, ``reorder``, ``malformed``)
 and the idle-connection rules. A protocol module subclasses it with its paths, message
 parsing and frame shapes.
+
+The other kinds (issue 13) come from the same market, through three hooks a protocol fills in
+when it serves the venue's channels: :meth:`VenueServer.quote_frames` after every update that
+changed the best bid or ask, :meth:`VenueServer.ticker_frames` once a second, and
+:meth:`VenueServer.liquidation_frames` for every ``LIQUIDATION_EVERY``-th taker order of a symbol
+(reported as the liquidation of the taker's side). They run only while some connection holds
+one of those subscriptions (:attr:`VenueServer.other_topics`). The ticker's values are the
+market's (:func:`ticker_values`), the same for every venue: mark = the mid, index 0.01% under it,
+funding rate 0.0001, open interest 1000 + the symbol's trades so far.
 """
 
 from __future__ import annotations
@@ -31,10 +40,13 @@ from aiohttp import web
 from pipeline.sim.base import BadFault, BaseServer, Connection, SimOptions, Topic, arg, dumps, ws_frame
 from pipeline.sim.market import ZERO, Update
 
-__all__ = ["BookFeed", "Fill", "TextFormat", "VenueServer", "fixed_text", "hyperliquid_text", "level_changes",
-           "order_count", "stripped_text"]
+__all__ = ["BookFeed", "Fill", "LIQUIDATION_EVERY", "TextFormat", "TickerValues", "VenueServer", "fixed_text",
+           "hyperliquid_text", "level_changes", "order_count", "stripped_text", "ticker_values"]
 
 _RING = 64  # recent fills kept per symbol for trade backlogs
+LIQUIDATION_EVERY = 25  # every Nth taker order of a symbol is reported as a liquidation
+TICKER_INTERVAL = 1.0  # seconds between ticker pushes
+FUNDING_RATE = 0.0001
 
 
 # -- text --------------------------------------------------------------------------
@@ -99,6 +111,28 @@ def fills_of(update: Update, ms: int) -> list[Fill]:
     assert t is not None
     return [Fill(t.first_id + i, t.price, q, not t.buyer_is_maker, ms, update.update_id)
             for i, q in enumerate(t.quantities)]
+
+
+class TickerValues(NamedTuple):
+    """What a derivative ticker of the sim states (floats; each protocol writes its own text)."""
+
+    mark: float
+    index: float
+    last: float | None  # the last trade's price (None before the first trade)
+    open_interest: float
+    funding_rate: float
+
+
+def ticker_values(market: Any, symbol: str, last: str | None) -> TickerValues:
+    b, _, a, _ = market.bbo(symbol)
+    mid = (float(b) + float(a)) / 2
+    return TickerValues(round(mid, 8), round(mid * 0.9999, 8), float(last) if last is not None else None,
+                        float(1000 + market.trade_count(symbol)), FUNDING_RATE)
+
+
+def number_text(x: float) -> str:
+    """A float as venue text: plain decimals, no trailing zeros ('60000.5', '0.0001')."""
+    return stripped_text(f"{x:.8f}")
 
 
 # -- book feeds -----------------------------------------------------------------------
@@ -172,8 +206,14 @@ class VenueServer(BaseServer):
         self.active: dict[str, list[BookFeed]] = {}  # symbol -> feeds with subscribers
         self.trades_on: set[str] = set()  # symbols with any trade subscriber
         self.recent: dict[str, deque[Fill]] = {s: deque(maxlen=_RING) for s in self.market.symbols}
+        # quote, ticker and liquidation topics (issue 13), by a key of the protocol's choosing
+        self.other_topics: dict[Any, Topic] = {}
+        self.other_on = False  # any connection subscribed to one of them
+        self.takers: dict[str, int] = dict.fromkeys(self.market.symbols, 0)
+        self.last_trade: dict[str, str] = {}  # symbol -> the last trade's price (market text)
+        self.next_ticker = 0.0
         self.counters.update({"book_frames": 0, "snapshots": 0, "trade_frames": 0, "heartbeats": 0,
-                              "frames_reordered": 0, "idle_closed": 0})
+                              "frames_reordered": 0, "idle_closed": 0, "other_frames": 0})
         if options.idle_timeout > 0:
             if self.idle_in:
                 self.idle_in = options.idle_timeout
@@ -205,6 +245,25 @@ class VenueServer(BaseServer):
     def malformed_text(self) -> str:
         return '{"topic":"orderbook.50.'
 
+    def quote_frames(self, update: Update, event_ms: int) -> None:
+        """Publish the quote frames of an update that changed the BBO (``update.bbo``)."""
+
+    def ticker_frames(self, event_ms: int) -> None:
+        """Publish the derivative ticker frames (once a second)."""
+
+    def liquidation_frames(self, symbol: str, fills: list[Fill], event_ms: int) -> None:
+        """Publish one taker order as the liquidation of the taker's side."""
+
+    def other_topic(self, key: Any) -> Topic:
+        """The quote / ticker / liquidation topic ``key`` (made on first use)."""
+        topic = self.other_topics.get(key)
+        if topic is None:
+            topic = self.other_topics[key] = Topic()
+        return topic
+
+    def ticker(self, symbol: str) -> TickerValues:
+        return ticker_values(self.market, symbol, self.last_trade.get(symbol))
+
     # -- generation ----------------------------------------------------------------------
 
     def on_update(self, update: Update, event_ms: int) -> None:
@@ -218,10 +277,20 @@ class VenueServer(BaseServer):
         if update.trade is not None:
             fills = fills_of(update, event_ms)
             self.recent[symbol].extend(fills)
+            self.last_trade[symbol] = fills[0].price
             if symbol in self.trades_on:
                 self.trade_frames(update, fills, event_ms)
+            if self.other_on:
+                n = self.takers[symbol] = self.takers[symbol] + 1
+                if n % LIQUIDATION_EVERY == 0:
+                    self.liquidation_frames(symbol, fills, event_ms)
+        if update.bbo is not None and self.other_on:
+            self.quote_frames(update, event_ms)
 
     def on_tick(self, now: float, event_ms: int) -> None:
+        if self.other_on and now >= self.next_ticker:
+            self.next_ticker = max(self.next_ticker + TICKER_INTERVAL, now)
+            self.ticker_frames(event_ms)
         for feeds in self.active.values():
             for feed in feeds:
                 if now >= feed.next_flush:
@@ -310,6 +379,7 @@ class VenueServer(BaseServer):
                 feed.window = {}
         self.active = active
         self.trades_on = {key_symbol(k) for k, t in self.trade_topics.items() if t.conns}
+        self.other_on = any(t.conns for t in self.other_topics.values())
 
     def on_closed(self, conn: Connection) -> None:
         for topic in conn.streams.values():

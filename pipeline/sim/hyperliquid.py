@@ -16,6 +16,11 @@ What a Hyperliquid adapter sees (exchange-protocols.md §6; docs/sim.md, "Hyperl
   recent trades, which repeats trades an earlier connection saw (clients dedupe on
   ``(coin, time, tid)``).
 - REST ``POST /info`` ``{"type":"l2Book","coin":..}`` -> the same shape as the WS ``data``.
+- other kinds (issue 13): ``bbo`` ``{"channel":"bbo","data":{coin, time, bbo:[bid, ask]}}`` (levels
+  ``{px, sz, n}``) on every change of the best bid or ask; ``activeAssetCtx``
+  ``{"channel":"activeAssetCtx","data":{coin, ctx:{markPx, oraclePx, funding, openInterest, midPx,
+  prevDayPx, dayNtlVlm, premium, impactPxs, dayBaseVlm}}}`` on subscribe and once a second (no
+  time field, as on the venue). No liquidations: the venue's WebSocket has no public channel.
 
 Numbers are strings as the venue writes them: no trailing zeros but at least one decimal
 (``"105055.0"``, ``"0.1428"``).
@@ -31,7 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.sim.base import Connection, SimOptions, Topic, dumps
-from pipeline.sim.feeds import BookFeed, Fill, TextFormat, VenueServer, hyperliquid_text, order_count
+from pipeline.sim.feeds import BookFeed, Fill, TextFormat, VenueServer, hyperliquid_text, number_text, order_count
 from pipeline.sim.market import Update
 
 __all__ = ["HyperliquidServer"]
@@ -99,6 +104,34 @@ class HyperliquidServer(VenueServer):
             topic.publish(dumps({"channel": "trades", "data": [self._trade(f, update.symbol) for f in fills]}))
             self.counters["trade_frames"] += 1
 
+    # -- other kinds ---------------------------------------------------------------------
+
+    def quote_frames(self, update: Update, event_ms: int) -> None:
+        topic = self.other_topics.get(("bbo", update.symbol))
+        if topic is None or not topic.conns:
+            return
+        b, bq, a, aq = update.bbo
+        t = self.text
+        topic.publish(dumps({"channel": "bbo", "data": {"coin": update.symbol, "time": event_ms, "bbo": [
+            {"px": t(b), "sz": t(bq), "n": order_count(bq)}, {"px": t(a), "sz": t(aq), "n": order_count(aq)}]}}))
+        self.counters["other_frames"] += 1
+
+    def _ctx_frame(self, coin: str) -> str:
+        v = self.ticker(coin)
+        t = self.text
+        mark = t(f"{v.mark:.8f}")
+        return dumps({"channel": "activeAssetCtx", "data": {"coin": coin, "ctx": {
+            "dayNtlVlm": number_text(v.open_interest * v.mark), "prevDayPx": mark, "markPx": mark, "midPx": mark,
+            "funding": number_text(v.funding_rate), "openInterest": number_text(v.open_interest),
+            "oraclePx": t(f"{v.index:.8f}"), "premium": "0.0001", "impactPxs": [mark, mark],
+            "dayBaseVlm": number_text(v.open_interest)}}})
+
+    def ticker_frames(self, event_ms: int) -> None:
+        for (kind, coin), topic in self.other_topics.items():
+            if kind == "activeAssetCtx" and topic.conns:
+                topic.publish(self._ctx_frame(coin))
+                self.counters["other_frames"] += 1
+
     def malformed_text(self) -> str:
         return '{"channel":"l2Book","data":{"coin":"%s","time":17' % self.market.symbols[0]
 
@@ -119,8 +152,9 @@ class HyperliquidServer(VenueServer):
             self._error(conn, f"Error parsing JSON into valid websocket request: {text[:200]}")
             return
         kind, coin, fast = sub.get("type"), sub.get("coin"), sub.get("fast", False)
-        if kind not in ("l2Book", "trades"):
-            self._error(conn, f"Invalid subscription type {kind!r}: this sim serves l2Book and trades")
+        if kind not in ("l2Book", "trades", "bbo", "activeAssetCtx"):
+            self._error(conn, f"Invalid subscription type {kind!r}: this sim serves l2Book, trades, bbo and "
+                              "activeAssetCtx")
             return
         if coin not in self.recent:
             self._error(conn, f"Invalid subscription: unknown coin {coin!r}")
@@ -138,6 +172,10 @@ class HyperliquidServer(VenueServer):
         self.send_json(conn, {"channel": "subscriptionResponse", "data": {"method": method, "subscription": sub}})
         if method == "unsubscribe":
             self.unsubscribe(conn, key)
+        elif kind in ("bbo", "activeAssetCtx"):
+            self.subscribe_topic(conn, key, self.other_topic(key))
+            if kind == "activeAssetCtx":  # the current context first, as the venue does
+                self.send(conn, self._ctx_frame(coin).encode())
         elif kind == "l2Book":
             depth, interval = (FAST_DEPTH, self.fast_interval) if fast else (BOOK_DEPTH, self.interval)
             self.subscribe_book(conn, self.book_feed(key, lambda: BookFeed(

@@ -16,6 +16,14 @@ What a Lighter adapter sees (exchange-protocols.md §7; docs/sim.md, "Lighter"):
   then one ``update/trade`` per taker order; each trade has ``trade_id``, ``price``, ``size``,
   ``is_maker_ask`` (true: the taker bought), ``timestamp`` (ms), ``transaction_time`` (µs), ...
 - REST ``GET /api/v1/orderBookOrders?market_id=&limit=``: resting orders, one per level here.
+- other kinds (issue 13): ``ticker/{id}`` (``subscribed/ticker`` with the BBO, then an
+  ``update/ticker`` ``{"ticker":{"s","a":{price,size},"b":{price,size},"last_updated_at"}}`` on every
+  change of the best bid or ask; ``nonce`` the market's update id); ``market_stats/{id}``
+  (``subscribed/market_stats`` then ``update/market_stats`` once a second: ``mark_price``,
+  ``index_price``, ``last_trade_price``, ``open_interest``, ``funding_rate``, ``current_funding_rate``,
+  ``funding_timestamp`` the next full hour in ms); and on ``trade/{id}``, every 25th taker order is
+  also reported as a liquidation: an ``update/trade`` frame with ``trades`` empty and its fills
+  in ``liquidation_trades`` (``type`` ``liquidation``).
 
 Prices and sizes are strings with the market's fixed decimals (``"2325.00"``, ``"99.0000"``), as
 in shared/data/samples/lighter/.
@@ -32,7 +40,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.sim.base import Connection, SimOptions, Topic, dumps
-from pipeline.sim.feeds import BookFeed, Fill, TextFormat, VenueServer, fixed_text
+from pipeline.sim.feeds import LIQUIDATION_EVERY, BookFeed, Fill, TextFormat, VenueServer, fixed_text, number_text
 from pipeline.sim.market import ZERO, Update
 
 __all__ = ["LighterServer"]
@@ -42,6 +50,7 @@ FULL_DEPTH = 1_000_000  # the order_book channel carries the whole book
 _BACKLOG = 20
 _IDLE = 120.0  # "send something at least every 2 minutes" (§7 heartbeat)
 _MAX_ORDERS = 250  # orderBookOrders limit
+_HOUR_MS = 3_600_000
 
 
 class LighterServer(VenueServer):
@@ -54,6 +63,7 @@ class LighterServer(VenueServer):
         self.ids = {s: i for i, s in enumerate(self.market.symbols)}
         self.by_id = {i: s for s, i in self.ids.items()}
         self.formats: dict[str, tuple[TextFormat, TextFormat]] = {}
+        self.liquidated: dict[str, int] = {}  # taker orders per symbol sent on the trade channel
         for spec in self.market.specs:
             self.formats[spec.symbol] = (TextFormat(fixed_text(spec.tick_decimals)),
                                          TextFormat(fixed_text(spec.step_decimals)))
@@ -117,6 +127,51 @@ class LighterServer(VenueServer):
         if topic.conns:
             topic.publish(self._trade_frame(update.symbol, "update/trade", fills))
             self.counters["trade_frames"] += 1
+            n = self.liquidated[update.symbol] = self.liquidated.get(update.symbol, 0) + 1
+            if n % LIQUIDATION_EVERY == 0:  # liquidations share the trade channel (no other_on gate)
+                liqs = [{**self._trade(f, update.symbol), "type": "liquidation"} for f in fills]
+                topic.publish(dumps({"channel": "trade:%d" % self.ids[update.symbol], "liquidation_trades": liqs,
+                                     "nonce": self.market.last_update_id(update.symbol), "trades": [],
+                                     "type": "update/trade"}))
+                self.counters["other_frames"] += 1
+
+    # -- other kinds ---------------------------------------------------------------------
+
+    def _ticker_frame(self, symbol: str, kind: str, bbo: tuple[str, str, str, str], event_ms: int) -> str:
+        price, size = self.formats[symbol]
+        b, bq, a, aq = bbo
+        us = event_ms * 1000
+        return dumps({"channel": "ticker:%d" % self.ids[symbol], "last_updated_at": us,
+                      "nonce": self.market.last_update_id(symbol),
+                      "ticker": {"s": symbol, "a": {"price": price(a), "size": size(aq)},
+                                 "b": {"price": price(b), "size": size(bq)}, "last_updated_at": us},
+                      "timestamp": event_ms, "type": kind})
+
+    def quote_frames(self, update: Update, event_ms: int) -> None:
+        topic = self.other_topics.get(("ticker", update.symbol))
+        if topic is not None and topic.conns:
+            topic.publish(self._ticker_frame(update.symbol, "update/ticker", update.bbo, event_ms))
+            self.counters["other_frames"] += 1
+
+    def _stats_frame(self, symbol: str, kind: str, event_ms: int) -> str:
+        v = self.ticker(symbol)
+        price, size = self.formats[symbol]
+        market_id = self.ids[symbol]
+        stats: dict[str, Any] = {
+            "market_id": market_id, "index_price": price(f"{v.index:.8f}"), "mark_price": price(f"{v.mark:.8f}"),
+            "open_interest": number_text(v.open_interest), "current_funding_rate": number_text(v.funding_rate),
+            "funding_rate": number_text(v.funding_rate), "funding_timestamp": (event_ms // _HOUR_MS + 1) * _HOUR_MS,
+            "daily_base_token_volume": v.open_interest, "daily_quote_token_volume": v.open_interest * v.mark,
+            "daily_price_low": v.mark, "daily_price_high": v.mark, "daily_price_change": 0.0}
+        if v.last is not None:
+            stats["last_trade_price"] = price(f"{v.last:.8f}")
+        return dumps({"channel": "market_stats:%d" % market_id, "market_stats": stats, "type": kind})
+
+    def ticker_frames(self, event_ms: int) -> None:
+        for (name, symbol), topic in self.other_topics.items():
+            if name == "market_stats" and topic.conns:
+                topic.publish(self._stats_frame(symbol, "update/market_stats", event_ms))
+                self.counters["other_frames"] += 1
 
     def malformed_text(self) -> str:
         return '{"channel":"order_book:0","offset":12,"order_book":{"code":0,"asks":[{"price":"30'
@@ -141,7 +196,7 @@ class LighterServer(VenueServer):
             return
         name, _, market = channel.partition("/")
         symbol = self.by_id.get(int(market)) if market.isdigit() else None
-        if name not in ("order_book", "trade") or symbol is None:
+        if name not in ("order_book", "trade", "ticker", "market_stats") or symbol is None:
             self._error(conn, 30005, f"Invalid Channel: {channel}")
             return
         key = (name, symbol)
@@ -149,6 +204,12 @@ class LighterServer(VenueServer):
             self.unsubscribe(conn, key)
         elif key in conn.streams:
             self._error(conn, 30006, f"Already Subscribed: {channel}")
+        elif name in ("ticker", "market_stats"):
+            self.subscribe_topic(conn, key, self.other_topic(key))
+            now_ms = int(time.time() * 1000)
+            first = (self._ticker_frame(symbol, "subscribed/ticker", self.market.bbo(symbol), now_ms)
+                     if name == "ticker" else self._stats_frame(symbol, "subscribed/market_stats", now_ms))
+            self.send(conn, first.encode())
         elif name == "order_book":
             price, size = self.formats[symbol]
             self.subscribe_book(conn, self.book_feed(key, lambda: BookFeed(

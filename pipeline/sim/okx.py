@@ -15,6 +15,14 @@ What an OKX adapter sees (exchange-protocols.md §5; docs/sim.md, "OKX v5"):
 - ``trades``: one message per taker order: ``tradeId`` (the last fill's id), ``px``, ``sz`` (all its
   fills), ``side`` (taker ``buy``/``sell``), ``ts``, ``count``, ``source``, ``seqId``.
 - REST ``GET /api/v5/market/books?instId=&sz=`` -> ``{"code":"0","msg":"","data":[{asks,bids,ts,seqId}]}``.
+- other kinds (issue 13): ``bbo-tbt`` (any instrument: ``data[{asks,bids,ts,seqId}]`` with one
+  level a side, sent on every change of the best bid or ask, ``seqId`` the market's update id);
+  for ``-SWAP`` and dated futures instruments ``mark-price`` (``markPx``), ``funding-rate`` (swaps:
+  ``fundingRate``, ``fundingTime`` the next 8-hourly funding, ``nextFundingRate`` empty as OKX
+  sends it now), ``open-interest`` (``oi`` contracts), each once a second, ``index-tickers`` by
+  index id (``BTC-USDT`` for ``BTC-USDT-SWAP``: ``idxPx``) and ``liquidation-orders`` by
+  ``instType`` (``SWAP``/``FUTURES``; ``details[{side, posSide, sz, bkPx, bkLoss, ts}]``, ``side``
+  the liquidation order's side).
 
 Prices and sizes are strings without trailing zeros (``"8477"``, ``"8475.3"``); a ``-SWAP``
 instrument's sizes are whole contracts.
@@ -30,7 +38,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline.sim.base import BadFault, Connection, SimOptions, Topic, dumps
-from pipeline.sim.feeds import BookFeed, Fill, TextFormat, VenueServer, order_count, stripped_text
+from pipeline.sim.feeds import BookFeed, Fill, TextFormat, VenueServer, number_text, order_count, stripped_text
 from pipeline.sim.market import Update
 
 __all__ = ["OkxServer", "okx_checksum"]
@@ -39,6 +47,23 @@ BOOK_CHANNELS = {"books": 0.1, "books-l2-tbt": 0.01}  # channel -> push period, 
 BOOK_DEPTH = 400
 _QUIET_HEARTBEAT = 60.0  # seconds without a change before a heartbeat update (§5 sync rule 3)
 _IDLE = 30.0
+_EIGHT_HOURS_MS = 8 * 3600 * 1000
+DERIVATIVE_CHANNELS = ("mark-price", "funding-rate", "open-interest")  # by instId, swaps and futures only
+
+
+def inst_type(inst: str) -> str | None:
+    """SWAP / FUTURES / None (spot) from an instrument id's shape."""
+    parts = inst.split("-")
+    if len(parts) == 3 and parts[2] == "SWAP":
+        return "SWAP"
+    if len(parts) == 3 and parts[2].isdigit():
+        return "FUTURES"
+    return None
+
+
+def index_of(inst: str) -> str:
+    """The index id of an instrument: ``BTC-USDT`` for ``BTC-USDT-SWAP``."""
+    return "-".join(inst.split("-")[:2])
 
 
 def okx_checksum(bids: list[tuple[str, str]] | list[list[str]], asks: list[tuple[str, str]] | list[list[str]]) -> int:
@@ -67,6 +92,10 @@ class OkxServer(VenueServer):
         self.quiet_after = options.quiet_heartbeat or _QUIET_HEARTBEAT
         for symbol in self.market.symbols:
             self.trade_topics[("trades", symbol)] = Topic()
+        self.indexes: dict[str, str] = {}  # index id -> the first instrument of it (its market gives the price)
+        for symbol in self.market.symbols:
+            if inst_type(symbol):
+                self.indexes.setdefault(index_of(symbol), symbol)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/ws/v5/public", self.ws_handler)
@@ -122,6 +151,79 @@ class OkxServer(VenueServer):
             "ts": str(event_ms), "count": str(len(fills)), "source": "0", "seqId": update.update_id}]}))
         self.counters["trade_frames"] += 1
 
+    # -- other kinds ---------------------------------------------------------------------
+
+    def _other_frame(self, channel: str, inst: str, data: Any) -> str:
+        return '{"arg":{"channel":"%s","instId":"%s"},"data":%s}' % (channel, inst, dumps(data))
+
+    def quote_frames(self, update: Update, event_ms: int) -> None:
+        topic = self.other_topics.get(("bbo-tbt", update.symbol))
+        if topic is None or not topic.conns:
+            return
+        b, bq, a, aq = update.bbo
+        t = self.text
+        topic.publish(self._other_frame("bbo-tbt", update.symbol, [{
+            "asks": self._levels([(t(a), t(aq))]), "bids": self._levels([(t(b), t(bq))]), "ts": str(event_ms),
+            "seqId": update.update_id}]))
+        self.counters["other_frames"] += 1
+
+    def ticker_frames(self, event_ms: int) -> None:
+        next_funding = (event_ms // _EIGHT_HOURS_MS + 1) * _EIGHT_HOURS_MS
+        ts = str(event_ms)
+        for (channel, inst), topic in self.other_topics.items():
+            if not topic.conns or channel in ("bbo-tbt", "liquidation-orders"):
+                continue
+            v = self.ticker(self.indexes[inst] if channel == "index-tickers" else inst)
+            if channel == "mark-price":
+                data = {"instType": inst_type(inst), "instId": inst, "markPx": number_text(v.mark), "ts": ts}
+            elif channel == "index-tickers":
+                px = number_text(v.index)
+                data = {"instId": inst, "idxPx": px, "high24h": px, "low24h": px, "open24h": px, "sodUtc0": px,
+                        "sodUtc8": px, "ts": ts}
+            elif channel == "funding-rate":
+                data = {"formulaType": "noRate", "fundingRate": number_text(v.funding_rate),
+                        "fundingTime": str(next_funding), "instId": inst, "instType": "SWAP",
+                        "method": "current_period", "nextFundingRate": "",
+                        "nextFundingTime": str(next_funding + _EIGHT_HOURS_MS), "ts": ts}
+            else:  # open-interest
+                data = {"instType": inst_type(inst), "instId": inst, "oi": number_text(v.open_interest),
+                        "oiCcy": number_text(v.open_interest / 100), "oiUsd": number_text(v.open_interest * v.mark),
+                        "ts": ts}
+            topic.publish(self._other_frame(channel, inst, [data]))
+            self.counters["other_frames"] += 1
+
+    def liquidation_frames(self, symbol: str, fills: list[Fill], event_ms: int) -> None:
+        kind = inst_type(symbol)
+        topic = self.other_topics.get(("liquidation-orders", kind))
+        if kind is None or topic is None or not topic.conns:
+            return
+        buy = fills[0].taker_buy  # a taker buy is the liquidation of a short
+        qty = sum(float(f.qty) for f in fills)
+        family = index_of(symbol)
+        topic.publish('{"arg":{"channel":"liquidation-orders","instType":"%s"},"data":%s}' % (kind, dumps([{
+            "details": [{"bkLoss": "0", "bkPx": self.text(fills[0].price), "ccy": "",
+                         "posSide": "short" if buy else "long", "side": "buy" if buy else "sell",
+                         "sz": number_text(qty), "ts": str(event_ms)}],
+            "instFamily": family, "instId": symbol, "instType": kind, "uly": family}])))
+        self.counters["other_frames"] += 1
+
+    def _other_key(self, channel: str, a: dict[str, Any]) -> tuple[tuple[str, str] | None, dict[str, str]]:
+        """The topic key and echoed arg of a quote / ticker / liquidation subscription; key None if invalid."""
+        if channel == "liquidation-orders":
+            kind = a.get("instType")
+            return (("liquidation-orders", kind) if kind in ("SWAP", "FUTURES") else None,
+                    {"channel": channel, "instType": str(kind)})
+        inst = a.get("instId")
+        arg = {"channel": channel, "instId": str(inst)}
+        if channel == "bbo-tbt":
+            ok = inst in self.recent
+        elif channel == "index-tickers":
+            ok = inst in self.indexes
+        else:
+            ok = inst in self.recent and inst_type(inst) is not None and (
+                channel != "funding-rate" or inst_type(inst) == "SWAP")
+        return ((channel, inst) if ok else None), arg
+
     def malformed_text(self) -> str:
         return '{"arg":{"channel":"books","instId":"%s"},"action":"update","data":[{"asks":[["6' % (
             self.market.symbols[0])
@@ -147,6 +249,17 @@ class OkxServer(VenueServer):
             return
         for a in args:
             channel, inst = a.get("channel"), a.get("instId")
+            if channel in ("bbo-tbt", "index-tickers", "liquidation-orders", *DERIVATIVE_CHANNELS):
+                other, arg = self._other_key(channel, a)
+                if other is None:
+                    self._error(conn, head, "60018", f"Wrong URL or channel:{channel},instId:{inst} doesn't exist.")
+                    continue
+                self.send_json(conn, {**head, "event": op, "arg": arg, "connId": conn.conn_id})
+                if op == "unsubscribe":
+                    self.unsubscribe(conn, other)
+                elif other not in conn.streams:
+                    self.subscribe_topic(conn, other, self.other_topic(other))
+                continue
             if channel not in BOOK_CHANNELS and channel != "trades":
                 self._error(conn, head, "60018", f"Wrong URL or channel:{channel},instId:{inst} doesn't exist.")
                 continue

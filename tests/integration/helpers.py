@@ -201,7 +201,7 @@ ws_url = "ws://127.0.0.1:{port}{ws_path}"
 rest_url = "http://127.0.0.1:{port}"
 ping_interval_s = 1.0
 snapshot_interval_s = 1.0
-channels = ["trades", "book"]  # these sims serve no quote, ticker or liquidation channels (docs/sim.md)
+channels = ["trades", "book"]  # the books and trades are what these tests check (the other kinds: test_kinds_venues.py)
 {exchange_extra}
 """)
         ingest = procs.start("ingest", PIPELINE + ["--config", str(config), "ingest", venue])

@@ -179,6 +179,10 @@ def test_okx_ticker_channels_merge_and_liquidation_orders_keep_configured_instru
                 and x["channel"] not in ("books", "trades")]
     assert {"channel": "index-tickers", "instId": "BTC-USDT"} in args
     assert {"channel": "liquidation-orders", "instType": "SWAP"} in args
+    # the index id can be a configured spot instrument too: index-tickers still go to the swap
+    both = make("okx", "BTC-USDT", "BTC-USDT-SWAP")
+    [i] = both.parse_frame(json.dumps(example("okx", "index_tickers")), 5)
+    assert (i.symbol, i.index_price) == ("BTC-USDT-SWAP", 0.1)
 
 
 # ------------------------------------------------------------------ Lighter
