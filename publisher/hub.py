@@ -25,7 +25,7 @@ from publisher.mirror import BookMirror, Step
 from publisher.outbox import MAX_CONTROL, Frame, Outbox
 from pipeline import schema
 from publisher.requests import OTHER_CHANNELS, Mode, Ping, RequestError, Subscribe, parse_request
-from publisher.session import BookSub, Change, Phase, Session, Verdict
+from publisher.session import BookSub, Change, Phase, Session, Sub, Verdict
 from publisher.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,8 @@ class Hub:
     def _apply(self, client: Client, changes: list[Change]) -> None:
         """Re-index the client after its subscriptions changed from old to new."""
         for key, old, new in changes:
+            if old is not None and old is not new:
+                old.cancel_quote_timer()
             had = old is not None and old.trades
             has = new is not None and new.trades
             if had and not has:
@@ -316,6 +318,11 @@ class Hub:
         for c in clients:
             ob = c.outbox
             if kind.conflatable:
+                if channel == "quotes":
+                    sub = c.session.subs.get(key)
+                    if sub is not None and sub.quote_throttle_us and not self._quote_due(c, key, sub, now):
+                        sub.quote_held = (frame, msg.ts_received)  # the latest, sent when the interval ends
+                        continue
                 ob.push_latest(channel, key, frame, msg.ts_received)
                 c.wake()
                 continue
@@ -394,6 +401,32 @@ class Hub:
         if sub.timer_fired():
             client.outbox.want_snapshot(key)
             client.wake()
+
+    def _quote_due(self, client: Client, key: Key, sub: Sub, now: int) -> bool:
+        """May a quote of ``key`` go to ``client`` now (throttled like L2)? If not, a timer sends
+        the held one when the interval ends."""
+        due = sub.quote_sent_us + sub.quote_throttle_us
+        if now >= due and sub.quote_timer is None:
+            sub.quote_sent_us = now
+            return True
+        if sub.quote_timer is None:
+            sub.quote_timer = self.call_later((due - now) / 1e6, self._quote_timer, client, key, sub)
+        return False
+
+    def _quote_timer(self, client: Client, key: Key, sub: Sub) -> None:
+        sub.quote_timer = None
+        if client.closing is not None or client.session.subs.get(key) is not sub or sub.quote_held is None:
+            return
+        now = self.clock()
+        early_us = sub.quote_sent_us + sub.quote_throttle_us - now
+        if early_us > 0:  # event-loop timers round to milliseconds: never send before the interval ends
+            sub.quote_timer = self.call_later(early_us / 1e6, self._quote_timer, client, key, sub)
+            return
+        frame, received = sub.quote_held
+        sub.quote_held = None
+        sub.quote_sent_us = now
+        client.outbox.push_latest("quotes", key, frame, received)
+        client.wake()
 
     # ---------------------------------------------------------------- new symbols
     def add_symbols(self, exchange: str, symbols, state: str = "syncing") -> list[str]:

@@ -124,14 +124,30 @@ class BookSub:
 
 class Sub:
     """What one client takes of one key: trades, a book subscription, and the other channels
-    (requests.OTHER_CHANNELS names: quotes, derivative_ticker, liquidations, cvd, trade_bars)."""
+    (requests.OTHER_CHANNELS names: quotes, derivative_ticker, liquidations, cvd, trade_bars).
 
-    __slots__ = ("trades", "book", "others")
+    Quotes are throttled like L2 snapshots (``quote_throttle_us``, the subscription's
+    ``throttle_ms`` in snapshot mode, 0 = every quote in delta mode): a quote goes out at once
+    when the last one went out at least an interval ago, else the latest is held and sent when
+    the interval ends (the hub's timer), so a symbol gets at most one quote per interval, always
+    the latest."""
 
-    def __init__(self, trades: bool, book: BookSub | None, others: frozenset[str] = frozenset()):
+    __slots__ = ("trades", "book", "others", "quote_throttle_us", "quote_sent_us", "quote_held", "quote_timer")
+
+    def __init__(self, trades: bool, book: BookSub | None, others: frozenset[str] = frozenset(),
+                 quote_throttle_ms: int = 0):
         self.trades = trades
         self.book = book
         self.others = others
+        self.quote_throttle_us = quote_throttle_ms * 1000
+        self.quote_sent_us = 0  # when the last quote was queued
+        self.quote_held: tuple[bytes, int] | None = None  # (frame, received µs) waiting for the interval's end
+        self.quote_timer: Any = None
+
+    def cancel_quote_timer(self) -> None:
+        if self.quote_timer is not None:
+            self.quote_timer.cancel()
+            self.quote_timer = None
 
 
 Change = tuple[Key, Sub | None, Sub | None]  # (key, old, new): the hub re-indexes old -> new
@@ -172,7 +188,8 @@ class Session:
         for ex, feed in settings.feeds.items():
             depth = min(limits.default_depth, feed.depth)
             for sym in feed.symbols:
-                self.subs[(ex, sym)] = Sub(True, BookSub(Mode.SNAPSHOTS, depth, feed.throttle_ms), DEFAULT_OTHER)
+                self.subs[(ex, sym)] = Sub(True, BookSub(Mode.SNAPSHOTS, depth, feed.throttle_ms), DEFAULT_OTHER,
+                                           feed.throttle_ms)
 
     def follow(self, exchange: str, symbols) -> list[Change]:
         """Symbols added to the pipeline while this client is connected: a client on the default
@@ -185,7 +202,8 @@ class Session:
         for sym in symbols:
             key = (exchange, sym)
             if key not in self.subs:
-                self.subs[key] = sub = Sub(True, BookSub(Mode.SNAPSHOTS, depth, feed.throttle_ms))
+                self.subs[key] = sub = Sub(True, BookSub(Mode.SNAPSHOTS, depth, feed.throttle_ms), DEFAULT_OTHER,
+                                           feed.throttle_ms)
                 changes.append((key, None, sub))
         return changes
 
@@ -223,7 +241,12 @@ class Session:
         for key in keys:
             old = self.subs.get(key)
             book = BookSub(req.mode, req.depth, req.throttle_ms) if req.book else (old.book if old else None)
-            new = Sub(req.trades or bool(old and old.trades), book, req.others | (old.others if old else frozenset()))
+            if "quotes" in req.others or old is None:
+                quote_ms = req.throttle_ms if req.mode is Mode.SNAPSHOTS else 0
+            else:
+                quote_ms = old.quote_throttle_us // 1000
+            new = Sub(req.trades or bool(old and old.trades), book, req.others | (old.others if old else frozenset()),
+                      quote_ms)
             self.subs[key] = new
             changes.append((key, old, new))
         return changes
@@ -241,7 +264,8 @@ class Session:
             others = old.others - req.others
             if trades == old.trades and book is old.book and others == old.others:
                 continue
-            new = Sub(trades, book, others) if (trades or book is not None or others) else None
+            new = (Sub(trades, book, others, old.quote_throttle_us // 1000)
+                   if (trades or book is not None or others) else None)
             if new is None:
                 del self.subs[key]
             else:

@@ -370,7 +370,8 @@ def _other(kind, seq: int, **fields) -> tuple:
 
 def test_silent_client_gets_quotes_tickers_and_liquidations_and_a_slow_one_the_latest_quote(env):
     """Issue 13: a client that sends nothing gets trades, liquidations, quotes and tickers (not CVD
-    or bars); quotes and tickers are conflated to the latest per symbol in its queue, liquidations never."""
+    or bars); quotes are throttled like L2 snapshots (at most one per interval, the latest), quotes and
+    tickers are conflated to the latest per symbol in its queue, liquidations never."""
     hub, clock, timers, ingest = env
     p = Peer(hub)
     p.drain()
@@ -385,13 +386,45 @@ def test_silent_client_gets_quotes_tickers_and_liquidations_and_a_slow_one_the_l
     frames = p.drain()
     assert kinds(frames) == ["liquidation", "liquidation", "quote", "derivative_ticker"]
     quote, ticker = frames[2], frames[3]
-    assert quote["seq"] == 3 and quote["bid_price"] == 102.0 and quote["update_id"] == 3  # the latest only
+    assert quote["seq"] == 1 and quote["bid_price"] == 100.0  # the first at once, the others held (throttle)
+    clock.us += 99_000
+    timers.fire_due()
+    assert p.drain() == []  # the interval (100 ms here, the feed's throttle_ms) has not ended
+    clock.us += 1_000
+    timers.fire_due()
+    [held] = p.drain()
+    assert held["seq"] == 3 and held["bid_price"] == 102.0 and held["update_id"] == 3  # the latest only
     for f in frames:
         assert f["exchange"] == "sim" and f["symbol"] == "BTCUSDT"
         assert f["time_exchange"] == "2023-11-14T22:13:20.000000Z" and f["time_received"].endswith("00100Z")
     assert ticker["mark_price"] == 100.5 and ticker["index_price"] is None
     assert ticker["funding_timestamp"] == "2023-11-14T23:13:20.000000Z"
     assert [(f["side"], f["price"]) for f in frames[:2]] == [("sell", 98.0), ("buy", 102.0)]
+
+
+def test_quotes_follow_the_subscription_throttle_and_delta_mode_gets_every_quote(env):
+    hub, clock, timers, ingest = env
+    slow, fast = Peer(hub), Peer(hub)
+    slow.send({"op": "subscribe", "exchange": "sim", "channels": ["quotes"], "throttle_ms": 500, "id": 1})
+    fast.send({"op": "subscribe", "exchange": "sim", "channels": ["quotes"], "mode": "deltas", "id": 2})
+    slow.drain(), fast.drain()
+    got_slow, got_fast = [], []
+    for seq in range(1, 11):  # a quote every 100 ms for 1 s
+        hub.on_other("quotes", *_other(schema.QUOTE, seq, bid_price=99.0 + seq, bid_amount=1.0, ask_price=200.0,
+                                       ask_amount=2.0))
+        got_fast += [f["seq"] for f in fast.drain()]  # a client that reads as fast as they come
+        got_slow += [f["seq"] for f in slow.drain()]
+        clock.us += 100_000
+        timers.fire_due()
+        got_slow += [f["seq"] for f in slow.drain()]
+    assert got_fast == list(range(1, 11))
+    assert got_slow == [1, 5, 10]  # at most one per 500 ms, the latest at the end of each interval
+    slow.send({"op": "unsubscribe", "exchange": "sim", "channels": ["quotes"]})
+    slow.drain()
+    hub.on_other("quotes", *_other(schema.QUOTE, 11, bid_price=1.0, bid_amount=1.0, ask_price=2.0, ask_amount=1.0))
+    clock.us += 1_000_000
+    timers.fire_due()
+    assert slow.drain() == [] and not [h for h in timers.pending if not h.cancelled]
 
 
 def test_cvd_and_bars_go_to_the_clients_that_subscribe_to_them(env):
