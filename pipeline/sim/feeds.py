@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 from aiohttp import web
 
 from pipeline.sim.base import BadFault, BaseServer, Connection, SimOptions, Topic, arg, dumps, ws_frame
-from pipeline.sim.market import ZERO, Update
+from pipeline.sim.market import ZERO, Update, symbol_spec
 
 __all__ = ["BookFeed", "Fill", "LIQUIDATION_EVERY", "TextFormat", "TickerValues", "VenueServer", "fixed_text",
            "hyperliquid_text", "level_changes", "order_count", "stripped_text", "ticker_values"]
@@ -126,7 +126,8 @@ class TickerValues(NamedTuple):
 def ticker_values(market: Any, symbol: str, last: str | None) -> TickerValues:
     b, _, a, _ = market.bbo(symbol)
     mid = (float(b) + float(a)) / 2
-    return TickerValues(round(mid, 8), round(mid * 0.9999, 8), float(last) if last is not None else None,
+    tick = symbol_spec(symbol).tick_decimals  # the mark may fall between two ticks, the index is on one
+    return TickerValues(round(mid, tick + 1), round(mid * 0.9999, tick), float(last) if last is not None else None,
                         float(1000 + market.trade_count(symbol)), FUNDING_RATE)
 
 

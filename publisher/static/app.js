@@ -13,11 +13,15 @@
 //   up once a quarter second; rates are taken over the last 5 s of wall time, so they fall to 0.
 // - Book latency is "now - time_received" of a throttled snapshot: it includes the wait for the
 //   exchange's throttle interval, and the page says so (and shows the part after publishing).
+// - A perp's derivative ticker (mark, index, funding rate with a countdown to the next funding,
+//   open interest) and its liquidations, from the `derivative_ticker` and `liquidations` channels;
+//   a symbol without a ticker (spot) says so. A value the venue has not stated shows as "–".
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const TAPE_ROWS = 40;
+const LIQ_ROWS = 12;
 const SAMPLES = 100;
 const RATE_WINDOW_MS = 5000;
 const LATENCY_WINDOW_MS = 10000;
@@ -29,7 +33,7 @@ const state = {
   ws: null, connected: false, welcome: null, exchange: params.get("exchange"), symbol: params.get("symbol"),
   depth: Number(params.get("depth")) || 20, group: params.get("group"), retry: 500,
   lastBook: null, lastChangeAt: 0, feed: null, feedReason: "",
-  bookLat: [], bookWire: [], tradeLat: [], tradeTimes: [], seqSamples: [], tape: [],
+  bookLat: [], bookWire: [], tradeLat: [], tradeTimes: [], seqSamples: [], tape: [], ticker: null, liqs: [],
   formats: new Map(),  // "exchange symbol" -> Format
 };
 
@@ -204,8 +208,11 @@ function fillDepths() {
 
 function subscribe(first) {
   Object.assign(state, { lastBook: null, lastChangeAt: 0, feed: null, feedReason: "", bookLat: [], bookWire: [],
-                         tradeLat: [], tradeTimes: [], seqSamples: [], tape: [], subscribedAt: Date.now() });
+                         tradeLat: [], tradeTimes: [], seqSamples: [], tape: [], subscribedAt: Date.now(),
+                         ticker: null, liqs: [] });
   $("tape").tBodies[0].replaceChildren();
+  $("liqs").tBodies[0].replaceChildren();
+  renderTicker();
   $("ladder").tBodies[0].replaceChildren();
   setPill($("feed-state"), "feed ?");
   fillGroups();
@@ -214,7 +221,8 @@ function subscribe(first) {
   const feed = state.welcome.exchanges[state.exchange];
   // the whole view the publisher has: the depth chart and price grouping use levels below the ladder's
   send({ op: "subscribe", id: "page", exchange: state.exchange, symbols: [state.symbol],
-         channels: ["trades", "book"], depth: feed.depth, mode: "snapshots", throttle_ms: feed.throttle_ms });
+         channels: ["trades", "book", "derivative_ticker", "liquidations"], depth: feed.depth, mode: "snapshots",
+         throttle_ms: feed.throttle_ms });
   tick();
 }
 
@@ -230,6 +238,8 @@ function onFrame(m) {
     case "welcome": return onWelcome(m);
     case "order_book_l2": return onBook(m);
     case "trade": return onTrade(m);
+    case "derivative_ticker": return onTicker(m);
+    case "liquidation": return onLiquidation(m);
     case "status": return onStatus(m);
     case "error": return log("error: " + m.message);
     case "subscribed": return log(`subscribed ${m.exchange} ${m.symbols.join(",")} depth ${m.depth}, ${m.mode}`);
@@ -448,6 +458,61 @@ function renderTape() {
   $("tape").tBodies[0].replaceChildren(...state.tape.map((m) => tradeRow(m, f)));
 }
 
+// ------------------------------------------------------------------ perp: ticker and liquidations
+
+function onTicker(m) {
+  if (m.exchange !== state.exchange || m.symbol !== state.symbol) return;
+  state.ticker = m;  // its prices are not learnt: a mark or index finer than the tick must not widen the ladder
+  renderTicker();
+}
+
+function renderTicker() {
+  const t = state.ticker, f = currentFormat();
+  $("perp-panel").classList.toggle("none", !t);
+  if (!t) { $("perp-note").textContent = ""; return; }
+  const price = (x) => (x === null || x === undefined ? "–" : x.toFixed(Math.max(f.price, decimalsOf(x))));
+  $("mark").textContent = price(t.mark_price);
+  $("index").textContent = price(t.index_price);
+  $("last").textContent = price(t.last_price);
+  const basis = t.mark_price && t.index_price ? ((t.mark_price - t.index_price) / t.index_price) * 1e4 : NaN;
+  $("basis").textContent = Number.isFinite(basis) ? basis.toFixed(2) : "–";
+  const rate = t.funding_rate;
+  const fund = $("funding");
+  fund.textContent = rate === null || rate === undefined ? "–" : `${(rate * 100).toFixed(4)}%`
+    + (t.predicted_funding_rate === null || t.predicted_funding_rate === undefined ? ""
+      : ` (next ${(t.predicted_funding_rate * 100).toFixed(4)}%)`);
+  fund.className = rate > 0 ? "pos" : rate < 0 ? "neg" : "";
+  $("oi").textContent = t.open_interest === null || t.open_interest === undefined ? "–" : String(t.open_interest);
+  $("perp-note").textContent = `updated ${(t.time_exchange || t.time_received || "").slice(11, 19)} UTC`;
+  renderCountdown(Date.now());
+}
+
+// "7h 59m 58s" to the next funding; counted down by the clock, not by ticker updates
+function renderCountdown(now) {
+  const t = state.ticker;
+  const at = t && t.funding_timestamp ? isoMs(t.funding_timestamp) : NaN;
+  if (!Number.isFinite(at)) { $("countdown").textContent = "–"; return; }
+  const s = Math.max(0, Math.floor((at - now) / 1000));
+  const h = Math.floor(s / 3600), mi = Math.floor((s % 3600) / 60);
+  $("countdown").textContent = `${h}h ${String(mi).padStart(2, "0")}m ${String(s % 60).padStart(2, "0")}s`;
+  $("countdown").title = t.funding_timestamp;
+}
+
+function onLiquidation(m) {
+  if (m.exchange !== state.exchange || m.symbol !== state.symbol) return;
+  state.liqs.unshift(m);
+  if (state.liqs.length > LIQ_ROWS) state.liqs.pop();
+  learn(m.instrument, [m.price], [m.amount]);
+  const f = currentFormat();
+  $("liqs").tBodies[0].replaceChildren(...state.liqs.map((x) => {
+    const tr = document.createElement("tr");
+    tr.className = "liq";
+    tr.append(cell("time", (x.time_exchange || x.time_received || "").slice(11, 23)), cell("price", f.priceText(x.price)),
+              cell("amount", f.sizeText(x.amount)), cell("side " + x.side, x.side));
+    return tr;
+  }));
+}
+
 // ------------------------------------------------------------------ the clock: staleness and rates
 
 function bookRate(now) {
@@ -488,6 +553,7 @@ function tick() {
   const watched = Math.min(RATE_WINDOW_MS, now - (state.subscribedAt || now)) / 1000;
   $("trade-rate").textContent = watched >= 0.5 ? fmt(recent / watched, 1) : "–";
 
+  renderCountdown(now);
   const throttle = state.welcome ? state.welcome.exchanges[state.exchange].throttle_ms : null;
   $("latency").textContent = `${fmt(recentMedian(state.bookLat, now), 1)} / ${fmt(recentMedian(state.tradeLat, now), 1)}`;
   $("latency-note").textContent = throttle === null ? ""
