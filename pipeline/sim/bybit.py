@@ -126,7 +126,7 @@ class BybitServer(VenueServer):
             old = self.ticker_state.get(spec.symbol, {})
             delta = {k: v for k, v in new.items() if old.get(k) != v}
             self.ticker_state[spec.symbol] = new
-            if len(delta) > 1 or "symbol" not in delta:
+            if delta:  # nothing changed: no frame
                 delta["symbol"] = spec.symbol
                 topic.publish(dumps({"topic": "tickers." + spec.symbol, "type": "delta", "data": delta,
                                      "cs": event_ms, "ts": event_ms}))
