@@ -32,6 +32,7 @@ BENCH_COMMANDS = {
     "bus-read": "pipeline.benchmarks.bus_read",
     "grpc-latency": "pipeline.benchmarks.grpc_latency",
     "publisher-cpu": "pipeline.benchmarks.publisher_cpu",
+    "trade-path": "pipeline.benchmarks.trade_path",
 }
 
 

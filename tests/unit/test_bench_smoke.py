@@ -219,3 +219,13 @@ def test_bench_publisher_cpu_reads_headers_only_without_delta_clients():
     assert light["l2_in"] == 400 and light["l2_header_only"] == 400 and light["sent_l2"] >= 3
     mirrored = run(400, clients=3, delta_clients=1)
     assert mirrored["l2_header_only"] == 0 and mirrored["sent_l2"] > 300  # the deltas to the delta client
+
+
+def test_bench_trade_path_runs_with_and_without_the_derived_kinds(capsys):
+    from pipeline.benchmarks.trade_path import main
+
+    main(["--trades", "2000", "--repeat", "1"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["cpu_us_per_trade_derived_off"] > 0 and out["cpu_us_per_trade_cvd_and_bars"] > 0 and out["ratio"] > 0
+    main(["--trades", "500", "--repeat", "1", "--plain-only"])
+    assert json.loads(capsys.readouterr().out)["cpu_us_per_trade"] > 0
