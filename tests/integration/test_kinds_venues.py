@@ -1,8 +1,10 @@
 """Issue 13 on the other venues: sim (Bybit linear, OKX, Hyperliquid, Lighter protocol) -> ingest with
-every channel the venue offers -> the bus, the CSV sink and the Parquet sink, as real processes on
-loopback.  Every kind the venue offers arrives on the bus with contiguous seqs; the CVD moves by
-exactly the bus trades; the CSV files and the Parquet datasets of quotes, derivative_ticker and
-liquidations hold the bus messages (Parquet: the CSV rows, typed).  The Binance USD-M path, with the
+every channel the venue offers -> the bus, the WebSocket publisher, the CSV sink and the Parquet sink,
+as real processes on loopback.  Every kind the venue offers arrives on the bus with contiguous seqs
+and on the WebSocket; quotes equal the book's top where the quote's update id is the book's (OKX
+``seqId``, Lighter ``nonce``: the sims share the market's update ids); the CVD moves by exactly the
+bus trades; the CSV files and the Parquet datasets of quotes, derivative_ticker and liquidations
+hold the bus messages (Parquet: the CSV rows, typed).  The Binance USD-M path, with the
 WebSocket and quotes compared with the book at the same update id, is tests/integration/test_kinds_e2e.py.
 """
 
@@ -14,10 +16,12 @@ import signal
 import pandas as pd
 import pytest
 
-from helpers import PIPELINE, Procs, eventually, short_tmpdir
+from websockets.sync.client import connect
+
+from helpers import PIPELINE, Procs, eventually, free_port, short_tmpdir, start_publisher
 from parquet_reader import csv_frame, frame
 from pipeline.config import load_config
-from pipeline.consumer import Consumer, Cvd, DerivativeTicker, Liquidation, Quote, Trade
+from pipeline.consumer import Book, Consumer, Cvd, DerivativeTicker, Liquidation, Quote, Trade
 
 pytestmark = pytest.mark.integration
 
@@ -25,6 +29,7 @@ KINDS = ["quote", "derivative_ticker", "liquidation", "cvd"]
 TYPES = {"quote": Quote, "derivative_ticker": DerivativeTicker, "liquidation": Liquidation}
 DATATYPES = {"quote": "quotes", "derivative_ticker": "derivative_ticker", "liquidation": "liquidations"}
 
+SAME_IDS = {"okx", "lighter"}  # quotes and books carry ids of one space: compared at equal ids
 VENUES = {
     # name: (sim protocol, adapter, symbols, ws path, the kinds the venue offers, the tardis exchange id);
     "bybit": ("bybit", "bybit_linear", ["BTCUSDT", "ETHUSDT"], "/v5/public/linear",
@@ -54,6 +59,8 @@ def _start(workdir, procs: Procs, venue: str):
     cfg.write_text(f"""
 [pipeline]
 run_dir = "run"
+[publisher]
+port = {free_port()}
 [exchanges.{venue}]
 adapter = "{adapter}"
 symbols = {json.dumps(symbols)}
@@ -72,7 +79,7 @@ flush_interval_s = 0.5
 
 
 @pytest.mark.parametrize("venue", list(VENUES))
-def test_every_kind_of_the_venue_on_the_bus_in_csv_and_parquet(venue):
+def test_every_kind_of_the_venue_on_the_bus_websocket_csv_and_parquet(venue):
     _, _, symbols, _, offered, exchange_id = VENUES[venue]
     workdir = short_tmpdir()
     procs = Procs(workdir)
@@ -85,26 +92,57 @@ def test_every_kind_of_the_venue_on_the_bus_in_csv_and_parquet(venue):
             eventually(lambda: all((workdir / "run" / f"sink-{s}.stats.json").exists() for s in ("csv", "parquet")),
                        30, what="sinks started")
             ingest = procs.start("ingest", PIPELINE + ["--config", str(cfg), "ingest", venue])
+            ws_port = start_publisher(procs, cfg)
             events: list = []
+            tops: dict[tuple[str, int], tuple] = {}  # (symbol, update id) -> the live book's top then
+            ws_kinds: set[str] = set()
 
-            def arrived():
-                events.extend(consumer.poll(0.1))
-                have = {(type(e), e.symbol) for e in events}
-                return all((TYPES[k], s) in have for k in offered for s in symbols
-                           if k != "liquidation" and (k == "quote" or _derivative(s))) and (
-                    "liquidation" not in offered or any(isinstance(e, Liquidation) for e in events))
-            try:
-                eventually(arrived, 60, 0, f"every kind of {venue} on the bus")
-            except AssertionError:
-                got = sorted({f"{type(e).__name__}:{e.symbol}" for e in events})
-                raise AssertionError(f"bus got {got}; ingest log:\n{procs.log('ingest')[-3000:]}") from None
-            events.extend(consumer.poll(0.3))
+            def poll(timeout: float) -> None:
+                for e in consumer.poll(timeout):
+                    events.append(e)
+                    if isinstance(e, Book) and e.state == "live":  # a Book is updated in place: read it now
+                        tops[(e.symbol, e.update_id)] = (e.best_bid(), e.best_ask())
+
+            with connect(f"ws://127.0.0.1:{ws_port}/", open_timeout=20) as ws:
+                ws.send(json.dumps({"op": "subscribe", "exchange": venue, "channels": [
+                    "trades", "quotes", "derivative_ticker", "liquidations", "cvd"], "mode": "deltas"}))
+
+                def arrived():
+                    poll(0.1)
+                    try:
+                        while True:
+                            ws_kinds.add(json.loads(ws.recv(0))["kind"])
+                    except TimeoutError:
+                        pass
+                    have = {(type(e), e.symbol) for e in events}
+                    matched = venue not in SAME_IDS or any(
+                        (e.symbol, e.update_id) in tops for e in events if isinstance(e, Quote))
+                    return all((TYPES[k], s) in have for k in offered for s in symbols
+                               if k != "liquidation" and (k == "quote" or _derivative(s))) and (
+                        "liquidation" not in offered or any(isinstance(e, Liquidation) for e in events)) \
+                        and {*offered, "cvd", "trade"} <= ws_kinds and matched \
+                        and all(sum(isinstance(e, Cvd) and e.symbol == s for e in events) >= 3 for s in symbols)
+                try:
+                    eventually(arrived, 60, 0, f"every kind of {venue} on the bus and the WebSocket")
+                except AssertionError:
+                    got = sorted({f"{type(e).__name__}:{e.symbol}" for e in events})
+                    raise AssertionError(f"bus got {got}, ws {sorted(ws_kinds)}; ingest log:\n"
+                                         f"{procs.log('ingest')[-3000:]}") from None
+            poll(0.3)
             assert consumer.trade_gaps == 0 and consumer.gaps == {}, (consumer.trade_gaps, consumer.gaps)
             assert not [e for e in events if isinstance(e, DerivativeTicker) and not _derivative(e.symbol)]  # spot
         procs.stop(ingest)
         for s in sinks:  # a stopping sink writes what it holds (both have every message of the ingest)
             assert procs.stop(s, signal.SIGTERM) == 0
         trades = [e for e in events if isinstance(e, Trade)]
+        if venue in SAME_IDS:  # quotes equal the book's top where the ids match
+            matched = 0
+            for q in (e for e in events if isinstance(e, Quote)):
+                top = tops.get((q.symbol, q.update_id))
+                if top is not None:
+                    assert ((q.bid_price, q.bid_amount), (q.ask_price, q.ask_amount)) == top, q
+                    matched += 1
+            assert matched > 0
         for sym in symbols:  # the CVD moves by exactly the bus trades between two CVDs
             seqs = {t.seq for t in trades if t.symbol == sym}
             cvds = [e for e in events if isinstance(e, Cvd) and e.symbol == sym and e.trade_seq in seqs]
