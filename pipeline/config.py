@@ -574,7 +574,7 @@ def _check_endpoints(exchanges: dict[str, ExchangeConfig]) -> None:
     """Two sockets bound to one endpoint: the second ingest hung (supervisord showed it RUNNING)."""
     used: dict[str, str] = {}
     for name, ex in exchanges.items():
-        for key in ("trades_endpoint", "l2_endpoint"):
+        for key in ("trades_endpoint", "l2_endpoint", "snapshot_endpoint"):
             ep = getattr(ex, key)
             if ep is None:
                 continue
