@@ -107,7 +107,7 @@ def run_ingest(config: Config, name: str) -> None:
     """Blocking entry point of ``pipeline ingest NAME``."""
     ex = config.exchange(name)  # fail early on an unknown name
     curve.check_exposure(config, ex)  # ConfigError: a tcp endpoint beyond loopback without CURVE
-    config.run_dir.mkdir(parents=True, exist_ok=True)
+    config.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # ipc sockets, pid files: ours only
     try:
         import uvloop
         runner = uvloop.run

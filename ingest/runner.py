@@ -49,6 +49,21 @@ QUIET_SNAPSHOT_AFTER = 2.0  # fetch a snapshot even if a quiet symbol sent no di
 STATS_INTERVAL = 0.25
 SYMBOLS_CHANGED = "symbols changed"  # a reconnect (at once) that takes up the connection's new symbols
 RETRY_ERRORS = (OSError, HandshakeFailed, asyncio.TimeoutError, ConnectionError)
+# A REST answer larger than this is refused unread (the largest real one, a 5000-level Binance
+# depth, is ~0.3 MB; a 50 MB body used to be read whole into memory)
+MAX_REST_BYTES = 16 * 2**20
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The response body, or None when it is (or announces itself) larger than ``limit``."""
+    if resp.content_length is not None and resp.content_length > limit:
+        return None
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(1 << 16):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 class Held:
@@ -440,6 +455,12 @@ class Runner:
             self.health.rest_failed(symbol, f"unusable snapshot: {exc}")
             log.warning("snapshot %s unusable: %s", symbol, exc)
             return False
+        if not snap.bids and not snap.asks:
+            # a venue's REST book of a listed symbol is never empty: installing it would read live
+            # until the BBO check rejected it (issue 19)
+            self.health.rest_failed(symbol, "unusable snapshot: empty book")
+            log.warning("snapshot %s unusable: empty book", symbol)
+            return False
         # the feed may ask for another (too old): _queue_snapshot re-queues it
         self._snap_pending.discard(symbol)
         self._carry_out(self.feed.receive(snap) or ())
@@ -466,7 +487,11 @@ class Runner:
                     self.health.rest_failed(what, f"HTTP {resp.status}, retry after {secs:g}s")
                     log.warning("REST %s: HTTP %d, backing off %.1fs (Retry-After)", what, resp.status, secs)
                     return None
-                body = await resp.read()
+                body = await _read_bounded(resp, MAX_REST_BYTES)
+                if body is None:
+                    self.health.rest_failed(what, f"body over {MAX_REST_BYTES >> 20} MiB: refused")
+                    log.warning("REST %s: body over %d bytes, refused", what, MAX_REST_BYTES)
+                    return None
                 if resp.status != 200:
                     self.health.rest_failed(what, f"HTTP {resp.status}: {body[:60].decode('utf-8', 'replace')}")
                     log.warning("REST %s: HTTP %d: %s", what, resp.status, body[:200])

@@ -133,7 +133,7 @@ def make_pub(ctx: zmq.Context, endpoint: str, tcp: str | None = None,
     for ep in (endpoint, tcp):
         if ep is not None and ep.startswith("ipc://"):
             path = Path(ep[len("ipc://"):])
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             try:
                 os.unlink(path)
             except FileNotFoundError:

@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -260,7 +261,26 @@ def expect_url(value: Any, key: str, schemes: tuple[str, ...]) -> str:
     text = expect_str(value, key)
     if not text.startswith(tuple(s + "://" for s in schemes)):
         raise ConfigError(key, f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}, got {show(value)}")
+    scheme = text.split("://", 1)[0]
+    if scheme == "ipc":
+        if not text[len("ipc://"):].strip("/"):
+            raise ConfigError(key, f"expected ipc://PATH, got {show(value)}")
+        return text.rstrip("/")
+    parts = urllib.parse.urlsplit(text)
+    try:
+        port = parts.port  # ValueError: not a number, or out of range (ws_url port 99999 was a crash loop)
+    except ValueError:
+        raise ConfigError(key, f"expected a port number from 1 to 65535 in the URL, got {show(value)}") from None
+    if not parts.hostname:
+        raise ConfigError(key, f"expected a host in the URL, got {show(value)}")
+    if scheme == "tcp" and (port is None or port == 0 or parts.path.strip("/")):
+        raise ConfigError(key, f"expected tcp://HOST:PORT (port 1-65535), got {show(value)}")
+    if port == 0:
+        raise ConfigError(key, f"expected a port number from 1 to 65535 in the URL, got {show(value)}")
     return text.rstrip("/")
+
+
+MAX_SYMBOL_LEN = 31  # a symbol's name slot in shared memory is 32 bytes, NUL-padded (pipeline/shm.py)
 
 
 def _symbols(value: Any, key: str) -> tuple[str, ...]:
@@ -272,6 +292,10 @@ def _symbols(value: Any, key: str) -> tuple[str, ...]:
     for i, sym in enumerate(value):
         if not isinstance(sym, str) or not sym.strip():
             raise ConfigError(f"{key}[{i}]", f"expected a symbol name, got {show(sym)}")
+        if not sym.isascii() or not sym.isprintable() or any(c.isspace() for c in sym):
+            raise ConfigError(f"{key}[{i}]", f"expected printable ASCII without spaces, got {show(sym)}")
+        if len(sym) > MAX_SYMBOL_LEN:  # the name slots of shared memory and the trade ring
+            raise ConfigError(f"{key}[{i}]", f"symbol longer than {MAX_SYMBOL_LEN} characters ({len(sym)})")
         if sym in seen:
             raise ConfigError(f"{key}[{i}]", f"duplicate symbol {show(sym)}")
         seen.append(sym)
@@ -509,6 +533,7 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>", plugins: P
     log_level = expect_str(pipe.get("log_level", "INFO"), "pipeline.log_level").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("pipeline.log_level", f"expected DEBUG, INFO, WARNING or ERROR, got {show(log_level)}")
+    _check_run_dir(run_dir, "pipeline.run_dir" if "run_dir" in pipe else RUN_DIR_ENV)
     # ipc socket paths are capped near 107 bytes: catch it here, not at bind time.
     if len(str(run_dir)) > 70:
         raise ConfigError("pipeline.run_dir" if "run_dir" in pipe else RUN_DIR_ENV,
@@ -518,6 +543,7 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>", plugins: P
     if not exchanges_raw:
         raise ConfigError("exchanges", "expected at least one [exchanges.NAME] table")
     exchanges = {name: _exchange(name, t, plugins.adapters, base_dir) for name, t in exchanges_raw.items()}
+    _check_endpoints(exchanges)
 
     sim = _sim(raw["sim"], plugins.sim_protocols) if "sim" in raw else None
     bus = _bus(raw.get("bus", {}), base_dir)
@@ -531,13 +557,42 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>", plugins: P
                   log_level=log_level, source=source, base_dir=base_dir)
 
 
+def _check_run_dir(run_dir: Path, key: str) -> None:
+    """run_dir must be (or become) a directory of ours: not a file, not under /proc or /sys."""
+    resolved = run_dir.resolve()
+    for pseudo in (Path("/proc"), Path("/sys")):
+        if resolved == pseudo or pseudo in resolved.parents:
+            raise ConfigError(key, f"{run_dir} is under {pseudo}, not a place for sockets and pid files")
+    for p in (resolved, *resolved.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(key, f"{p} exists and is not a directory")
+            break
+
+
+def _check_endpoints(exchanges: dict[str, ExchangeConfig]) -> None:
+    """Two sockets bound to one endpoint: the second ingest hung (supervisord showed it RUNNING)."""
+    used: dict[str, str] = {}
+    for name, ex in exchanges.items():
+        for key in ("trades_endpoint", "l2_endpoint", "snapshot_endpoint"):
+            ep = getattr(ex, key)
+            if ep is None:
+                continue
+            where = f"exchanges.{name}.{key}"
+            if ep in used:
+                raise ConfigError(where, f"{ep} is already {used[ep]}: each socket needs its own endpoint")
+            used[ep] = where
+
+
 def load_config(path: str | os.PathLike | None, plugins: Plugins | None = None) -> Config:
     """Load the config file at ``path``, or the built-in demo config when ``path`` is None."""
     if path is None:
         return parse_config(DEMO_CONFIG, Path.cwd(), "<demo>", plugins)
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError(str(p), f"cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(p), f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
     return parse_config(text, p.resolve().parent, str(p), plugins)

@@ -306,6 +306,22 @@ def read_names(buf, offset: int, n_symbols: int) -> tuple[str, tuple[str, ...]]:
     return name(offset), tuple(name(off + i * NAME_BYTES) for i in range(n_symbols))
 
 
+SEGMENT_MODE = 0o600  # owner only: another local user can neither read the books nor forge one
+
+
+def _check_owner(name: str, st: os.stat_result, mode: bool = True) -> None:
+    """A segment must belong to this user and be writable by no one else: a local user could
+    otherwise pre-create it (blocking the ingest) or forge the book every reader serves as live."""
+    euid = os.geteuid()
+    if st.st_uid != euid:
+        raise SharedMemoryError(
+            f"segment {name!r} belongs to uid {st.st_uid}, not to this user (uid {euid}): another local user "
+            f"created it; refusing it (remove {DEV_SHM / name} as that user or root, or use another run_dir)")
+    if mode and st.st_mode & 0o022:
+        raise SharedMemoryError(f"segment {name!r} is writable by other users (mode {st.st_mode & 0o777:o}): "
+                                f"refusing it")
+
+
 class _Segment:
     """A mapped segment: create (writer) or open read-only (reader)."""
 
@@ -315,19 +331,29 @@ class _Segment:
         if DEV_SHM.is_dir():
             path = DEV_SHM / name
             if create:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
                 try:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, SEGMENT_MODE)
+                except FileExistsError:
+                    _check_owner(name, os.lstat(path))
+                    raise SharedMemoryError(f"segment {name!r} was created meanwhile by another process of "
+                                            f"this user: another ingest with the same run_dir?") from None
+                try:
+                    os.fchmod(fd, SEGMENT_MODE)  # whatever the umask
                     os.ftruncate(fd, size)
                     self._mmap = mmap.mmap(fd, size)
                 finally:
                     os.close(fd)
             else:
                 try:
-                    fd = os.open(path, os.O_RDONLY)
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
                 except FileNotFoundError:
                     raise SharedMemoryError(f"no shared-memory segment {name!r} (is the ingest running?)") from None
+                except OSError as exc:  # ELOOP: a symlink planted under our name
+                    raise SharedMemoryError(f"segment {name!r} cannot be opened: {exc.strerror}") from None
                 try:
-                    size = os.fstat(fd).st_size
+                    st = os.fstat(fd)
+                    _check_owner(name, st)
+                    size = st.st_size
                     if size == 0:
                         raise SharedMemoryError(f"segment {name!r} is empty (being created)")
                     self._mmap = mmap.mmap(fd, size, prot=mmap.PROT_READ)
@@ -348,8 +374,11 @@ class _Segment:
 
     @staticmethod
     def unlink(name: str) -> None:
+        """Remove a segment of ours; one another user created under our name is refused, not removed."""
+        path = DEV_SHM / name
         try:
-            os.unlink(DEV_SHM / name)
+            _check_owner(name, os.lstat(path), mode=False)
+            os.unlink(path)
         except FileNotFoundError:
             pass
 

@@ -132,7 +132,7 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
 def run_publisher(config: Config, host: str | None = None, port: int | None = None,
                   ready_file: str | None = None) -> None:
     """Blocking entry point of ``pipeline publish``."""
-    config.run_dir.mkdir(parents=True, exist_ok=True)
+    config.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # ipc sockets, pid files: ours only
     try:
         import uvloop
         runner = uvloop.run

@@ -12,11 +12,12 @@ its own sender and nothing else.
 Before the upgrade (``process_request``), in order:
 
 - a request without ``Upgrade: websocket`` is plain HTTP: publisher.web answers it;
-- ``Origin`` not in ``[publisher] origins`` (when set): 403.  Browsers always send
-  Origin on a WebSocket; programs usually do not, and pass;
+- ``Origin`` not in ``[publisher] origins``: 403.  Browsers always send Origin on a
+  WebSocket; programs usually do not, and pass.  Not configured and bound to loopback,
+  the list is the page's own origins (settings.default_origins);
 - ``[publisher] token`` set and neither ``Authorization: Bearer TOKEN`` nor ``?token=``
   matches: 401.  ``/metrics`` and ``/stats`` take the same token;
-- ``max_clients`` connected: 503.
+- ``max_clients`` connected, or ``max_clients_per_ip`` from the peer's address: 503.
 
 A request whose ``Origin``, ``Upgrade`` or ``Authorization`` header comes twice is
 answered 400 naming the header (which value would count is ambiguous).
@@ -55,7 +56,7 @@ from pipeline.wsframe import server_frame
 from publisher import render
 from publisher.api import ApiConnection, StreamsApi
 from publisher.hub import CLOSE_POLICY, Client, Hub
-from publisher.settings import Settings
+from publisher.settings import Settings, default_origins, per_ip_limit
 from publisher.web import Routes, text_response
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class PublisherServer:
         self._server = None
         self._tasks: set[asyncio.Task] = set()
         self.port: int | None = None
+        self.origins: tuple[str, ...] = settings.limits.origins
         self.stopping = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -100,6 +102,9 @@ class PublisherServer:
             logger=_ws_logger,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        self.origins = self.limits.origins or default_origins(host, self.port)
+        if not self.origins:
+            log.warning("no [publisher] origins on %s: any web page may open the feed", host)
         return self.port
 
     async def stop(self, timeout: float = 3.0) -> None:
@@ -139,7 +144,7 @@ class PublisherServer:
             if path in PROTECTED_PATHS and not self._authorized(request):
                 return self._refuse(401, "bearer token required\n", "token", (("WWW-Authenticate", "Bearer"),))
             return self.routes(request)
-        origins = self.limits.origins
+        origins = self.origins
         origin = request.headers.get("Origin")
         if origins and origin is not None and origin.rstrip("/") not in origins:
             return self._refuse(403, f"origin {origin} is not allowed\n", "origin")
@@ -147,6 +152,10 @@ class PublisherServer:
             return self._refuse(401, "bearer token required\n", "token", (("WWW-Authenticate", "Bearer"),))
         if len(self.hub.clients) >= self.limits.max_clients:
             return self._refuse(503, f"server full: {self.limits.max_clients} clients\n", "full")
+        ip = connection.remote_address[0] if connection.remote_address else ""
+        cap = per_ip_limit(self.limits)
+        if sum(1 for c in self.hub.clients.values() if c.peer.rpartition(":")[0] == ip) >= cap:
+            return self._refuse(503, f"too many connections from {ip}: {cap}\n", "per_ip")
         return None
 
     def _refuse(self, status: int, text: str, reason: str, extra: tuple = ()) -> Response:

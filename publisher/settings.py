@@ -37,6 +37,7 @@ class PublisherConfig:
     token: str | None = None  # bearer token required on the WebSocket upgrade (401 without it)
     origins: tuple[str, ...] = ()  # allowed browser Origin values; empty: any (clients without Origin always pass)
     max_clients: int = 100
+    max_clients_per_ip: int | None = None  # connections from one address; None: half of max_clients
     max_subscriptions: int = 200  # (exchange, symbol) pairs per client
     max_request_bytes: int = 4096  # a larger request gets an error reply; frames over 1 MiB close the connection
     max_requests_per_s: float = 20.0
@@ -65,8 +66,8 @@ def parse_publisher(t: dict, key: str = "publisher") -> PublisherConfig:
             raise ConfigError(f"{key}.origins", f"expected a list of origins, got {show(t['origins'])}")
         kw["origins"] = tuple(expect_url(o, f"{key}.origins[{i}]", ("http", "https"))
                               for i, o in enumerate(t["origins"]))
-    for field in ("max_clients", "max_subscriptions", "max_request_bytes", "client_queue", "client_l2_queue",
-                  "default_depth", "min_throttle_ms"):
+    for field in ("max_clients", "max_clients_per_ip", "max_subscriptions", "max_request_bytes", "client_queue",
+                  "client_l2_queue", "default_depth", "min_throttle_ms"):
         if field in t:
             kw[field] = expect_pos_int(t[field], f"{key}.{field}")
     for field in ("max_requests_per_s", "client_max_lag_s", "close_timeout_s"):
@@ -80,6 +81,23 @@ def parse_publisher(t: dict, key: str = "publisher") -> PublisherConfig:
     if kw.get("max_request_bytes", 0) > 65536:
         raise ConfigError(f"{key}.max_request_bytes", f"expected at most 65536, got {kw['max_request_bytes']}")
     return PublisherConfig(**kw)
+
+
+def per_ip_limit(limits: PublisherConfig) -> int:
+    """Connections one address may hold: so one host cannot take every slot (issue 19)."""
+    return limits.max_clients_per_ip or max(1, limits.max_clients // 2)
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def default_origins(host: str, port: int) -> tuple[str, ...]:
+    """The Origin allow-list when ``origins`` is not configured: bound to loopback, the page's own
+    origins (so no other web page open in a local browser can read the feed); bound beyond, none
+    (any origin: set ``origins`` and ``token`` there, docs/operations.md "Local exposure")."""
+    if host not in LOOPBACK_HOSTS and not host.startswith("127."):
+        return ()
+    return (f"http://127.0.0.1:{port}", f"http://localhost:{port}", f"http://[::1]:{port}")
 
 
 def publisher_config(config: Config) -> PublisherConfig:

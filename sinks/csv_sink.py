@@ -555,7 +555,7 @@ def run_sink(config: Config) -> None:
         handlers[kind] = lambda _topic, payload, k=kind: on_other(k, payload)
     reader.on_kinds(handlers)
     stats_file = stats_path(config, SINK_NAME)
-    config.run_dir.mkdir(parents=True, exist_ok=True)
+    config.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # ipc sockets, pid files: ours only
     try:
         with PidFile(config.run_dir / f"{process_name(SINK_NAME)}.pid"):
             sink.start()  # after the SUB sockets exist: nothing published from now on is missed

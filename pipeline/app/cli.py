@@ -289,7 +289,7 @@ def sim(config: Config, host, port, symbols, seed, rate, levels, disconnect_ever
     if opts.rate <= 0:
         raise click.BadParameter(f"expected a positive rate, got {opts.rate}", param_hint="--rate")
     protocol = protocol or base.protocol
-    config.run_dir.mkdir(parents=True, exist_ok=True)
+    config.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # ipc sockets, pid files: ours only
     with PidFile(config.run_dir / "sim.pid"):
         try:
             if protocol == "binance":

@@ -214,7 +214,7 @@ def port_in_use_exit(config: Config, name: str, line: str) -> None:
     """A server or the sim cannot listen: leave ``line`` for `pipeline run` and `pipeline status`, and
     under supervisord stay up STARTSECS first, so its status counts (module docstring)."""
     try:
-        config.run_dir.mkdir(parents=True, exist_ok=True)
+        config.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # ipc sockets, pid files: ours only
         (config.run_dir / f"{name}.error").write_text(line + "\n")
     except OSError:
         pass

@@ -179,6 +179,10 @@ class _RestFaults:
     status_left: int = 0
     delay: float = 0.0
     delay_left: int = 0
+    ahead: int = 0
+    ahead_left: int = 0
+    empty_left: int = 0
+    oversize_left: int = 0
 
 
 # -- REST helpers --------------------------------------------------------------------
@@ -533,6 +537,16 @@ class SimServer(BaseServer):
         elif name == "rest_delay":
             self.rest_faults.delay = arg(params, "seconds", float)
             self.rest_faults.delay_left = arg(params, "count", int, 1)
+        elif name == "rest_empty":
+            self.rest_faults.empty_left = arg(params, "count", int, 1)
+        elif name == "rest_oversize":
+            self.rest_faults.oversize_left = arg(params, "count", int, 1)
+        elif name == "rest_ahead":
+            ahead = arg(params, "ids", int, 1_000_000)
+            if ahead < 1:
+                raise BadFault(f"ids: expected at least 1, got {ahead}")
+            self.rest_faults.ahead = ahead
+            self.rest_faults.ahead_left = arg(params, "count", int, 1)
         else:
             raise BadFault(f"unknown fault {name!r}")
         return None
@@ -606,6 +620,18 @@ class SimServer(BaseServer):
         if rejected is not None:
             return rejected
         last_id, bids, asks = self.market.snapshot(symbol, limit)
+        if faults.ahead_left > 0:  # a snapshot the stream will not reach for a long time: every diff skipped
+            faults.ahead_left -= 1
+            self.counters["rest_faulted"] += 1
+            last_id += faults.ahead
+        if faults.oversize_left > 0:  # the book padded past 20 MB (valid JSON: an unknown field)
+            faults.oversize_left -= 1
+            self.counters["rest_faulted"] += 1
+            return self._json({"lastUpdateId": last_id, "bids": bids, "asks": asks, "pad": "x" * (20 << 20)})
+        if faults.empty_left > 0:  # a book with no levels at all
+            faults.empty_left -= 1
+            self.counters["rest_faulted"] += 1
+            bids, asks = [], []
         if faults.delay_left > 0:
             faults.delay_left -= 1
             self.counters["rest_faulted"] += 1

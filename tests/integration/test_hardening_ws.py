@@ -8,13 +8,14 @@ client by every trade arriving in order, bad input by the answers and close code
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import socket
 import threading
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from helpers import PIPELINE, Procs, eventually, feeds, free_port, short_tmpdir, start_publisher, start_sim, write_config
@@ -28,6 +29,7 @@ port = {port}
 close_timeout_s = 2
 max_requests_per_s = 20
 max_request_bytes = 8192
+max_clients_per_ip = 4
 """
 
 
@@ -185,3 +187,41 @@ def test_a_duplicated_upgrade_header_is_400_naming_it(stack, header):
     assert f"duplicate header '{name}'".encode() in rest
     code, _, _ = http_get(port, "/health")  # the server answers on
     assert code in (200, 503)
+
+
+# ------------------------------------------------------------------------------ defaults
+
+def test_bound_to_loopback_only_the_pages_own_origin_may_open_the_feed(stack):
+    # issue 19 item 12: with no origins configured any web page in a local browser could read it
+    port = stack["port"]
+    before = stats(port)["rejected"].get("origin", 0)
+    with pytest.raises(InvalidStatus) as info:
+        with connect(f"ws://127.0.0.1:{port}/", open_timeout=10, origin="http://evil.example"):
+            pass
+    assert info.value.response.status_code == 403
+    for origin in (f"http://127.0.0.1:{port}", f"http://localhost:{port}"):
+        with connect(f"ws://127.0.0.1:{port}/", open_timeout=10, origin=origin) as ws:
+            assert recv_json(ws)["kind"] == "welcome"
+    with connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as ws:  # programs send no Origin: they pass
+        assert recv_json(ws)["kind"] == "welcome"
+    assert stats(port)["rejected"]["origin"] == before + 1
+
+
+def test_one_address_cannot_take_every_client_slot(stack):
+    port = stack["port"]
+    eventually(lambda: stats(port)["clients"] == 0, 20, 0.1, "earlier clients gone")
+    with contextlib.ExitStack() as held:
+        clients = [held.enter_context(connect(f"ws://127.0.0.1:{port}/", open_timeout=10))
+                   for _ in range(4)]  # max_clients_per_ip = 4 (of max_clients 100)
+        for ws in clients:
+            recv_json(ws)
+        with pytest.raises(InvalidStatus) as info:
+            with connect(f"ws://127.0.0.1:{port}/", open_timeout=10):
+                pass
+        assert info.value.response.status_code == 503 and b"too many connections from 127.0.0.1" in \
+            info.value.response.body
+        clients[0].close()
+        eventually(lambda: stats(port)["clients"] == 3, 20, 0.1, "a slot freed")
+        with connect(f"ws://127.0.0.1:{port}/", open_timeout=10) as ws:
+            assert recv_json(ws)["kind"] == "welcome"
+    assert stats(port)["rejected"]["per_ip"] >= 1

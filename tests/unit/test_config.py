@@ -83,6 +83,17 @@ def test_shm_names_differ_between_run_dirs(tmp_path):
     (GOOD + '[sim]\nprotocol = "nyse"\n', "sim.protocol", 'unknown protocol "nyse"'),
     ("[exchanges]\n", "exchanges", "expected at least one"),
     ("[exchanges.sim\n", "<string>", "not valid TOML"),
+    # issue 19 item 8: each of these ended in a traceback or a hang
+    (GOOD + 'ws_url = "ws://127.0.0.1:99999"\n', "exchanges.sim.ws_url", "port number from 1 to 65535"),
+    (GOOD + 'rest_url = "http://:80"\n', "exchanges.sim.rest_url", "expected a host"),
+    (GOOD.replace('"BTCUSDT"', '"BTC\u00dcSDT"'), "exchanges.sim.symbols[0]", "printable ASCII"),
+    (GOOD.replace('"BTCUSDT"', '"' + "A" * 10_000 + '"'), "exchanges.sim.symbols[0]", "longer than 31"),
+    (GOOD + 'l2_endpoint = "tcp://127.0.0.1"\n', "exchanges.sim.l2_endpoint", "expected tcp://HOST:PORT"),
+    (GOOD + 'l2_endpoint = "tcp://h:x"\n', "exchanges.sim.l2_endpoint", "port number"),
+    (GOOD + 'l2_endpoint = "ipc://"\n', "exchanges.sim.l2_endpoint", "expected ipc://PATH"),
+    (GOOD + 'l2_endpoint = "tcp://127.0.0.1:5999"\ntrades_endpoint = "tcp://127.0.0.1:5999"\n',
+     "exchanges.sim.l2_endpoint", "already exchanges.sim.trades_endpoint"),
+    (GOOD.replace('run_dir = "r"', 'run_dir = "/proc/self/x"'), "pipeline.run_dir", "under /proc"),
 ])
 def test_bad_config_names_key_and_reason(tmp_path, text, key, reason):
     with pytest.raises(ConfigError) as info:
@@ -106,6 +117,19 @@ def test_bad_config_stops_every_command_with_exit_2_and_one_line(tmp_path, extra
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(line), r.stderr
+
+
+def test_run_dir_that_is_a_file_and_a_non_utf8_config_are_one_line_errors(tmp_path):
+    (tmp_path / "afile").write_text("")
+    f = tmp_path / "c.toml"
+    f.write_text(GOOD.replace('run_dir = "r"', 'run_dir = "afile/run"'))
+    r = cli(["--config", str(f), "status"], tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"config error: pipeline.run_dir: {tmp_path / 'afile'} exists and is not a directory"], r.stderr
+    f.write_bytes(b'[pipeline]\nrun_dir = "\xff"\n')
+    r = cli(["--config", str(f), "status"], tmp_path)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"config error: {f}: not UTF-8 text (byte 0xff at offset 22)"], r.stderr
 
 
 def test_missing_config_file_is_a_config_error(tmp_path):
