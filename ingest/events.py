@@ -90,6 +90,17 @@ class TickerEvent(msgspec.Struct, gc=False, kw_only=True):
     open_interest: float | None = None
 
 
+class L4Event(msgspec.Struct, gc=False):
+    """The order-level changes of one block for one symbol: ``(oid, side "bid"|"ask", price,
+    size after the block)``, size 0 = gone (a source with orders, e.g. the Hyperliquid node)."""
+
+    symbol: str
+    update_id: int
+    orders: list[tuple[int, str, float, float]]
+    ts_exchange_us: int
+    recv_ns: int
+
+
 class LiquidationEvent(msgspec.Struct, gc=False):
     """A liquidation: ``side`` the side of the liquidation order ("buy": a short position
     was liquidated; "sell": a long one; tardis' convention), ``liquidation_id`` "" when the

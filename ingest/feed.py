@@ -36,8 +36,8 @@ from typing import Callable
 import zmq
 
 from ingest.events import (BboEvent, DepthConnected, DepthDiff, DepthDisconnected, DepthSilent, DepthSnapshot,
-                           LiquidationEvent, Malformed, Request, SnapshotOverdue, TickerEvent, TradeEvent, Unknown,
-                           VenueNotice)
+                           L4Event, LiquidationEvent, Malformed, Request, SnapshotOverdue, TickerEvent, TradeEvent,
+                           Unknown, VenueNotice)
 from ingest.kinds import DEFAULT_BAR_INTERVALS, SymbolKinds
 from ingest.sync import APPLY_DIFF, INSTALL_SNAPSHOT, REPLACE_BOOK, Action, BookSync, SyncCounts, SyncState
 from pipeline import bus, schema
@@ -255,12 +255,13 @@ class FeedBooks:
         self._schedule_flush = schedule_flush
         self._dirty: list[SymbolFeed] = []
         self._out: list = []          # requests for the runner, returned by receive()
+        self._l4_seq: dict[str, int] = {}  # seq of each symbol's l4 stream
         self._logged: set[str] = set()
         self._last_state: dict[str, BookState] = {}
         self._handlers = {
             DepthDiff: self._on_diff, TradeEvent: self._on_trade, DepthSnapshot: self._on_snapshot,
             BboEvent: self._on_bbo, VenueNotice: self._out.append, type(None): _ignore,
-            TickerEvent: self._on_ticker, LiquidationEvent: self._on_liquidation,
+            TickerEvent: self._on_ticker, LiquidationEvent: self._on_liquidation, L4Event: self._on_l4,
             Malformed: self._on_malformed, Unknown: self._on_unknown, DepthConnected: self._on_connected,
             DepthDisconnected: self._on_disconnected, SnapshotOverdue: self._on_overdue,
             DepthSilent: self._on_silent,
@@ -536,6 +537,15 @@ class FeedBooks:
         c.last_ticker_ns = ev.recv_ns
         if msg is not None:
             self.publisher.send(schema.DERIVATIVE_TICKER, k.ticker_topic, msg)
+
+    def _on_l4(self, ev: L4Event) -> None:
+        """Order-level changes of one block, published as they are (``l4.EX.SYM``, L2 socket)."""
+        f = self.feeds[ev.symbol]
+        seq = self._l4_seq[ev.symbol] = self._l4_seq.get(ev.symbol, 0) + 1
+        recv_us = ev.recv_ns // 1000
+        self.publisher.send(schema.L4, schema.L4.topic(self.exchange, ev.symbol), schema.L4Update(
+            exchange=self.exchange, symbol=ev.symbol, epoch=self.epoch, seq=seq, ts_exchange=ev.ts_exchange_us,
+            ts_received=recv_us, update_id=ev.update_id, orders=ev.orders, instrument=f.instrument))
 
     def _on_liquidation(self, ev: LiquidationEvent) -> None:
         f = self.feeds[ev.symbol]

@@ -181,6 +181,22 @@ TICKER_FIELDS = ("mark_price", "index_price", "last_price", "funding_rate", "pre
                  "funding_timestamp", "open_interest")
 
 
+class L4Update(msgspec.Struct, tag="l4", tag_field="kind", kw_only=True):
+    """The order-level changes of one block of a source with orders (the Hyperliquid node):
+    ``orders`` holds ``(oid, side, price, size)`` after the block, size 0 = the order is gone."""
+
+    exchange: str
+    symbol: str
+    epoch: int
+    seq: int
+    ts_exchange: int
+    ts_received: int
+    ts_published: int = 0
+    update_id: int
+    orders: list[tuple[int, str, float, float]]
+    instrument: Instrument | None = None
+
+
 class Liquidation(msgspec.Struct, tag="liquidation", tag_field="kind", kw_only=True):
     exchange: str
     symbol: str
@@ -313,7 +329,10 @@ TRADE_BAR = EventKind("trade_bar", "bar", TradeBar, Socket.L2, conflatable=False
 # l4, reserved for a source with orders); cvd and bar are the derived kinds' (docs/bus.md).
 # Quotes are never conflated on the bus (every reader gets each one); "conflatable" lets a slow
 # WebSocket client get the latest quote per symbol instead of each.
-KINDS: dict[str, EventKind] = {k.name: k for k in (TRADE, L2, QUOTE, DERIVATIVE_TICKER, LIQUIDATION, CVD, TRADE_BAR)}
+# order-level changes per block of a source with orders (DESIGN.md contract 4: `l4`); never conflated
+L4 = EventKind("l4", "l4", L4Update, Socket.L2, conflatable=False, ws_kinds=("l4",), tardis_datatype=None)
+KINDS: dict[str, EventKind] = {k.name: k for k in (TRADE, L2, QUOTE, DERIVATIVE_TICKER, LIQUIDATION, CVD, TRADE_BAR,
+                                                   L4)}
 BY_TOPIC_PREFIX: dict[str, EventKind] = {k.topic_prefix: k for k in KINDS.values()}
 
 TRADE_PREFIX = TRADE.topic_prefix
@@ -337,7 +356,7 @@ def topics(kind: EventKind, exchanges: Iterable[str], symbols: Iterable[str] | N
 
 
 # one member per registered kind (test_schema checks it)
-BusMessage = Union[Trade, L2Update, Quote, DerivativeTicker, Liquidation, Cvd, TradeBar]
+BusMessage = Union[Trade, L2Update, Quote, DerivativeTicker, Liquidation, Cvd, TradeBar, L4Update]
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(BusMessage)

@@ -58,8 +58,8 @@ import msgspec
 from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource, Verdict  # noqa: F401
 from ingest.adapters.common import DECODE_ERRORS, RecentKeys, configure, malformed as _malformed
 from ingest.adapters.hyperliquid import HyperliquidAdapter
-from ingest.events import (DepthDiff, DepthSnapshot, FileStream, Instrument, LiquidationEvent, SnapshotRequest,
-                           StreamGroup, TradeEvent)
+from ingest.events import (DepthDiff, DepthSnapshot, FileStream, Instrument, L4Event, LiquidationEvent,
+                           SnapshotRequest, StreamGroup, TradeEvent)
 from pipeline.config import ExchangeConfig, check_keys, expect_bool, expect_number, expect_path, expect_str, show
 from pipeline.errors import ConfigError, MalformedFrame, UnknownFrame
 
@@ -339,6 +339,9 @@ class HyperliquidNodeAdapter(Adapter):
         # lag split of the last line read (ns): block -> written by the node, written -> read
         self.source_lag_ns = 0
         self.tail_lag_ns = 0
+        # l4 = true: each block's order changes per coin, oid -> (side, price, size after)
+        self.l4 = self.options.l4
+        self._l4: dict[str, dict[int, tuple[str, float, float]]] = {}
 
     # ------------------------------------------------------------------ naming
     def instrument(self, symbol: str) -> Instrument:
@@ -560,6 +563,11 @@ class HyperliquidNodeAdapter(Adapter):
                 raise _malformed(f"book diff of oid {ev.oid}: {exc}", coin) from None
             if not ok:
                 out.append(self._lose(coin, n, block_ns // 1000, recv_ns, f"unknown oid {ev.oid}"))
+            elif self.l4:
+                o = book.orders.get(ev.oid)
+                self._l4.setdefault(coin, {})[ev.oid] = (
+                    ("bid" if o[0] else "ask", o[1], o[2] / SCALE) if o is not None
+                    else ("bid" if ev.side == "B" else "ask", float(ev.px), 0.0))
         if not self.streaming:
             out += self._close_block(recv_ns)
         return out or None
@@ -578,6 +586,10 @@ class HyperliquidNodeAdapter(Adapter):
                 bids, asks = book.take_changes()
                 out.append(DepthDiff(coin, n, n, book.last_id, bids, asks, ts_us, recv_ns))
                 book.last_id = n
+        if self._l4:
+            changes, self._l4 = self._l4, {}
+            out += [L4Event(coin, n, [(oid, *o) for oid, o in orders.items()], ts_us, recv_ns)
+                    for coin, orders in changes.items() if coin in self._books]
         if self._check is not None and self._check[0] == n and not self.streaming:
             out += self._check_events(n, ts_us, recv_ns)  # (streaming: when the next block begins)
         return out
@@ -597,6 +609,7 @@ class HyperliquidNodeAdapter(Adapter):
             out.append(DepthDiff(coin, n, n, NO_CHAIN, [], [], block_ns // 1000, recv_ns))
         self._books = None
         self._open = self._reopenable = None
+        self._l4 = {}
         return out
 
     def lost(self) -> bool:

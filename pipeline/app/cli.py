@@ -33,6 +33,7 @@ BENCH_COMMANDS = {
     "grpc-latency": "pipeline.benchmarks.grpc_latency",
     "publisher-cpu": "pipeline.benchmarks.publisher_cpu",
     "trade-path": "pipeline.benchmarks.trade_path",
+    "hyperliquid-node": "pipeline.benchmarks.hyperliquid_node",
 }
 
 

@@ -46,6 +46,7 @@ snapshot_url = "http://127.0.0.1:{port}/info"
 snapshot_out_path = "l4-{name}.json"
 snapshot_check_interval_s = 1.5
 snapshot_interval_s = 1.0
+l4 = {"true" if mode == "by_block" else "false"}
 """.replace("'", '"') for name, mode in (("hln", "by_block"), ("hls", "streaming")))
         config.write_text('[pipeline]\nrun_dir = "run"\n' + tables)
         ingests = {name: procs.start(f"ingest-{name}", PIPELINE + ["--config", str(config), "ingest", name])
@@ -123,3 +124,21 @@ def test_a_liquidation_fill_is_published_as_a_liquidation(node):
         assert len(liqs) == 1, (name, liqs)
         (liq,) = liqs
         assert liq.symbol in COINS and liq.side in ("buy", "sell") and liq.amount > 0 and liq.liquidation_id
+
+
+def test_l4_order_changes_are_published_per_block(node):
+    """by_block has `l4 = true`: one l4 message per block and coin that changed, after its l2."""
+    got: dict[str, list] = {}
+    with Consumer(load_config(node["config"]), exchanges=["hln", "hls"], trades=False, books=False,
+                  kinds=["l4"]) as consumer:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and sum(len(v) for v in got.values()) < 20:
+            for item in consumer.poll(0.2):
+                got.setdefault(item.exchange, []).append(item)
+    assert set(got) == {"hln"}, set(got)  # the streaming ingest has l4 = false
+    for coin in COINS:
+        msgs = [m for m in got["hln"] if m.symbol == coin]
+        assert [m.seq for m in msgs] == list(range(msgs[0].seq, msgs[0].seq + len(msgs)))
+        assert all(m.update_id > 0 and m.orders for m in msgs)
+        assert [m.update_id for m in msgs] == sorted(m.update_id for m in msgs)
+        assert all(side in ("bid", "ask") and px > 0 and sz >= 0 for m in msgs for _, side, px, sz in m.orders)

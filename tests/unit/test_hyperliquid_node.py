@@ -294,3 +294,11 @@ def test_a_partial_line_at_the_end_of_an_hour_is_counted_and_dropped(tmp_path):
         seen += [json.loads(x)["block_number"] for x in tail.read(0.0)[0]]
     assert seen == [1, 2] and tail.partial_dropped == 1
     tail.close()
+
+
+def test_the_benchmark_reads_a_small_synthetic_node_without_gaps(capsys):
+    from pipeline.benchmarks.hyperliquid_node import main
+
+    assert main(["--coins", "4", "--orders", "20", "--blocks", "6", "--events", "30", "--depth", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "per CPU second" in out and "0 gaps" in out

@@ -124,7 +124,7 @@ def replay(data_dir: Path, snapshot: Path, mode: str, shm_prefix: str):
     """Run the source (FileRunner) until every line is read; the shm view, trades, adapter."""
     cfg = ExchangeConfig(name="hln", adapter="hyperliquid_node", symbols=("BTC",), depth=DEPTH,
                          options={"node_data_dir": data_dir, "snapshot_file": snapshot, "mode": mode,
-                                  "poll_interval_s": 0.005})
+                                  "poll_interval_s": 0.005, "l4": True})
     adapter = HyperliquidNodeAdapter(cfg)
     writer = BookWriter(shm_prefix, "hln", ["BTC"], DEPTH, epoch=1)
     rec = Recorder()
@@ -148,6 +148,7 @@ def replay(data_dir: Path, snapshot: Path, mode: str, shm_prefix: str):
         feed.flush()
         with BookReader.open(shm_prefix, "hln") as reader:
             snap = reader.read("BTC")
+        feed.l4 = rec.kinds.get("l4", [])
         return snap, rec.trades, adapter, feed
     finally:
         writer.close(unlink=True)
@@ -173,3 +174,20 @@ def test_node_files_replayed_through_the_source_give_the_reference_book_and_trad
     want = reference_trades(node_files)
     assert len(want) == 11 and adapter.counts["lines"] > 0
     assert got == want
+    # the l4 stream: the snapshot's orders + every l4 message give the same book, order by order
+    height, coins = json.loads((node_files / "snapshot.json").read_text())
+    orders = {o["oid"]: (o["side"], Decimal(o["limitPx"]), Decimal(o["sz"]))
+              for coin, sides in coins if coin == "BTC" for side in sides for _u, o in side}
+    assert [m.seq for m in feed.l4] == list(range(1, len(feed.l4) + 1)) and len(feed.l4) >= 40
+    for m in feed.l4:
+        assert FIRST <= m.update_id <= LAST and m.symbol == "BTC"
+        for oid, side, px, sz in m.orders:
+            if sz == 0:
+                orders.pop(oid, None)  # (an order can be placed and gone within one block)
+            else:
+                orders[oid] = ("B" if side == "bid" else "A", Decimal(repr(px)), Decimal(repr(sz)))
+    levels = {"B": defaultdict(Decimal), "A": defaultdict(Decimal)}
+    for side, px, sz in orders.values():
+        levels[side][px] += sz
+    assert sorted(levels["B"].items(), reverse=True)[:DEPTH] == bids
+    assert sorted(levels["A"].items())[:DEPTH] == asks

@@ -30,7 +30,7 @@ def test_a_malformed_topic_is_a_clear_error():
 
 def test_the_registry_holds_the_design_contracts_of_trade_and_l2():
     """DESIGN.md: topic KINDs (contract 4), WebSocket kinds (5), CSV datatypes (6); trades never conflated."""
-    assert set(schema.KINDS) == {"trade", "l2", "quote", "derivative_ticker", "liquidation", "cvd", "trade_bar"}
+    assert set(schema.KINDS) == {"trade", "l2", "quote", "derivative_ticker", "liquidation", "cvd", "trade_bar", "l4"}
     t, l2 = schema.KINDS["trade"], schema.KINDS["l2"]
     assert (t.topic_prefix, t.socket, t.conflatable, t.ws_kinds, t.tardis_datatype) == (
         "trade", schema.Socket.HOT, False, ("trade",), "trades")
