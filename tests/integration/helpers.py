@@ -177,7 +177,9 @@ def venue_pipeline(venue: str, protocol: str, adapter: str, symbols: list[str], 
     """A module fixture's worth of `pipeline sim --protocol` + `pipeline ingest` for one venue:
     yields {procs, port, config, ingest} once every book is live; stops both by PID after.
     ``sim_args``: more `pipeline sim` options; ``exchange_extra``: more lines of the exchange table;
-    ``configured``: the ingest's symbols when fewer than the sim's (runtime streams tests)."""
+    ``configured``: the ingest's symbols when fewer than the sim's (runtime streams tests).
+    The ingest pings every 5 s: with a 1 s watchdog a sim left unscheduled for a second on a
+    loaded box looked dead, and the reconnect's resync broke tests that assert none."""
     workdir = short_tmpdir()
     procs = Procs(workdir)
     try:
@@ -199,7 +201,7 @@ symbols = {json.dumps(configured or symbols)}
 depth = 20
 ws_url = "ws://127.0.0.1:{port}{ws_path}"
 rest_url = "http://127.0.0.1:{port}"
-ping_interval_s = 1.0
+ping_interval_s = 5.0
 snapshot_interval_s = 1.0
 channels = ["trades", "book"]  # the books and trades are what these tests check (the other kinds: test_kinds_venues.py)
 {exchange_extra}
