@@ -98,6 +98,7 @@ class StreamControl:
             raise StreamsFull(f"{self.exchange}: max_symbols is {self.feed.writer.capacity} and {len(followed)} "
                               f"symbols are followed: room for {free} more, not {len(new)} "
                               f"(raise exchanges.{self.exchange}.max_symbols and restart the ingest)")
+        self.adapter.check_new_symbols(new)
         now = self.clock()
         known = set(self.adapter.symbols)
         for s in new:

@@ -227,6 +227,10 @@ class Adapter(Protocol):
         venue cannot (a new connection, or a reconnect without them, instead)."""
         return []
 
+    def check_new_symbols(self, symbols: tuple[str, ...]) -> None:
+        """Raise pipeline.errors.StreamError when following ``symbols`` too would break a venue
+        limit (Hyperliquid: subscriptions and connections per IP); called before anything changes."""
+
     def add_symbol(self, symbol: str) -> None:
         """Follow ``symbol`` too (its routes and per-symbol state); the runner subscribes it."""
         raise NotImplementedError(f"{self.name}: symbols cannot be changed at runtime yet")

@@ -24,7 +24,12 @@ Venue rules implemented here (shared/docs/exchange-protocols.md section 6):
 - keepalive: ``{"method":"ping"}`` -> ``{"channel":"pong"}`` (the server cuts a
   connection silent for 60 s).  Per IP: 10 connections, 1000 subscriptions;
 - REST: ``POST /info {"type":"l2Book","coin":C}`` returns the WS ``data`` shape (weight 2
-  of 1200/min).
+  of 1200/min);
+- runtime streams (issue 14): a coin is added with the same subscribe frames on the open
+  connections and removed with ``"method":"unsubscribe"`` and the *same* subscription body
+  (the venue matches it exactly, ``fast`` included).  A new coin is checked against the
+  venue's lists on ``/info``: ``meta`` (perps; ``"dex"`` for HIP-3 ``dex:COIN``, delisted
+  coins refused) or ``spotMeta`` (``PURR/USDC`` by name, ``@N`` by index), weight 20.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from ingest.adapters.common import (Millis, configure, DECODE_ERRORS, RecentKeys
 from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, SnapshotRequest, StreamGroup, TickerEvent,
                            TradeEvent, VenueNotice)
 from pipeline.config import ExchangeConfig, check_keys, expect_bool, expect_number
-from pipeline.errors import ConfigError, UnknownFrame
+from pipeline.errors import ConfigError, StreamError, UnknownFrame
 
 log = logging.getLogger(__name__)
 _INF = math.inf
@@ -138,6 +143,7 @@ class HyperliquidAdapter(Adapter):
     """Hyperliquid: every l2Book frame is a full snapshot; trades de-duplicated."""
 
     name = "hyperliquid"
+    supports_live_subscribe = True
     DEFAULTS = {
         "ws_url": "wss://api.hyperliquid.xyz/ws",
         "rest_url": "https://api.hyperliquid.xyz",
@@ -155,6 +161,7 @@ class HyperliquidAdapter(Adapter):
     # local receive time, and the next funding time is the next full hour (the venue funds
     # hourly).  Liquidations come from the node's fills (a node source), not from this socket.
     CHANNELS = ("trades", "book", "quotes", "derivative_ticker")
+    META_WEIGHT = 20  # meta / spotMeta (the venue's info requests other than l2Book & co.)
     TRADE_KEYS_PER_COIN = 5000  # backlog after a resubscribe is ~30 trades
     OPTIONS = ("fast", "stale_after_s")
 
@@ -189,13 +196,19 @@ class HyperliquidAdapter(Adapter):
         self._known = frozenset(config.symbols)    # coins are case-sensitive ("kPEPE", "@107")
         self._last_time: dict[str, int] = {}       # per connection: newest l2Book time per coin
         self._seen = {s: RecentKeys(self.TRADE_KEYS_PER_COIN) for s in config.symbols}
-        n_subs = sum(len(g.subscribe) for g in self.stream_groups())
-        n_conns = len(self.stream_groups())
-        if n_subs > MAX_SUBSCRIPTIONS or n_conns > MAX_CONNECTIONS:
-            raise ConfigError(f"exchanges.{config.name}.symbols",
-                              f"{len(self.symbols)} coins need {n_subs} subscriptions on {n_conns} connections; "
-                              f"Hyperliquid allows {MAX_SUBSCRIPTIONS} and {MAX_CONNECTIONS} per IP (fewer channels "
-                              f"need fewer: exchanges.{config.name}.channels)")
+        over = self.over_limits(self.symbols)
+        if over:
+            raise ConfigError(f"exchanges.{config.name}.symbols", over)
+
+    def over_limits(self, symbols) -> str | None:
+        """Why ``symbols`` would break the venue's per-IP limits (subscriptions, connections); None: they fit."""
+        groups = self.stream_groups_for(tuple(symbols))
+        n_subs = sum(len(g.subscribe) for g in groups)
+        if n_subs > MAX_SUBSCRIPTIONS or len(groups) > MAX_CONNECTIONS:
+            return (f"{len(symbols)} coins need {n_subs} subscriptions on {len(groups)} connections; "
+                    f"Hyperliquid allows {MAX_SUBSCRIPTIONS} and {MAX_CONNECTIONS} per IP (fewer channels "
+                    f"need fewer: exchanges.{self.config.name}.channels)")
+        return None
 
     def instrument(self, symbol: str) -> Instrument:
         """Perps ``BTC`` / HIP-3 ``dex:COIN`` -> (coin, USD, perp); spot ``PURR/USDC`` ->
@@ -215,25 +228,78 @@ class HyperliquidAdapter(Adapter):
             sub["fast"] = True
         return msgspec.json.encode({"method": method, "subscription": sub}).decode()
 
+    def _channels(self, kind: str) -> tuple[str, ...]:
+        """The subscription types a coin takes on a connection of ``kind``: the book alone, or
+        the chosen channels of the trades connection."""
+        if kind == "depth":
+            return ("l2Book",)
+        ch = self.channels
+        return tuple(c for c, want in (("trades", "trades" in ch), ("bbo", "quotes" in ch),
+                                       ("activeAssetCtx", "derivative_ticker" in ch)) if want)
+
+    def _frames(self, method: str, kind: str, symbols) -> tuple[str, ...]:
+        return tuple(self._sub(method, c, s) for s in symbols for c in self._channels(kind)
+                     if c != "activeAssetCtx" or self.instrument(s).kind == "perp")
+
+    def stream_kinds(self) -> tuple[str, ...]:
+        return ("depth", "trades") if self._channels("trades") else ("depth",)
+
     def stream_groups(self) -> list[StreamGroup]:
         """Books on one connection, trades on another (more only past
-        ``streams_per_connection`` coins); every subscription is a frame sent after connecting."""
-        groups = []
-        chunk = max(1, self.streams_per_connection)
-        for i in range(0, len(self.symbols), chunk):
-            syms = self.symbols[i:i + chunk]
-            groups.append(StreamGroup(self.ws_url, "depth", tuple(syms),
-                                      tuple(self._sub("subscribe", "l2Book", s) for s in syms)))
-        ch = self.channels
-        channels = [c for c, want in (("trades", "trades" in ch), ("bbo", "quotes" in ch),
-                                      ("activeAssetCtx", "derivative_ticker" in ch)) if want]
-        chunk = max(1, self.streams_per_connection // max(1, len(channels)))
-        for i in range(0, len(self.symbols), chunk) if channels else ():
-            syms = self.symbols[i:i + chunk]
-            subs = tuple(self._sub("subscribe", c, s) for s in syms for c in channels
-                         if c != "activeAssetCtx" or self.instrument(s).kind == "perp")
-            groups.append(StreamGroup(self.ws_url, "trades", tuple(syms), subs))
-        return groups
+        ``streams_per_connection`` subscriptions); every subscription is a frame sent after connecting."""
+        return self.stream_groups_for(self.symbols)
+
+    def symbols_per_connection(self, kind: str) -> int:
+        return max(1, self.streams_per_connection // max(1, len(self._channels(kind))))
+
+    def stream_group(self, kind: str, symbols: tuple[str, ...]) -> StreamGroup:
+        return StreamGroup(self.ws_url, kind, tuple(symbols), self._frames("subscribe", kind, symbols))
+
+    def live_subscribe(self, kind: str, symbols: tuple[str, ...], subscribe: bool = True) -> list[str]:
+        """The subscribe frames again, or ``unsubscribe`` with the same subscription bodies."""
+        return list(self._frames("subscribe" if subscribe else "unsubscribe", kind, symbols))
+
+    def check_new_symbols(self, symbols: tuple[str, ...]) -> None:
+        over = self.over_limits((*self.symbols, *(s for s in symbols if s not in self._known)))
+        if over:
+            raise StreamError(f"{self.config.name}: {over}", "full")
+
+    def add_symbol(self, symbol: str) -> None:
+        """Follow ``symbol`` too (the control checked it against the venue's lists and limits)."""
+        self.symbols = (*self.symbols, symbol)
+        self._known = self._known | {symbol}
+        self._seen.setdefault(symbol, RecentKeys(self.TRADE_KEYS_PER_COIN))
+
+    def instrument_request(self, symbol: str) -> SnapshotRequest:
+        """``spotMeta`` for spot names (``PURR/USDC``, ``@N``); ``meta`` (of the coin's dex for
+        HIP-3 ``dex:COIN``) for perps."""
+        if symbol.startswith("@") or "/" in symbol:
+            body = {"type": "spotMeta"}
+        elif ":" in symbol:
+            body = {"type": "meta", "dex": symbol.partition(":")[0]}
+        else:
+            body = {"type": "meta"}
+        return SnapshotRequest(f"{self.rest_url}{self.rest_depth_path}", self.META_WEIGHT, "POST",
+                               msgspec.json.encode(body))
+
+    def instrument_listed(self, symbol: str, status: int, body: bytes) -> bool:
+        """Whether ``meta``/``spotMeta``'s ``universe`` lists the coin (perps: not ``isDelisted``)."""
+        if status != 200:
+            return False
+        try:
+            universe = _dec_any.decode(body).get("universe")
+        except (*DECODE_ERRORS, AttributeError):
+            return False
+        if not isinstance(universe, list):
+            return False
+        entries = [u for u in universe if isinstance(u, dict)]
+        if symbol.startswith("@"):
+            index = symbol[1:]
+            return index.isdigit() and any(u.get("index") == int(index) for u in entries)
+        dex = symbol.partition(":")[0] if ":" in symbol else None
+        # HIP-3 names may be listed with or without their dex prefix
+        names = {symbol, symbol.partition(":")[2]} if dex else {symbol}
+        return any(u.get("name") in names and not u.get("isDelisted") for u in entries)
 
     def connection_opened(self, group: StreamGroup) -> None:
         """A new connection: forget the last book times of its coins (trade keys stay)."""

@@ -33,7 +33,11 @@ Venue rules implemented here (shared/docs/exchange-protocols.md section 7):
   the runner sends ``app_pong``, since an adapter never sends;
 - REST ``GET /api/v1/orderBookOrders?market_id=&limit=`` lists resting orders (L3) with no
   nonce: aggregated by price into levels, it serves only as a best-available book
-  (``last_id = 0``), never as a sync source.
+  (``last_id = 0``), never as a sync source;
+- runtime streams (issue 14): a market is added with the same subscribe frames on the open
+  connections and removed with ``{"type":"unsubscribe","channel":"order_book/ID"}`` (the
+  runner paces both, ``subscribe_interval_s``).  A new symbol is checked against
+  ``orderBookDetails`` (the discovery request), which also gives its market id.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from ingest.adapters.common import (Id, Micros, Millis, configure, DECODE_ERRORS
 from ingest.events import (BboEvent, DepthDiff, DepthSnapshot, Instrument, LiquidationEvent, SnapshotRequest,
                            StreamGroup, TickerEvent, TradeEvent, VenueNotice)
 from pipeline.config import ExchangeConfig
-from pipeline.errors import ConfigError, MalformedFrame, SnapshotError, UnknownFrame
+from pipeline.errors import ConfigError, MalformedFrame, SnapshotError, StreamError, UnknownFrame
 
 _INF = math.inf
 FIRST_SPOT_ID = 2048  # spot market ids start here (section 7 "Endpoints")
@@ -181,10 +185,37 @@ def aggregate_orders(orders: list[_RestOrder], symbol: str, bids: bool) -> list[
     return out
 
 
+class _Markets:
+    """An orderBookDetails body read: symbol -> (market id, spot), case-folded when unique."""
+
+    def __init__(self, body: bytes):
+        try:
+            details = _dec_details.decode(body)
+        except DECODE_ERRORS as exc:
+            raise SnapshotError(f"lighter orderBookDetails unreadable: {exc}") from None
+        venue: dict[str, tuple[int, bool]] = {}
+        for spot, markets in ((False, details.order_book_details), (True, details.spot_order_book_details)):
+            for m in markets:
+                venue.setdefault(m.symbol, (m.market_id, spot))
+        self.venue = venue
+        self.folded: dict[str, list[tuple[int, bool]]] = {}
+        for name, v in venue.items():
+            self.folded.setdefault(name.upper(), []).append(v)
+        self.names_by_id = {mid: name for name, (mid, _) in venue.items()}
+        self.spot_ids = {mid for mid, spot in venue.values() if spot}
+
+    def find(self, symbol: str) -> tuple[int, bool] | None:
+        hit = self.venue.get(symbol)
+        if hit is None and len(self.folded.get(symbol.upper(), ())) == 1:
+            hit = self.folded[symbol.upper()][0]
+        return hit
+
+
 class LighterAdapter(Adapter):
     """Lighter: WS snapshot + nonce-chained diffs per market id; trades de-duplicated."""
 
     name = "lighter"
+    supports_live_subscribe = True
     DEFAULTS = {
         "ws_url": "wss://mainnet.zklighter.elliot.ai/stream",
         "rest_url": "https://mainnet.zklighter.elliot.ai",
@@ -214,6 +245,7 @@ class LighterAdapter(Adapter):
         self._by_id: dict[int, str] = {}           # market id -> config symbol
         self._spot: set[str] = set()               # symbols discovery listed as spot
         self._names: dict[str, str] = {}           # numeric config symbol -> venue symbol, when known
+        self._listed: dict[str, tuple[int, bool]] = {}  # runtime symbols checked: (market id, spot)
         for s in config.symbols:
             if s.isdigit():
                 self._bind(s, int(s))
@@ -235,41 +267,67 @@ class LighterAdapter(Adapter):
 
         Raises SnapshotError for a body that cannot be read, ConfigError naming every
         config symbol the venue does not list."""
-        try:
-            details = _dec_details.decode(body)
-        except DECODE_ERRORS as exc:
-            raise SnapshotError(f"lighter orderBookDetails unreadable: {exc}") from None
-        venue: dict[str, tuple[int, bool]] = {}
-        for spot, markets in ((False, details.order_book_details), (True, details.spot_order_book_details)):
-            for m in markets:
-                venue.setdefault(m.symbol, (m.market_id, spot))
-        folded = {}
-        for name, v in venue.items():
-            folded.setdefault(name.upper(), []).append(v)
-        names_by_id = {mid: name for name, (mid, _) in venue.items()}
-        spot_ids = {mid for mid, spot in venue.values() if spot}
-        missing = []
-        for s in self.symbols:
-            if s.isdigit():
-                mid = int(s)
-                if mid in names_by_id:
-                    self._names[s] = names_by_id[mid]
-                if mid in spot_ids:
-                    self._spot.add(s)
-                continue
-            hit = venue.get(s)
-            if hit is None and len(folded.get(s.upper(), ())) == 1:
-                hit = folded[s.upper()][0]
-            if hit is None:
-                missing.append(s)
-                continue
-            self._bind(s, hit[0])
-            if hit[1]:
-                self._spot.add(s)
+        markets = _Markets(body)
+        missing = [s for s in self.symbols if not self._learn(s, markets)]
         if missing:
             raise ConfigError(f"exchanges.{self.config.name}.symbols",
                               f"not listed by Lighter orderBookDetails: {', '.join(missing)} "
-                              f"(known: {', '.join(sorted(venue)[:40])}{' ...' if len(venue) > 40 else ''})")
+                              f"(known: {', '.join(sorted(markets.venue)[:40])}"
+                              f"{' ...' if len(markets.venue) > 40 else ''})")
+
+    def _learn(self, symbol: str, markets: _Markets) -> bool:
+        """Bind ``symbol`` to its market id from ``markets``; False when the venue does not list it."""
+        if symbol.isdigit():
+            mid = int(symbol)
+            if mid in markets.names_by_id:
+                self._names[symbol] = markets.names_by_id[mid]
+            if mid in markets.spot_ids:
+                self._spot.add(symbol)
+            return True
+        hit = markets.find(symbol)
+        if hit is None:
+            return False
+        self._bind(symbol, hit[0])
+        if hit[1]:
+            self._spot.add(symbol)
+        return True
+
+    # ------------------------------------------------------------ runtime streams
+    def instrument_request(self, symbol: str) -> SnapshotRequest | None:
+        """orderBookDetails (the discovery request); None for a market id given as is."""
+        if symbol.isdigit():
+            return None
+        return SnapshotRequest(f"{self.rest_url}{self.DEFAULTS['discovery_path']}", self.REQUEST_WEIGHT)
+
+    def instrument_listed(self, symbol: str, status: int, body: bytes) -> bool:
+        """Whether orderBookDetails lists ``symbol``; its market id is kept for ``add_symbol``."""
+        if status != 200:
+            return False
+        try:
+            markets = _Markets(body)
+        except SnapshotError:
+            return False
+        hit = markets.find(symbol)
+        if hit is not None:
+            self._listed[symbol] = hit
+        return hit is not None
+
+    def add_symbol(self, symbol: str) -> None:
+        """Follow ``symbol`` too: its market id from the check (``instrument_listed``), from
+        discovery, or the symbol itself when numeric."""
+        if symbol not in self._market_id:
+            if symbol.isdigit():
+                self._bind(symbol, int(symbol))
+            elif symbol in self._listed:
+                mid, spot = self._listed.pop(symbol)
+                self._bind(symbol, mid)
+                if spot:
+                    self._spot.add(symbol)
+            else:
+                raise StreamError(f"{self.config.name}: no market id for {symbol!r} (not checked against "
+                                  "orderBookDetails)", "unknown_symbol")
+        self.symbols = (*self.symbols, symbol)
+        self._seen.setdefault(symbol, RecentKeys(self.TRADE_KEYS_PER_MARKET))
 
     def market_id(self, symbol: str) -> int:
         try:
@@ -293,25 +351,36 @@ class LighterAdapter(Adapter):
     def _sub(kind: str, channel: str, mid: int) -> str:
         return f'{{"type":"{kind}","channel":"{channel}/{mid}"}}'
 
-    def stream_groups(self) -> list[StreamGroup]:
-        """Books apart from trades; one subscribe frame per market."""
-        groups = []
-        chunk = max(1, self.streams_per_connection)
-        for i in range(0, len(self.symbols), chunk):
-            syms = self.symbols[i:i + chunk]
-            groups.append(StreamGroup(self.ws_url, "depth", tuple(syms),
-                                      tuple(self._sub("subscribe", "order_book", self.market_id(s)) for s in syms)))
+    def _channels(self, kind: str) -> tuple[str, ...]:
+        """The channels a market takes on a connection of ``kind``: the book alone, or the chosen
+        ones of the trades connection (trade/ID carries trades and liquidations)."""
+        if kind == "depth":
+            return ("order_book",)
         ch = self.channels
-        # trade/ID carries trades and liquidations; spot markets have no market_stats
-        channels = [c for c, want in (("trade", "trades" in ch or "liquidations" in ch), ("ticker", "quotes" in ch),
-                                      ("market_stats", "derivative_ticker" in ch)) if want]
-        chunk = max(1, self.streams_per_connection // max(1, len(channels)))
-        for i in range(0, len(self.symbols), chunk) if channels else ():
-            syms = self.symbols[i:i + chunk]
-            subs = tuple(self._sub("subscribe", c, self.market_id(s)) for s in syms for c in channels
-                         if c != "market_stats" or self.instrument(s).kind != "spot")
-            groups.append(StreamGroup(self.ws_url, "trades", tuple(syms), subs))
-        return groups
+        return tuple(c for c, want in (("trade", "trades" in ch or "liquidations" in ch), ("ticker", "quotes" in ch),
+                                       ("market_stats", "derivative_ticker" in ch)) if want)
+
+    def _frames(self, kind_of_message: str, kind: str, symbols) -> tuple[str, ...]:
+        # spot markets have no market_stats
+        return tuple(self._sub(kind_of_message, c, self.market_id(s)) for s in symbols for c in self._channels(kind)
+                     if c != "market_stats" or self.instrument(s).kind != "spot")
+
+    def stream_kinds(self) -> tuple[str, ...]:
+        return ("depth", "trades") if self._channels("trades") else ("depth",)
+
+    def stream_groups(self) -> list[StreamGroup]:
+        """Books apart from trades; one subscribe frame per market and channel."""
+        return self.stream_groups_for(self.symbols)
+
+    def symbols_per_connection(self, kind: str) -> int:
+        return max(1, self.streams_per_connection // max(1, len(self._channels(kind))))
+
+    def stream_group(self, kind: str, symbols: tuple[str, ...]) -> StreamGroup:
+        return StreamGroup(self.ws_url, kind, tuple(symbols), self._frames("subscribe", kind, symbols))
+
+    def live_subscribe(self, kind: str, symbols: tuple[str, ...], subscribe: bool = True) -> list[str]:
+        """The subscribe frames again, or ``unsubscribe`` for the same channels."""
+        return list(self._frames("subscribe" if subscribe else "unsubscribe", kind, symbols))
 
     def resubscribe(self, symbol: str) -> list[str]:
         """Unsubscribe + subscribe order_book/ID: a fresh subscribed/order_book follows."""

@@ -22,6 +22,7 @@ when neither source works ``BookUnavailable`` says why for both.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import urllib.error
 import urllib.request
@@ -102,7 +103,10 @@ def _fetch(req, timeout_s: float) -> bytes:
 def _from_rest(config: Config, exchange: str, symbol: str, depth: int, reason: str, timeout_s: float) -> BestBook:
     from ingest.adapters import create
 
-    adapter = create(config.exchange(exchange))
+    ex = config.exchange(exchange)
+    if symbol not in ex.symbols:  # added at runtime: the adapter must know it (Lighter: its market id)
+        ex = dataclasses.replace(ex, symbols=(*ex.symbols, symbol))
+    adapter = create(ex)
     req = adapter.discovery_request()
     if req is not None:  # venue metadata first (Lighter market ids)
         adapter.apply_discovery(_fetch(req, timeout_s))

@@ -15,7 +15,10 @@ What a Hyperliquid adapter sees (exchange-protocols.md §6; docs/sim.md, "Hyperl
   ``B`` (taker buy) or ``A`` (taker sell). The first message after subscribing is a backlog of
   recent trades, which repeats trades an earlier connection saw (clients dedupe on
   ``(coin, time, tid)``).
-- REST ``POST /info`` ``{"type":"l2Book","coin":..}`` -> the same shape as the WS ``data``.
+- REST ``POST /info`` ``{"type":"l2Book","coin":..}`` -> the same shape as the WS ``data``;
+  ``{"type":"meta"}`` -> ``{"universe":[{"name","szDecimals","maxLeverage"}]}`` (the sim's coins are
+  perps), ``{"type":"spotMeta"}`` -> ``{"universe":[],"tokens":[]}``: the lists a client checks a
+  new coin against.
 - other kinds (issue 13): ``bbo`` ``{"channel":"bbo","data":{coin, time, bbo:[bid, ask]}}`` (levels
   ``{px, sz, n}``) on every change of the best bid or ask; ``activeAssetCtx``
   ``{"channel":"activeAssetCtx","data":{coin, ctx:{markPx, oraclePx, funding, openInterest, midPx,
@@ -193,13 +196,22 @@ class HyperliquidServer(VenueServer):
     # -- REST ----------------------------------------------------------------------------
 
     async def _rest_info(self, request: web.Request) -> web.Response:
-        """``POST /info {"type":"l2Book","coin":..}``: the top 20 now, as the WS ``data``."""
+        """``POST /info``: ``l2Book`` (the top 20 now, as the WS ``data``), ``meta``, ``spotMeta``."""
         self.requests["info"] += 1
         try:
             body = await request.json()
         except ValueError:
             body = None
-        if not isinstance(body, dict) or body.get("type") != "l2Book":
+        kind = body.get("type") if isinstance(body, dict) else None
+        if kind == "meta" and body.get("dex") in (None, ""):
+            universe = [{"name": spec.symbol, "szDecimals": spec.step_decimals, "maxLeverage": 50}
+                        for spec in self.market.specs]
+            return web.json_response({"universe": universe, "marginTables": []})
+        if kind == "meta":  # a HIP-3 dex the sim does not run
+            return web.Response(status=200, text="null", content_type="application/json")
+        if kind == "spotMeta":
+            return web.json_response({"universe": [], "tokens": []})
+        if kind != "l2Book":
             return web.Response(status=422, text="Failed to deserialize the JSON body into the target type")
         coin = body.get("coin")
         if coin not in self.recent:

@@ -1,7 +1,8 @@
-"""Runtime streams on the Bybit and OKX sims (issue 14): a symbol subscribed on the live connection
-(op subscribe) goes live with a book equal to the sim's REST book, the configured symbol's stream
-shows no gap or resync, unsubscribing marks it removed, and a symbol the venue does not list is
-refused (instruments-info / public/instruments)."""
+"""Runtime streams on the Bybit, OKX, Hyperliquid and Lighter sims (issue 14): a symbol subscribed on
+the live connection (Bybit/OKX op subscribe, Hyperliquid method subscribe, Lighter type subscribe)
+goes live with a book equal to the sim's REST book, the configured symbol's stream shows no gap or
+resync, unsubscribing marks it removed, and a symbol the venue does not list is refused
+(instruments-info / public/instruments / info meta / orderBookDetails)."""
 
 from __future__ import annotations
 
@@ -17,17 +18,22 @@ from pipeline.shm import BookReader, BookState
 pytestmark = pytest.mark.integration
 
 VENUES = {
-    # name: (sim protocol, adapter, sim symbols, ws path, unknown symbol)
-    "bb": ("bybit", "bybit", ["BTCUSDT", "ETHUSDT"], "/v5/public/spot", "XRPUSDT"),
-    "ok": ("okx", "okx", ["BTC-USDT", "ETH-USDT-SWAP"], "/ws/v5/public", "XRP-USDT"),
+    # name: (sim protocol, adapter, sim symbols, ws path, unknown symbol, sim args, exchange lines)
+    "bb": ("bybit", "bybit", ["BTCUSDT", "ETHUSDT"], "/v5/public/spot", "XRPUSDT", [], ""),
+    "ok": ("okx", "okx", ["BTC-USDT", "ETH-USDT-SWAP"], "/ws/v5/public", "XRP-USDT", [], ""),
+    # the plain l2Book at ten times the venue's cadence (a full book every 0.5 s)
+    "hl": ("hyperliquid", "hyperliquid", ["BTC", "ETH"], "/ws", "XRP", ["--book-speedup", "10"],
+           "stale_after_s = 3.0"),
+    "lt": ("lighter", "lighter", ["ETH", "BTC"], "/stream", "XRP", [], ""),
 }
 
 
 @pytest.fixture(scope="module", params=sorted(VENUES))
 def venue(request):
     name = request.param
-    protocol, adapter, symbols, ws_path, unknown = VENUES[name]
-    for stack in venue_pipeline(name, protocol, adapter, symbols, ws_path, configured=symbols[:1]):
+    protocol, adapter, symbols, ws_path, unknown, sim_args, extra = VENUES[name]
+    for stack in venue_pipeline(name, protocol, adapter, symbols, ws_path, configured=symbols[:1],
+                                sim_args=sim_args, exchange_extra=extra):
         yield {**stack, "name": name, "symbols": symbols, "unknown": unknown}
 
 
