@@ -29,6 +29,12 @@ what the WebSocket runner does for connections:
    read (the others are), so the snapshot cannot be older than the books: the source writes on,
    and the tail catches up after.
 
+6. Runtime streams (issue 14): ``add_symbols`` tells the feed the new symbols are connected
+   and the adapter follows them; an adapter whose books lack a symbol is ``lost()``, so the next
+   turn takes a fresh snapshot (the other books are replaced by the same levels: no gap, no
+   resync).  ``remove_symbols`` has the adapter drop them.  A new symbol is checked against the
+   symbols of the source's last snapshot.
+
 Why polling and not inotify: a poll of a few files every 10 ms costs a few fstat-free reads
 that return nothing (~microseconds), adds at most 10 ms to a tail lag that the status shows,
 and works the same on every filesystem (inotify misses writes made through NFS or a bind
@@ -237,6 +243,7 @@ class FileRunner(Runner):
         self._resync = False
         self._checking = False   # a check snapshot is being taken: the rewind streams wait
         self.bootstraps = 0
+        self._snapshot_symbols: frozenset[str] | None = None  # in the last snapshot (runtime checks)
 
     # --------------------------------------------------------------- snapshots
     async def _snapshot(self, session: aiohttp.ClientSession | None) -> tuple[int, dict] | None:
@@ -262,7 +269,9 @@ class FileRunner(Runner):
         path = adapter.bootstrap_path()
         try:
             body = await asyncio.to_thread(Path(path).read_bytes)
-            return await asyncio.to_thread(adapter.decode_snapshot, body)
+            got = await asyncio.to_thread(adapter.decode_snapshot, body)
+            self._snapshot_symbols = frozenset(got[1])
+            return got
         except OSError as exc:
             self.health.rest_failed("snapshot", f"cannot read {path}: {exc.strerror}")
             log.warning("snapshot file %s: %s", path, exc)
@@ -310,6 +319,21 @@ class FileRunner(Runner):
         """Every request of the feed (fetch, resubscribe) means one thing here: resync."""
         for _ in requests:
             self._resync = True
+
+    # ----------------------------------------------------------- runtime streams
+    def add_symbols(self, symbols: tuple[str, ...]) -> None:
+        """The feed and the adapter have them: their books start at the next snapshot, which
+        the adapter asks for (``lost``) on the next turn of the tail."""
+        self._deliver(DepthConnected(tuple(symbols)))
+
+    def remove_symbols(self, symbols: tuple[str, ...]) -> None:
+        for s in symbols:
+            self.adapter.remove_symbol(s)
+
+    async def instrument_listed(self, symbol: str) -> bool | None:
+        """Whether the source's last snapshot has ``symbol`` (None: no snapshot yet)."""
+        known = self._snapshot_symbols
+        return None if known is None else symbol in known
 
     # ----------------------------------------------------------------- tailing
     async def _tail(self, session) -> None:
@@ -398,8 +422,10 @@ class FileRunner(Runner):
 
     async def run(self) -> None:
         async with aiohttp.ClientSession() as session:
+            self.session = session
             try:
                 async with asyncio.TaskGroup() as tg:
+                    self._tg = tg  # (the control API serves changes once this is set)
                     tg.create_task(self._tail(session), name="tail")
                     tg.create_task(self._stats_loop(), name="stats")
                     tg.create_task(self._source_stats_loop(), name="source-stats")

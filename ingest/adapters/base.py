@@ -235,6 +235,10 @@ class Adapter(Protocol):
         """Follow ``symbol`` too (its routes and per-symbol state); the runner subscribes it."""
         raise NotImplementedError(f"{self.name}: symbols cannot be changed at runtime yet")
 
+    def remove_symbol(self, symbol: str) -> None:
+        """Stop following ``symbol`` (file sources: its book is no longer kept).  WebSocket
+        adapters keep a removed symbol's routes (frames in flight), so the runner does not call it."""
+
     def instrument_request(self, symbol: str) -> SnapshotRequest | None:
         """The REST request that says whether the venue lists ``symbol``; None: no list to ask."""
         return None

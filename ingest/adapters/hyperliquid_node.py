@@ -686,6 +686,24 @@ class HyperliquidNodeAdapter(Adapter):
     def stream_groups(self) -> list[StreamGroup]:
         return []  # no WebSocket: the transport tails files (file_streams)
 
+    # ------------------------------------------------------------ runtime streams
+    # The files carry every coin: following one more is keeping its book too.  Its orders come
+    # from a snapshot, so an added coin leaves the books short of one (``lost``): the transport
+    # takes a fresh snapshot, which replaces the other books with the same levels (no resync for
+    # them) and starts the new one.  A removed coin's book is dropped at once.
+
+    def add_symbol(self, symbol: str) -> None:
+        self.symbols = (*self.symbols, symbol)
+        self._known = self._known | {symbol}
+        self._seen_tids.setdefault(symbol, RecentKeys(self.TRADE_KEYS_PER_COIN))
+
+    def remove_symbol(self, symbol: str) -> None:
+        self.symbols = tuple(s for s in self.symbols if s != symbol)
+        self._known = self._known - {symbol}
+        if self._books is not None:
+            self._books.pop(symbol, None)
+        self._l4.pop(symbol, None)
+
     def parse_frame(self, frame: bytes, recv_ns: int):
         raise UnknownFrame("the node source reads lines of files (parse_line), not frames")
 

@@ -3,10 +3,11 @@
 same node) + ZeroMQ consumers, as real processes: books rebuilt from the bus equal shared
 memory, across an hour rollover, a line written in two parts and a forced block gap (counted,
 resynced from a fresh fileSnapshot); the periodic snapshot check matches; status shows the
-lag split and the backlog."""
+lag split and the backlog; a coin is dropped and followed again through the control socket."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from helpers import PIPELINE, Procs, eventually, exchange_stats, short_tmpdir, sim_fault, status
 from pipeline.config import load_config
 from pipeline.consumer import Consumer, Liquidation
+from pipeline.shm import BookReader, BookState
 from test_venue_e2e_hl_lighter import consume_and_compare
 
 pytestmark = pytest.mark.integration
@@ -142,3 +144,29 @@ def test_l4_order_changes_are_published_per_block(node):
         assert all(m.update_id > 0 and m.orders for m in msgs)
         assert [m.update_id for m in msgs] == sorted(m.update_id for m in msgs)
         assert all(side in ("bid", "ask") and px > 0 and sz >= 0 for m in msgs for _, side, px, sz in m.orders)
+
+
+def test_a_coin_is_dropped_and_followed_again_at_runtime(node):
+    """Runtime streams on a file source (issue 14): unsubscribe drops a coin's book (removed in
+    shm), subscribe follows it again from a fresh snapshot; the other coin sees no gap, no
+    resync; a coin the node's snapshot lacks is refused."""
+    config = node["config"]
+    for name in ("hln", "hls"):
+        before = exchange_feeds(config, name)
+        out = _cli(config, "subscribe", name, "XRP")
+        assert out.returncode == 1 and "unknown_symbol" in out.stderr, out.stderr
+        assert _cli(config, "unsubscribe", name, "ETH").returncode == 0
+        with BookReader.open(load_config(config).shm_prefix, name) as reader:
+            assert reader.read("ETH").state is BookState.REMOVED
+            assert reader.read("BTC").state is BookState.LIVE
+        out = _cli(config, "subscribe", name, "ETH")
+        assert out.returncode == 0, out.stderr
+        eventually(lambda: exchange_feeds(config, name)["ETH"]["state"] == "live", 30, 0.2, f"{name}: ETH live")
+        books_equal(config, name)
+        after = exchange_feeds(config, name)
+        assert (after["BTC"]["gaps"], after["BTC"]["resyncs"]) == (before["BTC"]["gaps"], before["BTC"]["resyncs"])
+        assert after["BTC"]["state"] == "live" and after["ETH"]["source"] == "config"
+
+
+def _cli(config, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(PIPELINE + ["--config", str(config), *args], capture_output=True, text=True, timeout=60)

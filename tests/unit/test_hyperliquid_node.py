@@ -57,11 +57,11 @@ def node(shm_prefix, tmp_path):
     """(adapter, feed, recorder) with BTC and ETH loaded from ``snapshot()`` and live."""
     writers = []
 
-    def make(symbols=("BTC", "ETH"), snap=None, mode="by_block"):
+    def make(symbols=("BTC", "ETH"), snap=None, mode="by_block", capacity=None):
         cfg = ExchangeConfig(name="hln", adapter="hyperliquid_node", symbols=symbols, depth=10,
                              options={"node_data_dir": tmp_path, "snapshot_file": tmp_path / "s.json", "mode": mode})
         a = HyperliquidNodeAdapter(cfg)
-        w = BookWriter(shm_prefix, "hln", list(symbols), 10, epoch=1)
+        w = BookWriter(shm_prefix, "hln", list(symbols), 10, epoch=1, capacity=capacity)
         writers.append(w)
         rec = Recorder()
         f = FeedBooks("hln", a, w, rec, epoch=1)
@@ -302,3 +302,23 @@ def test_the_benchmark_reads_a_small_synthetic_node_without_gaps(capsys):
     assert main(["--coins", "4", "--orders", "20", "--blocks", "6", "--events", "30", "--depth", "5"]) == 0
     out = capsys.readouterr().out
     assert "per CPU second" in out and "0 gaps" in out
+
+
+def test_a_coin_added_at_runtime_starts_at_the_next_snapshot_and_a_removed_one_is_dropped(node):
+    a, f, rec = node(symbols=("BTC",), capacity=2)
+    f.receive(a.parse_line(DEPTH_STREAM, block(H + 1, [diff(5, "B", "99.0", {"new": {"sz": "0.1"}})]), 5))
+    a.add_symbol("ETH")
+    f.add_symbol("ETH", 1)
+    f.receive(DepthConnected(("ETH",)))
+    assert a.lost()  # the books lack ETH's: the transport takes a fresh snapshot
+    # ETH's diffs are not kept before it (the book would start mid-way)
+    assert a.parse_line(DEPTH_STREAM, block(H + 2, [diff(7, "A", "5.0", "remove", coin="ETH")]), 5) is None
+    assert a.lost()
+    f.receive(a.load_snapshot(*a.decode_snapshot(snapshot(H + 2, btc=[[order(1, "B", "99.0", "1.5"),
+                                                                       order(5, "B", "99.0", "0.1")], []],
+                                                          eth=[[], [order(8, "A", "6.0", "2")]])), 9))
+    assert not a.lost() and f.live("ETH") and f.feeds["ETH"].book.view() == ([], [(6.0, 2.0)])
+    assert f.feeds["BTC"].counts.resyncs == 0 and f.feeds["BTC"].counts.gaps == 0  # replaced, not resynced
+    a.remove_symbol("ETH")
+    assert a.symbols == ("BTC",) and not a.lost()
+    assert a.parse_line(DEPTH_STREAM, block(H + 3, [diff(8, "A", "6.0", "remove", coin="ETH")]), 5) is None
