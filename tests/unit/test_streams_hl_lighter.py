@@ -17,13 +17,13 @@ from pipeline.config import ExchangeConfig
 from pipeline.errors import StreamError
 
 
-def hl(*symbols, **options):
+def hl(*symbols, channels=("trades", "book"), **options):
     return HyperliquidAdapter(ExchangeConfig(name="hl", adapter="hyperliquid", symbols=symbols or ("BTC",),
-                                             options=options))
+                                             channels=channels, options=options))
 
 
-def lighter(*symbols):
-    return LighterAdapter(ExchangeConfig(name="lt", adapter="lighter", symbols=symbols or ("0",)))
+def lighter(*symbols, channels=("trades", "book")):
+    return LighterAdapter(ExchangeConfig(name="lt", adapter="lighter", symbols=symbols or ("0",), channels=channels))
 
 
 DETAILS = json.dumps({"order_book_details": [{"symbol": "ETH", "market_id": 0}, {"symbol": "BTC", "market_id": 1}],
@@ -45,6 +45,16 @@ def test_hyperliquid_unsubscribes_with_the_same_subscription_body_it_subscribed(
         {"method": "subscribe", "subscription": {"type": "trades", "coin": "ETH"}}]
     # a connection rebuilt at a reconnect carries the same frames
     assert a.stream_group("depth", ("ETH",)).subscribe == tuple(a.live_subscribe("depth", ("ETH",)))
+
+
+def test_hyperliquid_a_coin_added_live_gets_the_chosen_channels_of_the_trades_connection():
+    a = hl("BTC", channels=None)  # every channel the venue offers
+    frames = [json.loads(f)["subscription"] for f in a.live_subscribe("trades", ("ETH", "@107"))]
+    assert frames == [{"type": "trades", "coin": "ETH"}, {"type": "bbo", "coin": "ETH"},
+                      {"type": "activeAssetCtx", "coin": "ETH"},  # perps only
+                      {"type": "trades", "coin": "@107"}, {"type": "bbo", "coin": "@107"}]
+    assert a.symbols_per_connection("trades") == 500 // 3
+    assert hl("BTC", channels=("book",)).stream_kinds() == ("depth",)
 
 
 def test_hyperliquid_stream_groups_are_as_before_books_apart_from_trades():
@@ -111,6 +121,16 @@ def test_lighter_subscribes_and_unsubscribes_by_market_id_on_a_live_connection()
         {"type": "unsubscribe", "channel": "trade/12"}]
     assert a.stream_group("depth", ("0", "12")).subscribe == (
         '{"type":"subscribe","channel":"order_book/0"}', '{"type":"subscribe","channel":"order_book/12"}')
+
+
+def test_lighter_a_market_added_live_gets_the_chosen_channels_of_the_trades_connection():
+    a = lighter("0", channels=None)
+    a.add_symbol("12")
+    a.add_symbol("2049")  # a spot id: no market_stats
+    frames = [json.loads(f)["channel"] for f in a.live_subscribe("trades", ("12", "2049"), subscribe=False)]
+    assert frames == ["trade/12", "ticker/12", "market_stats/12", "trade/2049", "ticker/2049"]
+    assert lighter("0", channels=("liquidations", "book")).stream_group("trades", ("0",)).subscribe == (
+        '{"type":"subscribe","channel":"trade/0"}',)
 
 
 def test_lighter_checks_a_new_symbol_against_order_book_details_and_keeps_its_market_id():
