@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Callable
 
 from ingest.adapters.base import Adapter
 from ingest.feed import FeedBooks
@@ -33,8 +34,12 @@ class StreamControl:
     """Runtime subscribe / unsubscribe / reset and the streams listing of one exchange."""
 
     def __init__(self, exchange: str, configured: tuple[str, ...], run_dir: Path, feed: FeedBooks, runner: Runner,
-                 clock=time.time_ns):
+                 clock=time.time_ns, unit: str | None = None, owns: Callable[[str], bool] | None = None):
+        """``unit`` and ``owns``: one shard of a sharded exchange (pipeline/shards.py) keeps its state file
+        under its unit name and refuses symbols another shard follows (a router error, never a user's)."""
         self.exchange = exchange
+        self.unit = unit or exchange
+        self.owns = owns
         self.configured = tuple(configured)
         self.run_dir = Path(run_dir)
         self.feed = feed
@@ -65,6 +70,11 @@ class StreamControl:
                 if op == "reset":
                     return await self.reset()
                 symbols = check_symbols(request.get("symbols"))
+                if self.owns is not None and op == "subscribe":
+                    other = [s for s in symbols if not self.owns(s)]
+                    if other:
+                        raise StreamError(f"{self.unit}: {', '.join(other)} belong to another ingest process of "
+                                          f"{self.exchange} (send requests through pipeline subscribe)", "wrong_shard")
                 if op == "subscribe":
                     return await self.subscribe(symbols)
                 return self.unsubscribe(symbols)
@@ -140,7 +150,7 @@ class StreamControl:
         return {"ok": True, "exchange": self.exchange, "added": list(missing), "removed": list(extra)}
 
     def _save(self) -> None:
-        save_changes(self.run_dir, self.exchange, Changes.between(self.configured, self._followed()))
+        save_changes(self.run_dir, self.unit, Changes.between(self.configured, self._followed()))
 
     # ------------------------------------------------------------------ listing
     def streams(self) -> dict:

@@ -15,10 +15,10 @@ from ingest import adapters
 from ingest.control import StreamControl
 from ingest.feed import BusPublisher, FeedBooks
 from ingest.runner import Runner
-from pipeline import bus, curve
+from pipeline import bus, curve, shards
 from pipeline.config import Config
 from pipeline.errors import ConfigError
-from pipeline.streams import control_path, load_changes, state_path
+from pipeline.streams import control_path, load_changes, process_symbols, state_path
 from pipeline.pidfile import PidFile
 from pipeline.snapshots import SnapshotService
 from pipeline.shm import BookWriter
@@ -27,13 +27,18 @@ from pipeline.trade_ring import TradeRingWriter
 log = logging.getLogger(__name__)
 
 
-async def _serve(config: Config, name: str) -> None:
-    configured = config.exchange(name)
-    # runtime changes saved by earlier runs, on top of the config (pipeline/streams.py)
-    symbols = load_changes(config.run_dir, name).apply(configured.symbols)
+async def _serve(config: Config, name: str, shard: int | None = None) -> None:
+    whole = config.exchange(name)
+    # one shard's config (its configured symbols, endpoints, unit name NAME.K: pipeline/shards.py),
+    # or the exchange's when it has one process
+    configured = shards.shard_config(whole, shard or 0)
+    unit = configured.unit
+    # runtime changes saved by earlier runs, on top of the config (pipeline/streams.py); a symbol
+    # another shard owns now (the config changed since) is left to that shard
+    symbols = process_symbols(whole, configured, load_changes(config.run_dir, unit))
     if len(symbols) > configured.slots:
         raise ConfigError(f"exchanges.{name}.max_symbols", f"{len(symbols)} symbols are followed (config plus runtime "
-                          f"changes in {state_path(config.run_dir, name)}), more than {configured.slots}")
+                          f"changes in {state_path(config.run_dir, unit)}), more than {configured.slots}")
     ex = dataclasses.replace(configured, symbols=symbols)
     adapter = adapters.create(ex)  # an unknown name: ConfigError naming exchanges.NAME.adapter
     epoch = time.time_ns() // 1000
@@ -48,16 +53,17 @@ async def _serve(config: Config, name: str) -> None:
     snapshot_ep, snapshot_tcp = bus.snapshot_endpoints(config, ex)
     server_curve = curve.ServerCurve.from_config(ctx, config) if curve.tcp_endpoints(ex) else None
     secure = server_curve.apply if server_curve is not None else None
-    writer = BookWriter(config.shm_prefix, ex.name, ex.symbols, ex.depth, epoch, capacity=configured.slots)
+    writer = BookWriter(config.shm_prefix, ex.name, ex.symbols, ex.depth, epoch, capacity=configured.slots, unit=unit)
     trade_ring = None
     trades_sock = l2_sock = None
     snapshots: SnapshotService | None = None
     try:
         trade_ring = TradeRingWriter(config.shm_prefix, ex.name, ex.symbols, ex.trade_ring_size, epoch,
-                                     n_slots=configured.slots)
+                                     n_slots=configured.slots, unit=unit)
         trades_sock = bus.make_pub(ctx, trades_ep, trades_tcp, secure)
         l2_sock = bus.make_pub(ctx, l2_ep, l2_tcp, secure)
-        snapshots = SnapshotService(ctx, config.shm_prefix, ex.name, ex.depth, snapshot_ep, snapshot_tcp, secure)
+        snapshots = SnapshotService(ctx, config.shm_prefix, ex.name, ex.depth, snapshot_ep, snapshot_tcp, secure,
+                                    unit=unit)
         snapshots.start(loop)
         # views and L2 messages go out once per event-loop turn (a batch of frames)
         feed = FeedBooks(ex.name, adapter, writer, BusPublisher(trades_sock, l2_sock, batch=True), epoch,
@@ -68,19 +74,20 @@ async def _serve(config: Config, name: str) -> None:
             runner = FileRunner(ex, adapter, feed, stop)
         else:
             runner = Runner(ex, adapter, feed, stop)
-        control = StreamControl(ex.name, configured.symbols, config.run_dir, feed, runner)
+        control = StreamControl(ex.name, configured.symbols, config.run_dir, feed, runner, unit=unit,
+                                owns=lambda s: shards.owns(configured, whole, s))
         # The hot path makes no reference cycles; refcounting frees its garbage.  Fewer,
         # cheaper cyclic collections: move start-up objects out of the collector's
         # generations and collect the young generation less often.
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
-        log.info("ingest %s (%s) epoch %d: %d symbols, depth %d, bus %s | %s, snapshots %s%s", ex.name, ex.adapter,
+        log.info("ingest %s (%s) epoch %d: %d symbols, depth %d, bus %s | %s, snapshots %s%s", unit, ex.adapter,
                  epoch, len(ex.symbols), ex.depth, ", ".join(filter(None, (trades_ep, trades_tcp))),
                  ", ".join(filter(None, (l2_ep, l2_tcp))), ", ".join(snapshots.endpoints),
                  " (tcp with CURVE)" if server_curve is not None else "")
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(control.serve(control_path(config.run_dir, ex.name), stop), name="control")
+            tg.create_task(control.serve(control_path(config.run_dir, unit), stop), name="control")
             try:
                 await runner.run()
             finally:
@@ -100,12 +107,19 @@ async def _serve(config: Config, name: str) -> None:
         if trade_ring is not None:
             trade_ring.close(unlink=True)
         writer.close(unlink=True)
-        log.info("ingest %s stopped", ex.name)
+        log.info("ingest %s stopped", unit)
 
 
-def run_ingest(config: Config, name: str) -> None:
-    """Blocking entry point of ``pipeline ingest NAME``."""
-    ex = config.exchange(name)  # fail early on an unknown name
+def run_ingest(config: Config, name: str, shard: int | None = None) -> None:
+    """Blocking entry point of ``pipeline ingest NAME [--shard K]``: the exchange's one ingest
+    process, or shard K of an exchange with ``processes`` > 1 (pipeline/shards.py)."""
+    whole = config.exchange(name)  # fail early on an unknown name
+    if whole.processes > 1 and shard is None:
+        raise ConfigError(f"exchanges.{name}.processes", f"{whole.processes} ingest processes: start each with "
+                          f"`pipeline ingest {name} --shard K`, K in 0..{whole.processes - 1} (`pipeline run` does)")
+    if whole.processes == 1 and shard not in (None, 0):
+        raise ConfigError(f"exchanges.{name}.processes", f"one ingest process: no shard {shard}")
+    ex = shards.shard_config(whole, shard or 0)
     curve.check_exposure(config, ex)  # ConfigError: a tcp endpoint beyond loopback without CURVE
     config.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # ipc sockets, pid files: ours only
     try:
@@ -113,8 +127,8 @@ def run_ingest(config: Config, name: str) -> None:
         runner = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
-    with PidFile(config.run_dir / f"ingest-{name}.pid"):
-        runner(_serve(config, name))
+    with PidFile(config.run_dir / f"ingest-{ex.unit}.pid"):
+        runner(_serve(config, name, shard))
 
 
 __all__ = ["run_ingest"]

@@ -40,7 +40,7 @@ from typing import Callable, Iterable, Mapping
 
 import zmq
 
-from pipeline import schema
+from pipeline import schema, shards
 from pipeline.config import Config, ExchangeConfig
 
 log = logging.getLogger(__name__)
@@ -51,22 +51,40 @@ LINGER_MS = 200
 
 
 def endpoint(config: Config, exchange: str | ExchangeConfig, socket: schema.Socket, remote: bool = False) -> str:
-    """The endpoint of one of an exchange's bus sockets, as a subscriber connects to it."""
+    """The endpoint of one of an exchange's bus sockets, as a subscriber connects to it (one ingest
+    process: an exchange with ``processes`` > 1 has one per shard, ``exchange_endpoints``)."""
     trades, l2 = remote_endpoints(config, exchange) if remote else endpoints(config, exchange)
     return trades if socket is schema.Socket.HOT else l2
+
+
+def exchange_endpoints(config: Config, exchange: str, socket: schema.Socket, remote: bool = False) -> list[str]:
+    """Every endpoint of one of an exchange's bus sockets: one per ingest process (pipeline/shards.py);
+    a SUB socket connected to all of them reads the whole exchange."""
+    return [endpoint(config, sx, socket, remote) for sx in shards.shard_configs(config.exchange(exchange))]
 
 
 def endpoints(config: Config, exchange: str | ExchangeConfig) -> tuple[str, str]:
     """(trades endpoint, l2 endpoint) of an exchange on this host: its ipc sockets (the ingest binds
     them whether or not tcp endpoints are configured too)."""
-    ex = config.exchange(exchange) if isinstance(exchange, str) else exchange
+    ex = _one_process(config, exchange)
     return bind_endpoints(config, ex)
+
+
+def _one_process(config: Config, exchange: str | ExchangeConfig) -> ExchangeConfig:
+    """The config of one ingest process; ConfigError for a sharded exchange's name (which shard?)."""
+    from pipeline.errors import ConfigError
+
+    ex = config.exchange(exchange) if isinstance(exchange, str) else exchange
+    if ex.processes > 1 and ex.shard is None:
+        raise ConfigError(f"exchanges.{ex.name}.processes", f"{ex.processes} ingest processes: each has its own "
+                          "endpoints (pipeline.shards.shard_configs, bus.exchange_endpoints)")
+    return ex
 
 
 def bind_endpoints(config: Config, ex: ExchangeConfig) -> tuple[str, str]:
     """(trades, l2) ipc endpoints the ingest binds: ``*_endpoint`` when it is an ipc path, else in run_dir."""
-    trades = ex.trades_endpoint if _ipc(ex.trades_endpoint) else f"ipc://{config.run_dir}/{ex.name}.trades.sock"
-    l2 = ex.l2_endpoint if _ipc(ex.l2_endpoint) else f"ipc://{config.run_dir}/{ex.name}.l2.sock"
+    trades = ex.trades_endpoint if _ipc(ex.trades_endpoint) else f"ipc://{config.run_dir}/{ex.unit}.trades.sock"
+    l2 = ex.l2_endpoint if _ipc(ex.l2_endpoint) else f"ipc://{config.run_dir}/{ex.unit}.l2.sock"
     return trades, l2  # type: ignore[return-value]  # _ipc narrowed them
 
 
@@ -81,7 +99,7 @@ def remote_endpoints(config: Config, exchange: str | ExchangeConfig) -> tuple[st
     the ingest host's address).  ConfigError naming the key when the exchange has none."""
     from pipeline.errors import ConfigError
 
-    ex = config.exchange(exchange) if isinstance(exchange, str) else exchange
+    ex = _one_process(config, exchange)
     out = []
     for key, ep in (("trades_endpoint", ex.trades_endpoint), ("l2_endpoint", ex.l2_endpoint)):
         if not _tcp(ep):
@@ -93,14 +111,14 @@ def remote_endpoints(config: Config, exchange: str | ExchangeConfig) -> tuple[st
 
 def snapshot_endpoints(config: Config, ex: ExchangeConfig) -> tuple[str, str | None]:
     """(ipc, tcp or None) endpoints of the exchange's snapshot service (ingest/snapshot_service.py)."""
-    return f"ipc://{config.run_dir}/{ex.name}.snapshot.sock", ex.snapshot_endpoint
+    return f"ipc://{config.run_dir}/{ex.unit}.snapshot.sock", ex.snapshot_endpoint
 
 
 def snapshot_endpoint(config: Config, exchange: str | ExchangeConfig, remote: bool = False) -> str:
     """The snapshot service's endpoint as a client connects to it (``remote``: over tcp)."""
     from pipeline.errors import ConfigError
 
-    ex = config.exchange(exchange) if isinstance(exchange, str) else exchange
+    ex = _one_process(config, exchange)
     local, tcp = snapshot_endpoints(config, ex)
     if not remote:
         return local
@@ -275,8 +293,8 @@ class Reader:
         hot_kinds = [k for k in wanted if k.socket is schema.Socket.HOT]
         l2_kinds = [k for k in wanted if k.socket is schema.Socket.L2]
         hot, l2 = hot and bool(hot_kinds), l2 and bool(l2_kinds)
-        hot_eps = [endpoint(config, n, schema.Socket.HOT, remote) for n in names] if hot else []
-        l2_eps = [endpoint(config, n, schema.Socket.L2, remote) for n in names] if l2 else []
+        hot_eps = [e for n in names for e in exchange_endpoints(config, n, schema.Socket.HOT, remote)] if hot else []
+        l2_eps = [e for n in names for e in exchange_endpoints(config, n, schema.Socket.L2, remote)] if l2 else []
         hot_topics = [t for k in hot_kinds for t in schema.topics(k, names, syms)]
         l2_topics = [t for k in l2_kinds for t in schema.topics(k, names, syms)]
         return cls(ctx, hot_eps, l2_eps, hot_topics, l2_topics,

@@ -36,6 +36,7 @@ DEMO_SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
 
 RUN_DIR_ENV = "PIPELINE_RUN_DIR"
 DEFAULT_MAX_SYMBOLS = 64  # per exchange, when [exchanges.NAME] max_symbols is not set
+MAX_PROCESSES = 32  # ingest shards of one exchange ([exchanges.NAME] processes)
 
 DEMO_CONFIG = f"""
 # Built-in demo: a local simulated Binance-like exchange and one ingest process.
@@ -113,6 +114,10 @@ class ExchangeConfig:
     tardis_exchange: str | None = None  # exchange id in CSV files (sinks/tardis.py); None: derived from the name
     trade_ring_size: int = 16384  # recent trades per symbol kept in shared memory for consumers' backfill
     max_symbols: int | None = None  # slots in shared memory (config + runtime symbols); None: see slots
+    processes: int = 1  # ingest processes (shards) sharing the symbols (pipeline/shards.py)
+    # Set on the config of one shard only (pipeline/shards.py shard_config), never from TOML: which
+    # of the ``processes`` this is.  None: the exchange as a whole (every reader's view).
+    shard: int | None = None
 
     # The adapter's own keys (e.g. Hyperliquid ``fast``, the node source's ``node_data_dir``), checked
     # by the adapter class's ``parse_options`` when the config is loaded with the adapter registry;
@@ -130,6 +135,12 @@ class ExchangeConfig:
         else twice the configured symbols and at least DEFAULT_MAX_SYMBOLS (shared memory is
         sparse: a slot never written costs no RAM)."""
         return self.max_symbols or max(DEFAULT_MAX_SYMBOLS, 2 * len(self.symbols))
+
+    @property
+    def unit(self) -> str:
+        """The name of this ingest process's files, sockets and segments: the exchange's name, or
+        ``NAME.K`` for shard K of an exchange with ``processes`` > 1 (pipeline/shards.py)."""
+        return self.name if self.shard is None else f"{self.name}.{self.shard}"
 
 
 @dataclass(frozen=True)
@@ -346,7 +357,7 @@ def _exchange(name: str, raw: Any, adapters: Registry | None = None, base_dir: P
     t = expect_table(raw, where)
     if not name or not set(name) <= _EXCHANGE_NAME_CHARS:
         raise ConfigError(where, "exchange names use lowercase letters, digits, '_' and '-'")
-    common = {f for f in ExchangeConfig.__dataclass_fields__ if f not in ("name", "options")}
+    common = {f for f in ExchangeConfig.__dataclass_fields__ if f not in ("name", "options", "shard")}
     adapter = expect_str(t.get("adapter", name), f"{where}.adapter")
     own = {k: v for k, v in t.items() if k not in common}
     options: dict[str, Any] = own
@@ -412,8 +423,19 @@ def _exchange(name: str, raw: Any, adapters: Registry | None = None, base_dir: P
                               f"symbols, got {kw['max_symbols']}")
         if kw["max_symbols"] > 4096:
             raise ConfigError(f"{where}.max_symbols", f"expected at most 4096, got {kw['max_symbols']}")
+    if "processes" in t:
+        kw["processes"] = expect_pos_int(t["processes"], f"{where}.processes")
+        if kw["processes"] > MAX_PROCESSES:
+            raise ConfigError(f"{where}.processes", f"expected at most {MAX_PROCESSES}, got {kw['processes']}")
+        if kw["processes"] > len(kw["symbols"]):
+            raise ConfigError(f"{where}.processes", f"expected at most one process per configured symbol "
+                              f"({len(kw['symbols'])}), got {kw['processes']}")
     kw["options"] = options
-    return ExchangeConfig(**kw)
+    ex = ExchangeConfig(**kw)
+    if ex.processes > 1:  # every shard's endpoints are valid (tcp port + K)
+        from pipeline.shards import shard_configs
+        shard_configs(ex)
+    return ex
 
 
 def _sim(raw: Any, protocols: Registry | None) -> SimConfig:

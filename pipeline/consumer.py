@@ -45,7 +45,7 @@ import time
 
 import zmq
 
-from pipeline import bus, schema
+from pipeline import bus, schema, shards
 from pipeline.config import Config
 from pipeline.curve import ClientKeys
 from pipeline.errors import SharedMemoryError
@@ -214,8 +214,9 @@ class _Base:
         self.trades_refilled = 0  # missed trades fetched again from the ingest's trade ring (tcp)
         self.trades_lost = 0  # missed trades the ring no longer had: counted, told, gone
         self._readers: dict[str, BookReader] = {}
-        self._snapshots: dict[str, SnapshotClient] = {}  # per exchange (transport "tcp")
-        self._snapshot_failed: dict[str, float] = {}  # exchange -> monotonic time of the last failure
+        # per ingest process (transport "tcp"): the exchange's name, or NAME.K per shard (pipeline/shards.py)
+        self._snapshots: dict[str, SnapshotClient] = {}
+        self._snapshot_failed: dict[str, float] = {}  # unit -> monotonic time of the last failure
         self._refill: list[Trade] = []  # trades fetched again, handed out before the trade that showed the gap
         self._nats: NatsReader | None = None  # transport "nats": books from the KV bucket
         self._kv_asked: dict[tuple[str, str], float] = {}  # book -> monotonic time of its last KV request
@@ -230,16 +231,25 @@ class _Base:
         return client
 
     def _service_books(self, exchange: str, symbols: list[str] | None) -> list[schema.L2Update]:
-        client = self._ask(exchange)
-        if client is None:
-            return []
-        try:
-            books, end = client.books(symbols)
-        except SnapshotUnavailable:
-            self._snapshot_failed[exchange] = time.monotonic()
-            return []
-        self._snapshot_failed.pop(exchange, None)
-        return books
+        """Snapshots from the snapshot service of each ingest process that follows ``symbols`` (all: None)."""
+        ex = self.config.exchange(exchange)
+        if symbols is None:
+            parts: list[tuple[str, list[str] | None]] = [(sx.unit, None) for sx in shards.shard_configs(ex)]
+        else:
+            parts = [(shards.shard_config(ex, k).unit, syms) for k, syms in shards.split(ex, symbols).items()]
+        out: list[schema.L2Update] = []
+        for unit, syms in parts:
+            client = self._ask(unit)
+            if client is None:
+                continue
+            try:
+                books, end = client.books(syms)
+            except SnapshotUnavailable:
+                self._snapshot_failed[unit] = time.monotonic()
+                continue
+            self._snapshot_failed.pop(unit, None)
+            out += books
+        return out
 
     def _remote_book(self, exchange: str, symbol: str) -> list[schema.L2Update]:
         """One book's snapshot from the snapshot service (tcp) or the KV bucket (nats, at most once a
@@ -269,7 +279,8 @@ class _Base:
 
     def _refill_trades(self, t: Trade, first: int) -> None:
         """Fetch trades ``first..t.seq-1`` of t's stream from the ingest's ring (tcp transport)."""
-        client = self._ask(t.exchange)
+        unit = shards.unit_of(self.config, t.exchange, t.symbol)
+        client = self._ask(unit)
         missing = t.seq - first
         if client is None:
             self.trades_lost += missing
@@ -277,7 +288,7 @@ class _Base:
         try:
             got, end = client.trades(t.symbol, first, t.seq - 1)
         except SnapshotUnavailable:
-            self._snapshot_failed[t.exchange] = time.monotonic()
+            self._snapshot_failed[unit] = time.monotonic()
             self.trades_lost += missing
             return
         got = [g for g in got if g.epoch == t.epoch]  # a restart between the gap and the answer: not these
@@ -288,14 +299,15 @@ class _Base:
     def _shm_snapshot(self, exchange: str, symbol: str, epoch: int) -> BookSnapshot | None:
         if not self.use_shm:
             return None
-        reader = self._readers.get(exchange)
+        unit = shards.unit_of(self.config, exchange, symbol)  # the symbol's ingest process's segment
+        reader = self._readers.get(unit)
         try:
             if reader is None or reader.epoch != epoch:
                 if reader is not None:
                     reader.close()
-                    self._readers.pop(exchange, None)
-                reader = BookReader.open(self.config.shm_prefix, exchange)
-                self._readers[exchange] = reader
+                    self._readers.pop(unit, None)
+                reader = BookReader.open(self.config.shm_prefix, unit)
+                self._readers[unit] = reader
             snap = reader.read(symbol)
         except SharedMemoryError:
             return None
@@ -427,8 +439,9 @@ class _Reading(_Base):
         self.reader.on_kinds({k: h for k, h in handlers.items() if k in wanted})
         if remote:  # subscribed first, then the snapshots (Clone pattern): no delta falls between them
             for name in self.exchanges:
-                self._snapshots[name] = SnapshotClient(self.ctx, bus.snapshot_endpoint(config, name, remote=True),
-                                                       curve, snapshot_timeout)
+                for sx in shards.shard_configs(config.exchange(name)):  # one service per ingest process
+                    self._snapshots[sx.unit] = SnapshotClient(self.ctx, bus.snapshot_endpoint(config, sx, remote=True),
+                                                              curve, snapshot_timeout)
             if books:
                 self._events.extend(self._load_books())
 

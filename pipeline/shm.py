@@ -44,8 +44,9 @@ even (the seqlock of the name table): a reader re-reads the table whenever the w
 checks it again after copying a view, so it never returns one symbol's view under another's
 name.
 
-Names derive from ``Config.shm_prefix`` (a hash of run_dir) and the exchange name,
-so two pipelines with different run_dirs never collide.
+Names derive from ``Config.shm_prefix`` (a hash of run_dir) and the exchange name (the unit
+name ``NAME.K`` for shard K of an exchange with ``processes`` > 1: pipeline/shards.py; the
+exchange name inside is NAME), so two pipelines with different run_dirs never collide.
 
 Python 3.11's ``SharedMemory`` registers a segment with the resource tracker even in
 a process that only attaches to it, and the tracker then unlinks it when that
@@ -446,14 +447,15 @@ class BookWriter:
     """The single writer of one exchange's segment (the ingest process)."""
 
     def __init__(self, prefix: str, exchange: str, symbols: list[str] | tuple[str, ...], depth: int, epoch: int,
-                 capacity: int | None = None):
-        """``capacity``: slots in the segment (``max_symbols``; at least ``len(symbols)``)."""
+                 capacity: int | None = None, unit: str | None = None):
+        """``capacity``: slots in the segment (``max_symbols``; at least ``len(symbols)``).  ``unit``: the
+        segment's name part when it is one shard's (``NAME.K``, pipeline/shards.py); the exchange's otherwise."""
         self.exchange = exchange
         n_slots = max(len(symbols), capacity or 0)
         self.symbols: list[str] = list(symbols) + [""] * (n_slots - len(symbols))  # by slot; "" = free
         self.depth = depth
         self.epoch = epoch
-        self.name = segment_name(prefix, exchange)
+        self.name = segment_name(prefix, unit or exchange)
         self.layout = Layout(depth, n_slots)
         self._reclaim_stale()
         self._seg = _Segment(self.name, self.layout.size, create=True)

@@ -87,10 +87,12 @@ class SnapshotService:
     """
 
     def __init__(self, ctx: zmq.Context, prefix: str, exchange: str, depth: int, endpoint: str,
-                 tcp: str | None = None, curve: Callable[[zmq.Socket], None] | None = None):
+                 tcp: str | None = None, curve: Callable[[zmq.Socket], None] | None = None,
+                 unit: str | None = None):
         from pipeline.bus import make_pub  # binds ipc (stale file replaced), then tcp with CURVE
 
         self.prefix, self.exchange, self.depth = prefix, exchange, depth
+        self.unit = unit or exchange  # whose segments: one shard's (pipeline/shards.py) or the exchange's
         self.sock = make_pub(ctx, endpoint, tcp, curve, kind=zmq.ROUTER)
         self.endpoints = [endpoint] + ([tcp] if tcp else [])
         self._books: BookReader | None = None
@@ -132,7 +134,7 @@ class SnapshotService:
 
     def _books_answer(self, req: BooksRequest) -> list[tuple[bytes, bytes]]:
         if self._books is None:
-            self._books = BookReader.open(self.prefix, self.exchange)
+            self._books = BookReader.open(self.prefix, self.unit)
         reader = self._books
         out = []
         for symbol in req.symbols if req.symbols is not None else reader.symbols:
@@ -148,7 +150,7 @@ class SnapshotService:
 
     def _trades_answer(self, req: TradesRequest) -> list[tuple[bytes, bytes]]:
         if self._ring is None:
-            self._ring = TradeRingReader.open(self.prefix, self.exchange)
+            self._ring = TradeRingReader.open(self.prefix, self.unit)
         ring = self._ring
         first, last = max(1, req.first), req.last
         lost: list[tuple[int, int]] = []

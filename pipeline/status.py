@@ -28,11 +28,12 @@ from pathlib import Path
 
 import psutil
 
+from pipeline import shards
 from pipeline.config import Config
 from pipeline.errors import SharedMemoryError, StreamError
 from pipeline.pidfile import read_pid
 from pipeline.shm import BookReader, BookState, HealthRecord
-from pipeline.streams import load_changes
+from pipeline.streams import load_changes, process_symbols
 
 
 CPU_SAMPLE_S = 0.25
@@ -68,7 +69,7 @@ def processes(config: Config, expected: list[str] | None = None) -> list[dict]:
     cpu_percent is measured over one common CPU_SAMPLE_S window for all processes.
     """
     if expected is None:
-        expected = (["sim"] if config.sim is not None else []) + [f"ingest-{n}" for n in config.exchanges]
+        expected = (["sim"] if config.sim is not None else []) + [f"ingest-{sx.unit}" for _, sx in shards.each(config)]
     names = list(expected)
     run_dir = Path(config.run_dir)
     if run_dir.is_dir():
@@ -110,18 +111,19 @@ def _connection(rec: HealthRecord, now_ns: int) -> dict:
 def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[dict]]:
     now_ns = now_ns or time.time_ns()
     out, exchanges = [], []
-    for name, ex in config.exchanges.items():
+    for name, ex in shards.each(config):  # each ingest process: one per exchange, or per shard
         configured = set(ex.symbols)  # "source": config, or runtime (pipeline subscribe; docs/streams.md)
+        shard = {} if ex.shard is None else {"shard": ex.shard}  # pipeline/shards.py
         try:
-            reader = BookReader.open(config.shm_prefix, name)
+            reader = BookReader.open(config.shm_prefix, ex.unit)
         except SharedMemoryError as exc:
-            exchanges.append({"exchange": name, "state": "down", "detail": str(exc)})
+            exchanges.append({"exchange": name, **shard, "state": "down", "detail": str(exc)})
             try:
-                symbols = load_changes(config.run_dir, name).apply(ex.symbols)
+                symbols = process_symbols(config.exchanges[name], ex, load_changes(config.run_dir, ex.unit))
             except StreamError:
                 symbols = ex.symbols
             for sym in symbols:
-                out.append({"exchange": name, "symbol": sym,
+                out.append({"exchange": name, "symbol": sym, **shard,
                             "source": "config" if sym in configured else "runtime", "state": "down", "epoch": None, "seq": None,
                             "updates": 0, "trades": 0, "gaps": 0, "resyncs": 0, "malformed": 0,
                             "checksum_ok": 0, "checksum_failed": 0, "age_s": None,
@@ -131,7 +133,7 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
         with reader:
             hb_age = (now_ns - reader.heartbeat_ns) / 1e9
             conns, n_conns = reader.connections_health()
-            exchanges.append({"exchange": name, "state": "up", "pid": reader.pid, "epoch": reader.epoch,
+            exchanges.append({"exchange": name, **shard, "state": "up", "pid": reader.pid, "epoch": reader.epoch,
                               "heartbeat_age_s": round(hb_age, 3), **reader.process_stats(),
                               **last_error(reader.exchange_health(), now_ns),
                               "connections": [_connection(c, now_ns) for c in conns],
@@ -145,7 +147,7 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
                 if hb_age > HEARTBEAT_LIMIT_S and book.state is BookState.LIVE:
                     state = "stale"  # the writer stopped beating: do not trust the view
                 out.append({
-                    "exchange": name, "symbol": sym, "source": "config" if sym in configured else "runtime",
+                    "exchange": name, "symbol": sym, **shard, "source": "config" if sym in configured else "runtime",
                     "state": state, "epoch": book.epoch, "seq": book.seq,
                     "updates": st["updates"], "trades": st["trades"], "gaps": st["gaps"],
                     "resyncs": st["resyncs"], "malformed": st["malformed"],

@@ -23,6 +23,14 @@ One JSON object per line in each direction::
 
 A request changes all its symbols or none.  The socket lives in run_dir (mode 0600 through
 run_dir's own permissions), so only the user who runs the pipeline can use it.
+
+An exchange with ``processes = N`` > 1 has N ingest processes (pipeline/shards.py), each with its
+own control socket ``ingest-NAME.K.ctl`` and state file ``streams-NAME.K.json``.  Callers ask for
+the exchange (``exchange_request``, ``exchange_request_async``): a request is split by the
+symbols' shard (``shards.shard_of``) and each part goes to its process; the replies are merged
+into the one-exchange reply above (``streams`` rows gain ``shard``, the entry ``processes``).
+Each part changes all its symbols or none; when one process refuses, the parts done before
+stay done and the error names them.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline import shards
 from pipeline.errors import StreamError
 
 MAX_REQUEST_BYTES = 64 * 1024  # one control request line
@@ -176,14 +185,22 @@ async def control_request_async(run_dir: Path, exchange: str, request: dict, tim
     return reply
 
 
-def _down_entry(config, name: str) -> dict:
-    """What the files say about an exchange whose ingest does not answer."""
-    ex = config.exchanges[name]
+def process_symbols(whole, ex, changes: Changes) -> tuple[str, ...]:
+    """The symbols one ingest process follows: its configured ones (``ex``, a shard's config or the
+    exchange's) with its saved ``changes``, less any another process owns now (the config changed
+    since they were saved: pipeline/shards.py); ``whole``: the exchange's config."""
+    return tuple(s for s in changes.apply(ex.symbols) if shards.owns(ex, whole, s))
+
+
+def _down_entry(config, name: str, ex=None) -> dict:
+    """What the files say about an exchange (or, ``ex``, one process of it) whose ingest does not answer."""
+    ex = ex if ex is not None else config.exchanges[name]
     try:
-        changes = load_changes(config.run_dir, name)
+        changes = load_changes(config.run_dir, ex.unit)
     except StreamError:
         changes = Changes()
-    symbols = changes.apply(ex.symbols)
+    symbols = process_symbols(config.exchanges[name], ex, changes)
+    changes = Changes(tuple(s for s in changes.added if s in symbols), changes.removed)
     cfg = set(ex.symbols)
     rows = [{"exchange": name, "symbol": s, "source": "config" if s in cfg else "runtime", "state": "down",
              "since_ns": 0, "added_ns": 0, "updates": 0, "trades": 0, "gaps": 0, "resyncs": 0, "rate": 0.0,
@@ -193,62 +210,177 @@ def _down_entry(config, name: str) -> dict:
             "max_symbols": ex.slots, "free": max(0, ex.slots - len(symbols)), "streams": rows}
 
 
+# ------------------------------------------------------------------ one exchange, N processes
+
+def _parts(ex, request: dict) -> list[tuple[str, dict]]:
+    """(unit, request) per ingest process a request for exchange ``ex`` goes to (module docstring)."""
+    units = shards.shard_configs(ex)
+    if ex.processes == 1:
+        return [(ex.unit, request)]
+    op = request.get("op")
+    if op in ("subscribe", "unsubscribe"):
+        symbols = check_symbols(request.get("symbols"))
+        return [(units[k].unit, {**request, "symbols": part}) for k, part in shards.split(ex, symbols).items()]
+    if op in ("streams", "reset"):
+        return [(sx.unit, request) for sx in units]
+    return [(units[0].unit, request)]  # its refusal names the unknown op
+
+
+def _merge(ex, request: dict, replies: list[dict]) -> dict:
+    """One exchange's reply from its processes' replies (in shard order)."""
+    if len(replies) == 1 and ex.processes == 1:
+        return replies[0]
+    out: dict = {"ok": True, "exchange": ex.name}
+    for key in ("added", "already", "removed"):
+        if any(key in r for r in replies):
+            out[key] = [s for r in replies for s in r.get(key, ())]
+    return out
+
+
+def _refused(ex, exc: StreamError, done: list[dict]) -> StreamError:
+    changed = [f"{key} {', '.join(s)}" for key in ("added", "removed")
+               if (s := [x for r in done for x in r.get(key, ())])]
+    if not changed:
+        return exc
+    return StreamError(f"{exc} (already done by other ingest processes of {ex.name}: {'; '.join(changed)})", exc.code)
+
+
+def exchange_request(config, exchange: str, request: dict, timeout: float = 30.0) -> dict:
+    """``control_request`` for an exchange, whatever its number of ingest processes (module docstring)."""
+    ex = config.exchange(exchange)
+    done: list[dict] = []
+    for unit, part in _parts(ex, request):
+        try:
+            done.append(control_request(config.run_dir, unit, part, timeout))
+        except StreamError as exc:
+            raise _refused(ex, exc, done) from None
+    return _merge(ex, request, done)
+
+
+async def exchange_request_async(config, exchange: str, request: dict, timeout: float = 30.0) -> dict:
+    """``exchange_request`` for asyncio callers (the publisher's HTTP API)."""
+    ex = config.exchange(exchange)
+    done: list[dict] = []
+    for unit, part in _parts(ex, request):
+        try:
+            done.append(await control_request_async(config.run_dir, unit, part, timeout))
+        except StreamError as exc:
+            raise _refused(ex, exc, done) from None
+    return _merge(ex, request, done)
+
+
+def _process_entry(config, name: str, sx, reply: dict | StreamError) -> dict:
+    if isinstance(reply, StreamError):
+        entry = _down_entry(config, name, sx)
+        entry["running"], entry["error"] = False, str(reply)
+    else:
+        entry = reply
+        entry["running"] = True
+    entry.pop("ok", None)
+    return entry
+
+
+def _exchange_entry(config, name: str, entries: list[dict]) -> dict:
+    """One exchange's ``streams`` entry from its processes' (a sharded exchange's: merged, rows with
+    ``shard``, ``processes`` with each one's unit and state)."""
+    ex = config.exchanges[name]
+    if ex.processes == 1:
+        return entries[0]
+    for k, e in enumerate(entries):
+        for row in e["streams"]:
+            row["shard"] = k
+    merged = {"exchange": name, "configured": list(ex.symbols),
+              "symbols": [s for e in entries for s in e["symbols"]],
+              "runtime_added": [s for e in entries for s in e["runtime_added"]],
+              "runtime_removed": [s for e in entries for s in e["runtime_removed"]],
+              "max_symbols": sum(e["max_symbols"] for e in entries), "free": sum(e["free"] for e in entries),
+              "streams": [row for e in entries for row in e["streams"]],
+              "running": all(e["running"] for e in entries),
+              "processes": [{"shard": k, "unit": sx.unit, "running": e["running"],
+                             **({"error": e["error"]} if "error" in e else {})}
+                            for k, (sx, e) in enumerate(zip(shards.shard_configs(ex), entries))]}
+    errors = [e["error"] for e in entries if "error" in e]
+    if errors:
+        merged["error"] = "; ".join(errors)
+    return merged
+
+
 def streams_overview(config, timeout: float = 5.0) -> dict:
     """Every exchange's streams (the reply of each ingest's ``streams``; from the files, with
     state "down", for an ingest that does not answer): ``pipeline streams --json``, ``GET /api/streams``."""
     out = []
-    for name in config.exchanges:
-        try:
-            entry = control_request(config.run_dir, name, {"op": "streams"}, timeout)
-            entry["running"] = True
-        except StreamError as exc:
-            entry = _down_entry(config, name)
-            entry["running"], entry["error"] = False, str(exc)
-        entry.pop("ok", None)
-        out.append(entry)
+    for name, ex in config.exchanges.items():
+        entries = []
+        for sx in shards.shard_configs(ex):
+            try:
+                reply: dict | StreamError = control_request(config.run_dir, sx.unit, {"op": "streams"}, timeout)
+            except StreamError as exc:
+                reply = exc
+            entries.append(_process_entry(config, name, sx, reply))
+        out.append(_exchange_entry(config, name, entries))
     return {"exchanges": out}
 
 
 async def streams_overview_async(config, timeout: float = 5.0) -> dict:
-    """``streams_overview`` for asyncio callers (the exchanges asked at the same time)."""
+    """``streams_overview`` for asyncio callers (every process asked at the same time)."""
     import asyncio
 
-    async def one(name: str) -> dict:
+    async def one(name: str, sx) -> dict:
         try:
-            entry = await control_request_async(config.run_dir, name, {"op": "streams"}, timeout)
-            entry["running"] = True
+            reply: dict | StreamError = await control_request_async(config.run_dir, sx.unit, {"op": "streams"}, timeout)
         except StreamError as exc:
-            entry = _down_entry(config, name)
-            entry["running"], entry["error"] = False, str(exc)
-        entry.pop("ok", None)
-        return entry
+            reply = exc
+        return _process_entry(config, name, sx, reply)
 
-    return {"exchanges": list(await asyncio.gather(*(one(n) for n in config.exchanges)))}
+    async def exchange(name: str, ex) -> dict:
+        entries = await asyncio.gather(*(one(name, sx) for sx in shards.shard_configs(ex)))
+        return _exchange_entry(config, name, list(entries))
+
+    return {"exchanges": list(await asyncio.gather(*(exchange(n, ex) for n, ex in config.exchanges.items())))}
 
 
 def reset_changes(config, exchange: str) -> dict:
     """Drop the runtime changes of ``exchange``: through its ingest when it runs (symbols go
-    back to the config's at once), else by deleting the state file."""
-    config.exchange(exchange)
-    try:
-        return control_request(config.run_dir, exchange, {"op": "reset"})
-    except StreamError as exc:
-        if exc.code != "not_running":
-            raise
-    try:
-        changes = load_changes(config.run_dir, exchange)
-    except StreamError:  # unreadable: deleting it is the fix
-        changes = Changes()
-    state_path(config.run_dir, exchange).unlink(missing_ok=True)
-    return {"ok": True, "exchange": exchange, "added": list(changes.removed), "removed": list(changes.added),
-            "running": False}
+    back to the config's at once), else by deleting the state file (per ingest process)."""
+    ex = config.exchange(exchange)
+    added: list[str] = []
+    removed: list[str] = []
+    running = True
+    for sx in shards.shard_configs(ex):
+        try:
+            reply = control_request(config.run_dir, sx.unit, {"op": "reset"})
+            added += reply["added"]
+            removed += reply["removed"]
+            continue
+        except StreamError as exc:
+            if exc.code != "not_running":
+                raise
+        running = False
+        try:
+            changes = load_changes(config.run_dir, sx.unit)
+        except StreamError:  # unreadable: deleting it is the fix
+            changes = Changes()
+        state_path(config.run_dir, sx.unit).unlink(missing_ok=True)
+        added += changes.removed
+        removed += changes.added
+    out = {"ok": True, "exchange": exchange, "added": added, "removed": removed}
+    if not running:
+        out["running"] = False
+    return out
 
 
 def followed_symbols(config, exchange: str) -> tuple[str, ...]:
     """The symbols ``exchange`` follows: its config's with the saved runtime changes applied
-    (the config's alone when the state file cannot be read)."""
+    (the config's alone when the state file cannot be read); every ingest process's."""
     ex = config.exchange(exchange)
-    try:
-        return load_changes(config.run_dir, exchange).apply(ex.symbols)
-    except StreamError:
-        return ex.symbols
+    out: list[str] = []
+    for sx in shards.shard_configs(ex):
+        try:
+            mine = process_symbols(ex, sx, load_changes(config.run_dir, sx.unit))
+        except StreamError:
+            mine = sx.symbols
+        out += [s for s in mine if s not in out]
+    if ex.processes > 1:  # in the config's order first, as one process would list them
+        order = {s: i for i, s in enumerate(ex.symbols)}
+        out.sort(key=lambda s: order.get(s, len(order)))
+    return tuple(out)

@@ -120,8 +120,9 @@ class TradeRingWriter:
     """The single writer of one exchange's trade ring (the ingest process)."""
 
     def __init__(self, prefix: str, exchange: str, symbols: list[str] | tuple[str, ...], capacity: int, epoch: int,
-                 n_slots: int | None = None):
-        """``n_slots``: streams in the ring (``max_symbols``; at least ``len(symbols)``)."""
+                 n_slots: int | None = None, unit: str | None = None):
+        """``n_slots``: streams in the ring (``max_symbols``; at least ``len(symbols)``).  ``unit``: as
+        BookWriter's (one shard's ring: pipeline/shards.py)."""
         if not 1 <= capacity <= MAX_CAPACITY:
             raise SharedMemoryError(f"trade ring capacity {capacity} outside 1..{MAX_CAPACITY}")
         self.exchange = exchange
@@ -129,7 +130,7 @@ class TradeRingWriter:
         self.symbols: list[str] = list(symbols) + [""] * (n - len(symbols))
         self.capacity = capacity
         self.epoch = epoch
-        self.name = ring_name(prefix, exchange)
+        self.name = ring_name(prefix, unit or exchange)
         self.layout = _Layout(n, capacity)
         self._reclaim_stale()
         self._seg = _Segment(self.name, self.layout.size, create=True)

@@ -30,7 +30,7 @@ from websockets.http11 import Request, Response
 
 from pipeline.config import Config
 from pipeline.errors import StreamError
-from pipeline.streams import check_symbols, control_request_async, streams_overview_async
+from pipeline.streams import check_symbols, exchange_request_async, streams_overview_async
 from publisher.web import json_response
 
 PREFIX = "/api/streams"
@@ -185,4 +185,4 @@ class StreamsApi:
         if exchange not in self.config.exchanges:
             known = ", ".join(self.config.exchanges) or "none"
             raise StreamError(f"no exchange {exchange!r} in the config (configured: {known})", "unknown_exchange")
-        return await control_request_async(self.config.run_dir, exchange, request)
+        return await exchange_request_async(self.config, exchange, request)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from pipeline import schema
+from pipeline import schema, shards
 from pipeline.config import Config
 from pipeline.consumer import Book, BookTracker, _Base
 from pipeline.errors import SharedMemoryError
@@ -122,7 +122,7 @@ class BookMirror(_Base):
         self._light: dict[Key, Book] = {}  # books kept without levels (module docstring)
         self.light_messages = 0  # L2 messages taken by their header only
         self._keys: dict[bytes, Key] = {}  # topic -> (exchange, symbol), parsed once per topic
-        self._shm_failed: dict[str, float] = {}  # exchange -> monotonic time of the last failed open
+        self._shm_failed: dict[str, float] = {}  # unit (exchange or shard) -> monotonic time of the last failed open
 
     # ------------------------------------------------------------------ bus input
     def decode_trade(self, payload: bytes) -> schema.Trade:
@@ -137,7 +137,7 @@ class BookMirror(_Base):
             if len(self._keys) >= 4096:  # only configured topics are expected; stay bounded anyway
                 self._keys.clear()
             key = self._keys[topic] = (exchange, symbol)
-        if key not in self._views and self._shm_readable(key[0]):
+        if key not in self._views and self._shm_readable(shards.unit_of(self.config, *key)):
             return self._apply_head(key, payload)
         tr = self.trackers.get(key)
         if tr is not None and tr.synced:
@@ -185,19 +185,20 @@ class BookMirror(_Base):
         continuous = prev_state is not None and head.epoch == prev_epoch and head.seq == prev_seq + 1
         return Step(key, book, prev_epoch, prev_seq, prev_state, continuous, {})
 
-    def _shm_readable(self, exchange: str) -> bool:
-        """Whether the exchange's shared memory is open here (opened now if need be)."""
-        if exchange in self._readers:
+    def _shm_readable(self, unit: str) -> bool:
+        """Whether the shared memory of an exchange (of its ingest process ``unit``: pipeline/shards.py)
+        is open here (opened now if need be)."""
+        if unit in self._readers:
             return True
-        failed = self._shm_failed.get(exchange)
+        failed = self._shm_failed.get(unit)
         if failed is not None and time.monotonic() - failed < SHM_RETRY_S:
             return False
         try:
-            self._readers[exchange] = BookReader.open(self.config.shm_prefix, exchange)
+            self._readers[unit] = BookReader.open(self.config.shm_prefix, unit)
         except SharedMemoryError:
-            self._shm_failed[exchange] = time.monotonic()
+            self._shm_failed[unit] = time.monotonic()
             return False
-        self._shm_failed.pop(exchange, None)
+        self._shm_failed.pop(unit, None)
         return True
 
     def book(self, exchange: str, symbol: str) -> Book | None:
@@ -253,14 +254,15 @@ class BookMirror(_Base):
     def _shm_snapshot(self, exchange: str, symbol: str, epoch: int) -> BookSnapshot | None:
         # An exchange without a segment (ingest down, bus from another host) would otherwise be
         # opened again for every snapshot of every client: seconds of CPU at a few thousand/s.
-        failed = self._shm_failed.get(exchange)
+        unit = shards.unit_of(self.config, exchange, symbol)
+        failed = self._shm_failed.get(unit)
         if failed is not None and time.monotonic() - failed < SHM_RETRY_S:
             return None
         snap = super()._shm_snapshot(exchange, symbol, epoch)
-        if self.use_shm and exchange not in self._readers:  # the open failed
-            self._shm_failed[exchange] = time.monotonic()
+        if self.use_shm and unit not in self._readers:  # the open failed
+            self._shm_failed[unit] = time.monotonic()
         else:
-            self._shm_failed.pop(exchange, None)
+            self._shm_failed.pop(unit, None)
         return snap
 
     def snapshot(self, key: Key, depth: int) -> View:
@@ -284,14 +286,15 @@ class BookMirror(_Base):
 
     def _shm_latest(self, exchange: str, symbol: str) -> BookSnapshot | None:
         """Shared memory of an exchange the bus has not shown a book of yet."""
-        reader = self._readers.get(exchange)
+        unit = shards.unit_of(self.config, exchange, symbol)
+        reader = self._readers.get(unit)
         try:
             if reader is not None and time.time_ns() - reader.heartbeat_ns > STALE_READER_S * 1e9:
                 reader.close()  # the ingest may have restarted into a new segment
-                self._readers.pop(exchange, None)
+                self._readers.pop(unit, None)
                 reader = None
             if reader is None:
-                reader = self._readers[exchange] = BookReader.open(self.config.shm_prefix, exchange)
+                reader = self._readers[unit] = BookReader.open(self.config.shm_prefix, unit)
             return reader.read(symbol)
         except SharedMemoryError:
             return None

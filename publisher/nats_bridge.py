@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import bus, natsbus, schema
+from pipeline import bus, natsbus, schema, shards
 from pipeline.config import (Config, SectionContext, check_keys, expect_number, expect_pos_int, expect_str,
                              expect_url)
 from pipeline.errors import ConfigError
@@ -128,8 +128,8 @@ class Bridge:
         self.latest: dict[bytes, bytes] = {}  # other conflatable kinds: topic -> latest payload
         self._pending: list[tuple[bytes, bytes]] = []
         self._last_ack: Any = None  # the publish_async future of the newest message (its PubAck: the stream seq)
-        self._books: dict[str, Any] = {}  # exchange -> shm BookReader
-        self._rings: dict[str, Any] = {}  # exchange -> TradeRingReader
+        self._books: dict[str, Any] = {}  # unit (exchange, or NAME.K: pipeline/shards.py) -> shm BookReader
+        self._rings: dict[str, Any] = {}  # unit -> TradeRingReader
 
     # ------------------------------------------------------------ NATS setup
     async def connect(self):
@@ -223,12 +223,13 @@ class Bridge:
         from pipeline.errors import SharedMemoryError
         from pipeline.shm import BookReader
 
-        reader = self._books.get(msg.exchange)
+        unit = shards.unit_of(self.config, msg.exchange, msg.symbol)  # the symbol's ingest process's segment
+        reader = self._books.get(unit)
         try:
             if reader is None or reader.epoch != msg.epoch:
                 if reader is not None:
                     reader.close()
-                reader = self._books[msg.exchange] = BookReader.open(self.config.shm_prefix, msg.exchange)
+                reader = self._books[unit] = BookReader.open(self.config.shm_prefix, unit)
             s = reader.read(msg.symbol)
         except SharedMemoryError:
             return None
@@ -245,12 +246,13 @@ class Bridge:
         from pipeline.trade_ring import TradeRingReader
 
         first = st.seq + 1
-        ring = self._rings.get(t.exchange)
+        unit = shards.unit_of(self.config, t.exchange, t.symbol)
+        ring = self._rings.get(unit)
         try:
             if ring is None or ring.epoch != t.epoch:
                 if ring is not None:
                     ring.close()
-                ring = self._rings[t.exchange] = TradeRingReader.open(self.config.shm_prefix, t.exchange)
+                ring = self._rings[unit] = TradeRingReader.open(self.config.shm_prefix, unit)
             got = [(seq, kept) for seq, kept in ring.read_range(t.symbol, first, t.seq - 1) if kept is not None]
         except SharedMemoryError:
             got = []

@@ -52,7 +52,7 @@ from pipeline.pidfile import PidFile
 from pipeline.streams import followed_symbols
 from sinks.files import DailyFile, gzip_file, last_row, repair_file
 from sinks.recorder import BookStream, SinkCounters, TradeStream
-from sinks.sources import ShmSources
+from sinks.sources import ShmSources, rings_of
 from sinks.csv_settings import SINK_NAME, csv_config
 from sinks.status import process_name, stats_path, write_stats
 from sinks.tardis import (BOOK, DATATYPES, OTHER_KINDS, TRADES, RowWriter, day_of, exchange_id, file_name,
@@ -104,7 +104,8 @@ class CsvSink:
             for sym in ex.symbols:
                 rows = self.rows[(name, sym)] = RowWriter(self.ids[name], sym)
                 self.books[(name, sym)] = BookStream(name, sym, rows, snapshots, self.counters)
-                self.trades[(name, sym)] = TradeStream(name, sym, rows, rings, self.counters, since_us=clock())
+                self.trades[(name, sym)] = TradeStream(name, sym, rows, rings_of(config, rings, name, sym), self.counters,
+                                                       since_us=clock())
         self.snapshots = snapshots
         self.day: str | None = None
         self._midnight = 0
@@ -215,7 +216,8 @@ class CsvSink:
         self._removed.discard((name, sym))
         rows = RowWriter(self.ids[name], sym)
         self.books[(name, sym)] = BookStream(name, sym, rows, self.snapshots, self.counters)
-        self.trades[(name, sym)] = TradeStream(name, sym, rows, self.rings, self.counters, since_us=self.clock())
+        self.trades[(name, sym)] = TradeStream(name, sym, rows, rings_of(self.config, self.rings, name, sym),
+                                               self.counters, since_us=self.clock())
         self._open_files(name, sym)
         log.info("csv sink: recording %s %s (added at runtime)", name, sym)
         return True
@@ -541,7 +543,7 @@ def run_sink(config: Config) -> None:
     """Blocking entry point of ``pipeline sink csv``: SUB, record, flush, stop on SIGTERM/SIGINT."""
     stop = []
     old = {s: signal.signal(s, lambda signum, _f: stop.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
-    sources = ShmSources(config.shm_prefix)
+    sources = ShmSources(config.shm_prefix, config)
     sink = CsvSink(config, snapshots=sources.book, rings=sources.ring)
     ctx = zmq.Context()
     # Trades are checked for after every 64th L2 message only: rows reach the files once per flush

@@ -66,7 +66,7 @@ from pipeline.errors import ConfigError
 from pipeline.pidfile import PidFile
 from sinks.parquet_settings import SINK_NAME, parquet_config
 from sinks.recorder import BookStream, SinkCounters, TradeStream
-from sinks.sources import ShmSources
+from sinks.sources import ShmSources, rings_of
 from sinks.status import process_name, stats_path, write_stats
 from sinks.tardis import BOOK, COLUMNS, OTHER_KINDS, TRADES, TupleRows, day_of, exchange_id, next_midnight_us
 
@@ -249,7 +249,8 @@ class ParquetSink:
             for sym in ex.symbols:
                 rows = self.rows[(name, sym)] = TupleRows(self.ids[name], sym)
                 self.books[(name, sym)] = BookStream(name, sym, rows, snapshots, self.counters)
-                self.trades[(name, sym)] = TradeStream(name, sym, rows, rings, self.counters, since_us=now)
+                self.trades[(name, sym)] = TradeStream(name, sym, rows, rings_of(config, rings, name, sym), self.counters,
+                                                       since_us=now)
         self.buffers: dict[tuple[str, str], Buffer] = {}
         self._unwritten: dict[tuple[str, str], list[Buffer]] = {}  # sealed, failed to write, retried in order
         self._midnight = next_midnight_us(now)
@@ -609,7 +610,7 @@ def run_sink(config: Config) -> None:
     """Blocking entry point of ``pipeline sink parquet``: SUB, record, write files, stop on SIGTERM/SIGINT."""
     stop = []
     old = {s: signal.signal(s, lambda signum, _f: stop.append(signum)) for s in (signal.SIGTERM, signal.SIGINT)}
-    sources = ShmSources(config.shm_prefix)
+    sources = ShmSources(config.shm_prefix, config)
     sink = ParquetSink(config, snapshots=sources.book, rings=sources.ring)
     ctx = zmq.Context()
     reader = bus.Reader.for_config(ctx, config, exchanges=sink.exchanges, hot_check_every=64,

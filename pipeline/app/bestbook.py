@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
+from pipeline import shards
 from pipeline.config import Config, load_config
 from pipeline.errors import ConfigError, PipelineError, SharedMemoryError
 from pipeline.pidfile import pid_alive
@@ -67,7 +68,7 @@ class BestBook:
 def _from_shm(config: Config, exchange: str, symbol: str, depth: int, max_age_s: float) -> BestBook | str:
     """The shared-memory book, or the reason it is not usable."""
     try:
-        reader = BookReader.open(config.shm_prefix, exchange)
+        reader = BookReader.open(config.shm_prefix, shards.unit_of(config, exchange, symbol))
     except SharedMemoryError:
         return f"no shared-memory book for {exchange!r} (is `pipeline ingest {exchange}` running?)"
     try:

@@ -45,9 +45,11 @@ class BookView:
         return round(max(0, self.now_ns // 1000 - rx) / 1e6, 3) if rx else None
 
 
-def read(prefix: str, exchange: str, symbol: str, depth: int | None = None, now_ns: int | None = None) -> BookView:
-    """Read ``symbol``'s view and health.  Raises SharedMemoryError (no segment, unknown symbol)."""
-    with BookReader.open(prefix, exchange) as reader:
+def read(prefix: str, exchange: str, symbol: str, depth: int | None = None, now_ns: int | None = None,
+         unit: str | None = None) -> BookView:
+    """Read ``symbol``'s view and health.  Raises SharedMemoryError (no segment, unknown symbol).
+    ``unit``: the segment of the symbol's ingest process (pipeline/shards.py ``unit_of``)."""
+    with BookReader.open(prefix, unit or exchange) as reader:
         snap = reader.read(symbol, depth=depth)
         stats = reader.stats(symbol)
         health = reader.feed_health(symbol)

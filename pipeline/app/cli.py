@@ -10,6 +10,7 @@ import sys
 import click
 
 from pipeline.app.config import PLUGINS, load_config
+from pipeline import shards
 from pipeline.config import Config
 from pipeline.sim import PROTOCOLS as SIM_PROTOCOLS
 from pipeline.errors import ConfigError, SharedMemoryError
@@ -171,9 +172,12 @@ def restart(config: Config, program: str) -> None:
 
 @cli.command()
 @click.argument("name")
+@click.option("--shard", type=click.IntRange(min=0), default=None,
+              help="Which of the exchange's ingest processes ([exchanges.NAME] processes = N: 0..N-1).")
 @pass_config
-def ingest(config: Config, name: str) -> None:
-    """Run the ingest process of exchange NAME (as configured under [exchanges.NAME])."""
+def ingest(config: Config, name: str, shard: int | None) -> None:
+    """Run the ingest process of exchange NAME (as configured under [exchanges.NAME]), or one
+    shard of it when it has several processes (docs/operations.md "Sharded ingest")."""
     try:
         config.exchange(name)
     except ConfigError as exc:
@@ -181,7 +185,7 @@ def ingest(config: Config, name: str) -> None:
     from ingest.main import run_ingest
 
     try:
-        run_ingest(config, name)
+        run_ingest(config, name, shard)
     except ConfigError as exc:  # e.g. a tcp endpoint beyond loopback without CURVE
         click.echo(f"config error: {exc}", err=True)
         sys.exit(2)
@@ -397,7 +401,8 @@ def book(config: Config, exchange: str, symbol: str, depth: int | None, as_json:
         return
     try:
         config.exchange(exchange)
-        view = book_view.read(config.shm_prefix, exchange, symbol, depth)
+        view = book_view.read(config.shm_prefix, exchange, symbol, depth,
+                              unit=shards.unit_of(config, exchange, symbol))
     except (ConfigError, SharedMemoryError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -487,11 +492,11 @@ def keys_generate(directory: str, clients: tuple[str, ...]) -> None:
 
 def _stream_change(config: Config, op: str, exchange: str, symbols: tuple[str, ...]) -> dict:
     from pipeline.errors import StreamError
-    from pipeline.streams import check_symbols, control_request
+    from pipeline.streams import check_symbols, exchange_request
 
     try:
         config.exchange(exchange)
-        return control_request(config.run_dir, exchange, {"op": op, "symbols": list(check_symbols(symbols))})
+        return exchange_request(config, exchange, {"op": op, "symbols": list(check_symbols(symbols))})
     except ConfigError as exc:
         raise click.ClickException(f"unknown exchange: {exc}") from None
     except StreamError as exc:

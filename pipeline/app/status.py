@@ -60,10 +60,15 @@ def collect(config: Config) -> dict:
 def problems(status: dict) -> tuple[list[str], list[str]]:
     """(what is down, which books are not live), each a list of short texts."""
     down = [f"process {p['name']} {p['state']}" for p in status["processes"] if p["state"] != "running"]
-    down += [f"exchange {e['exchange']}: no shared memory" for e in status["exchanges"] if e.get("state") != "up"]
+    down += [f"exchange {_unit(e)}: no shared memory" for e in status["exchanges"] if e.get("state") != "up"]
     not_live = [f"{f['exchange']} {f['symbol']} {f['state']}" for f in status["feeds"]
                 if f["state"] not in ("live", "removed", "down")]  # down: counted with its exchange
     return down, not_live
+
+
+def _unit(item: dict) -> str:
+    """An exchange's name, with ``.K`` for shard K of a sharded one (pipeline/shards.py)."""
+    return item["exchange"] if item.get("shard") is None else f"{item['exchange']}.{item['shard']}"
 
 
 def exit_code(status: dict) -> int:
@@ -98,7 +103,7 @@ def render_table(status: dict) -> str:
             lines.append(f"  {p['error']}")
     lines.append("")
     # column widths follow the longest names (OKX symbols like BTC-USD-250627 are long)
-    we = max([12] + [len(f["exchange"]) + 2 for f in status["feeds"]])
+    we = max([12] + [len(_unit(f)) + 2 for f in status["feeds"]])
     ws = max([12] + [len(f["symbol"]) + 2 for f in status["feeds"]])
     lines.append(f"{'EXCHANGE':<{we}}{'SYMBOL':<{ws}}{'STATE':<9}{'SEQ':>9}{'UPDATES':>10}{'TRADES':>9}{'GAPS':>6}"
                  f"{'RESYNC':>7}{'BAD':>5}{'CK OK/FAIL':>12}{'AGE s':>8}  {'BID':>14} {'ASK':<14}")
@@ -107,7 +112,7 @@ def render_table(status: dict) -> str:
         ask = f"{f['best_ask'][0]:.8g}" if f["best_ask"] else "-"
         age = f"{f['age_s']:.1f}" if f["age_s"] is not None else "-"
         ck = f"{f['checksum_ok']}/{f['checksum_failed']}"
-        lines.append(f"{f['exchange']:<{we}}{f['symbol']:<{ws}}{f['state']:<9}{f['seq'] if f['seq'] is not None else '-':>9}"
+        lines.append(f"{_unit(f):<{we}}{f['symbol']:<{ws}}{f['state']:<9}{f['seq'] if f['seq'] is not None else '-':>9}"
                      f"{f['updates']:>10}{f['trades']:>9}{f['gaps']:>6}{f['resyncs']:>7}{f['malformed']:>5}"
                      f"{ck:>12}{age:>8}  {bid:>14} {ask:<14}" + ("  (runtime)" if f.get("source") == "runtime" else ""))
     # why a book is not live (or what just went wrong): failures and the last error, per feed
@@ -120,7 +125,7 @@ def render_table(status: dict) -> str:
                      f"{f['rest_errors']} REST errors; {_error_line(f)}")
     for e in status.get("exchanges", []):
         if e.get("state") == "up":
-            lines.append(f"\n{e['exchange']}: frames {e['frames']}, reconnects {e['reconnects']}, "
+            lines.append(f"\n{_unit(e)}: frames {e['frames']}, reconnects {e['reconnects']}, "
                          f"failed connects {e['connect_failures']}, "
                          f"rest {e['rest_requests']} req / {e['rest_errors']} err / {e['rest_throttled']} throttled")
             lines.append(f"  lag over the last minute: loop p50 {e['loop_lag_us']}us p99 {e['loop_lag_p99_us']}us "
@@ -137,7 +142,7 @@ def render_table(status: dict) -> str:
             if e["connections_total"] > len(e["connections"]):
                 lines.append(f"  ({e['connections_total'] - len(e['connections'])} more connections not shown)")
         else:
-            lines.append(f"\n{e['exchange']}: {e.get('state')} ({e.get('detail', '')})")
+            lines.append(f"\n{_unit(e)}: {e.get('state')} ({e.get('detail', '')})")
     pub = status.get("publisher")
     if pub and pub.get("state") != "down":
         lines.append(f"\npublisher {pub['url']}: {pub['clients']} clients, queued {pub['queue_depth']} "

@@ -1,7 +1,8 @@
 """`pipeline run`: supervisord in the foreground, its config derived from ours.
 
 The generated supervisord config (in run_dir) has one program per process: the
-sim when ``[sim]`` is configured, then one ingest per exchange, then each server that
+sim when ``[sim]`` is configured, then one ingest per exchange (``ingest-NAME``; one per shard,
+``ingest-NAME.K``, for an exchange with ``processes`` > 1: pipeline/shards.py), then each server that
 runs (the WebSocket publisher always) and each configured ``[sinks.NAME]`` (``sink-NAME``).  supervisord
 restarts a process that dies.
 
@@ -43,6 +44,7 @@ from pathlib import Path
 
 import psutil
 
+from pipeline import shards
 from pipeline.app.config import PLUGINS
 from pipeline.config import Config, Plugins
 from pipeline.pidfile import pid_alive, read_pid
@@ -62,8 +64,9 @@ def programs(config: Config, config_path: str | None, plugins: Plugins = PLUGINS
     progs = []
     if config.sim is not None:
         progs.append(("sim", base + ["sim"]))
-    for name in config.exchanges:
-        progs.append((f"ingest-{name}", base + ["ingest", name]))
+    for name, sx in shards.each(config):  # one per exchange, or one per shard (pipeline/shards.py)
+        progs.append((f"ingest-{sx.unit}", base + ["ingest", name] + ([] if sx.shard is None else
+                                                                      ["--shard", str(sx.shard)])))
     for server in plugins.servers or ():
         if server.name in config.servers:  # the publisher always (WebSocket :9001 and the page)
             progs.append((server.name, base + [server.command or server.name]))
@@ -127,13 +130,13 @@ def cleanup(config: Config) -> list[str]:
     from pipeline.trade_ring import ring_name
 
     removed = []
-    for name, ex in config.exchanges.items():
-        seg = DEV_SHM / segment_name(config.shm_prefix, name)
-        pid = read_pid(config.run_dir / f"ingest-{name}.pid")
+    for name, ex in shards.each(config):
+        seg = DEV_SHM / segment_name(config.shm_prefix, ex.unit)
+        pid = read_pid(config.run_dir / f"ingest-{ex.unit}.pid")
         if seg.exists() and not pid_alive(pid):
             seg.unlink(missing_ok=True)
             removed.append(str(seg))
-        ring = DEV_SHM / ring_name(config.shm_prefix, name)
+        ring = DEV_SHM / ring_name(config.shm_prefix, ex.unit)
         if ring.exists() and not pid_alive(pid):
             ring.unlink(missing_ok=True)
             removed.append(str(ring))

@@ -149,15 +149,22 @@ def rest_book_equals_shm(config_path: Path, exchange: str, port: int, symbols: l
     from pipeline.config import load_config
     from pipeline.shm import BookReader
 
+    from pipeline import shards
+
     config = load_config(config_path)
     assert sim_fault(port, name="pause")["ok"]
     try:
-        with BookReader.open(config.shm_prefix, exchange) as reader:
+        # each symbol's segment: the exchange's, or its ingest process's when it has several
+        readers = {s: BookReader.open(config.shm_prefix, shards.unit_of(config, exchange, s)) for s in symbols}
+        try:
             def quiet():
-                before = [reader.read(s).seq for s in symbols]
+                before = [readers[s].read(s).seq for s in symbols]
                 time.sleep(0.6)
-                return [reader.read(s).seq for s in symbols] == before
+                return [readers[s].read(s).seq for s in symbols] == before
             eventually(quiet, 20, 0.0, "books quiet after the pause")
+        finally:
+            for r in readers.values():
+                r.close()
         sources = {}
         for sym in symbols:
             live = best_book(exchange, sym, config, depth=depth)
