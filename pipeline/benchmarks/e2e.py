@@ -208,14 +208,15 @@ def ws_phase(stack: Stack, sampler: Sampler, clients: int, per_process: int, sec
 
 def run_rate(rate: float, symbols: list[str], seconds: float, warmup: float, ws_clients: list[int] = (),
              per_process: int = 25, log=lambda _: None, publisher: bool = True,
-             sink: bool = True) -> tuple[dict, list[dict], dict]:
+             sink: bool = True, processes: int = 1, ingest_code=None) -> tuple[dict, list[dict], dict]:
     """One pipeline at ``rate``: its figures, the WebSocket rows (if ``ws_clients``) and samples for the plot.
 
     Without ``publisher`` or ``sink`` that process is not started (pipeline/benchmarks/live_ingest.py, pipeline/benchmarks/csv_sink.py).
     """
     if ws_clients and not publisher:
         raise ValueError("WebSocket clients need the publisher")
-    stack = Stack(rate, symbols, publisher=publisher, sink=sink, max_clients=max(ws_clients, default=1))
+    stack = Stack(rate, symbols, publisher=publisher, sink=sink, max_clients=max(ws_clients, default=1),
+                  processes=processes, ingest_code=ingest_code)
     samples: dict = {"ws": {}}
     ws_rows, windows = [], []
     sampler = None

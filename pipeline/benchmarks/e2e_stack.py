@@ -30,6 +30,7 @@ from pathlib import Path
 
 import psutil
 
+from pipeline import shards
 from pipeline.config import Config, load_config
 from pipeline.shm import DEV_SHM, BookReader
 
@@ -69,7 +70,7 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
 
 
 def config_text(run_dir: Path, sim_port: int, symbols: list[str], *, depth: int = 20,
-                publisher_clients: int = 100, csv: bool = True) -> str:
+                publisher_clients: int = 100, csv: bool = True, processes: int = 1) -> str:
     """The pipeline config of a benchmark run: one exchange on the sim, depth@0ms (one frame per update).
 
     The REST snapshot holds the sim's whole book (limit 1000, weight 50) up to 20 symbols, so a
@@ -91,6 +92,7 @@ ws_url = "ws://127.0.0.1:{sim_port}"
 rest_url = "http://127.0.0.1:{sim_port}"
 depth_stream = "depth@0ms"
 snapshot_limit = {snapshot_limit}
+{'processes = %d' % processes if processes > 1 else ''}
 
 [publisher]
 host = "127.0.0.1"
@@ -112,6 +114,8 @@ class Stack:
     depth: int = 20
     max_clients: int = 100
     seed: int = 7
+    processes: int = 1  # ingest processes of the exchange (pipeline/shards.py); named ingest.K when > 1
+    ingest_code: Path | None = None  # another checkout's code for the ingest (PYTHONPATH), e.g. an old commit's
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="l2pe", dir="/tmp")))
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     stopped: set[str] = field(default_factory=set)   # stopped on purpose (not a failure)
@@ -124,12 +128,17 @@ class Stack:
     def run_dir(self) -> Path:
         return self.workdir / "run"
 
+    @property
+    def ingests(self) -> list[str]:
+        """The names of the ingest processes: ``ingest``, or ``ingest.K`` per shard."""
+        return ["ingest"] if self.processes == 1 else [f"ingest.{k}" for k in range(self.processes)]
+
     # ------------------------------------------------------------------ start
-    def start_process(self, name: str, args: list[str]) -> subprocess.Popen:
+    def start_process(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "ab")
         try:
             p = subprocess.Popen(args, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL)
+                                 stdin=subprocess.DEVNULL, env=env)
         finally:
             log.close()
         self.procs[name] = p
@@ -179,14 +188,20 @@ class Stack:
         self.sim_port = int(self._wait_file("sim", ready, 20))
         self.config_path = self.workdir / "pipeline.toml"
         self.config_path.write_text(config_text(self.run_dir, self.sim_port, self.symbols, depth=self.depth,
-                                                publisher_clients=self.max_clients, csv=self.sink))
+                                                publisher_clients=self.max_clients, csv=self.sink,
+                                                processes=self.processes))
         self.config = load_config(self.config_path)
         base = PIPELINE + ["--config", str(self.config_path)]
         # all three at once (their start-up overlaps); the sink backfills trades it was not yet
         # subscribed to from the trade ring, and books start with a snapshot block (docs/csv.md)
         if self.sink:
             self.start_process("sink-csv", base + ["sink", "csv"])
-        self.start_process("ingest", base + ["ingest", EXCHANGE])
+        env = None
+        if self.ingest_code is not None:  # its packages first on the path (the venv's own install is a finder after it)
+            env = {**os.environ, "PYTHONPATH": str(self.ingest_code)}
+        for k, name in enumerate(self.ingests):
+            self.start_process(name, base + ["ingest", EXCHANGE] + (["--shard", str(k)] if self.processes > 1 else []),
+                               env=env)
         if self.publisher:
             ready = self.workdir / "publisher.port"
             self.start_process("publisher", base + ["publish", "--port", "0", "--ready-file", str(ready)])
@@ -196,11 +211,15 @@ class Stack:
         wait_for(self._all_live, live_timeout, f"{len(self.symbols)} books live", 0.1)
 
     def _all_live(self) -> bool:
-        p = self.procs["ingest"]
-        if p.poll() is not None:
-            raise StackError(f"ingest exited with {p.returncode}:\n{self.log_tail('ingest')}")
-        with BookReader.open(self.config.shm_prefix, EXCHANGE) as r:
-            return all(r.read(s, depth=1).state.name == "LIVE" for s in self.symbols)
+        for name in self.ingests:
+            p = self.procs[name]
+            if p.poll() is not None:
+                raise StackError(f"{name} exited with {p.returncode}:\n{self.log_tail(name)}")
+        for s in self.symbols:
+            with BookReader.open(self.config.shm_prefix, shards.unit_of(self.config, EXCHANGE, s)) as r:
+                if r.read(s, depth=1).state.name != "LIVE":
+                    return False
+        return True
 
     # ------------------------------------------------------------------- stop
     def stop_processes(self, names: list[str], timeout: float = 10.0) -> None:
@@ -226,9 +245,9 @@ class Stack:
 
     def close(self) -> list[str]:
         """Stop every process (clients first, the sim last); returns the shm segments that had to be removed."""
-        core = ("sim", "ingest", "publisher", "sink-csv")
+        core = ("sim", "publisher", "sink-csv", *self.ingests)
         self.stop_processes([n for n in self.procs if n not in core])
-        self.stop_processes(["publisher", "sink-csv", "ingest"])
+        self.stop_processes(["publisher", "sink-csv", *self.ingests])
         self.stop_processes(["sim"])
         cleaned = []
         prefix = self.config.shm_prefix if self.config is not None else None
@@ -279,10 +298,14 @@ class Sampler:
 
     def __init__(self, stack: Stack):
         self.stack = stack
-        self.reader = BookReader.open(stack.config.shm_prefix, EXCHANGE)
+        units = [sx.unit for sx in shards.shard_configs(stack.config.exchange(EXCHANGE))]
+        self.readers = {u: BookReader.open(stack.config.shm_prefix, u) for u in units}  # one per ingest process
+        self.unit_of = {s: shards.unit_of(stack.config, EXCHANGE, s) for s in stack.symbols}
         self.ps: dict[str, list[psutil.Process]] = {}
         for name, p in stack.procs.items():
             self.watch(name, [p.pid])
+        if stack.processes > 1:  # "ingest": every ingest process together (each also under its own name)
+            self.watch("ingest", [stack.procs[n].pid for n in stack.ingests])
 
     def watch(self, name: str, pids: list[int]) -> None:
         self.ps[name] = [psutil.Process(pid) for pid in pids]
@@ -291,7 +314,16 @@ class Sampler:
         self.ps.pop(name, None)
 
     def close(self) -> None:
-        self.reader.close()
+        for r in self.readers.values():
+            r.close()
+
+    def process_stats(self) -> dict:
+        """The ingest processes' header stats together: lags the largest, counters summed."""
+        out: dict = {}
+        for r in self.readers.values():
+            for k, v in r.process_stats().items():
+                out[k] = max(out.get(k, 0), v) if "lag" in k else out.get(k, 0) + v
+        return out
 
     def _usage(self) -> tuple[dict[str, float], dict[str, int]]:
         cpu, rss = {}, {}
@@ -311,7 +343,7 @@ class Sampler:
     def read(self) -> Reading:
         state = sim_state(self.stack.sim_port)
         t, wall = time.monotonic(), time.time_ns() // 1000
-        stats = [self.reader.stats(s) for s in self.stack.symbols]
+        stats = [self.readers[self.unit_of[s]].stats(s) for s in self.stack.symbols]
         sink = None
         if self.stack.sink:
             try:
@@ -326,12 +358,12 @@ class Sampler:
             sim_slow_dropped=state["counters"].get("slow_clients_dropped", 0),
             ingest_updates=sum(s["updates"] for s in stats), ingest_trades=sum(s["trades"] for s in stats),
             ingest_gaps=sum(s["gaps"] for s in stats), ingest_resyncs=sum(s["resyncs"] for s in stats),
-            process_stats=self.reader.process_stats(), sink=sink, cpu=cpu, rss=rss)
+            process_stats=self.process_stats(), sink=sink, cpu=cpu, rss=rss)
 
     def lag_sample(self) -> tuple[int, int]:
         """(publish_lag_1s_us, publish_lag_max_us) from the ingest's header: the p50 over the last
         second (a trend: a growing backlog shows at once) and the max over the last minute."""
-        ps = self.reader.process_stats()
+        ps = self.process_stats()
         return ps["publish_lag_1s_us"], ps["publish_lag_max_us"]
 
 

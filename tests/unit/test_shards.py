@@ -145,3 +145,22 @@ def test_readers_of_a_stopped_sharded_exchange_see_one_exchange_from_the_files(t
     single = config(tmp_path / "one", extra="")
     e = _process_entry(single, "sim", single.exchanges["sim"], StreamError("down", "not_running"))
     assert _exchange_entry(single, "sim", [e]) is e and "processes" not in e
+
+
+def test_the_live_ingest_summary_compares_processes_with_one_and_the_current_code_with_before():
+    from pipeline.benchmarks.live_ingest import summary
+
+    def row(variant, n, rate, kept, cpu_us):
+        return {"variant": variant, "processes": n, "sim_rate": rate, "kept_up": kept, "ingest_msgs_per_s": rate,
+                "ingest_cpu_us_per_msg": cpu_us}
+    rows = [row("before abc", 1, 20000, True, 40.0), row("current, 1 process", 1, 20000, True, 20.0),
+            row("current, 2 processes", 2, 20000, True, 22.0),
+            row("before abc", 1, 40000, False, 40.0), row("current, 1 process", 1, 40000, True, 20.0),
+            row("current, 2 processes", 2, 40000, True, 22.0),
+            row("before abc", 1, 80000, False, 41.0), row("current, 1 process", 1, 80000, False, 21.0),
+            row("current, 2 processes", 2, 80000, True, 22.0)]
+    s = summary(rows)["summary"]
+    assert s["before abc"]["ceiling"] == 20000 and "against" not in s["before abc"]
+    assert (s["current, 1 process"]["against"], s["current, 1 process"]["ceiling_ratio"]) == ("before abc", 2.0)
+    assert s["current, 1 process"]["capacity_ratio"] == round(41.0 / 21.0, 2)
+    assert (s["current, 2 processes"]["against"], s["current, 2 processes"]["ceiling_ratio"]) == ("current, 1 process", 2.0)
