@@ -16,7 +16,7 @@ from ingest.control import StreamControl
 from ingest.feed import BusPublisher, FeedBooks
 from ingest.runner import Runner
 from pipeline import bus, curve, shards
-from pipeline.config import Config
+from pipeline.config import Config, ExchangeConfig
 from pipeline.errors import ConfigError
 from pipeline.streams import control_path, load_changes, process_symbols, state_path
 from pipeline.pidfile import PidFile
@@ -25,6 +25,16 @@ from pipeline.shm import BookWriter
 from pipeline.trade_ring import TradeRingWriter
 
 log = logging.getLogger(__name__)
+
+
+def create_adapter(whole: ExchangeConfig, ex: ExchangeConfig):
+    """(config, adapter) of one ingest process.  One of N shards allows itself 1/N of the exchange's
+    REST weight budget (configured or the adapter's default): a venue counts it per IP."""
+    adapter = adapters.create(ex)  # an unknown name: ConfigError naming exchanges.NAME.adapter
+    if whole.processes > 1:
+        ex = dataclasses.replace(ex, rest_weight_limit=max(1, adapter.traits.rest_weight_limit // whole.processes))
+        adapter = adapters.create(ex)
+    return ex, adapter
 
 
 async def _serve(config: Config, name: str, shard: int | None = None) -> None:
@@ -40,7 +50,7 @@ async def _serve(config: Config, name: str, shard: int | None = None) -> None:
         raise ConfigError(f"exchanges.{name}.max_symbols", f"{len(symbols)} symbols are followed (config plus runtime "
                           f"changes in {state_path(config.run_dir, unit)}), more than {configured.slots}")
     ex = dataclasses.replace(configured, symbols=symbols)
-    adapter = adapters.create(ex)  # an unknown name: ConfigError naming exchanges.NAME.adapter
+    ex, adapter = create_adapter(whole, ex)
     epoch = time.time_ns() // 1000
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -164,3 +164,17 @@ def test_the_live_ingest_summary_compares_processes_with_one_and_the_current_cod
     assert (s["current, 1 process"]["against"], s["current, 1 process"]["ceiling_ratio"]) == ("before abc", 2.0)
     assert s["current, 1 process"]["capacity_ratio"] == round(41.0 / 21.0, 2)
     assert (s["current, 2 processes"]["against"], s["current, 2 processes"]["ceiling_ratio"]) == ("current, 1 process", 2.0)
+
+
+def test_each_shard_allows_itself_its_share_of_the_venues_rest_budget(tmp_path):
+    from ingest.main import create_adapter
+
+    c = config(tmp_path, extra="processes = 2")
+    whole = c.exchanges["sim"]
+    ex, adapter = create_adapter(whole, shards.shard_config(whole, 1))
+    assert adapter.traits.rest_weight_limit == 1500 == ex.rest_weight_limit  # binance's default 3000 / 2
+    c = config(tmp_path, extra="processes = 3\nrest_weight_limit = 900")
+    whole = c.exchanges["sim"]
+    assert create_adapter(whole, shards.shard_config(whole, 0))[1].traits.rest_weight_limit == 300
+    one = config(tmp_path, extra="").exchanges["sim"]
+    assert create_adapter(one, one)[1].traits.rest_weight_limit == 3000
