@@ -6,8 +6,10 @@ L2 deltas (1-3 levels of 50-level books, 4 symbols) at ``--l2-rate`` and trades 
 ``--clients`` WebSocket clients spread over ``--client-procs`` processes; each client records,
 per trade, its receive time minus ``time_received`` (the latency docs/websocket.md tells clients
 to compute; here it covers the bus hop, the publisher and the client's own loop).  Prints one
-JSON line: client p50/p90/p99/p99.9, trades received, frames by kind, and the publisher's CPU
-(share of one core, and µs per bus message).
+JSON line: client p50/p90/p99/p99.9, trades received, frames by kind, the publisher's CPU
+(share of one core, and µs per bus message), and the publisher's own part of a trade's latency
+(its /metrics histograms: feeder -> publisher receive, -> written to a client socket), so the
+client side and the machine's scheduling can be told apart.
 
     .venv/bin/pipeline bench publisher-latency --clients 10 --seconds 10
     .venv/bin/pipeline bench publisher-latency --clients 100 --client-procs 4 --mode snapshots
@@ -163,6 +165,34 @@ def _stats(port: int) -> dict:
         return json.loads(r.read())
 
 
+def _histograms(port: int) -> dict[str, list[tuple[float, int]]]:
+    """The publisher's own trade latency histograms from /metrics (publisher/metrics.py): ``bus``
+    (ingest receive -> publisher receive) and ``send`` (-> written to a client socket), as
+    cumulative (upper bound s, count) lists."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, list[tuple[float, int]]] = {"bus": [], "send": []}
+    for line in text.splitlines():
+        for name, metric in (("bus", "l2p_publisher_bus_latency_seconds_bucket{"),
+                             ("send", "l2p_publisher_send_latency_seconds_bucket{")):
+            if line.startswith(metric) and 'kind="trade"' in line:
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                out[name].append((float(le), int(float(line.rsplit(" ", 1)[1]))))
+    return out
+
+
+def _bucket_quantiles(before: list[tuple[float, int]], after: list[tuple[float, int]]) -> dict:
+    """p50/p99 of the observations between two scrapes, as the upper bound (ms) of their bucket."""
+    counts = [(le, n - dict(before).get(le, 0)) for le, n in after]
+    total = counts[-1][1] if counts else 0
+    out: dict = {"n": total}
+    for q in (0.5, 0.9, 0.99):
+        le = next((le for le, n in counts if n >= q * total), None) if total else None
+        out[f"p{round(q * 100)}_le_ms"] = None if le is None else round(le * 1000, 3)
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="l2pp", dir="/tmp"))
     (workdir / "sim.toml").write_text('[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
@@ -203,9 +233,9 @@ def run(args: argparse.Namespace) -> dict:
                                     "-o", args.py_spy, "-d", str(int(args.seconds)), "-r", "200", "--nonblocking",
                                     *({".json": ["-f", "speedscope"], ".txt": ["-f", "raw"]}.get(Path(args.py_spy).suffix, []))],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        s0, c0, t0 = _stats(port), p.cpu_times(), time.monotonic()
+        s0, c0, t0, h0 = _stats(port), p.cpu_times(), time.monotonic(), _histograms(port)
         time.sleep(args.seconds - 0.5)
-        s1, c1, t1 = _stats(port), p.cpu_times(), time.monotonic()
+        s1, c1, t1, h1 = _stats(port), p.cpu_times(), time.monotonic(), _histograms(port)
         for c in clients:
             c.join(args.seconds + 30)
         if spy is not None:
@@ -233,6 +263,10 @@ def run(args: argparse.Namespace) -> dict:
                 "publisher_cpu_user_sys_s": [round(c1.user - c0.user, 2), round(c1.system - c0.system, 2)],
                 "publisher_bus_msgs_per_s": round(bus_msgs / (t1 - t0)),
                 "publisher_cpu_us_per_bus_msg": round(cpu / max(1, bus_msgs) * 1e6, 2),
+                # the publisher's own part: trades from the feeder's stamp to the publisher's receive
+                # (bus) and to the write into a client socket (send), bucket bounds of /metrics
+                "publisher_trade_bus_latency": _bucket_quantiles(h0["bus"], h1["bus"]),
+                "publisher_trade_send_latency": _bucket_quantiles(h0["send"], h1["send"]),
                 "publisher_log_errors": procs.log("publisher").count("Traceback")}
     finally:
         procs.stop_all()
