@@ -594,16 +594,23 @@ def _check_run_dir(run_dir: Path, key: str) -> None:
 
 def _check_endpoints(exchanges: dict[str, ExchangeConfig]) -> None:
     """Two sockets bound to one endpoint: the second ingest hung (supervisord showed it RUNNING)."""
+    from pipeline.shards import shard_configs  # each ingest process's (shard K binds port + K)
+
     used: dict[str, str] = {}
-    for name, ex in exchanges.items():
-        for key in ("trades_endpoint", "l2_endpoint", "snapshot_endpoint"):
-            ep = getattr(ex, key)
-            if ep is None:
-                continue
-            where = f"exchanges.{name}.{key}"
-            if ep in used:
-                raise ConfigError(where, f"{ep} is already {used[ep]}: each socket needs its own endpoint")
-            used[ep] = where
+    for name, whole in exchanges.items():
+        for ex in shard_configs(whole):
+            _check_process_endpoints(name, ex, used)
+
+
+def _check_process_endpoints(name: str, ex: ExchangeConfig, used: dict[str, str]) -> None:
+    for key in ("trades_endpoint", "l2_endpoint", "snapshot_endpoint"):
+        ep = getattr(ex, key)
+        if ep is None:
+            continue
+        where = f"exchanges.{name}.{key}" + ("" if ex.shard is None else f" (process {ex.shard}: port + {ex.shard})")
+        if ep in used:
+            raise ConfigError(where, f"{ep} is already {used[ep]}: each socket needs its own endpoint")
+        used[ep] = where
 
 
 def load_config(path: str | os.PathLike | None, plugins: Plugins | None = None) -> Config:

@@ -5,6 +5,7 @@ themselves: tests/integration/test_sharded_ingest.py."""
 
 from __future__ import annotations
 
+import re
 import zlib
 from pathlib import Path
 
@@ -42,9 +43,12 @@ def test_processes_default_to_one_and_change_nothing(tmp_path):
     ("processes = 33", "exchanges.sim.processes: expected at most 32"),
     ("processes = 2\nl2_endpoint = \"tcp://127.0.0.1:65535\"", "exchanges.sim.l2_endpoint: shard 1 of 2 would bind port 65536"),
     ("shard = 1", "exchanges.sim.shard: unknown key"),
+    ("processes = 2\nl2_endpoint = \"tcp://127.0.0.1:5556\"\ntrades_endpoint = \"tcp://127.0.0.1:5557\"",
+     "exchanges.sim.l2_endpoint (process 1: port + 1): tcp://127.0.0.1:5557 is already exchanges.sim.trades_endpoint "
+     "(process 0: port + 0)"),
 ])
 def test_bad_processes_fail_at_start_naming_the_key(tmp_path, extra, reason):
-    with pytest.raises(ConfigError, match=reason.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ConfigError, match=re.escape(reason)):
         config(tmp_path, extra=extra)
 
 
