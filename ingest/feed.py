@@ -63,7 +63,7 @@ class SymbolCounts(SyncCounts):
 
     __slots__ = ("updates", "trades", "malformed", "checksum_ok", "checksum_failed", "last_update_ns",
                  "last_trade_ns", "trade_seq", "l2_seq", "connected", "stale_since_ns", "quotes", "last_quote_ns",
-                 "tickers", "last_ticker_ns", "liquidations", "last_liquidation_ns")
+                 "tickers", "last_ticker_ns", "liquidations", "last_liquidation_ns", "stale_after_ms", "stalls")
 
     def __init__(self):
         super().__init__()
@@ -208,12 +208,14 @@ class FeedBooks:
 
     def __init__(self, exchange: str, adapter, writer: BookWriter, publisher: BusPublisher, epoch: int,
                  trade_ring: TradeRingWriter | None = None, schedule_flush: Callable[[], None] | None = None,
-                 cvd: bool = True, bar_intervals: tuple[str, ...] = DEFAULT_BAR_INTERVALS):
+                 cvd: bool = True, bar_intervals: tuple[str, ...] = DEFAULT_BAR_INTERVALS,
+                 stale_after_s: float | None = None):
         """``schedule_flush``: in batch mode (``publisher.batch``), called when a first view
         changes after a flush; the caller then calls ``flush()`` soon (the ingest: once per
         event-loop turn).  Without it the caller flushes on its own schedule (benchmarks).
         ``cvd``, ``bar_intervals``: derive the CVD and the trade bars of these intervals from the
-        trades (config ``cvd``, ``bar_intervals``)."""
+        trades (config ``cvd``, ``bar_intervals``).
+        ``stale_after_s``: the config's cadence bound (``check_ages``); None: the adapter's traits."""
         self.exchange = exchange
         self.trade_ring = trade_ring  # recent trades by seq, for consumers' backfill (pipeline/trade_ring.py)
         self.adapter = adapter
@@ -234,6 +236,14 @@ class FeedBooks:
             limit = 0
         self.snapshot_limit = limit
         self.counts = ProcessCounts()
+        self.installs = 0  # snapshots installed (books gone live), any symbol: the runner's proof of health
+        # a live book unchanged for this long is stale (check_ages); per symbol in counts.stale_after_ms
+        # (an adapter whose cadence streams watch themselves, traits.stale_after_s, issue 11, keeps
+        # its own mechanism: the runner's _staleness_loop; the limit is still shown in status)
+        stale = stale_after_s or traits.book_stale_after_s
+        own = traits.stale_after_s
+        self.stale_after_ms = 0 if own else (int(stale * 1000) if stale else 0)  # check_ages, runner stalls
+        self._shown_stale_ms = int((own or stale or 0) * 1000)
         # every symbol followed since the start: a removed one stays (REMOVED, ignoring frames still
         # in flight) after another symbol took its slot
         self.feeds: dict[str, SymbolFeed] = {}
@@ -288,6 +298,26 @@ class FeedBooks:
             return out
         return None
 
+    def check_ages(self, now_ns: int) -> list | None:
+        """The staleness watchdog (the runner, every stats tick): a live book whose last change is
+        older than its ``stale_after_ms`` is stale and resyncs (trades do not keep a book fresh:
+        its own age counts).  Returns the runner's requests, as ``receive`` does."""
+        limit_ms = self.stale_after_ms
+        for f in self.feeds.values():
+            if not limit_ms or f.sync.state is not SyncState.LIVE:
+                continue
+            age_ns = now_ns - f.counts.last_update_ns
+            if age_ns > limit_ms * 1_000_000:
+                f.counts.stalls += 1
+                actions = f.sync.book_invalid(f"no book change for {age_ns / 1e9:.1f}s (limit {limit_ms / 1000:g}s)")
+                log.warning("%s %s: %s; resyncing", self.exchange, f.symbol, f.sync.why)
+                self._carry_out(f, actions, now_ns)
+        if self._out:
+            out = self._out[:]
+            self._out.clear()
+            return out
+        return None
+
     def live(self, symbol: str) -> bool:
         return self.feeds[symbol].sync.state is SyncState.LIVE
 
@@ -300,6 +330,7 @@ class FeedBooks:
     def _new_feed(self, i: int, symbol: str, l2_seq: int = 0, trade_seq: int = 0) -> SymbolFeed:
         counts = SymbolCounts()
         counts.l2_seq, counts.trade_seq = l2_seq, trade_seq
+        counts.stale_after_ms = self._shown_stale_ms
         sync = BookSync(symbol, self.adapter.check, self.adapter.snapshot_usable, self.in_stream, counts)
         f = self.feeds[symbol] = SymbolFeed(i, symbol, sync, counts, self.depth, self.exchange,
                                             _instrument(self.adapter, symbol))
@@ -469,6 +500,7 @@ class FeedBooks:
         c.stale_since_ns = 0
         log.info("%s %s: live at update id %d (snapshot %d + %d buffered)", self.exchange, f.symbol,
                  f.sync.book_id, snap.last_id, len(replay))
+        self.installs += 1
         self._carry_out(f, f.sync.installed(), snap.recv_ns)
         if f.pending_bbo is not None:
             self._verify_bbo(f)

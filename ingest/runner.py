@@ -117,6 +117,8 @@ class Runner:
         self._depth_group: dict[str, Held] = {}
         self._resubscribes: dict[Held, int] = {}
         self._frames = [0]  # frames received, copied to the shm header by the stats loop
+        self._last_data: dict[Held, list[int]] = {}  # per connection: receive time of its last message
+        self.stale_after_ns = feed.stale_after_ms * 1_000_000  # 0: no cadence bound (traits.book_stale_after_s)
         self.health = Health(feed.writer)  # failure counts and last errors, for `pipeline status`
 
     # ---------------------------------------------------------------- frames
@@ -125,9 +127,11 @@ class Runner:
         receive = self.feed.receive
         carry_out = self._carry_out
         counts = self._frames  # [frames]: a list cell is cheaper than a shm word per frame
+        last = self._last_data.setdefault(group, [0])
 
         def on_frame(data: bytes, recv_ns: int) -> None:
             counts[0] += 1
+            last[0] = recv_ns
             out = receive(parse(data, recv_ns))
             if out:
                 carry_out(out, group)
@@ -190,6 +194,8 @@ class Runner:
                 self._carry_out(self.feed.receive(DepthConnected(group.symbols)) or (), held)
             try:
                 conn = await open_connection(group.url, handler, priority=(group.kind == "trades"))
+                self._last_data[held][0] = time.time_ns()  # the stall clock starts at the open
+                installs = self.feed.installs
                 self.connections[held] = conn
                 self.header[P["connections"]] += 1
                 self.health.connection_opened(held)
@@ -211,8 +217,13 @@ class Runner:
                                                                   group.symbols)
                     opened_at = time.monotonic()
                     reason = await self._watch(conn)
-                    if time.monotonic() - opened_at > 30:
-                        delays = backoff(rng=self.rng)  # it worked for a while: start over
+                    # The backoff starts over once a connection proved healthy: messages flowed and,
+                    # on a depth connection, a book went live on it (or it simply lasted 30 s).  A
+                    # venue that accepts and drops at once keeps backing off (issue 19: resetting only
+                    # after 30 s left feeds live 19.5% of the time under a disconnect every 2 s).
+                    if time.monotonic() - opened_at > 30 or (
+                            conn.frames and (group.kind != "depth" or self.feed.installs > installs)):
+                        delays = backoff(rng=self.rng)
             except RETRY_ERRORS as exc:
                 reason = self.health.connect_failed(held, exc) if conn is None else describe_failure(exc)
             finally:
@@ -543,6 +554,8 @@ class Runner:
             header[P["frames"]] = self._frames[0]
             header[P["loop_lag_us"]], header[P["loop_lag_p99_us"]], header[P["loop_lag_max_us"]] = loop_lag.figures()
             self.feed.writer.heartbeat()
+            if self.stale_after_ns:
+                self._check_stalls(time.time_ns())
             self.feed.copy_stats()
             self.feed.tick(time.time_ns())  # closes the bars of quiet symbols
 
@@ -582,6 +595,27 @@ class Runner:
                 silent = self.feed.silent_books(limit_s, now_ns)
                 if silent:
                     self._carry_out(self.feed.receive(DepthSilent(silent, limit_s, now_ns)) or ())
+
+    def _check_stalls(self, now_ns: int) -> None:
+        """The cadence watchdog (every stats tick, when the venue has a cadence bound): a depth
+        connection with no message for ``stale_after_s`` has stalled and is reconnected (its
+        books go stale at once); a live book with no change for that long is stale and resyncs
+        (FeedBooks.check_ages).  Pings alone took 10-20 s to find a stall (issue 19)."""
+        limit = self.stale_after_ns
+        for held, conn in list(self.connections.items()):
+            if held.kind != "depth" or conn.closed.done():
+                continue
+            silent = now_ns - self._last_data[held][0]
+            if silent > limit:
+                for sym in held.active:
+                    if sym in self.feed.feeds:
+                        self.feed.feeds[sym].counts.stalls += 1
+                conn.closed.set_result(f"stalled: no message for {silent / 1e9:.1f}s "
+                                       f"(stale_after_s {limit / 1e9:g})")
+                conn.abort()
+        out = self.feed.check_ages(now_ns)
+        if out:
+            self._carry_out(out)
 
     async def _republish_loop(self) -> None:
         """Periodic bus snapshots, for consumers that cannot read shared memory."""

@@ -23,7 +23,11 @@ The model (shared/docs/exchange-protocols.md section 0 rules 4-5, sections 1-2):
   result (checksum, crossed), then calls ``installed()`` or ``book_invalid()``.
 - LIVE: each diff is checked by the venue rule: SKIP (already covered), APPLY, or
   GAP.  A gap sends only this symbol back to BUFFERING, with the diff that revealed
-  it as the first buffered event.  An in-stream snapshot on a live book replaces it
+  it as the first buffered event.  Skips in a row spanning more than ``max_skip_s``
+  of receive time are a gap too: update ids went backwards on the connection, or a
+  REST snapshot is ahead of the stream, and the book would otherwise stay frozen
+  while it reads "live" (issue 19).  A legitimate run of skips (the diffs in flight
+  when a snapshot was taken) is read in one burst, well inside the bound.  An in-stream snapshot on a live book replaces it
   (Bybit resends one, every Hyperliquid frame is one); a REST answer is moot there.
 - book_invalid: the feed found the book wrong (checksum or BBO mismatch, crossed,
   view past a cut snapshot): back to BUFFERING, resync.
@@ -59,6 +63,9 @@ from typing import Callable
 from ingest.adapters.base import APPLY, GAP, SKIP, Verdict  # noqa: F401  (the one Verdict)
 from ingest.events import DepthDiff, DepthSnapshot
 from pipeline.shm import BookState
+
+
+MAX_SKIP_S = 3.0  # skips in a row spanning longer than this (receive time) are a gap
 
 
 class SyncState(enum.Enum):
@@ -116,11 +123,11 @@ class BookSync:
 
     __slots__ = ("symbol", "check", "snapshot_usable", "in_stream", "state", "book_id", "first_pending",
                  "buffer", "max_buffer", "replay", "ever_live", "snapshot_wanted", "book_state", "why",
-                 "counts", "_resync", "_stale_resync")
+                 "counts", "_resync", "_stale_resync", "max_skip_ns", "skip_since_ns")
 
     def __init__(self, symbol: str, check: Callable[[DepthDiff, int, bool], Verdict],
                  snapshot_usable: Callable[[int, DepthDiff | None], bool], in_stream: bool = False,
-                 counts: SyncCounts | None = None, max_buffer: int = 50_000):
+                 counts: SyncCounts | None = None, max_buffer: int = 50_000, max_skip_s: float = MAX_SKIP_S):
         self.symbol = symbol
         self.check = check
         self.snapshot_usable = snapshot_usable
@@ -138,6 +145,8 @@ class BookSync:
         self.counts = counts if counts is not None else SyncCounts()
         self._resync = RESUBSCRIBE if in_stream else FETCH
         self._stale_resync = STALE_RESUBSCRIBE if in_stream else STALE_FETCH
+        self.max_skip_ns = int(max_skip_s * 1e9)
+        self.skip_since_ns = 0        # receive time of the first of the skips in a row (0: none)
 
     def _assert_state(self, *states: SyncState) -> None:
         if self.state not in states:
@@ -150,6 +159,7 @@ class BookSync:
         self.state = SyncState.BUFFERING
         self.buffer.clear()
         self.counts.buffered = 0
+        self.skip_since_ns = 0
         self.why = why
         if self.ever_live:
             self.book_state = BookState.STALE
@@ -201,13 +211,25 @@ class BookSync:
             if verdict is APPLY:
                 self.book_id = ev.last_id
                 self.first_pending = False
+                self.skip_since_ns = 0
                 return APPLY_DIFF
-            if verdict is SKIP:
-                self.counts.dropped += 1
-                return NOTHING
             expected = self.book_id
-            actions = self._leave_live(f"sequence gap: book at update id {expected}, next event covers "
-                                       f"{ev.first_id}..{ev.last_id} (pu {ev.prev_id})")
+            if verdict is SKIP:
+                since = self.skip_since_ns
+                if not since:
+                    self.skip_since_ns = ev.recv_ns or 1
+                    self.counts.dropped += 1
+                    return NOTHING
+                if ev.recv_ns - since <= self.max_skip_ns:
+                    self.counts.dropped += 1
+                    return NOTHING
+                why = (f"frozen: every diff for {(ev.recv_ns - since) / 1e9:.1f}s was already covered by the book "
+                       f"at update id {expected} (now {ev.first_id}..{ev.last_id}: ids went backwards, or the "
+                       f"snapshot is ahead of the stream)")
+            else:
+                why = (f"sequence gap: book at update id {expected}, next event covers "
+                       f"{ev.first_id}..{ev.last_id} (pu {ev.prev_id})")
+            actions = self._leave_live(why)
             self.buffer.append(ev)
             self.counts.buffered = 1
             self.counts.gaps += 1
@@ -275,6 +297,7 @@ class BookSync:
         self.buffer.clear()
         self.replay = replay
         self.book_id, self.first_pending = book_id, first_pending
+        self.skip_since_ns = 0
         self.state = SyncState.INSTALLING
         return INSTALL_SNAPSHOT
 

@@ -104,6 +104,9 @@ class ExchangeConfig:
     verify_bbo: bool = True
     ping_interval_s: float = 10.0  # our own WS pings: a dead connection is found within 2x this
     idle_timeout_s: float = 60.0  # no frame at all for this long -> the connection is dead
+    # a live book with no change for this long is stale (resynced), and a depth connection with
+    # no frame for this long is stalled (reconnected); None: the adapter's traits.book_stale_after_s
+    stale_after_s: float | None = None
     max_connection_age_s: float = 23.5 * 3600  # venues cut at 24 h; reconnect first
     snapshot_interval_s: float = 30.0  # republish every live book as a bus snapshot (remote late joiners)
     streams_per_connection: int | None = None
@@ -390,7 +393,7 @@ def _exchange(name: str, raw: Any, adapters: Registry | None = None, base_dir: P
             kw[key] = expect_pos_int(t[key], f"{where}.{key}")
     if "verify_bbo" in t:
         kw["verify_bbo"] = expect_bool(t["verify_bbo"], f"{where}.verify_bbo")
-    for key in ("ping_interval_s", "idle_timeout_s", "max_connection_age_s", "snapshot_interval_s"):
+    for key in ("ping_interval_s", "idle_timeout_s", "max_connection_age_s", "snapshot_interval_s", "stale_after_s"):
         if key in t:
             kw[key] = expect_number(t[key], f"{where}.{key}", positive=True)
     for key in ("l2_endpoint", "trades_endpoint", "snapshot_endpoint"):

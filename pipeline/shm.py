@@ -132,6 +132,8 @@ FEED_STATS = (
     "last_ticker_ns",   # local receive time of the last ticker update
     "liquidations",     # liquidations published
     "last_liquidation_ns",  # local receive time of the last liquidation
+    "stale_after_ms",   # the book's staleness limit (no change for this long: stale); 0: none
+    "stalls",           # times the book went stale for want of a change, or its connection stalled
 )
 assert len(FEED_STATS) <= STAT_WORDS and len(PROCESS_STATS) + H_PROCESS_STATS <= H_NAMES_GEN
 

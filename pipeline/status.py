@@ -4,7 +4,7 @@ JSON shape (stable; other programs parse it, see docs/operations.md)::
 
     {"feeds": [{"exchange", "symbol", "source", "state", "epoch", "seq", "updates", "trades",
                 "gaps", "resyncs", "malformed", "checksum_ok", "checksum_failed",
-                "age_s", "best_bid", "best_ask", "connected", "buffered",
+                "age_s", "trade_age_s", "stale_after_s", "stalls", "best_bid", "best_ask", "connected", "buffered",
                 "trade_seq", "update_id", "connect_failures", "rest_errors", "last_error",
                 "last_error_time", "last_error_age_s", "quotes", "tickers", "liquidations",
                 "age": {KIND: seconds or null}}, ...],
@@ -37,6 +37,7 @@ from pipeline.streams import load_changes, process_symbols
 
 
 CPU_SAMPLE_S = 0.25
+STALE_GRACE_S = 1.0  # the ingest's watchdog runs every 0.25 s; past the limit by this much, the reader decides
 HEARTBEAT_LIMIT_S = 5.0  # an ingest that has not beaten for this long: its live views are not trusted
 
 
@@ -126,7 +127,8 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
                 out.append({"exchange": name, "symbol": sym, **shard,
                             "source": "config" if sym in configured else "runtime", "state": "down", "epoch": None, "seq": None,
                             "updates": 0, "trades": 0, "gaps": 0, "resyncs": 0, "malformed": 0,
-                            "checksum_ok": 0, "checksum_failed": 0, "age_s": None,
+                            "checksum_ok": 0, "checksum_failed": 0, "age_s": None, "trade_age_s": None,
+                            "stale_after_s": None, "stalls": 0,
                             "best_bid": None, "best_ask": None, "connect_failures": 0, "rest_errors": 0,
                             **last_error(None, now_ns)})
             continue
@@ -142,17 +144,24 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
                 book = reader.read(sym, depth=1)
                 st = reader.stats(sym)
                 health = reader.feed_health(sym)
-                last = max(st["last_update_ns"], st["last_trade_ns"])
+                # the book's own age (its last change): trades do not keep a frozen book fresh
+                last, last_trade = st["last_update_ns"], st["last_trade_ns"]
+                age_s = max(0, now_ns - last) / 1e9 if last else None
+                limit_s = st["stale_after_ms"] / 1000
                 state = book.state.name.lower()
                 if hb_age > HEARTBEAT_LIMIT_S and book.state is BookState.LIVE:
                     state = "stale"  # the writer stopped beating: do not trust the view
+                elif limit_s and age_s is not None and age_s > limit_s + STALE_GRACE_S and book.state is BookState.LIVE:
+                    state = "stale"  # past the stream's cadence bound (the ingest marks it within a tick)
                 out.append({
                     "exchange": name, "symbol": sym, **shard, "source": "config" if sym in configured else "runtime",
                     "state": state, "epoch": book.epoch, "seq": book.seq,
                     "updates": st["updates"], "trades": st["trades"], "gaps": st["gaps"],
                     "resyncs": st["resyncs"], "malformed": st["malformed"],
                     "checksum_ok": st["checksum_ok"], "checksum_failed": st["checksum_failed"],
-                    "age_s": round(max(0, now_ns - last) / 1e9, 3) if last else None,
+                    "age_s": round(age_s, 3) if age_s is not None else None,
+                    "trade_age_s": round(max(0, now_ns - last_trade) / 1e9, 3) if last_trade else None,
+                    "stale_after_s": limit_s or None, "stalls": st["stalls"],
                     "best_bid": book.bids[0].tolist() if len(book.bids) else None,
                     "best_ask": book.asks[0].tolist() if len(book.asks) else None,
                     "connected": bool(st["connected"]), "buffered": st["buffered"],

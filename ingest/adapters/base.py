@@ -88,6 +88,13 @@ class AdapterTraits:
     # how the runner reaches the venue: "ws" (ingest/runner.py: WebSocket connections and REST)
     # or "files" (ingest/filetail.py: hourly files tailed line by line, snapshots from a file)
     transport: str = "ws"
+    # issue 19's cadence bound (a generic, config-settable one beside issue 11's ``stale_after_s``):
+    # the depth stream's cadence bound: a live book with no change for this long is stale (the
+    # feed resyncs it), and a depth connection with no frame for this long has stalled (the runner
+    # reconnects it).  None: the venue sends only on change, so a quiet book is not stale (dead
+    # connections are found by pings).  ``[exchanges.X] stale_after_s`` overrides it; an adapter
+    # may set it per instance from its config (a cadence chosen there).
+    book_stale_after_s: float | None = None
 
     @property
     def in_stream(self) -> bool:

@@ -177,3 +177,32 @@ def test_a_rest_snapshot_on_a_live_book_is_moot():
     install(s, snap(10))
     assert s.snapshot_received(snap(50)) == NOTHING and s.book_id == 10
     assert s.book_invalid("x") == STALE_FETCH
+
+
+def spot_at(U, u, t_s):
+    return DepthDiff("X", U, u, -1, [], [], 0, int(t_s * 1e9))
+
+
+def test_skips_in_a_row_past_the_bound_are_a_gap_and_a_resync():
+    # issue 19 item 2: ids going backwards (or a snapshot ahead of the stream) skipped every
+    # diff, uncounted, while the book read "live"
+    s = machine(BinanceSpotAdapter)
+    install(s, snap(1_000_000))  # far ahead of the stream
+    t = 100.0
+    for i in range(30):  # 3 s of skipped diffs, 0.1 s apart: within the bound
+        assert s.diff_received(spot_at(i + 1, i + 1, t + i * 0.1)) == NOTHING
+    assert s.state is SyncState.LIVE and s.counts.gaps == 0
+    assert s.diff_received(spot_at(31, 31, t + 3.2)) == STALE_FETCH
+    assert s.state is SyncState.BUFFERING and s.book_state is BookState.STALE
+    assert s.counts.gaps == 1 and "frozen" in s.why and [e.first_id for e in s.buffer] == [31]
+
+
+def test_a_burst_of_covered_diffs_and_an_apply_reset_the_skip_run():
+    s = machine(BinanceSpotAdapter)
+    install(s, snap(100))
+    for i in range(1000):  # the diffs in flight when the snapshot was taken: read in one burst
+        assert s.diff_received(spot_at(50, 60, 10.0 + i * 1e-5)) == NOTHING
+    assert s.diff_received(spot_at(101, 101, 10.5)) is APPLY_DIFF
+    assert s.diff_received(spot_at(90, 95, 20.0)) == NOTHING  # a new run starts (one duplicate)
+    assert s.diff_received(spot_at(102, 102, 30.0)) is APPLY_DIFF
+    assert s.state is SyncState.LIVE and s.counts.gaps == 0 and s.counts.dropped == 1001
