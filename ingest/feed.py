@@ -63,7 +63,8 @@ class SymbolCounts(SyncCounts):
 
     __slots__ = ("updates", "trades", "malformed", "checksum_ok", "checksum_failed", "last_update_ns",
                  "last_trade_ns", "trade_seq", "l2_seq", "connected", "stale_since_ns", "quotes", "last_quote_ns",
-                 "tickers", "last_ticker_ns", "liquidations", "last_liquidation_ns", "stale_after_ms", "stalls")
+                 "tickers", "last_ticker_ns", "liquidations", "last_liquidation_ns", "stale_after_ms", "stalls",
+                 "trades_missed")
 
     def __init__(self):
         super().__init__()
@@ -160,7 +161,7 @@ class BusPublisher:
 class SymbolFeed:
     __slots__ = ("index", "symbol", "sync", "book", "counts", "pending_bbo", "l2_topic", "trade_topic",
                  "ts_exchange_us", "ts_received_us", "instrument", "view_update_id", "dirty", "bid_floor",
-                 "ask_ceiling", "kinds", "removed", "state_since_ns", "added_ns")
+                 "ask_ceiling", "kinds", "removed", "state_since_ns", "added_ns", "last_trade_id")
 
     def __init__(self, index: int, symbol: str, sync: BookSync, counts: SymbolCounts, depth: int, exchange: str,
                  instrument: schema.Instrument | None = None):
@@ -185,6 +186,7 @@ class SymbolFeed:
         self.removed = False      # unsubscribed at runtime (sync REMOVED); index -1 once its slot is reused
         self.state_since_ns = 0   # when the published state (syncing/live/stale/removed) last changed
         self.added_ns = 0         # when it was added at runtime (0: from the start)
+        self.last_trade_id = 0    # venues with contiguous trade ids: the highest seen (0: none yet)
 
 
 def parse_frame(adapter) -> Callable[[bytes, int], object]:
@@ -226,6 +228,7 @@ class FeedBooks:
         self.depth = writer.depth
         traits = adapter.traits  # docs/adapters.md: snapshot source, book cap, checksums, BBO checks
         self.verify_bbo = traits.verify_bbo
+        self.contiguous_trade_ids = traits.contiguous_trade_ids
         self.in_stream = traits.in_stream
         self.book_cap = traits.book_cap
         self.checksum = adapter.checksum if traits.checksum else None
@@ -532,6 +535,16 @@ class FeedBooks:
         self.publisher.send_trade(f.trade_topic, msg)
         c.trades += 1
         c.last_trade_ns = ev.recv_ns
+        if self.contiguous_trade_ids:
+            tid = int(ev.trade_id)  # such adapters give decimal ids
+            last = f.last_trade_id
+            if tid > last:
+                if last and tid > last + 1:  # ids skipped: trades the venue made that we never got
+                    c.trades_missed += tid - last - 1
+                    self._log_once(f"trades-missed:{f.symbol}", "%s %s: trade ids %d..%d missed (lost upstream; "
+                                   "counted in trades_missed, logged once per symbol)", self.exchange, f.symbol,
+                                   last + 1, tid - 1)
+                f.last_trade_id = tid
         if self.derived:
             if not self._batch:
                 self._derive(f, msg)

@@ -70,11 +70,11 @@ from pipeline.errors import SharedMemoryError
 from pipeline.pidfile import pid_alive
 
 MAGIC = int.from_bytes(b"L2PIPE01", "little")
-LAYOUT_VERSION = 4
+LAYOUT_VERSION = 5
 HEADER_WORDS = 32
 NAME_BYTES = 32
 VIEW_WORDS = 8
-STAT_WORDS = 24
+STAT_WORDS = 32  # FEED_STATS uses 24: room for more counters
 DEV_SHM = Path("/dev/shm")
 
 # segment header word indexes
@@ -134,6 +134,7 @@ FEED_STATS = (
     "last_liquidation_ns",  # local receive time of the last liquidation
     "stale_after_ms",   # the book's staleness limit (no change for this long: stale); 0: none
     "stalls",           # times the book went stale for want of a change, or its connection stalled
+    "trades_missed",    # venue trade ids skipped (venues whose ids are contiguous): trades lost upstream
 )
 assert len(FEED_STATS) <= STAT_WORDS and len(PROCESS_STATS) + H_PROCESS_STATS <= H_NAMES_GEN
 

@@ -4,7 +4,7 @@ JSON shape (stable; other programs parse it, see docs/operations.md)::
 
     {"feeds": [{"exchange", "symbol", "source", "state", "epoch", "seq", "updates", "trades",
                 "gaps", "resyncs", "malformed", "checksum_ok", "checksum_failed",
-                "age_s", "trade_age_s", "stale_after_s", "stalls", "best_bid", "best_ask", "connected", "buffered",
+                "age_s", "trade_age_s", "stale_after_s", "stalls", "trades_missed", "best_bid", "best_ask", "connected", "buffered",
                 "trade_seq", "update_id", "connect_failures", "rest_errors", "last_error",
                 "last_error_time", "last_error_age_s", "quotes", "tickers", "liquidations",
                 "age": {KIND: seconds or null}}, ...],
@@ -128,7 +128,7 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
                             "source": "config" if sym in configured else "runtime", "state": "down", "epoch": None, "seq": None,
                             "updates": 0, "trades": 0, "gaps": 0, "resyncs": 0, "malformed": 0,
                             "checksum_ok": 0, "checksum_failed": 0, "age_s": None, "trade_age_s": None,
-                            "stale_after_s": None, "stalls": 0,
+                            "stale_after_s": None, "stalls": 0, "trades_missed": 0,
                             "best_bid": None, "best_ask": None, "connect_failures": 0, "rest_errors": 0,
                             **last_error(None, now_ns)})
             continue
@@ -161,7 +161,7 @@ def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[d
                     "checksum_ok": st["checksum_ok"], "checksum_failed": st["checksum_failed"],
                     "age_s": round(age_s, 3) if age_s is not None else None,
                     "trade_age_s": round(max(0, now_ns - last_trade) / 1e9, 3) if last_trade else None,
-                    "stale_after_s": limit_s or None, "stalls": st["stalls"],
+                    "stale_after_s": limit_s or None, "stalls": st["stalls"], "trades_missed": st["trades_missed"],
                     "best_bid": book.bids[0].tolist() if len(book.bids) else None,
                     "best_ask": book.asks[0].tolist() if len(book.asks) else None,
                     "connected": bool(st["connected"]), "buffered": st["buffered"],

@@ -95,6 +95,9 @@ class AdapterTraits:
     # connections are found by pings).  ``[exchanges.X] stale_after_s`` overrides it; an adapter
     # may set it per instance from its config (a cadence chosen there).
     book_stale_after_s: float | None = None
+    # the venue numbers each symbol's trades 1, 2, 3...: a jump in trade_id is trades lost (during
+    # a disconnect or an ingest restart) and is counted per symbol (status ``trades_missed``)
+    contiguous_trade_ids: bool = False
 
     @property
     def in_stream(self) -> bool:

@@ -164,7 +164,8 @@ class BinanceSpotAdapter(Adapter):
         # RFC 6455 pings (the venue pings us too); bookTicker shares the depth ids
         self.traits = AdapterTraits(SnapshotSource.REST, verify_bbo=config.verify_bbo,
                                     snapshot_limit=self.snapshot_limit, rest_weight_limit=self.rest_weight_limit,
-                                    used_weight_header=self.USED_WEIGHT_HEADER)
+                                    used_weight_header=self.USED_WEIGHT_HEADER,
+                                    contiguous_trade_ids=True)  # `t` (trade) and `a` (aggTrade) count up by 1
         self._by_lower = {s.lower(): s for s in config.symbols}
         self._by_upper = {s.upper(): s for s in config.symbols}
         # stream suffix -> parser (h11 READERS style)
