@@ -535,8 +535,8 @@ class FeedBooks:
         self.publisher.send_trade(f.trade_topic, msg)
         c.trades += 1
         c.last_trade_ns = ev.recv_ns
-        if self.contiguous_trade_ids:
-            tid = int(ev.trade_id)  # such adapters give decimal ids
+        if self.contiguous_trade_ids and ev.trade_id.isdigit():  # (such venues give decimal ids)
+            tid = int(ev.trade_id)
             last = f.last_trade_id
             if tid > last:
                 if last and tid > last + 1:  # ids skipped: trades the venue made that we never got
