@@ -55,6 +55,11 @@ P = {name: H_PROCESS_STATS + i for i, name in enumerate(PROCESS_STATS)}
 # the bus's spelling of the published book state (schema.L2Update.state)
 _STATE_NAMES = {s: s.name.lower() for s in BookState}
 _LOG_KINDS_MAX = 1000
+# A venue time at or after 2100-01-01 (or negative) is absurd: a trade stamped in the year ~142,000
+# was written to the CSV as it was (issue 19 item 10); a time in the wrong unit (ns or ms*1000
+# read as us) lands there too.  A fixed bound, not one relative to our receive time: replays and
+# tests carry receive times of their own.
+MAX_TS_US = 4_102_444_800 * 1_000_000
 
 
 class SymbolCounts(SyncCounts):
@@ -438,6 +443,8 @@ class FeedBooks:
 
     # ------------------------------------------------------------------ events
     def _on_diff(self, ev: DepthDiff) -> None:
+        if not -1 < ev.ts_exchange_us < MAX_TS_US:
+            return self._absurd_time(ev, "diff")  # not applied: the next diff is a gap and a resync
         f = self.feeds[ev.symbol]
         actions = f.sync.diff_received(ev)
         if actions is not APPLY_DIFF:
@@ -524,6 +531,8 @@ class FeedBooks:
         f = self.feeds[ev.symbol]
         if f.removed:
             return  # in flight when it was unsubscribed
+        if not -1 < ev.ts_exchange_us < MAX_TS_US:
+            return self._absurd_time(ev, "trade")
         c = f.counts
         c.trade_seq = seq = c.trade_seq + 1
         msg = schema.Trade(exchange=self.exchange, symbol=ev.symbol, epoch=self.epoch, seq=seq,
@@ -641,6 +650,11 @@ class FeedBooks:
         else:
             self.counts.malformed_frames += 1
         self._log_once("malformed", "%s: malformed frame skipped (logged once): %s", self.exchange, ev.detail)
+
+    def _absurd_time(self, ev, what: str) -> None:
+        """An absurd venue time (MAX_TS_US): malformed, counted, never published."""
+        self._on_malformed(Malformed(ev.symbol, f"{what} stamped {ev.ts_exchange_us} us by the venue "
+                                                f"(not before 2100-01-01): an absurd time"))
 
     def _on_unknown(self, ev: Unknown) -> None:
         self.counts.unknown_frames += 1
