@@ -181,7 +181,11 @@ class CsvSink:
                     last_received = begun[key]  # killed before it saved anything: trades since the file began
             self._append_trades(stream, stream.resume(last_id, last_received, position))
         for key, stream in self.books.items():
-            self._append(self.files[(*key, BOOK)], stream.catch_up(self.snapshots(key[0], key[1], None)))
+            f = self.files[(*key, BOOK)]
+            last = last_row(f.path) if f.fd is not None else None
+            if last is not None and len(last) == 8 and last[3].isdigit():
+                stream.floor = int(last[3])  # local_timestamp never decreases within the file
+            self._append(f, stream.catch_up(self.snapshots(key[0], key[1], None)))
         for stream in self.trades.values():
             self._append_trades(stream, stream.catch_up())  # where the ring is now, if nothing to resume
         self._next_flush = now
@@ -532,6 +536,7 @@ class CsvSink:
             "pending_bytes": sum(f.pending_bytes for f in self.files.values()) + sum(
                 f.pending_bytes for f in self._closing),
             "snapshots": c.snapshots, "book_resyncs": c.book_resyncs, "book_gaps": c.book_gaps, "epochs": c.epochs,
+            "blocks_withheld": c.blocks_withheld,
             "gaps_filled": c.gaps_filled, "trade_gaps": c.trade_gaps, "trades_lost": c.trades_lost,
             "duplicates": c.duplicates, "errors": self.errors, "last_error": self.last_error,
             "failing_files": len(self._failing), "rows_dropped": self.rows_dropped,

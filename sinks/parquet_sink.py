@@ -584,6 +584,7 @@ class ParquetSink:
             "buffered_rows": sum(b.rows for b in self.buffers.values()),
             "unwritten_rows": sum(b.rows for w in self._unwritten.values() for b in w),
             "snapshots": c.snapshots, "book_resyncs": c.book_resyncs, "book_gaps": c.book_gaps, "epochs": c.epochs,
+            "blocks_withheld": c.blocks_withheld,
             "gaps_filled": c.gaps_filled, "trade_gaps": c.trade_gaps, "trades_lost": c.trades_lost,
             "duplicates": c.duplicates, "errors": self.errors, "last_error": self.last_error,
             "other_rows": self.other_rows, "other_gaps": self.other_gaps,

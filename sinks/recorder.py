@@ -11,6 +11,14 @@ is written as a block too; one that repeats the book (periodic, or "stale") is
 not.  So a file read from its top always rebuilds exactly the view the pipeline
 had, and a new file (a new day) starts with a block of the current book.
 
+Only a book we trust is written as a block: live and not crossed.  A "stale"
+snapshot that changes the book (the ingest gave up on it), or a crossed view, is
+held back: the file waits for the next live book, which comes as a block
+(issue 19 item 10).  And a stream's ``local_timestamp`` never decreases: a block
+reloaded from shared memory may carry an older receive time than the rows before
+it (the strict tardis checker rejected such files), so each row's receive time is
+at least the previous row's.
+
 Trades: a ``TradeStream`` writes every trade once, in seq order.  A seq gap, or a
 restart of the sink, is filled from the ingest's shared-memory trade ring
 (pipeline/trade_ring.py) by seq; a trade already written (seq not newer) is
@@ -44,6 +52,7 @@ class SinkCounters:
     snapshots: int = 0        # snapshot blocks written
     book_resyncs: int = 0     # books reloaded from shared memory after a gap or a new epoch
     book_gaps: int = 0        # L2 seq gaps seen on the bus
+    blocks_withheld: int = 0  # books not written as a block: stale or crossed (the next live one is)
     epochs: int = 0           # ingest restarts seen (a newer epoch of an exchange we had seen)
     gaps_filled: int = 0      # trades recovered from the trade ring
     trades_lost: int = 0      # trades missed that the ring no longer held
@@ -86,6 +95,8 @@ class BookStream:
         self.counters = counters
         self.tracker = BookTracker(exchange, symbol)
         self.in_file = False  # the current file rebuilds the tracker's book
+        self.floor = 0  # the latest local_timestamp written: no row goes below it
+        self._withheld = False  # the book is held back from a block until it is live again
         self._shm_seen: tuple[int, int] | None = None  # (epoch, seq) of the view at the previous check
 
     def load(self, snap: BookSnapshot) -> str:
@@ -137,7 +148,12 @@ class BookStream:
             # the common case, first: the next delta of a book the file already holds
             tr.apply(msg)
             self.counters.book_rows += len(msg.bids) + len(msg.asks)
-            return self.rows.delta(msg.ts_exchange, msg.ts_received, msg.bids, msg.asks)
+            ts = msg.ts_received
+            if ts < self.floor:
+                ts = self.floor
+            else:
+                self.floor = ts
+            return self.rows.delta(msg.ts_exchange, ts, msg.bids, msg.asks)
         was_synced, old_epoch = tr.synced, book.epoch
         old_bids, old_asks = book.bids, book.asks
         result = tr.apply(msg)
@@ -169,11 +185,23 @@ class BookStream:
         if not self.in_file:
             return self._block()
         self.counters.book_rows += len(msg.bids) + len(msg.asks)
-        return self.rows.delta(msg.ts_exchange, msg.ts_received, msg.bids, msg.asks)
+        ts = max(msg.ts_received, self.floor)
+        self.floor = ts
+        return self.rows.delta(msg.ts_exchange, ts, msg.bids, msg.asks)
 
     def _block(self) -> str:
         b = self.tracker.book
-        text = self.rows.snapshot(b.ts_exchange, b.ts_received, b.bids.items(), b.asks.items())
+        if b.state != "live" or (b.bids and b.asks and max(b.bids) >= min(b.asks)):
+            # not a book to restate (stale, or crossed): wait for the next live one
+            self.in_file = False
+            if not self._withheld:  # once per book held back, not at every periodic check
+                self._withheld = True
+                self.counters.blocks_withheld += 1
+            return ""
+        self._withheld = False
+        ts = max(b.ts_received, self.floor)
+        self.floor = ts
+        text = self.rows.snapshot(b.ts_exchange, ts, b.bids.items(), b.asks.items())
         if text:
             self.in_file = True
             self.counters.snapshots += 1
