@@ -10,7 +10,7 @@ RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 NEW_VENV = test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 
-.PHONY: run test clean proto
+.PHONY: run test clean proto chaos
 
 $(RUN_STAMP): pyproject.toml setup.py pipeline/_cbook.pyx
 	$(NEW_VENV)
@@ -30,6 +30,11 @@ run: $(RUN_STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache  # the layers of docs/architecture.md (contracts in pyproject.toml)
 	$(VENV)/bin/python -m pytest -q
+
+# The fault-injection run of issue 19 (about a minute; CI runs it after the tests): every sim fault and
+# kill -9 of each process under load, then books, trades and counters checked (docs/operations.md).
+chaos: $(STAMP)
+	$(VENV)/bin/pipeline bench chaos --rate 3000 --symbols 4
 
 # The gRPC stubs in l2pipeline/v1/ are committed; regenerate them after changing the .proto
 # (tests/unit/test_grpc_stubs.py fails while they are stale; grpcio-tools is a test extra).

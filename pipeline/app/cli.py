@@ -35,6 +35,7 @@ BENCH_COMMANDS = {
     "publisher-cpu": "pipeline.benchmarks.publisher_cpu",
     "trade-path": "pipeline.benchmarks.trade_path",
     "hyperliquid-node": "pipeline.benchmarks.hyperliquid_node",
+    "chaos": "pipeline.benchmarks.chaos",
 }
 
 
