@@ -181,7 +181,7 @@ def _book_matches_rest(stack: Stack, reader: BookReader, sym: str, depth: int) -
 
 def _csv_trades(csv_dir: Path) -> list[tuple[str, str]]:
     out = []
-    for p in sorted(csv_dir.glob(f"*_trades_*.csv*")):
+    for p in sorted(csv_dir.glob("*_trades_*.csv*")):
         opener = gzip.open if p.suffix == ".gz" else open
         with opener(p, "rt", newline="") as fh:
             out += [(row["symbol"], row["id"]) for row in csv.DictReader(fh)]
@@ -298,7 +298,7 @@ class Chaos:
             time.sleep(2)
 
 
-def run(rate: float, n_symbols: int, depth: int, log=print) -> tuple[dict, list[str]]:
+def run(rate: float, n_symbols: int, depth: int, soak: float = 3.0, log=print) -> tuple[dict, list[str]]:
     """The whole run; returns (figures, failed checks)."""
     failures: list[str] = []
     stack = Stack(rate=rate, symbols=symbol_names(n_symbols), depth=depth).start()
@@ -310,7 +310,7 @@ def run(rate: float, n_symbols: int, depth: int, log=print) -> tuple[dict, list[
         ws.start()
         chaos = Chaos(stack, recorder, log)
         t_start = time.monotonic()
-        time.sleep(3)
+        time.sleep(soak)  # steady load first (longer runs: more messages to check)
         log("faults:")
         chaos.faults()
         log("kills:")
@@ -376,12 +376,13 @@ def run(rate: float, n_symbols: int, depth: int, log=print) -> tuple[dict, list[
 @click.option("--rate", default=3000.0, show_default=True, help="sim updates per second (all symbols)")
 @click.option("--symbols", "n_symbols", default=4, show_default=True)
 @click.option("--depth", default=20, show_default=True)
+@click.option("--soak", default=3.0, show_default=True, help="seconds of steady load before the faults")
 @click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
-def command(rate: float, n_symbols: int, depth: int, as_json: bool) -> None:
+def command(rate: float, n_symbols: int, depth: int, soak: float, as_json: bool) -> None:
     """Fault injection (issue 19): every sim fault and kill -9 of each process under load; books,
     trades and counters checked at the end.  About two minutes."""
     try:
-        figures, failures = run(rate, n_symbols, depth, log=(lambda *_: None) if as_json else print)
+        figures, failures = run(rate, n_symbols, depth, soak, log=(lambda *_: None) if as_json else print)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
