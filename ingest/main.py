@@ -22,6 +22,7 @@ from pipeline.streams import control_path, load_changes, process_symbols, state_
 from pipeline.pidfile import PidFile
 from pipeline.snapshots import SnapshotService
 from pipeline.shm import BookWriter
+from pipeline.status import feeds
 from pipeline.trade_ring import TradeRingWriter
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ async def _serve(config: Config, name: str, shard: int | None = None) -> None:
         trades_sock = bus.make_pub(ctx, trades_ep, trades_tcp, secure)
         l2_sock = bus.make_pub(ctx, l2_ep, l2_tcp, secure)
         snapshots = SnapshotService(ctx, config.shm_prefix, ex.name, ex.depth, snapshot_ep, snapshot_tcp, secure,
-                                    unit=unit)
+                                    unit=unit, status=lambda: _status(config, unit))
         snapshots.start(loop)
         # views and L2 messages go out once per event-loop turn (a batch of frames)
         feed = FeedBooks(ex.name, adapter, writer, BusPublisher(trades_sock, l2_sock, batch=True), epoch,
@@ -142,3 +143,10 @@ def run_ingest(config: Config, name: str, shard: int | None = None) -> None:
 
 
 __all__ = ["run_ingest"]
+
+
+def _status(config: Config, exchange: str) -> dict:
+    """This exchange's feeds and exchange entry, as `pipeline status` shows them (the snapshot
+    service's answer to `pipeline status --remote`)."""
+    f, ex = feeds(config, only=exchange)
+    return {"feeds": f, "exchanges": ex}

@@ -11,6 +11,12 @@ hosts.  A client (``SnapshotClient``) is a DEALER; each request is one frame, a 
     {"kind": "trades", "symbol": S, "first": F, "last": L}
         -> one message per trade still in the trade ring: [b"trade.EX.SYM", Trade]
            (pipeline/trade_ring.py; at most MAX_TRADES per request)
+    {"kind": "clock"}
+        -> [b"clock", {"t_recv", "t_send"}]: the host's clock (ns since the epoch) when the request
+           was read and when the answer was made; four timestamps give the offset (``ClockOffset``)
+    {"kind": "status"}
+        -> [b"status", {"time", "feeds", "exchanges"}]: this exchange's part of `pipeline status`
+           (pipeline/status.py ``feeds``), for `pipeline status --remote HOST:PORT`
 
 and every answer ends with the end marker [b"end", {"kind": "end", "epoch", "count", "lost",
 "error"}]: ``lost`` lists the (first, last) seq ranges asked for that are gone (overwritten in the
@@ -31,7 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Union
+import time
+from typing import Any, Callable, Union
 
 import msgspec
 import zmq
@@ -65,11 +72,46 @@ class End(msgspec.Struct, tag="end", tag_field="kind", kw_only=True):
     error: str = ""
 
 
-Request = Union[BooksRequest, TradesRequest]
+class ClockRequest(msgspec.Struct, tag="clock", tag_field="kind", kw_only=True):
+    pass
+
+
+class StatusRequest(msgspec.Struct, tag="status", tag_field="kind", kw_only=True):
+    pass
+
+
+class Clock(msgspec.Struct, kw_only=True):
+    t_recv: int  # ns since the epoch, the server's clock: the request read
+    t_send: int  # the answer made
+
+
+Request = Union[BooksRequest, TradesRequest, ClockRequest, StatusRequest]
+CLOCK_TOPIC, STATUS_TOPIC = b"clock", b"status"
+CLOCK_PROBES = 8
+
+
+class ClockOffset(msgspec.Struct, frozen=True):
+    """The other host's clock minus this one's, as NTP computes it from one exchange of messages:
+    sent t0 (here), read t1 and answered t2 (there), received t3 (here); offset = ((t1 - t0) +
+    (t2 - t3)) / 2, round trip = (t3 - t0) - (t2 - t1).  The error is at most half the round trip
+    (the exact split of the way there and back is unknown), so of several probes the one with the
+    shortest round trip is kept."""
+
+    offset_ns: int
+    rtt_ns: int
+
+    @classmethod
+    def from_times(cls, t0: int, t1: int, t2: int, t3: int) -> "ClockOffset":
+        return cls(offset_ns=((t1 - t0) + (t2 - t3)) // 2, rtt_ns=max(0, (t3 - t0) - (t2 - t1)))
+
+    @property
+    def error_ns(self) -> int:
+        return self.rtt_ns // 2
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_request = msgspec.msgpack.Decoder(Request).decode
 _decode_end = msgspec.msgpack.Decoder(End).decode
+_decode_clock = msgspec.msgpack.Decoder(Clock).decode
 
 
 class SnapshotUnavailable(Exception):
@@ -88,7 +130,7 @@ class SnapshotService:
 
     def __init__(self, ctx: zmq.Context, prefix: str, exchange: str, depth: int, endpoint: str,
                  tcp: str | None = None, curve: Callable[[zmq.Socket], None] | None = None,
-                 unit: str | None = None):
+                 unit: str | None = None, status: Callable[[], dict[str, Any]] | None = None):
         from pipeline.bus import make_pub  # binds ipc (stale file replaced), then tcp with CURVE
 
         self.prefix, self.exchange, self.depth = prefix, exchange, depth
@@ -99,6 +141,7 @@ class SnapshotService:
         self._ring: TradeRingReader | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None
+        self.status = status  # this exchange's feeds and exchange entry (ingest/main.py: pipeline.status)
         self.requests = self.errors = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -119,11 +162,25 @@ class SnapshotService:
 
     def answer(self, body: bytes) -> list[tuple[bytes, bytes]]:
         """The messages answering one request, end marker last."""
+        t_recv = time.time_ns()
         try:
             req = _decode_request(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.errors += 1
             return [(END_TOPIC, _encode(End(error=f"bad request: {exc}")))]
+        if isinstance(req, ClockRequest):
+            clock = Clock(t_recv=t_recv, t_send=time.time_ns())
+            return [(CLOCK_TOPIC, _encode(clock)), (END_TOPIC, _encode(End(count=1)))]
+        if isinstance(req, StatusRequest):
+            if self.status is None:
+                return [(END_TOPIC, _encode(End(error="this service gives no status")))]
+            try:
+                st = self.status()
+            except Exception as exc:  # noqa: BLE001 - told to the asker, the ingest goes on
+                self.errors += 1
+                log.warning("snapshot service: status failed: %s", exc)
+                return [(END_TOPIC, _encode(End(error=f"status failed: {exc}")))]
+            return [(STATUS_TOPIC, _encode({"time": time.time_ns(), **st})), (END_TOPIC, _encode(End(count=1)))]
         try:
             if isinstance(req, BooksRequest):
                 return self._books_answer(req)
@@ -216,6 +273,27 @@ class SnapshotClient:
             if topic == END_TOPIC:
                 return payloads, _decode_end(payload)
             payloads.append(payload)
+
+    def clock(self, probes: int = CLOCK_PROBES) -> ClockOffset:
+        """The service host's clock offset from this one's (``ClockOffset``), best of ``probes``."""
+        best: ClockOffset | None = None
+        for _ in range(probes):
+            t0 = time.time_ns()
+            payloads, _end = self._ask(ClockRequest())
+            t3 = time.time_ns()
+            c = _decode_clock(payloads[0])
+            got = ClockOffset.from_times(t0, c.t_recv, c.t_send, t3)
+            if best is None or got.rtt_ns < best.rtt_ns:
+                best = got
+        assert best is not None
+        return best
+
+    def status(self) -> dict[str, Any]:
+        """The service's exchange's status: ``{"time", "feeds", "exchanges"}`` (module docstring)."""
+        payloads, end = self._ask(StatusRequest())
+        if end.error:
+            raise SnapshotUnavailable(f"{self.endpoint}: {end.error}")
+        return msgspec.msgpack.decode(payloads[0])
 
     def books(self, symbols: list[str] | None = None) -> tuple[list[schema.L2Update], End]:
         """Snapshots of the books (all of the exchange's, or ``symbols``) and the end marker."""

@@ -109,10 +109,15 @@ def _connection(rec: HealthRecord, now_ns: int) -> dict:
             "opened": rec.opened, "connect_failures": rec.connect_failures, **last_error(rec, now_ns)}
 
 
-def feeds(config: Config, now_ns: int | None = None) -> tuple[list[dict], list[dict]]:
+def feeds(config: Config, now_ns: int | None = None,
+          only: str | None = None) -> tuple[list[dict], list[dict]]:
+    """(feeds, exchanges) of every configured exchange, or of ``only``: an exchange (all its
+    shards) or one ingest unit ``NAME.K`` (the snapshot service's status answer: pipeline/snapshots.py)."""
     now_ns = now_ns or time.time_ns()
     out, exchanges = [], []
     for name, ex in shards.each(config):  # each ingest process: one per exchange, or per shard
+        if only is not None and only not in (name, ex.unit):
+            continue
         configured = set(ex.symbols)  # "source": config, or runtime (pipeline subscribe; docs/streams.md)
         shard = {} if ex.shard is None else {"shard": ex.shard}  # pipeline/shards.py
         try:

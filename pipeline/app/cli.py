@@ -36,6 +36,7 @@ BENCH_COMMANDS = {
     "trade-path": "pipeline.benchmarks.trade_path",
     "hyperliquid-node": "pipeline.benchmarks.hyperliquid_node",
     "chaos": "pipeline.benchmarks.chaos",
+    "remote": "pipeline.benchmarks.remote",
 }
 
 
@@ -439,16 +440,30 @@ def _best_book(config: Config, exchange: str, symbol: str, depth: int | None, as
     _print_ladder(got.bids, got.asks)
 
 
+def _remote_endpoint(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[str]:
+    from pipeline.app.status import remote_endpoint
+
+    try:
+        return [remote_endpoint(v) for v in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (stable keys, docs/operations.md).")
+@click.option("--remote", "remotes", multiple=True, callback=_remote_endpoint, metavar="HOST:PORT",
+              help="Another host's ingest instead: its snapshot_endpoint (repeat for several); "
+                   "shows its feeds and the clock offset between the hosts (docs/remote.md).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="With --remote: seconds to wait for each answer.")
 @pass_config
-def status(config: Config, as_json: bool) -> None:
+def status(config: Config, as_json: bool, remotes: list[str], timeout: float) -> None:
     """Show processes and feeds of the pipeline.
 
     Exits 0 when all is well, 3 when a book is not live, 4 when something is down (docs/operations.md)."""
     from pipeline.app import status as status_mod
 
-    st = status_mod.collect(config)
+    st = status_mod.collect_remote(config, remotes, timeout) if remotes else status_mod.collect(config)
     if as_json:
         click.echo(json.dumps(st))
     else:

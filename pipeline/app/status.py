@@ -15,7 +15,7 @@ from pipeline.app.config import PLUGINS
 from pipeline.app.supervise import programs
 from pipeline.book import BOOK_IMPLEMENTATION
 from pipeline.config import Config
-from pipeline.status import feeds, processes
+from pipeline.status import feeds, iso_time, processes
 
 
 def publisher(config: Config) -> dict:
@@ -59,7 +59,8 @@ def collect(config: Config) -> dict:
 
 def problems(status: dict) -> tuple[list[str], list[str]]:
     """(what is down, which books are not live), each a list of short texts."""
-    down = [f"process {p['name']} {p['state']}" for p in status["processes"] if p["state"] != "running"]
+    down = [f"process {p['name']} {p['state']}" for p in status.get("processes", []) if p["state"] != "running"]
+    down += [f"remote {r['endpoint']}: {r['error']}" for r in status.get("remote", []) if r["state"] != "up"]
     down += [f"exchange {_unit(e)}: no shared memory" for e in status["exchanges"] if e.get("state") != "up"]
     not_live = [f"{f['exchange']} {f['symbol']} {f['state']}" for f in status["feeds"]
                 if f["state"] not in ("live", "removed", "down")]  # down: counted with its exchange
@@ -91,10 +92,74 @@ def _error_line(item: dict) -> str:
     return f"last error {_ago(item['last_error_age_s'])} ago ({at} UTC): {item['last_error']}"
 
 
+def remote_endpoint(text: str) -> str:
+    """``HOST:PORT`` (a snapshot_endpoint of another host) as a ZeroMQ endpoint; tcp:// and ipc://
+    endpoints as they are.  ValueError when it is neither."""
+    if text.startswith(("tcp://", "ipc://")):
+        return text
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT (a snapshot_endpoint of the other host), got {text!r}")
+    return f"tcp://{host}:{port}"
+
+
+def collect_remote(config: Config, endpoints: list[str], timeout: float = 2.0) -> dict:
+    """`pipeline status --remote`: each endpoint's exchange as its ingest's snapshot service tells it
+    (pipeline/snapshots.py: feeds and exchange entry), with the clock offset of that host.
+
+    The CURVE client keys are this host's ``[bus] curve_client_secret_key`` / ``curve_server_public_key``.
+    ``clock_offset_ms`` is the other host's clock minus this one's (best of CLOCK_PROBES round trips,
+    good to ``clock_error_ms``): a latency computed here from a timestamp made there is off by it.
+    Ages in its feeds are the other host's own (its clock), so they need no correction.
+    """
+    import zmq
+
+    from pipeline.curve import ClientKeys
+    from pipeline.snapshots import SnapshotClient, SnapshotUnavailable
+
+    keys = ClientKeys.from_config(config)
+    ctx = zmq.Context()
+    remotes, all_feeds, all_exchanges = [], [], []
+    try:
+        for endpoint in endpoints:
+            entry: dict = {"endpoint": endpoint, "state": "unreachable", "error": None, "time": None,
+                           "clock_offset_ms": None, "clock_error_ms": None, "rtt_ms": None}
+            client = SnapshotClient(ctx, endpoint, keys.apply if keys is not None else None, timeout)
+            try:
+                clock = client.clock()
+                st = client.status()
+            except SnapshotUnavailable as exc:
+                entry["error"] = str(exc) + ("" if keys is not None else
+                                             " (no [bus] curve_client_secret_key: a CURVE endpoint answers no one)")
+            else:
+                entry.update(state="up", time=iso_time(st["time"]),
+                             clock_offset_ms=round(clock.offset_ns / 1e6, 3),
+                             clock_error_ms=round(clock.error_ns / 1e6, 3), rtt_ms=round(clock.rtt_ns / 1e6, 3))
+                for f in st["feeds"]:
+                    all_feeds.append({**f, "remote": endpoint})
+                for e in st["exchanges"]:
+                    all_exchanges.append({**e, "remote": endpoint})
+            finally:
+                client.close()
+            remotes.append(entry)
+    finally:
+        ctx.term()
+    st = {"remote": remotes, "feeds": all_feeds, "exchanges": all_exchanges}
+    st["down"], st["not_live"] = problems(st)
+    return st
+
+
 def render_table(status: dict) -> str:
     lines = []
-    lines.append(f"{'PROCESS':<22}{'PID':>8}  {'STATE':<9}{'UPTIME':>10}{'CPU%':>7}{'RSS MB':>9}")
-    for p in status["processes"]:
+    for r in status.get("remote", []):
+        if r["state"] == "up":
+            lines.append(f"REMOTE {r['endpoint']}  up  its clock {r['time']}: offset {r['clock_offset_ms']:+.3f} ms "
+                         f"(+-{r['clock_error_ms']:.3f} ms, round trip {r['rtt_ms']:.3f} ms)")
+        else:
+            lines.append(f"REMOTE {r['endpoint']}  {r['state']}: {r['error']}")
+    if "processes" in status:
+        lines.append(f"{'PROCESS':<22}{'PID':>8}  {'STATE':<9}{'UPTIME':>10}{'CPU%':>7}{'RSS MB':>9}")
+    for p in status.get("processes", []):
         up = f"{p['uptime_s']:.0f}s" if p["uptime_s"] is not None else "-"
         cpu = f"{p['cpu_percent']:.1f}" if p["cpu_percent"] is not None else "-"
         rss = f"{p['rss_bytes'] / 2**20:.1f}" if p["rss_bytes"] is not None else "-"

@@ -8,6 +8,7 @@ Books are compared with the ingest's shared memory on a paused market.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -34,6 +35,7 @@ def _remote_config(workdir, ports, keys: bool = True, name: str = "remote.toml")
 run_dir = "remote-run"
 {bus}
 [exchanges.sim]
+adapter = "binance"
 symbols = {SYMBOLS!r}
 trades_endpoint = "tcp://127.0.0.1:{trades}"
 l2_endpoint = "tcp://127.0.0.1:{l2}"
@@ -152,6 +154,36 @@ def test_a_trade_gap_is_refilled_from_the_trade_ring(remote):
         for t in btc:
             kept = ring.read("BTCUSDT", t.seq)
             assert kept is not None and (kept.trade_id, kept.price, kept.amount) == (t.trade_id, t.price, t.amount)
+
+
+def test_status_of_the_other_host_through_its_snapshot_endpoint(remote):
+    workdir, snap = remote["workdir"], remote["ports"][2]
+    remote_toml = workdir / "remote.toml"
+    done = subprocess.run(PIPELINE + ["--config", str(remote_toml), "status", "--remote", f"127.0.0.1:{snap}",
+                                      "--json"], capture_output=True, text=True, timeout=60, cwd=workdir)
+    assert done.returncode == 0, done.stdout + done.stderr  # every book live there
+    st = json.loads(done.stdout)
+    (r,) = st["remote"]
+    assert r["endpoint"] == f"tcp://127.0.0.1:{snap}" and r["state"] == "up"
+    assert abs(r["clock_offset_ms"]) <= r["clock_error_ms"] + 0.001  # one clock: zero within the bound
+    local = feeds(remote["config"])  # the ingest host's own `pipeline status`
+    assert {f["symbol"]: (f["state"], f["epoch"]) for f in st["feeds"]} == \
+        {s: ("live", local[s]["epoch"]) for s in SYMBOLS}
+    assert [e["exchange"] for e in st["exchanges"]] == ["sim"] and st["down"] == []
+    table = subprocess.run(PIPELINE + ["--config", str(remote_toml), "status", "--remote", f"127.0.0.1:{snap}"],
+                           capture_output=True, text=True, timeout=60, cwd=workdir)
+    assert table.returncode == 0 and f"REMOTE tcp://127.0.0.1:{snap}  up" in table.stdout
+    assert "offset" in table.stdout and "BTCUSDT" in table.stdout
+    # without the client key a CURVE endpoint answers nothing: down (4), and why
+    keyless = _remote_config(workdir, remote["ports"], keys=False, name="keyless-status.toml")
+    done = subprocess.run(PIPELINE + ["--config", str(keyless), "status", "--remote", f"127.0.0.1:{snap}",
+                                      "--timeout", "0.5", "--json"], capture_output=True, text=True, timeout=60,
+                          cwd=workdir)
+    assert done.returncode == 4
+    (r,) = json.loads(done.stdout)["remote"]
+    assert r["state"] == "unreachable" and "curve_client_secret_key" in r["error"]
+    bad = subprocess.run(PIPELINE + ["status", "--remote", "nowhere"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
 
 
 def test_a_restarted_ingest_is_followed_in_its_new_epoch(remote):

@@ -149,3 +149,44 @@ def test_a_bad_request_gets_an_error_and_a_silent_service_a_timeout(service, tmp
     with pytest.raises(snapshots.SnapshotUnavailable):
         silent.books()
     assert silent.sock is None  # dropped: a late answer cannot be taken for the next one's
+
+
+def test_clock_offset_from_four_times():
+    # the other clock is 5 ms ahead; 1 ms there, 3 ms back, 0.5 ms to answer
+    ms = 1_000_000
+    c = snapshots.ClockOffset.from_times(0, 1 * ms + 5 * ms, 1 * ms + 5 * ms + ms // 2, 4 * ms + ms // 2)
+    assert c.rtt_ns == 4 * ms
+    assert c.offset_ns == 4 * ms  # the way there and back split evenly: off by (3 - 1) / 2 ms at most
+    assert abs(c.offset_ns - 5 * ms) <= c.error_ns
+
+
+def test_clock_and_status_answers(service):
+    svc, client = service
+    clock = _served(svc, lambda: client.clock(probes=3))
+    assert abs(clock.offset_ns) <= clock.error_ns  # one clock on both sides: zero within the bound
+    with pytest.raises(snapshots.SnapshotUnavailable, match="no status"):
+        _served(svc, client.status)  # a service without a status callable says so
+    svc.status = lambda: {"feeds": [{"symbol": "A"}], "exchanges": []}
+    st = _served(svc, client.status)
+    assert st["feeds"] == [{"symbol": "A"}] and st["time"] > 0
+    svc.status = lambda: 1 / 0
+    with pytest.raises(snapshots.SnapshotUnavailable, match="status failed: division by zero"):
+        _served(svc, client.status)
+
+
+@pytest.mark.parametrize("text, endpoint", [("10.0.0.5:7000", "tcp://10.0.0.5:7000"),
+                                            ("tokyo-1:7000", "tcp://tokyo-1:7000"),
+                                            ("[::1]:7000", "tcp://[::1]:7000"),
+                                            ("tcp://h:1", "tcp://h:1"), ("ipc:///tmp/x.sock", "ipc:///tmp/x.sock")])
+def test_remote_endpoint(text, endpoint):
+    from pipeline.app.status import remote_endpoint
+
+    assert remote_endpoint(text) == endpoint
+
+
+@pytest.mark.parametrize("text", ["host", "host:", ":7000", "host:port", "host:70000"])
+def test_remote_endpoint_refuses(text):
+    from pipeline.app.status import remote_endpoint
+
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        remote_endpoint(text)
