@@ -16,6 +16,17 @@ The reader is the core's ``bus.Reader``, stepped from this coroutine, so publish
 reading back: nats-py's ``publish_async`` waits when too many acks are outstanding, and then the
 bus's high-water mark (not this process's memory) takes the excess (it is counted as gaps).
 
+Acks: one message in ACK_EVERY asks JetStream for a PubAck (``publish_async``); the others are
+plain publishes to the stream's subjects (JetStream stores them all the same, in the order one
+connection sent them).  A PubAck per message cost more than everything else the bridge does
+(py-spy: a reply inbox, a future, a random token, a JSON PubAck decoded per message; about 60% of
+the CPU); acked every ACK_EVERY messages, with at most ACKS_IN_FLIGHT acks outstanding, the
+bridge is still held back when JetStream falls behind (at most ACK_EVERY * ACKS_IN_FLIGHT
+messages unconfirmed), a failure still shows (the next ack is an error, counted in ``errors``),
+and the KV values name the stream sequence of an acked message published before their states
+were taken: the states include at least every message up to it, which is all a consumer starting
+there needs (it drops what a book already has by seq).
+
 Config ``[bridges.nats]``: ``url`` (required), ``prefix``, ``stream``, ``bucket``,
 ``max_age_s`` (the stream's retention, 3600), ``max_bytes`` (-1: unlimited), ``replicas`` (1),
 ``duplicate_window_s`` (120), ``kv_interval_s`` (1.0), ``exchanges`` (default: all), ``domain``
@@ -43,6 +54,8 @@ log = logging.getLogger(__name__)
 NAME = "nats"
 STATS_EVERY_S = 1.0
 KV_REFRESH_S = 10.0  # every state is written again this often (write_kv)
+ACK_EVERY = 64  # one message in this many asks for a PubAck (module docstring)
+ACKS_IN_FLIGHT = 64  # outstanding PubAcks before publishing waits
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,8 @@ class Bridge:
         self.trackers: dict[bytes, Any] = {}  # l2 topic -> consumer.BookTracker (the book for the KV)
         self.latest: dict[bytes, bytes] = {}  # other conflatable kinds: topic -> latest payload
         self._pending: list[tuple[bytes, bytes]] = []
-        self._last_ack: Any = None  # the publish_async future of the newest message (its PubAck: the stream seq)
+        self._last_ack: Any = None  # the publish_async future of the newest acked message (its PubAck: the stream seq)
+        self._unacked = ACK_EVERY - 1  # plain publishes since the last acked one (the first message is acked)
         self._books: dict[str, Any] = {}  # unit (exchange, or NAME.K: pipeline/shards.py) -> shm BookReader
         self._rings: dict[str, Any] = {}  # unit -> TradeRingReader
 
@@ -138,7 +152,7 @@ class Bridge:
         s = self.settings
         self.nc = await nats.connect(s.url, name="l2pipeline-bridge", max_reconnect_attempts=-1,
                                      error_cb=self._nats_error)
-        self.js = self.nc.jetstream(domain=s.domain)
+        self.js = self.nc.jetstream(domain=s.domain, publish_async_max_pending=ACKS_IN_FLIGHT)
         await self._ensure_stream()
         self.kv = await self._ensure_bucket()
 
@@ -197,8 +211,13 @@ class Bridge:
 
     async def _publish(self, topic: bytes, payload: bytes, seq: int, epoch: int, st: _Stream,
                        made_here: bool = False) -> None:
-        self._last_ack = await self.js.publish_async(natsbus.subject(self.settings.prefix, topic), payload,
-                                                     headers=natsbus.headers(topic, seq, epoch, made_here))
+        subject, headers = natsbus.subject(self.settings.prefix, topic), natsbus.headers(topic, seq, epoch, made_here)
+        if self._unacked < ACK_EVERY - 1:
+            await self.nc.publish(subject, payload, headers=headers)
+            self._unacked += 1
+        else:
+            self._last_ack = await self.js.publish_async(subject, payload, headers=headers)
+            self._unacked = 0
         st.epoch, st.seq, st.changed = epoch, seq, True
         self.stats.published += 1
 
@@ -266,9 +285,9 @@ class Bridge:
     async def write_kv(self, everything: bool = False) -> None:
         """The latest state of every stream that changed since the last write (``everything``: all).
 
-        Each value names the stream sequence of the newest message published so far: the states
-        are taken after every message read was published, so each includes every message of its
-        own stream up to that sequence, and a consumer starting after it misses nothing.  Writing
+        Each value names the stream sequence of the newest acked message (module docstring): the
+        states are taken after every message read was published, so each includes every message
+        of its own stream up to that sequence, and a consumer starting after it misses nothing.  Writing
         every state now and then (KV_REFRESH_S) keeps that sequence recent for quiet streams too,
         so a late joiner replays seconds of the stream, not hours.
         """
@@ -297,6 +316,7 @@ class Bridge:
         if not values:
             return
         ack = self._last_ack  # taken with the states: nothing was published in between
+        self._unacked = ACK_EVERY - 1  # the next message is acked: the next write names a recent sequence
         try:
             stream_seq = (await ack).seq
         except Exception as exc:  # noqa: BLE001 - that message did not reach the stream: next time
@@ -365,6 +385,7 @@ class Bridge:
             ctx.term()
             try:
                 await self.write_kv()
+                await self.nc.flush()  # the plain publishes reached the server
                 await self.js.publish_async_completed()
             except Exception:  # noqa: BLE001 - stopping: NATS may be gone
                 pass
