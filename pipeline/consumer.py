@@ -260,8 +260,8 @@ class _Base:
         if now - self._kv_asked.get(key, -SNAPSHOT_RETRY_S) < SNAPSHOT_RETRY_S:
             return []
         self._kv_asked[key] = now
-        payload = self._nats.snapshot(schema.L2.topic(exchange, symbol))
-        return [schema.decode_l2(payload)] if payload is not None else []
+        # the KV state, then the book's messages in the stream after it (pipeline/natsbus.py)
+        return [schema.decode_l2(p) for p in self._nats.catch_up(schema.L2.topic(exchange, symbol))]
 
     def _load_books(self) -> list["Book"]:
         """Start: every wanted book from the snapshot services (a round trip, no periodic wait)."""
@@ -320,8 +320,16 @@ class _Base:
         if tr is None:
             tr = self.trackers[key] = BookTracker(msg.exchange, msg.symbol)
         result = tr.apply(msg)
-        if result is Applied.RESYNC and (self._snapshots or self._nats is not None):
-            for snap_msg in self._remote_book(msg.exchange, msg.symbol):  # another host: the ingest, or the KV
+        if result is Applied.RESYNC and self._nats is not None:
+            caught_up = self._remote_book(msg.exchange, msg.symbol)  # KV state + the stream after it
+            if not caught_up or caught_up[0].epoch != msg.epoch:
+                return None  # nothing there yet, or of another epoch: the next snapshot in the stream
+            for m in caught_up:
+                tr.apply(m)
+            tr.apply(msg)  # OLD when the stream read already had it
+            return tr.book if tr.synced and tr.book.epoch == msg.epoch and tr.book.seq >= msg.seq else None
+        if result is Applied.RESYNC and self._snapshots:
+            for snap_msg in self._remote_book(msg.exchange, msg.symbol):  # another host: the ingest's service
                 if snap_msg.epoch == msg.epoch and snap_msg.seq >= msg.seq - 1:
                     tr.apply(snap_msg)
                     result = tr.apply(msg)

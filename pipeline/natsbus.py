@@ -49,6 +49,9 @@ DEFAULT_BUCKET = "l2p_snapshots"
 SEQ_HEADER = "L2p-Seq"
 EPOCH_HEADER = "L2p-Epoch"
 MSG_ID_HEADER = "Nats-Msg-Id"
+CATCH_UP_BATCH = 500  # messages per fetch when a book is brought from its KV state up to now
+CATCH_UP_MAX = 50_000  # further behind than this: wait for the next snapshot in the stream instead
+CATCH_UP_IDLE_S = 10.0  # the server deletes a catch-up consumer this long unused
 
 
 class KvSnapshot(msgspec.Struct, kw_only=True):
@@ -119,7 +122,7 @@ class NatsFeed:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="nats-feed", daemon=True)
         self._thread.start()
-        self._nc = self._kv = self._sub = None
+        self._nc = self._js = self._kv = self._sub = None
         self.error: BaseException | None = None
         try:
             self._call(self._start())
@@ -137,6 +140,7 @@ class NatsFeed:
         self._nc = await nats.connect(self.url, name="l2pipeline-consumer", connect_timeout=self.timeout,
                                       max_reconnect_attempts=-1, error_cb=self._error)
         js = self._nc.jetstream(timeout=self.timeout, domain=self.domain)
+        self._js = js
         self._kv = await js.key_value(self.bucket)
         starts = []
         for topic, snap in await self._snapshots():
@@ -176,21 +180,57 @@ class NatsFeed:
     async def _error(self, exc: BaseException) -> None:
         log.warning("nats: %s", exc)
 
-    def snapshot(self, topic: bytes) -> bytes | None:
-        """The KV snapshot payload of one stream now (blocking), or None."""
-        async def get():
+    def catch_up(self, topic: bytes) -> list[bytes]:
+        """One stream brought up to now (blocking): its KV snapshot payload, then every message of
+        its subject the stream holds after the snapshot's ``stream_seq`` (the Clone pattern's
+        snapshot + updates by seq).  [] when the bucket has no state for it yet, or NATS fails:
+        the consumer asks again later, or takes the next snapshot in the stream.
+
+        The KV state is written once per ``kv_interval_s``, so on a busy book it is up to that
+        much behind the live message that showed a gap: the messages in between are read from
+        the stream by an ephemeral pull consumer filtered on the subject (deleted after use,
+        and by the server after CATCH_UP_IDLE_S should this client vanish), at most CATCH_UP_MAX.
+        """
+        async def get() -> list[bytes]:
+            from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
             from nats.js.errors import KeyNotFoundError
 
             try:
                 entry = await self._kv.get(kv_key(topic))  # type: ignore[union-attr]
             except KeyNotFoundError:
-                return None
-            return decode_kv(entry.value).payload if entry.value else None
+                return []
+            if not entry.value:
+                return []
+            snap = decode_kv(entry.value)
+            out = [snap.payload]
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=snap.stream_seq + 1,
+                                    ack_policy=AckPolicy.NONE, inactive_threshold=CATCH_UP_IDLE_S)
+            sub = await self._js.pull_subscribe(subject(self.prefix, topic), stream=self.stream,  # type: ignore[union-attr]
+                                                config=config)
+            try:
+                while len(out) <= CATCH_UP_MAX:
+                    try:
+                        msgs = await sub.fetch(CATCH_UP_BATCH, timeout=self.timeout)
+                    except asyncio.TimeoutError:
+                        break  # nothing after the snapshot (or no more)
+                    out.extend(m.data for m in msgs)
+                    if not msgs or msgs[-1].metadata.num_pending == 0:
+                        break
+                else:
+                    log.warning("nats: %s is more than %d messages past its KV state", topic.decode(), CATCH_UP_MAX)
+                    return []
+            finally:
+                try:
+                    await sub.unsubscribe()
+                    await self._js.delete_consumer(self.stream, sub._consumer)  # type: ignore[union-attr]
+                except Exception:  # noqa: BLE001 - the server drops it after CATCH_UP_IDLE_S anyway
+                    pass
+            return out
         try:
-            return self._call(get())
+            return self._call(get(), self.timeout * 3)
         except Exception as exc:  # noqa: BLE001 - NATS down: the next snapshot in the stream will do
             log.warning("nats: no KV snapshot of %s: %s", topic.decode(), exc)
-            return None
+            return []
 
     def close(self) -> None:
         async def stop():
@@ -316,8 +356,8 @@ class NatsReader:
         if self.pending() and self._loop is not None and self._scheduled.acquire(blocking=False):
             self._loop.call_soon(self._step)
 
-    def snapshot(self, topic: bytes) -> bytes | None:
-        return self.feed.snapshot(topic)
+    def catch_up(self, topic: bytes) -> list[bytes]:
+        return self.feed.catch_up(topic)
 
     def close(self) -> None:
         self._loop = None

@@ -118,6 +118,40 @@ def test_a_late_consumer_gets_the_kv_snapshot_then_contiguous_updates(stack):
         _equal_to_shm(consumer, stack["config"], stack["port"])
 
 
+def test_a_gap_of_the_consumer_is_caught_up_from_the_kv_state_and_the_stream(stack):
+    """Messages lost on the consumer's side (dropped here before the consumer sees them): at the
+    gap the book comes back at once from its KV state plus the stream after it, not at the
+    ingest's next periodic snapshot (30 s away); equal to shared memory afterwards."""
+    eventually(lambda: _kv_written(stack), 30, 0.2, "the bridge wrote its KV snapshots")
+    with Consumer(stack["remote"], transport="nats", trades=False) as consumer:
+        eventually(lambda: consumer.poll(0.2) is not None and all(
+            (tr := consumer.trackers.get(("sim", s))) is not None and tr.synced for s in SYMBOLS), 20, 0.0, "books")
+        feed, topic, dropped = consumer.reader.feed, b"l2.sim.BTCUSDT", []
+        wanted = feed.wanted
+
+        def lossy(t: bytes) -> bool:
+            if t == topic and len(dropped) < 30:
+                dropped.append(t)
+                return False
+            return wanted(t)
+        feed.wanted = lossy
+        tr = consumer.trackers[("sim", "BTCUSDT")]
+        asked, catch_up = [], feed.catch_up
+
+        def spy(t: bytes) -> list[bytes]:
+            got = catch_up(t)
+            asked.append((t, [schema.decode_l2(p) for p in got]))
+            return got
+        feed.catch_up = spy
+        eventually(lambda: consumer.poll(0.1) is not None and tr.gaps == 1, 20, 0.0, "the gap seen")
+        assert tr.synced and tr.resyncs == 2, (tr.synced, tr.resyncs)  # caught up when the gap showed
+        (t, got), = asked
+        assert t == topic and got[0].snapshot and got[0].symbol == "BTCUSDT"  # the KV state first
+        seqs = [m.seq for m in got[1:] if m.epoch == got[0].epoch]
+        assert seqs == sorted(set(seqs))  # then the book's messages in the stream after it, in order
+        _equal_to_shm(consumer, stack["config"], stack["port"])
+
+
 def test_a_restarted_ingest_is_followed_through_nats(stack):
     procs, config = stack["procs"], stack["config"]
     with Consumer(stack["remote"], transport="nats") as consumer:
