@@ -20,7 +20,7 @@ import pytest
 from helpers import PIPELINE, Procs, eventually, feeds, free_port, short_tmpdir, sim_fault, start_sim, write_config
 from pipeline import natsbus, schema
 from pipeline.config import load_config
-from pipeline.consumer import Book, Consumer, Cvd, Trade
+from pipeline.consumer import AsyncConsumer, Book, Consumer, Cvd, Trade
 from pipeline.shm import BookReader
 
 pytestmark = [pytest.mark.integration,
@@ -64,10 +64,29 @@ def stack():
 
 
 def _kv_written(stack) -> bool:
-    from pipeline.app.status import bridges
+    """Every book of the current epoch has its state in the KV bucket (the bridge's kv_writes
+    count CVD states too, which can come before the books')."""
+    import nats
+    from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
-    written = bridges(_app_config(stack["config"]))
-    return bool(written) and written[0].get("kv_writes", 0) >= len(SYMBOLS)
+    config = load_config(stack["config"])
+    with BookReader.open(config.shm_prefix, "sim") as reader:
+        epoch = reader.epoch
+
+    async def check() -> bool:
+        nc = await nats.connect(f"nats://127.0.0.1:{stack['nats_port']}")
+        try:
+            kv = await nc.jetstream().key_value(natsbus.DEFAULT_BUCKET)
+            for s in SYMBOLS:
+                value = natsbus.decode_kv((await kv.get(natsbus.kv_key(schema.L2.topic("sim", s)))).value)
+                if schema.decode_l2(value.payload).epoch != epoch:
+                    return False
+            return True
+        except (BucketNotFoundError, KeyNotFoundError):
+            return False
+        finally:
+            await nc.close()
+    return asyncio.run(check())
 
 
 def _app_config(path):
@@ -150,6 +169,27 @@ def test_a_gap_of_the_consumer_is_caught_up_from_the_kv_state_and_the_stream(sta
         seqs = [m.seq for m in got[1:] if m.epoch == got[0].epoch]
         assert seqs == sorted(set(seqs))  # then the book's messages in the stream after it, in order
         _equal_to_shm(consumer, stack["config"], stack["port"])
+
+
+def test_an_async_consumer_reads_the_same_over_nats(stack):
+    """AsyncConsumer with transport="nats": books whole and trades in order, as the blocking one."""
+    eventually(lambda: _kv_written(stack), 30, 0.2, "the bridge wrote its KV snapshots")
+    async def main():
+        seen: list = []
+        async with AsyncConsumer(stack["remote"], transport="nats") as consumer:
+            async def until_enough():
+                async for e in consumer:
+                    seen.append(e)
+                    trades = [t for t in seen if isinstance(t, Trade)]
+                    if len(trades) >= 10 and {b.symbol for b in seen if isinstance(b, Book)} == set(SYMBOLS):
+                        return
+            await asyncio.wait_for(until_enough(), 30)
+            for s in SYMBOLS:
+                tr = consumer.trackers[("sim", s)]
+                assert tr.synced and tr.gaps == 0, (s, tr.gaps)
+                seqs = [t.seq for t in seen if isinstance(t, Trade) and t.symbol == s]
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True, seqs
+    asyncio.run(main())
 
 
 def test_a_restarted_ingest_is_followed_through_nats(stack):

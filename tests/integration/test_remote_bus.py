@@ -8,6 +8,7 @@ Books are compared with the ingest's shared memory on a paused market.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -17,7 +18,7 @@ import zmq
 
 from helpers import PIPELINE, Procs, eventually, feeds, free_port, short_tmpdir, sim_fault, start_sim, write_config
 from pipeline.config import load_config
-from pipeline.consumer import Book, ClientKeys, Consumer, Trade
+from pipeline.consumer import AsyncConsumer, Book, ClientKeys, Consumer, Trade
 from pipeline.shm import BookReader
 from pipeline.trade_ring import TradeRingReader
 
@@ -184,6 +185,26 @@ def test_status_of_the_other_host_through_its_snapshot_endpoint(remote):
     assert r["state"] == "unreachable" and "curve_client_secret_key" in r["error"]
     bad = subprocess.run(PIPELINE + ["status", "--remote", "nowhere"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
+
+
+def test_an_async_consumer_reads_the_same_over_tcp(remote):
+    """AsyncConsumer with transport="tcp": books whole and trades in order, as the blocking one."""
+    async def main():
+        seen: list = []
+        async with AsyncConsumer(remote["remote"], transport="tcp") as consumer:
+            async def until_enough():
+                async for e in consumer:
+                    seen.append(e)
+                    trades = [t for t in seen if isinstance(t, Trade)]
+                    if len(trades) >= 10 and {b.symbol for b in seen if isinstance(b, Book)} == set(SYMBOLS):
+                        return
+            await asyncio.wait_for(until_enough(), 30)
+            for s in SYMBOLS:
+                tr = consumer.trackers[("sim", s)]
+                assert tr.synced and tr.gaps == 0, (s, tr.gaps)
+                seqs = [t.seq for t in seen if isinstance(t, Trade) and t.symbol == s]
+                assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True, seqs
+    asyncio.run(main())
 
 
 def test_a_restarted_ingest_is_followed_in_its_new_epoch(remote):
