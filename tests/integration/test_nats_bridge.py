@@ -192,6 +192,25 @@ def test_an_async_consumer_reads_the_same_over_nats(stack):
     asyncio.run(main())
 
 
+def test_every_kind_on_the_bus_comes_through_nats(stack):
+    """What a local consumer of the bus sees, kind by kind, a NATS consumer sees too (the bridge
+    carries every kind of the registry, issue 13's included)."""
+    from pipeline.consumer import OTHER_KINDS
+
+    expected = {"Trade", "Book", "Quote", "Cvd", "TradeBar"}  # what the Binance sim's market gives (no futures)
+    eventually(lambda: _kv_written(stack), 30, 0.2, "the bridge wrote its KV snapshots")
+    local_seen: set[str] = set()
+    nats_seen: set[str] = set()
+    with Consumer(load_config(stack["config"]), kinds=OTHER_KINDS) as local, \
+            Consumer(stack["remote"], transport="nats", kinds=OTHER_KINDS) as remote:
+        def both_saw_the_same() -> bool:
+            local_seen.update(type(e).__name__ for e in local.poll(0.1))
+            nats_seen.update(type(e).__name__ for e in remote.poll(0.1))
+            return expected <= local_seen and local_seen <= nats_seen
+        eventually(both_saw_the_same, 30, 0.0, "every kind of the bus through NATS")
+    assert expected <= nats_seen, nats_seen
+
+
 def test_a_restarted_ingest_is_followed_through_nats(stack):
     procs, config = stack["procs"], stack["config"]
     with Consumer(stack["remote"], transport="nats") as consumer:
