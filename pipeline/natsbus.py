@@ -366,3 +366,101 @@ class NatsReader:
 
 def _raise(exc: BaseException) -> None:
     raise exc
+
+
+# ------------------------------------------------------------------ status across sites
+
+def status_subject(prefix: str) -> str:
+    """Where the bridges of ``prefix`` answer status and clock requests (`pipeline status --remote
+    nats://...`); outside ``PREFIX.>`` so the stream does not store them."""
+    return f"_l2p_status.{prefix}"
+
+
+class StatusRequest(msgspec.Struct, kw_only=True):
+    kind: str  # "clock": times only; "status": the bridge host's feeds and exchanges too
+
+
+class StatusReply(msgspec.Struct, kw_only=True):
+    host: str
+    t_recv: int  # ns since the epoch, the bridge host's clock: the request read
+    t_send: int  # the reply made
+    status: dict | None = None  # {"feeds", "exchanges", "bridge"}
+
+
+_status_req_encode = msgspec.msgpack.Encoder().encode
+_status_req_decode = msgspec.msgpack.Decoder(StatusRequest).decode
+_status_reply_decode = msgspec.msgpack.Decoder(StatusReply).decode
+
+
+def encode_status(obj: StatusRequest | StatusReply) -> bytes:
+    return _status_req_encode(obj)
+
+
+def decode_status_request(data: bytes) -> StatusRequest:
+    return _status_req_decode(data)
+
+
+def ask_status(url: str, prefix: str, timeout: float, probes: int = 8, gather_s: float = 0.5) -> list[dict]:
+    """Every bridge of ``prefix`` reachable through the NATS server at ``url`` (one per host or
+    site): ``{"host", "clock": ClockOffset, "status": {...}}``, as the snapshot service's clock and
+    status requests (pipeline/snapshots.py) but through NATS request/reply, so it works wherever
+    a consumer can read the stream (leaf nodes forward it).  Bridges are found by the first
+    request: whoever answers within ``timeout`` (then ``gather_s`` more for the others); the
+    clock is the best of ``probes`` round trips per bridge.  [] when none answers."""
+    import time
+
+    from pipeline.snapshots import ClockOffset
+
+    async def run() -> list[dict]:
+        import nats
+
+        nc = await nats.connect(url, name="l2pipeline-status", connect_timeout=timeout, max_reconnect_attempts=0,
+                                allow_reconnect=False)
+        try:
+            inbox = nc.new_inbox()
+            replies: asyncio.Queue = asyncio.Queue()
+
+            async def got(msg) -> None:
+                replies.put_nowait((time.time_ns(), _status_reply_decode(msg.data)))
+            sub = await nc.subscribe(inbox, cb=got)
+            subject = status_subject(prefix)
+
+            async def round_trip(kind: str, hosts: set[str] | None) -> dict[str, tuple[int, int, StatusReply]]:
+                while not replies.empty():
+                    replies.get_nowait()  # late answers of the previous round
+                t0 = time.time_ns()
+                await nc.publish(subject, _status_req_encode(StatusRequest(kind=kind)), reply=inbox)
+                await nc.flush()
+                out: dict[str, tuple[int, int, StatusReply]] = {}
+                deadline = asyncio.get_running_loop().time() + timeout
+                while hosts is None or not hosts <= out.keys():
+                    left = deadline - asyncio.get_running_loop().time()
+                    if left <= 0:
+                        break
+                    try:
+                        t3, reply = await asyncio.wait_for(replies.get(), left)
+                    except asyncio.TimeoutError:
+                        break
+                    out[reply.host] = (t0, t3, reply)
+                    if hosts is None:  # the first round: the others get gather_s more
+                        deadline = min(deadline, asyncio.get_running_loop().time() + gather_s)
+                return out
+
+            first = await round_trip("status", None)
+            found: dict[str, dict] = {}
+            for host, (t0, t3, r) in first.items():
+                found[host] = {"host": host, "status": r.status, "time": r.t_send,
+                               "clock": ClockOffset.from_times(t0, r.t_recv, r.t_send, t3)}
+            for _ in range(probes - 1):
+                if not found:
+                    break
+                for host, (t0, t3, r) in (await round_trip("clock", set(found))).items():
+                    if host in found:
+                        c = ClockOffset.from_times(t0, r.t_recv, r.t_send, t3)
+                        if c.rtt_ns < found[host]["clock"].rtt_ns:
+                            found[host]["clock"] = c
+            await sub.unsubscribe()
+            return [found[h] for h in sorted(found)]
+        finally:
+            await nc.close()
+    return asyncio.run(run())

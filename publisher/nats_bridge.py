@@ -40,9 +40,12 @@ import json
 import logging
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from pipeline import bus, natsbus, schema, shards
 from pipeline.config import (Config, SectionContext, check_keys, expect_number, expect_pos_int, expect_str,
@@ -155,6 +158,33 @@ class Bridge:
         self.js = self.nc.jetstream(domain=s.domain, publish_async_max_pending=ACKS_IN_FLIGHT)
         await self._ensure_stream()
         self.kv = await self._ensure_bucket()
+        await self.nc.subscribe(natsbus.status_subject(s.prefix), cb=self._status_request)
+
+    async def _status_request(self, msg) -> None:
+        """`pipeline status --remote nats://...`: this host's clock, and its feeds when asked
+        (pipeline/natsbus.py ``ask_status``); the host is named with the run_dir (two pipelines
+        of one host answer apart)."""
+        t_recv = time.time_ns()
+        try:
+            req = natsbus.decode_status_request(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.stats.errors += 1
+            return
+        status = None
+        if req.kind == "status":
+            from pipeline.status import feeds
+
+            all_feeds, all_exchanges = [], []
+            for name in self.exchanges:
+                f, ex = feeds(self.config, only=name)
+                all_feeds += f
+                all_exchanges += ex
+            status = {"feeds": all_feeds, "exchanges": all_exchanges,
+                      "bridge": {**vars(self.stats), "stream": self.settings.stream}}
+        if msg.reply:
+            await self.nc.publish(msg.reply, natsbus.encode_status(natsbus.StatusReply(
+                host=f"{socket.gethostname()}:{self.config.run_dir}", t_recv=t_recv, t_send=time.time_ns(),
+                status=status)))
 
     async def _nats_error(self, exc: BaseException) -> None:
         self.stats.errors += 1

@@ -452,8 +452,9 @@ def _remote_endpoint(_ctx: click.Context, _param: click.Parameter, values: tuple
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (stable keys, docs/operations.md).")
 @click.option("--remote", "remotes", multiple=True, callback=_remote_endpoint, metavar="HOST:PORT",
-              help="Another host's ingest instead: its snapshot_endpoint (repeat for several); "
-                   "shows its feeds and the clock offset between the hosts (docs/remote.md).")
+              help="Another host's ingest instead: its snapshot_endpoint, or nats://HOST:PORT for the "
+                   "NATS bridges behind that server (repeat for several); shows their feeds and the clock "
+                   "offset between the hosts (docs/remote.md).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
               help="With --remote: seconds to wait for each answer.")
 @pass_config

@@ -94,8 +94,9 @@ def _error_line(item: dict) -> str:
 
 def remote_endpoint(text: str) -> str:
     """``HOST:PORT`` (a snapshot_endpoint of another host) as a ZeroMQ endpoint; tcp:// and ipc://
-    endpoints as they are.  ValueError when it is neither."""
-    if text.startswith(("tcp://", "ipc://")):
+    endpoints, and nats:// / tls:// NATS servers (the bridges behind them answer), as they are.
+    ValueError when it is none of these."""
+    if text.startswith(("tcp://", "ipc://", "nats://", "tls://")):
         return text
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -122,6 +123,12 @@ def collect_remote(config: Config, endpoints: list[str], timeout: float = 2.0) -
     remotes, all_feeds, all_exchanges = [], [], []
     try:
         for endpoint in endpoints:
+            if endpoint.startswith(("nats://", "tls://")):
+                nats_remotes, nats_feeds, nats_exchanges = _nats_remote(config, endpoint, timeout)
+                remotes += nats_remotes
+                all_feeds += nats_feeds
+                all_exchanges += nats_exchanges
+                continue
             entry: dict = {"endpoint": endpoint, "state": "unreachable", "error": None, "time": None,
                            "clock_offset_ms": None, "clock_error_ms": None, "rtt_ms": None}
             client = SnapshotClient(ctx, endpoint, keys.apply if keys is not None else None, timeout)
@@ -149,11 +156,40 @@ def collect_remote(config: Config, endpoints: list[str], timeout: float = 2.0) -
     return st
 
 
+def _nats_remote(config: Config, url: str, timeout: float) -> tuple[list[dict], list[dict], list[dict]]:
+    """The bridges answering behind a NATS server (pipeline/natsbus.py ``ask_status``): one remote
+    entry per bridge (``endpoint`` = "URL HOST:RUN_DIR"), its exchanges' feeds, and its counters."""
+    from pipeline import natsbus
+
+    table = config.bridges.get("nats")
+    prefix = natsbus.settings(config)[1] if table is not None else natsbus.DEFAULT_PREFIX
+    try:
+        answers = natsbus.ask_status(url, prefix, timeout)
+    except Exception as exc:  # noqa: BLE001 - no server there, refused, TLS: said as the reason
+        return [{"endpoint": url, "state": "unreachable", "error": f"NATS: {exc or type(exc).__name__}", "time": None,
+                 "clock_offset_ms": None, "clock_error_ms": None, "rtt_ms": None}], [], []
+    if not answers:
+        return [{"endpoint": url, "state": "unreachable", "time": None, "clock_offset_ms": None,
+                 "clock_error_ms": None, "rtt_ms": None,
+                 "error": f"no bridge answered on {natsbus.status_subject(prefix)} within {timeout:g} s"}], [], []
+    remotes, feeds_, exchanges = [], [], []
+    for a in answers:
+        endpoint, clock, st = f"{url} {a['host']}", a["clock"], a["status"] or {}
+        remotes.append({"endpoint": endpoint, "state": "up", "error": None, "time": iso_time(a["time"]),
+                        "clock_offset_ms": round(clock.offset_ns / 1e6, 3),
+                        "clock_error_ms": round(clock.error_ns / 1e6, 3), "rtt_ms": round(clock.rtt_ns / 1e6, 3),
+                        "bridge": st.get("bridge")})
+        feeds_ += [{**f, "remote": endpoint} for f in st.get("feeds", [])]
+        exchanges += [{**e, "remote": endpoint} for e in st.get("exchanges", [])]
+    return remotes, feeds_, exchanges
+
+
 def render_table(status: dict) -> str:
     lines = []
     for r in status.get("remote", []):
         if r["state"] == "up":
-            lines.append(f"REMOTE {r['endpoint']}  up  its clock {r['time']}: offset {r['clock_offset_ms']:+.3f} ms "
+            lines.append(f"REMOTE {r['endpoint']}  up  " + (f"its clock {r['time']}: " if r["time"] else "")
+                         + f"offset {r['clock_offset_ms']:+.3f} ms "
                          f"(+-{r['clock_error_ms']:.3f} ms, round trip {r['rtt_ms']:.3f} ms)")
         else:
             lines.append(f"REMOTE {r['endpoint']}  {r['state']}: {r['error']}")

@@ -55,7 +55,7 @@ def stack():
         eventually(lambda: all(f["state"] == "live" for f in feeds(config).values()), 30, 0.2, "all books live")
         procs.start("bridge", PIPELINE + ["--config", str(config), "bridge", "nats"])
         remote = workdir / "remote.toml"
-        remote.write_text(f'[pipeline]\nrun_dir = "remote-run"\n[exchanges.sim]\nsymbols = {SYMBOLS!r}\n'
+        remote.write_text(f'[pipeline]\nrun_dir = "remote-run"\n[exchanges.sim]\nadapter = "binance"\nsymbols = {SYMBOLS!r}\n'
                           .replace("'", '"') + bridge_table)
         yield {"workdir": workdir, "procs": procs, "port": port, "config": config, "ingest": ingest,
                "remote": load_config(remote), "nats_port": nats_port}
@@ -209,6 +209,30 @@ def test_every_kind_on_the_bus_comes_through_nats(stack):
             return expected <= local_seen and local_seen <= nats_seen
         eventually(both_saw_the_same, 30, 0.0, "every kind of the bus through NATS")
     assert expected <= nats_seen, nats_seen
+
+
+def test_status_of_the_bridges_host_through_nats(stack):
+    """`pipeline status --remote nats://...`: the bridge answers with its host's feeds and clock."""
+    import json
+
+    eventually(lambda: _kv_written(stack), 30, 0.2, "the bridge wrote its KV snapshots")
+    remote_toml, url = stack["workdir"] / "remote.toml", f"nats://127.0.0.1:{stack['nats_port']}"
+    done = subprocess.run(PIPELINE + ["--config", str(remote_toml), "status", "--remote", url, "--json"],
+                          capture_output=True, text=True, timeout=60, cwd=stack["workdir"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    st = json.loads(done.stdout)
+    (r,) = st["remote"]
+    assert r["state"] == "up" and r["endpoint"].startswith(url) and r["bridge"]["published"] > 0
+    assert abs(r["clock_offset_ms"]) <= r["clock_error_ms"] + 0.001  # one clock: zero within the bound
+    local = feeds(stack["config"])
+    assert {f["symbol"]: (f["state"], f["epoch"]) for f in st["feeds"]} == \
+        {s: ("live", local[s]["epoch"]) for s in SYMBOLS}
+    # a prefix no bridge serves: nobody answers, down (4)
+    other = stack["workdir"] / "other-prefix.toml"
+    other.write_text(remote_toml.read_text().replace("[bridges.nats]", '[bridges.nats]\nprefix = "nobody"'))
+    done = subprocess.run(PIPELINE + ["--config", str(other), "status", "--remote", url, "--timeout", "0.5",
+                                      "--json"], capture_output=True, text=True, timeout=60, cwd=stack["workdir"])
+    assert done.returncode == 4 and "no bridge answered" in json.loads(done.stdout)["remote"][0]["error"]
 
 
 def test_a_restarted_ingest_is_followed_through_nats(stack):

@@ -177,7 +177,8 @@ def test_clock_and_status_answers(service):
 @pytest.mark.parametrize("text, endpoint", [("10.0.0.5:7000", "tcp://10.0.0.5:7000"),
                                             ("tokyo-1:7000", "tcp://tokyo-1:7000"),
                                             ("[::1]:7000", "tcp://[::1]:7000"),
-                                            ("tcp://h:1", "tcp://h:1"), ("ipc:///tmp/x.sock", "ipc:///tmp/x.sock")])
+                                            ("tcp://h:1", "tcp://h:1"), ("ipc:///tmp/x.sock", "ipc:///tmp/x.sock"),
+                                            ("nats://hub:4222", "nats://hub:4222")])
 def test_remote_endpoint(text, endpoint):
     from pipeline.app.status import remote_endpoint
 
