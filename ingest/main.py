@@ -12,6 +12,7 @@ import time
 import zmq
 
 from ingest import adapters
+from ingest.capture import CaptureWriter, raw_config, stats_file
 from ingest.control import StreamControl
 from ingest.feed import BusPublisher, FeedBooks
 from ingest.runner import Runner
@@ -68,6 +69,7 @@ async def _serve(config: Config, name: str, shard: int | None = None) -> None:
     trade_ring = None
     trades_sock = l2_sock = None
     snapshots: SnapshotService | None = None
+    capture = None  # [sinks.raw]: what the venue's connections carry (a node's files are on disk already)
     try:
         trade_ring = TradeRingWriter(config.shm_prefix, ex.name, ex.symbols, ex.trade_ring_size, epoch,
                                      n_slots=configured.slots, unit=unit)
@@ -84,7 +86,8 @@ async def _serve(config: Config, name: str, shard: int | None = None) -> None:
             from ingest.filetail import FileRunner
             runner = FileRunner(ex, adapter, feed, stop)
         else:
-            runner = Runner(ex, adapter, feed, stop)
+            capture = _capture_writer(config, ex)
+            runner = Runner(ex, adapter, feed, stop, capture=capture)
         control = StreamControl(ex.name, configured.symbols, config.run_dir, feed, runner, unit=unit,
                                 owns=lambda s: shards.owns(configured, whole, s))
         # The hot path makes no reference cycles; refcounting frees its garbage.  Fewer,
@@ -104,7 +107,9 @@ async def _serve(config: Config, name: str, shard: int | None = None) -> None:
             finally:
                 stop.set()
     finally:
-        # order: stop reading (done), close sockets with a short linger, term, unlink shm
+        # order: stop reading (done), flush the raw recording, close sockets with a short linger, term, unlink shm
+        if capture is not None:
+            capture.close()
         if snapshots is not None:
             snapshots.close()
         for sock in (trades_sock, l2_sock):
@@ -119,6 +124,18 @@ async def _serve(config: Config, name: str, shard: int | None = None) -> None:
             trade_ring.close(unlink=True)
         writer.close(unlink=True)
         log.info("ingest %s stopped", unit)
+
+
+def _capture_writer(config: Config, ex) -> CaptureWriter | None:
+    """The raw recorder of this ingest process when ``[sinks.raw]`` asks for it (ingest/capture.py),
+    started; its files and stats are named by the process's unit (``NAME``, or ``NAME.K`` for a shard)."""
+    settings = raw_config(config)
+    if settings is None or (settings.exchanges and ex.name not in settings.exchanges):
+        return None
+    writer = CaptureWriter(settings, ex.unit, ex.adapter, stats_path=stats_file(config, ex.unit))
+    writer.start()
+    log.info("ingest %s: recording raw traffic into %s", ex.unit, settings.dir)
+    return writer
 
 
 def run_ingest(config: Config, name: str, shard: int | None = None) -> None:

@@ -29,6 +29,7 @@ from collections import deque
 
 import aiohttp
 
+from ingest.capture import CaptureWriter
 from ingest.events import (DepthConnected, DepthDisconnected, DepthSilent, Malformed, SnapshotOverdue,
                            SnapshotRequest, StreamGroup, VenueNotice)
 from ingest.feed import P, FeedBooks
@@ -94,7 +95,7 @@ class Runner:
     """Connections, snapshots and timers of one exchange."""
 
     def __init__(self, exchange_config, adapter, feed: FeedBooks, stop: asyncio.Event,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, capture: CaptureWriter | None = None):
         self.config = exchange_config
         self.adapter = adapter
         self.feed = feed
@@ -120,6 +121,7 @@ class Runner:
         self._last_data: dict[Held, list[int]] = {}  # per connection: receive time of its last message
         self.stale_after_ns = feed.stale_after_ms * 1_000_000  # 0: no cadence bound (traits.book_stale_after_s)
         self.health = Health(feed.writer)  # failure counts and last errors, for `pipeline status`
+        self.capture = capture  # raw recording ([sinks.raw], ingest/capture.py), or None
 
     # ---------------------------------------------------------------- frames
     def _frame_handler(self, group: Held):
@@ -136,7 +138,18 @@ class Runner:
             if out:
                 carry_out(out, group)
 
-        return on_frame
+        if self.capture is None:
+            return on_frame
+        record, url = self.capture.append, group.url
+
+        def on_frame_recorded(data: bytes, recv_ns: int) -> None:
+            record((recv_ns, "ws", url, data))  # a reference: the frame's bytes are not copied
+            counts[0] += 1
+            out = receive(parse(data, recv_ns))
+            if out:
+                carry_out(out, group)
+
+        return on_frame_recorded
 
     def _carry_out(self, requests, group: Held | None = None) -> None:
         """What the feed asked for: snapshots (REST fetch or resubscribe) and the venue's
@@ -344,12 +357,18 @@ class Runner:
         gap = self.traits.subscribe_interval_s
         if not gap:
             for frame in frames:
-                conn.send_text(frame)
+                self._send(conn, frame)
             return
         loop = asyncio.get_running_loop()
         for i, frame in enumerate(frames):
             loop.call_later(i * gap, lambda f=frame: conn.transport is not None and not conn.transport.is_closing()
-                            and conn.send_text(f))
+                            and self._send(conn, f))
+
+    def _send(self, conn: WsConnection, text: str) -> None:
+        """A (re)subscribe frame to the venue, recorded when recording."""
+        conn.send_text(text)
+        if self.capture is not None:
+            self.capture.ws_out(conn.url, text)
 
     async def _watch(self, conn: WsConnection) -> str:
         """Wait until the connection ends; ping it, and cut it when dead, idle or old."""
@@ -412,7 +431,7 @@ class Runner:
             conn.close(1000, "resync")
             return
         for frame in frames:
-            conn.send_text(frame)
+            self._send(conn, frame)
         self._expect_stream_snapshots(group, conn, (symbol,))
 
     def _expect_stream_snapshots(self, group: Held, conn: WsConnection, symbols, extra_s: float = 0.0) -> None:
@@ -503,6 +522,8 @@ class Runner:
                     self.health.rest_failed(what, f"body over {MAX_REST_BYTES >> 20} MiB: refused")
                     log.warning("REST %s: body over %d bytes, refused", what, MAX_REST_BYTES)
                     return None
+                if resp.status == 200 and self.capture is not None:
+                    self.capture.rest(req.url, body, time.time_ns())
                 if resp.status != 200:
                     self.health.rest_failed(what, f"HTTP {resp.status}: {body[:60].decode('utf-8', 'replace')}")
                     log.warning("REST %s: HTTP %d: %s", what, resp.status, body[:200])

@@ -41,6 +41,7 @@ class Plugin:
     summary: str = ""  # one line for --help
     command: str | None = None  # CLI word when it differs from the name (the WebSocket server: `publish`)
     default_on: bool = False  # servers: runs without a config table of its own (defaults)
+    in_ingest: bool = False  # sinks: runs inside each ingest process, not as a program of its own
 
     def load(self) -> Any:
         module, _, attr = self.target.partition(":")

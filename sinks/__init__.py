@@ -11,4 +11,7 @@ SINKS = Registry("sink", [
     Plugin("parquet", "sinks.parquet_settings:SINK",
            summary="Record the tardis datatypes as hive-partitioned Parquet datasets under [sinks.parquet] dir "
                    "(docs/parquet.md)."),
+    Plugin("raw", "sinks.raw_settings:SINK", in_ingest=True,
+           summary="Each ingest records the frames, REST bodies and subscribe requests it sees as pipeline-capture "
+                   "files under [sinks.raw] dir, for `pipeline replay` (docs/operations.md)."),
 ])

@@ -364,7 +364,7 @@ def sink() -> None:
 
 
 @cli.command()
-@click.argument("capture", type=click.Path(exists=True, dir_okay=False))
+@click.argument("capture", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port for WebSocket and REST (0: any free port).")
@@ -373,12 +373,14 @@ def sink() -> None:
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
               help="Write the bound port into this file once listening.")
 @pass_config
-def replay(config: Config, capture: str, host: str, port: int, rate: float, ready_file: str | None) -> None:
-    """Serve CAPTURE (pipeline-capture/1) as a venue: its ws frames and REST bodies (pipeline/sim/replay.py)."""
+def replay(config: Config, capture: tuple[str, ...], host: str, port: int, rate: float,
+           ready_file: str | None) -> None:
+    """Serve CAPTURE (pipeline-capture/1) as a venue: its ws frames and REST bodies (pipeline/sim/replay.py).
+    Several files of one recording ([sinks.raw] hourly files) are served as one, in the order given."""
     from pipeline.sim.replay import CaptureError, run as run_replay
 
     try:
-        run_replay(capture, host, port, rate, ready_file)
+        run_replay(list(capture), host, port, rate, ready_file)
     except CaptureError as exc:
         raise click.BadParameter(str(exc), param_hint="CAPTURE") from None
 

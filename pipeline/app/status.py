@@ -251,7 +251,11 @@ def render_table(status: dict) -> str:
                      f"disconnected {pub['disconnected_total']}"
                      + "".join(f", {why} {n}" for why, n in sorted(pub["disconnected"].items())))
     for s in status.get("sinks", []):
-        if s.get("rows") is not None:
+        if s.get("events") is not None and s.get("snapshots") is None:  # [sinks.raw], inside the ingests
+            lines.append(f"\nsink {s['name']} ({s['state']}) {s['dir']}: {s['events']} events, {s['files']} files, "
+                         f"{s['bytes'] / 2**20:.1f} MB, dropped {s['dropped']}, files removed {s['files_removed']}, "
+                         f"errors {s['errors']}")
+        elif s.get("rows") is not None:
             age = f"{s['last_write_age_s']:.1f}s ago" if s.get("last_write_age_s") is not None else "never"
             lines.append(f"\nsink {s['name']} ({s['state']}) {s['dir']}: {s['rows']} rows, {s['files']} files, "
                          f"{s['bytes'] / 2**20:.1f} MB, last write {age}, snapshots {s['snapshots']}, "

@@ -71,7 +71,7 @@ def programs(config: Config, config_path: str | None, plugins: Plugins = PLUGINS
         if server.name in config.servers:  # the publisher always (WebSocket :9001 and the page)
             progs.append((server.name, base + [server.command or server.name]))
     for sink in plugins.sinks or ():
-        if sink.name in config.sinks:
+        if sink.name in config.sinks and not sink.in_ingest:  # ([sinks.raw] records inside the ingests)
             progs.append((f"sink-{sink.name}", base + ["sink", sink.name]))
     for bridge in plugins.bridges or ():
         if bridge.name in config.bridges:

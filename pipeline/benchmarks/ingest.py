@@ -296,9 +296,11 @@ def _make_feed(cap: Capture, adapter, writer, publisher):
     return feed
 
 
-def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None) -> dict:
+def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None, record=None) -> dict:
     """Feed every capture item to ``feed`` through its one entry point, as the runner
     does (``feed.receive(feed.parse_frame(frame, recv_ns))``); time it (or its stages).
+    ``record``: a raw recorder's ``append`` (ingest/capture.py), called for each frame
+    first, as the runner's recording frame handler does.
 
     The feed's requests (snapshot fetches) are dropped: the capture's REST bodies come
     in order anyway."""
@@ -327,7 +329,12 @@ def run_pass(cap: Capture, adapter, feed, stages: Stages | None = None) -> dict:
                 receive(parse_snapshot(sym, body, time_ns()))
                 continue
             if stages is None:
-                ev = parse(item, time_ns())
+                if record is not None:
+                    recv_ns = time_ns()
+                    record((recv_ns, "ws", "ws://bench", item))
+                    ev = parse(item, recv_ns)
+                else:
+                    ev = parse(item, time_ns())
                 t = type(ev)
                 k = t if t is not list else type(ev[0])  # several events in one frame: the first's kind
                 by_type[k] = by_type.get(k, 0) + 1
@@ -389,9 +396,25 @@ def _books_json(feed, reader) -> dict:
     return out
 
 
+def _recorded_pass(cap: Capture, adapter, writer, publisher, record_dir: str) -> dict:
+    """One timed pass with raw recording on ([sinks.raw]): the recorder's thread compresses and
+    writes while the pass runs; its last flush and close are inside the measured CPU."""
+    from ingest.capture import CaptureWriter, RawCaptureConfig
+
+    rec = CaptureWriter(RawCaptureConfig(dir=record_dir), cap.header.get("exchange", "bench"), cap.adapter)
+    rec.start()
+    feed = _make_feed(cap, adapter, writer, publisher)
+    c0, m0 = time.process_time(), time.thread_time()
+    r = run_pass(cap, adapter, feed, record=rec.append)
+    rec.close()
+    r["cpu"], r["main_cpu"], r["bytes"] = time.process_time() - c0, time.thread_time() - m0, rec.bytes
+    return r
+
+
 def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repeat: int = 1, stages: bool = True,
-              dump_books: str | None = None) -> dict:
-    """Load ``path``, run the timed pass(es) and the instrumented pass; return the report."""
+              dump_books: str | None = None, record_dir: str | None = None) -> dict:
+    """Load ``path``, run the timed pass(es) and the instrumented pass; return the report.
+    With ``record_dir``, as many passes again with raw recording on, alternating with the plain ones."""
     from ingest import adapters
     from ingest.feed import BusPublisher
     from pipeline.config import ExchangeConfig
@@ -414,12 +437,15 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
-        runs, feed = [], None
+        runs, feed, recorded = [], None, []
         for _ in range(repeat):
             feed = _make_feed(cap, adapter, writer, publisher)
             r = run_pass(cap, adapter, feed)
             r["delivered"] = bus.delivered()
             runs.append(r)
+            if record_dir:
+                recorded.append(_recorded_pass(cap, adapter, writer, publisher, record_dir))
+                bus.delivered()
         report_feed = feed
         gaps = {s: f.counts.gaps for s, f in report_feed.feeds.items()}
         states = {s: f.sync.book_state.name.lower() for s, f in report_feed.feeds.items()}
@@ -468,6 +494,16 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
         "load_seconds": round(t_load, 2), "python": sys.version.split()[0],
         "book": BOOK_IMPLEMENTATION,
     }
+    if recorded:
+        cpu = statistics.median(r["cpu"] for r in recorded) / max(n, 1) * 1e6
+        main = statistics.median(r["main_cpu"] for r in recorded) / max(n, 1) * 1e6
+        report["recording"] = {
+            "cpu_us_per_msg": round(cpu, 3), "main_thread_cpu_us_per_msg": round(main, 3),
+            "cpu_ratio": round(cpu / report["cpu_us_per_msg"], 3) if report["cpu_us_per_msg"] else None,
+            "main_thread_cpu_ratio": (round(main / report["main_thread_cpu_us_per_msg"], 3)
+                                      if report["main_thread_cpu_us_per_msg"] else None),
+            "gzip_bytes_per_msg": round(recorded[0]["bytes"] / max(n, 1), 1), "dir": record_dir,
+        }
     if repeat > 1:
         report["runs_msgs_per_s"] = [round(n / s) for s in secs]
         report["best_msgs_per_s"] = round(n / best["seconds"])
@@ -494,6 +530,11 @@ def _print_human(r: dict) -> None:
     b = r["bus"]
     click.echo(f"  bus: {b['l2_sent']:,} L2 + {b['trades_sent']:,} trade messages, subscriber got "
                f"{b['delivered_to_subscriber']:,}; gaps {sum(r['gaps'].values())}")
+    if "recording" in r:
+        rec = r["recording"]
+        click.echo(f"  with raw recording: {rec['cpu_us_per_msg']} us CPU/msg (x{rec['cpu_ratio']}), main thread "
+                   f"{rec['main_thread_cpu_us_per_msg']} us/msg (x{rec['main_thread_cpu_ratio']}), "
+                   f"{rec['gzip_bytes_per_msg']} gzip bytes/msg")
 
 
 @click.command(name="ingest")
@@ -508,10 +549,12 @@ def _print_human(r: dict) -> None:
 @click.option("--no-stages", is_flag=True, help="Skip the instrumented pass.")
 @click.option("--dump-books", type=click.Path(dir_okay=False), default=None,
               help="Write the final books and shared-memory views (JSON) here, for checks.")
+@click.option("--record", "record_dir", type=click.Path(file_okay=False), default=None,
+              help="Also time passes with raw recording ([sinks.raw]) into this directory; report both CPU figures.")
 def command(capture: str, as_json: bool, adapter: str | None, depth: int, repeat: int, no_stages: bool,
-            dump_books: str | None) -> None:
+            dump_books: str | None, record_dir: str | None) -> None:
     """Replay a capture through the real adapter, sync, book, shm and bus; report msgs/s."""
-    report = run_bench(capture, adapter, depth, repeat, not no_stages, dump_books)
+    report = run_bench(capture, adapter, depth, repeat, not no_stages, dump_books, record_dir)
     if as_json:
         click.echo(json.dumps(report))
     else:

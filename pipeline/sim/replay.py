@@ -79,6 +79,25 @@ def stream_of(data: str) -> str | None:
     return m.group(1).lower() if m else None
 
 
+def _lines(path: str | os.PathLike):
+    """The lines of a capture file; one cut short by a crash while recording (a gzip member or a
+    line without its end) gives its whole lines, with a warning."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        try:
+            for line in fh:
+                if not line.endswith("\n"):
+                    if line.strip():
+                        try:
+                            json.loads(line)
+                        except ValueError:
+                            log.warning("%s: the last line is cut (a crash while recording?); ignored", path)
+                            return
+                yield line
+        except EOFError:
+            log.warning("%s: cut short (a crash while recording?); replaying it up to the cut", path)
+
+
 def requested_streams(path: str, query: str) -> set[str]:
     """Streams a client asks for in its URL: ``/stream?streams=a/b`` or ``/ws/a/b``."""
     names: list[str] = []
@@ -137,10 +156,17 @@ class ReplayPlan:
         return cls(header, frames, rest)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "ReplayPlan":
-        opener = gzip.open if str(path).endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
-            return cls.from_lines(fh)
+    def load(cls, *paths: str | os.PathLike) -> "ReplayPlan":
+        """One capture, or several files of one recording in order (hourly files of ``[sinks.raw]``):
+        the first file's header, then the events of each file after its header line."""
+        if not paths:
+            raise CaptureError("no capture file given")
+        plan = cls.from_lines(_lines(paths[0]))
+        for path in paths[1:]:
+            more = cls.from_lines(_lines(path))
+            plan.frames.extend(more.frames)
+            plan.rest.update(more.rest)  # the latest one recorded wins
+        return plan
 
     def rest_body(self, path: str, query: str | list[tuple[str, str]]) -> str | None:
         """The recorded body of a GET of ``path`` with this query (any parameter order)."""
@@ -279,9 +305,11 @@ async def serve(plan: ReplayPlan, host: str, port: int, rate: float, ready_file:
         await server.stop()
 
 
-def run(path: str, host: str = "127.0.0.1", port: int = 0, rate: float = 1.0, ready_file: str | None = None) -> None:
-    """Blocking: serve ``path`` until SIGINT/SIGTERM. Raises CaptureError for a bad file."""
-    plan = ReplayPlan.load(path)
+def run(path: str | list[str], host: str = "127.0.0.1", port: int = 0, rate: float = 1.0,
+        ready_file: str | None = None) -> None:
+    """Blocking: serve ``path`` (or several files of one recording, in order) until SIGINT/SIGTERM.
+    Raises CaptureError for a bad file."""
+    plan = ReplayPlan.load(*([path] if isinstance(path, (str, os.PathLike)) else path))
     asyncio.run(serve(plan, host, port, rate, ready_file))
 
 

@@ -61,7 +61,7 @@ def test_each_sink_table_is_checked_by_its_sink(tmp_path):
     assert c.sinks["csv"] == CsvSinkConfig(dir=tmp_path / "out", gzip=True)
     with pytest.raises(ConfigError) as info:
         parse_config(BASE + '[sinks.kafka]\ndir = "p"\n', tmp_path)
-    assert info.value.key == "sinks.kafka" and info.value.reason == 'unknown sink "kafka" (known: csv, parquet)'
+    assert info.value.key == "sinks.kafka" and info.value.reason == 'unknown sink "kafka" (known: csv, parquet, raw)'
     with pytest.raises(ConfigError) as info:
         parse_config(BASE + '[sinks]\ncsv = 1\n', tmp_path)
     assert info.value.key == "sinks.csv" and "expected a table" in info.value.reason
@@ -102,7 +102,7 @@ def test_registry_rejects_duplicates_and_bad_targets():
 def test_pipeline_sink_unknown_name_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pipeline", "sink", "kafka"], cwd=tmp_path, capture_output=True,
                        text=True, timeout=60)
-    assert r.returncode == 2 and 'unknown sink "kafka" (known: csv, parquet)' in r.stderr
+    assert r.returncode == 2 and 'unknown sink "kafka" (known: csv, parquet, raw)' in r.stderr
     r = CliRunner().invoke(cli_mod.cli, ["sink", "--help"])
     assert r.exit_code == 0 and "csv" in r.output
 
