@@ -344,6 +344,8 @@ class Runner:
             async with self.session.request(req.method, req.url, data=req.body,
                                             timeout=aiohttp.ClientTimeout(total=SNAPSHOT_TIMEOUT)) as resp:
                 body = await resp.read()
+                if resp.status == 200 and self.capture is not None and req.method == "GET":
+                    self.capture.rest(req.url, body, time.time_ns())
                 if resp.status in (429, 418) or resp.status >= 500:
                     return None
                 return self.adapter.instrument_listed(symbol, resp.status, body)
@@ -522,7 +524,8 @@ class Runner:
                     self.health.rest_failed(what, f"body over {MAX_REST_BYTES >> 20} MiB: refused")
                     log.warning("REST %s: body over %d bytes, refused", what, MAX_REST_BYTES)
                     return None
-                if resp.status == 200 and self.capture is not None:
+                if resp.status == 200 and self.capture is not None and req.method == "GET":
+                    # capture-format.md has GET bodies only: a POST's (Hyperliquid /info) is not kept
                     self.capture.rest(req.url, body, time.time_ns())
                 if resp.status != 200:
                     self.health.rest_failed(what, f"HTTP {resp.status}: {body[:60].decode('utf-8', 'replace')}")
