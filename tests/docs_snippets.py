@@ -31,6 +31,7 @@ RUN = {
     "parquet-pandas": "the book rebuilt from the demo's Parquet dataset has best bid < best ask",
     "parquet-polars": "trades and volume per symbol of the demo's Parquet dataset",
     "parquet-duckdb": "trades and a VWAP per symbol of the demo's Parquet dataset",
+    "raw-read": "the demo's raw recording: a pipeline-capture/1 header, ws frames and REST bodies",
     "websocket-client": "welcome, subscribed, a snapshot, then deltas with contiguous seq",
     "websocket-loadtest": "the load test runs against the demo's publisher and reports latency",
     "sim-run": "the sim serves on the port in its ready file and exits 0 on SIGINT",

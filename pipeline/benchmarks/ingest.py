@@ -497,7 +497,10 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
     if recorded:
         cpu = statistics.median(r["cpu"] for r in recorded) / max(n, 1) * 1e6
         main = statistics.median(r["main_cpu"] for r in recorded) / max(n, 1) * 1e6
+        rsec = statistics.median(r["seconds"] for r in recorded)
         report["recording"] = {
+            "msgs_per_s": round(n / rsec) if rsec > 0 else None,
+            "wall_ratio": round(rsec / med, 3) if med > 0 else None,  # pass time with / without (GIL shared with the writer)
             "cpu_us_per_msg": round(cpu, 3), "main_thread_cpu_us_per_msg": round(main, 3),
             "cpu_ratio": round(cpu / report["cpu_us_per_msg"], 3) if report["cpu_us_per_msg"] else None,
             "main_thread_cpu_ratio": (round(main / report["main_thread_cpu_us_per_msg"], 3)
@@ -532,7 +535,8 @@ def _print_human(r: dict) -> None:
                f"{b['delivered_to_subscriber']:,}; gaps {sum(r['gaps'].values())}")
     if "recording" in r:
         rec = r["recording"]
-        click.echo(f"  with raw recording: {rec['cpu_us_per_msg']} us CPU/msg (x{rec['cpu_ratio']}), main thread "
+        click.echo(f"  with raw recording: {rec['msgs_per_s']:,} msgs/s (time x{rec['wall_ratio']}), "
+                   f"{rec['cpu_us_per_msg']} us CPU/msg (x{rec['cpu_ratio']}), main thread "
                    f"{rec['main_thread_cpu_us_per_msg']} us/msg (x{rec['main_thread_cpu_ratio']}), "
                    f"{rec['gzip_bytes_per_msg']} gzip bytes/msg")
 

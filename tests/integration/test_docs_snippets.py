@@ -128,7 +128,7 @@ def demo():
     config = write_config(workdir, sim_port, DEMO_SYMBOLS,
                           sim_table=f"[sim]\nport = {sim_port}\nsymbols = {json.dumps(DEMO_SYMBOLS)}\nrate = 500\n"
                                     f"[publisher]\nport = {publisher_port}\n[grpc]\nport = {grpc_port}\n",
-                          extra="[sinks.csv]\n[sinks.parquet]\nflush_interval_s = 1.0\n")
+                          extra="[sinks.csv]\n[sinks.parquet]\nflush_interval_s = 1.0\n[sinks.raw]\n")
     run = procs.start("run", PIPELINE + ["--config", str(config), "run"])
     try:
         eventually(lambda: feeds(config) and all(f["state"] == "live" for f in feeds(config).values()), 60, 0.3,
@@ -140,6 +140,8 @@ def demo():
         eventually(lambda: list((workdir / "data" / "parquet" / "exchange=sim" / "datatype=trades").rglob("*.parquet"))
                    and list((workdir / "data" / "parquet" / "exchange=sim").rglob("datatype=incremental_book_L2/*/*.parquet")),
                    60, 0.3, "files in the demo's Parquet datasets")
+        eventually(lambda: status(config).get("sinks") and any(
+            s["name"] == "raw" and s["events"] > 0 for s in status(config)["sinks"]), 60, 0.3, "the demo's raw recording")
         yield Demo(workdir, config, sim_port, publisher_port, grpc_port)
     finally:
         procs.stop(run, signal.SIGINT, timeout=40)  # Ctrl-C, as the README says
@@ -267,6 +269,15 @@ def test_snippet_parquet_duckdb(demo):
     out = demo.python(demo.adapt(by_id("parquet-duckdb").text), timeout=120)
     rows = eval(out.strip())  # a list of (symbol, trades, vwap) tuples, as DuckDB prints them
     assert {r[0] for r in rows} == set(DEMO_SYMBOLS) and all(r[1] > 0 and r[2] > 0 for r in rows), out
+
+
+# ---------------------------------------------------------------- docs/operations.md
+
+
+def test_snippet_raw_read(demo):
+    fmt, exchange, counts = demo.python(demo.adapt(by_id("raw-read").text), timeout=120).split(" ", 2)
+    counts = eval(counts)  # the dict the snippet prints
+    assert (fmt, exchange) == ("pipeline-capture/1", "sim") and counts["ws"] > 0 and counts["rest"] > 0, counts
 
 
 # ---------------------------------------------------------------- docs/websocket.md
