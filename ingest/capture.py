@@ -17,7 +17,8 @@ back to a real ingest, which rebuilds the same books:
 
 Cost on the ingest's hot path: one ``deque.append`` of a tuple per frame (the frame's bytes are
 not copied); encoding, compression and writing happen in a background thread, whose queue is
-bounded (MAX_QUEUED events; past it events are dropped, counted and logged).  Figures in
+bounded (MAX_QUEUED events, enforced from the event loop too, so a stuck disk cannot grow the
+ingest's memory; past it the oldest events are dropped, counted and logged).  Figures in
 docs/operations.md (`pipeline bench ingest --record`).
 
 This module is in the ingest layer (the ingest imports it); the ``raw`` entry of the sink
@@ -46,7 +47,11 @@ from pipeline.errors import ConfigError
 log = logging.getLogger(__name__)
 
 CAPTURE_FORMAT = "pipeline-capture/1"
-MAX_QUEUED = 1_000_000  # events waiting for the writer thread; past it the backlog is dropped (counted)
+# Events waiting for the writer thread (each holds its frame: ~1 KB for a Binance depth frame, so
+# ~250 MB at the bound).  Past it the oldest half is dropped, counted and logged: by the writer when
+# it runs, and by the ingest's event loop (``trim``, from its 0.25 s stats loop) when the writer is
+# stuck (a disk that blocks): the ingest's memory stays bounded whatever the disk does.
+MAX_QUEUED = 250_000
 SINK_NAME = "raw"
 
 
@@ -135,6 +140,7 @@ class CaptureWriter:
         # hot path: ``append((time_ns, src, url, data))``, data bytes or str
         self.append = self.queue.append
         self._stop = threading.Event()
+        self._trim_lock = threading.Lock()  # one trimmer at a time (the counts stay exact)
         self._thread = threading.Thread(target=self._run, name=f"capture-{exchange}", daemon=True)
         self._fd: int | None = None
         self.path: Path | None = None
@@ -175,16 +181,29 @@ class CaptureWriter:
             self._write_stats()
         self._flush()
 
+    def trim(self) -> int:
+        """Drop the oldest half of the queue when it holds more than MAX_QUEUED events (the writer
+        is behind or stuck); the number dropped.  Called by the writer and by the event loop: both
+        pop from the left, which a deque does atomically."""
+        q = self.queue
+        if len(q) <= MAX_QUEUED:
+            return 0
+        n = 0
+        with self._trim_lock:
+            try:
+                while len(q) > MAX_QUEUED // 2:
+                    q.popleft()
+                    n += 1
+            except IndexError:  # the writer took the rest meanwhile
+                pass
+            self.dropped += n
+        log.warning("raw capture %s: writer behind by more than %d events; the oldest %d dropped", self.exchange,
+                    MAX_QUEUED, n)
+        return n
+
     def _flush(self) -> None:
         q = self.queue
-        if len(q) > MAX_QUEUED:
-            n = 0
-            while len(q) > MAX_QUEUED // 2:
-                q.popleft()
-                n += 1
-            self.dropped += n
-            log.warning("raw capture %s: writer behind by more than %d events; %d dropped", self.exchange,
-                        MAX_QUEUED, n)
+        self.trim()
         lines = []
         now = self.clock()
         if self._fd is None or now >= self._rotate_at:
@@ -195,7 +214,10 @@ class CaptureWriter:
         encode = _encode
         pop = q.popleft
         for _ in range(len(q)):
-            ts_ns, src, url, data = pop()
+            try:
+                ts_ns, src, url, data = pop()
+            except IndexError:  # trimmed meanwhile by the event loop
+                break
             if type(data) is not str:
                 data = bytes(data).decode("utf-8", "replace")
             lines.append(encode(_Event(ts_ns / 1e9, src, url, data)))

@@ -582,6 +582,8 @@ class Runner:
                 self._check_stalls(time.time_ns())
             self.feed.copy_stats()
             self.feed.tick(time.time_ns())  # closes the bars of quiet symbols
+            if self.capture is not None:
+                self.capture.trim()  # bounded even when its writer thread is stuck on a disk
 
     async def _poll_loop(self, session: aiohttp.ClientSession) -> None:
         """REST values no stream carries (Binance USD-M open interest), every

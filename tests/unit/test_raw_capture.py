@@ -6,9 +6,15 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
+from ingest import capture
 from ingest.capture import CaptureWriter, RawCaptureConfig, capture_files, parse_raw_config
 from pipeline.config import ConfigError, SectionContext
 from pipeline.sim.replay import ReplayPlan
@@ -135,3 +141,63 @@ def test_raw_is_not_a_program_and_its_status_reads_the_ingests_stats(tmp_path):
     assert entry["name"] == "raw" and entry["events"] == 10 and entry["files"] == 1 and entry["state"] == "stopped"
     r = CliRunner().invoke(cli_mod.cli, ["sink", "raw"], env={"PIPELINE_CONFIG": ""})
     assert r.exit_code != 0 and "inside each ingest" in r.output
+
+
+def test_a_stuck_writer_cannot_grow_the_queue_past_the_bound(tmp_path, monkeypatch, caplog):
+    """The writer thread never runs (as if blocked on a disk): the event loop's trim keeps the queue
+    bounded, counts what it dropped, and what is kept is the newest, in order."""
+    monkeypatch.setattr(capture, "MAX_QUEUED", 1000)
+    w = _writer(tmp_path, Clock(T0))  # not started
+    dropped = 0
+    with caplog.at_level(logging.WARNING):
+        for batch in range(10):
+            _record(w, 300, T0 + batch)
+            dropped += w.trim()  # the stats loop, every 0.25 s
+            assert len(w.queue) <= 1000
+    assert dropped == w.dropped == 3000 - len(w.queue) and "dropped" in caplog.text
+    kept = [e[0] for e in w.queue]  # receive times: the newest kept, in order
+    assert kept == sorted(kept) and kept[-1] == int((T0 + 9 + 299 / 1000) * 1e9)
+    w._flush()
+    w.close()
+    stats = json.loads((tmp_path / "raw-binance.stats.json").read_text())
+    assert stats["dropped"] == 3000 - stats["events"]
+
+
+_RECORDER = """
+import sys, time
+from pathlib import Path
+from ingest.capture import CaptureWriter, RawCaptureConfig
+w = CaptureWriter(RawCaptureConfig(dir=Path(sys.argv[1]), flush_interval_s=0.01), "binance", "binance")
+w.start()
+i = 0
+url = "ws://127.0.0.1:1/stream?streams=btcusdt@depth@100ms"
+while True:
+    for _ in range(200):
+        w.append((time.time_ns(), "ws", url, b'{"stream":"btcusdt@depth@100ms","data":{"u":%d}}' % i))
+        i += 1
+    time.sleep(0.002)
+"""
+
+
+def test_kill_9_while_recording_leaves_files_replay_reads_up_to_the_cut(tmp_path):
+    """A recorder process killed with SIGKILL while writing: its file is read up to the cut, every
+    frame in it whole and in order, none missing before the last one read."""
+    raw = tmp_path / "raw"
+    proc = subprocess.Popen([sys.executable, "-c", _RECORDER, str(raw)],
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            files = capture_files(raw, "binance")
+            if files and files[0].stat().st_size > 20_000:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the recorder wrote nothing")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    (path,) = capture_files(raw, "binance")
+    plan = ReplayPlan.load(path)
+    seen = [json.loads(f.data)["data"]["u"] for f in plan.frames]
+    assert len(seen) > 100 and seen == list(range(len(seen)))
