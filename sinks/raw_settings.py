@@ -43,6 +43,7 @@ class RawSinkPlugin:
                 "files": len(files),
                 "bytes": sum(p.stat().st_size for p in files if p.exists()),
                 "events": sum(s.get("events", 0) for s in per.values()),
+                "queued": sum(s.get("queued", 0) for s in per.values()),  # waiting for the writer at its last stats
                 "dropped": sum(s.get("dropped", 0) for s in per.values()),
                 "files_removed": sum(s.get("files_removed", 0) for s in per.values()),
                 "errors": sum(s.get("errors", 0) for s in per.values()),

@@ -253,7 +253,8 @@ def render_table(status: dict) -> str:
     for s in status.get("sinks", []):
         if s.get("events") is not None and s.get("snapshots") is None:  # [sinks.raw], inside the ingests
             lines.append(f"\nsink {s['name']} ({s['state']}) {s['dir']}: {s['events']} events, {s['files']} files, "
-                         f"{s['bytes'] / 2**20:.1f} MB, dropped {s['dropped']}, files removed {s['files_removed']}, "
+                         f"{s['bytes'] / 2**20:.1f} MB, queued {s.get('queued', 0)}, dropped {s['dropped']}, "
+                         f"files removed {s['files_removed']}, "
                          f"errors {s['errors']}")
         elif s.get("rows") is not None:
             age = f"{s['last_write_age_s']:.1f}s ago" if s.get("last_write_age_s") is not None else "never"

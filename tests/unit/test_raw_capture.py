@@ -139,6 +139,9 @@ def test_raw_is_not_a_program_and_its_status_reads_the_ingests_stats(tmp_path):
     w.close()
     entry = SINK.status(config)
     assert entry["name"] == "raw" and entry["events"] == 10 and entry["files"] == 1 and entry["state"] == "stopped"
+    from pipeline.app.status import collect, render_table
+    assert entry["queued"] == entry["dropped"] == 0
+    assert "sink raw (stopped)" in render_table(collect(config))  # `pipeline status`, nothing running
     r = CliRunner().invoke(cli_mod.cli, ["sink", "raw"], env={"PIPELINE_CONFIG": ""})
     assert r.exit_code != 0 and "inside each ingest" in r.output
 
