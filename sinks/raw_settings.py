@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from ingest.capture import RawCaptureConfig, capture_files, parse_raw_config, raw_config, stats_file
+from pipeline import shards
 from pipeline.config import Config, SectionContext
 from pipeline.pidfile import pid_alive, read_pid
 
@@ -31,14 +32,16 @@ class RawSinkPlugin:
     def status(self, config: Config) -> dict[str, Any]:
         settings = raw_config(config) or RawCaptureConfig()
         names = settings.exchanges or tuple(config.exchanges)
+        # each ingest process records under its unit name: NAME, or NAME.K for shard K (pipeline/shards.py)
+        units = [sx.unit for name, sx in shards.each(config) if name in names]
         per = {}
-        for name in names:
+        for name in units:
             try:
                 per[name] = json.loads(stats_file(config, name).read_text())
             except (OSError, ValueError):
                 continue
-        running = [n for n in names if (pid := read_pid(config.run_dir / f"ingest-{n}.pid")) and pid_alive(pid)]
-        files = [p for n in names for p in capture_files(settings.dir, n)]
+        running = [n for n in units if (pid := read_pid(config.run_dir / f"ingest-{n}.pid")) and pid_alive(pid)]
+        files = [p for n in units for p in capture_files(settings.dir, n)]
         return {"name": "raw", "state": "running" if running else "stopped", "pid": None, "dir": str(settings.dir),
                 "files": len(files),
                 "bytes": sum(p.stat().st_size for p in files if p.exists()),

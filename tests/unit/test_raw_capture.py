@@ -204,3 +204,23 @@ def test_kill_9_while_recording_leaves_files_replay_reads_up_to_the_cut(tmp_path
     plan = ReplayPlan.load(path)
     seen = [json.loads(f.data)["data"]["u"] for f in plan.frames]
     assert len(seen) > 100 and seen == list(range(len(seen)))
+
+
+def test_each_shard_records_under_its_unit_and_status_sums_them(tmp_path):
+    from pipeline.app.config import parse_config
+    from sinks.raw_settings import SINK
+
+    config = parse_config('[pipeline]\nrun_dir = "run"\n[exchanges.binance]\nsymbols = ["BTCUSDT", "ETHUSDT"]\n'
+                          'processes = 2\n[sinks.raw]\ndir = "raw"\n', tmp_path)
+    config.run_dir.mkdir(parents=True)
+    for k, n in ((0, 10), (1, 7)):
+        unit = f"binance.{k}"
+        w = CaptureWriter(config.sinks["raw"], unit, "binance", stats_path=config.run_dir / f"raw-{unit}.stats.json",
+                          clock=Clock(T0))
+        _record(w, n, T0)
+        w._flush()
+        w.close()
+    assert [p.name for p in capture_files(config.sinks["raw"].dir, "binance.1")] == [
+        "binance.1_2025-12-02T00-59-50.jsonl.gz"]
+    entry = SINK.status(config)
+    assert entry["events"] == 17 and entry["files"] == 2 and set(entry["exchanges"]) == {"binance.0", "binance.1"}
