@@ -105,7 +105,9 @@ class Runner:
         self.traits = adapter.traits
         self.budget = WeightBudget(self.traits.rest_weight_limit)
         self._snap_queue: deque[str] = deque()
-        self._snap_pending: set[str] = set()
+        # symbol -> the depth connection (generation, _connects) a queued or running fetch is for
+        self._snap_pending: dict[str, int] = {}
+        self._connects: dict[str, int] = {}  # symbol -> depth connections it was subscribed on so far
         self._snap_event = asyncio.Event()
         self._logged_kinds: set[str] = set()
         self.connections: dict[Held, WsConnection] = {}
@@ -204,7 +206,7 @@ class Runner:
             if group.kind == "depth":
                 # buffering starts before the handshake: frames that arrive in the same
                 # read as the server's 101 response are dispatched at once
-                self._carry_out(self.feed.receive(DepthConnected(group.symbols)) or (), held)
+                self._depth_connected(group.symbols, held)
             try:
                 conn = await open_connection(group.url, handler, priority=(group.kind == "trades"))
                 self._last_data[held][0] = time.time_ns()  # the stall clock starts at the open
@@ -286,7 +288,7 @@ class Runner:
                 conn.close(1000, "symbols added")
                 return
             if held.kind == "depth":
-                self._carry_out(self.feed.receive(DepthConnected(add)) or (), held)
+                self._depth_connected(add, held)
             held.active.update(add)
             self._subscribe(conn, frames)
             if held.kind == "depth":
@@ -328,7 +330,7 @@ class Runner:
                 self._sync_held(held, conn)
         for s in symbols:
             self._depth_group.pop(s, None)
-            self._snap_pending.discard(s)
+            self._snap_pending.pop(s, None)
 
     async def instrument_listed(self, symbol: str) -> bool | None:
         """Whether the venue lists ``symbol`` (its instrument list; True when it has none to
@@ -410,9 +412,21 @@ class Runner:
             self._carry_out(self.feed.receive(SnapshotOverdue(symbols)) or (), held)
 
     # -------------------------------------------------------------- snapshots
+    def _depth_connected(self, symbols, group: Held) -> None:
+        """The feed hears that ``symbols`` are (re)subscribed on a depth connection: a REST answer
+        asked for before this is moot (``_fetch_snapshot``)."""
+        for s in symbols:
+            self._connects[s] = self._connects.get(s, 0) + 1
+        self._carry_out(self.feed.receive(DepthConnected(tuple(symbols))) or (), group)
+
     def _queue_snapshot(self, symbol: str) -> None:
-        if symbol not in self._snap_pending:
-            self._snap_pending.add(symbol)
+        """A fetch for the symbol's current connection, once however often it is asked; a fetch
+        still under way for an earlier connection does not count (its answer will be dropped)."""
+        gen = self._connects.get(symbol, 0)
+        if self._snap_pending.get(symbol) == gen:
+            return
+        self._snap_pending[symbol] = gen
+        if symbol not in self._snap_queue:
             self._snap_queue.append(symbol)
             self._snap_event.set()
 
@@ -468,16 +482,26 @@ class Runner:
                 continue
             self.budget.spend(req.weight, time.monotonic())
             self.header[P["rest_requests"]] += 1
-            ok = await self._fetch_snapshot(session, symbol, req)
+            ok = await self._fetch_snapshot(session, symbol, req, self._connects.get(symbol, 0))
             if ok:  # (the feed may have asked again already: _fetch_snapshot cleared pending first)
                 fails = backoff(initial=0.5, cap=30.0, rng=self.rng)
             else:
                 self._snap_queue.append(symbol)
                 await asyncio.sleep(next(fails))
 
-    async def _fetch_snapshot(self, session: aiohttp.ClientSession, symbol: str, req: SnapshotRequest) -> bool:
-        """Fetch one snapshot and hand it to the feed. False means: try again later."""
+    async def _fetch_snapshot(self, session: aiohttp.ClientSession, symbol: str, req: SnapshotRequest,
+                              gen: int = 0) -> bool:
+        """Fetch one snapshot for the symbol's depth connection ``gen`` and hand it to the feed.
+        False means: try again later."""
         body = await self._rest(session, req, symbol)
+        if self._connects.get(symbol, 0) != gen:
+            # the connection was replaced while the request was under way: the answer may predate
+            # the new stream, and with nothing buffered yet it would be installed as a live book
+            # and then break at the first diff (a counted gap); the new connection asks anew
+            if self._snap_pending.get(symbol) == gen:
+                del self._snap_pending[symbol]
+            log.info("snapshot %s: asked before its connection was replaced; dropped", symbol)
+            return True
         if body is None:
             return False
         recv_ns = time.time_ns()
@@ -494,7 +518,7 @@ class Runner:
             log.warning("snapshot %s unusable: empty book", symbol)
             return False
         # the feed may ask for another (too old): _queue_snapshot re-queues it
-        self._snap_pending.discard(symbol)
+        self._snap_pending.pop(symbol, None)
         self._carry_out(self.feed.receive(snap) or ())
         return True
 
