@@ -29,6 +29,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -197,6 +198,8 @@ def run(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="l2pp", dir="/tmp"))
     (workdir / "sim.toml").write_text('[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
     procs = Procs(workdir)
+    feeder = None
+    cfg = None
     try:
         extra = 'depth_stream = "depth@0ms"\n[publisher]\nmax_clients = 200\n'
         if args.live:
@@ -270,6 +273,15 @@ def run(args: argparse.Namespace) -> dict:
                 "publisher_log_errors": procs.log("publisher").count("Traceback")}
     finally:
         procs.stop_all()
+        if feeder is not None and feeder.is_alive():  # it runs past the measurement: stopped here
+            feeder.terminate()
+            feeder.join(10)
+        if cfg is not None:  # a stopped feeder leaves its shared memory: removed, as every benchmark does
+            from pipeline.config import load_config
+            from pipeline.shm import DEV_SHM
+            for seg in DEV_SHM.glob(f"{load_config(cfg).shm_prefix}*"):
+                seg.unlink(missing_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:
