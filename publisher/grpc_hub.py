@@ -94,13 +94,14 @@ class BooksRequest:
     depth: int
     mode: Mode
     interval_ms: int
+    all_symbols: bool = False  # the request named none: symbols added at runtime join the stream
 
 
 class Stream:
     """One SubscribeBooks or SubscribeTrades call; the server owns the call behind ``wake``."""
 
     __slots__ = ("id", "peer", "rpc", "exchange", "symbols", "subs", "outbox", "wake", "closing", "connected_us",
-                 "depth", "mode")
+                 "depth", "mode", "interval_ms", "all_symbols")
 
     def __init__(self, stream_id: int, peer: str, rpc: str, exchange: str, symbols: tuple[str, ...],
                  outbox: Outbox, wake: Callable[[], None], connected_us: int):
@@ -116,6 +117,8 @@ class Stream:
         self.connected_us = connected_us
         self.depth = 0
         self.mode: Mode | None = None
+        self.interval_ms = 0
+        self.all_symbols = False  # subscribed to every symbol of the exchange, those added at runtime too
 
     def __repr__(self) -> str:
         return f"<stream {self.id} {self.rpc} {self.peer}>"
@@ -184,7 +187,7 @@ class GrpcHub:
                                                       f"of {self.limits.min_interval_ms}")
         elif interval_ms:
             raise self.refuse("INVALID_ARGUMENT", "interval_ms applies to SNAPSHOTS mode only")
-        return BooksRequest(exchange, syms, levels, m, interval_ms)
+        return BooksRequest(exchange, syms, levels, m, interval_ms, all_symbols=not symbols)
 
     def _admit(self) -> None:
         if len(self.streams) >= self.limits.max_streams:
@@ -206,26 +209,47 @@ class GrpcHub:
     def open_books(self, peer: str, req: BooksRequest, wake: Callable[[], None]) -> Stream:
         """A SubscribeBooks call starts: a snapshot of every symbol is due. Raises Refused when full."""
         s = self._new_stream(peer, "books", req.exchange, req.symbols, wake)
-        s.depth, s.mode = req.depth, req.mode
+        s.depth, s.mode, s.interval_ms, s.all_symbols = req.depth, req.mode, req.interval_ms, req.all_symbols
         for sym in req.symbols:
-            key = (req.exchange, sym)
-            sub = BookSub(req.mode, req.depth, req.interval_ms)
-            s.subs[key] = sub
-            if req.mode is Mode.DELTAS:
-                self.delta_index.setdefault(key, {}).setdefault(req.depth, {})[s] = sub
-                self.mirror.track(key, req.depth)
-            s.outbox.want_snapshot(key)
+            self._follow_book(s, sym)
         log.info("stream %d (%s): books %s %s depth %d %s", s.id, peer, req.exchange, ",".join(req.symbols),
                  req.depth, req.mode.value)
         return s
 
-    def open_trades(self, peer: str, exchange: str, symbols: tuple[str, ...], wake: Callable[[], None]) -> Stream:
-        """A SubscribeTrades call starts. Raises Refused when full."""
+    def _follow_book(self, s: Stream, sym: str) -> None:
+        key = (s.exchange, sym)
+        sub = BookSub(s.mode, s.depth, s.interval_ms)
+        s.subs[key] = sub
+        if s.mode is Mode.DELTAS:
+            self.delta_index.setdefault(key, {}).setdefault(s.depth, {})[s] = sub
+            self.mirror.track(key, s.depth)
+        s.outbox.want_snapshot(key)
+
+    def open_trades(self, peer: str, exchange: str, symbols: tuple[str, ...], wake: Callable[[], None],
+                    all_symbols: bool = False) -> Stream:
+        """A SubscribeTrades call starts (``all_symbols``: it named none). Raises Refused when full."""
         s = self._new_stream(peer, "trades", exchange, symbols, wake)
+        s.all_symbols = all_symbols
         for sym in symbols:
             self.trade_index.setdefault((exchange, sym), set()).add(s)
         log.info("stream %d (%s): trades %s %s", s.id, peer, exchange, ",".join(symbols))
         return s
+
+    def add_symbol(self, exchange: str, symbol: str) -> int:
+        """A symbol added at runtime (docs/streams.md): streams of every symbol of ``exchange`` follow it
+        from now on (books: a snapshot first); returns how many streams took it."""
+        n = 0
+        for s in list(self.streams.values()):
+            if not s.all_symbols or s.exchange != exchange or s.closing is not None or symbol in s.symbols:
+                continue
+            s.symbols = s.symbols + (symbol,)
+            if s.rpc == "books":
+                self._follow_book(s, symbol)
+            else:
+                self.trade_index.setdefault((exchange, symbol), set()).add(s)
+            s.wake()
+            n += 1
+        return n
 
     def close(self, s: Stream, reason: str = "client") -> None:
         """The call ended (the client left, or the server ended it): forget the stream."""

@@ -141,7 +141,8 @@ class MarketDataService:
             symbols = self.hub.check_symbols(request.exchange, list(request.symbols))
         except Refused as exc:
             await self._refuse(context, exc)
-        await self._serve(context, lambda wake: self.hub.open_trades(context.peer(), request.exchange, symbols, wake))
+        await self._serve(context, lambda wake: self.hub.open_trades(context.peer(), request.exchange, symbols, wake,
+                                                                     all_symbols=not request.symbols))
 
     async def _serve(self, context: grpc.aio.ServicerContext, open_stream) -> None:
         """The one writer of a stream: the next message of its outbox, written, until the call ends."""
@@ -184,7 +185,9 @@ async def _monitor(config: Config, hub: GrpcHub, mirror: BookMirror, health_serv
             feed = hub.settings.feeds.get(f["exchange"])
             if feed is not None and f["symbol"] not in feed.symbols and f["state"] not in ("removed", "down"):
                 hub.settings.feeds[f["exchange"]] = dataclasses.replace(feed, symbols=feed.symbols + (f["symbol"],))
-                log.info("%s %s: added at runtime; served from now on", f["exchange"], f["symbol"])
+                joined = hub.add_symbol(f["exchange"], f["symbol"])
+                log.info("%s %s: added at runtime; served from now on (%d streams of every symbol took it)",
+                         f["exchange"], f["symbol"], joined)
         if ok != serving:
             serving = ok
             status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING

@@ -198,3 +198,33 @@ def test_get_book_is_the_view_at_the_depth(env):
     assert levels(b.bids) == top(hub.mirror.book(*KEY), 2)[0]
     with pytest.raises(Refused):
         hub.get_book("sim", "NOPE", 0)
+
+
+def test_streams_of_every_symbol_take_a_symbol_added_at_runtime(tmp_path):
+    """A request that named no symbol means every symbol, those added at runtime too (issue 14: the
+    server's monitor learns them from shared memory and calls add_symbol); a request that named its
+    symbols keeps them."""
+    config = parse_config(CONFIG.replace('["BTCUSDT"]', '["ETHUSDT"]').format(run=tmp_path / "r"), tmp_path)
+    clock = Clock()
+    mirror = BookMirror(config)
+    hub = GrpcHub(load_settings(config, {}), GrpcConfig(), mirror, Timers(clock), clock=clock)
+    try:
+        named = hub.open_trades("t", "sim", hub.check_symbols("sim", ["ETHUSDT"]), lambda: None)
+        every_trades = hub.open_trades("t", "sim", hub.check_symbols("sim", []), lambda: None, all_symbols=True)
+        every_books = hub.open_books("t", hub.check_books("sim", [], 4, DELTAS, 0), lambda: None)
+        named_books = hub.open_books("t", hub.check_books("sim", ["ETHUSDT"], 4, DELTAS, 0), lambda: None)
+        assert hub.add_symbol("sim", "BTCUSDT") == 2
+        assert hub.add_symbol("sim", "BTCUSDT") == 0  # once
+        ingest = FakeIngest(depth=8)
+        hub.on_l2(*ingest.snapshot())
+        hub.on_trade(trade_payload(1))
+        assert [(t.symbol, t.seq) for t in Reader(hub, every_trades, pb.Trade).drain()] == [("BTCUSDT", 1)]
+        assert Reader(hub, named, pb.Trade).drain() == []
+        got = [m for m in Reader(hub, every_books).drain() if m.symbol == "BTCUSDT"]
+        assert got and got[0].is_snapshot and len(got[0].bids) == 4
+        hub.on_l2(*ingest.change())
+        more = [m for m in Reader(hub, every_books).drain() if m.symbol == "BTCUSDT"]
+        assert more and not more[0].is_snapshot and more[0].seq == got[-1].seq + 1
+        assert not [m for m in Reader(hub, named_books).drain() if m.symbol == "BTCUSDT"]
+    finally:
+        mirror.close()
