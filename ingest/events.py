@@ -52,6 +52,7 @@ class TradeEvent(msgspec.Struct, gc=False):
     trade_id: str
     ts_exchange_us: int
     recv_ns: int
+    liquidation: bool = False  # a liquidation fill (sources that say so: the Hyperliquid node's fills)
 
 
 class BboEvent(msgspec.Struct, gc=False):

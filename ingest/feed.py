@@ -537,10 +537,11 @@ class FeedBooks:
         c.trade_seq = seq = c.trade_seq + 1
         msg = schema.Trade(exchange=self.exchange, symbol=ev.symbol, epoch=self.epoch, seq=seq,
                            ts_exchange=ev.ts_exchange_us, ts_received=ev.recv_ns // 1000, price=ev.price,
-                           amount=ev.amount, side=ev.side, trade_id=ev.trade_id, instrument=f.instrument)
+                           amount=ev.amount, side=ev.side, trade_id=ev.trade_id, instrument=f.instrument,
+                           liquidation=ev.liquidation)
         if self.trade_ring is not None:  # ring first, then bus: whatever a consumer sees is in the ring
             self.trade_ring.append(f.index, seq, ev.ts_exchange_us, msg.ts_received, ev.price, ev.amount,
-                                   ev.side, ev.trade_id)
+                                   ev.side, ev.trade_id, ev.liquidation)
         self.publisher.send_trade(f.trade_topic, msg)
         c.trades += 1
         c.last_trade_ns = ev.recv_ns

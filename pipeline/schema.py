@@ -23,6 +23,9 @@ Trade payload (kind "trade") -- one per venue trade, on the trades socket:
     trade_id           str    venue trade id
     instrument         map    {base, quote, kind}: what the native symbol trades, kind
                               "spot" | "perp" | "future" | "unknown" (absent: not known)
+    liquidation        bool   true: the trade liquidated a position (sources that say so: the
+                              Hyperliquid node's fills); false otherwise or unknown.  Added
+                              after SCHEMA_VERSION 1 with a default: old payloads decode as false
 
 L2 payload (kind "l2") -- on the L2 socket:
     exchange, symbol, epoch, seq, ts_exchange, ts_received, ts_published   as above
@@ -123,6 +126,9 @@ class Trade(msgspec.Struct, tag="trade", tag_field="kind", kw_only=True):
     side: str
     trade_id: str
     instrument: Instrument | None = None
+    # appended last with a default: a payload without it (an older ingest) decodes as False, and
+    # an older decoder ignores it (maps, unknown keys skipped)
+    liquidation: bool = False
 
 
 class L2Update(msgspec.Struct, tag="l2", tag_field="kind", kw_only=True):

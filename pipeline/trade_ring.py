@@ -22,7 +22,9 @@ Layout (native byte order, 8-byte aligned; LAYOUT_VERSION guards changes)::
             amount       f64
             side         u8     0 unknown, 1 buy, 2 sell (taker side)
             id_len       u8     length of trade_id in bytes; 255: too long, not kept
-            (pad)        6 bytes
+            flags        u8     bit 0: a liquidation (schema.Trade.liquidation); was padding
+                                before, so a reader that ignores it reads every trade right
+            (pad)        5 bytes
             trade_id     ID_BYTES bytes (utf-8)
 
 One writer (the ingest), any number of readers; readers never block the writer.
@@ -73,7 +75,8 @@ H_MAGIC, H_VERSION, H_NSYM, H_CAPACITY, H_PID, H_EPOCH, H_CREATED_NS, H_SLOT_BYT
 _SIDE_CODE = {"unknown": 0, "buy": 1, "sell": 2}
 _SIDE_NAME = ("unknown", "buy", "sell")
 # the fields after the commit word; the commit word is stored apart (see module docstring)
-_FIELDS = struct.Struct(f"qqddBB6x{ID_BYTES}s")
+_FIELDS = struct.Struct(f"qqddBBB5x{ID_BYTES}s")
+FLAG_LIQUIDATION = 1
 
 
 def ring_name(prefix: str, exchange: str) -> str:
@@ -170,7 +173,7 @@ class TradeRingWriter:
         h[H_NAMES_GEN] += 1  # even
 
     def append(self, i: int, seq: int, ts_exchange: int, ts_received: int, price: float, amount: float,
-               side: str, trade_id: str) -> None:
+               side: str, trade_id: str, liquidation: bool = False) -> None:
         """Store trade ``seq`` (>= 1, contiguous) of symbol ``i``; it overwrites ``seq - capacity``."""
         st = self.streams[i]
         j = seq % self.capacity
@@ -181,7 +184,7 @@ class TradeRingWriter:
         commits = st.commits
         commits[j] = 0  # being written
         _FIELDS.pack_into(self._buf, st.slots_offset + j * SLOT_BYTES + 8, ts_exchange, ts_received, price, amount,
-                          _SIDE_CODE.get(side, 0), n, raw)
+                          _SIDE_CODE.get(side, 0), n, FLAG_LIQUIDATION if liquidation else 0, raw)
         commits[j] = seq
         st.head[0] = seq
 
@@ -270,13 +273,13 @@ class TradeRingReader(SegmentReader):
         commits = st.commits
         if seq < 1 or int(commits[j]) != seq:
             return None
-        ts_ex, ts_rx, price, amount, side, n, raw = _FIELDS.unpack_from(self._buf, st.slots_offset + j * SLOT_BYTES + 8)
+        ts_ex, ts_rx, price, amount, side, n, flags, raw = _FIELDS.unpack_from(self._buf, st.slots_offset + j * SLOT_BYTES + 8)
         if int(commits[j]) != seq or n == ID_TOO_LONG:
             return None
         return schema.Trade(exchange=self.exchange, symbol=symbol, epoch=self.epoch, seq=seq,
                             ts_exchange=ts_ex, ts_received=ts_rx, price=price, amount=amount,
                             side=_SIDE_NAME[side] if side < 3 else "unknown",
-                            trade_id=raw[:n].decode(errors="replace"))
+                            trade_id=raw[:n].decode(errors="replace"), liquidation=bool(flags & FLAG_LIQUIDATION))
 
     def read_range(self, symbol: str, first: int, last: int) -> Iterator[tuple[int, schema.Trade | None]]:
         """(seq, trade or None) for seq in first..last."""

@@ -79,7 +79,8 @@ def book_message(exchange: str, symbol: str, epoch: int, seq: int, snapshot: boo
 def trade_message(t: Any) -> bytes:
     """A serialized Trade from a bus trade (pipeline.schema.Trade)."""
     m = pb.Trade(exchange=t.exchange, symbol=t.symbol, epoch=t.epoch, seq=t.seq, trade_id=t.trade_id,
-                 price=t.price, size=t.amount, side=SIDES.get(t.side, pb.Trade.SIDE_UNKNOWN))
+                 price=t.price, size=t.amount, side=SIDES.get(t.side, pb.Trade.SIDE_UNKNOWN),
+                 liquidation=getattr(t, "liquidation", False))
     set_time(m.time_exchange, t.ts_exchange)
     set_time(m.time_received, t.ts_received)
     return m.SerializeToString()

@@ -69,6 +69,7 @@ class TradeEvent(_Event, tag=schema.TRADE.ws_kinds[0], kw_only=True, omit_defaul
     side: str  # taker side: buy | sell | unknown
     trade_id: str
     instrument: Any = None  # the bus's {base, quote, kind} when the ingest gave it; absent otherwise
+    liquidation: bool = False  # present (true) only on a liquidation's trade
 
 
 class BookEvent(_Event, tag=schema.L2.ws_kinds[0], kw_only=True, omit_defaults=True):
@@ -129,7 +130,7 @@ def trade(t: schema.Trade, published_us: int) -> bytes:
     return _encoder.encode(TradeEvent(
         exchange=t.exchange, symbol=t.symbol, time_exchange=iso(t.ts_exchange), time_received=iso(t.ts_received),
         time_published=iso(published_us), seq=t.seq, price=t.price, amount=t.amount, side=t.side,
-        trade_id=t.trade_id, instrument=getattr(t, "instrument", None)))
+        trade_id=t.trade_id, instrument=getattr(t, "instrument", None), liquidation=getattr(t, "liquidation", False)))
 
 
 def book(exchange: str, symbol: str, *, epoch: int, seq: int, state: str, depth: int, bids: Levels, asks: Levels,

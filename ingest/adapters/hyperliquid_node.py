@@ -673,7 +673,7 @@ class HyperliquidNodeAdapter(Adapter):
                 raise _malformed(f"fill px/sz {f.px!r}/{f.sz!r}", f.coin) from None
             if side is None or not (0 < px < float("inf") and 0 < sz < float("inf")):
                 raise _malformed(f"fill tid {tid}: side {f.side!r}, px {f.px!r}, sz {f.sz!r}", f.coin)
-            out.append(TradeEvent(f.coin, px, sz, side, str(tid), ts_us, recv_ns))
+            out.append(TradeEvent(f.coin, px, sz, side, str(tid), ts_us, recv_ns, liq is not None))
             if liq is not None:
                 who = liq[3].liquidation.liquidatedUser
                 liquidated = next((s[3] for s in sides if s[4] == who), liq[3])

@@ -120,7 +120,7 @@ class SubscribeTradesRequest(_message.Message):
     def __init__(self, exchange: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Trade(_message.Message):
-    __slots__ = ("exchange", "symbol", "epoch", "seq", "trade_id", "price", "size", "side", "time_exchange", "time_received")
+    __slots__ = ("exchange", "symbol", "epoch", "seq", "trade_id", "price", "size", "side", "time_exchange", "time_received", "liquidation")
     class Side(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         SIDE_UNKNOWN: _ClassVar[Trade.Side]
@@ -139,6 +139,7 @@ class Trade(_message.Message):
     SIDE_FIELD_NUMBER: _ClassVar[int]
     TIME_EXCHANGE_FIELD_NUMBER: _ClassVar[int]
     TIME_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    LIQUIDATION_FIELD_NUMBER: _ClassVar[int]
     exchange: str
     symbol: str
     epoch: int
@@ -149,7 +150,8 @@ class Trade(_message.Message):
     side: Trade.Side
     time_exchange: _timestamp_pb2.Timestamp
     time_received: _timestamp_pb2.Timestamp
-    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., trade_id: _Optional[str] = ..., price: _Optional[float] = ..., size: _Optional[float] = ..., side: _Optional[_Union[Trade.Side, str]] = ..., time_exchange: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_received: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    liquidation: bool
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., trade_id: _Optional[str] = ..., price: _Optional[float] = ..., size: _Optional[float] = ..., side: _Optional[_Union[Trade.Side, str]] = ..., time_exchange: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_received: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., liquidation: _Optional[bool] = ...) -> None: ...
 
 class ListFeedsRequest(_message.Message):
     __slots__ = ()

@@ -14,7 +14,7 @@ import pytest
 
 from helpers import PIPELINE, Procs, eventually, exchange_stats, short_tmpdir, sim_fault, status
 from pipeline.config import load_config
-from pipeline.consumer import Consumer, Liquidation
+from pipeline.consumer import Consumer, Liquidation, Trade
 from pipeline.shm import BookReader, BookState
 from test_venue_e2e_hl_lighter import consume_and_compare
 
@@ -113,19 +113,32 @@ def test_a_block_gap_is_counted_and_the_books_resync_from_a_fresh_snapshot(node)
 
 
 def test_a_liquidation_fill_is_published_as_a_liquidation(node):
+    """... and its trade (the same tid) is marked ``liquidation`` on the bus; no other trade is."""
     got: dict[str, list] = {"hln": [], "hls": []}
-    with Consumer(load_config(node["config"]), trades=False, books=False, kinds=["liquidation"]) as consumer:
+    marked: dict[str, list] = {"hln": [], "hls": []}
+    trades: dict[str, dict] = {"hln": {}, "hls": {}}
+    with Consumer(load_config(node["config"]), exchanges=["hln", "hls"], books=False,
+                  kinds=["liquidation"]) as consumer:
         consumer.poll(0.5)  # subscribed before the fault
         assert sim_fault(node["port"], name="liquidation")["ok"]
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not all(got.values()):
+        while time.monotonic() < deadline and not (all(got.values()) and all(
+                liqs[0].liquidation_id in trades[name] for name, liqs in got.items())):
             for item in consumer.poll(0.2):
+                if isinstance(item, Trade):
+                    trades[item.exchange][item.trade_id] = item
+                    if item.liquidation:
+                        marked[item.exchange].append(item)
+                    continue
                 assert isinstance(item, Liquidation)
                 got[item.exchange].append(item)
     for name, liqs in got.items():
         assert len(liqs) == 1, (name, liqs)
         (liq,) = liqs
         assert liq.symbol in COINS and liq.side in ("buy", "sell") and liq.amount > 0 and liq.liquidation_id
+        trade = trades[name][liq.liquidation_id]
+        assert trade.liquidation and (trade.symbol, trade.price, trade.amount) == (liq.symbol, liq.price, liq.amount)
+        assert [t.trade_id for t in marked[name]] == [liq.liquidation_id], name
 
 
 def test_l4_order_changes_are_published_per_block(node):

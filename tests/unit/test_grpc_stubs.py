@@ -39,5 +39,8 @@ def test_the_service_is_the_contract():
     assert fields["BookMessage"] == ["exchange", "symbol", "epoch", "seq", "is_snapshot", "state", "bids", "asks",
                                      "time_exchange", "time_received"]
     assert fields["Trade"] == ["exchange", "symbol", "epoch", "seq", "trade_id", "price", "size", "side",
-                               "time_exchange", "time_received"]
+                               "time_exchange", "time_received", "liquidation"]
+    # fields are only ever appended under new numbers: an old client decodes a new Trade (and skips 11)
+    numbers = {f.name: f.number for f in pb.DESCRIPTOR.message_types_by_name["Trade"].fields}
+    assert list(numbers.values()) == list(range(1, 12)) and numbers["liquidation"] == 11
     assert fields["Level"] == ["price", "size"]

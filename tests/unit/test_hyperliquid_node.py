@@ -169,12 +169,14 @@ def test_fills_become_one_trade_per_tid_with_the_taker_side(node):
                                           fill(13, "A", True, coin="SOL")]}).encode(), 5)  # not followed
     trades = [e for e in evs if isinstance(e, TradeEvent)]
     assert [(t.trade_id, t.side) for t in trades] == [("11", "buy"), ("12", "sell")]  # 12: only the maker read
+    assert [t.liquidation for t in trades] == [False, True]  # the trade itself is marked too
     # 12 is a liquidation: the liquidated user's fill (here the one read, a buy) gives the side
     (liq,) = [e for e in evs if isinstance(e, LiquidationEvent)]
     assert (liq.symbol, liq.side, liq.price, liq.amount, liq.liquidation_id) == ("BTC", "buy", 101.0, 0.1, "12")
     assert a.counts["liquidations"] == 1
     f.receive(evs)
     assert f.feeds["BTC"].counts.trades == 2 and f.feeds["BTC"].counts.liquidations == 1
+    assert [(m.trade_id, m.liquidation) for m in rec.trades] == [("11", False), ("12", True)]  # on the bus
     assert [(m.side, m.liquidation_id) for m in rec.kinds["liquidation"]] == [("buy", "12")]
     # a block read again (the same line) publishes nothing twice
     assert a.parse_line(TRADE_STREAM, block(H + 1, []), 5) is None
