@@ -30,10 +30,13 @@ what the WebSocket runner does for connections:
    and the tail catches up after.
 
 6. Runtime streams (issue 14): ``add_symbols`` tells the feed the new symbols are connected
-   and the adapter follows them; an adapter whose books lack a symbol is ``lost()``, so the next
-   turn takes a fresh snapshot (the other books are replaced by the same levels: no gap, no
-   resync).  ``remove_symbols`` has the adapter drop them.  A new symbol is checked against the
-   symbols of the source's last snapshot.
+   and the adapter follows them: it keeps their lines from the next block on
+   (``adapter.pending_coins()``), and a task beside the tail takes a snapshot for them while the
+   tail reads on for the other symbols (a mainnet L4 snapshot takes seconds: nothing waits for
+   it); the adapter starts each new book from it and the kept lines
+   (``adapter.offer_coin_snapshot``), asking again when it came too old.  ``remove_symbols`` has
+   the adapter drop them.  A new symbol is checked against the symbols of the source's last
+   snapshot.  Snapshots are taken one at a time (the source writes them to one path).
 
 Why polling and not inotify: a poll of a few files every 10 ms costs a few fstat-free reads
 that return nothing (~microseconds), adds at most 10 ms to a tail lag that the status shows,
@@ -244,10 +247,17 @@ class FileRunner(Runner):
         self._checking = False   # a check snapshot is being taken: the rewind streams wait
         self.bootstraps = 0
         self._snapshot_symbols: frozenset[str] | None = None  # in the last snapshot (runtime checks)
+        self._snapshot_lock = asyncio.Lock()  # one snapshot at a time: the source writes one path
+        self._coin_task: asyncio.Task | None = None  # a snapshot for symbols added at runtime
+        self.coin_snapshots = 0
 
     # --------------------------------------------------------------- snapshots
     async def _snapshot(self, session: aiohttp.ClientSession | None) -> tuple[int, dict] | None:
         """Ask for (or read) a snapshot and decode it; None (counted, logged) on failure."""
+        async with self._snapshot_lock:
+            return await self._take_snapshot(session)
+
+    async def _take_snapshot(self, session: aiohttp.ClientSession | None) -> tuple[int, dict] | None:
         adapter = self.adapter
         req = adapter.bootstrap_request()
         if req is not None:
@@ -322,9 +332,34 @@ class FileRunner(Runner):
 
     # ----------------------------------------------------------- runtime streams
     def add_symbols(self, symbols: tuple[str, ...]) -> None:
-        """The feed and the adapter have them: their books start at the next snapshot, which
-        the adapter asks for (``lost``) on the next turn of the tail."""
+        """The feed and the adapter have them: their books start from a snapshot taken beside
+        the tail (``_coin_snapshots``), which reads on meanwhile."""
         self._deliver(DepthConnected(tuple(symbols)))
+        self._start_coin_snapshots()
+
+    def _start_coin_snapshots(self) -> None:
+        if self._coin_task is None and self.adapter.pending_coins() and getattr(self, "session", None) is not None:
+            tg = getattr(self, "_tg", None)
+            coro = self._coin_snapshots(self.session)
+            self._coin_task = tg.create_task(coro, name="coin-snapshot") if tg else asyncio.ensure_future(coro)
+
+    async def _coin_snapshots(self, session) -> None:
+        """Snapshots for the symbols added at runtime until none waits (a snapshot older than
+        the lines kept for a symbol is refused by the adapter: the next one is newer)."""
+        delays = backoff(initial=0.5, cap=30.0, rng=self.rng)
+        try:
+            while self.adapter.pending_coins() and not self.stop.is_set():
+                got = await self._snapshot(session)
+                if got is None:
+                    try:
+                        await asyncio.wait_for(self.stop.wait(), next(delays))
+                    except asyncio.TimeoutError:
+                        pass
+                    continue
+                self.coin_snapshots += 1
+                self._deliver(self.adapter.offer_coin_snapshot(*got, time.time_ns()))
+        finally:
+            self._coin_task = None
 
     def remove_symbols(self, symbols: tuple[str, ...]) -> None:
         for s in symbols:
@@ -379,6 +414,8 @@ class FileRunner(Runner):
                     feed.flush()
                     if not await self._bootstrap(session, first=False):
                         return
+            if self._coin_task is None and adapter.pending_coins():
+                self._start_coin_snapshots()  # (a refused or failed one is taken again)
             if idle:
                 try:
                     await asyncio.wait_for(self.stop.wait(), poll)
@@ -398,11 +435,12 @@ class FileRunner(Runner):
                 pass
             # the book's streams wait while the source writes and we decode the snapshot: it is
             # then at or after their block, so the books can be compared when they reach it
-            self._checking = True
-            try:
-                got = await self._snapshot(session)
-            finally:
-                self._checking = False
+            async with self._snapshot_lock:  # (not while another snapshot is taken: the tail reads on)
+                self._checking = True
+                try:
+                    got = await self._take_snapshot(session)
+                finally:
+                    self._checking = False
             if got is not None and not self.adapter.hold_check(*got):
                 log.info("snapshot check at %d skipped: the books are past it", got[0])
 

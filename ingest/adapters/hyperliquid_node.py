@@ -48,7 +48,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, Union
@@ -251,6 +251,17 @@ class CoinBook:
         return zlib.crc32("|".join(parts).encode()) or 1
 
 
+@dataclass(slots=True)
+class PendingCoin:
+    """A coin added at runtime, until its book is installed: its diffs from ``first_block`` on,
+    and the snapshot (at ``height``) it will start from once the books reach that block."""
+
+    first_block: int
+    diffs: list = field(default_factory=list)     # (block, diff event)
+    snapshot: CoinBook | None = None
+    height: int = -1
+
+
 @dataclass(frozen=True, slots=True)
 class NodeOptions:
     node_data_dir: Path
@@ -335,13 +346,17 @@ class HyperliquidNodeAdapter(Adapter):
         self._fills_open: list[tuple] = []  # streaming: (block, time µs, recv, fill, user)
         self._seen_tids = {s: RecentKeys(self.TRADE_KEYS_PER_COIN) for s in config.symbols}
         self.counts = {"unknown_oid": 0, "block_gaps": 0, "blocks": 0, "lines": 0, "fill_gaps": 0,
-                       "liquidations": 0, "snapshot_checks": 0, "snapshot_checks_missed": 0}
+                       "liquidations": 0, "snapshot_checks": 0, "snapshot_checks_missed": 0,
+                       "coins_added": 0, "coin_snapshots_stale": 0}
         # lag split of the last line read (ns): block -> written by the node, written -> read
         self.source_lag_ns = 0
         self.tail_lag_ns = 0
         # l4 = true: each block's order changes per coin, oid -> (side, price, size after)
         self.l4 = self.options.l4
         self._l4: dict[str, dict[int, tuple[str, float, float]]] = {}
+        # coins added at runtime while the others' books run: their diffs from the next block
+        # on, until a snapshot of their own is installed (``offer_coin_snapshot``)
+        self._pending: dict[str, PendingCoin] = {}
 
     # ------------------------------------------------------------------ naming
     def instrument(self, symbol: str) -> Instrument:
@@ -417,6 +432,7 @@ class HyperliquidNodeAdapter(Adapter):
             book.touched.clear()
             mine[coin] = book
         self._books = mine
+        self._pending = {}  # every coin's book is in this snapshot
         self.height = height
         self._open = self._reopenable = None
         self._check = None
@@ -537,40 +553,48 @@ class HyperliquidNodeAdapter(Adapter):
             else:
                 return self._gap(n, block_ns, recv_ns, out)
             self._reopenable = None
-        known = self._known
+        known, pending, apply = self._known, self._pending, self._apply
         for ev in blk.events:
             coin = ev.coin
             if coin not in known:
                 continue
             book = books.get(coin)
             if book is None:
-                continue  # this coin's book was lost: it waits for the resync
-            d = ev.raw_book_diff
-            try:
-                if d == "remove":
-                    ok = book.remove(ev.oid)
-                elif d.new is not None:
-                    is_bid = _SIDES.get(ev.side)
-                    if is_bid is None:
-                        raise ValueError(f"side {ev.side!r}")
-                    book.add(ev.oid, is_bid, float(ev.px), size_units(d.new.sz))
-                    ok = True
-                elif d.update is not None:
-                    ok = book.set_size(ev.oid, size_units(d.update.newSz))
-                else:
-                    raise ValueError("raw_book_diff without new, update or remove")
-            except ValueError as exc:
-                raise _malformed(f"book diff of oid {ev.oid}: {exc}", coin) from None
-            if not ok:
+                p = pending.get(coin)
+                if p is not None and n > p.height:  # added at runtime: kept until its snapshot is
+                    p.diffs.append((n, ev))         # installed (blocks up to the snapshot's: in it)
+                continue  # else this coin's book was lost: it waits for the resync
+            if not apply(book, coin, ev):
                 out.append(self._lose(coin, n, block_ns // 1000, recv_ns, f"unknown oid {ev.oid}"))
-            elif self.l4:
-                o = book.orders.get(ev.oid)
-                self._l4.setdefault(coin, {})[ev.oid] = (
-                    ("bid" if o[0] else "ask", o[1], o[2] / SCALE) if o is not None
-                    else ("bid" if ev.side == "B" else "ask", float(ev.px), 0.0))
         if not self.streaming:
             out += self._close_block(recv_ns)
         return out or None
+
+    def _apply(self, book: CoinBook, coin: str, ev: _Diff) -> bool:
+        """One diff event on one coin's book (False: an update/remove of an order it lacks).
+        Raises MalformedFrame."""
+        d = ev.raw_book_diff
+        try:
+            if d == "remove":
+                ok = book.remove(ev.oid)
+            elif d.new is not None:
+                is_bid = _SIDES.get(ev.side)
+                if is_bid is None:
+                    raise ValueError(f"side {ev.side!r}")
+                book.add(ev.oid, is_bid, float(ev.px), size_units(d.new.sz))
+                ok = True
+            elif d.update is not None:
+                ok = book.set_size(ev.oid, size_units(d.update.newSz))
+            else:
+                raise ValueError("raw_book_diff without new, update or remove")
+        except ValueError as exc:
+            raise _malformed(f"book diff of oid {ev.oid}: {exc}", coin) from None
+        if ok and self.l4:
+            o = book.orders.get(ev.oid)
+            self._l4.setdefault(coin, {})[ev.oid] = (
+                ("bid" if o[0] else "ask", o[1], o[2] / SCALE) if o is not None
+                else ("bid" if ev.side == "B" else "ask", float(ev.px), 0.0))
+        return ok
 
     def _close_block(self, recv_ns: int) -> list:
         n = self._open
@@ -592,6 +616,8 @@ class HyperliquidNodeAdapter(Adapter):
                     for coin, orders in changes.items() if coin in self._books]
         if self._check is not None and self._check[0] == n and not self.streaming:
             out += self._check_events(n, ts_us, recv_ns)  # (streaming: when the next block begins)
+        if self._pending:
+            out += self._install_ready(recv_ns)
         return out
 
     def _lose(self, coin: str, n: int, ts_us: int, recv_ns: int, why: str) -> DepthDiff:
@@ -610,11 +636,13 @@ class HyperliquidNodeAdapter(Adapter):
         self._books = None
         self._open = self._reopenable = None
         self._l4 = {}
+        self._pending = {}  # the fresh snapshot has every coin
         return out
 
     def lost(self) -> bool:
-        """The books need a fresh snapshot (a gap, an unknown oid)."""
-        return self._books is None or len(self._books) < len(self.symbols)
+        """The books need a fresh snapshot (a gap, an unknown oid); a coin added at runtime
+        does not make them lost: it waits for a snapshot of its own (``pending_coins``)."""
+        return self._books is None or len(self._books) + len(self._pending) < len(self.symbols)
 
     # ------------------------------------------------------------------- fills
     def _fill_line(self, line: bytes, recv_ns: int):
@@ -696,6 +724,10 @@ class HyperliquidNodeAdapter(Adapter):
         self.symbols = (*self.symbols, symbol)
         self._known = self._known | {symbol}
         self._seen_tids.setdefault(symbol, RecentKeys(self.TRADE_KEYS_PER_COIN))
+        if self._books is not None and symbol not in self._books:
+            # its diffs are kept from the first block not read yet (an open block's earlier
+            # lines were skipped: it needs a snapshot at or after that block)
+            self._pending[symbol] = PendingCoin(self.height + 1 if self._open is None else self._open + 1)
 
     def remove_symbol(self, symbol: str) -> None:
         self.symbols = tuple(s for s in self.symbols if s != symbol)
@@ -703,6 +735,65 @@ class HyperliquidNodeAdapter(Adapter):
         if self._books is not None:
             self._books.pop(symbol, None)
         self._l4.pop(symbol, None)
+        self._pending.pop(symbol, None)
+
+    def pending_coins(self) -> list[str]:
+        """Coins added at runtime that wait for a snapshot (the transport takes one beside the
+        tail, which reads on for the other coins)."""
+        return [c for c, p in self._pending.items() if p.snapshot is None]
+
+    def offer_coin_snapshot(self, height: int, books: dict[str, CoinBook], recv_ns: int) -> list[DepthSnapshot]:
+        """A fresh snapshot for the pending coins: each one that the snapshot can start (its
+        height is at or after the first block kept for it) holds its book until the diffs reach
+        ``height``, then the kept diffs after it are applied (``_install_ready``); one older
+        than that is dropped (counted: ``coin_snapshots_stale``; the transport asks again)."""
+        for coin in self.pending_coins():
+            p = self._pending[coin]
+            if height < p.first_block - 1:
+                self.counts["coin_snapshots_stale"] += 1
+                continue
+            book = books.get(coin)
+            if book is None:
+                log.warning("%s: not in the L4 snapshot at block %d: its book is empty", coin, height)
+                book = CoinBook(height)
+            p.snapshot, p.height = book, height
+            p.diffs = [(n, ev) for n, ev in p.diffs if n > height]
+        return self._install_ready(recv_ns)
+
+    def _install_ready(self, recv_ns: int) -> list:
+        """Pending coins whose snapshot the books have reached: snapshot + the kept diffs of
+        the blocks read since = the coin's book at ``height``, published as its snapshot; the
+        kept lines of a block still open (streaming) are applied after it, as part of that block."""
+        if self._books is None:
+            return []
+        out: list = []
+        for coin, p in list(self._pending.items()):
+            if p.snapshot is None or p.height > self.height:
+                continue
+            book, now = p.snapshot, self.height
+            l4, self.l4 = self.l4, False  # (the kept diffs are history: no l4 of them)
+            try:
+                ok = all(self._apply(book, coin, ev) for n, ev in p.diffs if n <= now)
+            finally:
+                self.l4 = l4
+            if not ok:  # the snapshot and the kept diffs disagree: another snapshot
+                self.counts["unknown_oid"] += 1
+                log.warning("%s: an order of its kept diffs is not in its snapshot at %d: asking again", coin, p.height)
+                p.snapshot, p.diffs = None, [(n, ev) for n, ev in p.diffs if n > now]
+                continue
+            del self._pending[coin]
+            book.touched.clear()
+            book.last_id = now
+            bids, asks = book.levels()
+            out.append(DepthSnapshot(coin, now, bids, asks, self._open_time[0], recv_ns))
+            self._books[coin] = book
+            for n, ev in p.diffs:
+                if n > now and not self._apply(book, coin, ev):  # lines of the open block
+                    out.append(self._lose(coin, n, self._open_time[0], recv_ns, f"unknown oid {ev.oid}"))
+                    break
+            self.counts["coins_added"] += 1
+            log.info("%s: book from its snapshot at %d + %d blocks of kept diffs", coin, p.height, now - p.height)
+        return out
 
     def parse_frame(self, frame: bytes, recv_ns: int):
         raise UnknownFrame("the node source reads lines of files (parse_line), not frames")

@@ -20,7 +20,9 @@ docs/sim.md "Hyperliquid node"):
 - Faults (``/sim/fault?name=``): ``rollover`` (the next block goes to the next hour's files),
   ``partial`` (the next block's diff lines are written in two parts, the second with the block
   after), ``block_gap`` (the next block is not written: its number is skipped), ``liquidation``
-  (the next trade's taker fill carries a ``liquidation`` field).
+  (the next trade's taker fill carries a ``liquidation`` field), ``snapshot_delay seconds=S``
+  (until ``clear``: each fileSnapshot is taken at once but written S seconds later, as a
+  mainnet node's takes seconds; the blocks go on meanwhile).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pipeline.sim.base import BadFault, BaseServer, SimOptions, dumps
+from pipeline.sim.base import BadFault, BaseServer, SimOptions, arg, dumps
 from pipeline.sim.feeds import hyperliquid_text
 from pipeline.sim.market import ZERO, Update
 
@@ -102,6 +104,7 @@ class NodeServer(BaseServer):
                               "partial_lines": 0, "liquidations": 0})
         self._last_block = 0.0
         self.interval = BLOCK_INTERVAL
+        self.snapshot_delay = 0.0
 
     def _next_oid(self) -> int:
         self._oid += 1
@@ -263,6 +266,8 @@ class NodeServer(BaseServer):
                 or not isinstance(body.get("outPath"), str)):
             return web.Response(status=422, text="Failed to deserialize the JSON body into the target type")
         snap = self.snapshot() if body.get("includeHeightInOutput") else self.snapshot()[1]
+        if self.snapshot_delay > 0:
+            await asyncio.sleep(self.snapshot_delay)
         out = Path(body["outPath"])
         tmp = out.with_name(out.name + ".tmp")
         await asyncio.to_thread(tmp.write_text, dumps(snap))
@@ -277,14 +282,19 @@ class NodeServer(BaseServer):
             self.hour_offset += 1
             self.counters["rollovers"] += 1
             return {"ok": True, "hour_offset": self.hour_offset}
+        if name == "snapshot_delay":
+            self.snapshot_delay = arg(params, "seconds", float)
+            return {"ok": True, "snapshot_delay": self.snapshot_delay}
         if name in self.faults:
             self.faults[name] += 1
             return None
-        raise BadFault(f"unknown fault {name!r} (hyperliquid_node: rollover, partial, block_gap, liquidation)")
+        raise BadFault(f"unknown fault {name!r} (hyperliquid_node: rollover, partial, block_gap, liquidation, "
+                       "snapshot_delay)")
 
     def clear_faults(self) -> None:
         for k in self.faults:
             self.faults[k] = 0
+        self.snapshot_delay = 0.0
 
     def state_extra(self) -> dict[str, Any]:
         return {"protocol": self.name, "block": self.block, "out": str(self.out), "hour_offset": self.hour_offset}

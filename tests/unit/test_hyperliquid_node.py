@@ -306,21 +306,95 @@ def test_the_benchmark_reads_a_small_synthetic_node_without_gaps(capsys):
     assert "per CPU second" in out and "0 gaps" in out
 
 
-def test_a_coin_added_at_runtime_starts_at_the_next_snapshot_and_a_removed_one_is_dropped(node):
+def _add(a, f, coin):
+    """What the control socket does for ``pipeline subscribe hln COIN``."""
+    a.add_symbol(coin)
+    f.add_symbol(coin, 1)
+    f.receive(DepthConnected((coin,)))
+
+
+def test_a_coin_added_at_runtime_waits_for_its_own_snapshot_while_the_others_update(node):
+    """Issue 11: adding a coin does not pause the others.  Its diffs are kept from the next block
+    on; a snapshot taken beside the tail (older than the books here) + the kept diffs = its book,
+    published as a snapshot at the books' block; then it chains like the others.  A removed
+    coin's book is dropped."""
     a, f, rec = node(symbols=("BTC",), capacity=2)
     f.receive(a.parse_line(DEPTH_STREAM, block(H + 1, [diff(5, "B", "99.0", {"new": {"sz": "0.1"}})]), 5))
-    a.add_symbol("ETH")
-    f.add_symbol("ETH", 1)
-    f.receive(DepthConnected(("ETH",)))
-    assert a.lost()  # the books lack ETH's: the transport takes a fresh snapshot
-    # ETH's diffs are not kept before it (the book would start mid-way)
-    assert a.parse_line(DEPTH_STREAM, block(H + 2, [diff(7, "A", "5.0", "remove", coin="ETH")]), 5) is None
-    assert a.lost()
-    f.receive(a.load_snapshot(*a.decode_snapshot(snapshot(H + 2, btc=[[order(1, "B", "99.0", "1.5"),
-                                                                       order(5, "B", "99.0", "0.1")], []],
-                                                          eth=[[], [order(8, "A", "6.0", "2")]])), 9))
-    assert not a.lost() and f.live("ETH") and f.feeds["ETH"].book.view() == ([], [(6.0, 2.0)])
-    assert f.feeds["BTC"].counts.resyncs == 0 and f.feeds["BTC"].counts.gaps == 0  # replaced, not resynced
+    _add(a, f, "ETH")
+    assert not a.lost() and a.pending_coins() == ["ETH"]  # no full resync: BTC reads on
+    evs = a.parse_line(DEPTH_STREAM, block(H + 2, [diff(9, "A", "6.5", {"new": {"sz": "1"}}, coin="ETH"),
+                                                   diff(8, "A", "6.0", "remove", coin="ETH"),
+                                                   diff(5, "B", "99.0", "remove")]), 5)
+    assert [(e.symbol, e.last_id) for e in evs] == [("BTC", H + 2)]  # BTC updates; ETH's diffs are kept
+    f.receive(evs)
+    assert f.feeds["BTC"].book.view() == ([(99.0, 1.5), (98.0, 2.0)], [(101.0, 0.75)]) and not f.live("ETH")
+    # the snapshot (taken when the books were at H + 1) has ETH's order 8: the kept block H + 2 follows
+    out = a.offer_coin_snapshot(*a.decode_snapshot(snapshot(H + 1, eth=[[], [order(8, "A", "6.0", "2")]])), 9)
+    assert [(type(e).__name__, e.symbol, e.last_id) for e in out] == [("DepthSnapshot", "ETH", H + 2)]
+    f.receive(out)
+    assert f.live("ETH") and f.feeds["ETH"].book.view() == ([], [(6.5, 1.0)]) and a.pending_coins() == []
+    # ETH then chains from H + 2 like the others
+    (d,) = a.parse_line(DEPTH_STREAM, block(H + 3, [diff(9, "A", "6.5", {"update": {"origSz": "1", "newSz": "0.5"}},
+                                                         coin="ETH")]), 5)
+    assert (d.symbol, d.prev_id) == ("ETH", H + 2) and f.receive(d) is None
+    assert f.feeds["ETH"].book.view() == ([], [(6.5, 0.5)])
+    assert f.feeds["BTC"].counts.resyncs == 0 and f.feeds["BTC"].counts.gaps == 0
+    assert f.feeds["ETH"].counts.gaps == 0 and a.counts["coins_added"] == 1 and a.counts["unknown_oid"] == 0
     a.remove_symbol("ETH")
     assert a.symbols == ("BTC",) and not a.lost()
-    assert a.parse_line(DEPTH_STREAM, block(H + 3, [diff(8, "A", "6.0", "remove", coin="ETH")]), 5) is None
+    assert a.parse_line(DEPTH_STREAM, block(H + 4, [diff(9, "A", "6.5", "remove", coin="ETH")]), 5) is None
+
+
+def test_an_added_coins_snapshot_ahead_of_the_books_waits_and_a_stale_one_is_refused(node):
+    a, f, rec = node(symbols=("BTC",), capacity=2)
+    f.receive(a.parse_line(DEPTH_STREAM, block(H + 1, []), 5))
+    _add(a, f, "ETH")   # kept from H + 2 on
+    # a snapshot from before the first kept block cannot start the book: refused, asked again
+    assert a.offer_coin_snapshot(*a.decode_snapshot(snapshot(H, eth=[[], []])), 9) == []
+    assert a.counts["coin_snapshots_stale"] == 1 and a.pending_coins() == ["ETH"]
+    # a snapshot at H + 3 while the books are at H + 1: held until the diffs reach H + 3
+    assert a.offer_coin_snapshot(*a.decode_snapshot(snapshot(H + 3, eth=[[order(20, "B", "5.0", "1")], []])),
+                                 9) == []
+    assert a.pending_coins() == []  # (it has its snapshot)
+    f.receive(a.parse_line(DEPTH_STREAM, block(H + 2, [diff(11, "B", "4.0", {"new": {"sz": "3"}}, coin="ETH")]), 5))
+    # block H + 3 is in the snapshot already: its ETH diffs are not applied again
+    out = a.parse_line(DEPTH_STREAM, block(H + 3, [diff(20, "B", "5.0", {"new": {"sz": "1"}}, coin="ETH"),
+                                                   diff(5, "B", "99.0", {"new": {"sz": "0.1"}})]), 5)
+    assert [(type(e).__name__, e.symbol, e.last_id) for e in out] == [("DepthDiff", "BTC", H + 3),
+                                                                      ("DepthSnapshot", "ETH", H + 3)]
+    f.receive(out)
+    assert f.live("ETH") and f.feeds["ETH"].book.view() == ([(5.0, 1.0)], [])
+    (d,) = a.parse_line(DEPTH_STREAM, block(H + 4, [diff(20, "B", "5.0", "remove", coin="ETH")]), 5)
+    assert d.prev_id == H + 3 and f.receive(d) is None and f.feeds["ETH"].book.view() == ([], [])
+    assert a.counts["unknown_oid"] == 0 and f.feeds["BTC"].counts.gaps == 0
+
+
+def test_an_added_coin_in_streaming_mode_takes_the_open_blocks_kept_lines_after_its_snapshot(node):
+    a, f, rec = node(symbols=("BTC",), capacity=2, mode="streaming")
+    f.receive(a.parse_line(DEPTH_STREAM, block(H + 1, [diff(5, "B", "99.0", {"new": {"sz": "0.1"}})]), 5))
+    _add(a, f, "ETH")  # block H + 1 is open: its earlier ETH lines were not kept, so from H + 2 on
+    assert a.offer_coin_snapshot(*a.decode_snapshot(snapshot(H, eth=[[], []])), 9) == []  # too old
+    f.receive(a.parse_line(DEPTH_STREAM, block(H + 2, [diff(30, "A", "7.0", {"new": {"sz": "1"}}, coin="ETH")]), 5))
+    f.receive(a.parse_line(DEPTH_STREAM, block(H + 2, [diff(31, "A", "7.5", {"new": {"sz": "2"}}, coin="ETH")]), 5))
+    # the snapshot is at H + 1: the books are at H + 1, block H + 2 is open with two kept ETH lines
+    out = a.offer_coin_snapshot(*a.decode_snapshot(snapshot(H + 1, eth=[[], [order(29, "A", "8.0", "1")]])), 9)
+    assert [(type(e).__name__, e.symbol, e.last_id) for e in out] == [("DepthSnapshot", "ETH", H + 1)]
+    f.receive(out)
+    assert f.feeds["ETH"].book.view() == ([], [(8.0, 1.0)])
+    # the open block's lines are part of H + 2's diff, as for every other coin
+    evs = a.end_of_batch(DEPTH_STREAM, 10)
+    assert sorted((e.symbol, e.prev_id, e.last_id) for e in evs) == [("ETH", H + 1, H + 2)]
+    f.receive(evs)
+    assert f.feeds["ETH"].book.view() == ([], [(7.0, 1.0), (7.5, 2.0), (8.0, 1.0)])
+    assert a.counts["unknown_oid"] == 0 and f.feeds["ETH"].counts.gaps == 0
+
+
+def test_a_full_resync_while_a_coin_waits_gives_it_its_book_too(node):
+    a, f, rec = node(symbols=("BTC",), capacity=2)
+    _add(a, f, "ETH")
+    f.receive(a.load_snapshot(*a.decode_snapshot(snapshot(H + 2, eth=[[], [order(8, "A", "6.0", "2")]])), 9))
+    assert a.pending_coins() == [] and not a.lost() and f.live("ETH")
+    assert f.feeds["ETH"].book.view() == ([], [(6.0, 2.0)])
+    # a snapshot the transport was taking for it meanwhile is of no use now
+    assert a.offer_coin_snapshot(*a.decode_snapshot(snapshot(H + 3, eth=[[], []])), 9) == []
+    assert f.feeds["ETH"].book.view() == ([], [(6.0, 2.0)])
