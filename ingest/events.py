@@ -185,8 +185,9 @@ class SnapshotOverdue:
 
 @dataclass(frozen=True, slots=True)
 class DepthSilent:
-    """Live books of ``symbols`` got no depth frame for ``silent_s`` (past the stream's
-    ``AdapterTraits.stale_after_s``), at local time ``recv_ns``: stale, resync them."""
+    """Live books of ``symbols`` got no depth frame for ``silent_s`` (past the stream's cadence
+    bound, ``AdapterTraits.stale_after_s`` watched by push), at local time ``recv_ns``: stale,
+    resync them."""
 
     symbols: tuple[str, ...]
     silent_s: float

@@ -222,7 +222,7 @@ class FeedBooks:
         event-loop turn).  Without it the caller flushes on its own schedule (benchmarks).
         ``cvd``, ``bar_intervals``: derive the CVD and the trade bars of these intervals from the
         trades (config ``cvd``, ``bar_intervals``).
-        ``stale_after_s``: the config's cadence bound (``check_ages``); None: the adapter's traits."""
+        ``stale_after_s``: the config's cadence bound, overriding ``traits.stale_after_s``."""
         self.exchange = exchange
         self.trade_ring = trade_ring  # recent trades by seq, for consumers' backfill (pipeline/trade_ring.py)
         self.adapter = adapter
@@ -245,13 +245,15 @@ class FeedBooks:
         self.snapshot_limit = limit
         self.counts = ProcessCounts()
         self.installs = 0  # snapshots installed (books gone live), any symbol: the runner's proof of health
-        # a live book unchanged for this long is stale (check_ages); per symbol in counts.stale_after_ms
-        # (an adapter whose cadence streams watch themselves, traits.stale_after_s, issue 11, keeps
-        # its own mechanism: the runner's _staleness_loop; the limit is still shown in status)
-        stale = stale_after_s or traits.book_stale_after_s
-        own = traits.stale_after_s
-        self.stale_after_ms = 0 if own else (int(stale * 1000) if stale else 0)  # check_ages, runner stalls
-        self._shown_stale_ms = int((own or stale or 0) * 1000)
+        # the cadence bound in force (AdapterTraits.stale_after_s, the config's overriding it),
+        # shown per symbol in counts.stale_after_ms; watched by change (check_ages and the
+        # runner's stalled connections) or by push (the runner's _staleness_loop, silent_books)
+        stale = stale_after_s or traits.stale_after_s or 0.0
+        self.stale_after_s = stale
+        push = traits.stale_watch == "push"
+        self.stale_after_ms = 0 if push else int(stale * 1000)  # check_ages, runner stalls
+        self.push_stale_after_s = stale if push else 0.0         # runner's _staleness_loop
+        self._shown_stale_ms = int(stale * 1000)
         # every symbol followed since the start: a removed one stays (REMOVED, ignoring frames still
         # in flight) after another symbol took its slot
         self.feeds: dict[str, SymbolFeed] = {}

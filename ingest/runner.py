@@ -121,7 +121,7 @@ class Runner:
         self._resubscribes: dict[Held, int] = {}
         self._frames = [0]  # frames received, copied to the shm header by the stats loop
         self._last_data: dict[Held, list[int]] = {}  # per connection: receive time of its last message
-        self.stale_after_ns = feed.stale_after_ms * 1_000_000  # 0: no cadence bound (traits.book_stale_after_s)
+        self.stale_after_ns = feed.stale_after_ms * 1_000_000  # 0: no bound watched by change (FeedBooks)
         self.health = Health(feed.writer)  # failure counts and last errors, for `pipeline status`
         self.capture = capture  # raw recording ([sinks.raw], ingest/capture.py), or None
 
@@ -635,8 +635,8 @@ class Runner:
                 pass
 
     async def _staleness_loop(self, limit_s: float) -> None:
-        """Cadence streams (``traits.stale_after_s``): a live book with no depth frame for
-        ``limit_s`` is marked stale and resubscribed (checked four times per limit)."""
+        """Cadence streams watched by push (``traits.stale_watch``): a live book with no depth
+        frame for ``limit_s`` is marked stale and resubscribed (checked four times per limit)."""
         while not self.stop.is_set():
             try:
                 await asyncio.wait_for(self.stop.wait(), limit_s / 4)
@@ -696,7 +696,7 @@ class Runner:
                 tg.create_task(self._republish_loop(), name="republish")
                 tg.create_task(self._poll_loop(session), name="poll")
 
-                if self.traits.stale_after_s:
-                    tg.create_task(self._staleness_loop(self.traits.stale_after_s), name="staleness")
+                if self.feed.push_stale_after_s:
+                    tg.create_task(self._staleness_loop(self.feed.push_stale_after_s), name="staleness")
                 await self.stop.wait()
                 self._snap_event.set()

@@ -104,8 +104,10 @@ class ExchangeConfig:
     verify_bbo: bool = True
     ping_interval_s: float = 10.0  # our own WS pings: a dead connection is found within 2x this
     idle_timeout_s: float = 60.0  # no frame at all for this long -> the connection is dead
-    # a live book with no change for this long is stale (resynced), and a depth connection with
-    # no frame for this long is stalled (reconnected); None: the adapter's traits.book_stale_after_s
+    # the depth stream's cadence bound, overriding the adapter's traits.stale_after_s (None: that
+    # one): a live book with no change for this long is stale (resynced), and a depth connection
+    # with no frame for this long is stalled (reconnected); on a stream that pushes whole books
+    # on a cadence (traits.stale_watch "push", Hyperliquid) a book not pushed this long is resubscribed
     stale_after_s: float | None = None
     max_connection_age_s: float = 23.5 * 3600  # venues cut at 24 h; reconnect first
     snapshot_interval_s: float = 30.0  # republish every live book as a bus snapshot (remote late joiners)
@@ -324,7 +326,6 @@ def expect_path(value: Any, key: str, base: Path) -> Path:
 _EXCHANGE_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
 # A tardis.dev exchange id: lowercase words joined by single "-" ("binance-us"), the form
 # strict tardis readers accept; sinks/tardis.py derives one when `tardis_exchange` is unset.
-SHARED_KEYS = ("stale_after_s",)  # core keys an adapter may also declare in its OPTIONS
 TARDIS_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
@@ -364,18 +365,15 @@ def _exchange(name: str, raw: Any, adapters: Registry | None = None, base_dir: P
     common = {f for f in ExchangeConfig.__dataclass_fields__ if f not in ("name", "options", "shard")}
     adapter = expect_str(t.get("adapter", name), f"{where}.adapter")
     own = {k: v for k, v in t.items() if k not in common}
-    shared = {k: v for k, v in t.items() if k in SHARED_KEYS}
     options: dict[str, Any] = own
     if adapters is not None:
         plugin = adapters.get(adapter, f"{where}.adapter")  # ConfigError: unknown adapter "x" (known: ...)
-        if own or shared:  # only then is the adapter's module imported
+        if own:  # only then is the adapter's module imported
             cls = plugin.load()
             check_keys(t, common | set(getattr(cls, "OPTIONS", ())), where)
             # the adapter checks its own keys (ConfigError naming exchanges.NAME.KEY); relative
-            # paths resolve against the config file's directory.  A shared key goes to the adapter
-            # too when it declares it (Hyperliquid's cadence streams read stale_after_s)
-            mine = {**own, **{k: v for k, v in shared.items() if k in getattr(cls, "OPTIONS", ())}}
-            options = cls.parse_options(mine, where, base_dir) if mine else {}
+            # paths resolve against the config file's directory
+            options = cls.parse_options(own, where, base_dir)
     if "symbols" not in t:
         raise ConfigError(f"{where}.symbols", "missing: list the exchange-native symbols to follow")
     kw: dict[str, Any] = {"name": name, "adapter": adapter, "symbols": _symbols(t["symbols"], f"{where}.symbols")}

@@ -80,21 +80,24 @@ class AdapterTraits:
     # venue reports the weight used (Binance), if any
     rest_weight_limit: int = 600
     used_weight_header: str | None = None
-    # in-stream venues whose depth stream pushes whole books on a cadence (Hyperliquid l2Book:
-    # 5 s plain, 0.5 s fast): a live book with no depth frame for this long is marked stale and
-    # resubscribed.  Follows the stream's cadence (a few pushes missed), so it never flaps on a
-    # slow stream nor waits out the connection's idle timeout on a fast one.  0: no such limit
-    stale_after_s: float = 0.0
+    # The depth stream's cadence bound, one for every venue (issues 11 and 19): how long a live
+    # book may go without news before it is stale and resynced.  None: the venue sends only on
+    # change, so a quiet book is not stale (dead connections are found by pings).  An adapter sets
+    # it from its stream's cadence (a few pushes missed: it never flaps on a slow stream nor waits
+    # out the idle timeout on a fast one); ``[exchanges.X] stale_after_s`` overrides it
+    # (FeedBooks.stale_after_s: the one value in force).  What "news" is, ``stale_watch``:
+    #   "change"  a live book with no change for that long is stale (FeedBooks.check_ages), and a
+    #             depth connection with no frame for that long has stalled and is reconnected
+    #             (Runner._check_stalls);
+    #   "push"    the stream pushes whole books on its cadence even when nothing changed
+    #             (Hyperliquid l2Book: 5 s plain, 0.5 s fast): a live book with no pushed frame
+    #             for that long is stale and resubscribed alone (Runner._staleness_loop); its
+    #             connection carries the other coins on
+    stale_after_s: float | None = None
+    stale_watch: str = "change"
     # how the runner reaches the venue: "ws" (ingest/runner.py: WebSocket connections and REST)
     # or "files" (ingest/filetail.py: hourly files tailed line by line, snapshots from a file)
     transport: str = "ws"
-    # issue 19's cadence bound (a generic, config-settable one beside issue 11's ``stale_after_s``):
-    # the depth stream's cadence bound: a live book with no change for this long is stale (the
-    # feed resyncs it), and a depth connection with no frame for this long has stalled (the runner
-    # reconnects it).  None: the venue sends only on change, so a quiet book is not stale (dead
-    # connections are found by pings).  ``[exchanges.X] stale_after_s`` overrides it; an adapter
-    # may set it per instance from its config (a cadence chosen there).
-    book_stale_after_s: float | None = None
     # the venue numbers each symbol's trades 1, 2, 3...: a jump in trade_id is trades lost (during
     # a disconnect or an ingest restart) and is counted per symbol (status ``trades_missed``)
     contiguous_trade_ids: bool = False

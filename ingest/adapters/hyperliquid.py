@@ -9,8 +9,9 @@ Venue rules implemented here (shared/docs/exchange-protocols.md section 6):
   the plain subscription pushes 20 levels every **5 s**; with ``"fast": true`` in the
   subscription (config ``fast = true``) 5 levels every **0.5 s**.  So the view of a fast
   book holds 5 levels (a larger ``depth`` is said at start), and the staleness limit
-  (``AdapterTraits.stale_after_s``: a live book with no frame for that long is resubscribed)
-  follows the chosen stream: 4 pushes missed, 20 s plain, 2 s fast (``stale_after_s`` sets it).  So each frame
+  (``AdapterTraits.stale_after_s`` watched by push: a live book with no frame for that long is
+  resubscribed) follows the chosen stream: 4 pushes missed, 20 s plain, 2 s fast (the config's
+  ``stale_after_s`` overrides it, as for every venue).  So each frame
   becomes a DepthSnapshot with ``last_id = time``; the feed replaces the book and
   publishes the exact view delta (rule 3).  A frame whose ``time`` is older than the
   last one of the same coin on this connection is dropped (rule 2); equal times
@@ -163,18 +164,16 @@ class HyperliquidAdapter(Adapter):
     CHANNELS = ("trades", "book", "quotes", "derivative_ticker")
     META_WEIGHT = 20  # meta / spotMeta (the venue's info requests other than l2Book & co.)
     TRADE_KEYS_PER_COIN = 5000  # backlog after a resubscribe is ~30 trades
-    OPTIONS = ("fast", "stale_after_s")
+    OPTIONS = ("fast",)
 
     @classmethod
     def parse_options(cls, table: dict, where: str, base_dir=None) -> dict:
-        """``fast`` (bool: the 5-level 0.5 s l2Book stream) and ``stale_after_s`` (seconds
-        without a book before a live one is resubscribed; default 4 pushes of the stream)."""
+        """``fast`` (bool: the 5-level 0.5 s l2Book stream).  (The staleness bound is the core
+        ``stale_after_s`` key: default 4 pushes of the stream, AdapterTraits.)"""
         check_keys(table, set(cls.OPTIONS), where)
         out = {}
         if "fast" in table:
             out["fast"] = expect_bool(table["fast"], f"{where}.fast")
-        if "stale_after_s" in table:
-            out["stale_after_s"] = expect_number(table["stale_after_s"], f"{where}.stale_after_s", positive=True)
         return out
 
     def __init__(self, config: ExchangeConfig):
@@ -192,7 +191,7 @@ class HyperliquidAdapter(Adapter):
         # bbo channel has no id in a shared space with l2Book; staleness follows the cadence
         self.traits = AdapterTraits(SnapshotSource.STREAM, app_ping='{"method":"ping"}',
                                     rest_weight_limit=self.rest_weight_limit,
-                                    stale_after_s=opts.get("stale_after_s", STALE_PUSHES * cadence))
+                                    stale_after_s=STALE_PUSHES * cadence, stale_watch="push")
         self._known = frozenset(config.symbols)    # coins are case-sensitive ("kPEPE", "@107")
         self._last_time: dict[str, int] = {}       # per connection: newest l2Book time per coin
         self._seen = {s: RecentKeys(self.TRADE_KEYS_PER_COIN) for s in config.symbols}

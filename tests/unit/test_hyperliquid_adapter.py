@@ -216,12 +216,12 @@ def test_fast_subscribes_the_fast_book_and_the_staleness_limit_follows_the_caden
     assert (plain.cadence_s, plain.levels, plain.traits.stale_after_s) == (5.0, 20, 20.0)
     assert (fast.cadence_s, fast.levels, fast.traits.stale_after_s) == (0.5, 5, 2.0)
     assert "depth 20" in caplog.text and "5 levels" in caplog.text  # said at start
-    assert adapter("BTC", options={"stale_after_s": 7.5}).traits.stale_after_s == 7.5
+    assert plain.traits.stale_watch == fast.traits.stale_watch == "push"  # pushed even without a change
+    # (the config's stale_after_s overriding it: tests/unit/test_stale_after.py)
 
 
 @pytest.mark.parametrize("options,key,reason", [
     ({"fast": "yes"}, "exchanges.hl.fast", "expected true or false"),
-    ({"stale_after_s": 0}, "exchanges.hl.stale_after_s", "expected a positive number"),
     ({"nSigFigs": 5}, "exchanges.hl.nSigFigs", "unknown key"),
 ])
 def test_bad_options_name_the_key(options, key, reason):
