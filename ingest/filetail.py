@@ -450,6 +450,8 @@ class FileRunner(Runner):
         header[P["source_lag_us"]] = max(0, self.adapter.source_lag_ns // 1000)
         header[P["tail_lag_us"]] = max(0, self.adapter.tail_lag_ns // 1000)
         header[P["backlog_bytes"]] = sum(t.backlog() for t in self.tails)
+        for name, value in getattr(self.adapter, "source_stats", dict)().items():  # (PROCESS_STATS names)
+            header[P[name]] = value
 
     async def _source_stats_loop(self) -> None:
         while not self.stop.is_set():

@@ -103,6 +103,7 @@ PROCESS_STATS = (
     "source_lag_us",       # file sources: the last line's event time -> written to the file (a node: gossip)
     "tail_lag_us",         # file sources: written -> read by us
     "backlog_bytes",       # file sources: written but not read yet
+    "status_mismatches",   # file sources: the source's own order statuses disagreed with the book
 )
 H_PROCESS_STATS = 8
 

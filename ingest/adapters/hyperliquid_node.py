@@ -68,7 +68,9 @@ log = logging.getLogger(__name__)
 SCALE = 10 ** 8           # sizes as integers of 1e-8 (Hyperliquid sizes have at most 8 decimals)
 NO_CHAIN = -2             # prev_id of a diff that must not chain: the coin's book is lost
 MODES = {"by_block": "by_block", "streaming": "streaming"}  # mode -> directory suffix
-STREAMS = ("node_raw_book_diffs", "node_fills")
+STREAMS = ("node_raw_book_diffs", "node_fills", "node_order_statuses")
+MARK_BLOCKS = 512         # order statuses: blocks of book changes kept for them (the status files may lag)
+WAIT_BLOCKS = 4096        # ... blocks of statuses kept waiting for the book to reach them
 
 # --------------------------------------------------------------------- wire structs
 
@@ -121,6 +123,23 @@ class _Fill(msgspec.Struct, forbid_unknown_fields=False):
     liquidation: _Liquidation | None = None
 
 
+class _StatusOrder(msgspec.Struct, forbid_unknown_fields=False):
+    coin: str
+    oid: int
+
+
+class _Status(msgspec.Struct, forbid_unknown_fields=False):
+    status: str
+    order: _StatusOrder
+
+
+class _StatusBlock(msgspec.Struct):
+    local_time: str
+    block_time: str
+    block_number: int
+    events: list[_Status]
+
+
 class _FillBlock(msgspec.Struct):
     local_time: str
     block_time: str
@@ -147,6 +166,7 @@ _Snapshot = tuple[int, list[tuple[str, tuple[_SnapSide, _SnapSide]]]]
 
 _dec_diffs = msgspec.json.Decoder(_DiffBlock)
 _dec_fills = msgspec.json.Decoder(_FillBlock)
+_dec_statuses = msgspec.json.Decoder(_StatusBlock)
 _dec_head = msgspec.json.Decoder(_Head)
 _dec_snapshot = msgspec.json.Decoder(_Snapshot)
 _SIDES = {"B": True, "A": False}   # is_bid
@@ -272,6 +292,7 @@ class NodeOptions:
     snapshot_check_interval_s: float
     poll_interval_s: float
     l4: bool
+    order_statuses: bool
 
 
 class HyperliquidNodeAdapter(Adapter):
@@ -285,7 +306,7 @@ class HyperliquidNodeAdapter(Adapter):
         "rest_weight_limit": 600,
     }
     OPTIONS = ("node_data_dir", "mode", "snapshot_url", "snapshot_file", "snapshot_out_path",
-               "snapshot_check_interval_s", "poll_interval_s", "l4")
+               "snapshot_check_interval_s", "poll_interval_s", "l4", "order_statuses")
     NODE_DATA_DIR = "~/hl/data"
     TRADE_KEYS_PER_COIN = 20_000
 
@@ -312,8 +333,9 @@ class HyperliquidNodeAdapter(Adapter):
         for key in ("snapshot_check_interval_s", "poll_interval_s"):
             if key in table:
                 out[key] = expect_number(table[key], f"{where}.{key}", positive=key == "poll_interval_s")
-        if "l4" in table:
-            out["l4"] = expect_bool(table["l4"], f"{where}.l4")
+        for key in ("l4", "order_statuses"):
+            if key in table:
+                out[key] = expect_bool(table[key], f"{where}.{key}")
         return out
 
     def __init__(self, config: ExchangeConfig):
@@ -328,7 +350,8 @@ class HyperliquidNodeAdapter(Adapter):
             snapshot_out_path=o.get("snapshot_out_path") or Path(f"/tmp/pipeline-l4-snapshot-{config.name}.json"),
             # a replay from a file has nothing fresh to compare with
             snapshot_check_interval_s=o.get("snapshot_check_interval_s", 0.0 if o.get("snapshot_file") else 300.0),
-            poll_interval_s=o.get("poll_interval_s", 0.01), l4=o.get("l4", False))
+            poll_interval_s=o.get("poll_interval_s", 0.01), l4=o.get("l4", False),
+            order_statuses=o.get("order_statuses", False))
         self.streaming = self.options.mode == "streaming"
         # Snapshots come from the source itself (a resync asks the transport for a fresh one);
         # the periodic check is a checksum event; files, not WebSockets
@@ -347,7 +370,8 @@ class HyperliquidNodeAdapter(Adapter):
         self._seen_tids = {s: RecentKeys(self.TRADE_KEYS_PER_COIN) for s in config.symbols}
         self.counts = {"unknown_oid": 0, "block_gaps": 0, "blocks": 0, "lines": 0, "fill_gaps": 0,
                        "liquidations": 0, "snapshot_checks": 0, "snapshot_checks_missed": 0,
-                       "coins_added": 0, "coin_snapshots_stale": 0}
+                       "coins_added": 0, "coin_snapshots_stale": 0,
+                       "status_lines": 0, "statuses_checked": 0, "status_mismatches": 0, "status_blocks_unchecked": 0}
         # lag split of the last line read (ns): block -> written by the node, written -> read
         self.source_lag_ns = 0
         self.tail_lag_ns = 0
@@ -357,6 +381,16 @@ class HyperliquidNodeAdapter(Adapter):
         # coins added at runtime while the others' books run: their diffs from the next block
         # on, until a snapshot of their own is installed (``offer_coin_snapshot``)
         self._pending: dict[str, PendingCoin] = {}
+        # order_statuses = true: each block's statuses are checked against the book's changes of
+        # that block (``_check_statuses``): block -> oid -> on our book after the block (touched
+        # oids only), and the statuses waiting for the book: block -> oid -> (coin, last status)
+        self.statuses = self.options.order_statuses
+        self._marks: dict[int, dict[int, bool]] = {}
+        self._status_wait: dict[int, dict[int, tuple[str, str]]] = {}
+        self._status_done = -1   # the last block whose statuses are all read
+        self._depth_seen = -1    # the last block the book diffs have begun
+        self._logged_status: set[str] = set()
+        self._since: dict[str, int] = {}  # coin -> first block whose changes of its book are all marked
 
     # ------------------------------------------------------------------ naming
     def instrument(self, symbol: str) -> Instrument:
@@ -368,8 +402,11 @@ class HyperliquidNodeAdapter(Adapter):
         fills (read once, from the first snapshot on)."""
         suffix = MODES[self.options.mode]
         root = self.options.node_data_dir
-        return [FileStream("depth", root / f"node_raw_book_diffs_{suffix}" / "hourly", rewind=True),
-                FileStream("trades", root / f"node_fills_{suffix}" / "hourly", rewind=False)]
+        streams = [FileStream("depth", root / f"node_raw_book_diffs_{suffix}" / "hourly", rewind=True),
+                   FileStream("trades", root / f"node_fills_{suffix}" / "hourly", rewind=False)]
+        if self.statuses:  # (read on across resyncs: a block the book skipped is not checked)
+            streams.append(FileStream("statuses", root / f"node_order_statuses_{suffix}" / "hourly", rewind=False))
+        return streams
 
     def bootstrap_request(self) -> SnapshotRequest | None:
         """The info-server request that makes the node write an L4 snapshot with its height to
@@ -432,6 +469,7 @@ class HyperliquidNodeAdapter(Adapter):
             book.touched.clear()
             mine[coin] = book
         self._books = mine
+        self._since = {coin: height + 1 for coin in mine}
         self._pending = {}  # every coin's book is in this snapshot
         self.height = height
         self._open = self._reopenable = None
@@ -502,6 +540,8 @@ class HyperliquidNodeAdapter(Adapter):
         self.counts["lines"] += 1
         if stream.name == "depth":
             return self._diff_line(line, recv_ns)
+        if stream.name == "statuses":
+            return self._status_line(line, recv_ns)
         return self._fill_line(line, recv_ns)
 
     def end_of_batch(self, stream: FileStream, recv_ns: int):
@@ -554,6 +594,11 @@ class HyperliquidNodeAdapter(Adapter):
                 return self._gap(n, block_ns, recv_ns, out)
             self._reopenable = None
         known, pending, apply = self._known, self._pending, self._apply
+        marks = None
+        if self.statuses:
+            marks = self._marks.setdefault(n, {})
+            if n > self._depth_seen:
+                self._depth_seen = n
         for ev in blk.events:
             coin = ev.coin
             if coin not in known:
@@ -566,8 +611,12 @@ class HyperliquidNodeAdapter(Adapter):
                 continue  # else this coin's book was lost: it waits for the resync
             if not apply(book, coin, ev):
                 out.append(self._lose(coin, n, block_ns // 1000, recv_ns, f"unknown oid {ev.oid}"))
+            elif marks is not None:
+                marks[ev.oid] = ev.oid in book.orders
         if not self.streaming:
             out += self._close_block(recv_ns)
+        if self._status_wait:
+            self._check_statuses()
         return out or None
 
     def _apply(self, book: CoinBook, coin: str, ev: _Diff) -> bool:
@@ -639,10 +688,94 @@ class HyperliquidNodeAdapter(Adapter):
         self._pending = {}  # the fresh snapshot has every coin
         return out
 
+    def source_stats(self) -> dict[str, int]:
+        """Counters the transport copies to the process stats (pipeline/shm.py PROCESS_STATS)."""
+        return {"status_mismatches": self.counts["status_mismatches"]}
+
     def lost(self) -> bool:
         """The books need a fresh snapshot (a gap, an unknown oid); a coin added at runtime
         does not make them lost: it waits for a snapshot of its own (``pending_coins``)."""
         return self._books is None or len(self._books) + len(self._pending) < len(self.symbols)
+
+    # ------------------------------------------------------------------- statuses
+    # ``node_order_statuses_*`` (``order_statuses = true``; the node runs with
+    # --write-order-statuses): every order's status changes per block.  The book is kept from the
+    # diffs alone (each diff has what it needs); the statuses are an independent account of the
+    # same block, checked against it order by order.  In the real sample (mainnet, 51 blocks)
+    # every order whose last status in a block is ``open`` has a diff in that block (a ``new``,
+    # maybe removed again), and every ``canceled``/``*Canceled``/``filled`` one is not on the book
+    # after it (a ``remove``, or a taker that never rested); ``*Rejected`` ones never touch it
+    # (95% of the lines).  A break of that is ``status_mismatches`` (the diffs and the statuses
+    # disagree: an order the book missed or kept), counted and logged once per kind; the book is
+    # not resynced for it (the periodic snapshot check is what rebuilds books).
+
+    def _status_line(self, line: bytes, recv_ns: int):
+        try:
+            blk = _dec_statuses.decode(line)
+        except DECODE_ERRORS as exc:
+            raise _malformed(f"order statuses line: {exc}", None) from None
+        self.counts["status_lines"] += 1
+        n = blk.block_number
+        known = self._known
+        wait = None
+        for ev in blk.events:
+            s = ev.status
+            if s.endswith("Rejected") or ev.order.coin not in known:
+                continue  # (a rejected order never reaches the book)
+            if wait is None:
+                wait = self._status_wait.setdefault(n, {})
+            wait[ev.order.oid] = (ev.order.coin, s)  # the block's last status of the order counts
+        done = n if not self.streaming else n - 1  # streaming: a block is whole once a later one begins
+        if done > self._status_done:
+            self._status_done = done
+        self._check_statuses()
+        return None
+
+    def _check_statuses(self) -> None:
+        """Compare every block whose statuses are all read and that the book has passed."""
+        books = self._books
+        if books is None:
+            return
+        ready = self._depth_seen - 1 if self.streaming else self.height
+        limit = min(self._status_done, ready)
+        wait, marks = self._status_wait, self._marks
+        for n in sorted(b for b in wait if b <= limit):
+            statuses = wait.pop(n)
+            changed = marks.get(n)
+            if changed is None:  # the book never read that block (before its snapshot, or dropped)
+                self.counts["status_blocks_unchecked"] += 1
+                continue
+            if not self.counts["statuses_checked"]:
+                log.info("order statuses: checking them against the book from block %d on", n)
+            since = self._since
+            for oid, (coin, s) in statuses.items():
+                book = books.get(coin)
+                if book is None or n < since.get(coin, n + 1):
+                    continue  # resyncing, or its book began after that block (added at runtime)
+                self.counts["statuses_checked"] += 1
+                if s == "open":
+                    if oid not in changed:
+                        self._status_mismatch("open", f"{coin} order {oid} open in block {n}, no book diff of it")
+                elif s == "filled" or s == "canceled" or s.endswith("Canceled"):
+                    if changed.get(oid, oid in book.orders):
+                        self._status_mismatch("closed", f"{coin} order {oid} {s} in block {n}, still on the book")
+        # marks of blocks whose statuses are read (compared, or none of our coins) are done with;
+        # past MARK_BLOCKS the oldest go (statuses that late are not checked)
+        keep = min([self._status_done + 1, *wait])
+        for b in [b for b in marks if b < keep]:
+            del marks[b]
+        while len(marks) > MARK_BLOCKS:
+            del marks[min(marks)]
+        while len(wait) > WAIT_BLOCKS:
+            del wait[min(wait)]
+            self.counts["status_blocks_unchecked"] += 1
+
+    def _status_mismatch(self, kind: str, what: str) -> None:
+        self.counts["status_mismatches"] += 1
+        if kind not in self._logged_status:
+            self._logged_status.add(kind)
+            log.warning("order statuses and book diffs disagree: %s (counted in status_mismatches; logged once "
+                        "per kind)", what)
 
     # ------------------------------------------------------------------- fills
     def _fill_line(self, line: bytes, recv_ns: int):
@@ -787,6 +920,7 @@ class HyperliquidNodeAdapter(Adapter):
             bids, asks = book.levels()
             out.append(DepthSnapshot(coin, now, bids, asks, self._open_time[0], recv_ns))
             self._books[coin] = book
+            self._since[coin] = now + 1 if self._open is None else self._open + 1  # (kept diffs: not marked)
             for n, ev in p.diffs:
                 if n > now and not self._apply(book, coin, ev):  # lines of the open block
                     out.append(self._lose(coin, n, self._open_time[0], recv_ns, f"unknown oid {ev.oid}"))

@@ -13,6 +13,10 @@ docs/sim.md "Hyperliquid node"):
   ``new`` order for the difference, one that shrinks loses orders from the back (``remove``, or
   ``update`` with ``origSz``/``newSz``), a trade takes from the front: a fill for the resting
   order (``crossed: false``) and one for the taker (``crossed: true``), sharing ``tid``.
+- Order statuses (``node_order_statuses_*``, both layouts), as the real node's sample shows
+  them: ``open`` for each new resting order, ``canceled`` for each one removed from the back,
+  ``open`` then ``filled`` for each taker (it never rests: no diff), and a
+  ``badAloPxRejected`` order per trade (no diff); a maker filled or trimmed has none.
 - ``POST /info`` ``{"type":"fileSnapshot","request":{"type":"l4Snapshots",...},"outPath":P,
   "includeHeightInOutput":true}`` writes ``[height, [[coin, [[bids], [asks]]], ...]]`` (each
   order ``[user, {coin, side, limitPx, sz, oid, ...}]``, best price first) to ``P`` at the last
@@ -52,7 +56,7 @@ BLOCK_INTERVAL = 0.07
 FIRST_BLOCK = 900_000_000
 FIRST_OID = 400_000_000_000
 _TID_MASK = (1 << 50) - 1
-KINDS = ("node_raw_book_diffs", "node_fills")
+KINDS = ("node_raw_book_diffs", "node_fills", "node_order_statuses")
 
 
 def units(s: str) -> int:
@@ -97,6 +101,7 @@ class NodeServer(BaseServer):
         self.block = FIRST_BLOCK
         self.diffs: list[dict] = []
         self.fills: list[list] = []
+        self.statuses: list[dict] = []
         self.hour_offset = 0
         self.faults = {"partial": 0, "block_gap": 0, "liquidation": 0}
         self.held: dict[Path, bytes] = {}   # the second part of a line written in two (partial)
@@ -119,6 +124,15 @@ class NodeServer(BaseServer):
         self.diffs.append({"user": order[2], "oid": order[0], "coin": coin, "side": side, "px": px,
                            "raw_book_diff": d})
 
+    def _status(self, status: str, coin: str, side: str, px: str, oid: int, sz: int, user: str, ms: int,
+                tif: str = "Gtc") -> None:
+        self.statuses.append({"user": user, "hash": None, "builder": None, "status": status,
+                              "order": {"coin": coin, "side": side, "limitPx": px, "sz": text(sz), "oid": oid,
+                                        "timestamp": ms, "triggerCondition": "N/A", "isTrigger": False,
+                                        "triggerPx": "0.0", "children": [], "isPositionTpsl": False,
+                                        "reduceOnly": False, "orderType": "Limit", "origSz": text(sz),
+                                        "tif": tif, "cloid": None}})
+
     def on_update(self, update: Update, event_ms: int) -> None:
         coin = update.symbol
         if update.trade is not None:
@@ -132,12 +146,14 @@ class NodeServer(BaseServer):
             if want > have:
                 order = [self._next_oid(), want - have, user_of(self._oid % 97)]
                 level.append(order)
+                self._status("open", coin, side, px, order[0], order[1], order[2], event_ms)
                 self._diff(coin, side, px, order, {"new": {"sz": text(order[1])}})
             while have > want:  # from the back: the newest orders are cancelled first
                 order = level[-1]
                 if have - order[1] >= want:
                     level.pop()
                     have -= order[1]
+                    self._status("canceled", coin, side, px, order[0], order[1], order[2], event_ms)
                     self._diff(coin, side, px, order, "remove")
                 else:
                     new = order[1] - (have - want)
@@ -163,6 +179,9 @@ class NodeServer(BaseServer):
                       "tid": tid, "feeToken": "USDC", "closedPnl": "0.0", "startPosition": "0.0"}
             taker = {**common, "side": "B" if passive == "A" else "A", "oid": self._next_oid(), "crossed": True,
                      "dir": "Open Long" if passive == "A" else "Open Short", "fee": "0.01"}
+            for status in ("open", "filled"):  # a taker: placed and filled at once, never on the book
+                self._status(status, coin, taker["side"], px, taker["oid"], q, user_of(7), event_ms, "Ioc")
+            self._status("badAloPxRejected", coin, passive, px, self._next_oid(), q, user_of(8), event_ms, "Alo")
             if self.faults["liquidation"]:
                 self.faults["liquidation"] -= 1
                 self.counters["liquidations"] += 1
@@ -200,6 +219,7 @@ class NodeServer(BaseServer):
         """The events since the last block as the next block, in both layouts."""
         self.block += 1
         diffs, fills, self.diffs, self.fills = self.diffs, self.fills, [], []
+        statuses, self.statuses = self.statuses, []
         if self.faults["block_gap"]:
             self.faults["block_gap"] -= 1
             self.counters["blocks_skipped"] += 1
@@ -210,7 +230,9 @@ class NodeServer(BaseServer):
         if partial:
             self.faults["partial"] -= 1
             self.counters["partial_lines"] += 1
-        for kind, events in (("node_raw_book_diffs", diffs), ("node_fills", fills)):
+        for st in statuses:
+            st["time"] = head["block_time"]
+        for kind, events in (("node_raw_book_diffs", diffs), ("node_fills", fills), ("node_order_statuses", statuses)):
             by_block = (json.dumps({**head, "events": events}, separators=(",", ":")) + "\n").encode()
             streaming = "".join(json.dumps({**head, "events": [ev]}, separators=(",", ":")) + "\n"
                                 for ev in events) if events else json.dumps({**head, "events": []},
@@ -239,7 +261,7 @@ class NodeServer(BaseServer):
     def snapshot(self) -> list:
         """``[height, [[coin, [[bids], [asks]]]]]`` at the last block written (pending events
         become a block first, so the files and the snapshot agree)."""
-        if self.diffs or self.fills:
+        if self.diffs or self.fills or self.statuses:
             self.write_block()
         coins = []
         for coin in self.market.symbols:

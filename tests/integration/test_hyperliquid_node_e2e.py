@@ -49,6 +49,7 @@ snapshot_out_path = "l4-{name}.json"
 snapshot_check_interval_s = 1.5
 snapshot_interval_s = 1.0
 l4 = {"true" if mode == "by_block" else "false"}
+order_statuses = true
 """.replace("'", '"') for name, mode in (("hln", "by_block"), ("hls", "streaming")))
         config.write_text('[pipeline]\nrun_dir = "run"\n' + tables)
         ingests = {name: procs.start(f"ingest-{name}", PIPELINE + ["--config", str(config), "ingest", name])
@@ -85,6 +86,10 @@ def test_books_from_the_bus_equal_shared_memory_and_the_check_matches(node):
              [ln for ln in node["procs"].log(f"ingest-{name}").splitlines() if "WARNING" in ln][:5])
         ex = exchange_stats(node["config"], name)
         assert ex["frames"] > 0 and ex["tail_lag_us"] >= 0 and ex["source_lag_us"] >= 0 and "backlog_bytes" in ex
+        # the node's order statuses are read and agree with the book's diffs, block by block
+        assert "order statuses: checking them" in node["procs"].log(f"ingest-{name}")
+        assert ex["status_mismatches"] == 0, [ln for ln in node["procs"].log(f"ingest-{name}").splitlines()
+                                              if "disagree" in ln]
 
 
 def test_an_hour_rollover_and_a_split_line_lose_nothing(node):
@@ -196,6 +201,8 @@ def test_a_coin_is_dropped_and_followed_again_at_runtime(node):
         after = exchange_feeds(config, name)
         assert (after["BTC"]["gaps"], after["BTC"]["resyncs"]) == (before["BTC"]["gaps"], before["BTC"]["resyncs"])
         assert after["BTC"]["state"] == "live" and after["ETH"]["source"] == "config"
+        # (order statuses of the blocks before ETH's book came back are not held against it)
+        assert exchange_stats(config, name)["status_mismatches"] == 0
 
 
 def _cli(config, *args) -> subprocess.CompletedProcess:

@@ -50,6 +50,15 @@ def fill(tid, side, crossed, px="101.0", sz="0.1", coin="BTC", **extra):
 
 
 DEPTH_STREAM, TRADE_STREAM = FileStream("depth", Path("/x")), FileStream("trades", Path("/y"))
+STATUS_STREAM = FileStream("statuses", Path("/z"))
+
+
+def statuses(n, *events):
+    """A node_order_statuses line: events (status, oid, coin)."""
+    return block(n, [{"time": "2026-05-05T17:39:13.024084407", "user": "0xu", "hash": None, "builder": None,
+                      "status": s, "order": {"coin": coin, "side": "B", "limitPx": "1.0", "sz": "1", "oid": oid,
+                                             "timestamp": 1, "tif": "Gtc", "cloid": None}}
+                     for s, oid, coin in events])
 
 
 @pytest.fixture
@@ -57,9 +66,10 @@ def node(shm_prefix, tmp_path):
     """(adapter, feed, recorder) with BTC and ETH loaded from ``snapshot()`` and live."""
     writers = []
 
-    def make(symbols=("BTC", "ETH"), snap=None, mode="by_block", capacity=None):
+    def make(symbols=("BTC", "ETH"), snap=None, mode="by_block", capacity=None, statuses=False):
         cfg = ExchangeConfig(name="hln", adapter="hyperliquid_node", symbols=symbols, depth=10,
-                             options={"node_data_dir": tmp_path, "snapshot_file": tmp_path / "s.json", "mode": mode})
+                             options={"node_data_dir": tmp_path, "snapshot_file": tmp_path / "s.json", "mode": mode,
+                                      "order_statuses": statuses})
         a = HyperliquidNodeAdapter(cfg)
         w = BookWriter(shm_prefix, "hln", list(symbols), 10, epoch=1, capacity=capacity)
         writers.append(w)
@@ -398,3 +408,86 @@ def test_a_full_resync_while_a_coin_waits_gives_it_its_book_too(node):
     # a snapshot the transport was taking for it meanwhile is of no use now
     assert a.offer_coin_snapshot(*a.decode_snapshot(snapshot(H + 3, eth=[[], []])), 9) == []
     assert f.feeds["ETH"].book.view() == ([], [(6.0, 2.0)])
+
+def test_order_statuses_are_checked_against_the_books_diffs_block_by_block(node, tmp_path):
+    """``order_statuses = true``: the statuses file is read too; per block, an order whose last
+    status is ``open`` has a diff in that block, a ``canceled``/``*Canceled``/``filled`` one is
+    not on the book after it; rejections and coins not followed are skipped.  Statuses read
+    before the book reaches their block wait for it; a block the book never read is unchecked."""
+    a, f, rec = node(statuses=True)
+    assert [s.name for s in a.file_streams()] == ["depth", "trades", "statuses"]
+    assert [s.root.parent.name for s in a.file_streams()][2] == "node_order_statuses_by_block"
+    # block H + 1: 5 opens (diff), 1 cancels (diff remove), order 3 is partly filled (update, no status)
+    assert a.parse_line(STATUS_STREAM, statuses(H + 1, ("open", 5, "BTC"), ("canceled", 2, "BTC"),
+                                               ("badAloPxRejected", 77, "BTC"), ("open", 9, "SOL"),
+                                               ("open", 40, "BTC"), ("filled", 40, "BTC")), 5) is None
+    assert a.counts["statuses_checked"] == 0  # the book is not at H + 1 yet: they wait
+    feed_line(a, f, DEPTH_STREAM, block(H + 1, [diff(5, "B", "99.0", {"new": {"sz": "0.1"}}),
+                                                diff(2, "B", "98.0", "remove"),
+                                                diff(3, "A", "101.0", {"update": {"origSz": "0.25", "newSz": "0.05"}})]))
+    # 5 open, 2 canceled, 40 open then filled at once (a taker that never rested): all agree
+    assert (a.counts["statuses_checked"], a.counts["status_mismatches"]) == (3, 0)
+    # block H + 2 read by the book first: an open order without a diff, a canceled one still on
+    # the book (1), a reduceOnlyCanceled one that is off it (4, removed here)
+    feed_line(a, f, DEPTH_STREAM, block(H + 2, [diff(4, "A", "101.0", "remove")]))
+    a.parse_line(STATUS_STREAM, statuses(H + 2, ("open", 50, "BTC"), ("canceled", 1, "BTC"),
+                                         ("reduceOnlyCanceled", 4, "BTC")), 5)
+    assert (a.counts["statuses_checked"], a.counts["status_mismatches"]) == (6, 2)
+    assert f.live("BTC")  # counted, not resynced: the periodic snapshot check rebuilds books
+    # statuses of a block the book skipped (before a snapshot, or past the kept marks) are not checked
+    a.parse_line(STATUS_STREAM, statuses(H - 3, ("open", 60, "BTC")), 5)
+    assert a.counts["status_blocks_unchecked"] == 1 and a.counts["statuses_checked"] == 6
+
+
+def test_order_statuses_in_streaming_mode_wait_for_the_block_to_end(node):
+    a, f, rec = node(statuses=True, mode="streaming")
+    assert a.file_streams()[2].root.parent.name == "node_order_statuses_streaming"
+    feed_line(a, f, DEPTH_STREAM, block(H + 1, [diff(5, "B", "99.0", {"new": {"sz": "0.1"}})]))
+    a.parse_line(STATUS_STREAM, statuses(H + 1, ("open", 5, "BTC")), 5)
+    a.parse_line(STATUS_STREAM, statuses(H + 1, ("canceled", 2, "BTC")), 5)  # more lines of block H + 1
+    assert a.counts["statuses_checked"] == 0  # not whole yet (a later block has not begun)
+    feed_line(a, f, DEPTH_STREAM, block(H + 1, [diff(2, "B", "98.0", "remove")]))  # the book's last line of it
+    a.parse_line(STATUS_STREAM, statuses(H + 2, ("open", 6, "BTC")), 5)  # statuses: H + 1 is whole
+    assert a.counts["statuses_checked"] == 0  # the book's H + 1 may still get lines
+    feed_line(a, f, DEPTH_STREAM, block(H + 2, [diff(6, "B", "97.0", {"new": {"sz": "1"}})]))
+    assert (a.counts["statuses_checked"], a.counts["status_mismatches"]) == (2, 0)
+
+
+def test_order_statuses_are_off_by_default(node):
+    a, f, rec = node()
+    assert [s.name for s in a.file_streams()] == ["depth", "trades"]
+
+
+@pytest.mark.parametrize("mode", ["by_block", "streaming"])
+def test_the_node_simulators_files_agree_with_its_snapshots_and_their_order_statuses(tmp_path, shm_prefix, mode):
+    """`pipeline sim --protocol hyperliquid_node` in-process: its snapshot + every block it wrote,
+    read by the adapter, is its next snapshot's book; its order statuses agree with the diffs."""
+    from pipeline.sim.base import SimOptions
+    from pipeline.sim.hyperliquid_node import NodeServer
+
+    sim = NodeServer(SimOptions(symbols=("BTC", "ETH"), seed=3, out=str(tmp_path / "data"), levels=40))
+    (tmp_path / "s.json").write_text(json.dumps(sim.snapshot()))
+    for i in range(1, 1501):
+        sim.on_update(sim.market.step(), 1_700_000_000_000 + i)
+        if i % 10 == 0:
+            sim.write_block()
+    end = sim.snapshot()  # (writes the last events as a block first)
+    cfg = ExchangeConfig(name="hln", adapter="hyperliquid_node", symbols=("BTC", "ETH"), depth=10,
+                         options={"node_data_dir": tmp_path / "data", "snapshot_file": tmp_path / "s.json",
+                                  "mode": mode, "order_statuses": True})
+    a = HyperliquidNodeAdapter(cfg)
+    a.load_snapshot(*a.decode_snapshot((tmp_path / "s.json").read_bytes()), 1)
+    streams = {s.name: s for s in a.file_streams()}
+    for name in ("depth", "trades", "statuses"):  # the statuses read after the book: they are checked at once
+        for path in hour_files(streams[name].root):
+            for line in path.read_bytes().splitlines():
+                a.parse_line(streams[name], line, 5)
+        a.end_of_batch(streams[name], 6)
+    a.parse_line(streams["depth"], block(end[0] + 1, []), 7)  # (streaming: the last block ends)
+    a.parse_line(streams["statuses"], statuses(end[0] + 1), 7)
+    c = a.counts
+    assert c["unknown_oid"] == c["block_gaps"] == 0 and a.height >= end[0]
+    assert c["statuses_checked"] > 500 and c["status_mismatches"] == 0 and c["status_blocks_unchecked"] == 0
+    _, want = a.decode_snapshot(json.dumps(end).encode())
+    for coin in ("BTC", "ETH"):
+        assert a._books[coin].levels() == want[coin].levels() and a._books[coin].crc() == want[coin].crc()
