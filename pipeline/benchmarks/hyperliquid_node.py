@@ -12,8 +12,13 @@ blocks/s, and the ratio to a busy mainnet node (~15,000 diff events/s, ~14 block
 
     .venv/bin/pipeline bench hyperliquid-node --coins 200 --blocks 600 --events 1000
     .venv/bin/pipeline bench hyperliquid-node --mode streaming
+    .venv/bin/pipeline bench hyperliquid-node --statuses 1800   # + node_order_statuses, checked
 
-Order statuses are not written: the source does not read them (books need only the diffs).
+``--statuses N`` also writes N order statuses per block (an ``open`` per new order, a
+``canceled`` per removed one, the rest rejections, as on mainnet: ~25,000 status lines/s at
+~14 blocks/s is ~1,800 per block, 95% rejections) and runs the source with
+``order_statuses = true``: the clock then stops when the statuses are read and checked too,
+and any mismatch fails the run.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 
 MAINNET_DIFFS_PER_S = 15_000
 MAINNET_BLOCKS_PER_S = 14
+MAINNET_STATUSES_PER_S = 25_000
 
 
 def _coins(n: int) -> list[str]:
@@ -36,7 +42,7 @@ def _coins(n: int) -> list[str]:
 
 
 def write_node(root: Path, coins: list[str], orders: int, blocks: int, events: int, mode: str,
-               seed: int = 1) -> tuple[Path, int, int]:
+               seed: int = 1, statuses: int = 0) -> tuple[Path, int, int]:
     """The synthetic node under ``root``: (snapshot path, first block, lines written)."""
     rng = random.Random(seed)
     weights = [8.0 if i < 3 else 1.0 for i in range(len(coins))]  # a few busy coins
@@ -62,8 +68,12 @@ def write_node(root: Path, coins: list[str], orders: int, blocks: int, events: i
     suffix = "by_block" if mode == "by_block" else "streaming"
     day = root / "data" / f"node_raw_book_diffs_{suffix}" / "hourly" / "20260505"
     fday = root / "data" / f"node_fills_{suffix}" / "hourly" / "20260505"
+    sday = root / "data" / f"node_order_statuses_{suffix}" / "hourly" / "20260505"
     day.mkdir(parents=True)
     fday.mkdir(parents=True)
+    if statuses:
+        sday.mkdir(parents=True)
+    sout = open(sday / "17", "w") if statuses else None
     lines = 0
     t0 = 1778000000.0
     tid = 1
@@ -72,7 +82,7 @@ def write_node(root: Path, coins: list[str], orders: int, blocks: int, events: i
             n = height + b
             ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + b * 0.07)) + f".{(b * 70_000_000) % 10**9:09d}"
             head = {"local_time": ts, "block_time": ts, "block_number": n}
-            evs, fills = [], []
+            evs, fills, sts = [], [], []
             for c in rng.choices(coins, weights, k=events):
                 book = books[c]
                 r = rng.random()
@@ -84,6 +94,7 @@ def write_node(root: Path, coins: list[str], orders: int, blocks: int, events: i
                     book[oid] = (side, px, sz)
                     evs.append({"user": "0xu", "oid": oid, "coin": c, "side": side, "px": px,
                                 "raw_book_diff": {"new": {"sz": sz}}})
+                    sts.append(("open", c, side, px, sz, oid))
                 else:
                     o = rng.choice(list(book)) if len(book) < 64 else next(iter(book))
                     side, px, sz = book[o]
@@ -91,6 +102,7 @@ def write_node(root: Path, coins: list[str], orders: int, blocks: int, events: i
                         del book[o]
                         evs.append({"user": "0xu", "oid": o, "coin": c, "side": side, "px": px,
                                     "raw_book_diff": "remove"})
+                        sts.append(("canceled", c, side, px, sz, o))
                     else:
                         new = f"{max(0.01, float(sz) / 2):.2f}"
                         book[o] = (side, px, new)
@@ -102,7 +114,19 @@ def write_node(root: Path, coins: list[str], orders: int, blocks: int, events: i
                             fills += [["0xa", {**common, "side": side, "crossed": False, "oid": o}],
                                       ["0xb", {**common, "side": "A" if side == "B" else "B", "crossed": True,
                                                "oid": 1}]]
-            for f, items in ((out, evs), (fout, fills)):
+            outs = [(out, evs), (fout, fills)]
+            if sout is not None:
+                for c in rng.choices(coins, weights, k=max(0, statuses - len(sts))):
+                    oid += 1
+                    sts.append(("badAloPxRejected", c, "B", f"{mids[c]:.1f}", "1.0", oid))
+                outs.append((sout, [{"time": ts, "user": "0xu", "hash": None, "builder": None, "status": s,
+                                     "order": {"coin": c, "side": side, "limitPx": px, "sz": sz, "oid": o,
+                                               "timestamp": 1, "triggerCondition": "N/A", "isTrigger": False,
+                                               "triggerPx": "0.0", "children": [], "isPositionTpsl": False,
+                                               "reduceOnly": False, "orderType": "Limit", "origSz": sz,
+                                               "tif": "Alo", "cloid": None}}
+                                    for s, c, side, px, sz, o in sts[:max(statuses, len(sts))]]))
+            for f, items in outs:
                 if mode == "by_block":
                     f.write(json.dumps({**head, "events": items}, separators=(",", ":")) + "\n")
                     lines += 1
@@ -111,10 +135,13 @@ def write_node(root: Path, coins: list[str], orders: int, blocks: int, events: i
                         f.write(json.dumps({**head, "events": [ev] if ev is not None else []},
                                            separators=(",", ":")) + "\n")
                         lines += 1
+    if sout is not None:
+        sout.close()
     return snapshot, height + blocks, lines
 
 
-def run_source(root: Path, snapshot: Path, coins: list[str], last: int, mode: str, depth: int) -> dict:
+def run_source(root: Path, snapshot: Path, coins: list[str], last: int, mode: str, depth: int,
+               statuses: bool = False) -> dict:
     """The real source over the files; seconds from start to the last block applied."""
     import zmq
 
@@ -127,7 +154,7 @@ def run_source(root: Path, snapshot: Path, coins: list[str], last: int, mode: st
 
     cfg = ExchangeConfig(name="hlbench", adapter="hyperliquid_node", symbols=tuple(coins), depth=depth,
                          options={"node_data_dir": root / "data", "snapshot_file": snapshot, "mode": mode,
-                                  "poll_interval_s": 0.001})
+                                  "poll_interval_s": 0.001, "order_statuses": statuses})
     adapter = HyperliquidNodeAdapter(cfg)
     ctx = zmq.Context()
     trades_sock = bus.make_pub(ctx, f"ipc://{root}/t.ipc")
@@ -152,7 +179,8 @@ def run_source(root: Path, snapshot: Path, coins: list[str], last: int, mode: st
 
             adapter.load_snapshot = timed_load
             task = asyncio.create_task(runner.run())
-            while adapter.height < last:
+            # (statuses: streaming knows a block's are whole once a later one begins: the last is not)
+            while adapter.height < last or (statuses and adapter._status_done < last - (mode == "streaming")):
                 await asyncio.sleep(0.005)
             result["seconds"] = time.perf_counter() - marks["t0"]
             result["cpu_seconds"] = time.process_time() - marks["cpu0"]
@@ -160,6 +188,7 @@ def run_source(root: Path, snapshot: Path, coins: list[str], last: int, mode: st
             result["updates"] = sum(f.counts.updates for f in feed.feeds.values())
             result["trades"] = sum(f.counts.trades for f in feed.feeds.values())
             result["gaps"] = sum(f.counts.gaps for f in feed.feeds.values())
+            result["counts"] = dict(adapter.counts)
             stop.set()
             await task
 
@@ -180,16 +209,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=1000, help="raw book diffs per block")
     ap.add_argument("--mode", choices=("by_block", "streaming"), default="by_block")
     ap.add_argument("--depth", type=int, default=50)
+    ap.add_argument("--statuses", type=int, default=0, help="order statuses per block (0: none, not read)")
     args = ap.parse_args(argv)
     coins = _coins(args.coins)
     with tempfile.TemporaryDirectory(prefix="hlnode-bench-") as d:
         root = Path(d)
         t = time.perf_counter()
-        snapshot, last, lines = write_node(root, coins, args.orders, args.blocks, args.events, args.mode)
+        snapshot, last, lines = write_node(root, coins, args.orders, args.blocks, args.events, args.mode,
+                                           statuses=args.statuses)
         size = sum(p.stat().st_size for p in (root / "data").rglob("*") if p.is_file())
         print(f"synthetic node: {len(coins)} coins x {args.orders} orders, {args.blocks} blocks x {args.events} "
               f"diffs ({args.mode}), {lines} lines, {size / 1e6:.0f} MB, written in {time.perf_counter() - t:.1f}s")
-        r = run_source(root, snapshot, coins, last, args.mode, args.depth)
+        r = run_source(root, snapshot, coins, last, args.mode, args.depth, statuses=args.statuses > 0)
     s, cpu = r["seconds"], r["cpu_seconds"]
     print(f"read in {s:.2f}s wall, {cpu:.2f}s CPU of this process; {r['updates']} book updates, {r['trades']} trades, "
           f"{r['gaps']} gaps")
@@ -201,7 +232,14 @@ def main(argv: list[str] | None = None) -> int:
               f"blocks/s = x{diffs_s / MAINNET_DIFFS_PER_S:.2f} a busy mainnet node's diffs "
               f"({MAINNET_DIFFS_PER_S:,}/s), x{args.blocks / secs / MAINNET_BLOCKS_PER_S:.1f} its blocks "
               f"({MAINNET_BLOCKS_PER_S}/s)")
-    return 0 if r["gaps"] == 0 else 1
+    c = r["counts"]
+    if args.statuses:
+        print(f"order statuses: {c['status_lines']} lines read, {c['statuses_checked']} checked against the book, "
+              f"{c['status_mismatches']} mismatches, {c['status_blocks_unchecked']} blocks unchecked; "
+              f"per CPU second: {args.blocks * args.statuses / cpu:,.0f} status events/s read alongside the diffs "
+              f"= x{args.blocks * args.statuses / cpu / MAINNET_STATUSES_PER_S:.2f} a busy mainnet node's "
+              f"({MAINNET_STATUSES_PER_S:,}/s)")
+    return 0 if r["gaps"] == 0 and c["status_mismatches"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -316,6 +316,16 @@ def test_the_benchmark_reads_a_small_synthetic_node_without_gaps(capsys):
     assert "per CPU second" in out and "0 gaps" in out
 
 
+@pytest.mark.parametrize("mode", ["by_block", "streaming"])
+def test_the_benchmark_with_order_statuses_checks_them_all(capsys, mode):
+    from pipeline.benchmarks.hyperliquid_node import main
+
+    assert main(["--coins", "4", "--orders", "20", "--blocks", "6", "--events", "30", "--depth", "5",
+                 "--statuses", "60", "--mode", mode]) == 0
+    out = capsys.readouterr().out
+    assert "0 mismatches, 0 blocks unchecked" in out and "status events/s" in out
+
+
 def _add(a, f, coin):
     """What the control socket does for ``pipeline subscribe hln COIN``."""
     a.add_symbol(coin)
