@@ -350,14 +350,20 @@ class FileRunner(Runner):
         try:
             while self.adapter.pending_coins() and not self.stop.is_set():
                 got = await self._snapshot(session)
-                if got is None:
-                    try:
-                        await asyncio.wait_for(self.stop.wait(), next(delays))
-                    except asyncio.TimeoutError:
-                        pass
-                    continue
-                self.coin_snapshots += 1
-                self._deliver(self.adapter.offer_coin_snapshot(*got, time.time_ns()))
+                if got is not None:
+                    self.coin_snapshots += 1
+                    self._deliver(self.adapter.offer_coin_snapshot(*got, time.time_ns()))
+                    if not self.adapter.pending_coins():
+                        break
+                    if self.adapter.bootstrap_request() is None:
+                        # a replay's snapshot file never gets newer: every book again from it,
+                        # the book streams re-read after it (the pause this task avoids on a node)
+                        self._resync = True
+                # failed, or refused as too old: the next one after a backoff
+                try:
+                    await asyncio.wait_for(self.stop.wait(), next(delays))
+                except asyncio.TimeoutError:
+                    pass
         finally:
             self._coin_task = None
 

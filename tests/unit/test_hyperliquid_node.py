@@ -501,3 +501,52 @@ def test_the_node_simulators_files_agree_with_its_snapshots_and_their_order_stat
     _, want = a.decode_snapshot(json.dumps(end).encode())
     for coin in ("BTC", "ETH"):
         assert a._books[coin].levels() == want[coin].levels() and a._books[coin].crc() == want[coin].crc()
+
+
+def test_a_replay_adds_a_coin_from_its_snapshot_file_by_reading_the_books_again(tmp_path, shm_prefix):
+    """The FileRunner's side of a runtime add on a replay (``snapshot_file``): the file's snapshot
+    is older than the new coin's kept blocks and never gets newer, so the runner falls back to a
+    full resync from it (the book streams re-read): the coin goes live with the right book."""
+    import asyncio
+    import time as _time
+
+    from ingest.filetail import FileRunner
+
+    day = tmp_path / "data" / "node_raw_book_diffs_by_block" / "hourly" / "20260505"
+    day.mkdir(parents=True)
+    (tmp_path / "data" / "node_fills_by_block" / "hourly" / "20260505").mkdir(parents=True)
+    (tmp_path / "data" / "node_fills_by_block" / "hourly" / "20260505" / "17").write_bytes(b"")
+    (day / "17").write_bytes(b"\n".join([
+        block(H + 1, [diff(5, "B", "99.0", {"new": {"sz": "0.1"}}), diff(9, "A", "6.5", {"new": {"sz": "1"}}, coin="ETH")]),
+        block(H + 2, [diff(7, "A", "5.0", "remove", coin="ETH")]),
+        block(H + 3, [diff(5, "B", "99.0", "remove")])]) + b"\n")
+    (tmp_path / "s.json").write_bytes(snapshot(eth=[[], [order(7, "A", "5.0", "1")]]))
+    cfg = ExchangeConfig(name="hln", adapter="hyperliquid_node", symbols=("BTC",), depth=10,
+                         options={"node_data_dir": tmp_path / "data", "snapshot_file": tmp_path / "s.json",
+                                  "poll_interval_s": 0.005})
+    a = HyperliquidNodeAdapter(cfg)
+    w = BookWriter(shm_prefix, "hln", ["BTC"], 10, epoch=1, capacity=2)
+    try:
+        f = FeedBooks("hln", a, w, Recorder(), epoch=1)
+        runner = FileRunner(cfg, a, f, None)
+
+        async def run():
+            runner.stop = stop = asyncio.Event()
+            task = asyncio.create_task(runner.run())
+            deadline = _time.monotonic() + 30
+            while a.height < H + 3 and _time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            a.add_symbol("ETH")
+            f.add_symbol("ETH", 1)
+            runner.add_symbols(("ETH",))
+            while not f.live("ETH") and _time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            stop.set()
+            await task
+
+        asyncio.run(run())
+        assert f.live("ETH") and f.feeds["ETH"].book.view() == ([], [(6.5, 1.0)])
+        assert f.feeds["BTC"].book.view() == ([(99.0, 1.5), (98.0, 2.0)], [(101.0, 0.75)]) and a.height == H + 3
+        assert a.counts["coin_snapshots_stale"] >= 1 and runner.bootstraps == 2 and a.counts["unknown_oid"] == 0
+    finally:
+        w.close(unlink=True)
