@@ -37,6 +37,7 @@ BENCH_COMMANDS = {
     "hyperliquid-node": "pipeline.benchmarks.hyperliquid_node",
     "chaos": "pipeline.benchmarks.chaos",
     "remote": "pipeline.benchmarks.remote",
+    "shards": "pipeline.benchmarks.shards",
 }
 
 
