@@ -435,6 +435,11 @@ def _exchange(name: str, raw: Any, adapters: Registry | None = None, base_dir: P
         if kw["processes"] > len(kw["symbols"]):
             raise ConfigError(f"{where}.processes", f"expected at most one process per configured symbol "
                               f"({len(kw['symbols'])}), got {kw['processes']}")
+        if kw["processes"] > 1 and adapters is not None and not getattr(
+                adapters.get(adapter, f"{where}.adapter").load(), "SHARDABLE", True):
+            raise ConfigError(f"{where}.processes", f"adapter {adapter!r} reads one source that every process "
+                              f"would read whole (it cannot be split over processes): expected 1, "
+                              f"got {kw['processes']}")
     kw["options"] = options
     ex = ExchangeConfig(**kw)
     if ex.processes > 1:  # every shard's endpoints are valid (tcp port + K)

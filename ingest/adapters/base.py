@@ -126,6 +126,9 @@ class Adapter(Protocol):
     supports_live_subscribe: ClassVar[bool] = False  # ``live_subscribe`` works on an open connection
     DEFAULTS: ClassVar[dict]        # URLs and limits used when the config sets none
     OPTIONS: ClassVar[tuple[str, ...]] = ()  # the adapter's own keys in ``[exchanges.X]`` (parse_options)
+    # ``processes = N`` can split the symbols over N ingest processes (pipeline/shards.py); a source
+    # every process would have to read whole (the node's files) says False and the config refuses N > 1
+    SHARDABLE: ClassVar[bool] = True
     traits: AdapterTraits
     symbols: tuple[str, ...]        # exchange-native symbols, from the config
 

@@ -305,6 +305,7 @@ class HyperliquidNodeAdapter(Adapter):
         "rest_depth_path": "/info",
         "rest_weight_limit": 600,
     }
+    SHARDABLE = False  # every process would tail every file: one process reads the node
     OPTIONS = ("node_data_dir", "mode", "snapshot_url", "snapshot_file", "snapshot_out_path",
                "snapshot_check_interval_s", "poll_interval_s", "l4", "order_statuses")
     NODE_DATA_DIR = "~/hl/data"

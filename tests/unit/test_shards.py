@@ -52,6 +52,22 @@ def test_bad_processes_fail_at_start_naming_the_key(tmp_path, extra, reason):
         config(tmp_path, extra=extra)
 
 
+def test_a_source_every_process_would_read_whole_is_not_split(tmp_path):
+    # the node's files: each shard would tail all of them (and publish every coin twice)
+    with pytest.raises(ConfigError, match=re.escape(
+            "exchanges.node.processes: adapter 'hyperliquid_node' reads one source that every process would read "
+            "whole (it cannot be split over processes): expected 1, got 2")):
+        parse_config(f"""
+[pipeline]
+run_dir = "{tmp_path}/run"
+[exchanges.node]
+adapter = "hyperliquid_node"
+symbols = ["BTC", "ETH"]
+snapshot_file = "{tmp_path}/snap.json"
+processes = 2
+""", tmp_path)
+
+
 def test_configured_symbols_go_round_robin_in_config_order_others_by_crc32(tmp_path):
     c = config(tmp_path, symbols=("A", "B", "C", "D", "E"), extra="processes = 2")
     ex = c.exchanges["sim"]
