@@ -60,7 +60,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zmq
 
-from pipeline import bus, schema
+from pipeline import bus, schema, shards
 from pipeline.config import Config, ExchangeConfig
 from pipeline.errors import ConfigError
 from pipeline.pidfile import PidFile
@@ -234,7 +234,7 @@ class ParquetSink:
         self.exchanges = {n: config.exchange(n) for n in names}
         self.ids = {n: self._exchange_id(n, ex) for n, ex in self.exchanges.items()}
         self._check_names()
-        self.counters = SinkCounters()
+        self.counters = SinkCounters(unit_of=lambda ex, sym: shards.unit_of(config, ex, sym))
         snapshots = snapshots or (lambda ex, sym, epoch: None)
         rings = rings or (lambda ex, epoch: None)
         self.snapshots = snapshots

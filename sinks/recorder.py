@@ -58,15 +58,19 @@ class SinkCounters:
     trades_lost: int = 0      # trades missed that the ring no longer held
     trade_gaps: int = 0       # trade seq gaps seen (filled or not)
     duplicates: int = 0       # trades dropped as already written
+    # (exchange, symbol) -> the ingest process (unit) that writes it: a sharded exchange has one
+    # epoch per process (pipeline/shards.py), so restarts are counted per unit.  None: per exchange
+    unit_of: Callable[[str, str], str] | None = field(default=None, repr=False)
     _epoch_of: dict[str, int] = field(default_factory=dict, repr=False)
 
-    def note_epoch(self, exchange: str, epoch: int) -> None:
+    def note_epoch(self, exchange: str, epoch: int, symbol: str | None = None) -> None:
         """Count each ingest restart once, whichever stream shows it first."""
-        known = self._epoch_of.get(exchange)
+        key = self.unit_of(exchange, symbol) if self.unit_of is not None and symbol is not None else exchange
+        known = self._epoch_of.get(key)
         if known is None or epoch > known:
             if known is not None:
                 self.epochs += 1
-            self._epoch_of[exchange] = epoch
+            self._epoch_of[key] = epoch
 
 
 SnapshotSource = Callable[[str, str, int], "BookSnapshot | None"]
@@ -103,7 +107,7 @@ class BookStream:
         """Start from a shared-memory view (sink start); a block, or "" when it has no levels."""
         if not len(snap.bids) and not len(snap.asks):
             return ""
-        self.counters.note_epoch(self.exchange, snap.epoch)
+        self.counters.note_epoch(self.exchange, snap.epoch, self.symbol)
         self.tracker.load_shm(snap)
         return self._block()
 
@@ -125,7 +129,7 @@ class BookStream:
         b = tr.book
         if seen is None or (b.epoch, b.seq) >= seen:
             return "" if self.in_file else self._block()  # e.g. after rows were lost: restate the book
-        self.counters.note_epoch(self.exchange, snap.epoch)
+        self.counters.note_epoch(self.exchange, snap.epoch, self.symbol)
         if b.epoch == seen[0]:
             self.counters.book_gaps += 1
         self.counters.book_resyncs += 1
@@ -159,7 +163,7 @@ class BookStream:
         result = tr.apply(msg)
         if result is Applied.RESYNC:
             c = self.counters
-            c.note_epoch(msg.exchange, msg.epoch)
+            c.note_epoch(msg.exchange, msg.epoch, msg.symbol)
             if was_synced and msg.epoch == old_epoch:
                 c.book_gaps += 1
             snap = self.snapshots(msg.exchange, msg.symbol, msg.epoch)
@@ -180,7 +184,7 @@ class BookStream:
             if self.in_file and was_synced and msg.epoch == old_epoch and old_bids == book.bids \
                     and old_asks == book.asks:
                 return ""  # a repeat of the book we have (periodic, or marked stale)
-            self.counters.note_epoch(msg.exchange, msg.epoch)
+            self.counters.note_epoch(msg.exchange, msg.epoch, msg.symbol)
             return self._block()
         if not self.in_file:
             return self._block()
@@ -311,7 +315,7 @@ class TradeStream:
                 return ""
             self._start(ring.epoch, 0)
         elif ring.epoch != self.epoch and (final or (seen is not None and seen[0] == ring.epoch)):
-            self.counters.note_epoch(self.exchange, ring.epoch)  # a new ingest whose trades never came on the bus
+            self.counters.note_epoch(self.exchange, ring.epoch, self.symbol)  # a new ingest whose trades never came on the bus
             self._start(ring.epoch, 0)
         due = (ring.epoch, head) if final else seen
         if due is None or due[0] != self.epoch or due[1] <= self.seq:
@@ -332,7 +336,7 @@ class TradeStream:
                 return text
             missing = msg.seq - self.seq - 1
         else:
-            self.counters.note_epoch(msg.exchange, msg.epoch)
+            self.counters.note_epoch(msg.exchange, msg.epoch, msg.symbol)
             if self.epoch is not None:
                 missing = msg.seq - 1  # the new epoch starts at 1
             elif 0 < self.since_us <= msg.epoch:

@@ -155,6 +155,11 @@ def test_two_ingest_processes_are_one_exchange_to_every_reader():
         eventually(lambda: first_rows_are_a_block(book_file), 20, 0.3, "a snapshot block first")
         assert all(list((workdir / "csv").glob(f"*_incremental_book_L2_*_{s}.csv")) for s in CONFIGURED)
 
+        def sink_epochs():
+            return next(x for x in status(cfg_path)["sinks"] if x["name"] == "csv")["epochs"]
+        # the sink saw both processes' epochs: two processes, no restart (counted per process)
+        assert sink_epochs() == 0
+
         # kill -9 of shard 1: supervisord restarts it alone; shard 0's streams run on untouched
         old = {f["symbol"]: f["epoch"] for f in status(cfg_path)["feeds"]}
         pid1 = ingests["ingest-sim.1"]["pid"]
@@ -171,6 +176,7 @@ def test_two_ingest_processes_are_one_exchange_to_every_reader():
         assert after["BTCUSDT"]["epoch"] == old["BTCUSDT"] and after["SOLUSDT"]["epoch"] == old["SOLUSDT"]
         assert read_pid(config.run_dir / "ingest-sim.0.pid") == ingests["ingest-sim.0"]["pid"]
         eventually(lambda: len(rec.of("BTCUSDT")) > n_btc + 20, 20, 0.1, "BTCUSDT still flowing")
+        eventually(lambda: sink_epochs() == 1, 20, 0.3, "the CSV sink counts shard 1's restart once")
         for s in ("BTCUSDT", "SOLUSDT"):
             assert contiguous(rec.of(s)), s
         eth = rec.of("ETHUSDT")

@@ -198,3 +198,21 @@ def test_each_shard_allows_itself_its_share_of_the_venues_rest_budget(tmp_path):
     assert create_adapter(whole, shards.shard_config(whole, 0))[1].traits.rest_weight_limit == 300
     one = config(tmp_path, extra="").exchanges["sim"]
     assert create_adapter(one, one)[1].traits.rest_weight_limit == 3000
+
+
+def test_a_sink_counts_restarts_per_process_of_a_sharded_exchange(tmp_path):
+    from sinks.recorder import SinkCounters
+
+    c = config(tmp_path, symbols=("A", "B", "C"), extra="processes = 2")  # A, C -> sim.0; B -> sim.1
+    counters = SinkCounters(unit_of=lambda ex, sym: shards.unit_of(c, ex, sym))
+    counters.note_epoch("sim", 100, "A")
+    counters.note_epoch("sim", 200, "B")  # the other process's epoch: not a restart
+    counters.note_epoch("sim", 100, "C")
+    assert counters.epochs == 0
+    counters.note_epoch("sim", 300, "B")  # process 1 restarted
+    counters.note_epoch("sim", 300, "B")
+    assert counters.epochs == 1
+    plain = SinkCounters()  # one process per exchange: as before
+    plain.note_epoch("sim", 100, "A")
+    plain.note_epoch("sim", 200, "B")
+    assert plain.epochs == 1
