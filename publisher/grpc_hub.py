@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from l2pipeline.v1 import marketdata_pb2 as pb
+from pipeline import schema
 from publisher.grpc_settings import GrpcConfig
 from publisher.mirror import BookMirror, Step
 from publisher.outbox import Outbox
@@ -86,6 +87,67 @@ def trade_message(t: Any) -> bytes:
     return m.SerializeToString()
 
 
+def _opt(m: Any, fields: tuple[str, ...], msg: Any, names: tuple[str, ...] | None = None) -> None:
+    """Set the proto3 ``optional`` fields whose bus value is stated (None stays unset, never 0)."""
+    for f, n in zip(fields, names or fields):
+        v = getattr(msg, n)
+        if v is not None:
+            setattr(m, f, v)
+
+
+def quote_message(q: Any) -> bytes:
+    """A serialized Quote from a bus quote (pipeline.schema.Quote)."""
+    m = pb.Quote(exchange=q.exchange, symbol=q.symbol, epoch=q.epoch, seq=q.seq, update_id=q.update_id or 0)
+    _opt(m, ("bid_price", "bid_size", "ask_price", "ask_size"), q, ("bid_price", "bid_amount", "ask_price",
+                                                                      "ask_amount"))
+    set_time(m.time_exchange, q.ts_exchange)
+    set_time(m.time_received, q.ts_received)
+    return m.SerializeToString()
+
+
+def ticker_message(t: Any) -> bytes:
+    """A serialized DerivativeTicker from a bus derivative_ticker (pipeline.schema.DerivativeTicker)."""
+    m = pb.DerivativeTicker(exchange=t.exchange, symbol=t.symbol, epoch=t.epoch, seq=t.seq)
+    _opt(m, ("mark_price", "index_price", "last_price", "funding_rate", "predicted_funding_rate", "open_interest"), t)
+    if t.funding_timestamp:
+        set_time(m.funding_time, t.funding_timestamp)
+    set_time(m.time_exchange, t.ts_exchange)
+    set_time(m.time_received, t.ts_received)
+    return m.SerializeToString()
+
+
+LIQUIDATION_SIDES = {"buy": pb.Liquidation.BUY, "sell": pb.Liquidation.SELL}
+
+
+def liquidation_message(q: Any) -> bytes:
+    """A serialized Liquidation from a bus liquidation (pipeline.schema.Liquidation)."""
+    m = pb.Liquidation(exchange=q.exchange, symbol=q.symbol, epoch=q.epoch, seq=q.seq,
+                       liquidation_id=q.liquidation_id, price=q.price, size=q.amount,
+                       side=LIQUIDATION_SIDES.get(q.side, pb.Liquidation.SIDE_UNKNOWN))
+    set_time(m.time_exchange, q.ts_exchange)
+    set_time(m.time_received, q.ts_received)
+    return m.SerializeToString()
+
+
+@dataclass(frozen=True)
+class EventRpc:
+    """A streaming RPC of one event kind other than books: its bus kind and how a message is serialized.
+    Conflatable kinds go to a slow stream's latest lane (the latest per symbol); the others are
+    queued like trades, never conflated."""
+
+    rpc: str
+    kind: schema.EventKind
+    serialize: Callable[[Any], bytes]
+
+
+EVENT_RPCS: dict[str, EventRpc] = {r.rpc: r for r in (
+    EventRpc("trades", schema.TRADE, trade_message),
+    EventRpc("quotes", schema.QUOTE, quote_message),
+    EventRpc("derivative_tickers", schema.DERIVATIVE_TICKER, ticker_message),
+    EventRpc("liquidations", schema.LIQUIDATION, liquidation_message),
+)}
+
+
 @dataclass(frozen=True)
 class BooksRequest:
     """A checked SubscribeBooks request."""
@@ -99,7 +161,7 @@ class BooksRequest:
 
 
 class Stream:
-    """One SubscribeBooks or SubscribeTrades call; the server owns the call behind ``wake``."""
+    """One SubscribeBooks, SubscribeTrades (or other event kind's) call; the server owns the call behind ``wake``."""
 
     __slots__ = ("id", "peer", "rpc", "exchange", "symbols", "subs", "outbox", "wake", "closing", "connected_us",
                  "depth", "mode", "interval_ms", "all_symbols")
@@ -108,7 +170,7 @@ class Stream:
                  outbox: Outbox, wake: Callable[[], None], connected_us: int):
         self.id = stream_id
         self.peer = peer
-        self.rpc = rpc  # "books" | "trades"
+        self.rpc = rpc  # "books" or an EVENT_RPCS name ("trades", "quotes", ...)
         self.exchange = exchange
         self.symbols = symbols
         self.subs: dict[Key, BookSub] = {}
@@ -135,7 +197,9 @@ class GrpcHub:
         self.clock = clock
         self.streams: dict[int, Stream] = {}
         self._next_id = 1
-        self.trade_index: dict[Key, set[Stream]] = {}
+        # rpc name (EVENT_RPCS) -> (exchange, symbol) -> the streams of that kind following it
+        self.event_index: dict[str, dict[Key, set[Stream]]] = {name: {} for name in EVENT_RPCS}
+        self.trade_index = self.event_index["trades"]
         self.delta_index: dict[Key, dict[int, dict[Stream, BookSub]]] = {}
         self.waiting: dict[Key, dict[Stream, BookSub]] = {}  # SNAPSHOTS subs waiting for a change
         self.counts: Counter[str] = Counter()
@@ -229,11 +293,18 @@ class GrpcHub:
     def open_trades(self, peer: str, exchange: str, symbols: tuple[str, ...], wake: Callable[[], None],
                     all_symbols: bool = False) -> Stream:
         """A SubscribeTrades call starts (``all_symbols``: it named none). Raises Refused when full."""
-        s = self._new_stream(peer, "trades", exchange, symbols, wake)
+        return self.open_events("trades", peer, exchange, symbols, wake, all_symbols)
+
+    def open_events(self, rpc: str, peer: str, exchange: str, symbols: tuple[str, ...], wake: Callable[[], None],
+                    all_symbols: bool = False) -> Stream:
+        """A SubscribeTrades / SubscribeQuotes / ... call starts (``rpc``: an EVENT_RPCS name;
+        ``all_symbols``: it named none). Raises Refused when full."""
+        s = self._new_stream(peer, rpc, exchange, symbols, wake)
         s.all_symbols = all_symbols
+        index = self.event_index[rpc]
         for sym in symbols:
-            self.trade_index.setdefault((exchange, sym), set()).add(s)
-        log.info("stream %d (%s): trades %s %s", s.id, peer, exchange, ",".join(symbols))
+            index.setdefault((exchange, sym), set()).add(s)
+        log.info("stream %d (%s): %s %s %s", s.id, peer, rpc, exchange, ",".join(symbols))
         return s
 
     def add_symbol(self, exchange: str, symbol: str) -> int:
@@ -247,7 +318,7 @@ class GrpcHub:
             if s.rpc == "books":
                 self._follow_book(s, symbol)
             else:
-                self.trade_index.setdefault((exchange, symbol), set()).add(s)
+                self.event_index[s.rpc].setdefault((exchange, symbol), set()).add(s)
             s.wake()
             n += 1
         return n
@@ -277,9 +348,10 @@ class GrpcHub:
         s.wake()
 
     def _unindex(self, s: Stream) -> None:
+        index = self.event_index.get(s.rpc)
         for sym in s.symbols:
             key = (s.exchange, sym)
-            t = self.trade_index.get(key)
+            t = index.get(key) if index is not None else None
             if t is not None:
                 t.discard(s)
             sub = s.subs.get(key)
@@ -309,6 +381,34 @@ class GrpcHub:
         slow = None
         for s in streams:
             reason = s.outbox.push_trade(frame, t.ts_received, now)
+            if reason is None:
+                s.wake()
+            else:
+                slow = slow or []
+                slow.append((s, reason))
+        for s, reason in slow or ():
+            self._end_slow(s, reason)
+
+    def on_event(self, rpc: EventRpc, payload: bytes) -> None:
+        """A quote, derivative ticker or liquidation from the bus, to the streams of its kind:
+        serialized once; conflatable kinds into each stream's latest lane (a slow stream gets the
+        latest per symbol), the others queued like trades (a stream too slow for them is ended)."""
+        msg = schema.decoder(rpc.kind)(payload)
+        self.counts[rpc.rpc + "_in"] += 1
+        streams = self.event_index[rpc.rpc].get((msg.exchange, msg.symbol))
+        if not streams:
+            return
+        frame = rpc.serialize(msg)
+        key = (msg.exchange, msg.symbol)
+        if rpc.kind.conflatable:
+            for s in streams:
+                s.outbox.push_latest(rpc.rpc, key, frame, msg.ts_received)
+                s.wake()
+            return
+        now = self.clock()
+        slow = None
+        for s in streams:
+            reason = s.outbox.push_trade(frame, msg.ts_received, now)
             if reason is None:
                 s.wake()
             else:
@@ -386,7 +486,7 @@ class GrpcHub:
             payload, kind, _ = item
             if kind != "snapshot":
                 outbox.sent += 1
-                self.counts["sent_" + kind] += 1
+                self.counts["sent_" + (kind if s.rpc == "books" else s.rpc)] += 1  # (books: "l2" deltas)
                 return payload  # type: ignore[return-value]
             key = payload
             sub = s.subs.get(key)  # type: ignore[call-overload]
@@ -461,7 +561,9 @@ class GrpcHub:
             "trades_in": self.counts["trades_in"],
             "l2_in": self.counts["l2_in"],
             "get_book": self.counts["get_book"],
-            "sent": {"trades": self.counts["sent_trade"], "deltas": self.counts["sent_l2"],
-                     "snapshots": self.counts["sent_snapshot"]},
+            "sent": {"trades": self.counts["sent_trades"], "deltas": self.counts["sent_l2"],
+                     "snapshots": self.counts["sent_snapshot"],
+                     **{r: self.counts["sent_" + r] for r in EVENT_RPCS if r != "trades"}},
+            "events_in": {r: self.counts[r + "_in"] for r in EVENT_RPCS if r != "trades"},
             "stream_list": streams,
         }

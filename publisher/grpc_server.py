@@ -40,7 +40,7 @@ from pipeline.config import Config
 from pipeline.pidfile import PidFile
 from publisher import health as health_mod
 from publisher.base import Stop
-from publisher.grpc_hub import STATES, GrpcHub, Refused, Stream
+from publisher.grpc_hub import EVENT_RPCS, STATES, GrpcHub, Refused, Stream
 from publisher.grpc_settings import GrpcConfig, check_exposure, grpc_config
 from publisher.grpc_stats import stats_path, write_stats
 from publisher.mirror import BookMirror
@@ -70,8 +70,14 @@ def _feed_message(f: dict, depth: int) -> pb.Feed:
     return m
 
 
+# the streaming methods of the other event kinds: (method, GrpcHub.EVENT_RPCS name, request type)
+EVENT_METHODS = (("SubscribeQuotes", "quotes", pb.SubscribeQuotesRequest),
+                 ("SubscribeDerivativeTickers", "derivative_tickers", pb.SubscribeDerivativeTickersRequest),
+                 ("SubscribeLiquidations", "liquidations", pb.SubscribeLiquidationsRequest))
+
+
 class MarketDataService:
-    """The four methods of l2pipeline.v1.MarketData on the hub; ``handler()`` registers them."""
+    """The methods of l2pipeline.v1.MarketData on the hub; ``handler()`` registers them."""
 
     def __init__(self, config: Config, limits: GrpcConfig, hub: GrpcHub, loop: asyncio.AbstractEventLoop):
         self.config = config
@@ -94,6 +100,9 @@ class MarketDataService:
             "ListFeeds": grpc.unary_unary_rpc_method_handler(
                 self.list_feeds, request_deserializer=pb.ListFeedsRequest.FromString,
                 response_serializer=pb.ListFeedsResponse.SerializeToString),
+            **{method: grpc.unary_stream_rpc_method_handler(
+                self._events(rpc), request_deserializer=request.FromString, response_serializer=raw)
+               for method, rpc, request in EVENT_METHODS},
         })
 
     async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
@@ -143,6 +152,18 @@ class MarketDataService:
             await self._refuse(context, exc)
         await self._serve(context, lambda wake: self.hub.open_trades(context.peer(), request.exchange, symbols, wake,
                                                                      all_symbols=not request.symbols))
+
+    def _events(self, rpc: str):
+        """The handler of SubscribeQuotes / SubscribeDerivativeTickers / SubscribeLiquidations."""
+        async def subscribe(request, context: grpc.aio.ServicerContext) -> None:
+            await self._authorize(context)
+            try:
+                symbols = self.hub.check_symbols(request.exchange, list(request.symbols))
+            except Refused as exc:
+                await self._refuse(context, exc)
+            await self._serve(context, lambda wake: self.hub.open_events(
+                rpc, context.peer(), request.exchange, symbols, wake, all_symbols=not request.symbols))
+        return subscribe
 
     async def _serve(self, context: grpc.aio.ServicerContext, open_stream) -> None:
         """The one writer of a stream: the next message of its outbox, written, until the call ends."""
@@ -236,9 +257,12 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     except RuntimeError as exc:  # grpc says only "Failed to bind"
         raise _bind_error(host, port) from exc
     ctx = zmq.Context()
-    reader = bus.Reader.for_config(ctx, config, kinds=(schema.TRADE, schema.L2))  # (the kinds it serves)
-    reader.on_kinds({schema.TRADE: lambda _topic, payload: hub.on_trade(payload), schema.L2: hub.on_l2},
-                    on_error=fail)
+    events = [r for r in EVENT_RPCS.values() if r.rpc != "trades"]
+    reader = bus.Reader.for_config(ctx, config, kinds=(schema.TRADE, schema.L2, *(r.kind for r in events)))
+    handlers = {schema.TRADE: lambda _topic, payload: hub.on_trade(payload), schema.L2: hub.on_l2}
+    for r in events:
+        handlers[r.kind] = lambda _topic, payload, r=r: hub.on_event(r, payload)
+    reader.on_kinds(handlers, on_error=fail)
     hub.poll_trades = reader.poll_hot
     monitor = None
     address = f"{host}:{bound}"

@@ -192,3 +192,115 @@ class ListFeedsResponse(_message.Message):
     FEEDS_FIELD_NUMBER: _ClassVar[int]
     feeds: _containers.RepeatedCompositeFieldContainer[Feed]
     def __init__(self, feeds: _Optional[_Iterable[_Union[Feed, _Mapping]]] = ...) -> None: ...
+
+class SubscribeQuotesRequest(_message.Message):
+    __slots__ = ("exchange", "symbols")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, exchange: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Quote(_message.Message):
+    __slots__ = ("exchange", "symbol", "epoch", "seq", "bid_price", "bid_size", "ask_price", "ask_size", "update_id", "time_exchange", "time_received")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    BID_PRICE_FIELD_NUMBER: _ClassVar[int]
+    BID_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ASK_PRICE_FIELD_NUMBER: _ClassVar[int]
+    ASK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    TIME_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    epoch: int
+    seq: int
+    bid_price: float
+    bid_size: float
+    ask_price: float
+    ask_size: float
+    update_id: int
+    time_exchange: _timestamp_pb2.Timestamp
+    time_received: _timestamp_pb2.Timestamp
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., bid_price: _Optional[float] = ..., bid_size: _Optional[float] = ..., ask_price: _Optional[float] = ..., ask_size: _Optional[float] = ..., update_id: _Optional[int] = ..., time_exchange: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_received: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SubscribeDerivativeTickersRequest(_message.Message):
+    __slots__ = ("exchange", "symbols")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, exchange: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DerivativeTicker(_message.Message):
+    __slots__ = ("exchange", "symbol", "epoch", "seq", "mark_price", "index_price", "last_price", "funding_rate", "predicted_funding_rate", "funding_time", "open_interest", "time_exchange", "time_received")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    MARK_PRICE_FIELD_NUMBER: _ClassVar[int]
+    INDEX_PRICE_FIELD_NUMBER: _ClassVar[int]
+    LAST_PRICE_FIELD_NUMBER: _ClassVar[int]
+    FUNDING_RATE_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FUNDING_RATE_FIELD_NUMBER: _ClassVar[int]
+    FUNDING_TIME_FIELD_NUMBER: _ClassVar[int]
+    OPEN_INTEREST_FIELD_NUMBER: _ClassVar[int]
+    TIME_EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    TIME_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    epoch: int
+    seq: int
+    mark_price: float
+    index_price: float
+    last_price: float
+    funding_rate: float
+    predicted_funding_rate: float
+    funding_time: _timestamp_pb2.Timestamp
+    open_interest: float
+    time_exchange: _timestamp_pb2.Timestamp
+    time_received: _timestamp_pb2.Timestamp
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., mark_price: _Optional[float] = ..., index_price: _Optional[float] = ..., last_price: _Optional[float] = ..., funding_rate: _Optional[float] = ..., predicted_funding_rate: _Optional[float] = ..., funding_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., open_interest: _Optional[float] = ..., time_exchange: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_received: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SubscribeLiquidationsRequest(_message.Message):
+    __slots__ = ("exchange", "symbols")
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOLS_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbols: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, exchange: _Optional[str] = ..., symbols: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Liquidation(_message.Message):
+    __slots__ = ("exchange", "symbol", "epoch", "seq", "liquidation_id", "price", "size", "side", "time_exchange", "time_received")
+    class Side(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        SIDE_UNKNOWN: _ClassVar[Liquidation.Side]
+        BUY: _ClassVar[Liquidation.Side]
+        SELL: _ClassVar[Liquidation.Side]
+    SIDE_UNKNOWN: Liquidation.Side
+    BUY: Liquidation.Side
+    SELL: Liquidation.Side
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    LIQUIDATION_ID_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    TIME_EXCHANGE_FIELD_NUMBER: _ClassVar[int]
+    TIME_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    exchange: str
+    symbol: str
+    epoch: int
+    seq: int
+    liquidation_id: str
+    price: float
+    size: float
+    side: Liquidation.Side
+    time_exchange: _timestamp_pb2.Timestamp
+    time_received: _timestamp_pb2.Timestamp
+    def __init__(self, exchange: _Optional[str] = ..., symbol: _Optional[str] = ..., epoch: _Optional[int] = ..., seq: _Optional[int] = ..., liquidation_id: _Optional[str] = ..., price: _Optional[float] = ..., size: _Optional[float] = ..., side: _Optional[_Union[Liquidation.Side, str]] = ..., time_exchange: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., time_received: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

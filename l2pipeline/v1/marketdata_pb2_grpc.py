@@ -54,6 +54,21 @@ class MarketDataStub:
                 request_serializer=l2pipeline_dot_v1_dot_marketdata__pb2.ListFeedsRequest.SerializeToString,
                 response_deserializer=l2pipeline_dot_v1_dot_marketdata__pb2.ListFeedsResponse.FromString,
                 _registered_method=True)
+        self.SubscribeQuotes = channel.unary_stream(
+                '/l2pipeline.v1.MarketData/SubscribeQuotes',
+                request_serializer=l2pipeline_dot_v1_dot_marketdata__pb2.SubscribeQuotesRequest.SerializeToString,
+                response_deserializer=l2pipeline_dot_v1_dot_marketdata__pb2.Quote.FromString,
+                _registered_method=True)
+        self.SubscribeDerivativeTickers = channel.unary_stream(
+                '/l2pipeline.v1.MarketData/SubscribeDerivativeTickers',
+                request_serializer=l2pipeline_dot_v1_dot_marketdata__pb2.SubscribeDerivativeTickersRequest.SerializeToString,
+                response_deserializer=l2pipeline_dot_v1_dot_marketdata__pb2.DerivativeTicker.FromString,
+                _registered_method=True)
+        self.SubscribeLiquidations = channel.unary_stream(
+                '/l2pipeline.v1.MarketData/SubscribeLiquidations',
+                request_serializer=l2pipeline_dot_v1_dot_marketdata__pb2.SubscribeLiquidationsRequest.SerializeToString,
+                response_deserializer=l2pipeline_dot_v1_dot_marketdata__pb2.Liquidation.FromString,
+                _registered_method=True)
 
 
 class MarketDataServicer:
@@ -87,6 +102,30 @@ class MarketDataServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeQuotes(self, request, context):
+        """The venue's best bid and offer of the symbols; a client that falls behind gets the latest
+        quote of each symbol, never a backlog.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeDerivativeTickers(self, request, context):
+        """Mark, index and last price, funding and open interest of derivative symbols; latest state
+        per symbol for a client that falls behind, as quotes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeLiquidations(self, request, context):
+        """Every liquidation of the symbols, never conflated (a client too slow for them is ended, as
+        for trades).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MarketDataServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +148,21 @@ def add_MarketDataServicer_to_server(servicer, server):
                     servicer.ListFeeds,
                     request_deserializer=l2pipeline_dot_v1_dot_marketdata__pb2.ListFeedsRequest.FromString,
                     response_serializer=l2pipeline_dot_v1_dot_marketdata__pb2.ListFeedsResponse.SerializeToString,
+            ),
+            'SubscribeQuotes': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeQuotes,
+                    request_deserializer=l2pipeline_dot_v1_dot_marketdata__pb2.SubscribeQuotesRequest.FromString,
+                    response_serializer=l2pipeline_dot_v1_dot_marketdata__pb2.Quote.SerializeToString,
+            ),
+            'SubscribeDerivativeTickers': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeDerivativeTickers,
+                    request_deserializer=l2pipeline_dot_v1_dot_marketdata__pb2.SubscribeDerivativeTickersRequest.FromString,
+                    response_serializer=l2pipeline_dot_v1_dot_marketdata__pb2.DerivativeTicker.SerializeToString,
+            ),
+            'SubscribeLiquidations': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeLiquidations,
+                    request_deserializer=l2pipeline_dot_v1_dot_marketdata__pb2.SubscribeLiquidationsRequest.FromString,
+                    response_serializer=l2pipeline_dot_v1_dot_marketdata__pb2.Liquidation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +273,87 @@ class MarketData:
             '/l2pipeline.v1.MarketData/ListFeeds',
             l2pipeline_dot_v1_dot_marketdata__pb2.ListFeedsRequest.SerializeToString,
             l2pipeline_dot_v1_dot_marketdata__pb2.ListFeedsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeQuotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/l2pipeline.v1.MarketData/SubscribeQuotes',
+            l2pipeline_dot_v1_dot_marketdata__pb2.SubscribeQuotesRequest.SerializeToString,
+            l2pipeline_dot_v1_dot_marketdata__pb2.Quote.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeDerivativeTickers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/l2pipeline.v1.MarketData/SubscribeDerivativeTickers',
+            l2pipeline_dot_v1_dot_marketdata__pb2.SubscribeDerivativeTickersRequest.SerializeToString,
+            l2pipeline_dot_v1_dot_marketdata__pb2.DerivativeTicker.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeLiquidations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/l2pipeline.v1.MarketData/SubscribeLiquidations',
+            l2pipeline_dot_v1_dot_marketdata__pb2.SubscribeLiquidationsRequest.SerializeToString,
+            l2pipeline_dot_v1_dot_marketdata__pb2.Liquidation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -228,3 +228,57 @@ def test_streams_of_every_symbol_take_a_symbol_added_at_runtime(tmp_path):
         assert not [m for m in Reader(hub, named_books).drain() if m.symbol == "BTCUSDT"]
     finally:
         mirror.close()
+
+
+def quote_payload(seq: int, bid: float | None) -> bytes:
+    return schema.encode(schema.Quote(exchange="sim", symbol="BTCUSDT", epoch=1, seq=seq, ts_exchange=1_000_000,
+                                      ts_received=2_000_000 + seq, bid_price=bid, bid_amount=1.0 if bid else None,
+                                      ask_price=101.0, ask_amount=2.0, update_id=seq))
+
+
+def test_quotes_stream_with_unstated_values_unset_and_a_slow_stream_gets_the_latest(env):
+    from publisher.grpc_hub import EVENT_RPCS
+
+    hub = env[0]
+    r = Reader(hub, hub.open_events("quotes", "q", "sim", ("BTCUSDT",), lambda: None), pb.Quote)
+    hub.on_event(EVENT_RPCS["quotes"], quote_payload(1, None))
+    (q,) = r.drain()
+    assert (q.exchange, q.symbol, q.epoch, q.seq, q.update_id) == ("sim", "BTCUSDT", 1, 1, 1)
+    assert not q.HasField("bid_price") and not q.HasField("bid_size")  # the venue stated none: unset, not 0
+    assert (q.ask_price, q.ask_size) == (101.0, 2.0) and q.time_received.nanos == 1_000
+    for seq in range(2, 50):  # the stream does not read: only the latest quote of the symbol waits
+        hub.on_event(EVENT_RPCS["quotes"], quote_payload(seq, 100.0))
+    (q,) = r.drain()
+    assert (q.seq, q.bid_price, q.bid_size) == (49, 100.0, 1.0)
+    assert r.stream.closing is None and hub.statistics()["sent"]["quotes"] == 2
+
+
+def test_tickers_and_liquidations_stream_and_liquidations_are_never_conflated(env):
+    from publisher.grpc_hub import EVENT_RPCS
+
+    hub = env[0]
+    tick = Reader(hub, hub.open_events("derivative_tickers", "t", "sim", hub.check_symbols("sim", []), lambda: None,
+                                  all_symbols=True),
+                  pb.DerivativeTicker)
+    hub.on_event(EVENT_RPCS["derivative_tickers"], schema.encode(schema.DerivativeTicker(
+        exchange="sim", symbol="BTCUSDT", epoch=1, seq=7, ts_exchange=1, ts_received=2, mark_price=100.5,
+        funding_rate=0.0001, funding_timestamp=3_600_000_000)))
+    (t,) = tick.drain()
+    assert (t.seq, t.mark_price, t.funding_rate, t.funding_time.seconds) == (7, 100.5, 0.0001, 3600)
+    assert not t.HasField("index_price") and not t.HasField("open_interest")
+
+    slow = hub.open_events("liquidations", "slow", "sim", ("BTCUSDT",), lambda: None)
+    fast = Reader(hub, hub.open_events("liquidations", "fast", "sim", ("BTCUSDT",), lambda: None), pb.Liquidation)
+    got = []
+    for seq in range(1, 6):
+        hub.on_event(EVENT_RPCS["liquidations"], schema.encode(schema.Liquidation(
+            exchange="sim", symbol="BTCUSDT", epoch=1, seq=seq, ts_exchange=1, ts_received=2, side="buy",
+            price=99.0, amount=0.5, liquidation_id=f"L{seq}")))
+        got += fast.drain()
+    assert [(x.seq, x.liquidation_id, x.side, x.price, x.size) for x in got] == [
+        (n, f"L{n}", pb.Liquidation.BUY, 99.0, 0.5) for n in range(1, 6)]
+    assert slow.closing == "too slow: 3 trades queued (limit 3)"  # the never-conflated lane's bound
+    st = hub.statistics()
+    assert st["sent"]["liquidations"] == 5 and st["events_in"]["liquidations"] == 5
+    # an unsubscribed kind's streams stay empty
+    assert tick.drain() == []

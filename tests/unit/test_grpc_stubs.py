@@ -33,6 +33,10 @@ def test_the_service_is_the_contract():
         "SubscribeBooks": ("SubscribeBooksRequest", "BookMessage", True),
         "SubscribeTrades": ("SubscribeTradesRequest", "Trade", True),
         "ListFeeds": ("ListFeedsRequest", "ListFeedsResponse", False),
+        # later kinds, as RPCs of their own (the contract: the methods above do not change)
+        "SubscribeQuotes": ("SubscribeQuotesRequest", "Quote", True),
+        "SubscribeDerivativeTickers": ("SubscribeDerivativeTickersRequest", "DerivativeTicker", True),
+        "SubscribeLiquidations": ("SubscribeLiquidationsRequest", "Liquidation", True),
     }
     fields = {name: [f.name for f in pb.DESCRIPTOR.message_types_by_name[name].fields]
               for name in ("BookMessage", "Trade", "Level")}
