@@ -162,7 +162,17 @@ class SnapshotRequest:
 
 @dataclass(frozen=True, slots=True)
 class DepthConnected:
-    """A depth connection is opening for ``symbols``: they buffer and wait for snapshots."""
+    """A depth connection is opening for ``symbols``: they buffer and wait for snapshots.
+    ``open``: the connection is already up (symbols added to it); False while the handshake is
+    still under way (the runner then says DepthOpen once it is): status says "connected" only then."""
+
+    symbols: tuple[str, ...]
+    open: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DepthOpen:
+    """The depth connection that DepthConnected announced for ``symbols`` finished its handshake."""
 
     symbols: tuple[str, ...]
 

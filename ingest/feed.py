@@ -35,7 +35,7 @@ from typing import Callable
 
 import zmq
 
-from ingest.events import (BboEvent, DepthConnected, DepthDiff, DepthDisconnected, DepthSilent, DepthSnapshot,
+from ingest.events import (BboEvent, DepthConnected, DepthDiff, DepthOpen, DepthDisconnected, DepthSilent, DepthSnapshot,
                            L4Event, LiquidationEvent, Malformed, Request, SnapshotOverdue, TickerEvent, TradeEvent,
                            Unknown, VenueNotice)
 from ingest.kinds import DEFAULT_BAR_INTERVALS, SymbolKinds
@@ -284,7 +284,7 @@ class FeedBooks:
             TickerEvent: self._on_ticker, LiquidationEvent: self._on_liquidation, L4Event: self._on_l4,
             Malformed: self._on_malformed, Unknown: self._on_unknown, DepthConnected: self._on_connected,
             DepthDisconnected: self._on_disconnected, SnapshotOverdue: self._on_overdue,
-            DepthSilent: self._on_silent,
+            DepthSilent: self._on_silent, DepthOpen: self._on_open,
         }
 
     # ------------------------------------------------------------ the entry point
@@ -413,6 +413,11 @@ class FeedBooks:
         for sym in ev.symbols:
             f = self.feeds[sym]
             self._carry_out(f, f.sync.connected(), 0)
+            f.counts.connected = 1 if ev.open and not f.removed else 0
+
+    def _on_open(self, ev: DepthOpen) -> None:
+        for sym in ev.symbols:
+            f = self.feeds[sym]
             f.counts.connected = 0 if f.removed else 1
 
     def _on_disconnected(self, ev: DepthDisconnected) -> None:

@@ -30,7 +30,7 @@ from collections import deque
 import aiohttp
 
 from ingest.capture import CaptureWriter
-from ingest.events import (DepthConnected, DepthDisconnected, DepthSilent, Malformed, SnapshotOverdue,
+from ingest.events import (DepthConnected, DepthDisconnected, DepthOpen, DepthSilent, Malformed, SnapshotOverdue,
                            SnapshotRequest, StreamGroup, VenueNotice)
 from ingest.feed import P, FeedBooks
 from ingest.health import Health, describe_failure
@@ -206,7 +206,7 @@ class Runner:
             if group.kind == "depth":
                 # buffering starts before the handshake: frames that arrive in the same
                 # read as the server's 101 response are dispatched at once
-                self._depth_connected(group.symbols, held)
+                self._depth_connected(group.symbols, held, opening=True)
             try:
                 conn = await open_connection(group.url, handler, priority=(group.kind == "trades"))
                 self._last_data[held][0] = time.time_ns()  # the stall clock starts at the open
@@ -214,6 +214,8 @@ class Runner:
                 self.connections[held] = conn
                 self.header[P["connections"]] += 1
                 self.health.connection_opened(held)
+                if group.kind == "depth":  # status says "connected" from now on, not during the handshake
+                    self.feed.receive(DepthOpen(group.symbols))
                 if attempt > 1:
                     self.header[P["reconnects"]] += 1
                 log.info("%s connection open (%d symbols): %s", group.kind, len(group.symbols), group.url[:120])
@@ -412,12 +414,12 @@ class Runner:
             self._carry_out(self.feed.receive(SnapshotOverdue(symbols)) or (), held)
 
     # -------------------------------------------------------------- snapshots
-    def _depth_connected(self, symbols, group: Held) -> None:
-        """The feed hears that ``symbols`` are (re)subscribed on a depth connection: a REST answer
-        asked for before this is moot (``_fetch_snapshot``)."""
+    def _depth_connected(self, symbols, group: Held, opening: bool = False) -> None:
+        """The feed hears that ``symbols`` are (re)subscribed on a depth connection (``opening``: its
+        handshake is still under way): a REST answer asked for before this is moot (``_fetch_snapshot``)."""
         for s in symbols:
             self._connects[s] = self._connects.get(s, 0) + 1
-        self._carry_out(self.feed.receive(DepthConnected(tuple(symbols))) or (), group)
+        self._carry_out(self.feed.receive(DepthConnected(tuple(symbols), open=not opening)) or (), group)
 
     def _queue_snapshot(self, symbol: str) -> None:
         """A fetch for the symbol's current connection, once however often it is asked; a fetch

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingest.events import DepthConnected, DepthDiff, DepthDisconnected, DepthSnapshot, Instrument
+from ingest.events import DepthConnected, DepthDiff, DepthDisconnected, DepthOpen, DepthSnapshot, Instrument
 from ingest.feed import BusPublisher, FeedBooks
 from ingest.sync import Action, IllegalTransition
 from ingest.adapters.base import APPLY, GAP, SKIP, Adapter, AdapterTraits, SnapshotSource
@@ -293,6 +293,19 @@ def test_lost_connection_publishes_stale_then_a_new_connection_resyncs(feed):
     stats = stats_now(f, reader)
     assert _shm(reader)[0] == "live" and stats["resyncs"] == 1 and stats["connected"] == 1
     assert stats["stale_since_ns"] == 0 and wanted == []  # an in-stream venue: the stream brings it
+
+
+def test_connected_only_once_the_handshake_is_done(feed):
+    """A connection still in its handshake (DNS, TCP, TLS, upgrade) is not "connected" in status,
+    though its diffs already buffer: a venue whose DNS fails said "connected, waiting for a snapshot"."""
+    f, rec, wanted, reader = feed()
+    send(f, DepthDisconnected(("BTCUSDT",), "DNS lookup failed", 1), wanted)
+    send(f, DepthConnected(("BTCUSDT",), open=False), wanted)
+    assert stats_now(f, reader)["connected"] == 0
+    send(f, DepthOpen(("BTCUSDT",)), wanted)
+    assert stats_now(f, reader)["connected"] == 1
+    send(f, _snap(10, BIDS, ASKS), wanted)
+    assert _shm(reader)[0] == "live"
 
 
 def test_a_diff_for_a_disconnected_symbol_is_a_bug_that_raises(feed):
