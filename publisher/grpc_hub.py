@@ -376,11 +376,14 @@ class GrpcHub:
         streams = self.trade_index.get((t.exchange, t.symbol))
         if not streams:
             return
-        frame = trade_message(t)
+        self._queue_never_conflated(streams, trade_message(t), t.ts_received)
+
+    def _queue_never_conflated(self, streams: set[Stream], frame: bytes, received_us: int) -> None:
+        """A trade or liquidation to every stream of it; a stream that cannot keep it is ended."""
         now = self.clock()
         slow = None
         for s in streams:
-            reason = s.outbox.push_trade(frame, t.ts_received, now)
+            reason = s.outbox.push_trade(frame, received_us, now)
             if reason is None:
                 s.wake()
             else:
@@ -405,17 +408,7 @@ class GrpcHub:
                 s.outbox.push_latest(rpc.rpc, key, frame, msg.ts_received)
                 s.wake()
             return
-        now = self.clock()
-        slow = None
-        for s in streams:
-            reason = s.outbox.push_trade(frame, msg.ts_received, now)
-            if reason is None:
-                s.wake()
-            else:
-                slow = slow or []
-                slow.append((s, reason))
-        for s, reason in slow or ():
-            self._end_slow(s, reason)
+        self._queue_never_conflated(streams, frame, msg.ts_received)
 
     def on_l2(self, topic: bytes, payload: bytes) -> None:
         self.counts["l2_in"] += 1

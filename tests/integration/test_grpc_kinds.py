@@ -12,7 +12,7 @@ import json
 import grpc
 import pytest
 
-from helpers import PIPELINE, Procs, eventually, free_port, short_tmpdir
+from helpers import PIPELINE, Procs, eventually, free_port, short_tmpdir, start_sim
 from l2pipeline.v1 import marketdata_pb2 as pb
 from l2pipeline.v1 import marketdata_pb2_grpc as rpc
 from pipeline.config import load_config
@@ -56,13 +56,7 @@ def test_quotes_tickers_and_liquidations_over_grpc_equal_the_bus():
     channel = None
     readers: list[StreamReader] = []
     try:
-        (workdir / "sim.toml").write_text('[pipeline]\nrun_dir = "simrun"\n[exchanges.x]\nadapter = "binance"\n'
-                                          'symbols = ["X"]\n')
-        ready = workdir / "sim.port"
-        procs.start("sim", PIPELINE + ["--config", str(workdir / "sim.toml"), "sim", "--protocol", "okx", "--port",
-                                       "0", "--symbols", ",".join(SYMBOLS), "--rate", "600", "--seed", "7",
-                                       "--ready-file", str(ready)])
-        port = int(eventually(lambda: ready.exists() and ready.read_text().strip(), 20, what="sim ready file"))
+        port = start_sim(procs, ",".join(SYMBOLS), rate=600, seed=7, extra=["--protocol", "okx"])
         cfg = workdir / "p.toml"
         cfg.write_text(f"""
 [pipeline]
