@@ -539,7 +539,9 @@ def test_a_replay_adds_a_coin_from_its_snapshot_file_by_reading_the_books_again(
             a.add_symbol("ETH")
             f.add_symbol("ETH", 1)
             runner.add_symbols(("ETH",))
-            while not f.live("ETH") and _time.monotonic() < deadline:
+            # live at the snapshot's block first, then the re-read blocks move it on: wait for the end
+            while not (f.live("ETH") and f.feeds["ETH"].book.view() == ([], [(6.5, 1.0)])
+                       and a.height == H + 3) and _time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
             stop.set()
             await task
