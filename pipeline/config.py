@@ -201,12 +201,18 @@ class Config:
     log_level: str = "INFO"
     source: str = "<demo>"
     base_dir: Path = Path(".")  # relative paths of the file resolve against this
+    shm_group: int | None = None  # [pipeline] shm_group (a gid): segments 0640 of that group; None: 0600
+    shm_owner: int | None = None  # [pipeline] shm_owner (a uid): whose segments readers accept; None: run_dir's owner
 
     @property
-    def shm_prefix(self) -> str:
-        """Prefix of every shared-memory name of this pipeline, derived from run_dir."""
+    def shm_prefix(self):
+        """This pipeline's shared-memory namespace (pipeline.shm.ShmSpace): a str, the prefix of every
+        segment name (derived from run_dir), which also knows where the segments' random names are
+        published (RUN_DIR/shm) and the group and owner settings."""
+        from pipeline.shm import NAMES_DIR, ShmSpace  # here: loading a config needs no numpy
+
         digest = hashlib.blake2s(str(self.run_dir).encode(), digest_size=5).hexdigest()
-        return f"l2p_{digest}"
+        return ShmSpace(f"l2p_{digest}", self.run_dir / NAMES_DIR, self.shm_group, self.shm_owner)
 
     def exchange(self, name: str) -> ExchangeConfig:
         try:
@@ -559,7 +565,7 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>", plugins: P
         check_keys(raw, {*CORE_TABLES, *plugins.servers.names()}, "")
 
     pipe = expect_table(raw.get("pipeline", {}), "pipeline")
-    check_keys(pipe, {"run_dir", "data_dir", "log_level"}, "pipeline")
+    check_keys(pipe, {"run_dir", "data_dir", "log_level", "shm_group", "shm_owner"}, "pipeline")
     run_dir = expect_path(pipe["run_dir"], "pipeline.run_dir", base_dir) if "run_dir" in pipe else default_run_dir()
     data_dir = expect_path(pipe.get("data_dir", "data"), "pipeline.data_dir", base_dir)
     log_level = expect_str(pipe.get("log_level", "INFO"), "pipeline.log_level").upper()
@@ -570,6 +576,9 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>", plugins: P
     if len(str(run_dir)) > 70:
         raise ConfigError("pipeline.run_dir" if "run_dir" in pipe else RUN_DIR_ENV,
                           f"path too long for ipc sockets ({len(str(run_dir))} > 70 characters): {run_dir}")
+
+    shm_group = _group(pipe["shm_group"], "pipeline.shm_group") if "shm_group" in pipe else None
+    shm_owner = _user(pipe["shm_owner"], "pipeline.shm_owner") if "shm_owner" in pipe else None
 
     exchanges_raw = expect_table(raw.get("exchanges", {}), "exchanges")
     if not exchanges_raw:
@@ -586,7 +595,35 @@ def parse_config(text: str, base_dir: Path, source: str = "<string>", plugins: P
     bridges = _sinks(raw.get("bridges", {}), plugins.bridges, ctx, "bridges")  # same shape: [bridges.NAME]
 
     return Config(run_dir=run_dir, data_dir=data_dir, exchanges=exchanges, sim=sim, sinks=sinks, servers=servers, bus=bus, bridges=bridges,
-                  log_level=log_level, source=source, base_dir=base_dir)
+                  log_level=log_level, source=source, base_dir=base_dir, shm_group=shm_group, shm_owner=shm_owner)
+
+
+def _group(value: Any, key: str) -> int:
+    """A group name or gid that exists on this host."""
+    import grp
+
+    try:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return grp.getgrgid(value).gr_gid
+        if isinstance(value, str) and value:
+            return grp.getgrnam(value).gr_gid
+    except (KeyError, OverflowError):
+        raise ConfigError(key, f"no such group on this host: {show(value)}") from None
+    raise ConfigError(key, f"expected a group name or gid, got {show(value)}")
+
+
+def _user(value: Any, key: str) -> int:
+    """A user name or uid that exists on this host."""
+    import pwd
+
+    try:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return pwd.getpwuid(value).pw_uid
+        if isinstance(value, str) and value:
+            return pwd.getpwnam(value).pw_uid
+    except (KeyError, OverflowError):
+        raise ConfigError(key, f"no such user on this host: {show(value)}") from None
+    raise ConfigError(key, f"expected a user name or uid, got {show(value)}")
 
 
 def _check_run_dir(run_dir: Path, key: str) -> None:

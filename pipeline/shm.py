@@ -44,9 +44,21 @@ even (the seqlock of the name table): a reader re-reads the table whenever the w
 checks it again after copying a view, so it never returns one symbol's view under another's
 name.
 
-Names derive from ``Config.shm_prefix`` (a hash of run_dir) and the exchange name (the unit
-name ``NAME.K`` for shard K of an exchange with ``processes`` > 1: pipeline/shards.py; the
-exchange name inside is NAME), so two pipelines with different run_dirs never collide.
+Names.  A segment's name is ``<prefix>_<key>_<token>``: the prefix is ``Config.shm_prefix``
+(a hash of run_dir, so two pipelines with different run_dirs never collide), the key the unit
+(the exchange, or ``NAME.K`` for shard K of an exchange with ``processes`` > 1:
+pipeline/shards.py; the exchange name inside is NAME; ``UNIT_trades`` for its trade ring), and
+the token 16 random hex digits drawn anew by every writer.  Another local user can therefore
+not pre-create a segment the ingest is about to create (O_EXCL would refuse it and block the
+ingest) nor guess it.  The writer publishes the name in ``RUN_DIR/shm/<key>`` (written whole
+and renamed into place; run_dir is the pipeline's own directory), and every reader finds it
+there: ``find_segment`` is the one way to a segment's name (``SegmentReader.open`` calls it).
+A reader checks the name file and the segment: owned by this user or the pipeline's
+(``[pipeline] shm_owner``, else run_dir's owner), writable by no one else.  A writer killed
+with its segment mapped leaves both; the next writer of the key removes every segment of the
+key whose writer is dead and publishes a new name, and readers reopen on the new epoch as
+they always did.  ``[pipeline] shm_group`` makes segments and name files 0640 of that group
+(run_dir traversable by it, 0710), so members of the group read the books and forge none.
 
 Python 3.11's ``SharedMemory`` registers a segment with the resource tracker even in
 a process that only attaches to it, and the tracker then unlinks it when that
@@ -59,6 +71,9 @@ from __future__ import annotations
 import enum
 import mmap
 import os
+import re
+import secrets
+import stat
 import struct
 import time
 from dataclasses import dataclass
@@ -66,7 +81,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import SharedMemoryError
+from pipeline.errors import ConfigError, SharedMemoryError
 from pipeline.pidfile import pid_alive
 
 MAGIC = int.from_bytes(b"L2PIPE01", "little")
@@ -186,8 +201,6 @@ def _clip_text(text: str, size: int) -> bytes:
     return raw.decode("utf-8", "ignore").encode("utf-8")
 
 
-def segment_name(prefix: str, exchange: str) -> str:
-    return f"{prefix}_{exchange}"
 
 
 @dataclass(frozen=True)
@@ -312,25 +325,260 @@ def read_names(buf, offset: int, n_symbols: int) -> tuple[str, tuple[str, ...]]:
 
 
 SEGMENT_MODE = 0o600  # owner only: another local user can neither read the books nor forge one
+GROUP_MODE = 0o640  # with [pipeline] shm_group: members of the group read, nobody else writes
+TOKEN_HEX = 16  # random hex digits in every segment name (module docstring "Names")
+NAMES_DIR = "shm"  # under run_dir: one file per segment key, holding the segment's current name
 
 
-def _check_owner(name: str, st: os.stat_result, mode: bool = True) -> None:
-    """A segment must belong to this user and be writable by no one else: a local user could
-    otherwise pre-create it (blocking the ingest) or forge the book every reader serves as live."""
+class ShmSpace(str):
+    """A pipeline's shared-memory namespace (``Config.shm_prefix``).
+
+    The string itself is the prefix every segment name starts with, so ``f"{space}*"`` globs
+    find its segments in /dev/shm.  It also carries where writers publish the random names
+    (``names_dir``, RUN_DIR/shm), the group segments are given to (``group``, a gid, or None:
+    owner only) and the uid readers accept besides their own (``owner``; None: run_dir's owner).
+    """
+
+    names_dir: Path
+    group: int | None
+    owner: int | None
+
+    def __new__(cls, prefix: str, names_dir: str | os.PathLike, group: int | None = None,
+                owner: int | None = None):
+        self = super().__new__(cls, prefix)
+        self.names_dir, self.group, self.owner = Path(names_dir), group, owner
+        return self
+
+    def __reduce__(self):
+        return ShmSpace, (str(self), self.names_dir, self.group, self.owner)
+
+    @property
+    def mode(self) -> int:
+        return SEGMENT_MODE if self.group is None else GROUP_MODE
+
+    def trusted_uids(self) -> frozenset[int]:
+        """Whose segments and name files a reader accepts: its own, and the pipeline's user."""
+        uids = {os.geteuid()}
+        if self.owner is not None:
+            uids.add(self.owner)
+        else:
+            try:
+                uids.add(os.stat(self.names_dir.parent).st_uid)  # run_dir's owner: the pipeline's user
+            except OSError:
+                pass
+        return frozenset(uids)
+
+
+def _space(prefix) -> ShmSpace:
+    if not isinstance(prefix, ShmSpace):
+        raise TypeError(f"shared-memory names are published under run_dir: pass Config.shm_prefix (a ShmSpace), "
+                        f"not the plain string {prefix!r}")
+    return prefix
+
+
+def _name_pattern(space: ShmSpace, key: str) -> re.Pattern:
+    return re.compile(re.escape(f"{space}_{key}_") + f"[0-9a-f]{{{TOKEN_HEX}}}")
+
+
+def _check_owner(name: str, st: os.stat_result, mode: bool = True, uids: frozenset[int] | None = None,
+                 what: str = "segment") -> None:
+    """A segment (or name file) must belong to this user (a reader: or the pipeline's, ``uids``) and be
+    writable by no one else: a local user could otherwise pre-create it (blocking the ingest) or forge
+    the book every reader serves as live."""
     euid = os.geteuid()
-    if st.st_uid != euid:
+    uids = uids or frozenset((euid,))
+    if st.st_uid not in uids:
+        whose = " or ".join(f"uid {u}" for u in sorted(uids))
         raise SharedMemoryError(
-            f"segment {name!r} belongs to uid {st.st_uid}, not to this user (uid {euid}): another local user "
-            f"created it; refusing it (remove {DEV_SHM / name} as that user or root, or use another run_dir)")
+            f"{what} {name!r} belongs to uid {st.st_uid}, not to this user or the pipeline's ({whose}): another "
+            f"local user created it; refusing it (remove it as that user or root, or use another run_dir)")
     if mode and st.st_mode & 0o022:
-        raise SharedMemoryError(f"segment {name!r} is writable by other users (mode {st.st_mode & 0o777:o}): "
+        raise SharedMemoryError(f"{what} {name!r} is writable by other users (mode {st.st_mode & 0o777:o}): "
                                 f"refusing it")
+
+
+def find_segment(prefix: ShmSpace, key: str) -> str:
+    """The current name of segment ``key`` (a unit; ``UNIT_trades`` for its trade ring), as its writer
+    published it under run_dir.  Every reader comes through here (``SegmentReader.open``).  Raises
+    SharedMemoryError when none is published, or when the name file is not the pipeline's."""
+    space = _space(prefix)
+    path = space.names_dir / key
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise SharedMemoryError(f"no shared-memory segment {key!r} published in {space.names_dir} "
+                                f"(is the ingest running?)") from None
+    except OSError as exc:  # EACCES (not of the pipeline's group), ELOOP (a symlink)
+        raise SharedMemoryError(f"segment name file {path} cannot be opened: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SharedMemoryError(f"segment name file {path} is not a regular file: refusing it")
+        _check_owner(str(path), st, uids=space.trusted_uids(), what="segment name file")
+        raw = os.read(fd, 256)
+    finally:
+        os.close(fd)
+    name = raw.decode("ascii", "replace").strip()
+    if not _name_pattern(space, key).fullmatch(name):
+        raise SharedMemoryError(f"segment name file {path} holds {name[:80]!r}, not a name of this pipeline's "
+                                f"segment {key!r}: refusing it")
+    return name
+
+
+def open_published(prefix: ShmSpace, key: str) -> "_Segment":
+    """Map segment ``key`` read-only, found through its name file, checked like the file."""
+    space = _space(prefix)
+    name = find_segment(space, key)
+    return _Segment(name, None, create=False, uids=space.trusted_uids(), named_by=space.names_dir / key)
+
+
+def _prepare_names_dir(space: ShmSpace) -> Path:
+    """RUN_DIR/shm, ours and not a symlink; with a group, it and run_dir are made traversable by it."""
+    d = space.names_dir
+    d.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        d.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(d)
+    if not stat.S_ISDIR(st.st_mode):
+        raise SharedMemoryError(f"{d} is not a directory (a symlink?): refusing to publish segment names there")
+    _check_owner(str(d), st, what="directory")
+    try:
+        if space.group is None:
+            os.chmod(d, 0o700)
+        else:
+            os.chown(d, -1, space.group)
+            os.chmod(d, 0o750)
+            run = os.stat(d.parent)
+            if run.st_uid == os.geteuid() and (run.st_gid != space.group or not run.st_mode & 0o010):
+                os.chown(d.parent, -1, space.group)
+                os.chmod(d.parent, stat.S_IMODE(run.st_mode) | 0o010)  # the group may pass, not list
+    except PermissionError:
+        raise ConfigError("pipeline.shm_group", f"this user (uid {os.geteuid()}) cannot give {d} to group "
+                          f"{space.group} (not a member of it?)") from None
+    return d
+
+
+def _give_to_group(fd: int, space: ShmSpace, what: str) -> None:
+    """chmod (whatever the umask) and, with a group, chgrp an object we just created."""
+    if space.group is not None:
+        try:
+            os.fchown(fd, -1, space.group)
+        except PermissionError:
+            raise ConfigError("pipeline.shm_group", f"this user (uid {os.geteuid()}) cannot give {what} to "
+                              f"group {space.group} (not a member of it?)") from None
+    os.fchmod(fd, space.mode)
+
+
+def publish_segment(space: ShmSpace, key: str, name: str) -> None:
+    """Make ``name`` the segment readers of ``key`` find: written to a temporary file, renamed into place."""
+    d = _prepare_names_dir(space)
+    tmp = d / f".{key}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        _give_to_group(fd, space, str(tmp))
+        os.write(fd, f"{name}\n".encode("ascii"))
+    finally:
+        os.close(fd)
+    os.replace(tmp, d / key)
+
+
+def unpublish_segment(space: ShmSpace, key: str, name: str) -> None:
+    """Remove ``key``'s name file if it still names ``name`` (not a newer writer's)."""
+    path = space.names_dir / key
+    try:
+        if path.read_text(encoding="ascii", errors="replace").strip() == name:
+            path.unlink()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+
+
+def new_segment_name(space: ShmSpace, key: str) -> str:
+    return f"{space}_{key}_{secrets.token_hex(TOKEN_HEX // 2)}"
+
+
+def sweep_segments(prefix: ShmSpace, key: str, reader_cls, refuse_live: bool = True) -> list[str]:
+    """Remove the segments of ``key`` that dead writers left (the published one, any other with the key's
+    name pattern, and the old predictable name), and a name file naming none.  A segment whose writer
+    still runs raises SharedMemoryError (``refuse_live``) or is kept.  Another user's segment is never
+    touched: our names are random, so it blocks nothing.  Returns the paths removed."""
+    space = _space(prefix)
+    pattern = _name_pattern(space, key)
+    names = {f"{space}_{key}"}
+    if DEV_SHM.is_dir():
+        names.update(p.name for p in DEV_SHM.glob(f"{space}_{key}_*") if pattern.fullmatch(p.name))
+    try:
+        names.add(find_segment(space, key))
+    except SharedMemoryError:
+        pass
+    removed = []
+    for name in sorted(names):
+        path = DEV_SHM / name
+        try:
+            if os.lstat(path).st_uid != os.geteuid():
+                continue
+        except FileNotFoundError:
+            continue
+        try:
+            old = reader_cls.open_segment(name)
+        except SharedMemoryError:
+            pid = 0  # empty, garbage, another layout: nobody's
+        else:
+            pid = old.pid
+            old.close()
+        if pid != os.getpid() and pid_alive(pid):
+            if refuse_live:
+                raise SharedMemoryError(f"segment {name!r} belongs to running process {pid}: another ingest "
+                                        f"for {key!r} with the same run_dir?")
+            continue
+        _Segment.unlink(name)
+        removed.append(str(path))
+    path = space.names_dir / key
+    try:
+        named = find_segment(space, key)
+    except SharedMemoryError:
+        named = None
+    if path.is_file() and (named is None or not (DEV_SHM / named).exists()):
+        path.unlink(missing_ok=True)
+        removed.append(str(path))
+    return removed
+
+
+class SegmentCreator:
+    """What the writers of every layout share: the name (random), the sweep, creation, publication."""
+
+    key: str
+    name: str
+
+    def _create_segment(self, prefix: ShmSpace, key: str, size: int, reader_cls) -> "_Segment":
+        space = self._space = _space(prefix)
+        self.key = key
+        sweep_segments(space, key, reader_cls)
+        self.name = new_segment_name(space, key)
+        return _Segment(self.name, size, create=True, space=space)
+
+    def _publish(self) -> None:
+        """Last, once the header is complete: readers find the segment from now on."""
+        try:
+            publish_segment(self._space, self.key, self.name)
+        except BaseException:
+            _Segment.unlink(self.name)
+            raise
+
+    def _unlink(self) -> None:
+        unpublish_segment(self._space, self.key, self.name)
+        _Segment.unlink(self.name)
 
 
 class _Segment:
     """A mapped segment: create (writer) or open read-only (reader)."""
 
-    def __init__(self, name: str, size: int | None, create: bool):
+    def __init__(self, name: str, size: int | None, create: bool, space: ShmSpace | None = None,
+                 uids: frozenset[int] | None = None, named_by: Path | None = None):
+        """``space``: a writer's (mode and group).  ``uids``: the owners a reader accepts (default: this
+        user); ``named_by``: the name file the reader found ``name`` in (for its errors)."""
         self.name = name
         self._shm = None
         if DEV_SHM.is_dir():
@@ -343,9 +591,15 @@ class _Segment:
                     raise SharedMemoryError(f"segment {name!r} was created meanwhile by another process of "
                                             f"this user: another ingest with the same run_dir?") from None
                 try:
-                    os.fchmod(fd, SEGMENT_MODE)  # whatever the umask
+                    if space is not None:
+                        _give_to_group(fd, space, f"segment {name!r}")  # and the mode, whatever the umask
+                    else:
+                        os.fchmod(fd, SEGMENT_MODE)  # whatever the umask
                     os.ftruncate(fd, size)
                     self._mmap = mmap.mmap(fd, size)
+                except BaseException:
+                    os.unlink(path)
+                    raise
                 finally:
                     os.close(fd)
             else:
@@ -357,7 +611,12 @@ class _Segment:
                     raise SharedMemoryError(f"segment {name!r} cannot be opened: {exc.strerror}") from None
                 try:
                     st = os.fstat(fd)
-                    _check_owner(name, st)
+                    try:
+                        _check_owner(name, st, uids=uids)
+                    except SharedMemoryError as exc:
+                        if named_by is None:
+                            raise
+                        raise SharedMemoryError(f"{exc} (named in {named_by})") from None
                     size = st.st_size
                     if size == 0:
                         raise SharedMemoryError(f"segment {name!r} is empty (being created)")
@@ -447,7 +706,7 @@ def _read_header(buf) -> np.ndarray:
     return np.ndarray((HEADER_WORDS,), np.int64, buf, 0)
 
 
-class BookWriter:
+class BookWriter(SegmentCreator):
     """The single writer of one exchange's segment (the ingest process)."""
 
     def __init__(self, prefix: str, exchange: str, symbols: list[str] | tuple[str, ...], depth: int, epoch: int,
@@ -459,10 +718,8 @@ class BookWriter:
         self.symbols: list[str] = list(symbols) + [""] * (n_slots - len(symbols))  # by slot; "" = free
         self.depth = depth
         self.epoch = epoch
-        self.name = segment_name(prefix, unit or exchange)
         self.layout = Layout(depth, n_slots)
-        self._reclaim_stale()
-        self._seg = _Segment(self.name, self.layout.size, create=True)
+        self._seg = self._create_segment(prefix, unit or exchange, self.layout.size, BookReader)
         buf = self._seg.buf
         self.header = _read_header(buf)
         self.header[:] = 0
@@ -478,21 +735,7 @@ class BookWriter:
         h[H_VERSION], h[H_DEPTH], h[H_NSYM], h[H_PID] = LAYOUT_VERSION, depth, n_slots, os.getpid()
         h[H_EPOCH], h[H_CREATED_NS], h[H_HEARTBEAT_NS] = epoch, time.time_ns(), time.time_ns()
         h[H_MAGIC] = np.int64(np.uint64(MAGIC).astype(np.int64))  # last: readers check it
-
-    def _reclaim_stale(self) -> None:
-        """Remove a segment left by a crashed writer; refuse if its writer still runs."""
-        try:
-            old = BookReader.open_segment(self.name)
-        except SharedMemoryError:
-            _Segment.unlink(self.name)  # absent, or empty/garbage
-            return
-        pid = old.pid
-        old.close()
-        if pid != os.getpid() and pid_alive(pid):
-            raise SharedMemoryError(
-                f"segment {self.name!r} belongs to running process {pid}: another ingest for "
-                f"{self.exchange!r} with the same run_dir?")
-        _Segment.unlink(self.name)
+        self._publish()
 
     def index(self, symbol: str) -> int:
         return self.symbols.index(symbol)
@@ -608,26 +851,34 @@ class BookWriter:
         self._buf = None
         self._seg.close()
         if unlink:
-            _Segment.unlink(self.name)
+            self._unlink()
+
+
+def segment_key(unit: str) -> str:
+    """The key of a unit's book segment (its name file under RUN_DIR/shm)."""
+    return unit
 
 
 class SegmentReader:
-    """What every read-only segment attachment shares: open by name, pid, epoch, close.
+    """What every read-only segment attachment shares: open, pid, epoch, close.
 
-    Subclasses set ``segment_name_for(prefix, exchange)`` and parse their layout in
-    ``__init__(seg)``; the header words H_PID and H_EPOCH are common to all layouts.
+    Subclasses set ``key_for(unit)`` (the segment's key: ``segment_key``, ``ring_key``) and parse
+    their layout in ``__init__(seg)``; the header words H_PID and H_EPOCH are common to all layouts.
     """
 
-    segment_name_for = staticmethod(segment_name)
+    key_for = staticmethod(segment_key)
 
     @classmethod
     def open_segment(cls, name: str):
+        """Attach to the segment of this exact name (this user's only; the writers' sweep)."""
         return cls(_Segment(name, None, create=False))
 
     @classmethod
-    def open(cls, prefix: str, exchange: str):
-        """Attach read-only to ``exchange``'s segment. Raises SharedMemoryError if absent."""
-        return cls.open_segment(cls.segment_name_for(prefix, exchange))
+    def open(cls, prefix: ShmSpace, unit: str):
+        """Attach read-only to ``unit``'s segment (an exchange, or one shard ``NAME.K``), found through the
+        name its writer published under run_dir (``find_segment``).  Raises SharedMemoryError if absent,
+        or not the pipeline's (owner, mode)."""
+        return cls(open_published(prefix, cls.key_for(unit)))
 
     @property
     def pid(self) -> int:

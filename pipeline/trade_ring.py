@@ -41,8 +41,8 @@ free or removed symbol's place renames it under the name-table generation word
 ``H_NAMES_GEN`` (odd while renaming, pipeline/shm.py) and clears its head and commit words
 first, so no reader finds the old symbol's trades under the new name.
 
-Names derive from ``Config.shm_prefix`` like the book segments:
-``<prefix>_<exchange>_trades``.
+Named like the book segments (pipeline/shm.py "Names"), with the key ``<unit>_trades``:
+``<prefix>_<unit>_trades_<random>``, published in ``RUN_DIR/shm/<unit>_trades``.
 """
 
 from __future__ import annotations
@@ -57,8 +57,7 @@ import numpy as np
 
 from pipeline import schema
 from pipeline.errors import SharedMemoryError
-from pipeline.pidfile import pid_alive
-from pipeline.shm import NAME_BYTES, SegmentReader, _Segment, read_names, segment_name, write_name, write_names
+from pipeline.shm import NAME_BYTES, SegmentCreator, SegmentReader, read_names, write_name, write_names
 
 MAGIC = int.from_bytes(b"L2TRADE1", "little")
 LAYOUT_VERSION = 1
@@ -79,9 +78,9 @@ _FIELDS = struct.Struct(f"qqddBBB5x{ID_BYTES}s")
 FLAG_LIQUIDATION = 1
 
 
-def ring_name(prefix: str, exchange: str) -> str:
-    """Shared-memory name of an exchange's trade ring."""
-    return segment_name(prefix, exchange) + "_trades"
+def ring_key(unit: str) -> str:
+    """The key of a unit's trade ring (its name file under RUN_DIR/shm; pipeline/shm.py "Names")."""
+    return f"{unit}_trades"
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ def _streams(buf, layout: _Layout) -> list[_Stream]:
             for i in range(layout.n_symbols)]
 
 
-class TradeRingWriter:
+class TradeRingWriter(SegmentCreator):
     """The single writer of one exchange's trade ring (the ingest process)."""
 
     def __init__(self, prefix: str, exchange: str, symbols: list[str] | tuple[str, ...], capacity: int, epoch: int,
@@ -133,10 +132,8 @@ class TradeRingWriter:
         self.symbols: list[str] = list(symbols) + [""] * (n - len(symbols))
         self.capacity = capacity
         self.epoch = epoch
-        self.name = ring_name(prefix, unit or exchange)
         self.layout = _Layout(n, capacity)
-        self._reclaim_stale()
-        self._seg = _Segment(self.name, self.layout.size, create=True)
+        self._seg = self._create_segment(prefix, ring_key(unit or exchange), self.layout.size, TradeRingReader)
         buf = self._seg.buf
         self._buf = buf
         self.header = np.ndarray((HEADER_WORDS,), np.int64, buf, 0)
@@ -147,19 +144,7 @@ class TradeRingWriter:
         h[H_VERSION], h[H_NSYM], h[H_CAPACITY], h[H_PID] = LAYOUT_VERSION, n, capacity, os.getpid()
         h[H_EPOCH], h[H_CREATED_NS], h[H_SLOT_BYTES] = epoch, time.time_ns(), SLOT_BYTES
         h[H_MAGIC] = np.int64(np.uint64(MAGIC).astype(np.int64))  # last: readers check it
-
-    def _reclaim_stale(self) -> None:
-        """Remove a ring left by a crashed writer; refuse if its writer still runs."""
-        try:
-            old = TradeRingReader.open_segment(self.name)
-        except SharedMemoryError:
-            _Segment.unlink(self.name)
-            return
-        pid = old.pid
-        old.close()
-        if pid != os.getpid() and pid_alive(pid):
-            raise SharedMemoryError(f"trade ring {self.name!r} belongs to running process {pid}")
-        _Segment.unlink(self.name)
+        self._publish()
 
     def assign(self, i: int, symbol: str) -> None:
         """Give stream ``i`` to ``symbol`` (module docstring): cleared, then renamed."""
@@ -194,7 +179,7 @@ class TradeRingWriter:
         self._buf = None
         self._seg.close()
         if unlink:
-            _Segment.unlink(self.name)
+            self._unlink()
 
 
 class TradeRingReader(SegmentReader):
@@ -207,9 +192,9 @@ class TradeRingReader(SegmentReader):
         trade = ring.read("BTCUSDT", seq)     # schema.Trade, or None when gone
     """
 
-    segment_name_for = staticmethod(ring_name)
+    key_for = staticmethod(ring_key)
 
-    def __init__(self, seg: _Segment):
+    def __init__(self, seg):
         self._seg = seg
         buf = seg.buf
         self._buf = buf

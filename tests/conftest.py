@@ -27,11 +27,19 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def shm_prefix(request):
-    """A unique shared-memory prefix per test; segments are removed afterwards."""
-    prefix = f"l2pt{os.getpid()}{abs(hash(request.node.nodeid)) % 10**6}"
+    """A unique shared-memory namespace per test (pipeline.shm.ShmSpace: a prefix, and a run_dir of its own
+    where writers publish the segments' names); segments and the directory are removed afterwards."""
+    import shutil
+    import tempfile
+
+    from pipeline.shm import NAMES_DIR, ShmSpace
+
+    run_dir = Path(tempfile.mkdtemp(prefix="l2ps", dir="/tmp"))
+    prefix = ShmSpace(f"l2pt{os.getpid()}{abs(hash(request.node.nodeid)) % 10**6}", run_dir / NAMES_DIR)
     yield prefix
     for p in Path("/dev/shm").glob(prefix + "_*"):
         p.unlink(missing_ok=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

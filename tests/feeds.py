@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from ingest.events import DepthConnected, VenueNotice
 from ingest.feed import BusPublisher, FeedBooks
 from ingest.sync import Action
-from pipeline.shm import BookReader, BookWriter
+from pipeline.shm import NAMES_DIR, BookReader, BookWriter, ShmSpace
 
 _run_ids = itertools.count()
 
@@ -47,7 +49,8 @@ class FeedRun:
     def __init__(self, adapter, symbols, depth: int = 50, exchange: str = "test", prefix: str | None = None,
                  trade_ring=None):
         self.symbols = tuple(symbols)
-        self.prefix = prefix or f"l2pf{os.getpid()}x{next(_run_ids)}"
+        self._run_dir = tempfile.mkdtemp(prefix="l2pf", dir="/tmp")  # where the segment's name is published
+        self.prefix = ShmSpace(prefix or f"l2pf{os.getpid()}x{next(_run_ids)}", Path(self._run_dir) / NAMES_DIR)
         self.writer = BookWriter(self.prefix, exchange, list(self.symbols), depth, epoch=1)
         self.bus = Recorder()
         self.feed = FeedBooks(exchange, adapter, self.writer, self.bus, epoch=1, trade_ring=trade_ring)
@@ -107,6 +110,7 @@ class FeedRun:
         self.writer.close(unlink=True)
         for p in Path("/dev/shm").glob(self.prefix + "_*"):
             p.unlink(missing_ok=True)
+        shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def __enter__(self) -> "FeedRun":
         return self

@@ -48,7 +48,7 @@ from pipeline import shards
 from pipeline.app.config import PLUGINS
 from pipeline.config import Config, Plugins
 from pipeline.pidfile import pid_alive, read_pid
-from pipeline.shm import DEV_SHM, segment_name
+from pipeline.shm import BookReader, segment_key, sweep_segments
 
 STARTSECS = 1  # supervisord: a program up this long has started; an exit before is a failed start
 EXIT_PORT_IN_USE = 3  # a server or the sim cannot listen: not retried (pipeline/app/cli.py)
@@ -127,19 +127,14 @@ def supervisord_conf(config: Config, config_path: str | None, cwd: Path) -> str:
 def cleanup(config: Config) -> list[str]:
     """Remove what dead processes of this pipeline left behind. Returns what was removed."""
     from pipeline import bus  # here, not at the top: `pipeline status` (programs()) needs no ZeroMQ
-    from pipeline.trade_ring import ring_name
+    from pipeline.trade_ring import TradeRingReader, ring_key
 
     removed = []
     for name, ex in shards.each(config):
-        seg = DEV_SHM / segment_name(config.shm_prefix, ex.unit)
         pid = read_pid(config.run_dir / f"ingest-{ex.unit}.pid")
-        if seg.exists() and not pid_alive(pid):
-            seg.unlink(missing_ok=True)
-            removed.append(str(seg))
-        ring = DEV_SHM / ring_name(config.shm_prefix, ex.unit)
-        if ring.exists() and not pid_alive(pid):
-            ring.unlink(missing_ok=True)
-            removed.append(str(ring))
+        if not pid_alive(pid):  # its segments (random names: the published ones, and any of the unit's)
+            removed += sweep_segments(config.shm_prefix, segment_key(ex.unit), BookReader, refuse_live=False)
+            removed += sweep_segments(config.shm_prefix, ring_key(ex.unit), TradeRingReader, refuse_live=False)
         for ep in (*bus.bind_endpoints(config, ex), bus.snapshot_endpoints(config, ex)[0]):
             if ep.startswith("ipc://") and not pid_alive(pid) and os.path.exists(ep[6:]):
                 bus.unlink_ipc(ep)

@@ -150,7 +150,7 @@ def run_source(root: Path, snapshot: Path, coins: list[str], last: int, mode: st
     from ingest.filetail import FileRunner
     from pipeline import bus
     from pipeline.config import ExchangeConfig
-    from pipeline.shm import BookWriter
+    from pipeline.shm import NAMES_DIR, BookWriter, ShmSpace
 
     cfg = ExchangeConfig(name="hlbench", adapter="hyperliquid_node", symbols=tuple(coins), depth=depth,
                          options={"node_data_dir": root / "data", "snapshot_file": snapshot, "mode": mode,
@@ -159,7 +159,7 @@ def run_source(root: Path, snapshot: Path, coins: list[str], last: int, mode: st
     ctx = zmq.Context()
     trades_sock = bus.make_pub(ctx, f"ipc://{root}/t.ipc")
     l2_sock = bus.make_pub(ctx, f"ipc://{root}/l.ipc")
-    writer = BookWriter(f"l2bench{int(time.time())}", "hlbench", list(coins), depth, 1)
+    writer = BookWriter(ShmSpace(f"l2bench{int(time.time())}", root / NAMES_DIR), "hlbench", list(coins), depth, 1)
     try:
         result: dict = {}
 

@@ -38,6 +38,7 @@ import gzip
 import json
 import os
 import select
+import shutil
 import statistics
 import subprocess
 import sys
@@ -418,7 +419,7 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
     from ingest import adapters
     from ingest.feed import BusPublisher
     from pipeline.config import ExchangeConfig
-    from pipeline.shm import BookReader, BookWriter
+    from pipeline.shm import NAMES_DIR, BookReader, BookWriter, ShmSpace
 
     t_load = time.perf_counter()
     cap = load_capture(path, adapter_name)
@@ -426,7 +427,8 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
     cfg = ExchangeConfig(name=cap.header.get("exchange") or cap.adapter, adapter=cap.adapter,
                          symbols=tuple(cap.symbols), depth=depth)
     adapter = adapters.create(cfg)
-    prefix = f"l2pbench{os.getpid()}"
+    names = tempfile.mkdtemp(prefix="l2pbench", dir="/tmp")  # where the segment's name is published
+    prefix = ShmSpace(f"l2pbench{os.getpid()}", f"{names}/{NAMES_DIR}")
     writer = BookWriter(prefix, cfg.name, cap.symbols, depth, epoch=1)
     bus = None
     gc_threshold = gc.get_threshold()
@@ -468,6 +470,7 @@ def run_bench(path: str, adapter_name: str | None = None, depth: int = 50, repea
         if bus is not None:
             bus.close()
         writer.close(unlink=True)
+        shutil.rmtree(names, ignore_errors=True)
     if dump_books:
         with open(dump_books, "w") as fh:
             json.dump(books, fh)

@@ -39,12 +39,12 @@ def run(trades: int, repeat: int, derived: bool | None) -> float:
     from ingest.feed import BusPublisher, FeedBooks
     from pipeline import bus
     from pipeline.config import ExchangeConfig
-    from pipeline.shm import BookWriter
+    from pipeline.shm import NAMES_DIR, BookWriter, ShmSpace
 
     adapter = BinanceSpotAdapter(ExchangeConfig(name="tb", adapter="binance", symbols=SYMBOLS))
-    writer = BookWriter(f"l2ptp{os.getpid()}", "tb", list(SYMBOLS), 20, epoch=1)
-    ctx = zmq.Context()
     tmp = tempfile.mkdtemp(prefix="l2ptp", dir="/tmp")
+    writer = BookWriter(ShmSpace(f"l2ptp{os.getpid()}", f"{tmp}/{NAMES_DIR}"), "tb", list(SYMBOLS), 20, epoch=1)
+    ctx = zmq.Context()
     pub_t, pub_l = bus.make_pub(ctx, f"ipc://{tmp}/t.sock"), bus.make_pub(ctx, f"ipc://{tmp}/l.sock")
     kw = {} if derived is None else ({"bar_intervals": ("1s", "1m")} if derived else {"cvd": False, "bar_intervals": ()})
     try:

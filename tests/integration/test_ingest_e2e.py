@@ -11,6 +11,7 @@ import json
 import subprocess
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,7 @@ from helpers import (PIPELINE, Procs, eventually, exchange_stats, feeds, short_t
 from pipeline.app.status import collect
 from pipeline.config import load_config
 from pipeline.consumer import Book, Consumer, Trade
-from pipeline.shm import BookReader
+from pipeline.shm import BookReader, find_segment
 
 pytestmark = pytest.mark.integration
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
@@ -328,10 +329,12 @@ def test_sigterm_cleans_up_shared_memory_and_sockets(pipeline_procs):
     """Last in the module: stopping the ingest removes its segment, sockets and pid file."""
     config = load_config(pipeline_procs["config"])
     procs, ingest = pipeline_procs["procs"], pipeline_procs["ingest"]
-    seg = f"/dev/shm/{config.shm_prefix}_sim"
     import os
+    seg = f"/dev/shm/{find_segment(config.shm_prefix, 'sim')}"  # the name the ingest published in run_dir
     assert os.path.exists(seg)
     assert procs.stop(ingest) == 0
     assert not os.path.exists(seg)
+    assert not list(Path("/dev/shm").glob(f"{config.shm_prefix}_*"))  # the trade ring too
+    assert not list((config.run_dir / "shm").iterdir())  # and the name files
     assert not list(config.run_dir.glob("sim.*.sock"))
     assert not (config.run_dir / "ingest-sim.pid").exists()

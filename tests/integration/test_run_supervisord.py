@@ -60,7 +60,7 @@ def test_run_supervises_restarts_and_cleans_up_on_ctrl_c():
         for child in children:
             eventually(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 20, 0.1,
                        f"{child.pid} stopped")
-        assert not Path(f"/dev/shm/{config.shm_prefix}_sim").exists()
+        assert not list(Path("/dev/shm").glob(f"{config.shm_prefix}_*"))
         assert not list(config.run_dir.glob("*.sock"))
         assert not list(config.run_dir.glob("*.pid"))
         assert "sim" in (config.run_dir / "supervisord.conf").read_text()

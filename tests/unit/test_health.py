@@ -132,8 +132,8 @@ def test_connections_beyond_the_records_are_still_counted(board):
 
 RECORD_WRITER = """
 import sys, time
-from pipeline.shm import BookWriter
-w = BookWriter(sys.argv[1], "ex", ["S"], depth=3, epoch=1)
+from pipeline.shm import BookWriter, ShmSpace
+w = BookWriter(ShmSpace(sys.argv[1], sys.argv[3]), "ex", ["S"], depth=3, epoch=1)
 print("ready", flush=True)
 end = time.time() + float(sys.argv[2])
 n = 0
@@ -152,7 +152,7 @@ def test_a_reader_in_another_process_never_sees_a_torn_record(shm_prefix, tmp_pa
 
     script = tmp_path / "writer.py"
     script.write_text(RECORD_WRITER)
-    proc = subprocess.Popen([sys.executable, str(script), shm_prefix, "1.5"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script), shm_prefix, "1.5", str(shm_prefix.names_dir)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         reader = BookReader.open(shm_prefix, "ex")

@@ -27,7 +27,7 @@ def test_write_then_read_round_trip(shm_prefix):
                 r.read("C")
     finally:
         w.close()
-    assert not Path(f"/dev/shm/{shm_prefix}_ex").exists()
+    assert not Path(f"/dev/shm/{w.name}").exists() and not (shm_prefix.names_dir / "ex").exists()
 
 
 def test_a_view_written_as_packed_doubles_reads_as_the_same_view(shm_prefix):
@@ -55,8 +55,8 @@ def test_a_view_written_as_packed_doubles_reads_as_the_same_view(shm_prefix):
 
 WRITER = textwrap.dedent("""
     import sys, time
-    from pipeline.shm import BookWriter, BookState
-    w = BookWriter(sys.argv[1], "ex", ["S"], depth=50, epoch=1)
+    from pipeline.shm import BookWriter, BookState, ShmSpace
+    w = BookWriter(ShmSpace(sys.argv[1], sys.argv[3]), "ex", ["S"], depth=50, epoch=1)
     print("ready", flush=True)
     seq = 0
     end = time.time() + float(sys.argv[2])
@@ -74,7 +74,7 @@ def test_reader_in_another_process_never_sees_a_torn_view(shm_prefix, tmp_path):
     """Every field of a view is written from one seq; a torn read would mix two."""
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    proc = subprocess.Popen([sys.executable, str(script), shm_prefix, "1.5"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script), shm_prefix, "1.5", str(shm_prefix.names_dir)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         reader = BookReader.open(shm_prefix, "ex")
@@ -125,11 +125,12 @@ def test_a_reader_process_exiting_does_not_unlink_the_segment(shm_prefix):
     """Python 3.11's resource tracker would unlink a segment a reader merely attached to."""
     w = BookWriter(shm_prefix, "ex", ["S"], depth=5, epoch=1)
     try:
-        code = (f"from pipeline.shm import BookReader; r = BookReader.open({shm_prefix!r}, 'ex'); "
+        code = (f"from pipeline.shm import BookReader, ShmSpace; "
+                f"r = BookReader.open(ShmSpace({str(shm_prefix)!r}, {str(shm_prefix.names_dir)!r}), 'ex'); "
                 f"print(r.read('S').epoch)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
         assert out.stdout.strip() == "1", out.stderr
-        assert Path(f"/dev/shm/{shm_prefix}_ex").exists()
+        assert Path(f"/dev/shm/{w.name}").exists()
         with BookReader.open(shm_prefix, "ex") as r:
             assert r.read("S").epoch == 1
     finally:

@@ -14,7 +14,7 @@ from ingest.adapters import create as load_adapter
 from pipeline.config import ExchangeConfig
 from pipeline.errors import SharedMemoryError
 from pipeline.shm import BookWriter
-from pipeline.trade_ring import H_PID, ID_BYTES, TradeRingReader, TradeRingWriter, ring_name
+from pipeline.trade_ring import H_PID, ID_BYTES, TradeRingReader, TradeRingWriter
 
 
 def _append(w, i, seq, tid=None, side="buy"):
@@ -39,7 +39,7 @@ def test_round_trip_by_seq_with_every_field(shm_prefix):
                 r.head("C")
     finally:
         w.close()
-    assert not Path(f"/dev/shm/{ring_name(shm_prefix, 'ex')}").exists()
+    assert not Path(f"/dev/shm/{w.name}").exists() and not (shm_prefix.names_dir / "ex_trades").exists()
 
 
 def test_overwritten_trades_are_reported_gone_and_newer_ones_kept(shm_prefix):
@@ -102,8 +102,9 @@ def test_absent_ring_is_a_shared_memory_error(shm_prefix):
 
 WRITER = textwrap.dedent("""
     import sys, time
+    from pipeline.shm import ShmSpace
     from pipeline.trade_ring import TradeRingWriter
-    w = TradeRingWriter(sys.argv[1], "ex", ["S"], capacity=64, epoch=1)
+    w = TradeRingWriter(ShmSpace(sys.argv[1], sys.argv[3]), "ex", ["S"], capacity=64, epoch=1)
     print("ready", flush=True)
     seq = 0
     end = time.time() + float(sys.argv[2])
@@ -119,7 +120,7 @@ def test_reader_in_another_process_never_sees_a_torn_trade(shm_prefix, tmp_path)
     """Every field of trade ``seq`` derives from seq; a torn copy would mix two trades."""
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    proc = subprocess.Popen([sys.executable, str(script), shm_prefix, "1.0"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(script), shm_prefix, "1.0", str(shm_prefix.names_dir)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
         r = TradeRingReader.open(shm_prefix, "ex")
