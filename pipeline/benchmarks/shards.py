@@ -95,7 +95,7 @@ def run_shard(path: str, k: int, n: int, endpoint_dir: str, depth: int) -> None:
     from pipeline import shards
     from pipeline.benchmarks.ingest import _make_feed, run_pass
     from pipeline.config import ExchangeConfig
-    from pipeline.shm import BookReader, BookWriter
+    from pipeline.shm import BookReader, BookWriter, ShmSpace
 
     cap = load_capture(path)
     whole = ExchangeConfig(name="bench", adapter=cap.adapter, symbols=tuple(cap.symbols), depth=depth, processes=n)
@@ -105,7 +105,7 @@ def run_shard(path: str, k: int, n: int, endpoint_dir: str, depth: int) -> None:
     cap.ws_frames = sum(1 for it in cap.items if type(it) is bytes)
     cfg = ExchangeConfig(name="bench", adapter=cap.adapter, symbols=tuple(cap.symbols), depth=depth)
     adapter = adapters.create(cfg)
-    prefix = f"l2pbsh{os.getpid()}"
+    prefix = ShmSpace(f"l2pbsh{os.getpid()}", f"{endpoint_dir}/shm.{k}")  # names published per process
     writer = BookWriter(prefix, cfg.name, cap.symbols, depth, epoch=1)
     ctx = zmq.Context()
     t_sock = pbus.make_pub(ctx, f"ipc://{endpoint_dir}/{k}.trades.sock")
