@@ -228,3 +228,27 @@ class Request:
 
     action: object
     symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class TradesWanted:
+    """The feed asks the runner for the venue trades with ids ``first_id..last_id`` of ``symbol``
+    (a trade-id gap, issue 19 item 5): fetched over REST within the weight budget, then handed
+    back as a ``TradesBackfill``."""
+
+    symbol: str
+    first_id: int
+    last_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class TradesBackfill:
+    """What a REST backfill of ``first_id..last_id`` brought (``trades``, any order; those outside
+    the range are ignored); ``error`` says why it stopped short ("" when it did not)."""
+
+    symbol: str
+    first_id: int
+    last_id: int
+    trades: list
+    recv_ns: int
+    error: str = ""

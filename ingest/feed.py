@@ -37,7 +37,7 @@ import zmq
 
 from ingest.events import (BboEvent, DepthConnected, DepthDiff, DepthOpen, DepthDisconnected, DepthSilent, DepthSnapshot,
                            L4Event, LiquidationEvent, Malformed, Request, SnapshotOverdue, TickerEvent, TradeEvent,
-                           Unknown, VenueNotice)
+                           TradesBackfill, TradesWanted, Unknown, VenueNotice)
 from ingest.kinds import DEFAULT_BAR_INTERVALS, SymbolKinds
 from ingest.sync import APPLY_DIFF, INSTALL_SNAPSHOT, REPLACE_BOOK, Action, BookSync, SyncCounts, SyncState
 from pipeline import bus, schema
@@ -69,7 +69,7 @@ class SymbolCounts(SyncCounts):
     __slots__ = ("updates", "trades", "malformed", "checksum_ok", "checksum_failed", "last_update_ns",
                  "last_trade_ns", "trade_seq", "l2_seq", "connected", "stale_since_ns", "quotes", "last_quote_ns",
                  "tickers", "last_ticker_ns", "liquidations", "last_liquidation_ns", "stale_after_ms", "stalls",
-                 "trades_missed")
+                 "trades_missed", "trade_id_gaps", "trades_backfilled")
 
     def __init__(self):
         super().__init__()
@@ -166,7 +166,8 @@ class BusPublisher:
 class SymbolFeed:
     __slots__ = ("index", "symbol", "sync", "book", "counts", "pending_bbo", "l2_topic", "trade_topic",
                  "ts_exchange_us", "ts_received_us", "instrument", "view_update_id", "dirty", "bid_floor",
-                 "ask_ceiling", "kinds", "removed", "state_since_ns", "added_ns", "last_trade_id")
+                 "ask_ceiling", "kinds", "removed", "state_since_ns", "added_ns", "last_trade_id", "gap_seq",
+                 "gaps_open")
 
     def __init__(self, index: int, symbol: str, sync: BookSync, counts: SymbolCounts, depth: int, exchange: str,
                  instrument: schema.Instrument | None = None):
@@ -192,6 +193,10 @@ class SymbolFeed:
         self.state_since_ns = 0   # when the published state (syncing/live/stale/removed) last changed
         self.added_ns = 0         # when it was added at runtime (0: from the start)
         self.last_trade_id = 0    # venues with contiguous trade ids: the highest seen (0: none yet)
+        self.gap_seq = 0          # seq of its trade_gap stream
+        # trade-id gaps whose REST backfill is under way: (first_id, last_id) -> (ts_exchange, ts_received)
+        # of the trade that revealed it
+        self.gaps_open: dict[tuple[int, int], tuple[int, int]] = {}
 
 
 def parse_frame(adapter) -> Callable[[bytes, int], object]:
@@ -216,13 +221,16 @@ class FeedBooks:
     def __init__(self, exchange: str, adapter, writer: BookWriter, publisher: BusPublisher, epoch: int,
                  trade_ring: TradeRingWriter | None = None, schedule_flush: Callable[[], None] | None = None,
                  cvd: bool = True, bar_intervals: tuple[str, ...] = DEFAULT_BAR_INTERVALS,
-                 stale_after_s: float | None = None):
+                 stale_after_s: float | None = None, trade_backfill_max: int = 0):
         """``schedule_flush``: in batch mode (``publisher.batch``), called when a first view
         changes after a flush; the caller then calls ``flush()`` soon (the ingest: once per
         event-loop turn).  Without it the caller flushes on its own schedule (benchmarks).
         ``cvd``, ``bar_intervals``: derive the CVD and the trade bars of these intervals from the
         trades (config ``cvd``, ``bar_intervals``).
-        ``stale_after_s``: the config's cadence bound, overriding ``traits.stale_after_s``."""
+        ``stale_after_s``: the config's cadence bound, overriding ``traits.stale_after_s``.
+        ``trade_backfill_max``: a trade-id gap (venues with contiguous ids) asks the runner for up to
+        this many of the missing trades over REST (``TradesWanted``), where the venue lists trades by
+        id (``traits.trades_page``); 0: gaps are reported on the bus, never backfilled."""
         self.exchange = exchange
         self.trade_ring = trade_ring  # recent trades by seq, for consumers' backfill (pipeline/trade_ring.py)
         self.adapter = adapter
@@ -234,6 +242,7 @@ class FeedBooks:
         traits = adapter.traits  # docs/adapters.md: snapshot source, book cap, checksums, BBO checks
         self.verify_bbo = traits.verify_bbo
         self.contiguous_trade_ids = traits.contiguous_trade_ids
+        self.trade_backfill_max = trade_backfill_max if traits.trades_page else 0
         self.in_stream = traits.in_stream
         self.book_cap = traits.book_cap
         self.checksum = adapter.checksum if traits.checksum else None
@@ -284,6 +293,7 @@ class FeedBooks:
             TickerEvent: self._on_ticker, LiquidationEvent: self._on_liquidation, L4Event: self._on_l4,
             Malformed: self._on_malformed, Unknown: self._on_unknown, DepthConnected: self._on_connected,
             DepthDisconnected: self._on_disconnected, SnapshotOverdue: self._on_overdue,
+            TradesBackfill: self._on_backfill,
             DepthSilent: self._on_silent, DepthOpen: self._on_open,
         }
 
@@ -381,6 +391,7 @@ class FeedBooks:
         f = self._new_feed(i, symbol, l2_seq, trade_seq)
         if old is not None:
             f.kinds = old.kinds  # the other kinds' seqs go on too
+            f.gap_seq, f.last_trade_id = old.gap_seq, old.last_trade_id
         f.added_ns = f.state_since_ns = now_ns
         log.info("%s %s: added (slot %d)", self.exchange, symbol, i)
         return f
@@ -541,6 +552,13 @@ class FeedBooks:
         if not -1 < ev.ts_exchange_us < MAX_TS_US:
             return self._absurd_time(ev, "trade")
         c = f.counts
+        if self.contiguous_trade_ids and ev.trade_id.isdigit():  # (such venues give decimal ids)
+            tid = int(ev.trade_id)
+            last = f.last_trade_id
+            if tid > last:
+                if last and tid > last + 1:  # ids skipped: trades the venue made that we never got
+                    self._trade_gap(f, last + 1, tid - 1, ev)  # (its marker goes out before this trade)
+                f.last_trade_id = tid
         c.trade_seq = seq = c.trade_seq + 1
         msg = schema.Trade(exchange=self.exchange, symbol=ev.symbol, epoch=self.epoch, seq=seq,
                            ts_exchange=ev.ts_exchange_us, ts_received=ev.recv_ns // 1000, price=ev.price,
@@ -552,16 +570,6 @@ class FeedBooks:
         self.publisher.send_trade(f.trade_topic, msg)
         c.trades += 1
         c.last_trade_ns = ev.recv_ns
-        if self.contiguous_trade_ids and ev.trade_id.isdigit():  # (such venues give decimal ids)
-            tid = int(ev.trade_id)
-            last = f.last_trade_id
-            if tid > last:
-                if last and tid > last + 1:  # ids skipped: trades the venue made that we never got
-                    c.trades_missed += tid - last - 1
-                    self._log_once(f"trades-missed:{f.symbol}", "%s %s: trade ids %d..%d missed (lost upstream; "
-                                   "counted in trades_missed, logged once per symbol)", self.exchange, f.symbol,
-                                   last + 1, tid - 1)
-                f.last_trade_id = tid
         if self.derived:
             if not self._batch:
                 self._derive(f, msg)
@@ -569,6 +577,71 @@ class FeedBooks:
                 if not self._to_derive and not self._dirty and self._schedule_flush is not None:
                     self._schedule_flush()
                 self._to_derive.append((f, msg))
+
+    def _trade_gap(self, f: SymbolFeed, first: int, last: int, ev: TradeEvent) -> None:
+        """Venue trade ids ``first..last`` never reached us (a disconnect, or lost on a live
+        connection): counted, a ``trade_gap`` "missing" marker goes out just before the trade that
+        revealed it, and, where the venue lists trades by id, the runner is asked for them
+        (``TradesWanted``; ``_on_backfill`` publishes what it brings)."""
+        c = f.counts
+        count = last - first + 1
+        c.trades_missed += count
+        c.trade_id_gaps += 1
+        backfill = self.trade_backfill_max > 0
+        self._log_once(f"trades-missed:{f.symbol}", "%s %s: trade ids %d..%d missed (lost upstream; counted in "
+                       "trades_missed%s; logged once per symbol)", self.exchange, f.symbol, first, last,
+                       ", backfilled over REST" if backfill else "")
+        recv_us = ev.recv_ns // 1000
+        self._send_gap(f, schema.GAP_MISSING, first, last, ev.ts_exchange_us, recv_us, backfill=backfill)
+        if backfill:
+            f.gaps_open[(first, last)] = (ev.ts_exchange_us, recv_us)
+            self._out.append(TradesWanted(f.symbol, first, min(last, first + self.trade_backfill_max - 1)))
+
+    def _send_gap(self, f: SymbolFeed, state: str, first: int, last: int, ts_exchange: int, ts_received: int,
+                  backfill: bool = False, backfilled: int = 0, first_seq: int = 0, last_seq: int = 0) -> None:
+        f.gap_seq += 1
+        self.publisher.send(schema.TRADE_GAP, schema.TRADE_GAP.topic(self.exchange, f.symbol), schema.TradeGap(
+            exchange=self.exchange, symbol=f.symbol, epoch=self.epoch, seq=f.gap_seq, ts_exchange=ts_exchange,
+            ts_received=ts_received, state=state, first_id=first, last_id=last, count=last - first + 1,
+            backfill=backfill, backfilled=backfilled, first_seq=first_seq, last_seq=last_seq, instrument=f.instrument))
+
+    def _on_backfill(self, ev: TradesBackfill) -> None:
+        """The REST answer to a ``TradesWanted``: the trades of the gap, once each in id order, go out
+        as ordinary trades (next seqs, trade ring too) right after a ``trade_gap`` "backfilled" marker
+        that names their seqs; those outside the gap or already published are dropped.  They are
+        not in the CVD or the bars (their intervals were published already)."""
+        f = self.feeds.get(ev.symbol)
+        if f is None or f.removed:
+            return
+        gap = next(((a, b) for (a, b) in f.gaps_open if a <= ev.first_id and ev.last_id <= b), None)
+        if gap is None:
+            return  # not a gap of ours (an answer after the symbol was re-added): nothing to tell
+        ts_ex, ts_rx = f.gaps_open.pop(gap)
+        got: dict[int, TradeEvent] = {}
+        for t in ev.trades:
+            if type(t) is TradeEvent and t.trade_id.isdigit() and gap[0] <= int(t.trade_id) <= gap[1] \
+                    and -1 < t.ts_exchange_us < MAX_TS_US:
+                got.setdefault(int(t.trade_id), t)
+        c = f.counts
+        n = len(got)
+        first_seq = c.trade_seq + 1 if n else 0
+        self._send_gap(f, schema.GAP_BACKFILLED, gap[0], gap[1], ts_ex, ts_rx, backfilled=n, first_seq=first_seq,
+                       last_seq=c.trade_seq + n if n else 0)
+        if ev.error:
+            log.warning("%s %s: trade ids %d..%d: %d of %d backfilled over REST (%s)", self.exchange, f.symbol,
+                        gap[0], gap[1], n, gap[1] - gap[0] + 1, ev.error)
+        for tid in sorted(got):
+            t = got[tid]
+            c.trade_seq = seq = c.trade_seq + 1
+            msg = schema.Trade(exchange=self.exchange, symbol=f.symbol, epoch=self.epoch, seq=seq,
+                               ts_exchange=t.ts_exchange_us, ts_received=t.recv_ns // 1000, price=t.price,
+                               amount=t.amount, side=t.side, trade_id=t.trade_id, instrument=f.instrument)
+            if self.trade_ring is not None:
+                self.trade_ring.append(f.index, seq, t.ts_exchange_us, msg.ts_received, t.price, t.amount, t.side,
+                                       t.trade_id)
+            self.publisher.send_trade(f.trade_topic, msg)
+            c.trades += 1
+        c.trades_backfilled += n
 
     def _derive(self, f: SymbolFeed, msg: schema.Trade) -> None:
         """CVD and bars of a published trade (ingest/kinds.py says why here): closed bars go out

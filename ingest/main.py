@@ -81,7 +81,8 @@ async def _serve(config: Config, name: str, shard: int | None = None) -> None:
         # views and L2 messages go out once per event-loop turn (a batch of frames)
         feed = FeedBooks(ex.name, adapter, writer, BusPublisher(trades_sock, l2_sock, batch=True), epoch,
                          trade_ring=trade_ring, schedule_flush=lambda: loop.call_soon(feed.flush),
-                         cvd=ex.cvd, bar_intervals=ex.bar_intervals, stale_after_s=ex.stale_after_s)
+                         cvd=ex.cvd, bar_intervals=ex.bar_intervals, stale_after_s=ex.stale_after_s,
+                         trade_backfill_max=ex.trade_backfill_max)
         if adapter.traits.transport == "files":  # a source that writes hourly files (ingest/filetail.py)
             from ingest.filetail import FileRunner
             runner = FileRunner(ex, adapter, feed, stop)

@@ -31,7 +31,7 @@ import aiohttp
 
 from ingest.capture import CaptureWriter
 from ingest.events import (DepthConnected, DepthDisconnected, DepthOpen, DepthSilent, Malformed, SnapshotOverdue,
-                           SnapshotRequest, StreamGroup, VenueNotice)
+                           SnapshotRequest, StreamGroup, TradesBackfill, TradesWanted, VenueNotice)
 from ingest.feed import P, FeedBooks
 from ingest.health import Health, describe_failure
 from ingest.sync import Action
@@ -53,6 +53,8 @@ RETRY_ERRORS = (OSError, HandshakeFailed, asyncio.TimeoutError, ConnectionError)
 # A REST answer larger than this is refused unread (the largest real one, a 5000-level Binance
 # depth, is ~0.3 MB; a 50 MB body used to be read whole into memory)
 MAX_REST_BYTES = 16 * 2**20
+BACKFILL_ATTEMPTS = 4  # REST failures in a row before a trade-id gap's backfill gives up (what it has goes out)
+BACKFILL_GAPS_MAX = 1000  # gaps waiting for a backfill; past it the oldest give up at once (a storm of gaps)
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
@@ -109,6 +111,8 @@ class Runner:
         self._snap_pending: dict[str, int] = {}
         self._connects: dict[str, int] = {}  # symbol -> depth connections it was subscribed on so far
         self._snap_event = asyncio.Event()
+        self._gap_queue: deque[TradesWanted] = deque()  # trade-id gaps to backfill over REST, oldest first
+        self._gap_event = asyncio.Event()
         self._logged_kinds: set[str] = set()
         self.connections: dict[Held, WsConnection] = {}
         self.held: list[Held] = []
@@ -160,6 +164,13 @@ class Runner:
             if type(req) is VenueNotice:
                 if group is not None:
                     self._on_notice(group, req)
+            elif type(req) is TradesWanted:
+                self._gap_queue.append(req)
+                if len(self._gap_queue) > BACKFILL_GAPS_MAX:
+                    old = self._gap_queue.popleft()
+                    self._carry_out(self.feed.receive(TradesBackfill(old.symbol, old.first_id, old.last_id, [],
+                                                                     time.time_ns(), "too many gaps waiting")) or ())
+                self._gap_event.set()
             elif req.action is Action.FETCH_SNAPSHOT:
                 self._queue_snapshot(req.symbol)
             elif req.action is Action.RESUBSCRIBE:
@@ -524,6 +535,58 @@ class Runner:
         self._carry_out(self.feed.receive(snap) or ())
         return True
 
+    async def _backfill_worker(self, session: aiohttp.ClientSession) -> None:
+        """Trade-id gaps (``TradesWanted``), oldest first: the missing trades over REST, a page at a
+        time within the weight budget and after the book snapshots waiting (books come first), then
+        handed to the feed as one ``TradesBackfill`` (what came, and why it stopped short if it did)."""
+        while not self.stop.is_set():
+            if not self._gap_queue:
+                self._gap_event.clear()
+                await self._gap_event.wait()
+                continue
+            want = self._gap_queue.popleft()
+            trades: list = []
+            error = ""
+            next_id, fails = want.first_id, 0
+            delays = backoff(initial=0.5, cap=10.0, rng=self.rng)
+            while next_id <= want.last_id and not self.stop.is_set():
+                req = self.adapter.trades_request(want.symbol, next_id, want.last_id - next_id + 1)
+                if req is None:
+                    error = "the venue lists no trades by id"
+                    break
+                wait = self.budget.delay(req.weight, time.monotonic())
+                if wait > 0 or self._snap_queue:
+                    if wait > 0:
+                        self.header[P["rest_throttled"]] += 1
+                    await asyncio.sleep(min(max(wait, 0.05), 5.0))
+                    continue
+                self.budget.spend(req.weight, time.monotonic())
+                self.header[P["rest_requests"]] += 1
+                body = await self._rest(session, req, f"{want.symbol} trades")
+                page = None
+                if body is not None:
+                    try:
+                        page = self.adapter.parse_trades(want.symbol, body, time.time_ns())
+                    except MalformedFrame as exc:
+                        self.health.rest_failed(want.symbol, f"unusable trades: {exc}")
+                        log.warning("REST trades %s unusable: %s", want.symbol, exc)
+                if page is None:
+                    fails += 1
+                    if fails >= BACKFILL_ATTEMPTS:
+                        error = f"REST failed {fails} times"
+                        break
+                    await asyncio.sleep(next(delays))
+                    continue
+                fails = 0
+                ids = [int(t.trade_id) for t in page if t.trade_id.isdigit()]
+                trades.extend(page)
+                if not ids or max(ids) < next_id:
+                    error = f"the venue has no trades from id {next_id}"  # (too old for it, or never made)
+                    break
+                next_id = max(ids) + 1
+            self._carry_out(self.feed.receive(TradesBackfill(want.symbol, want.first_id, want.last_id, trades,
+                                                             time.time_ns(), error)) or ())
+
     async def _rest(self, session: aiohttp.ClientSession, req: SnapshotRequest, what: str) -> bytes | None:
         """One REST request (GET, or POST with a JSON body) under the venue's rules:
         weight header, 429/418 + Retry-After.  The body, or None (counted, logged)."""
@@ -697,8 +760,11 @@ class Runner:
                 tg.create_task(self._stats_loop(), name="stats")
                 tg.create_task(self._republish_loop(), name="republish")
                 tg.create_task(self._poll_loop(session), name="poll")
+                if self.feed.trade_backfill_max:
+                    tg.create_task(self._backfill_worker(session), name="trade-backfill")
 
                 if self.feed.push_stale_after_s:
                     tg.create_task(self._staleness_loop(self.feed.push_stale_after_s), name="staleness")
                 await self.stop.wait()
                 self._snap_event.set()
+                self._gap_event.set()

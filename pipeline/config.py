@@ -133,6 +133,9 @@ class ExchangeConfig:
     bar_intervals: tuple[str, ...] = ("1s", "1m")  # trade bars derived from the trades ([] : none)
     cvd: bool = True  # derive the CVD from the trades
     open_interest_interval_s: float = 10.0  # REST polling of open interest where the venue streams none
+    # venues with contiguous trade ids and a REST trades endpoint: most trades fetched per trade-id gap
+    # (issue 19 item 5; docs/bus.md "trade_gap"); 0: gaps are reported, never backfilled
+    trade_backfill_max: int = 10000
 
     @property
     def slots(self) -> int:
@@ -427,6 +430,12 @@ def _exchange(name: str, raw: Any, adapters: Registry | None = None, base_dir: P
     if "open_interest_interval_s" in t:
         kw["open_interest_interval_s"] = expect_number(t["open_interest_interval_s"],
                                                        f"{where}.open_interest_interval_s", positive=True)
+    if "trade_backfill_max" in t:
+        v = t["trade_backfill_max"]
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1_000_000:
+            raise ConfigError(f"{where}.trade_backfill_max", f"expected a whole number of trades 0..1000000 "
+                              f"(0: no backfill), got {show(v)}")
+        kw["trade_backfill_max"] = v
     if "max_symbols" in t:
         kw["max_symbols"] = expect_pos_int(t["max_symbols"], f"{where}.max_symbols")
         if kw["max_symbols"] < len(kw["symbols"]):

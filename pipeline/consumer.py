@@ -49,13 +49,13 @@ from pipeline import bus, schema, shards
 from pipeline.config import Config
 from pipeline.curve import ClientKeys
 from pipeline.errors import SharedMemoryError
-from pipeline.schema import Cvd, DerivativeTicker, Instrument, Liquidation, Quote, Trade, TradeBar
+from pipeline.schema import Cvd, DerivativeTicker, Instrument, Liquidation, Quote, Trade, TradeBar, TradeGap
 from pipeline.shm import BookReader, BookSnapshot
 from pipeline.natsbus import NatsReader
 from pipeline.snapshots import SnapshotClient, SnapshotUnavailable
 
 __all__ = ["Applied", "AsyncConsumer", "Book", "BookTracker", "ClientKeys", "Consumer", "Cvd", "DerivativeTicker",
-           "Event", "Instrument", "Liquidation", "Quote", "TRANSPORTS", "Trade", "TradeBar", "OTHER_KINDS"]
+           "Event", "Instrument", "Liquidation", "Quote", "TRANSPORTS", "Trade", "TradeBar", "TradeGap", "OTHER_KINDS"]
 
 # the kinds a consumer reads when asked (``kinds=``), beside trades and books
 OTHER_KINDS = tuple(k.name for k in schema.KINDS.values() if k not in (schema.TRADE, schema.L2))
@@ -396,14 +396,14 @@ class _Base:
         self._snapshots.clear()
 
 
-Event = Union[Trade, Book, Quote, DerivativeTicker, Liquidation, Cvd, TradeBar]
+Event = Union[Trade, Book, Quote, DerivativeTicker, Liquidation, Cvd, TradeBar, TradeGap]
 """What a consumer hands out: a Trade (pipeline.schema), the Book that changed (updated in place),
-or, when asked for with ``kinds=``, a Quote, DerivativeTicker, Liquidation, Cvd or TradeBar."""
+or, when asked for with ``kinds=``, a Quote, DerivativeTicker, Liquidation, Cvd, TradeBar or TradeGap."""
 
 OnTrade = Callable[[Trade], object]
 OnBook = Callable[[Book], object]
 _CALLBACKS = {Quote: "on_quote", DerivativeTicker: "on_ticker", Liquidation: "on_liquidation", Cvd: "on_cvd",
-              TradeBar: "on_bar"}
+              TradeBar: "on_bar", TradeGap: "on_trade_gap"}
 
 
 class _Reading(_Base):
@@ -494,7 +494,7 @@ class Consumer(_Reading):
         use_shm: take book snapshots from shared memory when it is reachable (this host).
         ctx: a ZeroMQ context (default: the process's shared instance).
         kinds: other kinds to read, by registry name: "quote", "derivative_ticker", "liquidation",
-            "cvd", "trade_bar" (default none, so code written for trades and books gets only them).
+            "cvd", "trade_bar", "trade_gap" (default none, so code written for trades and books gets only them).
         transport: "local" (ipc sockets and shared memory of this host), "tcp" (another host: the
             exchanges' tcp endpoints, books from the snapshot service at start and after a gap or a
             new epoch, missed trades fetched again from the trade ring) or "nats" (any site: the
@@ -532,7 +532,8 @@ class Consumer(_Reading):
             until: Callable[[], bool] | None = None, **on_kind: Callable[[Any], object]) -> None:
         """Call ``on_trade(trade)`` / ``on_book(book)`` for each event until ``until()`` is true.
 
-        The other kinds go to ``on_quote``, ``on_ticker``, ``on_liquidation``, ``on_cvd``, ``on_bar``.
+        The other kinds go to ``on_quote``, ``on_ticker``, ``on_liquidation``, ``on_cvd``, ``on_bar``,
+        ``on_trade_gap``.
         ``until`` is checked between polls (at least every 0.2 s); None runs forever.
         """
         callbacks = _callbacks(on_trade, on_book, on_kind)

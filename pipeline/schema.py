@@ -77,6 +77,18 @@ TradeBar (kind "trade_bar", topic bar.EX.SYM, L2 socket) -- derived, closed bars
     trades             int    trades in the bar (>= 1: an empty interval gives no bar)
     first_trade_seq, last_trade_seq   int   trade seqs of the first and last trade in it
 
+TradeGap (kind "trade_gap", topic tgap.EX.SYM, hot socket) -- trades the venue made that never
+reached us (venues whose trade ids are contiguous: a skipped id is a lost trade):
+    state              str    "missing": ids first_id..last_id were skipped (published just before the
+                              trade that revealed it); "backfilled": the follow-up, after a REST fetch
+    first_id, last_id  int    the venue trade ids missing, inclusive
+    count              int    last_id - first_id + 1
+    backfill           bool   "missing": a REST backfill of these ids follows (a "backfilled" message)
+    backfilled         int    "backfilled": how many of the ids were fetched; they follow this message at
+                              once as ordinary trades with seqs first_seq..last_seq (0, 0: none)
+    first_seq, last_seq  int  trade seqs of the backfilled trades
+    ts_exchange        int    venue time of the trade that revealed the gap (its follow-up: the same)
+
 msgspec Structs give the fastest encode/decode measured here
 (building-block-costs.md section 4) while the wire stays plain msgpack: any
 msgpack library decodes it into a map.
@@ -258,6 +270,31 @@ class TradeBar(msgspec.Struct, tag="trade_bar", tag_field="kind", kw_only=True):
     instrument: Instrument | None = None
 
 
+class TradeGap(msgspec.Struct, tag="trade_gap", tag_field="kind", kw_only=True):
+    """Venue trade ids skipped on a symbol (module docstring), and whether they were backfilled."""
+
+    exchange: str
+    symbol: str
+    epoch: int
+    seq: int
+    ts_exchange: int
+    ts_received: int
+    ts_published: int = 0
+    state: str  # "missing" | "backfilled"
+    first_id: int
+    last_id: int
+    count: int
+    backfill: bool = False
+    backfilled: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    instrument: Instrument | None = None
+
+
+GAP_MISSING = "missing"
+GAP_BACKFILLED = "backfilled"
+
+
 class Socket(enum.Enum):
     """The bus socket a kind travels on (pipeline/bus.py: the endpoint is ``NAME.<value>.sock``).
 
@@ -282,7 +319,7 @@ class EventKind:
     conflatable   a slow WebSocket client may get only the latest state (books) instead of
                   every event (trades are never conflated: DESIGN.md failure model)
     ws_kinds      its WebSocket ``kind`` values (DESIGN.md contract 5); for a book: the
-                  snapshot kind, then the delta kind
+                  snapshot kind, then the delta kind; () for a kind only bus consumers get
     tardis_datatype  DATATYPE of its CSV / Parquet files (DESIGN.md contract 6); None for
                   the derived kinds, which tardis has no dataset of (cvd, trade_bar)
     """
@@ -337,8 +374,12 @@ TRADE_BAR = EventKind("trade_bar", "bar", TradeBar, Socket.L2, conflatable=False
 # WebSocket client get the latest quote per symbol instead of each.
 # order-level changes per block of a source with orders (DESIGN.md contract 4: `l4`); never conflated
 L4 = EventKind("l4", "l4", L4Update, Socket.L2, conflatable=False, ws_kinds=("l4",), tardis_datatype=None)
+# trade ids a venue skipped (lost upstream) and their REST backfill: on the hot socket, in order with
+# the trades it speaks of; never conflated; for bus consumers only (no WebSocket kind, no tardis file)
+TRADE_GAP = EventKind("trade_gap", "tgap", TradeGap, Socket.HOT, conflatable=False, ws_kinds=(),
+                      tardis_datatype=None)
 KINDS: dict[str, EventKind] = {k.name: k for k in (TRADE, L2, QUOTE, DERIVATIVE_TICKER, LIQUIDATION, CVD, TRADE_BAR,
-                                                   L4)}
+                                                   L4, TRADE_GAP)}
 BY_TOPIC_PREFIX: dict[str, EventKind] = {k.topic_prefix: k for k in KINDS.values()}
 
 TRADE_PREFIX = TRADE.topic_prefix
@@ -362,7 +403,7 @@ def topics(kind: EventKind, exchanges: Iterable[str], symbols: Iterable[str] | N
 
 
 # one member per registered kind (test_schema checks it)
-BusMessage = Union[Trade, L2Update, Quote, DerivativeTicker, Liquidation, Cvd, TradeBar, L4Update]
+BusMessage = Union[Trade, L2Update, Quote, DerivativeTicker, Liquidation, Cvd, TradeBar, L4Update, TradeGap]
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(BusMessage)

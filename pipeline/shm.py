@@ -89,7 +89,7 @@ LAYOUT_VERSION = 5
 HEADER_WORDS = 32
 NAME_BYTES = 32
 VIEW_WORDS = 8
-STAT_WORDS = 32  # FEED_STATS uses 24: room for more counters
+STAT_WORDS = 32  # FEED_STATS uses 27: room for more counters
 DEV_SHM = Path("/dev/shm")
 
 # segment header word indexes
@@ -151,6 +151,8 @@ FEED_STATS = (
     "stale_after_ms",   # the book's staleness limit (no change for this long: stale); 0: none
     "stalls",           # times the book went stale for want of a change, or its connection stalled
     "trades_missed",    # venue trade ids skipped (venues whose ids are contiguous): trades lost upstream
+    "trade_id_gaps",    # ... in how many gaps (each one a trade_gap "missing" message on the bus)
+    "trades_backfilled",  # missed trades fetched over REST and published (trade_gap "backfilled")
 )
 assert len(FEED_STATS) <= STAT_WORDS and len(PROCESS_STATS) + H_PROCESS_STATS <= H_NAMES_GEN
 

@@ -314,6 +314,21 @@ class CsvSink:
             stream = self.trades[key]
         self._append_trades(stream, stream.on_trade(msg))
 
+    def on_gap(self, payload: bytes) -> None:
+        """A ``trade_gap`` marker (trades the venue skipped; the file has no column for it): counted
+        in the stats, and the trades stream holds its rows until the REST backfill came, so the file
+        has them in id order (sinks/recorder.py)."""
+        try:
+            msg = schema.decoder(schema.TRADE_GAP)(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.unknown_messages += 1
+            return
+        stream = self.trades.get((msg.exchange, msg.symbol))
+        if stream is None:
+            self.unknown_messages += 1
+            return
+        self._append_trades(stream, stream.on_gap(msg))
+
     def on_other(self, kind: schema.EventKind, payload: bytes) -> None:
         """A quote, derivative ticker or liquidation: one row in its datatype's file of the day,
         opened (with its header) at its first row, so a spot symbol gets no empty ticker file.
@@ -538,6 +553,8 @@ class CsvSink:
             "snapshots": c.snapshots, "book_resyncs": c.book_resyncs, "book_gaps": c.book_gaps, "epochs": c.epochs,
             "blocks_withheld": c.blocks_withheld,
             "gaps_filled": c.gaps_filled, "trade_gaps": c.trade_gaps, "trades_lost": c.trades_lost,
+            "trade_id_gaps": c.trade_id_gaps, "trades_missed": c.trades_missed, "trades_backfilled": c.trades_backfilled,
+            "backfill_late": c.backfill_late,
             "duplicates": c.duplicates, "errors": self.errors, "last_error": self.last_error,
             "failing_files": len(self._failing), "rows_dropped": self.rows_dropped,
             "unknown_messages": self.unknown_messages, "other_gaps": self.other_gaps,
@@ -554,10 +571,11 @@ def run_sink(config: Config) -> None:
     # Trades are checked for after every 64th L2 message only: rows reach the files once per flush
     # interval, so a trade gains nothing from overtaking a few L2 messages here.
     reader = bus.Reader.for_config(ctx, config, exchanges=sink.exchanges, hot_check_every=64,
-                                   kinds=(schema.TRADE, schema.L2, *OTHER_KINDS))
-    on_trade, on_l2, on_other = sink.on_trade, sink.on_l2, sink.on_other
+                                   kinds=(schema.TRADE, schema.L2, schema.TRADE_GAP, *OTHER_KINDS))
+    on_trade, on_l2, on_other, on_gap = sink.on_trade, sink.on_l2, sink.on_other, sink.on_gap
     handlers: dict[schema.EventKind, bus.OnMessage] = {
-        schema.TRADE: lambda _topic, payload: on_trade(payload), schema.L2: lambda _topic, payload: on_l2(payload)}
+        schema.TRADE: lambda _topic, payload: on_trade(payload), schema.L2: lambda _topic, payload: on_l2(payload),
+        schema.TRADE_GAP: lambda _topic, payload: on_gap(payload)}
     for kind in OTHER_KINDS:
         handlers[kind] = lambda _topic, payload, k=kind: on_other(k, payload)
     reader.on_kinds(handlers)

@@ -369,6 +369,22 @@ class ParquetSink:
         if rows:
             self._add(msg.exchange, TRADES, msg.symbol, rows)
 
+    def on_gap(self, payload: bytes) -> None:
+        """A ``trade_gap`` marker (trades the venue skipped): counted; the trades stream holds its
+        rows until the REST backfill came, so they are written in id order (sinks/recorder.py)."""
+        try:
+            msg = schema.decoder(schema.TRADE_GAP)(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.unknown_messages += 1
+            return
+        stream = self.trades.get((msg.exchange, msg.symbol))
+        if stream is None:
+            self.unknown_messages += 1
+            return
+        rows = stream.on_gap(msg)
+        if rows:
+            self._add(msg.exchange, TRADES, msg.symbol, rows)
+
     def on_other(self, kind: schema.EventKind, payload: bytes) -> None:
         """A quote, derivative ticker or liquidation: one row of its datatype's dataset (a spot
         symbol has no ticker rows, so no ticker files). No snapshot repairs these kinds: a seq gap
@@ -586,6 +602,8 @@ class ParquetSink:
             "snapshots": c.snapshots, "book_resyncs": c.book_resyncs, "book_gaps": c.book_gaps, "epochs": c.epochs,
             "blocks_withheld": c.blocks_withheld,
             "gaps_filled": c.gaps_filled, "trade_gaps": c.trade_gaps, "trades_lost": c.trades_lost,
+            "trade_id_gaps": c.trade_id_gaps, "trades_missed": c.trades_missed, "trades_backfilled": c.trades_backfilled,
+            "backfill_late": c.backfill_late,
             "duplicates": c.duplicates, "errors": self.errors, "last_error": self.last_error,
             "other_rows": self.other_rows, "other_gaps": self.other_gaps,
             "rows_dropped": self.rows_dropped, "partials_removed": self.partials_removed,
@@ -615,10 +633,11 @@ def run_sink(config: Config) -> None:
     sink = ParquetSink(config, snapshots=sources.book, rings=sources.ring)
     ctx = zmq.Context()
     reader = bus.Reader.for_config(ctx, config, exchanges=sink.exchanges, hot_check_every=64,
-                                   kinds=(schema.TRADE, schema.L2, *OTHER_KINDS))
-    on_trade, on_l2, on_other = sink.on_trade, sink.on_l2, sink.on_other
+                                   kinds=(schema.TRADE, schema.L2, schema.TRADE_GAP, *OTHER_KINDS))
+    on_trade, on_l2, on_other, on_gap = sink.on_trade, sink.on_l2, sink.on_other, sink.on_gap
     handlers: dict[schema.EventKind, bus.OnMessage] = {
-        schema.TRADE: lambda _topic, payload: on_trade(payload), schema.L2: lambda _topic, payload: on_l2(payload)}
+        schema.TRADE: lambda _topic, payload: on_trade(payload), schema.L2: lambda _topic, payload: on_l2(payload),
+        schema.TRADE_GAP: lambda _topic, payload: on_gap(payload)}
     for kind in OTHER_KINDS:
         handlers[kind] = lambda _topic, payload, k=kind: on_other(k, payload)
     reader.on_kinds(handlers)

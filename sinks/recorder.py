@@ -24,6 +24,15 @@ restart of the sink, is filled from the ingest's shared-memory trade ring
 (pipeline/trade_ring.py) by seq; a trade already written (seq not newer) is
 dropped.  Trades the ring no longer holds are counted as lost.
 
+Trades the *venue* skipped (``trade_gap`` markers, issue 19 item 5; the file has no column
+for it, DESIGN.md contract 6) are counted, and where the ingest backfills them over REST
+the stream holds its trades back from the "missing" marker until the backfilled trades
+came (at most HOLD_S, HOLD_ROWS), then writes them all in trade-id order: the file ends
+with every id in place.  A backfilled trade's ``local_timestamp`` is then the one of the
+first live trade after it in the file (the time the gap was seen), so the column never
+decreases; its own receive time (the REST answer's) is on the bus.  A backfill that comes
+after the hold ended is written where it arrives (counted in ``backfill_late``).
+
 Each method returns the rows to append (whole rows, whole messages) and counts
 what it did in a ``SinkCounters``: CSV text from a ``RowWriter``, or lists of tuples
 from a ``TupleRows`` (the Parquet sink); either way "" or an empty list when there is
@@ -32,6 +41,7 @@ nothing, and the writer's ``join`` puts pieces together.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -41,6 +51,8 @@ from pipeline.shm import BookSnapshot
 from sinks.tardis import RowWriter, TupleRows
 
 _SIDES = {"buy": "buy", "sell": "sell"}
+HOLD_S = 30.0  # longest a trades stream waits for the REST backfill of a venue's trade-id gap
+HOLD_ROWS = 200_000  # most trades held back meanwhile
 
 
 @dataclass
@@ -58,6 +70,10 @@ class SinkCounters:
     trades_lost: int = 0      # trades missed that the ring no longer held
     trade_gaps: int = 0       # trade seq gaps seen (filled or not)
     duplicates: int = 0       # trades dropped as already written
+    trade_id_gaps: int = 0    # venue trade-id gaps announced (trade_gap "missing" markers)
+    trades_missed: int = 0    # venue trade ids skipped in them: trades lost upstream of the pipeline
+    trades_backfilled: int = 0  # of those, trades the ingest fetched over REST that were written
+    backfill_late: int = 0    # backfilled trades that came after their hold ended: written out of id order
     # (exchange, symbol) -> the ingest process (unit) that writes it: a sharded exchange has one
     # epoch per process (pipeline/shards.py), so restarts are counted per unit.  None: per exchange
     unit_of: Callable[[str, str], str] | None = field(default=None, repr=False)
@@ -217,8 +233,14 @@ class TradeStream:
     """The trades rows of one (exchange, symbol): each trade once, gaps filled from the ring."""
 
     def __init__(self, exchange: str, symbol: str, rows: RowWriter | TupleRows, rings: RingSource,
-                 counters: SinkCounters, since_us: int = 0):
+                 counters: SinkCounters, since_us: int = 0, clock: Callable[[], float] = time.monotonic):
         self.exchange, self.symbol = exchange, symbol
+        self.clock = clock  # (monotonic seconds) how long a hold lasted
+        # trades held back while a venue gap's REST backfill is awaited: (id, seq, row fields), or None
+        self._held: list | None = None
+        self._held_since = 0.0
+        self._waiting: set[tuple[int, int]] = set()  # gaps (first_id, last_id) whose backfill is awaited
+        self._rest: list[tuple[int, int, int]] = []  # (epoch, first_seq, last_seq) of backfilled trades
         self.since_us = since_us  # when the sink started: an epoch (ingest start) after it is recorded whole
         self.rows = rows
         self.rings = rings
@@ -293,6 +315,14 @@ class TradeStream:
             self.origin = (epoch, seq)
 
     def catch_up(self, final: bool = False) -> str:
+        """Periodic check against the trade ring (``_catch_up``), then a hold that lasted too long
+        (or any, when ``final``) is written."""
+        text = self._catch_up(final)
+        if self._held is None:
+            return text
+        return self.rows.join((text, self.expire_hold(final)))
+
+    def _catch_up(self, final: bool = False) -> str:
         """Periodic check against the trade ring: trades the bus did not bring.
 
         A trade lost at the end of a burst (or published before the subscription was
@@ -330,6 +360,8 @@ class TradeStream:
             if ring is not None:
                 text = self._resume(ring)
             self._resume_from = None
+        if self._held is not None and self.epoch is not None and msg.epoch != self.epoch:
+            text = self.rows.join((text, self._release()))  # a new ingest: its trades start afresh
         if msg.epoch == self.epoch:
             if msg.seq <= self.seq:
                 self.counters.duplicates += 1
@@ -355,6 +387,10 @@ class TradeStream:
         self.seq = msg.seq
         self.last_id, self.last_received = msg.trade_id, msg.ts_received
         self.counters.trade_rows += 1
+        if (self._held is not None or self._rest) and self._hold(msg.epoch, msg.seq, msg):
+            if self._hold_done():
+                return self.rows.join((text, self._release()))
+            return text
         row = self.rows.trade(msg.ts_exchange, msg.ts_received, msg.trade_id, _SIDES.get(msg.side, "unknown"),
                               msg.price, msg.amount)
         return self.rows.join((text, row)) if text else row
@@ -371,6 +407,11 @@ class TradeStream:
             if t is None:
                 skipped += 1
                 continue
+            if (self._held is not None or self._rest) and self._hold(self.epoch, seq, t):
+                self.last_id, self.last_received = t.trade_id, t.ts_received
+                self.counters.gaps_filled += 1
+                self.counters.trade_rows += 1
+                continue
             out.append(rows.trade(t.ts_exchange, t.ts_received, t.trade_id, _SIDES.get(t.side, "unknown"),
                                   t.price, t.amount))
             self.last_id, self.last_received = t.trade_id, t.ts_received
@@ -379,4 +420,88 @@ class TradeStream:
         self.counters.trades_lost += skipped
         self.counters.gaps_filled += len(out)
         self.counters.trade_rows += len(out)
+        if self._held is not None and self._hold_done():
+            out.append(self._release())
         return rows.join(out)
+
+    # -------------------------------------------------- venue trade-id gaps (issue 19 item 5)
+    def on_gap(self, msg: schema.TradeGap) -> str:
+        """A ``trade_gap`` marker: counted; "missing" with a backfill to come starts a hold, its
+        "backfilled" follow-up says which seqs bring the trades (none: the hold ends now)."""
+        c = self.counters
+        key = (msg.first_id, msg.last_id)
+        if msg.state == schema.GAP_MISSING:
+            c.trade_id_gaps += 1
+            c.trades_missed += msg.count
+            if msg.backfill:
+                self._waiting.add(key)
+                if self._held is None:
+                    self._held, self._held_since = [], self.clock()
+            return ""
+        self._waiting.discard(key)
+        if msg.backfilled:
+            self._rest.append((msg.epoch, msg.first_seq, msg.last_seq))
+            del self._rest[:-64]
+            if self.epoch == msg.epoch and self.seq >= msg.last_seq:
+                return self._release()  # (its trades came first: they were refilled from the ring)
+            return ""
+        return self._release() if not self._waiting else ""
+
+    def _from_rest(self, epoch: int, seq: int) -> bool:
+        """Whether trade ``seq`` is a backfilled one (announced ranges already passed are forgotten)."""
+        self._rest = rest = [r for r in self._rest if r[0] == epoch and r[2] >= seq]
+        return any(first <= seq for _, first, _ in rest)
+
+    def _hold(self, epoch: int, seq: int, msg) -> bool:
+        """Whether a trade (a bus Trade or a ring trade) is held back; counts a backfilled one.
+        False: write it now."""
+        rest = bool(self._rest) and self._from_rest(epoch, seq)
+        if rest:
+            self.counters.trades_backfilled += 1
+        held = self._held
+        if held is None:
+            if rest:
+                self.counters.backfill_late += 1  # (written where it arrives, after the live trades)
+            return False
+        tid = msg.trade_id
+        held.append((int(tid) if tid.isdigit() else -1, rest, msg.ts_exchange, msg.ts_received, tid,
+                     _SIDES.get(msg.side, "unknown"), msg.price, msg.amount))
+        return True
+
+    def _hold_done(self) -> bool:
+        """The hold ends: every awaited gap was answered and its trades came, or it lasted too long."""
+        held = self._held
+        if held is None:
+            return False
+        if len(held) >= HOLD_ROWS or self.clock() - self._held_since >= HOLD_S:
+            return True
+        if self._waiting:
+            return False
+        return not any(e == self.epoch and last > self.seq for e, _, last in self._rest)
+
+    def _release(self) -> str:
+        """Write the held trades in trade-id order (ids the venue gives as decimals; others keep
+        their place at the end); a backfilled trade takes the local time of the first live trade
+        after it, so ``local_timestamp`` never decreases."""
+        held, self._held = self._held, None
+        self._waiting.clear()
+        if not held:
+            return ""
+        held.sort(key=lambda h: (h[0] < 0, h[0]))
+        floor = None
+        for i in range(len(held) - 1, -1, -1):
+            h = held[i]
+            if h[1] and floor is not None and h[3] > floor:
+                held[i] = h = (*h[:3], floor, *h[4:])
+            floor = h[3] if floor is None else min(floor, h[3])
+        rows = self.rows
+        out = [rows.trade(h[2], h[3], h[4], h[5], h[6], h[7]) for h in held]
+        last = max(held, key=lambda h: h[0])  # (the file's last row: where a restart resumes)
+        self.last_id, self.last_received = last[4], last[3]
+        return rows.join(out)
+
+    def expire_hold(self, final: bool = False) -> str:
+        """The periodic check (the sinks' catch_up): a hold past HOLD_S, or any at a stop, is written."""
+        if self._held is not None and (final or self._hold_done()):
+            return self._release()
+        return ""

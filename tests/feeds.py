@@ -47,13 +47,13 @@ class FeedRun:
     """adapter -> FeedBooks -> shared memory + recorded bus messages, for ``symbols``."""
 
     def __init__(self, adapter, symbols, depth: int = 50, exchange: str = "test", prefix: str | None = None,
-                 trade_ring=None):
+                 trade_ring=None, **feed_kw):
         self.symbols = tuple(symbols)
         self._run_dir = tempfile.mkdtemp(prefix="l2pf", dir="/tmp")  # where the segment's name is published
         self.prefix = ShmSpace(prefix or f"l2pf{os.getpid()}x{next(_run_ids)}", Path(self._run_dir) / NAMES_DIR)
         self.writer = BookWriter(self.prefix, exchange, list(self.symbols), depth, epoch=1)
         self.bus = Recorder()
-        self.feed = FeedBooks(exchange, adapter, self.writer, self.bus, epoch=1, trade_ring=trade_ring)
+        self.feed = FeedBooks(exchange, adapter, self.writer, self.bus, epoch=1, trade_ring=trade_ring, **feed_kw)
         self.exchange = exchange
         self.requests: list = []
         self.notices: list[VenueNotice] = []

@@ -101,6 +101,9 @@ class AdapterTraits:
     # the venue numbers each symbol's trades 1, 2, 3...: a jump in trade_id is trades lost (during
     # a disconnect or an ingest restart) and is counted per symbol (status ``trades_missed``)
     contiguous_trade_ids: bool = False
+    # most trades one REST request of ``Adapter.trades_request`` returns; 0: the venue has no REST
+    # endpoint that lists trades by id (the gaps above are reported, never backfilled)
+    trades_page: int = 0
 
     @property
     def in_stream(self) -> bool:
@@ -187,6 +190,17 @@ class Adapter(Protocol):
     def parse_poll(self, symbol: str, body: bytes, recv_ns: int):
         """A polled body -> an event for the feed (a TickerEvent).  Raises MalformedFrame."""
         raise NotImplementedError(f"{self.name} polls nothing")
+
+    def trades_request(self, symbol: str, from_id: int, limit: int) -> SnapshotRequest | None:
+        """The REST request for up to ``limit`` trades of ``symbol`` from trade id ``from_id`` on, in
+        the id space of the venue's trade stream (a trade-id gap's backfill, ``traits.trades_page``);
+        None: the venue has none."""
+        return None
+
+    def parse_trades(self, symbol: str, body: bytes, recv_ns: int) -> list:
+        """A ``trades_request`` answer -> TradeEvents (ids as the stream gives them).  Raises
+        MalformedFrame."""
+        raise NotImplementedError(f"{self.name} lists no trades over REST")
 
     def discovery_request(self) -> SnapshotRequest | None:
         """Venue metadata to fetch once before connecting (Lighter market ids); None: none."""

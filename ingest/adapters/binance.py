@@ -115,6 +115,26 @@ class _Snapshot(msgspec.Struct):
     T: Millis = 0
 
 
+class _RestTrade(msgspec.Struct):
+    """One trade of ``/api/v3/historicalTrades`` (the ``@trade`` stream's ids)."""
+
+    id: Id
+    price: float
+    qty: float
+    time: Millis
+    isBuyerMaker: bool
+
+
+class _RestAggTrade(msgspec.Struct):
+    """One aggregate trade of ``aggTrades`` (the ``@aggTrade`` stream's ids)."""
+
+    a: Id
+    p: float
+    q: float
+    T: Millis
+    m: bool
+
+
 class _Envelope(msgspec.Struct):
     stream: str
     data: msgspec.Raw
@@ -128,6 +148,8 @@ _dec_snapshot = msgspec.json.Decoder(_Snapshot, strict=False)
 _dec_mark = msgspec.json.Decoder(_MarkPrice, strict=False)
 _dec_force = msgspec.json.Decoder(_ForceOrder, strict=False)
 _dec_oi = msgspec.json.Decoder(_OpenInterest, strict=False)
+_dec_rest_trades = msgspec.json.Decoder(list[_RestTrade], strict=False)
+_dec_rest_agg_trades = msgspec.json.Decoder(list[_RestAggTrade], strict=False)
 _LIQ_SIDES = {"BUY": "buy", "SELL": "sell"}
 _dec_any = msgspec.json.Decoder()
 
@@ -157,6 +179,11 @@ class BinanceSpotAdapter(Adapter):
     CHANNELS = ("trades", "book", "quotes")
     EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
     EXCHANGE_INFO_WEIGHT = 20
+    # REST trades by id, per trade stream (a trade-id gap's backfill): (path next to the depth path,
+    # weight); ``historicalTrades`` needs no API key on spot today (the docs dropped its MARKET_DATA
+    # security type), aggTrades never did.  Max 1000 trades per request on both.
+    TRADES_ENDPOINTS = {"trade": ("historicalTrades", 25), "aggTrade": ("aggTrades", 4)}
+    TRADES_PAGE = 1000
 
     def __init__(self, config: ExchangeConfig):
         configure(self, config)
@@ -165,7 +192,8 @@ class BinanceSpotAdapter(Adapter):
         self.traits = AdapterTraits(SnapshotSource.REST, verify_bbo=config.verify_bbo,
                                     snapshot_limit=self.snapshot_limit, rest_weight_limit=self.rest_weight_limit,
                                     used_weight_header=self.USED_WEIGHT_HEADER,
-                                    contiguous_trade_ids=True)  # `t` (trade) and `a` (aggTrade) count up by 1
+                                    contiguous_trade_ids=True,  # `t` (trade) and `a` (aggTrade) count up by 1
+                                    trades_page=self.TRADES_PAGE if self.trade_stream in self.TRADES_ENDPOINTS else 0)
         self._by_lower = {s.lower(): s for s in config.symbols}
         self._by_upper = {s.upper(): s for s in config.symbols}
         # stream suffix -> parser (h11 READERS style)
@@ -253,6 +281,28 @@ class BinanceSpotAdapter(Adapter):
         weight = next(w for cap, w in self.WEIGHTS if limit <= cap)
         query = urlencode({"symbol": symbol.upper(), "limit": limit})
         return SnapshotRequest(f"{self.rest_url}{self.rest_depth_path}?{query}", weight)
+
+    def trades_request(self, symbol: str, from_id: int, limit: int) -> SnapshotRequest | None:
+        """Trades from ``from_id`` on, in the id space of the configured trade stream: ``@trade`` ids
+        from ``historicalTrades``, ``@aggTrade`` ids from ``aggTrades`` (the two never mix)."""
+        endpoint = self.TRADES_ENDPOINTS.get(self.trade_stream)
+        if endpoint is None:
+            return None
+        path = self.rest_depth_path.rsplit("/", 1)[0] + "/" + endpoint[0]
+        query = urlencode({"symbol": symbol.upper(), "fromId": from_id, "limit": max(1, min(limit, self.TRADES_PAGE))})
+        return SnapshotRequest(f"{self.rest_url}{path}?{query}", endpoint[1])
+
+    def parse_trades(self, symbol: str, body: bytes, recv_ns: int) -> list[TradeEvent]:
+        """A ``historicalTrades`` / ``aggTrades`` answer -> TradeEvents (``m``/``isBuyerMaker`` true:
+        the taker sold, as in the stream).  Raises MalformedFrame."""
+        try:
+            if self.trade_stream == "aggTrade":
+                return [TradeEvent(symbol, t.p, t.q, "sell" if t.m else "buy", str(t.a), t.T * 1000, recv_ns)
+                        for t in _dec_rest_agg_trades.decode(body)]
+            return [TradeEvent(symbol, t.price, t.qty, "sell" if t.isBuyerMaker else "buy", str(t.id), t.time * 1000,
+                               recv_ns) for t in _dec_rest_trades.decode(body)]
+        except DECODE_ERRORS as exc:
+            raise _malformed(f"REST trades: {exc}", symbol) from None
 
     # ------------------------------------------------------------------- parsing
     def parse_frame(self, frame: bytes | str, recv_ns: int):
@@ -430,6 +480,9 @@ class BinanceFuturesAdapter(BinanceSpotAdapter):
     EXCHANGE_INFO_WEIGHT = 1
     CHANNELS = ("trades", "book", "quotes", "derivative_ticker", "liquidations")
     OPEN_INTEREST_PATH = "/fapi/v1/openInterest"  # weight 1 (Aster: the same path)
+    # USD-M: ``aggTrades`` (weight 20) needs no key; ``historicalTrades`` does (MARKET_DATA), so a
+    # ``trade_stream = "trade"`` futures exchange reports its gaps without backfilling them
+    TRADES_ENDPOINTS = {"aggTrade": ("aggTrades", 20)}
 
     def poll_requests(self) -> list[tuple[str, SnapshotRequest]]:
         if "derivative_ticker" not in self.channels:

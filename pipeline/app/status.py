@@ -261,6 +261,8 @@ def render_table(status: dict) -> str:
             lines.append(f"\nsink {s['name']} ({s['state']}) {s['dir']}: {s['rows']} rows, {s['files']} files, "
                          f"{s['bytes'] / 2**20:.1f} MB, last write {age}, snapshots {s['snapshots']}, "
                          f"trades backfilled {s['gaps_filled']}, lost {s['trades_lost']}, errors {s['errors']}"
+                         + (f", venue gaps {s['trade_id_gaps']} ({s['trades_missed']} trades missed upstream, "
+                            f"{s.get('trades_backfilled', 0)} from REST)" if s.get("trade_id_gaps") else "")
                          + (f" (last: {s['last_error']})" if s.get("last_error") else ""))
     for b in status.get("bridges", []):
         lines.append(f"\nbridge {b['name']} ({b['state']}) {b['url']}: published {b.get('published', 0)}, "

@@ -15,7 +15,10 @@ What a Binance spot adapter sees (exchange-protocols.md §1; docs/sim.md has the
   2026), REST ``/fapi/v1/depth`` and ``/fapi/v1/openInterest``, so a ``binance_futures`` exchange
   can point its ``ws_url = "ws://HOST:PORT/{route}"`` and ``rest_url`` at the sim.
 - REST ``/api/v3/depth``, ``/api/v3/exchangeInfo``, ``/api/v3/ping``, ``/api/v3/time`` with
-  request weights, ``X-MBX-USED-WEIGHT-1M`` and 429 + ``Retry-After`` over the budget.
+  request weights, ``X-MBX-USED-WEIGHT-1M`` and 429 + ``Retry-After`` over the budget; the
+  trades by id a trade-id gap is backfilled from: ``/api/v3/historicalTrades`` (``@trade`` ids),
+  ``/api/v3/aggTrades`` and ``/fapi/v1/aggTrades`` (``@aggTrade`` ids), from the sim's own
+  history of the last TRADE_HISTORY taker orders per symbol (sent or not).
 - Control: ``/sim/fault`` (fault switches) and ``/sim/state`` (counters), on the same port.
 
 Design
@@ -33,6 +36,7 @@ Limits: no ``timeUnit=MICROSECOND``, no per-connection limit on incoming message
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import math
@@ -52,6 +56,8 @@ log = logging.getLogger(__name__)
 
 _MAX_STREAMS = 1024  # per connection, as on Binance (§1 limits)
 _MAX_LIMIT = 5000  # REST depth limit (§1)
+TRADE_HISTORY = 50_000  # taker orders per symbol the trades endpoints can still list (1-3 trades each)
+_TRADES_LIMIT = 1000  # most trades per historicalTrades / aggTrades request (§1)
 
 
 # -- streams -----------------------------------------------------------------------
@@ -153,6 +159,8 @@ class _SymbolFeed:
         self.on100 = self.on1000 = False
         self.active = False  # any subscriber at all
         self.drop: set[str] = set()  # depth speeds ("0ms", "100ms", "1000ms") whose next diff is dropped
+        self.drop_trades = 0  # taker orders whose trade frames are not sent (their ids are used up)
+        self.history: list = []  # market.Trade of the last TRADE_HISTORY taker orders, oldest first
 
     def refresh(self) -> None:
         """Recompute the hot-path flags after a (un)subscribe; a window restarts when it turns on."""
@@ -220,7 +228,8 @@ class SimServer(BaseServer):
         self.rest_faults = _RestFaults()
         self._weight_minute = 0
         self._weight_used = 0
-        self.requests.update({"depth": 0, "exchangeInfo": 0, "ping": 0, "time": 0})
+        self.requests.update({"depth": 0, "exchangeInfo": 0, "ping": 0, "time": 0, "trades": 0})
+        self.counters["trades_dropped"] = 0
         self._next100 = self._next1000 = 0.0
 
     def routes(self, app: web.Application) -> None:
@@ -237,11 +246,19 @@ class SimServer(BaseServer):
             app.router.add_get(f"/{route}/ws/{{streams:.*}}", self._ws_handler)
         app.router.add_get("/fapi/v1/depth", self._rest_depth)
         app.router.add_get("/fapi/v1/openInterest", self._rest_open_interest)
+        app.router.add_get("/api/v3/historicalTrades", self._rest_trades)
+        app.router.add_get("/api/v3/aggTrades", self._rest_agg_trades)
+        app.router.add_get("/fapi/v1/aggTrades", self._rest_agg_trades)
 
     # -- generation ----------------------------------------------------------------
 
     def on_update(self, update: Update, event_ms: int) -> None:
         feed = self.feeds[update.symbol]
+        if update.trade is not None:  # the REST trades endpoints' history, whoever listens
+            history = feed.history
+            history.append((update.trade, event_ms))
+            if len(history) > 2 * TRADE_HISTORY:
+                del history[:TRADE_HISTORY]
         if feed.active:
             self._fan_out(feed, update, event_ms)
 
@@ -273,7 +290,10 @@ class SimServer(BaseServer):
         if feed.on1000:
             feed.w1000.add(u)
         t = u.trade
-        if t is not None:
+        if t is not None and feed.drop_trades and (feed.trade.names or feed.agg_trade.names):
+            feed.drop_trades -= 1
+            self.counters["trades_dropped"] += 1
+        elif t is not None:
             m = "true" if t.buyer_is_maker else "false"
             if feed.trade.names:
                 for i, qty in enumerate(t.quantities):
@@ -523,6 +543,12 @@ class SimServer(BaseServer):
             for feed in (self.feeds.values() if symbol is None else (self.feeds[symbol],)):
                 feed.drop |= {k.split("@", 1)[1] for k, ch in feed.channels.items()
                               if k.startswith("depth@") and ch.names}
+        elif name == "drop_trades":
+            symbol = params.get("symbol")
+            if symbol is not None and symbol not in self.feeds:
+                raise BadFault(f"unknown symbol {symbol!r}")
+            for feed in (self.feeds.values() if symbol is None else (self.feeds[symbol],)):
+                feed.drop_trades = arg(params, "count", int, 1)
         elif name == "malformed":
             kind = params.get("kind", "any")
             if kind not in _MALFORMED_KINDS:
@@ -555,6 +581,7 @@ class SimServer(BaseServer):
         self.rest_faults = _RestFaults()
         for feed in self.feeds.values():
             feed.drop.clear()
+            feed.drop_trades = 0
 
     def state_extra(self) -> dict[str, Any]:
         return {"rest_weight_used": self._used_weight(), "rest_faults": vars(self.rest_faults)}
@@ -637,6 +664,63 @@ class SimServer(BaseServer):
             self.counters["rest_faulted"] += 1
             await asyncio.sleep(faults.delay)  # the snapshot was taken on arrival, as if slow in transit
         return self._json({"lastUpdateId": last_id, "bids": bids, "asks": asks})
+
+    def _trades_query(self, request: web.Request) -> tuple[_SymbolFeed | None, int | None, int, web.Response | None]:
+        """symbol, fromId (None: the most recent), limit of a trades request, or the error to answer."""
+        self.requests["trades"] += 1
+        symbol = request.query.get("symbol")
+        if not symbol or symbol not in self.feeds:
+            return None, None, 0, _binance_error(400, -1121, "Invalid symbol.", self._weight_headers())
+        try:
+            limit = int(request.query.get("limit", "500"))
+            from_id = int(request.query["fromId"]) if "fromId" in request.query else None
+        except ValueError:
+            return None, None, 0, _binance_error(400, -1100, "Illegal characters found in a parameter.",
+                                                 self._weight_headers())
+        if not 1 <= limit <= _TRADES_LIMIT:
+            return None, None, 0, _binance_error(400, -1130, f"Invalid data sent for a parameter: limit must be "
+                                                 f"1..{_TRADES_LIMIT}.", self._weight_headers())
+        return self.feeds[symbol], from_id, limit, None
+
+    async def _rest_trades(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/historicalTrades?symbol=&fromId=&limit=`` (weight 25): the trades (``@trade``
+        ids) from ``fromId`` on, oldest first, as far as the history reaches."""
+        feed, from_id, limit, error = self._trades_query(request)
+        if error is not None:
+            return error
+        rejected = self._charge(25)
+        if rejected is not None:
+            return rejected
+        out: list[dict[str, Any]] = []
+        history = feed.history
+        if from_id is None:  # the most recent
+            from_id = history[-1][0].last_id - limit + 1 if history else 0
+        start = bisect.bisect_left(history, from_id, key=lambda h: h[0].last_id)
+        for t, event_ms in history[start:]:
+            for i, qty in enumerate(t.quantities):
+                tid = t.first_id + i
+                if tid >= from_id and len(out) < limit:
+                    out.append({"id": tid, "price": t.price, "qty": qty, "quoteQty": f"{float(t.price) * float(qty):.8f}",
+                                "time": event_ms, "isBuyerMaker": t.buyer_is_maker, "isBestMatch": True})
+            if len(out) >= limit:
+                break
+        return self._json(out)
+
+    async def _rest_agg_trades(self, request: web.Request) -> web.Response:
+        """``GET /api/v3/aggTrades`` (weight 4) and ``/fapi/v1/aggTrades`` (weight 20) by ``fromId``:
+        one aggregate trade per taker order (``@aggTrade`` ids)."""
+        feed, from_id, limit, error = self._trades_query(request)
+        if error is not None:
+            return error
+        rejected = self._charge(20 if request.path.startswith("/fapi/") else 4)
+        if rejected is not None:
+            return rejected
+        history = feed.history
+        if from_id is None:
+            from_id = history[-1][0].agg_id - limit + 1 if history else 0
+        start = bisect.bisect_left(history, from_id, key=lambda h: h[0].agg_id)
+        return self._json([{"a": t.agg_id, "p": t.price, "q": t.quantity, "f": t.first_id, "l": t.last_id,
+                            "T": event_ms, "m": t.buyer_is_maker, "M": True} for t, event_ms in history[start:start + limit]])
 
     async def _rest_exchange_info(self, request: web.Request) -> web.Response:
         """``GET /api/v3/exchangeInfo``: rate limits and symbol filters (tickSize, stepSize)."""

@@ -30,7 +30,8 @@ def test_a_malformed_topic_is_a_clear_error():
 
 def test_the_registry_holds_the_design_contracts_of_trade_and_l2():
     """DESIGN.md: topic KINDs (contract 4), WebSocket kinds (5), CSV datatypes (6); trades never conflated."""
-    assert set(schema.KINDS) == {"trade", "l2", "quote", "derivative_ticker", "liquidation", "cvd", "trade_bar", "l4"}
+    assert set(schema.KINDS) == {"trade", "l2", "quote", "derivative_ticker", "liquidation", "cvd", "trade_bar", "l4",
+                                 "trade_gap"}
     t, l2 = schema.KINDS["trade"], schema.KINDS["l2"]
     assert (t.topic_prefix, t.socket, t.conflatable, t.ws_kinds, t.tardis_datatype) == (
         "trade", schema.Socket.HOT, False, ("trade",), "trades")
@@ -65,7 +66,8 @@ def test_the_kinds_table_in_docs_bus_md_is_the_registry():
     documented = {}
     for name, prefix, payload, socket, conflatable, ws, datatype in rows:
         documented[name.strip("`")] = (prefix.strip("`"), payload.split()[0].strip("`"), socket.split()[0],
-                                       conflatable.startswith("yes"), tuple(w.strip(" `") for w in ws.split(",")),
+                                       conflatable.startswith("yes"),
+                                       () if ws.startswith("none") else tuple(w.strip(" `") for w in ws.split(",")),
                                        None if datatype.startswith("none") else datatype.strip("`"))
     in_code = {k.name: (k.topic_prefix, k.payload.__name__, "hot" if k.socket is schema.Socket.HOT else "L2",
                         k.conflatable, k.ws_kinds, k.tardis_datatype) for k in schema.KINDS.values()}
@@ -108,3 +110,22 @@ def test_every_kind_round_trips_and_an_absent_ticker_field_is_nil_not_zero():
     ticker = msgpack.unpackb(schema.encode(msgs[1]))
     assert ticker["index_price"] is None and ticker["open_interest"] is None and ticker["mark_price"] == 60000.5
     assert set(schema.TICKER_FIELDS) <= set(schema.DerivativeTicker.__struct_fields__)
+
+
+def test_the_trade_gap_kind_is_added_without_touching_the_others():
+    """Issue 19 item 5: trade ids a venue skipped, on the hot socket (in order with the trades it speaks
+    of), never conflated, for bus consumers only: no WebSocket kind (DESIGN.md contract 5 lists them),
+    no tardis datatype (contract 6); its topic prefix shares no prefix with ``trade.``."""
+    g = schema.KINDS["trade_gap"]
+    assert (g.topic_prefix, g.socket, g.conflatable, g.ws_kinds, g.tardis_datatype, g.tag) == (
+        "tgap", schema.Socket.HOT, False, (), None, "trade_gap")
+    assert not g.topic("sim", "BTCUSDT").startswith(schema.TRADE.subscription())
+    msg = schema.TradeGap(exchange="sim", symbol="BTCUSDT", epoch=1, seq=1, ts_exchange=5, ts_received=6,
+                          state=schema.GAP_MISSING, first_id=101, last_id=109, count=9, backfill=True)
+    assert schema.decode(schema.encode(msg)) == msg
+    plain = msgpack.unpackb(schema.encode(msg))
+    assert (plain["kind"], plain["first_id"], plain["last_id"], plain["count"], plain["backfilled"]) == (
+        "trade_gap", 101, 109, 9, 0)
+    # the trade payload is unchanged: a trade decodes with the fields it always had
+    assert set(schema.Trade.__struct_fields__) == {"exchange", "symbol", "epoch", "seq", "ts_exchange", "ts_received",
+                                                   "ts_published", "price", "amount", "side", "trade_id", "instrument"}
