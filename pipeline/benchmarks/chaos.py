@@ -366,6 +366,7 @@ def run(rate: float, n_symbols: int, depth: int, soak: float = 3.0, log=print) -
             "sink_trades_lost": sink_stats.get("trades_lost"),
             "sink_gaps_filled": sink_stats.get("gaps_filled"), "trades_missed_upstream": sum(
                 st.get("trades_missed", 0) for st in stats.values()),
+            "trades_backfilled_from_rest": sum(st.get("trades_backfilled", 0) for st in stats.values()),
         })
         return figures, failures
     finally:
