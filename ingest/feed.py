@@ -167,7 +167,7 @@ class SymbolFeed:
     __slots__ = ("index", "symbol", "sync", "book", "counts", "pending_bbo", "l2_topic", "trade_topic",
                  "ts_exchange_us", "ts_received_us", "instrument", "view_update_id", "dirty", "bid_floor",
                  "ask_ceiling", "kinds", "removed", "state_since_ns", "added_ns", "last_trade_id", "gap_seq",
-                 "gaps_open")
+                 "gaps_open", "restart_gap")
 
     def __init__(self, index: int, symbol: str, sync: BookSync, counts: SymbolCounts, depth: int, exchange: str,
                  instrument: schema.Instrument | None = None):
@@ -197,6 +197,7 @@ class SymbolFeed:
         # trade-id gaps whose REST backfill is under way: (first_id, last_id) -> (ts_exchange, ts_received)
         # of the trade that revealed it
         self.gaps_open: dict[tuple[int, int], tuple[int, int]] = {}
+        self.restart_gap = False  # last_trade_id is the previous ingest run's: its first trade compares with it
 
 
 def parse_frame(adapter) -> Callable[[bytes, int], object]:
@@ -243,6 +244,7 @@ class FeedBooks:
         self.verify_bbo = traits.verify_bbo
         self.contiguous_trade_ids = traits.contiguous_trade_ids
         self.trade_backfill_max = trade_backfill_max if traits.trades_page else 0
+        self._restart_backfill = False  # a gap across the restart is backfilled too (resume_trade_ids)
         self.in_stream = traits.in_stream
         self.book_cap = traits.book_cap
         self.checksum = adapter.checksum if traits.checksum else None
@@ -559,6 +561,8 @@ class FeedBooks:
                 if last and tid > last + 1:  # ids skipped: trades the venue made that we never got
                     self._trade_gap(f, last + 1, tid - 1, ev)  # (its marker goes out before this trade)
                 f.last_trade_id = tid
+            if f.restart_gap:
+                f.restart_gap = False  # compared once with the previous run's last trade
         c.trade_seq = seq = c.trade_seq + 1
         msg = schema.Trade(exchange=self.exchange, symbol=ev.symbol, epoch=self.epoch, seq=seq,
                            ts_exchange=ev.ts_exchange_us, ts_received=ev.recv_ns // 1000, price=ev.price,
@@ -587,23 +591,45 @@ class FeedBooks:
         count = last - first + 1
         c.trades_missed += count
         c.trade_id_gaps += 1
-        backfill = self.trade_backfill_max > 0
+        restart = f.restart_gap
+        backfill = self.trade_backfill_max > 0 and (self._restart_backfill or not restart)
         self._log_once(f"trades-missed:{f.symbol}", "%s %s: trade ids %d..%d missed (lost upstream; counted in "
                        "trades_missed%s; logged once per symbol)", self.exchange, f.symbol, first, last,
                        ", backfilled over REST" if backfill else "")
         recv_us = ev.recv_ns // 1000
-        self._send_gap(f, schema.GAP_MISSING, first, last, ev.ts_exchange_us, recv_us, backfill=backfill)
+        self._send_gap(f, schema.GAP_MISSING, first, last, ev.ts_exchange_us, recv_us, backfill=backfill,
+                       restart=restart)
         if backfill:
             f.gaps_open[(first, last)] = (ev.ts_exchange_us, recv_us)
             self._out.append(TradesWanted(f.symbol, first, min(last, first + self.trade_backfill_max - 1)))
 
     def _send_gap(self, f: SymbolFeed, state: str, first: int, last: int, ts_exchange: int, ts_received: int,
-                  backfill: bool = False, backfilled: int = 0, first_seq: int = 0, last_seq: int = 0) -> None:
+                  backfill: bool = False, backfilled: int = 0, first_seq: int = 0, last_seq: int = 0,
+                  restart: bool = False) -> None:
         f.gap_seq += 1
         self.publisher.send(schema.TRADE_GAP, schema.TRADE_GAP.topic(self.exchange, f.symbol), schema.TradeGap(
             exchange=self.exchange, symbol=f.symbol, epoch=self.epoch, seq=f.gap_seq, ts_exchange=ts_exchange,
             ts_received=ts_received, state=state, first_id=first, last_id=last, count=last - first + 1,
-            backfill=backfill, backfilled=backfilled, first_seq=first_seq, last_seq=last_seq, instrument=f.instrument))
+            backfill=backfill, restart=restart, backfilled=backfilled, first_seq=first_seq, last_seq=last_seq,
+            instrument=f.instrument))
+
+    def trade_ids(self) -> dict[str, int]:
+        """The last trade id of each symbol (venues with contiguous ids; 0s left out): what a restart
+        compares its first trades with (``resume_trade_ids``)."""
+        return {s: f.last_trade_id for s, f in self.feeds.items() if f.last_trade_id and not f.removed}
+
+    def resume_trade_ids(self, ids: dict[str, int], backfill: bool) -> None:
+        """The previous ingest run's last trade ids (ingest/main.py: from its trade ring after a
+        crash, or the file it saved at a clean stop): each symbol's first trade compares with them, so
+        trades the venue made while the ingest was down are a ``trade_gap`` too (``restart``), backfilled
+        over REST when ``backfill`` (the previous run stopped recently)."""
+        if not self.contiguous_trade_ids:
+            return
+        self._restart_backfill = backfill
+        for sym, tid in ids.items():
+            f = self.feeds.get(sym)
+            if f is not None and not f.last_trade_id and tid > 0:
+                f.last_trade_id, f.restart_gap = tid, True
 
     def _on_backfill(self, ev: TradesBackfill) -> None:
         """The REST answer to a ``TradesWanted``: the trades of the gap, once each in id order, go out

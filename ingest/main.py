@@ -6,8 +6,11 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import json
+import os
 import signal
 import time
+from pathlib import Path
 
 import zmq
 
@@ -18,13 +21,13 @@ from ingest.feed import BusPublisher, FeedBooks
 from ingest.runner import Runner
 from pipeline import bus, curve, shards
 from pipeline.config import Config, ExchangeConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, SharedMemoryError
 from pipeline.streams import control_path, load_changes, process_symbols, state_path
-from pipeline.pidfile import PidFile
+from pipeline.pidfile import PidFile, pid_alive
 from pipeline.snapshots import SnapshotService
 from pipeline.shm import BookWriter
 from pipeline.status import feeds
-from pipeline.trade_ring import TradeRingWriter
+from pipeline.trade_ring import TradeRingReader, TradeRingWriter
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +70,13 @@ async def _serve(config: Config, name: str, shard: int | None = None) -> None:
     secure = server_curve.apply if server_curve is not None else None
     writer = BookWriter(config.shm_prefix, ex.name, ex.symbols, ex.depth, epoch, capacity=configured.slots, unit=unit)
     trade_ring = None
+    feed: FeedBooks | None = None
     trades_sock = l2_sock = None
     snapshots: SnapshotService | None = None
     capture = None  # [sinks.raw]: what the venue's connections carry (a node's files are on disk already)
     try:
+        # (before the new ring replaces the one a crashed run left)
+        previous, age_s = previous_trade_ids(config, unit) if adapter.traits.contiguous_trade_ids else ({}, None)
         trade_ring = TradeRingWriter(config.shm_prefix, ex.name, ex.symbols, ex.trade_ring_size, epoch,
                                      n_slots=configured.slots, unit=unit)
         trades_sock = bus.make_pub(ctx, trades_ep, trades_tcp, secure)
@@ -83,6 +89,11 @@ async def _serve(config: Config, name: str, shard: int | None = None) -> None:
                          trade_ring=trade_ring, schedule_flush=lambda: loop.call_soon(feed.flush),
                          cvd=ex.cvd, bar_intervals=ex.bar_intervals, stale_after_s=ex.stale_after_s,
                          trade_backfill_max=ex.trade_backfill_max)
+        if previous:
+            feed.resume_trade_ids(previous, backfill=age_s is not None and age_s <= RESTART_BACKFILL_MAX_S)
+            log.info("ingest %s: the previous run's last trade ids of %d symbols (%.0f s ago): a gap since is a "
+                     "trade_gap%s", unit, len(previous), age_s or 0,
+                     "" if age_s is not None and age_s <= RESTART_BACKFILL_MAX_S else " (too long ago to backfill)")
         if adapter.traits.transport == "files":  # a source that writes hourly files (ingest/filetail.py)
             from ingest.filetail import FileRunner
             runner = FileRunner(ex, adapter, feed, stop)
@@ -103,6 +114,11 @@ async def _serve(config: Config, name: str, shard: int | None = None) -> None:
                  " (tcp with CURVE)" if server_curve is not None else "")
         async with asyncio.TaskGroup() as tg:
             tg.create_task(control.serve(control_path(config.run_dir, unit), stop), name="control")
+            if previous:
+                # a restart (the gap since the last run is reported on the bus): the sinks and consumers
+                # of the last run reconnect first (ZeroMQ retries every 100 ms), or they would miss the
+                # trade_gap marker that comes with the first trades
+                await asyncio.sleep(RESTART_SETTLE_S)
             try:
                 await runner.run()
             finally:
@@ -122,9 +138,69 @@ async def _serve(config: Config, name: str, shard: int | None = None) -> None:
         for ep in (trades_ep, l2_ep, snapshot_ep):
             bus.unlink_ipc(ep)
         if trade_ring is not None:
+            if feed is not None and adapter.traits.contiguous_trade_ids:
+                save_trade_ids(config.run_dir, unit, feed.trade_ids())  # the next run compares with them
             trade_ring.close(unlink=True)
         writer.close(unlink=True)
         log.info("ingest %s stopped", unit)
+
+
+# A trade-id gap across an ingest restart is backfilled when the previous run ended at most this long ago
+# (a crash restarted by supervisord, a redeploy); longer, it is reported only: hours-old trades are not
+# what a live feed should publish now
+RESTART_BACKFILL_MAX_S = 600.0
+RESTART_SETTLE_S = 0.5  # after a restart, the subscribers' time to reconnect before the venue's first trades
+RING_SCAN = 4096  # trades looked at, newest first, for a symbol's highest id in a crashed run's ring
+
+
+def trade_ids_path(run_dir: Path, unit: str) -> Path:
+    return run_dir / f"trade-ids-{unit}.json"
+
+
+def save_trade_ids(run_dir: Path, unit: str, ids: dict[str, int]) -> None:
+    """At a clean stop: each symbol's last trade id (venues with contiguous ids), for the next run."""
+    path = trade_ids_path(run_dir, unit)
+    try:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"saved_us": time.time_ns() // 1000, "ids": ids}))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("ingest %s: could not save the last trade ids (%s): the next run starts afresh", unit, exc)
+
+
+def previous_trade_ids(config: Config, unit: str) -> tuple[dict[str, int], float | None]:
+    """The previous run's last trade id per symbol, and how long ago (s): after a crash from the trade
+    ring it left in shared memory (every trade it published is there: its highest id among the newest
+    RING_SCAN, as backfilled trades come after later live ones), after a clean stop from the file it saved.
+    The file is used once.  ({}, None): nothing known (a first start, a reboot after a crash)."""
+    ids: dict[str, int] = {}
+    newest_us = 0
+    try:
+        ring = TradeRingReader.open(config.shm_prefix, unit)
+    except (SharedMemoryError, OSError, ValueError):
+        ring = None
+    if ring is not None:
+        try:
+            if ring.pid == os.getpid() or not pid_alive(ring.pid):
+                for sym in ring.symbols:
+                    head = ring.head(sym)
+                    for seq in range(head, max(ring.oldest(sym), head - RING_SCAN + 1) - 1, -1):
+                        t = ring.read(sym, seq)
+                        if t is not None and t.trade_id.isdigit():
+                            ids[sym] = max(ids.get(sym, 0), int(t.trade_id))
+                            newest_us = max(newest_us, t.ts_received)
+        finally:
+            ring.close()
+    path = trade_ids_path(config.run_dir, unit)
+    if not ids:
+        try:
+            data = json.loads(path.read_text())
+            ids = {s: v for s, v in data["ids"].items() if isinstance(s, str) and type(v) is int and v > 0}
+            newest_us = int(data["saved_us"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            ids = {}
+    path.unlink(missing_ok=True)
+    return ids, ((time.time_ns() // 1000 - newest_us) / 1e6 if ids else None)
 
 
 def _capture_writer(config: Config, ex) -> CaptureWriter | None:

@@ -562,7 +562,7 @@ class Runner:
                     continue
                 self.budget.spend(req.weight, time.monotonic())
                 self.header[P["rest_requests"]] += 1
-                body = await self._rest(session, req, f"{want.symbol} trades")
+                body = await self._rest(session, req, want.symbol)  # (a failure counts on that feed)
                 page = None
                 if body is not None:
                     try:

@@ -84,6 +84,8 @@ reached us (venues whose trade ids are contiguous: a skipped id is a lost trade)
     first_id, last_id  int    the venue trade ids missing, inclusive
     count              int    last_id - first_id + 1
     backfill           bool   "missing": a REST backfill of these ids follows (a "backfilled" message)
+    restart            bool   the gap spans an ingest restart: first_id - 1 is the last trade the previous
+                              run (epoch) published
     backfilled         int    "backfilled": how many of the ids were fetched; they follow this message at
                               once as ordinary trades with seqs first_seq..last_seq (0, 0: none)
     first_seq, last_seq  int  trade seqs of the backfilled trades
@@ -285,6 +287,7 @@ class TradeGap(msgspec.Struct, tag="trade_gap", tag_field="kind", kw_only=True):
     last_id: int
     count: int
     backfill: bool = False
+    restart: bool = False
     backfilled: int = 0
     first_seq: int = 0
     last_seq: int = 0

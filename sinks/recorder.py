@@ -239,7 +239,10 @@ class TradeStream:
         # trades held back while a venue gap's REST backfill is awaited: (id, seq, row fields), or None
         self._held: list | None = None
         self._held_since = 0.0
+        self._held_epoch = 0  # the epoch of the marker that started the hold
+        self._held_floor = -1  # the last trade id written before the hold: a backfilled one up to it is a repeat
         self._waiting: set[tuple[int, int]] = set()  # gaps (first_id, last_id) whose backfill is awaited
+        self._told: list[tuple[int, int, int]] = []  # (epoch, first_id, last_id) of the last "missing" markers
         self._rest: list[tuple[int, int, int]] = []  # (epoch, first_seq, last_seq) of backfilled trades
         self.since_us = since_us  # when the sink started: an epoch (ingest start) after it is recorded whole
         self.rows = rows
@@ -360,7 +363,7 @@ class TradeStream:
             if ring is not None:
                 text = self._resume(ring)
             self._resume_from = None
-        if self._held is not None and self.epoch is not None and msg.epoch != self.epoch:
+        if self._held is not None and msg.epoch != self._held_epoch:
             text = self.rows.join((text, self._release()))  # a new ingest: its trades start afresh
         if msg.epoch == self.epoch:
             if msg.seq <= self.seq:
@@ -433,12 +436,24 @@ class TradeStream:
         if msg.state == schema.GAP_MISSING:
             c.trade_id_gaps += 1
             c.trades_missed += msg.count
+            self._told.append((msg.epoch, *key))
+            del self._told[:-64]
             if msg.backfill:
+                if self._held is not None and self._held_epoch != msg.epoch:
+                    text = self._release()  # a hold of the previous ingest run: written now
+                    self._held, self._held_since, self._held_epoch = [], self.clock(), msg.epoch
+                    self._held_floor = self._last_int_id()
+                    self._waiting.add(key)
+                    return text
                 self._waiting.add(key)
                 if self._held is None:
-                    self._held, self._held_since = [], self.clock()
+                    self._held, self._held_since, self._held_epoch = [], self.clock(), msg.epoch
+                    self._held_floor = self._last_int_id()
             return ""
         self._waiting.discard(key)
+        if (msg.epoch, *key) not in self._told:  # its "missing" marker was lost (a subscriber still
+            c.trade_id_gaps += 1                 # reconnecting to a restarted ingest): counted now
+            c.trades_missed += msg.count
         if msg.backfilled:
             self._rest.append((msg.epoch, msg.first_seq, msg.last_seq))
             del self._rest[:-64]
@@ -446,6 +461,10 @@ class TradeStream:
                 return self._release()  # (its trades came first: they were refilled from the ring)
             return ""
         return self._release() if not self._waiting else ""
+
+    def _last_int_id(self) -> int:
+        tid = self.last_id
+        return int(tid) if tid is not None and tid.isdigit() else -1
 
     def _from_rest(self, epoch: int, seq: int) -> bool:
         """Whether trade ``seq`` is a backfilled one (announced ranges already passed are forgotten)."""
@@ -487,6 +506,13 @@ class TradeStream:
         self._waiting.clear()
         if not held:
             return ""
+        floor = self._held_floor
+        if floor >= 0:  # (a gap across an ingest restart may reach back into what the last run published)
+            kept = [h for h in held if not (h[1] and 0 <= h[0] <= floor)]
+            self.counters.duplicates += len(held) - len(kept)
+            held = kept
+            if not held:
+                return ""
         held.sort(key=lambda h: (h[0] < 0, h[0]))
         floor = None
         for i in range(len(held) - 1, -1, -1):

@@ -97,3 +97,38 @@ def test_a_stop_writes_what_is_held_and_the_parquet_rows_are_held_alike():
     s.on_gap(_gap("missing", 101, 101, backfill=True))
     assert not s.on_trade(_trade(2, 102, 20))  # ("" or [] alike: nothing to add)
     assert [r[2] for r in s.catch_up(final=True)] == ["102"]
+
+
+def test_a_gap_across_an_ingest_restart_is_held_in_the_new_epoch_and_repeats_are_dropped():
+    s, c, _ = _stream()
+    s.on_trade(_trade(1, 100, 10))
+    s.on_trade(_trade(2, 101, 11))
+    new = EPOCH + 1
+    gap = _gap("missing", 100, 103, backfill=True)  # reaching back into what the last run published
+    gap.epoch = new
+    s.on_gap(gap)
+    t = _trade(1, 104, 30)
+    t.epoch = new
+    assert s.on_trade(t) == ""  # held, in the new epoch
+    done = _gap("backfilled", 100, 103, backfilled=4, first_seq=2, last_seq=5, seq=2)
+    done.epoch = new
+    s.on_gap(done)
+    out = ""
+    for seq, tid in zip(range(2, 6), range(100, 104)):
+        t = _trade(seq, tid, 40)
+        t.epoch = new
+        out += s.on_trade(t)
+    assert [i for i, _ in _ids_and_times(out)] == [102, 103, 104]
+    assert c.duplicates == 2
+
+
+def test_a_backfilled_marker_whose_missing_one_was_lost_is_still_counted():
+    """A subscriber still reconnecting to a restarted ingest may miss the "missing" marker: the
+    follow-up carries the same ids, so the gap is counted; its trades come after the live ones."""
+    s, c, _ = _stream()
+    s.on_trade(_trade(1, 100, 10))
+    s.on_trade(_trade(2, 103, 11))  # (no hold: the marker never came)
+    s.on_gap(_gap("backfilled", 101, 102, backfilled=2, first_seq=3, last_seq=4, seq=2))
+    out = s.on_trade(_trade(3, 101, 20)) + s.on_trade(_trade(4, 102, 20))
+    assert [i for i, _ in _ids_and_times(out)] == [101, 102]
+    assert (c.trade_id_gaps, c.trades_missed, c.trades_backfilled, c.backfill_late) == (1, 2, 2, 2)

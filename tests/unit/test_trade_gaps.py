@@ -200,3 +200,63 @@ def test_the_runner_pages_a_gap_within_the_budget_and_hands_back_one_backfill(sh
         assert [m.seq for m in bus.hot if isinstance(m, schema.Trade)] == list(range(1, 2503))
     finally:
         writer.close(unlink=True)
+
+
+def test_a_restart_compares_the_first_trades_with_the_previous_runs_last_ids():
+    run = _run()
+    try:
+        run.feed.resume_trade_ids({SYM: 100, "OTHER": 5}, backfill=True)
+        for tid in (104, 106):
+            run.receive(_trade(tid))
+        gaps = run.bus.kinds["trade_gap"]
+        assert [(g.first_id, g.last_id, g.restart, g.backfill) for g in gaps] == [(101, 103, True, True),
+                                                                                  (105, 105, False, True)]
+        assert run.requests == [TradesWanted(SYM, 101, 103), TradesWanted(SYM, 105, 105)]
+        assert run.feed.trade_ids() == {SYM: 106}
+    finally:
+        run.close()
+
+
+def test_a_restart_long_after_the_previous_run_is_reported_not_backfilled_and_no_gap_is_no_marker():
+    run = _run()
+    try:
+        run.feed.resume_trade_ids({SYM: 100}, backfill=False)
+        for tid in (150, 152):
+            run.receive(_trade(tid))
+        assert [(g.first_id, g.last_id, g.restart, g.backfill) for g in run.bus.kinds["trade_gap"]] == [
+            (101, 149, True, False), (151, 151, False, True)]
+        assert run.requests == [TradesWanted(SYM, 151, 151)]
+    finally:
+        run.close()
+    run = _run()
+    try:
+        run.feed.resume_trade_ids({SYM: 100}, backfill=True)
+        run.receive(_trade(101))  # it follows on: nothing was missed
+        assert "trade_gap" not in run.bus.kinds and not run.feed.feeds[SYM].restart_gap
+    finally:
+        run.close()
+
+
+def test_the_previous_runs_ids_come_from_its_ring_after_a_crash_and_from_its_file_after_a_stop(tmp_path):
+    """A crashed run's trade ring holds every trade it published (backfilled ones after later live
+    ones: the highest id counts); a clean stop saves them in run_dir, read once."""
+    from ingest.main import previous_trade_ids, save_trade_ids
+    from pipeline.app.config import parse_config
+    from pipeline.trade_ring import TradeRingWriter
+
+    config = parse_config("[pipeline]\nrun_dir = \"run\"\n[exchanges.ex]\nadapter = \"binance\"\nsymbols = [\"BTCUSDT\"]\n",
+                          tmp_path)
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    prefix = config.shm_prefix
+    ring = TradeRingWriter(prefix, "ex", [SYM, "ETHUSDT"], 64, epoch=1)
+    try:
+        for seq, tid in enumerate((10, 11, 14, 15, 12, 13), 1):  # 12..13 backfilled after 14..15
+            ring.append(0, seq, 1, 2_000, 1.0, 1.0, "buy", str(tid))
+        ids, age = previous_trade_ids(config, "ex")
+        assert ids == {SYM: 15} and age is not None  # (ETHUSDT had no trade)
+    finally:
+        ring.close(unlink=True)
+    save_trade_ids(config.run_dir, "ex", {SYM: 77})
+    ids, age = previous_trade_ids(config, "ex")
+    assert ids == {SYM: 77} and 0 <= age < 60
+    assert previous_trade_ids(config, "ex") == ({}, None)  # used once
