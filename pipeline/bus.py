@@ -336,6 +336,18 @@ class Reader:
                 per_socket[socket] = _by_topic_prefix({k.subscription(): h for k, h in handled.items()})
         self.on(per_socket.get(schema.Socket.HOT, _ignore), per_socket.get(schema.Socket.L2, _ignore), on_error)
 
+    def subscribe_l2(self, topic: bytes) -> None:
+        """Add a subscription (a topic prefix) to the L2 socket; messages come once ZeroMQ has passed it
+        to the publishers (asynchronously: a reader that needs everything after some point checks seqs)."""
+        if self.l2_sock is not None:
+            self.l2_sock.setsockopt(zmq.SUBSCRIBE, topic)
+
+    def unsubscribe_l2(self, topic: bytes) -> None:
+        """Remove one subscription of the L2 socket (ZeroMQ counts them: one per ``subscribe_l2``); messages
+        already on their way still arrive."""
+        if self.l2_sock is not None:
+            self.l2_sock.setsockopt(zmq.UNSUBSCRIBE, topic)
+
     # ------------------------------------------------------------ reading
     def drain_hot(self) -> int:
         """Hand out every hot message waiting now; returns how many."""

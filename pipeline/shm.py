@@ -583,6 +583,7 @@ class _Segment:
         user); ``named_by``: the name file the reader found ``name`` in (for its errors)."""
         self.name = name
         self._shm = None
+        self.ino: int | None = None
         if DEV_SHM.is_dir():
             path = DEV_SHM / name
             if create:
@@ -619,6 +620,7 @@ class _Segment:
                         if named_by is None:
                             raise
                         raise SharedMemoryError(f"{exc} (named in {named_by})") from None
+                    self.ino = st.st_ino  # replaced() tells a reader its writer made a new segment
                     size = st.st_size
                     if size == 0:
                         raise SharedMemoryError(f"segment {name!r} is empty (being created)")
@@ -890,6 +892,17 @@ class SegmentReader:
     def epoch(self) -> int:
         return int(self.header[H_EPOCH])
 
+    def replaced(self) -> bool:
+        """Whether the segment's name now leads elsewhere: removed (its writer stopped) or created anew
+        (a restarted writer, a new epoch).  A reader keeps the mapping it opened until it closes it, so
+        one that polls the views asks this (an ``os.stat``, about a microsecond) to see a restart at once."""
+        if self._seg.ino is None:  # pragma: no cover - non-Linux fallback: the heartbeat tells instead
+            return False
+        try:
+            return os.stat(DEV_SHM / self._seg.name).st_ino != self._seg.ino
+        except FileNotFoundError:
+            return True
+
     def close(self) -> None:
         self.header = None
         self._seg.close()
@@ -1014,6 +1027,28 @@ class BookReader(SegmentReader):
                 return BookSnapshot(self.exchange, symbol, int(view[V_EPOCH]), int(view[V_SEQ]),
                                     BookState(int(view[V_STATE])), int(view[V_TS_EXCHANGE]),
                                     int(view[V_TS_RECEIVED]), int(view[V_UPDATE_ID]), bids, asks)
+        raise SharedMemoryError(f"could not read a consistent view of {symbol!r} (writer stuck mid-write?)")
+
+    def read_head(self, symbol: str, max_tries: int = 100000) -> tuple[int, int, int, int, int, int]:
+        """``(epoch, seq, state, ts_exchange_us, ts_received_us, update_id)`` of ``symbol``'s view, consistent
+        (the same seqlock as ``read``) without copying its levels: what a reader polling for changes needs."""
+        slot = self._slot(symbol)
+        lock, v = slot.lock, slot.view
+        gen = self._names_gen
+        h = self.header
+        for attempt in range(max_tries):
+            if int(h[H_NAMES_GEN]) != gen:
+                slot = self._slot(symbol)
+                lock, v, gen = slot.lock, slot.view, self._names_gen
+            s1 = int(lock[0])
+            if s1 & 1:
+                if attempt & 63 == 63:
+                    time.sleep(0)
+                continue
+            view = v.tolist()
+            if int(lock[0]) == s1 and int(h[H_NAMES_GEN]) == gen:
+                return view[V_EPOCH], view[V_SEQ], view[V_STATE], view[V_TS_EXCHANGE], view[V_TS_RECEIVED], \
+                    view[V_UPDATE_ID]
         raise SharedMemoryError(f"could not read a consistent view of {symbol!r} (writer stuck mid-write?)")
 
     def stats(self, symbol: str) -> dict[str, int]:

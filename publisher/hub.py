@@ -38,6 +38,11 @@ CLOSE_POLICY = 1008  # RFC 6455 7.4.1: policy violation (request flood)
 # be (1 ms: clients whose throttle timers fire together still share one rendering).
 SNAPSHOT_REUSE_US = 1_000
 CLOSE_TRY_AGAIN = 1013  # RFC 6455 / IANA registry: try again later (too slow for its trades)
+# A delta client's book whose bus subscription just began: its snapshot waits for the first message
+# (the subscription is then in effect: nothing after the snapshot can be missing) at most this long;
+# a quiet book is then loaded from shared memory (a message missed meanwhile shows as a gap: resync).
+JOIN_WAIT_S = 0.25
+JOIN_MAX_S = 5.0  # ... or, while shared memory shows the book moving (messages are due), up to this long
 
 
 class NoMetrics:
@@ -76,6 +81,71 @@ class Client:
         return f"<client {self.id} {self.peer}>"
 
 
+class L2Topics:
+    """Which L2 topics the publisher's bus reader takes (docs/websocket.md "How the publisher reads").
+
+    An exchange starts *whole*: its ``l2.EX.`` prefix, as the reader subscribed it.  Once its shared
+    memory can be read (``to_shm``), the prefix is dropped and only exact topics ``l2.EX.SYMBOL`` are
+    taken, each for reasons: ``deltas`` (a delta client follows the book) and ``learn`` (no message of
+    the book was seen yet: its first one gives the instrument).  A topic goes when its last reason
+    does.  ZeroMQ counts subscriptions, so each topic is subscribed once here whatever its reasons.
+    The socket calls are the reader's (``subscribe``/``unsubscribe``); none is made for an exchange
+    still read whole."""
+
+    def __init__(self, exchanges, subscribe: Callable[[bytes], None], unsubscribe: Callable[[bytes], None]):
+        self.whole: set[str] = set(exchanges)
+        self._sub, self._unsub = subscribe, unsubscribe
+        self.reasons: dict[Key, set[str]] = {}
+        self.learning: dict[bytes, Key] = {}  # topic -> key, while "learn" is a reason
+        self.changes = 0  # subscribe + unsubscribe calls made
+
+    def want(self, key: Key, reason: str) -> bool:
+        """Add a reason; True when this subscribed the topic now (its messages start some time later)."""
+        reasons = self.reasons.setdefault(key, set())
+        new = not reasons
+        reasons.add(reason)
+        topic = schema.L2.topic(*key)
+        if reason == "learn":
+            self.learning[topic] = key
+        if new and key[0] not in self.whole:
+            self._sub(topic)
+            self.changes += 1
+            return True
+        return False
+
+    def drop(self, key: Key, reason: str) -> None:
+        reasons = self.reasons.get(key)
+        if reasons is None or reason not in reasons:
+            return
+        reasons.discard(reason)
+        topic = schema.L2.topic(*key)
+        if reason == "learn":
+            self.learning.pop(topic, None)
+        if not reasons:
+            del self.reasons[key]
+            if key[0] not in self.whole:
+                self._unsub(topic)
+                self.changes += 1
+
+    def to_shm(self, exchange: str) -> None:
+        """Read ``exchange`` by exact topics from now on: subscribe them, then drop the prefix (in this
+        order, so a followed book misses nothing)."""
+        if exchange not in self.whole:
+            return
+        self.whole.discard(exchange)
+        for key, reasons in self.reasons.items():
+            if key[0] == exchange and reasons:
+                self._sub(schema.L2.topic(*key))
+                self.changes += 1
+        self._unsub(schema.L2.subscription(exchange))
+        self.changes += 1
+
+    def summary(self) -> dict:
+        exact = [k for k, r in self.reasons.items() if r and k[0] not in self.whole]
+        return {"whole": sorted(self.whole), "exact": len(exact), "learning": len(self.learning),
+                "changes": self.changes}
+
+
 class Hub:
     def __init__(self, settings: Settings, mirror: BookMirror, call_later: Callable[..., Any],
                  clock: Callable[[], int] = render.now_us, version: str = "0", metrics: Any = None):
@@ -103,6 +173,11 @@ class Hub:
         # Set by the process to the bus reader's trade drain: called before L2 work done
         # outside the bus pump (snapshot rendering), so no trade waits behind it.
         self.poll_trades: Callable[[], object] = lambda: None
+        # L2 from shared memory (``read_l2``): None = every L2 message comes from the bus (tests, gRPC)
+        self.l2: L2Topics | None = None
+        self._joining: dict[Key, set[Client]] = {}  # delta clients' snapshots waiting for the book's first message
+        self._snap_throttles: dict[str, Counter[int]] = {}  # exchange -> throttle_us of its snapshot subs
+        self.polls = 0
 
     # ------------------------------------------------------------------ clients
     def connect(self, peer: str, wake: Callable[[], None], close: Callable[[int, str], None],
@@ -254,7 +329,13 @@ class Hub:
     def _index_book(self, client: Client, key: Key, sub: BookSub) -> None:
         if sub.mode is Mode.DELTAS:
             self.delta_index.setdefault(key, {}).setdefault(sub.depth, {})[client] = sub
-            self.mirror.track(key, sub.depth)
+            join = self.l2 is not None and self.l2.want(key, "deltas")
+            self.mirror.track(key, sub.depth, join=join)
+            if join:
+                self._joining.setdefault(key, set())
+                self.call_later(JOIN_WAIT_S, self._join_timeout, key, self.mirror.shm_mark(key), JOIN_WAIT_S)
+        else:
+            self._snap_throttles.setdefault(key[0], Counter())[sub.throttle_us] += 1
         sub.phase = Phase.PENDING
         client.outbox.want_snapshot(key)  # every book subscription starts with a snapshot
         client.wake()
@@ -268,6 +349,18 @@ class Hub:
                 self.mirror.untrack(key, sub.depth)
                 if not subs:
                     del by_depth[sub.depth]
+                if not self.mirror.mirrored(key):
+                    if not by_depth:
+                        self.delta_index.pop(key, None)
+                    self._joining.pop(key, None)
+                    if self.l2 is not None:
+                        self.l2.drop(key, "deltas")  # the last delta client of the book left
+        else:
+            throttles = self._snap_throttles.get(key[0])
+            if throttles is not None:
+                throttles[sub.throttle_us] -= 1
+                if throttles[sub.throttle_us] <= 0:
+                    del throttles[sub.throttle_us]
         w = self.waiting.get(key)
         if w is not None:
             w.pop(client, None)
@@ -338,6 +431,9 @@ class Hub:
     def on_l2(self, topic: bytes, payload: bytes) -> None:
         self.counts["l2_in"] += 1
         step = self.mirror.apply_l2(topic, payload)
+        l2 = self.l2
+        if l2 is not None and l2.learning and topic in l2.learning:
+            l2.drop(l2.learning[topic], "learn")  # its instrument (if any) is known now
         if step is None:
             return
         now = self.clock()
@@ -347,9 +443,65 @@ class Hub:
         by_depth = self.delta_index.get(step.key)
         if by_depth:
             self._send_deltas(step, by_depth)
+            if self._joining and step.key in self._joining:
+                self._release(step.key)  # the subscription is in effect and the book loaded
         waiting = self.waiting.get(step.key)
         if waiting:
             self._book_changed(step.key, waiting, now)
+
+    # ------------------------------------------------------ L2 from shared memory
+    def read_l2(self, subscribe: Callable[[bytes], None], unsubscribe: Callable[[bytes], None]) -> None:
+        """Take L2 from the bus only for books delta clients follow; follow the others in shared
+        memory, polled once per throttle interval (docs/websocket.md "How the publisher reads").
+        ``subscribe``/``unsubscribe`` change the bus reader's L2 subscriptions; the reader starts
+        subscribed to every exchange's ``l2.EX.`` prefix."""
+        self.l2 = L2Topics(self.settings.feeds, subscribe, unsubscribe)
+        for exchange in self.settings.feeds:
+            self._poll(exchange)
+
+    def _poll(self, exchange: str) -> None:
+        feed = self.settings.feeds.get(exchange)
+        l2 = self.l2
+        if feed is None or l2 is None:
+            return
+        if exchange in l2.whole and self.mirror.shm_ready(exchange):
+            for sym in feed.symbols:
+                key = (exchange, sym)
+                if self.mirror.book(*key) is None:
+                    l2.want(key, "learn")  # no message seen yet: its first gives the instrument
+            l2.to_shm(exchange)
+            log.info("%s: L2 from shared memory; the bus only for books delta clients follow", exchange)
+        if exchange not in l2.whole:
+            self.polls += 1
+            self.poll_trades()  # trades waiting on the bus go first
+            now = self.clock()
+            for step in self.mirror.poll(exchange, feed.symbols):
+                self._announce_step(step, now)
+                waiting = self.waiting.get(step.key)
+                if waiting:
+                    self._book_changed(step.key, waiting, now)
+        # once per throttle interval: the exchange's, or the shortest a snapshot client asked for
+        interval_us = min(self._snap_throttles.get(exchange) or (), default=feed.throttle_ms * 1000)
+        self.call_later(min(interval_us, feed.throttle_ms * 1000) / 1e6, self._poll, exchange)
+
+    def _join_timeout(self, key: Key, mark: tuple | None, waited_s: float) -> None:
+        if key not in self._joining:
+            return
+        now_mark = self.mirror.shm_mark(key)
+        if now_mark != mark and waited_s < JOIN_MAX_S:
+            # the book moves, so messages are due: the subscription has not taken effect yet
+            self.call_later(JOIN_WAIT_S, self._join_timeout, key, now_mark, waited_s + JOIN_WAIT_S)
+            return
+        self.mirror.load(key)  # a quiet book: no message came; shared memory has it
+        self._release(key)
+
+    def _release(self, key: Key) -> None:
+        """The delta clients' snapshots of a joined book go out now."""
+        for c in self._joining.pop(key, ()):
+            sub = c.session.book_sub(key)
+            if c.closing is None and c.id in self.clients and sub is not None and sub.phase is Phase.PENDING:
+                c.outbox.want_snapshot(key)
+                c.wake()
 
     def _send_deltas(self, step: Step, by_depth: dict[int, dict[Client, BookSub]]) -> None:
         key, book = step.key, step.book
@@ -447,6 +599,8 @@ class Hub:
                     self._apply(c, changes)
                     c.wake()
         for sym in new:
+            if self.l2 is not None and self.mirror.book(exchange, sym) is None:
+                self.l2.want((exchange, sym), "learn")
             self.announce((exchange, sym), state, "symbol added", force=True)
         return new
 
@@ -501,6 +655,9 @@ class Hub:
             sub = client.session.book_sub(key)
             if sub is None or sub.phase is not Phase.PENDING:
                 continue  # unsubscribed or replaced meanwhile
+            if key in self._joining and sub.mode is Mode.DELTAS:
+                self._joining[key].add(client)  # sent when the book's first message comes (_release)
+                continue
             now = self.clock()
             frame, epoch, seq, received = self._snapshot_frame(key, sub.depth, now)
             sub.snapshot_sent(now, epoch, seq)
@@ -561,6 +718,9 @@ class Hub:
             "trades_in": self.counts["trades_in"],
             "l2_in": self.counts["l2_in"],
             "l2_header_only": self.mirror.light_messages,  # of l2_in: books no delta client follows (mirror.py)
+            # L2 topics taken from the bus (exchanges read whole; exact topics) and shared-memory polls
+            "l2_subscriptions": self.l2.summary() if self.l2 is not None else None,
+            "shm_polls": self.polls,
             "trade_gaps": self.mirror.trade_gaps,
             "sent": {"trades": self.counts["sent_trade"], "l2": self.counts["sent_l2"],
                      "control": self.counts["sent_control"], "other": self.counts["sent_other"]},

@@ -38,7 +38,7 @@ from pipeline import schema, shards
 from pipeline.config import Config
 from pipeline.consumer import Book, BookTracker, _Base
 from pipeline.errors import SharedMemoryError
-from pipeline.shm import BookReader, BookSnapshot
+from pipeline.shm import BookReader, BookSnapshot, BookState
 
 Key = tuple[str, str]
 Level = tuple[float, float]
@@ -61,6 +61,7 @@ class L2Head(msgspec.Struct, tag="l2", tag_field="kind", kw_only=True):
 
 
 _head_decoder = msgspec.msgpack.Decoder(L2Head)
+_STATES = {int(s): s.name.lower() for s in BookState}
 
 
 def top(book: Book, depth: int) -> tuple[list[Level], list[Level]]:
@@ -147,6 +148,10 @@ class BookMirror(_Base):
         book = self._on_l2(topic, payload)
         if book is None or (book.epoch == prev_epoch and book.seq == prev_seq):
             return None
+        if prev_state is None and key in self._light:  # joined (track(join=True)): the levels are here now
+            light = self._light.pop(key)
+            if book.instrument is None:
+                book.instrument = light.instrument
         continuous = book.epoch == prev_epoch and book.seq == prev_seq + 1
         diffs: dict[int, tuple[list[Level], list[Level]] | None] = {}
         for depth, view in self._views.get(key, {}).items():
@@ -162,6 +167,11 @@ class BookMirror(_Base):
         """A light book: the message's header only (module docstring)."""
         head = _head_decoder.decode(payload)
         self.light_messages += 1
+        return self._light_step(key, head.epoch, head.seq, head.state, head.ts_exchange, head.ts_received,
+                                head.update_id, head.depth, head.instrument, False)
+
+    def _light_step(self, key: Key, epoch: int, seq: int, state: str, ts_exchange: int, ts_received: int,
+                    update_id: int, depth: int, instrument: schema.Instrument | None, polled: bool) -> Step | None:
         book = self._light.get(key)
         if book is None:
             book = self._light[key] = Book(*key)
@@ -175,15 +185,62 @@ class BookMirror(_Base):
         else:
             prev_state = book.state
         prev_epoch, prev_seq = book.epoch, book.seq
-        if head.epoch == prev_epoch and head.seq <= prev_seq:
-            return None
-        book.epoch, book.seq, book.state, book.update_id, book.depth = (head.epoch, head.seq, head.state,
-                                                                        head.update_id, head.depth)
-        book.ts_exchange, book.ts_received = head.ts_exchange, head.ts_received
-        if head.instrument is not None:
-            book.instrument = head.instrument
-        continuous = prev_state is not None and head.epoch == prev_epoch and head.seq == prev_seq + 1
+        if epoch == prev_epoch and seq <= prev_seq and not (polled and seq == prev_seq and state != prev_state):
+            return None  # (a poll also reports a state change without a new seq: a book marked stale)
+        book.epoch, book.seq, book.state, book.update_id = epoch, seq, state, update_id
+        if depth:
+            book.depth = depth
+        book.ts_exchange, book.ts_received = ts_exchange, ts_received
+        if instrument is not None:
+            book.instrument = instrument
+        # a poll sees the view every interval, many seqs apart: no resync, just the latest view
+        continuous = prev_state is not None and epoch == prev_epoch and (polled or seq == prev_seq + 1)
         return Step(key, book, prev_epoch, prev_seq, prev_state, continuous, {})
+
+    # ------------------------------------------------------- polling shared memory
+    def shm_ready(self, exchange: str) -> bool:
+        """Whether every ingest process of ``exchange`` has a segment this mirror can read (opened now if
+        need be): then its books can be followed from shared memory without the bus (``poll``)."""
+        units = {sx.unit for sx in shards.shard_configs(self.config.exchange(exchange))}
+        return all(self._shm_readable(u) for u in units)
+
+    def poll(self, exchange: str, symbols) -> list[Step]:
+        """The books of ``symbols`` that no delta client follows, read from shared memory (view headers
+        only): a Step for each that changed since the last poll (or since its last bus message).
+
+        A segment whose name now leads to another one (the ingest restarted: a new epoch) is
+        reopened; one that is gone is closed (the ingest stopped: ``health`` says so)."""
+        readers: dict[str, BookReader | None] = {}
+        steps = []
+        unit_of = shards.unit_of
+        for sym in symbols:
+            key = (exchange, sym)
+            if key in self._views:
+                continue  # the bus drives it (delta clients)
+            unit = unit_of(self.config, exchange, sym)
+            reader = readers.get(unit, False)
+            if reader is False:
+                reader = readers[unit] = self._current_reader(unit)
+            if reader is None:
+                continue
+            try:
+                epoch, seq, state, ts_ex, ts_recv, update_id = reader.read_head(sym)
+            except SharedMemoryError:
+                continue  # not (yet) in the segment: a symbol being added
+            step = self._light_step(key, epoch, seq, _STATES[state], ts_ex, ts_recv, update_id, 0, None, True)
+            if step is not None:
+                steps.append(step)
+        return steps
+
+    def _current_reader(self, unit: str) -> BookReader | None:
+        reader = self._readers.get(unit)
+        if reader is not None and reader.replaced():
+            reader.close()
+            del self._readers[unit]
+            reader = None
+        if reader is None and self._shm_readable(unit):
+            reader = self._readers[unit]
+        return reader
 
     def _shm_readable(self, unit: str) -> bool:
         """Whether the shared memory of an exchange (of its ingest process ``unit``: pipeline/shards.py)
@@ -223,18 +280,67 @@ class BookMirror(_Base):
             tr.book.instrument = light.instrument
         # else: not synced; the next L2 message resyncs it from shared memory or a snapshot
 
-    def track(self, key: Key, depth: int) -> None:
-        """Compute view diffs at ``depth`` for ``key`` from now on (reference counted)."""
-        views = self._views.setdefault(key, {})
-        self._load_from_shm(key)
+    def track(self, key: Key, depth: int, join: bool = False) -> None:
+        """Compute view diffs at ``depth`` for ``key`` from now on (reference counted).
+
+        ``join``: the bus subscription to ``key`` begins only now (the publisher follows the book
+        from shared memory while no delta client does), so messages before it may be missing: the
+        book is not loaded here but at its first message, from shared memory then (the Clone
+        pattern's resync, which applies only what is newer), or by ``load`` when none comes."""
+        views = self._views.get(key)
+        if views is None:
+            views = self._views[key] = {}
+            if join:
+                old = self.trackers.pop(key, None)
+                if old is not None and old.synced and key not in self._light:  # keep its header fields
+                    light = self._light[key] = Book(*key)
+                    b = old.book
+                    light.epoch, light.seq, light.state, light.instrument = b.epoch, b.seq, b.state, b.instrument
+                self.trackers[key] = BookTracker(*key)  # unsynced until its first message (or ``load``)
+        if not join:
+            self._load_from_shm(key)
         view = views.get(depth)
         if view is None:
             view = views[depth] = _TrackedView()
-            book = self.book(*key)
+            tr = self.trackers.get(key)
+            book = tr.book if tr is not None and tr.synced else None
             if book is not None:
                 view.epoch, view.seq = book.epoch, book.seq
                 view.bids, view.asks = top(book, depth)
         view.refs += 1
+
+    def shm_mark(self, key: Key) -> tuple[int, int] | None:
+        """(epoch, seq) of ``key``'s view in shared memory now, or None when it cannot be read."""
+        reader = self._current_reader(shards.unit_of(self.config, *key))
+        if reader is None:
+            return None
+        try:
+            return reader.read_head(key[1])[:2]
+        except SharedMemoryError:
+            return None
+
+    def joined(self, key: Key) -> bool:
+        """Whether the mirror holds ``key``'s levels (after ``track(join=True)``: its first message came)."""
+        tr = self.trackers.get(key)
+        return tr is not None and tr.synced
+
+    def load(self, key: Key) -> bool:
+        """A joining book whose first message has not come: load it from shared memory now (a quiet
+        book; a message the subscription missed shows later as a gap and resyncs).  False: no view."""
+        if self.joined(key) or key not in self._views:
+            return self.joined(key)
+        snap = self._shm_latest(*key)
+        if snap is None:
+            return False
+        tr = self.trackers[key] = BookTracker(*key)
+        tr.load_shm(snap)
+        light = self._light.pop(key, None)
+        if light is not None:
+            tr.book.instrument = light.instrument
+        for depth, view in self._views[key].items():
+            view.epoch, view.seq = tr.book.epoch, tr.book.seq
+            view.bids, view.asks = top(tr.book, depth)
+        return True
 
     def untrack(self, key: Key, depth: int) -> None:
         views = self._views.get(key, {})
