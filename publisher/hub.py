@@ -722,6 +722,7 @@ class Hub:
             "l2_subscriptions": self.l2.summary() if self.l2 is not None else None,
             "shm_polls": self.polls,
             "trade_gaps": self.mirror.trade_gaps,
+            "socket_writes": self.counts["socket_writes"],  # writes to client sockets (a batch is one)
             "sent": {"trades": self.counts["sent_trade"], "l2": self.counts["sent_l2"],
                      "control": self.counts["sent_control"], "other": self.counts["sent_other"]},
             "other_in": {c: self.counts[f"{c}_in"] for c in OTHER_CHANNELS},

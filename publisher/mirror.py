@@ -24,6 +24,13 @@ announcements use; their snapshots come from shared memory, the source of truth.
 delta client subscribes, the book is loaded from shared memory and mirrored from then on
 (the Clone pattern); when the last one leaves, it goes light again.  Where shared memory
 cannot be read (the bus from another host), every book is mirrored as before.
+
+Once an exchange's shared memory is readable the WebSocket hub stops taking its L2 messages for
+books no delta client follows (hub.py ``L2Topics``) and calls ``poll`` once per throttle interval:
+the view headers (``BookReader.read_head``) drive those light books instead, as Steps.  A delta
+client's book whose bus subscription begins late is tracked with ``join``: loaded from shared
+memory at its first message (or ``load`` for a quiet one), so nothing the subscription missed is
+needed.
 """
 
 from __future__ import annotations

@@ -20,6 +20,15 @@ subscription, every trade and throttled book snapshots of depth 10), ``deltas`` 
 book as deltas).  ``--live``: use ``pipeline sim --rate L2_RATE`` + ``pipeline ingest`` with
 ``depth@0ms`` instead of the feeder (then latency includes the ingest, and the sim decides the
 trade rate).
+
+``--before REV`` runs the publisher of git revision REV too (its files from `git archive`, with
+this venv through PYTHONPATH; feeder and clients are this checkout's), alternating with this
+checkout's ``--repeat`` times, and ends with a summary line of ratios (current / before).  The
+bus messages a publisher's CPU is divided by are those the source published (the views' seqs in
+shared memory, plus the trades), not those the publisher took: a publisher that subscribes to
+less is not credited with a smaller denominator.
+
+    .venv/bin/pipeline bench publisher-latency --clients 10 --mode snapshots --before main --repeat 2
 """
 
 from __future__ import annotations
@@ -194,7 +203,39 @@ def _bucket_quantiles(before: list[tuple[float, int]], after: list[tuple[float, 
     return out
 
 
-def run(args: argparse.Namespace) -> dict:
+def _bus_l2_seq(config_path: Path) -> int:
+    """The L2 messages the source published so far: the sum of the views' seqs in shared memory."""
+    from pipeline.config import load_config
+    from pipeline.shm import BookReader
+
+    config = load_config(config_path)
+    with BookReader.open(config.shm_prefix, "sim") as reader:
+        return sum(reader.read_head(s)[1] for s in SYMBOLS)
+
+
+def _frames_per_write(s0: dict, s1: dict) -> float | None:
+    """Frames written to client sockets per write (a sender that batches writes several at once);
+    None for a publisher that does not count its writes."""
+    if "socket_writes" not in s1:
+        return None
+    writes = s1["socket_writes"] - s0["socket_writes"]
+    frames = sum(s1["sent"].values()) - sum(s0["sent"].values())
+    return round(frames / writes, 3) if writes else None
+
+
+def checkout(rev: str) -> tuple[Path, str]:
+    """REV's files in a temporary directory (git archive: the repository is only read) and its short id."""
+    root = Path(__file__).resolve().parents[2]
+    short = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", rev], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    out = Path(tempfile.mkdtemp(prefix=f"l2p-{short}-", dir="/tmp"))
+    archive = subprocess.run(["git", "-C", str(root), "archive", rev], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out, short
+
+
+def run(args: argparse.Namespace, code: Path | None = None, variant: str = "current") -> dict:
+    """One measurement; ``code``: run the publisher from this source tree (PYTHONPATH) instead."""
     workdir = Path(tempfile.mkdtemp(prefix="l2pp", dir="/tmp"))
     (workdir / "sim.toml").write_text('[exchanges.x]\nadapter = "binance"\nsymbols = ["X"]\n')
     procs = Procs(workdir)
@@ -214,7 +255,8 @@ def run(args: argparse.Namespace) -> dict:
             feeder.start()
         ready = workdir / "pub.port"
         pub = procs.start("publisher", PIPELINE + ["--config", str(cfg), "publish", "--port", "0",
-                                                   "--ready-file", str(ready)])
+                                                   "--ready-file", str(ready)],
+                          env={"PYTHONPATH": str(code)} if code is not None else None)
         port = int(eventually(lambda: ready.exists() and ready.read_text().strip(), 30, what="publisher ready"))
         time.sleep(2.0)  # the publisher has its books
         url = f"ws://127.0.0.1:{port}/"
@@ -236,9 +278,11 @@ def run(args: argparse.Namespace) -> dict:
                                     "-o", args.py_spy, "-d", str(int(args.seconds)), "-r", "200", "--nonblocking",
                                     *({".json": ["-f", "speedscope"], ".txt": ["-f", "raw"]}.get(Path(args.py_spy).suffix, []))],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        s0, c0, t0, h0 = _stats(port), p.cpu_times(), time.monotonic(), _histograms(port)
+        load0 = os.getloadavg()[0]
+        s0, c0, t0, h0, q0 = _stats(port), p.cpu_times(), time.monotonic(), _histograms(port), _bus_l2_seq(cfg)
         time.sleep(args.seconds - 0.5)
-        s1, c1, t1, h1 = _stats(port), p.cpu_times(), time.monotonic(), _histograms(port)
+        s1, c1, t1, h1, q1 = _stats(port), p.cpu_times(), time.monotonic(), _histograms(port), _bus_l2_seq(cfg)
+        load1 = os.getloadavg()[0]
         for c in clients:
             c.join(args.seconds + 30)
         if spy is not None:
@@ -255,16 +299,19 @@ def run(args: argparse.Namespace) -> dict:
         def pct(q: float) -> float | None:
             return round(samples[min(len(samples) - 1, int(q * len(samples)))], 3) if samples else None
         cpu = (c1.user - c0.user) + (c1.system - c0.system)
-        bus_msgs = (s1["l2_in"] + s1["trades_in"]) - (s0["l2_in"] + s0["trades_in"])
+        bus_msgs = (q1 - q0) + (s1["trades_in"] - s0["trades_in"])  # published: L2 (seqs) + trades
         l2_rate = args.l2_rate
-        return {"clients": args.clients, "client_procs": args.client_procs, "mode": args.mode,
+        return {"variant": variant, "clients": args.clients, "client_procs": args.client_procs, "mode": args.mode,
                 "source": "sim+ingest" if args.live else "feeder", "l2_rate": l2_rate,
                 "trade_rate": None if args.live else args.trade_rate,
                 "trades_received": len(samples), "p50_ms": pct(0.5), "p90_ms": pct(0.9), "p99_ms": pct(0.99),
                 "p999_ms": pct(0.999), "max_ms": round(samples[-1], 3) if samples else None, "frames": kinds,
                 "publisher_cpu_share": round(cpu / (t1 - t0), 3),
                 "publisher_cpu_user_sys_s": [round(c1.user - c0.user, 2), round(c1.system - c0.system, 2)],
-                "publisher_bus_msgs_per_s": round(bus_msgs / (t1 - t0)),
+                "bus_msgs_per_s": round(bus_msgs / (t1 - t0)),
+                "publisher_l2_in_per_s": round((s1["l2_in"] - s0["l2_in"]) / (t1 - t0)),
+                "load_1min": [round(load0, 2), round(load1, 2)],
+                "frames_per_socket_write": _frames_per_write(s0, s1),
                 "publisher_cpu_us_per_bus_msg": round(cpu / max(1, bus_msgs) * 1e6, 2),
                 # the publisher's own part: trades from the feeder's stamp to the publisher's receive
                 # (bus) and to the write into a client socket (send), bucket bounds of /metrics
@@ -294,9 +341,54 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mode", choices=["trades", "snapshots", "deltas"], default="trades")
     ap.add_argument("--live", action="store_true", help="sim + ingest instead of the feeder")
     ap.add_argument("--py-spy", default=None, help="record a py-spy profile of the publisher into this file "
-                                                   "(.svg flame graph, .json speedscope, .txt collapsed stacks)")
+                                                   "(.svg flame graph, .json speedscope, .txt collapsed stacks); "
+                                                   "with --before, one per variant and repeat (NAME.before1.EXT ...)")
+    ap.add_argument("--before", default=None, metavar="REV",
+                    help="also run the publisher of git revision REV, alternating with this checkout's")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per variant (with --before: alternating)")
     args = ap.parse_args(argv)
-    print(json.dumps(run(args)), flush=True)
+    if not args.before and args.repeat <= 1:
+        print(json.dumps(run(args)), flush=True)
+        return
+    code = short = None
+    if args.before:
+        code, short = checkout(args.before)
+    spy = args.py_spy
+    rows = []
+    print(json.dumps({"machine": f"{os.cpu_count()} cores", "load_1min": round(os.getloadavg()[0], 2)}), flush=True)
+    try:
+        for i in range(max(1, args.repeat)):
+            for name, tree in ([(f"before {short}", code)] if code is not None else []) + [("current", None)]:
+                if spy:
+                    p = Path(spy)
+                    args.py_spy = str(p.with_name(f"{p.stem}.{name.split()[0]}{i + 1}{p.suffix}"))
+                row = run(args, tree, name)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        if code is not None:
+            shutil.rmtree(code, ignore_errors=True)
+    print(json.dumps(summary(rows)), flush=True)
+
+
+def summary(rows: list[dict]) -> dict:
+    """Per variant the median of each figure over its runs; ratios current / before."""
+    import statistics
+
+    figures = ("p50_ms", "p99_ms", "p999_ms", "publisher_cpu_us_per_bus_msg", "publisher_cpu_share",
+               "publisher_l2_in_per_s", "frames_per_socket_write")
+    out: dict = {}
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == name]
+        out[name] = {f: (round(statistics.median(v), 3) if (v := [r[f] for r in mine if r[f] is not None]) else None)
+                     for f in figures}
+        out[name]["runs"] = len(mine)
+    before = next((n for n in out if n.startswith("before")), None)
+    if before is not None and "current" in out:
+        out["ratio_current_to_before"] = {
+            f: (round(out["current"][f] / out[before][f], 3) if out["current"][f] is not None and out[before][f]
+                else None) for f in figures}
+    return {"summary": out}
 
 
 if __name__ == "__main__":
