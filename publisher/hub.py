@@ -61,7 +61,7 @@ class Client:
     """
 
     __slots__ = ("id", "peer", "session", "outbox", "wake", "close", "try_send", "connected_us", "closing",
-                 "unread_pongs")
+                 "unread_pongs", "holding")
 
     def __init__(self, client_id: int, peer: str, session: Session, outbox: Outbox, wake: Callable[[], None],
                  close: Callable[[int, str], None], connected_us: int,
@@ -76,6 +76,9 @@ class Client:
         self.connected_us = connected_us
         self.closing: str | None = None  # why the hub closed it: "slow", "flood"
         self.unread_pongs = 0  # pongs written while its socket was over the write limit (not reading)
+        # its sender holds frames taken from the outbox, not yet written (a batch): nothing may be
+        # written to its socket ahead of them, so the bus path queues instead of writing directly
+        self.holding = False
 
     def __repr__(self) -> str:
         return f"<client {self.id} {self.peer}>"
@@ -381,7 +384,8 @@ class Hub:
         for c in clients:
             ob = c.outbox
             # nothing that goes before a trade is queued: write it now if the socket takes it
-            if not ob.control and not ob.trades and c.try_send is not None and c.try_send(frame, "trade", t.ts_received):
+            if (not ob.control and not ob.trades and not c.holding and c.try_send is not None
+                    and c.try_send(frame, "trade", t.ts_received)):
                 ob.sent += 1
                 direct += 1
                 continue
@@ -518,7 +522,8 @@ class Hub:
                                             ts_received=book.ts_received, published_us=self.clock(), update=True,
                                             instrument=book.instrument)
                     ob = c.outbox
-                    if not len(ob) and c.try_send is not None and c.try_send(frame, "l2", book.ts_received):
+                    if not len(ob) and not c.holding and c.try_send is not None and c.try_send(frame, "l2",
+                                                                                           book.ts_received):
                         ob.sent += 1
                         self.counts["sent_l2"] += 1
                         continue

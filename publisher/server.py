@@ -255,15 +255,23 @@ class PublisherServer:
                     # more is queued: take it too, up to BATCH_BYTES, for one write (in the outbox's
                     # order; what is taken is no longer conflated, hence the small bound)
                     batch, size = [item], len(item[0])
-                    while size < BATCH_BYTES and len(outbox) and (more := next_frame(client)) is not None:
-                        batch.append(more)
-                        size += len(more[0])
+                    client.holding = True  # (next_frame drains the bus's trades: they queue behind these)
+                    try:
+                        while size < BATCH_BYTES and len(outbox) and (more := next_frame(client)) is not None:
+                            batch.append(more)
+                            size += len(more[0])
+                    finally:
+                        client.holding = False
                     if len(batch) > 1:
                         if not try_send_many(batch):
-                            for frame, kind, received_us in batch:  # over the write limit: this client waits
-                                await ws.send(frame, text=True)
-                                if received_us and self.metrics is not None:
-                                    self.metrics.send_delay(kind, (render.now_us() - received_us) / 1e6)
+                            client.holding = True  # until the last of them is in the socket's buffer
+                            try:
+                                for frame, kind, received_us in batch:  # over the write limit: this client waits
+                                    await ws.send(frame, text=True)
+                                    if received_us and self.metrics is not None:
+                                        self.metrics.send_delay(kind, (render.now_us() - received_us) / 1e6)
+                            finally:
+                                client.holding = False
                         continue
                 frame, kind, received_us = item
                 if not try_send(frame, kind, received_us):

@@ -449,3 +449,31 @@ def test_cvd_and_bars_go_to_the_clients_that_subscribe_to_them(env):
     hub.on_other("cvd", *_other(schema.CVD, 2, cvd=0.0, buy_volume=3.0, sell_volume=3.0, since=0, trade_seq=5))
     assert p.drain() == []
     assert hub.statistics()["other_in"]["cvd"] == 2
+
+
+def test_a_sender_holding_a_batch_gets_bus_trades_queued_behind_it_never_written_ahead(env):
+    """The server's sender takes several queued frames for one write (publisher/server.py); a trade
+    drained from the bus meanwhile (next_frame polls the trades before rendering a snapshot) must
+    not go to the socket ahead of the frames it holds: it queues, and the batch takes it."""
+    hub, clock, timers, ingest = env
+    written: list[dict] = []
+
+    def try_send(frame, kind, received_us):
+        written.append(json.loads(frame))
+        return True
+
+    bus_trades = [trade_payload(1)]
+
+    def poll_trades():
+        while bus_trades:
+            hub.on_trade(bus_trades.pop(0))
+
+    hub.poll_trades = poll_trades
+    client = hub.connect("test:4", lambda: None, lambda code, reason: None, try_send)
+    batch = [hub.next_frame(client)]  # the welcome, taken but not yet written
+    client.holding = True
+    while len(client.outbox) and (item := hub.next_frame(client)) is not None:
+        batch.append(item)
+    client.holding = False
+    assert written == []  # nothing ahead of the welcome; the trade goes in the same write as the snapshot
+    assert kinds(json.loads(f) for f, _, _ in batch) == ["welcome", "order_book_l2", "trade"]
