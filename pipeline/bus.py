@@ -267,6 +267,10 @@ class Reader:
         self._on_hot: OnMessage = _ignore
         self._on_l2: OnMessage = _ignore
         self._on_error: Callable[[BaseException], None] = _raise
+        # asyncio: called around each read step on the loop (the publisher batches its socket writes
+        # of a step: publisher/server.py); not around ``poll_hot``
+        self.before_step: Callable[[], None] | None = None
+        self.after_step: Callable[[], None] | None = None
 
     @classmethod
     def for_config(cls, ctx: zmq.Context, config: Config, exchanges: Iterable[str] | None = None,
@@ -448,7 +452,13 @@ class Reader:
         if self._loop is None:
             return
         try:
-            self.read()
+            if self.before_step is not None:
+                self.before_step()
+            try:
+                self.read()
+            finally:
+                if self.after_step is not None:
+                    self.after_step()
             if self.pending():
                 self._schedule()
         except zmq.ZMQError as exc:

@@ -101,6 +101,7 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
         handlers[kind] = lambda _topic, payload, c=channel, k=kind: hub.on_other(c, k, payload)
     reader.on_kinds(handlers, on_error=fail)
     hub.poll_trades = reader.poll_hot
+    reader.before_step, reader.after_step = server.begin_step, server.end_step  # one write per client a step
     if reader.l2_sock is not None:
         hub.read_l2(reader.subscribe_l2, reader.unsubscribe_l2)  # books from shared memory where it can
     monitor = None

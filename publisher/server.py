@@ -86,6 +86,20 @@ class PublisherServer:
         self.port: int | None = None
         self.origins: tuple[str, ...] = settings.limits.origins
         self.stopping = False
+        self._corking = False  # inside a bus read step: direct writes are gathered per client (_Cork)
+        self._corked: list[_Cork] = []
+
+    # ------------------------------------------------------------------ bus steps
+    def begin_step(self) -> None:
+        """The bus reader starts a step: frames the hub writes straight to clients are gathered."""
+        self._corking = True
+
+    def end_step(self) -> None:
+        """The step is over: each client gets what was gathered for it in one write."""
+        self._corking = False
+        corked, self._corked = self._corked, []
+        for cork in corked:
+            cork.flush()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: str, port: int) -> int:
@@ -189,6 +203,7 @@ class PublisherServer:
         protocol = ws.protocol
 
         counts = self.hub.counts
+        cork = _Cork(transport, counts, metrics)
 
         def try_send(frame: bytes, kind: str, received_us: int) -> bool:
             # The frame, pre-built once for every client (text_frame), goes straight to the
@@ -196,8 +211,18 @@ class PublisherServer:
             # (building-block-costs.md section 5, rawframe).  Safe because websockets flushes
             # its own writes at once (nothing of it is buffered ahead of ours) and we never
             # fragment.  Backpressure is this check: a socket over its write limit gets the
-            # outbox (and this client's sender waits) instead.
-            if protocol.state is not State.OPEN or transport.get_write_buffer_size() >= WRITE_LIMIT:
+            # outbox (and this client's sender waits) instead.  Inside a bus read step the
+            # frame is gathered (_Cork) and written with the step's others at its end.
+            if protocol.state is not State.OPEN:
+                return False
+            if self._corking:
+                if transport.get_write_buffer_size() + cork.size >= WRITE_LIMIT:
+                    return False
+                if not cork.frames:
+                    self._corked.append(cork)
+                cork.add(text_frame(frame), kind, received_us)
+                return True
+            if transport.get_write_buffer_size() >= WRITE_LIMIT:
                 return False
             transport.write(text_frame(frame))
             counts["socket_writes"] += 1
@@ -290,6 +315,43 @@ class PublisherServer:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class _Cork:
+    """Frames for one client gathered during a bus read step, written as one at its end.
+
+    A step hands the hub every trade waiting on the bus, then up to 64 L2 messages: a burst of
+    trades, or a run of deltas for a delta client, would otherwise be one write (a syscall and a
+    wake-up of the client) per frame and client.  The step is synchronous, so nothing else can
+    write to the client in between: the order is that of the hub's calls.  It ends as soon as a
+    trade was drained, so a trade waits for no more than the L2 work before it in that step."""
+
+    __slots__ = ("transport", "counts", "metrics", "frames", "meta", "size")
+
+    def __init__(self, transport, counts, metrics):
+        self.transport, self.counts, self.metrics = transport, counts, metrics
+        self.frames: list[bytes] = []
+        self.meta: list[tuple[str, int]] = []
+        self.size = 0
+
+    def add(self, data: bytes, kind: str, received_us: int) -> None:
+        self.frames.append(data)
+        self.meta.append((kind, received_us))
+        self.size += len(data)
+
+    def flush(self) -> None:
+        frames, meta = self.frames, self.meta
+        self.frames, self.meta, self.size = [], [], 0
+        if not frames or self.transport.is_closing():
+            return
+        self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        self.counts["socket_writes"] += 1
+        metrics = self.metrics
+        if metrics is not None:
+            now = render.now_us()
+            for kind, received_us in meta:
+                if received_us:
+                    metrics.send_delay(kind, (now - received_us) / 1e6)
 
 
 class _Connection(ApiConnection):
