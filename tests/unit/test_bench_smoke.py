@@ -229,3 +229,20 @@ def test_bench_trade_path_runs_with_and_without_the_derived_kinds(capsys):
     assert out["cpu_us_per_trade_derived_off"] > 0 and out["cpu_us_per_trade_cvd_and_bars"] > 0 and out["ratio"] > 0
     main(["--trades", "500", "--repeat", "1", "--plain-only"])
     assert json.loads(capsys.readouterr().out)["cpu_us_per_trade"] > 0
+
+
+def test_bench_publisher_latency_summary_gives_medians_and_ratios_current_to_before():
+    from pipeline.benchmarks.publisher_latency import _frames_per_write, summary
+
+    def row(variant, cpu, p99):
+        return {"variant": variant, "p50_ms": 1.0, "p99_ms": p99, "p999_ms": p99, "publisher_cpu_us_per_bus_msg": cpu,
+                "publisher_cpu_share": cpu / 50, "publisher_l2_in_per_s": 0, "frames_per_socket_write": None}
+
+    out = summary([row("before abc", 20.0, 10.0), row("current", 6.0, 4.0), row("before abc", 22.0, 30.0),
+                   row("current", 8.0, 6.0)])["summary"]
+    assert out["before abc"]["publisher_cpu_us_per_bus_msg"] == 21.0 and out["current"]["runs"] == 2
+    assert out["ratio_current_to_before"]["publisher_cpu_us_per_bus_msg"] == round(7.0 / 21.0, 3)
+    assert out["ratio_current_to_before"]["p99_ms"] == 0.25
+    s0 = {"socket_writes": 10, "sent": {"trades": 10, "l2": 5}}
+    s1 = {"socket_writes": 20, "sent": {"trades": 25, "l2": 10}}
+    assert _frames_per_write(s0, s1) == 2.0 and _frames_per_write({"sent": {}}, {"sent": {}}) is None
