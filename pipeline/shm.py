@@ -583,7 +583,6 @@ class _Segment:
         user); ``named_by``: the name file the reader found ``name`` in (for its errors)."""
         self.name = name
         self._shm = None
-        self.ino: int | None = None
         if DEV_SHM.is_dir():
             path = DEV_SHM / name
             if create:
@@ -620,7 +619,6 @@ class _Segment:
                         if named_by is None:
                             raise
                         raise SharedMemoryError(f"{exc} (named in {named_by})") from None
-                    self.ino = st.st_ino  # replaced() tells a reader its writer made a new segment
                     size = st.st_size
                     if size == 0:
                         raise SharedMemoryError(f"segment {name!r} is empty (being created)")
@@ -892,17 +890,6 @@ class SegmentReader:
     def epoch(self) -> int:
         return int(self.header[H_EPOCH])
 
-    def replaced(self) -> bool:
-        """Whether the segment's name now leads elsewhere: removed (its writer stopped) or created anew
-        (a restarted writer, a new epoch).  A reader keeps the mapping it opened until it closes it, so
-        one that polls the views asks this (an ``os.stat``, about a microsecond) to see a restart at once."""
-        if self._seg.ino is None:  # pragma: no cover - non-Linux fallback: the heartbeat tells instead
-            return False
-        try:
-            return os.stat(DEV_SHM / self._seg.name).st_ino != self._seg.ino
-        except FileNotFoundError:
-            return True
-
     def close(self) -> None:
         self.header = None
         self._seg.close()
@@ -912,6 +899,14 @@ class SegmentReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _inode(name: str) -> int | None:
+    """The inode of segment ``name`` in /dev/shm now (None: gone, or no /dev/shm)."""
+    try:
+        return os.stat(DEV_SHM / name).st_ino
+    except OSError:
+        return None
 
 
 class BookReader(SegmentReader):
@@ -941,6 +936,13 @@ class BookReader(SegmentReader):
         self._refresh_names()
         self.slots = [_Slot(buf, self.layout.slots_offset + i * self.layout.slot_bytes, self.depth) for i in range(n)]
         self.records = _Records(buf, self.layout)
+        self._ino = _inode(seg.name)  # replaced() compares it: a restarted writer's segment is another file
+
+    def replaced(self) -> bool:
+        """Whether the segment's name now leads elsewhere: removed (its writer stopped) or created anew
+        (a restarted writer, a new epoch).  A reader keeps the mapping it opened until it closes it, so
+        one that polls the views asks this (an ``os.stat``, about a microsecond) to see a restart at once."""
+        return self._ino is None or _inode(self._seg.name) != self._ino
 
     def _refresh_names(self) -> int:
         """Re-read the name table if the writer changed it; the (even) generation read."""
