@@ -173,8 +173,10 @@ class _Proc:
                 self.p.wait()
 
 
-def _group(path: str, n: int, depth: int, work: str, rounds: int, timeout: float) -> list[dict]:
-    """N shard processes + one subscriber; ``rounds`` common-start passes; one result per round."""
+def _group(path: str, n: int, depth: int, work: str, rounds: int, timeout: float,
+           subscriber: bool = True) -> list[dict]:
+    """N shard processes + one subscriber (none: ``subscriber`` False, ZeroMQ then drops every
+    message at the PUB socket); ``rounds`` common-start passes; one result per round."""
     shard_procs: list[_Proc] = []
     drain = None
     try:
@@ -186,15 +188,16 @@ def _group(path: str, n: int, depth: int, work: str, rounds: int, timeout: float
             if p.line(timeout) != "bound":
                 raise BenchError("a shard did not bind its sockets")
         eps = [f"ipc://{work}/{k}.{kind}.sock" for k in range(n) for kind in ("trades", "l2")]
-        drain = _Proc([sys.executable, "-c", DRAIN, str(n), *eps])
-        if drain.line(10) != "connected" or drain.line(10) != "ready":
-            raise BenchError("the subscriber did not see every shard")
+        if subscriber:
+            drain = _Proc([sys.executable, "-c", DRAIN, str(n), *eps])
+            if drain.line(10) != "connected" or drain.line(10) != "ready":
+                raise BenchError("the subscriber did not see every shard")
         out = []
         for _ in range(rounds):
             for p in shard_procs:
                 p.say("round")
             results = [json.loads(p.line(timeout)) for p in shard_procs]
-            delivered, other = map(int, drain.line(60).split())
+            delivered, other = map(int, drain.line(60).split()) if drain is not None else (None, None)
             out.append({**_summary(n, results, delivered), "bus_other_kinds": other})
         return out
     finally:
@@ -205,7 +208,7 @@ def _group(path: str, n: int, depth: int, work: str, rounds: int, timeout: float
             drain.p.wait()
 
 
-def _summary(n: int, results: list[dict], delivered: int) -> dict:
+def _summary(n: int, results: list[dict], delivered: int | None) -> dict:
     frames = sum(r["frames"] for r in results)
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
     sent = sum(r["l2"] + r["trades"] for r in results)
@@ -218,7 +221,8 @@ def _summary(n: int, results: list[dict], delivered: int) -> dict:
             "views": {sym: v for r in results for sym, v in r["views"].items()}}
 
 
-def run(path: str, processes: list[int], depth: int, repeat: int, timeout: float = 300.0) -> dict:
+def run(path: str, processes: list[int], depth: int, repeat: int, timeout: float = 300.0,
+        subscriber: bool = True) -> dict:
     work = tempfile.mkdtemp(prefix="l2pbsh", dir="/tmp")
     try:
         rounds: dict[int, list[dict]] = {n: [] for n in processes}
@@ -226,7 +230,7 @@ def run(path: str, processes: list[int], depth: int, repeat: int, timeout: float
             for n in processes:
                 sub = os.path.join(work, str(n))
                 os.makedirs(sub, exist_ok=True)
-                rounds[n] += _group(path, n, depth, sub, 1, timeout)
+                rounds[n] += _group(path, n, depth, sub, 1, timeout, subscriber)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rows = []
@@ -236,7 +240,8 @@ def run(path: str, processes: list[int], depth: int, repeat: int, timeout: float
         best = max(rs, key=lambda r: r["msgs_per_s"])
         rows.append({**best, "msgs_per_s": med, "runs_msgs_per_s": [r["msgs_per_s"] for r in rs],
                      "cpu_us_per_msg": statistics.median(r["cpu_us_per_msg"] for r in rs),
-                     "all_delivered": all(r["bus_delivered"] == r["bus_sent"] for r in rs)})
+                     "all_delivered": (all(r["bus_delivered"] == r["bus_sent"] for r in rs) if subscriber
+                                       else None)})
     base = rows[0]["msgs_per_s"]
     reference = rounds[processes[0]][0]["views"]
     for n, r in zip(processes, rows):
@@ -244,7 +249,7 @@ def run(path: str, processes: list[int], depth: int, repeat: int, timeout: float
         # every round of every shard count ends with the same books as the first count's first round
         r["books_equal"] = all(x["views"] == reference for x in rounds[n])
         del r["views"]
-    return {"capture": path, "depth": depth, "repeat": repeat, "cores": os.cpu_count(),
+    return {"capture": path, "depth": depth, "repeat": repeat, "subscriber": subscriber, "cores": os.cpu_count(),
             "load_average": [round(x, 2) for x in os.getloadavg()], "rows": rows}
 
 
@@ -255,8 +260,11 @@ def run(path: str, processes: list[int], depth: int, repeat: int, timeout: float
 @click.option("--depth", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
               help="Rounds per shard count (interleaved); the median rate is reported.")
+@click.option("--subscriber/--no-subscriber", default=True, show_default=True,
+              help="One process reading every shard's messages (on a 2-core machine it takes a share of "
+                   "the cores the shards need); without, ZeroMQ drops them at the PUB socket.")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object.")
-def command(capture: str, processes: str, depth: int, repeat: int, as_json: bool) -> None:
+def command(capture: str, processes: str, depth: int, repeat: int, subscriber: bool, as_json: bool) -> None:
     """Sharded ingest without the sim: N shard processes replay their part of a capture at once."""
     try:
         counts = [int(x) for x in processes.split(",") if x.strip()]
@@ -264,11 +272,12 @@ def command(capture: str, processes: str, depth: int, repeat: int, as_json: bool
         raise click.BadParameter(f"{processes!r}: a comma-separated list of integers", param_hint="--processes")
     if not counts or min(counts) < 1:
         raise click.BadParameter("at least one count, each >= 1", param_hint="--processes")
-    report = run(capture, counts, depth, repeat)
+    report = run(capture, counts, depth, repeat, subscriber=subscriber)
     if as_json:
         click.echo(json.dumps(report))
         return
-    click.echo(f"capture {capture}, depth {depth}, {report['cores']} cores, load {report['load_average']}")
+    click.echo(f"capture {capture}, depth {depth}, {report['cores']} cores, load {report['load_average']}, "
+               f"{'one subscriber' if subscriber else 'no subscriber'}")
     click.echo(f"{'processes':>9} {'msgs/s':>10} {'ratio':>6} {'CPU us/msg':>11} {'frames per shard':>20} "
                f"{'all delivered':>14} {'same books':>11}  runs")
     for r in report["rows"]:

@@ -37,3 +37,11 @@ def test_bench_shards_splits_the_capture_and_ends_with_the_same_books(tmp_path):
         assert row["gaps"] == 0
         assert row["books_equal"], f"{n} shards ended with other books than one process"
     assert rows[1]["ratio"] == 1.0
+    # without the subscriber: the same split and the same books (nothing to count as delivered)
+    r = subprocess.run([PIPELINE, "bench", "shards", "--capture", str(cap), "--processes", "1,2", "--repeat", "1",
+                        "--depth", "20", "--no-subscriber", "--json"], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["subscriber"] is False
+    for row in out["rows"]:
+        assert row["books_equal"] and row["all_delivered"] is None and sum(row["per_shard_frames"]) == total
