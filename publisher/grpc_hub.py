@@ -392,15 +392,17 @@ class GrpcHub:
         for s, reason in slow or ():
             self._end_slow(s, reason)
 
-    def on_event(self, rpc: EventRpc, payload: bytes) -> None:
+    def on_event(self, rpc: EventRpc, topic: bytes, payload: bytes) -> None:
         """A quote, derivative ticker or liquidation from the bus, to the streams of its kind:
         serialized once; conflatable kinds into each stream's latest lane (a slow stream gets the
-        latest per symbol), the others queued like trades (a stream too slow for them is ended)."""
-        msg = schema.decoder(rpc.kind)(payload)
+        latest per symbol), the others queued like trades (a stream too slow for them is ended).
+        The topic names the stream, so a message no stream wants is not decoded."""
         self.counts[rpc.rpc + "_in"] += 1
-        streams = self.event_index[rpc.rpc].get((msg.exchange, msg.symbol))
+        _, exchange, symbol = schema.parse_topic(topic)
+        streams = self.event_index[rpc.rpc].get((exchange, symbol))
         if not streams:
             return
+        msg = schema.decoder(rpc.kind)(payload)
         frame = rpc.serialize(msg)
         key = (msg.exchange, msg.symbol)
         if rpc.kind.conflatable:

@@ -261,7 +261,7 @@ async def serve(config: Config, host: str | None = None, port: int | None = None
     reader = bus.Reader.for_config(ctx, config, kinds=(schema.TRADE, schema.L2, *(r.kind for r in events)))
     handlers = {schema.TRADE: lambda _topic, payload: hub.on_trade(payload), schema.L2: hub.on_l2}
     for r in events:
-        handlers[r.kind] = lambda _topic, payload, r=r: hub.on_event(r, payload)
+        handlers[r.kind] = lambda topic, payload, r=r: hub.on_event(r, topic, payload)
     reader.on_kinds(handlers, on_error=fail)
     hub.poll_trades = reader.poll_hot
     monitor = None

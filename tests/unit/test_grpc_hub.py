@@ -230,6 +230,10 @@ def test_streams_of_every_symbol_take_a_symbol_added_at_runtime(tmp_path):
         mirror.close()
 
 
+TOPIC = {"quotes": schema.QUOTE.topic("sim", "BTCUSDT"), "derivative_tickers": schema.DERIVATIVE_TICKER.topic(
+    "sim", "BTCUSDT"), "liquidations": schema.LIQUIDATION.topic("sim", "BTCUSDT")}
+
+
 def quote_payload(seq: int, bid: float | None) -> bytes:
     return schema.encode(schema.Quote(exchange="sim", symbol="BTCUSDT", epoch=1, seq=seq, ts_exchange=1_000_000,
                                       ts_received=2_000_000 + seq, bid_price=bid, bid_amount=1.0 if bid else None,
@@ -241,13 +245,13 @@ def test_quotes_stream_with_unstated_values_unset_and_a_slow_stream_gets_the_lat
 
     hub = env[0]
     r = Reader(hub, hub.open_events("quotes", "q", "sim", ("BTCUSDT",), lambda: None), pb.Quote)
-    hub.on_event(EVENT_RPCS["quotes"], quote_payload(1, None))
+    hub.on_event(EVENT_RPCS["quotes"], TOPIC["quotes"], quote_payload(1, None))
     (q,) = r.drain()
     assert (q.exchange, q.symbol, q.epoch, q.seq, q.update_id) == ("sim", "BTCUSDT", 1, 1, 1)
     assert not q.HasField("bid_price") and not q.HasField("bid_size")  # the venue stated none: unset, not 0
     assert (q.ask_price, q.ask_size) == (101.0, 2.0) and q.time_received.nanos == 1_000
     for seq in range(2, 50):  # the stream does not read: only the latest quote of the symbol waits
-        hub.on_event(EVENT_RPCS["quotes"], quote_payload(seq, 100.0))
+        hub.on_event(EVENT_RPCS["quotes"], TOPIC["quotes"], quote_payload(seq, 100.0))
     (q,) = r.drain()
     assert (q.seq, q.bid_price, q.bid_size) == (49, 100.0, 1.0)
     assert r.stream.closing is None and hub.statistics()["sent"]["quotes"] == 2
@@ -260,7 +264,7 @@ def test_tickers_and_liquidations_stream_and_liquidations_are_never_conflated(en
     tick = Reader(hub, hub.open_events("derivative_tickers", "t", "sim", hub.check_symbols("sim", []), lambda: None,
                                   all_symbols=True),
                   pb.DerivativeTicker)
-    hub.on_event(EVENT_RPCS["derivative_tickers"], schema.encode(schema.DerivativeTicker(
+    hub.on_event(EVENT_RPCS["derivative_tickers"], TOPIC["derivative_tickers"], schema.encode(schema.DerivativeTicker(
         exchange="sim", symbol="BTCUSDT", epoch=1, seq=7, ts_exchange=1, ts_received=2, mark_price=100.5,
         funding_rate=0.0001, funding_timestamp=3_600_000_000)))
     (t,) = tick.drain()
@@ -271,7 +275,7 @@ def test_tickers_and_liquidations_stream_and_liquidations_are_never_conflated(en
     fast = Reader(hub, hub.open_events("liquidations", "fast", "sim", ("BTCUSDT",), lambda: None), pb.Liquidation)
     got = []
     for seq in range(1, 6):
-        hub.on_event(EVENT_RPCS["liquidations"], schema.encode(schema.Liquidation(
+        hub.on_event(EVENT_RPCS["liquidations"], TOPIC["liquidations"], schema.encode(schema.Liquidation(
             exchange="sim", symbol="BTCUSDT", epoch=1, seq=seq, ts_exchange=1, ts_received=2, side="buy",
             price=99.0, amount=0.5, liquidation_id=f"L{seq}")))
         got += fast.drain()
@@ -282,3 +286,11 @@ def test_tickers_and_liquidations_stream_and_liquidations_are_never_conflated(en
     assert st["sent"]["liquidations"] == 5 and st["events_in"]["liquidations"] == 5
     # an unsubscribed kind's streams stay empty
     assert tick.drain() == []
+
+
+def test_an_event_no_stream_wants_is_not_decoded(env):
+    from publisher.grpc_hub import EVENT_RPCS
+
+    hub = env[0]
+    hub.on_event(EVENT_RPCS["quotes"], TOPIC["quotes"], b"\xff not msgpack")  # no quote stream: not read
+    assert hub.statistics()["events_in"]["quotes"] == 1
